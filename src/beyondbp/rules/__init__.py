@@ -1,0 +1,65 @@
+"""Credit-assignment rules, registered by name.
+
+>>> import beyondbp as bbp
+>>> rule = bbp.rules.get("dfa", seed=1)
+>>> learner = rule.attach(model)              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .backprop import Backprop
+from .base import Learner, Rule, default_loss
+from .direct import DFA
+from .feedback import BRSF, FA, FRSF, KP, USF
+
+_REGISTRY: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Add a rule class to the registry under ``cls.name`` (usable as a decorator)."""
+    if not cls.name:
+        raise ConfigError(f"rule class {cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ConfigError(f"a different rule is already registered as '{cls.name}'")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    """Every registered rule name, backprop first."""
+    return sorted(_REGISTRY, key=lambda n: (n != "backprop", n))
+
+
+def rule_class(name: str) -> type[Rule]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown rule {name!r}; registered rules: {', '.join(names())}") from None
+
+
+def get(name: str, **options: Any) -> Rule:
+    """A configured rule; options are the rule class's keyword arguments."""
+    cls = rule_class(name)
+    allowed = cls.option_names()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        allowed_text = ", ".join(allowed) if allowed else "none"
+        raise ConfigError(f"rule '{name}' has no option {', '.join(unknown)}; its options: {allowed_text}")
+    return cls(**options)
+
+
+def describe() -> list[dict[str, str]]:
+    """Name, family, one-line summary and paper of every rule."""
+    return [
+        {"name": n, "family": _REGISTRY[n].family, "summary": _REGISTRY[n].summary, "paper": _REGISTRY[n].paper}
+        for n in names()
+    ]
+
+
+for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA):
+    register(_cls)
+
+__all__ = ["Learner", "Rule", "default_loss", "describe", "get", "names", "register", "rule_class"]

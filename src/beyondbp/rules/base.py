@@ -1,0 +1,280 @@
+"""The rule protocol shared by every credit-assignment rule.
+
+A :class:`Rule` is a configured recipe (name, options, paper). ``rule.attach(model)`` returns a
+:class:`Learner` bound to the user's own ``nn.Module``:
+
+* ``learner.step(batch, optimizer) -> dict`` — one update; returns at least ``{"loss": float}``.
+* ``learner.predict(x) -> Tensor`` — outputs (logits) in eval mode, without gradients.
+* ``learner.estimate(batch) -> {name: Tensor}`` — the rule's update direction for every
+  parameter it trains, in the gradient sign convention (the optimizer will *subtract* it),
+  computed without changing any parameter or any ``.grad`` the caller had.
+* ``learner.detach()`` — give the model its original behaviour back.
+
+Rules that only change the backward path (feedback alignment and relatives, DFA) leave the
+forward computation and the optimizer alone, so the user's optimizer and LR scheduler keep
+working; the user may even call ``loss.backward(); optimizer.step()`` themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, UnsupportedModuleError
+
+Batch = tuple[Tensor, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Layer types the feedback-path rules replace the backward pass of.
+WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+#: Parameterised module types that keep ordinary autograd inside a rule's scheme: they learn
+#: from whatever error reaches them under the rule.
+PASSTHROUGH_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Embedding,
+    nn.PReLU,
+    nn.RMSNorm,
+)
+
+ATTACHED_FLAG = "_beyondbp_attached_rule"
+
+
+def default_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened."""
+    if output.dim() > 2:
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+    return F.cross_entropy(output, target)
+
+
+def check_batch(batch: Any) -> Batch:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ConfigError("a batch must be a pair (inputs, targets) of tensors")
+    x, y = batch
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+        raise ConfigError("a batch must be a pair (inputs, targets) of tensors")
+    return x, y
+
+
+class Rule:
+    """A credit-assignment rule with its options. Subclasses set the class metadata."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    #: Layer types whose weights this rule trains by its own scheme.
+    supported: ClassVar[tuple[type[nn.Module], ...]] = WEIGHT_LAYERS
+    #: False for rules that handle every module (backprop).
+    refuses_unknown: ClassVar[bool] = True
+
+    def __init__(self, **options: Any) -> None:  # pragma: no cover - subclasses define options
+        if options:
+            raise ConfigError(f"rule '{self.name}' takes no options, got {sorted(options)}")
+
+    # -- options -------------------------------------------------------------------------------
+    @classmethod
+    def option_names(cls) -> list[str]:
+        params = inspect.signature(cls.__init__).parameters
+        return [p for p, v in params.items() if p != "self" and v.kind == v.KEYWORD_ONLY]
+
+    def options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.option_names()}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+    # -- attaching -----------------------------------------------------------------------------
+    def attach(
+        self,
+        model: nn.Module,
+        *,
+        loss_fn: LossFn | None = None,
+        passthrough: Iterable[type[nn.Module]] = (),
+    ) -> "Learner":
+        """Bind this rule to ``model`` and return the learner that trains it.
+
+        ``loss_fn(output, target)`` defaults to cross-entropy on logits. ``passthrough`` names
+        extra parameterised module types that should keep ordinary autograd under the rule.
+        """
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"attach expects a torch.nn.Module, got {type(model).__name__}")
+        if getattr(model, ATTACHED_FLAG, None):
+            raise ConfigError(
+                f"this model already has rule '{getattr(model, ATTACHED_FLAG)}' attached; "
+                "call learner.detach() before attaching another rule"
+            )
+        self.check_model(model, tuple(passthrough))
+        learner = self._make_learner(model, loss_fn or default_loss)
+        object.__setattr__(model, ATTACHED_FLAG, self.name)
+        return learner
+
+    def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
+        """Refuse, by module path and type, any parameterised layer this rule cannot train."""
+        if not self.refuses_unknown:
+            return
+        allowed = self.supported + PASSTHROUGH_LAYERS + passthrough
+        for path, module in model.named_modules():
+            if isinstance(module, allowed):
+                continue
+            own = [n for n, _ in module.named_parameters(recurse=False)]
+            if own:
+                kinds = ", ".join(t.__name__ for t in self.supported)
+                raise UnsupportedModuleError(
+                    f"rule '{self.name}' cannot train module '{path or '<root>'}' of type "
+                    f"{type(module).__name__} (it owns parameters {own}); supported layer types "
+                    f"are {kinds}, with normalisation and embedding layers learning by ordinary "
+                    "autograd"
+                )
+
+    def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> "Learner":
+        raise NotImplementedError
+
+
+class Learner:
+    """A rule bound to a model. The default implementation is plain backpropagation."""
+
+    def __init__(self, rule: Rule, model: nn.Module, loss_fn: LossFn) -> None:
+        self.rule = rule
+        self.model = model
+        self.loss_fn = loss_fn
+        self._active = True
+        self._detached = False
+
+    # -- the protocol --------------------------------------------------------------------------
+    def step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        """One update of the model on ``batch`` with the caller's optimizer."""
+        self._check_live()
+        x, y = check_batch(batch)
+        self.check_optimizer(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        optimizer.step()
+        self.after_step()
+        return {"loss": float(loss.detach())}
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Model outputs for ``x`` in eval mode, without gradients (training mode is restored)."""
+        self._check_live()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.model(x)
+        finally:
+            self.model.train(was_training)
+
+    def estimate(self, batch: Batch) -> dict[str, Tensor]:
+        """The rule's update direction per parameter (gradient convention), without stepping."""
+        self._check_live()
+        return self._gradients(batch, use_rule=True)
+
+    def backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
+        """True backprop gradients of the same loss, for comparison with :meth:`estimate`."""
+        self._check_live()
+        return self._gradients(batch, use_rule=False)
+
+    def detach(self) -> None:
+        """Undo :meth:`Rule.attach`: the model computes and learns exactly as before."""
+        if self._detached:
+            return
+        self._restore()
+        if ATTACHED_FLAG in model_dict(self.model):
+            object.__delattr__(self.model, ATTACHED_FLAG)
+        self._detached = True
+
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """Per-layer measurements of how the rule relates to backprop (see ``analysis.alignment``)."""
+        from ..analysis.alignment import diagnostics
+
+        return diagnostics(self, batch)
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Complain early when the optimizer cannot train what the rule needs trained."""
+
+    def after_step(self) -> None:
+        """Called after every optimizer step (e.g. to re-apply sparsity masks)."""
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Called by the run loop after every epoch; may return metrics."""
+        return {}
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """What the run loop hands to the optimizer (rules that update some weights themselves
+        return fewer parameters)."""
+        return list(self.model.parameters())
+
+    def trained_layers(self) -> dict[str, nn.Module]:
+        """The layers whose weights the rule trains by its own scheme, by module path."""
+        return {}
+
+    def feedback_matrix(self, layer_name: str) -> Tensor | None:
+        """The matrix standing in for the layer's weight in the backward pass (W's shape)."""
+        return None
+
+    def rule_state(self) -> dict[str, Tensor]:
+        """Rule tensors that are not in ``model.state_dict()`` (for checkpoints)."""
+        return {}
+
+    def load_rule_state(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise ConfigError(f"rule '{self.rule.name}' has no state to load, got {sorted(state)}")
+
+    def _restore(self) -> None:
+        """Remove everything attach installed."""
+
+    # -- helpers -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Within this block the model trains by plain backprop (used for diagnostics)."""
+        previous = self._active
+        self._active = False
+        try:
+            yield
+        finally:
+            self._active = previous
+
+    def _check_live(self) -> None:
+        if self._detached:
+            raise ConfigError("this learner was detached from its model; attach the rule again")
+
+    def _gradients(self, batch: Batch, use_rule: bool) -> dict[str, Tensor]:
+        x, y = check_batch(batch)
+        params = dict(self.model.named_parameters())
+        saved = {n: p.grad for n, p in params.items()}
+        for p in params.values():
+            p.grad = None
+        try:
+            ctx = contextlib.nullcontext() if use_rule else self.disabled()
+            with ctx, torch.enable_grad():
+                loss = self.loss_fn(self.model(x), y)
+                loss.backward()
+            return {
+                n: p.grad.detach().clone()
+                for n, p in params.items()
+                if p.grad is not None and (use_rule or not self._is_rule_param(n))
+            }
+        finally:
+            for n, p in params.items():
+                p.grad = saved[n]
+
+    def _is_rule_param(self, name: str) -> bool:
+        return name.rsplit(".", 1)[-1].startswith("bbp_")
+
+
+def model_dict(model: nn.Module) -> dict[str, Any]:
+    return model.__dict__
+
+
+def param_in_optimizer(param: Tensor, optimizer: torch.optim.Optimizer) -> bool:
+    return any(param is q for group in optimizer.param_groups for q in group["params"])

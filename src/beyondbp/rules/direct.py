@@ -1,0 +1,252 @@
+"""Direct feedback alignment (DFA).
+
+Paper: "Direct Feedback Alignment Provides Learning in Deep Neural Networks" (Arild Nøkland,
+NeurIPS 2016); at Transformer scale "Direct Feedback Alignment Scales to Modern Deep Learning
+Tasks and Architectures" (Launay, Poli, Boniface, Krzakala 2020) and "Scaling Laws Beyond
+Backpropagation" (Filipovich, Cappelli, Hesslow, Launay 2022).
+
+Equations. Let ``e = dL/dy`` be the error at the network output (the logits, or the output of
+the module named by ``error_at``). Every *feedback point* ``h_k`` (a hidden tensor) receives a
+fixed random projection of that error instead of the backpropagated one:
+
+    dL/dh_k  :=  B_k e            (B_k fixed, shape n_out × width_k)
+
+and from ``h_k`` the error flows by ordinary autograd down to — not past — the previous
+feedback point. With the default placement (``points="layers"``) the feedback points are the
+inputs of every Linear / ConvNd layer, so for an MLP ``a_l = W_l h_{l-1}``, ``h_l = f(a_l)``:
+
+    δ_l = (B_l e) ⊙ f'(a_l)          ΔW_l = −η δ_l h_{l-1}ᵀ         (output layer: δ_L = e)
+
+exactly Nøkland's rule. With ``points=[module names]`` the feedback points are the outputs of
+those modules (e.g. each Transformer block: Launay et al.'s "macro" placement) and everything
+between two points is trained by backprop.
+
+How the backward pass skips the ``Wᵀδ`` chain. In the forward pass each feedback point's tensor
+is handed to the rest of the network *detached*, so no autograd edge crosses it; the points are
+also collected and passed, with the output, through one identity function at the error point.
+Its backward receives ``e`` and returns ``e`` for the output and ``B_k e`` for every point at
+once, so the input-gradient matmuls ``Wᵀδ`` across points are never computed — the saving that
+makes DFA cheaper than backprop.
+
+Feedback matrices (defaults as in the 2022 paper: Gaussian; TinyDFA's normalisation):
+``init="gaussian"`` draws N(0, 1) entries, ``init="uniform"`` U(−1, 1) entries; the projection is
+divided by ``sqrt(width)`` of the point it feeds (``shared=False``: one matrix per point, as in
+Nøkland 2016) or of the widest point (``shared=True``: one matrix for all points, each taking
+its first ``width`` columns, as in TinyDFA and the 2022 paper), then multiplied by ``scale``
+(default 1). The leading dimensions of a point that match the error's (batch, or batch × time
+for sequences) are kept: the projection is per sample (per token). Matrices are created at the
+first training forward pass from ``seed`` and then never change.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import Function
+
+from ..errors import ConfigError
+from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
+from .feedback import check_seed
+
+
+class _DFAOutput(Function):
+    """Identity on the error tensor; its backward hands the projected error to every point."""
+
+    @staticmethod
+    def forward(ctx, learner: "DFALearner", out: Tensor, *points: Tensor) -> Tensor:
+        ctx.learner = learner
+        ctx.shapes = [p.shape for p in points]
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, err: Tensor):
+        projections = ctx.learner.project(err, ctx.shapes)
+        return (None, err, *projections)
+
+
+class DFALearner(Learner):
+    def __init__(self, rule: "DFA", model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__(rule, model, loss_fn)
+        self.dfa: DFA = rule
+        modules = dict(model.named_modules())
+        self.layers = {n: m for n, m in modules.items() if isinstance(m, WEIGHT_LAYERS)}
+        self._points: list[Tensor] = []
+        self._matrices: dict[int, Tensor] = {}
+        self._shared: Tensor | None = None
+        self._handles: list[Any] = []
+        self._error_module = model
+        if rule.error_at is not None:
+            if rule.error_at not in modules:
+                raise ConfigError(f"DFA error_at names no module of the model: {rule.error_at!r}")
+            self._error_module = modules[rule.error_at]
+        self._handles.append(model.register_forward_pre_hook(self._reset))
+        if rule.points == "layers":
+            for name, module in self.layers.items():
+                if rule.error_at is not None and self._after_error(name):
+                    continue
+                self._handles.append(module.register_forward_pre_hook(self._point_at_input))
+        else:
+            for name in rule.points:
+                if name not in modules or modules[name] is model:
+                    raise ConfigError(f"DFA feedback point names no submodule of the model: {name!r}")
+                self._handles.append(modules[name].register_forward_hook(self._point_at_output))
+        self._handles.append(self._error_module.register_forward_hook(self._at_error))
+
+    def _after_error(self, layer_name: str) -> bool:
+        """Layers after the error point (an output head) are trained by plain backprop."""
+        names = [n for n, _ in self.model.named_modules()]
+        return names.index(layer_name) > names.index(self.dfa.error_at)
+
+    # -- forward hooks -------------------------------------------------------------------------
+    def _enabled(self) -> bool:
+        return self._active and torch.is_grad_enabled()
+
+    def _reset(self, module: nn.Module, args: Any) -> None:
+        self._points = []
+
+    def _register(self, t: Any) -> Any:
+        if isinstance(t, Tensor) and t.requires_grad and self._enabled():
+            self._points.append(t)
+            return t.detach()
+        return t
+
+    def _point_at_input(self, module: nn.Module, args: tuple) -> tuple | None:
+        if not args or not self._enabled():
+            return None
+        return (self._register(args[0]), *args[1:])
+
+    def _point_at_output(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if not self._enabled():
+            return None
+        if isinstance(output, tuple):
+            return (self._register(output[0]), *output[1:])
+        return self._register(output)
+
+    def _at_error(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if not self._enabled() or not self._points:
+            return None
+        if not isinstance(output, Tensor):
+            raise ConfigError(
+                "DFA needs the error point to output a single tensor, got "
+                f"{type(output).__name__}; pass error_at= naming a module that outputs one"
+            )
+        points, self._points = self._points, []
+        return _DFAOutput.apply(self, output, *points)
+
+    # -- projection ----------------------------------------------------------------------------
+    def project(self, err: Tensor, shapes: list[torch.Size]) -> list[Tensor]:
+        lead = err.shape[:-1]
+        n_out = err.shape[-1]
+        widths = []
+        for shape in shapes:
+            if tuple(shape[: len(lead)]) != tuple(lead) or len(shape) == len(lead):
+                raise ConfigError(
+                    f"DFA cannot project an error of shape {tuple(err.shape)} onto a feedback point "
+                    f"of shape {tuple(shape)}: their leading (batch) dimensions must agree"
+                )
+            widths.append(math.prod(shape[len(lead):]))
+        e2 = err.reshape(-1, n_out)
+        out = []
+        for k, (shape, width) in enumerate(zip(shapes, widths)):
+            B = self.matrix(k, n_out, width, max(widths), err)
+            out.append(e2.matmul(B).reshape(shape))
+        return out
+
+    def matrix(self, k: int, n_out: int, width: int, max_width: int, like: Tensor) -> Tensor:
+        rule = self.dfa
+        if rule.shared:
+            if self._shared is None:
+                self._shared = self._draw(n_out, max_width, 0, like) / math.sqrt(max_width)
+            B = self._shared
+            if B.shape[0] != n_out or B.shape[1] < width:
+                raise ConfigError(
+                    f"DFA's shared feedback matrix has shape {tuple(B.shape)} but a point needs "
+                    f"{n_out}×{width}; feedback points must keep their widths between steps"
+                )
+            return B[:, :width]
+        B = self._matrices.get(k)
+        if B is None:
+            B = self._draw(n_out, width, k, like) / math.sqrt(width)
+            self._matrices[k] = B
+        if B.shape != (n_out, width):
+            raise ConfigError(
+                f"DFA feedback point {k} changed shape from {tuple(B.shape)} to {(n_out, width)}; "
+                "feedback points must keep their widths between steps"
+            )
+        return B
+
+    def _draw(self, n_out: int, width: int, k: int, like: Tensor) -> Tensor:
+        gen = torch.Generator().manual_seed(self.dfa.seed * 1_000_003 + k)
+        if self.dfa.init == "gaussian":
+            B = torch.randn(n_out, width, generator=gen)
+        else:
+            B = torch.rand(n_out, width, generator=gen) * 2 - 1
+        return (B * self.dfa.scale).to(device=like.device, dtype=like.dtype)
+
+    # -- protocol extras -----------------------------------------------------------------------
+    def trained_layers(self) -> dict[str, nn.Module]:
+        return dict(self.layers)
+
+    def rule_state(self) -> dict[str, Tensor]:
+        state = {f"matrix.{k}": B for k, B in self._matrices.items()}
+        if self._shared is not None:
+            state["shared"] = self._shared
+        return state
+
+    def load_rule_state(self, state: dict[str, Tensor]) -> None:
+        for key, value in state.items():
+            if key == "shared":
+                self._shared = value.clone()
+            elif key.startswith("matrix."):
+                self._matrices[int(key.split(".", 1)[1])] = value.clone()
+            else:
+                raise ConfigError(f"unknown DFA state entry {key!r}")
+
+    def _restore(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._points = []
+
+
+class DFA(Rule):
+    name = "dfa"
+    family: ClassVar[str] = "direct"
+    summary = "direct feedback alignment: each hidden layer gets a fixed random projection B·e of the output error"
+    paper = "Direct Feedback Alignment Provides Learning in Deep Neural Networks (Nøkland 2016)"
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        init: str = "gaussian",
+        scale: float = 1.0,
+        shared: bool = False,
+        points: str | list[str] = "layers",
+        error_at: str | None = None,
+    ) -> None:
+        self.seed = check_seed(seed)
+        if init not in ("gaussian", "uniform"):
+            raise ConfigError(f"DFA init must be 'gaussian' or 'uniform', got {init!r}")
+        self.init = init
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ConfigError(f"DFA scale must be a positive number, got {scale!r}")
+        self.scale = float(scale)
+        if not isinstance(shared, bool):
+            raise ConfigError(f"DFA shared must be true or false, got {shared!r}")
+        self.shared = shared
+        if isinstance(points, str):
+            if points != "layers":
+                raise ConfigError(f"DFA points must be 'layers' or a list of module names, got {points!r}")
+        else:
+            points = list(points)
+            if not points or not all(isinstance(p, str) for p in points):
+                raise ConfigError("DFA points must be 'layers' or a non-empty list of module names")
+        self.points = points
+        self.error_at = error_at
+
+    def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
+        return DFALearner(self, model, loss_fn)

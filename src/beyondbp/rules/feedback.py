@@ -1,0 +1,323 @@
+"""Feedback alignment and its weight-transport-free relatives: FA, uSF, brSF, frSF, Kolen-Pollack.
+
+All five keep the forward pass and the weight update of backpropagation and change only the
+matrix that carries the error backwards through each Linear / ConvNd layer. With pre-activation
+``a_l = W_l h_{l-1}``, ``h_l = f(a_l)`` and output error ``e = dL/da_L``:
+
+    backprop:   δ_l = (W_{l+1}ᵀ δ_{l+1}) ⊙ f'(a_l)          ΔW_l = −η δ_l h_{l-1}ᵀ
+    these:      δ_l = (B_{l+1}ᵀ δ_{l+1}) ⊙ f'(a_l)          ΔW_l = −η δ_l h_{l-1}ᵀ
+
+where ``B`` has ``W``'s shape and "stands in" for it (for a conv layer, ``B`` is a kernel of the
+same shape used by the transposed convolution). Everything between weight layers — activations,
+pooling, BatchNorm, dropout, residual additions — is differentiated by ordinary autograd.
+
+``fa`` — Feedback alignment. ``B`` is drawn once at attach and never changes.
+    Paper: "Random synaptic feedback weights support error backpropagation for deep learning"
+    (Lillicrap, Cownden, Tweed, Akerman 2016). Default ``init="xavier_uniform"`` as in BioTorch.
+
+``usf`` — Uniform sign-concordant feedback: ``B = s · sign(W)``, rebuilt at every forward pass.
+    Default ``scale="xavier"``: ``s = sqrt(2 / (fan_in + fan_out))``, the std of Xavier init as
+    in BioTorch; ``scale="fan_in"`` gives ``1/sqrt(fan_in)`` as in Xiao et al.'s code; a number
+    is used as is.
+``brsf`` — Batchwise random-magnitude sign-concordant feedback: ``B = |M| ⊙ sign(W)`` with
+    ``M`` redrawn from the init distribution at every minibatch (forward pass).
+``frsf`` — Fixed random-magnitude sign-concordant feedback: as brsf, but ``M`` drawn once.
+    Papers: "How Important is Weight Symmetry in Backpropagation?" (Liao, Leibo, Poggio 2016);
+    "Biologically-plausible learning algorithms can scale to large datasets" (Xiao, Chen, Liao,
+    Poggio 2018).
+
+``kp`` — Kolen-Pollack: ``B`` starts random and learns too. It receives exactly the gradient
+    ``W`` receives (in ``W``'s shape, i.e. the transpose of ``ΔB`` written in ``Wᵀ``'s shape) and
+    the same weight decay, through the *user's optimizer*: ``B`` is registered as the parameter
+    ``<layer>.bbp_feedback``, so create the optimizer after ``attach``. With plain SGD,
+    learning rate η and weight decay λ, ``W − B`` is multiplied by ``(1 − ηλ)`` at every step, so
+    the two matrices converge; without weight decay they never do (the learner refuses to
+    step with an optimizer that lacks ``B`` or gives it different hyperparameters than ``W``).
+    Papers: "Backpropagation without weight transport" (Kolen, Pollack 1994); "Deep learning
+    without weight transport" (Akrout, Wilson, Humphreys, Lillicrap, Tweedy 2019).
+
+Every rule here registers its tensors on the layer with the prefix ``bbp_`` (buffers, or a
+parameter for KP), so ``model.to(device)`` and ``model.state_dict()`` carry them; ``detach``
+removes them. Randomness comes from ``seed`` (default 0), one generator per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ._autograd import FeedbackConv, FeedbackLinear
+from .base import WEIGHT_LAYERS, Learner, LossFn, Rule, param_in_optimizer
+
+INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
+
+
+def layer_generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
+
+
+def init_like(weight: Tensor, init: str, generator: torch.Generator) -> Tensor:
+    """A fresh tensor of ``weight``'s shape drawn from ``init`` (on the CPU, then moved)."""
+    out = torch.empty(weight.shape, dtype=weight.dtype)
+    if init == "xavier_uniform":
+        nn.init.xavier_uniform_(out, generator=generator)
+    elif init == "xavier_normal":
+        nn.init.xavier_normal_(out, generator=generator)
+    elif init == "kaiming_uniform":
+        nn.init.kaiming_uniform_(out, a=math.sqrt(5), generator=generator)
+    elif init == "kaiming_normal":
+        nn.init.kaiming_normal_(out, generator=generator)
+    else:  # pragma: no cover - validated earlier
+        raise ConfigError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
+    return out.to(weight.device)
+
+
+def init_bound(weight: Tensor, init: str) -> float:
+    """Half-width of the uniform distribution (or std of the normal one) of ``init``."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    return {
+        "xavier_uniform": math.sqrt(6.0 / (fan_in + fan_out)),
+        "xavier_normal": math.sqrt(2.0 / (fan_in + fan_out)),
+        "kaiming_uniform": 1.0 / math.sqrt(fan_in),
+        "kaiming_normal": math.sqrt(2.0 / fan_in),
+    }[init]
+
+
+def check_init(init: str) -> str:
+    if init not in INITS:
+        raise ConfigError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
+    return init
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def conv_padding(module: nn.Module, x: Tensor) -> tuple[Tensor, list[int]]:
+    """Apply non-zero / asymmetric padding outside the conv; return the int padding to use."""
+    n = module.weight.dim() - 2
+    if module.padding_mode != "zeros":
+        return F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode), [0] * n
+    if isinstance(module.padding, str):
+        if module.padding == "valid":
+            return x, [0] * n
+        total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        left = [t // 2 for t in total]
+        if all(t % 2 == 0 for t in total):
+            return x, left
+        pads: list[int] = []
+        for t, l in zip(reversed(total), reversed(left)):
+            pads += [l, t - l]
+        return F.pad(x, pads), [0] * n
+    return x, list(module.padding)
+
+
+class FeedbackPathLearner(Learner):
+    """Wraps every supported layer's forward so its backward uses ``rule.feedback(...)``."""
+
+    def __init__(self, rule: "FeedbackPathRule", model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__(rule, model, loss_fn)
+        self.layers: dict[str, nn.Module] = {
+            name: m for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)
+        }
+        self._installed: list[tuple[nn.Module, list[str]]] = []
+        for index, (name, module) in enumerate(self.layers.items()):
+            before = set(module._parameters) | set(module._buffers)
+            rule.setup_layer(module, index)
+            added = [k for k in list(module._parameters) + list(module._buffers) if k not in before]
+            self._installed.append((module, added))
+            module.forward = self._make_forward(module)
+
+    def _make_forward(self, module: nn.Module):
+        rule: FeedbackPathRule = self.rule  # type: ignore[assignment]
+        cls_forward = type(module).forward
+        is_linear = isinstance(module, nn.Linear)
+
+        def forward(x: Tensor) -> Tensor:
+            if not (self._active and torch.is_grad_enabled()):
+                return cls_forward(module, x)
+            feedback, scale = rule.feedback(module)
+            if is_linear:
+                return FeedbackLinear.apply(x, module.weight, module.bias, feedback, scale)
+            x, padding = conv_padding(module, x)
+            return FeedbackConv.apply(
+                x, module.weight, module.bias, feedback, scale,
+                list(module.stride), padding, list(module.dilation), module.groups,
+            )
+
+        return forward
+
+    def trained_layers(self) -> dict[str, nn.Module]:
+        return dict(self.layers)
+
+    def feedback_matrix(self, layer_name: str) -> Tensor | None:
+        module = self.layers[layer_name]
+        with torch.no_grad():
+            feedback, scale = self.rule.feedback(module)  # type: ignore[attr-defined]
+            return (feedback * scale).detach().clone()
+
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.rule.check_optimizer(self, optimizer)  # type: ignore[attr-defined]
+
+    def _restore(self) -> None:
+        for module, added in self._installed:
+            if "forward" in module.__dict__:
+                del module.__dict__["forward"]
+            for key in added:
+                module._parameters.pop(key, None)
+                module._buffers.pop(key, None)
+
+
+class FeedbackPathRule(Rule):
+    """Base of the rules that only change the matrix carrying errors backwards."""
+
+    family: ClassVar[str] = "feedback"
+
+    def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
+        return FeedbackPathLearner(self, model, loss_fn)
+
+    def setup_layer(self, module: nn.Module, index: int) -> None:
+        """Register the rule's tensors on ``module`` (names start with ``bbp_``)."""
+
+    def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
+        """The feedback matrix (``W``'s shape) and a scalar it is multiplied by."""
+        raise NotImplementedError
+
+    def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+
+class FA(FeedbackPathRule):
+    name = "fa"
+    summary = "feedback alignment: a fixed random matrix B replaces Wᵀ in the backward pass"
+    paper = "Random synaptic feedback weights support error backpropagation for deep learning (Lillicrap et al. 2016)"
+
+    def __init__(self, *, seed: int = 0, init: str = "xavier_uniform") -> None:
+        self.seed = check_seed(seed)
+        self.init = check_init(init)
+
+    def setup_layer(self, module: nn.Module, index: int) -> None:
+        gen = layer_generator(self.seed, index)
+        module.register_buffer("bbp_feedback", init_like(module.weight.detach(), self.init, gen))
+
+    def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
+        return module.bbp_feedback, 1.0
+
+
+class USF(FeedbackPathRule):
+    name = "usf"
+    summary = "uniform sign-concordant feedback: B = s·sign(W), rebuilt every forward pass"
+    paper = "How Important is Weight Symmetry in Backpropagation? (Liao, Leibo, Poggio 2016)"
+
+    def __init__(self, *, scale: str | float = "xavier") -> None:
+        if isinstance(scale, str):
+            if scale not in ("xavier", "fan_in"):
+                raise ConfigError(f"usf scale must be 'xavier', 'fan_in' or a positive number, got {scale!r}")
+        elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ConfigError(f"usf scale must be 'xavier', 'fan_in' or a positive number, got {scale!r}")
+        self.scale = scale
+
+    def _scale(self, weight: Tensor) -> float:
+        if not isinstance(self.scale, str):
+            return float(self.scale)
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+        if self.scale == "xavier":
+            return math.sqrt(2.0 / (fan_in + fan_out))
+        return 1.0 / math.sqrt(fan_in)
+
+    def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
+        w = module.weight.detach()
+        return torch.sign(w), self._scale(w)
+
+
+class FRSF(FeedbackPathRule):
+    name = "frsf"
+    summary = "fixed random-magnitude sign-concordant feedback: B = |M|⊙sign(W), M drawn once"
+    paper = "Biologically-plausible learning algorithms can scale to large datasets (Xiao et al. 2018)"
+
+    def __init__(self, *, seed: int = 0, init: str = "xavier_uniform") -> None:
+        self.seed = check_seed(seed)
+        self.init = check_init(init)
+
+    def setup_layer(self, module: nn.Module, index: int) -> None:
+        gen = layer_generator(self.seed, index)
+        mag = init_like(module.weight.detach(), self.init, gen).abs_()
+        module.register_buffer("bbp_magnitude", mag)
+
+    def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
+        return torch.copysign(module.bbp_magnitude, module.weight.detach()), 1.0
+
+
+class BRSF(FeedbackPathRule):
+    name = "brsf"
+    summary = "batchwise random-magnitude sign-concordant feedback: |M| redrawn every minibatch"
+    paper = "Biologically-plausible learning algorithms can scale to large datasets (Xiao et al. 2018)"
+
+    def __init__(self, *, seed: int = 0, init: str = "xavier_uniform") -> None:
+        self.seed = check_seed(seed)
+        self.init = check_init(init)
+        self._generators: dict[int, torch.Generator] = {}
+
+    def setup_layer(self, module: nn.Module, index: int) -> None:
+        self._generators[id(module)] = layer_generator(self.seed, index)
+
+    def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
+        w = module.weight.detach()
+        gen = self._generators[id(module)]
+        bound = init_bound(w, self.init)
+        if self.init.endswith("uniform"):
+            mag = torch.rand(w.shape, generator=gen, dtype=w.dtype)
+        else:
+            mag = torch.randn(w.shape, generator=gen, dtype=w.dtype).abs_()
+        return torch.copysign(mag.to(w.device), w), bound
+
+
+class KP(FeedbackPathRule):
+    name = "kp"
+    summary = "Kolen-Pollack: B learns with W's gradient and weight decay, so W − B → 0"
+    paper = "Deep learning without weight transport (Akrout et al. 2019); Kolen & Pollack 1994"
+
+    def __init__(self, *, seed: int = 0, init: str = "xavier_uniform") -> None:
+        self.seed = check_seed(seed)
+        self.init = check_init(init)
+
+    def setup_layer(self, module: nn.Module, index: int) -> None:
+        gen = layer_generator(self.seed, index)
+        fb = init_like(module.weight.detach(), self.init, gen)
+        module.register_parameter("bbp_feedback", nn.Parameter(fb))
+
+    def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
+        return module.bbp_feedback, 1.0
+
+    def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
+        for name, module in learner.layers.items():
+            fb = module.bbp_feedback
+            if not param_in_optimizer(fb, optimizer):
+                raise ConfigError(
+                    f"Kolen-Pollack trains the feedback matrix '{name}.bbp_feedback' with your "
+                    "optimizer, but the optimizer does not hold it; create the optimizer after "
+                    "rule.attach(model) from model.parameters()"
+                )
+            gw = _group_of(module.weight, optimizer)
+            gb = _group_of(fb, optimizer)
+            if gw is not None and gw is not gb:
+                keys = ("lr", "weight_decay", "momentum")
+                if any(gw.get(k) != gb.get(k) for k in keys):
+                    raise ConfigError(
+                        f"Kolen-Pollack needs '{name}.weight' and '{name}.bbp_feedback' to share "
+                        "learning rate, momentum and weight decay; put them in the same parameter group"
+                    )
+
+
+def _group_of(param: Tensor, optimizer: torch.optim.Optimizer) -> dict | None:
+    for group in optimizer.param_groups:
+        if any(param is q for q in group["params"]):
+            return group
+    return None
