@@ -49,7 +49,7 @@ from torch.autograd import Function
 
 from ..errors import ConfigError
 from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
-from .feedback import check_seed
+from .feedback import check_seed, layer_generator
 
 
 class _DFAOutput(Function):
@@ -179,7 +179,7 @@ class DFALearner(Learner):
         return B
 
     def _draw(self, n_out: int, width: int, k: int, like: Tensor) -> Tensor:
-        gen = torch.Generator().manual_seed(self.dfa.seed * 1_000_003 + k)
+        gen = layer_generator(self.dfa.seed, k, salt="dfa")
         if self.dfa.init == "gaussian":
             B = torch.randn(n_out, width, generator=gen)
         else:

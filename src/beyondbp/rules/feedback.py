@@ -43,6 +43,7 @@ removes them. Randomness comes from ``seed`` (default 0), one generator per laye
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, ClassVar
 
@@ -57,8 +58,15 @@ from .base import WEIGHT_LAYERS, Learner, LossFn, Rule, param_in_optimizer
 INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
 
 
-def layer_generator(seed: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
+def layer_generator(seed: int, index: int, salt: str = "feedback") -> torch.Generator:
+    """A generator for layer ``index`` whose stream is unrelated to ``torch.manual_seed(seed)``.
+
+    Hashing (salt, seed, index) matters: seeding with the bare seed would make a feedback matrix
+    drawn with seed 0 a rescaled copy of a forward weight initialised after
+    ``torch.manual_seed(0)`` — perfectly aligned feedback by accident.
+    """
+    digest = hashlib.sha256(f"beyondbp:{salt}:{int(seed)}:{index}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def init_like(weight: Tensor, init: str, generator: torch.Generator) -> Tensor:
