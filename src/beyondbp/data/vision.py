@@ -256,7 +256,7 @@ def _load_idx_dataset(
             x.sub_(mean).div_(std)
 
     side = 32 if pad_to_32 else 28
-    prep = [f"pixels scaled to [0,1]"]
+    prep = ["pixels scaled to [0,1]"]
     if pad_to_32:
         prep.append("zero-padded to 32x32")
     if normalize:
@@ -326,11 +326,15 @@ def _mnist1d_expected_sizes(args: dict[str, Any]) -> tuple[int, int]:
     return n_train, total - n_train
 
 
-def _generate_mnist1d(args: dict[str, Any]) -> dict[str, np.ndarray]:
-    try:
-        from mnist1d.data import make_dataset
+def _generate_mnist1d(overrides: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run the package generator with its defaults updated by ``overrides``; returns (arrays, args)."""
+    try:  # imported lazily: mnist1d pulls in matplotlib and scipy.interpolate (~0.6 s)
+        from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
         raise DataError("The mnist1d package is not installed; install it with `pip install mnist1d`.") from exc
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)  # only used by the package's downloader, which beyondbp never calls
+    args.update(overrides)
     np_state = np.random.get_state()
     py_state = random.getstate()
     try:
@@ -338,20 +342,23 @@ def _generate_mnist1d(args: dict[str, Any]) -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return {
+    arrays = {
         "x_train": np.ascontiguousarray(generated["x"], dtype=np.float32),
         "y_train": np.ascontiguousarray(generated["y"], dtype=np.int64),
         "x_test": np.ascontiguousarray(generated["x_test"], dtype=np.float32),
         "y_test": np.ascontiguousarray(generated["y_test"], dtype=np.int64),
     }
+    return arrays, args
 
 
-def _read_mnist1d_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when the file is absent, unreadable or does not fit ``args``."""
+def _read_mnist1d_cache(
+    path: Path, overrides: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """The cached (arrays, args), or None when the file is absent, unreadable or does not fit."""
     if not path.is_file():
         return None
-    n_train, n_test = _mnist1d_expected_sizes(args)
-    length = args["final_seq_length"]
+    n_train, n_test = _mnist1d_expected_sizes(overrides)
+    length = overrides["final_seq_length"]
     expected = {
         "x_train": ((n_train, length), np.float32),
         "y_train": ((n_train,), np.int64),
@@ -361,24 +368,26 @@ def _read_mnist1d_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarra
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: np.asarray(archive[key]) for key in _MNIST1D_KEYS}
-    except Exception as exc:  # corrupt zip, truncated member, missing key, ...: regenerate
-        log.warning("Ignoring unreadable MNIST-1D cache file %s (%s); regenerating it.", path, exc)
+            args = json.loads(str(archive["args_json"]))
+        if not isinstance(args, dict) or any(args.get(k) != v for k, v in overrides.items()):
+            raise ValueError("stored generator arguments do not match")
+        for key, (shape, dtype) in expected.items():
+            if arrays[key].shape != shape or arrays[key].dtype != dtype:
+                raise ValueError(f"{key} has shape {arrays[key].shape} and dtype {arrays[key].dtype}")
+    except Exception as exc:  # corrupt zip, truncated member, missing key, bad JSON, ...: regenerate
+        log.warning("Ignoring unusable MNIST-1D cache file %s (%s); regenerating it.", path, exc)
         return None
-    for key, (shape, dtype) in expected.items():
-        if arrays[key].shape != shape or arrays[key].dtype != dtype:
-            log.warning("Ignoring MNIST-1D cache file %s whose %s does not fit the arguments; regenerating.", path, key)
-            return None
-    return arrays
+    return arrays, args
 
 
-def _write_mnist1d_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write_mnist1d_cache(path: Path, arrays: dict[str, np.ndarray], args: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
+                np.savez(handle, args_json=np.array(json.dumps(args, sort_keys=True)), **arrays)
+            os.replace(tmp, path)  # atomic: readers never see a half-written file
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -386,24 +395,33 @@ def _write_mnist1d_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         log.info("Could not write MNIST-1D cache file %s (%s); continuing without it.", path, exc)
 
 
-def _mnist1d_arrays_uncached(args_items: tuple, cache_root: str | None) -> dict[str, np.ndarray]:
-    args = dict(args_items)
-    arrays = None
+def _mnist1d_cache_path(cache_root: str, overrides: dict[str, Any]) -> Path:
+    # The generator's output is fully determined by the overridden arguments plus the package
+    # version (which fixes every other default), so that is what the key hashes.
+    key = json.dumps(
+        {"overrides": overrides, "mnist1d": _mnist1d_version(), "format": _MNIST1D_CACHE_FORMAT}, sort_keys=True
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return Path(cache_root) / "mnist1d" / f"mnist1d-{digest}.npz"
+
+
+def _mnist1d_arrays_uncached(
+    override_items: tuple, cache_root: str | None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    overrides = dict(override_items)
+    found = None
     path = None
     if cache_root is not None:
-        key = json.dumps(
-            {"args": args, "mnist1d": _mnist1d_version(), "format": _MNIST1D_CACHE_FORMAT}, sort_keys=True
-        )
-        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        path = Path(cache_root) / "mnist1d" / f"mnist1d-{digest}.npz"
-        arrays = _read_mnist1d_cache(path, args)
-    if arrays is None:
-        arrays = _generate_mnist1d(args)
+        path = _mnist1d_cache_path(cache_root, overrides)
+        found = _read_mnist1d_cache(path, overrides)
+    if found is None:
+        found = _generate_mnist1d(overrides)
         if path is not None:
-            _write_mnist1d_cache(path, arrays)
+            _write_mnist1d_cache(path, *found)
+    arrays, args = found
     for array in arrays.values():
         array.flags.writeable = False
-    return arrays
+    return arrays, args
 
 
 _mnist1d_arrays_cached = functools.lru_cache(maxsize=8)(_mnist1d_arrays_uncached)
@@ -425,9 +443,10 @@ def load_mnist1d(
     ``num_samples`` (rounded down to a multiple of 10: the generator makes the same number per
     class), ``train_split``, ``length`` (the package's ``final_seq_length``), ``seed`` and
     ``shuffle_seq`` are passed to ``mnist1d.data.make_dataset``; every other generator argument
-    keeps the package default. ``cache=False`` skips both the in-process and the on-disk cache
-    (and always regenerates); ``cache_dir`` overrides ``$BEYONDBP_CACHE`` /
-    ``~/.cache/beyondbp``. ``data_dir`` is accepted for a uniform interface and ignored.
+    keeps the package default (``mnist1d.data.get_dataset_args()``). ``cache=False`` skips both
+    the in-process and the on-disk cache (and always regenerates); ``cache_dir`` overrides
+    ``$BEYONDBP_CACHE`` / ``~/.cache/beyondbp``. ``data_dir`` is accepted for a uniform
+    interface and ignored.
     """
     del data_dir  # generated, not read
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20:
@@ -440,33 +459,27 @@ def load_mnist1d(
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
     shuffle_seq = _check_bool(shuffle_seq, "shuffle_seq")
     cache = _check_bool(cache, "cache")
-    n_train, n_test = _mnist1d_expected_sizes({"num_samples": num_samples, "train_split": float(train_split)})
+    overrides = {
+        "num_samples": num_samples,
+        "train_split": float(train_split),
+        "final_seq_length": length,
+        "seed": seed,
+        "shuffle_seq": shuffle_seq,
+    }
+    n_train, n_test = _mnist1d_expected_sizes(overrides)
     if n_train < 1 or n_test < 1:
         raise ConfigError(
             f"num_samples={num_samples} with train_split={train_split} leaves an empty split; "
             "raise num_samples or move train_split away from 0 and 1."
         )
-
-    try:
-        from mnist1d.data import get_dataset_args
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise DataError("The mnist1d package is not installed; install it with `pip install mnist1d`.") from exc
-    args = get_dataset_args(as_dict=True)
-    args.pop("url", None)  # only used by the package's downloader, which beyondbp never calls
-    args.update(
-        num_samples=num_samples,
-        train_split=float(train_split),
-        final_seq_length=length,
-        seed=seed,
-        shuffle_seq=shuffle_seq,
-    )
-    args_items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in args.items()))
+    override_items = tuple(sorted(overrides.items()))
     if cache:
-        arrays = _mnist1d_arrays_cached(args_items, str(_cache_root(cache_dir)))
+        arrays, args = _mnist1d_arrays_cached(override_items, str(_cache_root(cache_dir)))
     else:
-        arrays = _mnist1d_arrays_uncached(args_items, None)
+        arrays, args = _mnist1d_arrays_uncached(override_items, None)
 
     tensors = {key: torch.from_numpy(np.array(arrays[key])) for key in _MNIST1D_KEYS}  # np.array copies
+    version = _mnist1d_version()
     return Dataset(
         name="mnist1d",
         x_train=tensors["x_train"],
@@ -477,9 +490,9 @@ def load_mnist1d(
         num_classes=10,
         description=(
             f"MNIST-1D: 1-D signals of length {length}, 10 classes, {n_train} train / {n_test} test, "
-            f"generated locally by mnist1d {_mnist1d_version()} with seed {seed}, standardised by the generator"
+            f"generated locally by mnist1d {version} with seed {seed}, standardised by the generator"
         ),
-        meta={"generator_args": dict(args_items), "mnist1d_version": _mnist1d_version()},
+        meta={"generator_args": dict(args), "mnist1d_version": version},
     )
 
 

@@ -1,0 +1,107 @@
+"""Multi-layer perceptron, and the activation table every beyondbp model shares.
+
+Shapes: input ``(N, *input_shape)`` (any shape; it is flattened to ``(N, prod(input_shape))``),
+output logits ``(N, num_classes)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from beyondbp.errors import ConfigError
+
+__all__ = ["ACTIVATIONS", "MLP", "make_activation"]
+
+#: Activation name -> module factory.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+}
+
+
+def make_activation(name: Any) -> nn.Module:
+    """A fresh activation module for ``name`` (one of :data:`ACTIVATIONS`)."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ConfigError(f"Unknown activation {name!r}; allowed activations are: {', '.join(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]()
+
+
+def check_shape(input_shape: Any, model: str) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints, or a ConfigError."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if (
+        not shape
+        or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)
+    ):
+        raise ConfigError(
+            f"{model}: input_shape must be a non-empty sequence of positive integers (one sample's shape), "
+            f"got {input_shape!r}."
+        )
+    return tuple(int(d) for d in shape)
+
+
+def check_classes(num_classes: Any, model: str) -> int:
+    """``num_classes`` as a positive int, or a ConfigError."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"{model}: num_classes must be a positive integer, got {num_classes!r}.")
+    return int(num_classes)
+
+
+class MLP(nn.Sequential):
+    """Flatten, then ``len(widths)`` hidden ``nn.Linear`` layers with an activation, then a
+    ``nn.Linear`` to ``num_classes`` logits.
+
+    Layers are named ``flatten, fc1, act1[, drop1], fc2, act2[, drop2], ..., out`` so that
+    ``model.fc1`` / ``model.out`` read naturally. ``widths=()`` gives a linear classifier.
+    ``dropout`` (in ``[0, 1)``) adds ``nn.Dropout`` after each hidden activation when > 0.
+    Parameters use PyTorch's default initialisation; seed the global RNG before building for
+    reproducible weights.
+
+    Shapes: ``(N, *input_shape) -> (N, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        widths: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        input_shape = check_shape(input_shape, "mlp")
+        num_classes = check_classes(num_classes, "mlp")
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+            raise ConfigError(f"mlp: widths must be a sequence of positive integers such as (256, 256), got {widths!r}.")
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ConfigError(f"mlp: widths must be a sequence of positive integers such as (256, 256), got {widths!r}.")
+        make_activation(activation)  # validate before building anything
+        if not isinstance(bias, bool):
+            raise ConfigError(f"mlp: bias must be True or False, got {bias!r}.")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"mlp: dropout must be a number in [0, 1), got {dropout!r}.")
+
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+        fan_in = math.prod(input_shape)
+        for i, width in enumerate(widths, start=1):
+            layers[f"fc{i}"] = nn.Linear(fan_in, int(width), bias=bias)
+            layers[f"act{i}"] = make_activation(activation)
+            if dropout > 0:
+                layers[f"drop{i}"] = nn.Dropout(float(dropout))
+            fan_in = int(width)
+        layers["out"] = nn.Linear(fan_in, num_classes, bias=bias)
+        super().__init__(layers)
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self.widths = tuple(int(w) for w in widths)
+        self.activation = activation
