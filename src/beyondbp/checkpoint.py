@@ -1,0 +1,213 @@
+"""Checkpoints: save and load a model, its rule's state and its optimizer, with shape checks.
+
+A checkpoint is one ``torch.save`` file holding a dict::
+
+    {"format": "beyondbp-checkpoint", "version": 1,
+     "model": model.state_dict(),        # includes rule tensors registered as ``*.bbp_*``
+     "rule_state": learner.rule_state(),  # rule tensors kept outside the model (e.g. DFA's B)
+     "optimizer": optimizer.state_dict() or None,
+     "meta": {...}}                        # rule / model / data names and options, shapes, ...
+
+:func:`save` writes it atomically: to a temporary file in the target directory, then
+``os.replace`` — a crash or an error never leaves a half-written checkpoint behind.
+:func:`load` reads it with ``torch.load(weights_only=True)`` and checks, before changing
+anything, that the key set and every tensor's shape agree with the model (and the optimizer);
+a mismatch, a missing file or a corrupt file is a :class:`~beyondbp.errors.CheckpointError`
+naming the first offending key.
+
+Rules whose tensors live in the model (FA, sign-symmetry, KP: ``<layer>.bbp_feedback``) must be
+attached to the model *before* :func:`load`, so that the model's state dict has those keys.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .errors import BeyondBPError, CheckpointError
+
+__all__ = ["FORMAT", "VERSION", "load", "read", "save"]
+
+FORMAT = "beyondbp-checkpoint"
+VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    """Meta values as plain Python (what ``torch.load(weights_only=True)`` accepts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Size):
+        return list(value)
+    raise CheckpointError(
+        f"checkpoint meta can hold only numbers, strings, lists and dicts, got {type(value).__name__}"
+    )
+
+
+def atomic_write_bytes(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def save(
+    path: str | os.PathLike,
+    model: nn.Module,
+    learner: Any | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint of ``model`` (and the learner's rule state, the optimizer) to ``path``."""
+    rule_state = {} if learner is None else dict(learner.rule_state())
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "rule_state": {k: v.detach().cpu() for k, v in rule_state.items()},
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "meta": _plain(dict(meta or {})),
+    }
+    if learner is not None and "rule" not in payload["meta"]:
+        payload["meta"]["rule"] = learner.rule.name
+    return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+
+
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict at ``path`` (validated as a beyondbp checkpoint, not as a model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a beyondbp checkpoint (no '{FORMAT}' header)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {payload.get('version')!r}; this beyondbp reads version {VERSION}"
+        )
+    for key, kind in (("model", dict), ("rule_state", dict), ("meta", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its '{key}' entry is not a dict")
+    return payload
+
+
+def _shape(t: Any) -> tuple[int, ...] | None:
+    return tuple(t.shape) if isinstance(t, Tensor) else None
+
+
+def _check_state(saved: Mapping[str, Any], current: Mapping[str, Any], what: str, hint: str = "") -> None:
+    missing = [k for k in current if k not in saved]
+    if missing:
+        raise CheckpointError(f"the checkpoint has no entry for {what} key '{missing[0]}'{hint}")
+    unexpected = [k for k in saved if k not in current]
+    if unexpected:
+        extra = ""
+        if ".bbp_" in unexpected[0] or unexpected[0].startswith("bbp_"):
+            extra = "; it holds rule tensors, so attach the same rule before loading"
+        raise CheckpointError(f"the checkpoint has {what} key '{unexpected[0]}' that the target lacks{extra}")
+    for key, value in current.items():
+        a, b = _shape(saved[key]), _shape(value)
+        if a != b:
+            raise CheckpointError(
+                f"{what} key '{key}' has shape {a} in the checkpoint but {b} in the target"
+            )
+
+
+def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer) -> None:
+    if not isinstance(saved, dict) or "param_groups" not in saved or "state" not in saved:
+        raise CheckpointError("the checkpoint holds no optimizer state to load")
+    groups = optimizer.param_groups
+    saved_groups = saved["param_groups"]
+    if len(saved_groups) != len(groups):
+        raise CheckpointError(
+            f"the checkpoint's optimizer has {len(saved_groups)} parameter groups but the target has {len(groups)}"
+        )
+    params: list[Tensor] = []
+    for i, (g, sg) in enumerate(zip(groups, saved_groups)):
+        if len(g["params"]) != len(sg["params"]):
+            raise CheckpointError(
+                f"optimizer group {i} holds {len(sg['params'])} parameters in the checkpoint but "
+                f"{len(g['params'])} in the target"
+            )
+        params.extend(g["params"])
+    saved_ids = [pid for sg in saved_groups for pid in sg["params"]]
+    index = dict(zip(saved_ids, params))
+    for pid, state in saved["state"].items():
+        p = index.get(pid)
+        if p is None:
+            raise CheckpointError(f"the checkpoint's optimizer state names parameter {pid!r}, which no group holds")
+        for name, value in state.items():
+            if isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"optimizer state '{name}' of parameter {pid} has shape {tuple(value.shape)} in the "
+                    f"checkpoint but the parameter has shape {tuple(p.shape)}"
+                )
+
+
+def load(
+    path: str | os.PathLike,
+    model: nn.Module,
+    learner: Any | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint into ``model`` (and ``learner``'s rule state, ``optimizer``); return meta.
+
+    Everything is checked before anything is changed: a mismatch leaves the model as it was.
+    """
+    payload = read(path)
+    _check_state(payload["model"], model.state_dict(), "model")
+    if optimizer is not None:
+        _check_optimizer(payload.get("optimizer"), optimizer)
+    rule_state = payload["rule_state"]
+    if learner is None and rule_state:
+        raise CheckpointError(
+            f"the checkpoint holds state of rule {payload['meta'].get('rule', '?')!r}; pass its learner to load it"
+        )
+    if learner is not None and rule_state:
+        current = learner.rule_state()
+        for key, value in rule_state.items():
+            if key in current and _shape(current[key]) != _shape(value):
+                raise CheckpointError(
+                    f"rule state key '{key}' has shape {_shape(value)} in the checkpoint but "
+                    f"{_shape(current[key])} in the learner"
+                )
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.load_state_dict(payload["model"], strict=True)
+    if learner is not None and rule_state:
+        try:
+            learner.load_rule_state({k: v.to(device) for k, v in rule_state.items()})
+        except BeyondBPError as exc:
+            raise CheckpointError(f"the checkpoint's rule state does not fit the learner: {exc}") from None
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit the optimizer: {exc}") from None
+    return dict(payload["meta"])

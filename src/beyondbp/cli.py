@@ -1,0 +1,471 @@
+"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``.
+
+    beyondbp rules
+    beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
+    beyondbp compare --rules backprop,fa,dfa,usf --model mlp --data mnist1d --epochs 20
+
+Every setting is checked before anything trains. Any error the library raises on purpose, and
+any usage error, prints exactly one line ``error: <message>`` on stderr and exits with status 2
+(``--debug`` shows the traceback instead). Outputs are written only after every run has
+finished, each file atomically. Progress bars go to stderr, tables to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import report
+from . import rules as rules_mod
+from .errors import BeyondBPError, ConfigError
+
+app = typer.Typer(
+    name="beyondbp",
+    help="Train PyTorch models with credit-assignment rules beyond backpropagation, and compare them with backprop.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+OUTPUT_FILES = ("results.json", "table.md", "curves.png")
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from click and, where typer vendors its own copy of click, from that too."""
+    found = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as vendored  # typer >= 0.2x ships click inside
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        vendored = None
+    if vendored is not None and hasattr(vendored, name):
+        found.append(getattr(vendored, name))
+    return tuple(found)
+
+
+_USAGE_ERRORS = _click_exceptions("UsageError")
+_CLICK_ERRORS = _click_exceptions("ClickException")
+_ABORTS = _click_exceptions("Abort")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "160") or 160)
+    return Console(file=stream, width=width, highlight=False)
+
+
+def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)`` with ``value`` parsed as JSON when it parses."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not all(part.replace("_", "a").replace("-", "a").isalnum() for part in key.split(":")):
+        raise ConfigError(f"malformed {flag} {text!r}: expected KEY=VALUE, for example {flag} seed=1")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, value = parse_assignment(item, flag)
+        if ":" in key:
+            raise ConfigError(f"malformed {flag} {item!r}: a RULE: prefix is only allowed in --rule-opt of compare")
+        out[key] = value
+    return out
+
+
+def split_rule_options(items: list[str] | None, rules: list[str]) -> dict[str, dict[str, Any]]:
+    """``--rule-opt`` for compare: ``key=value`` goes to every listed rule that has the option
+    ``key`` (at least one must); ``rule:key=value`` goes to that rule only."""
+    per_rule: dict[str, dict[str, Any]] = {r: {} for r in rules}
+    for item in items or []:
+        key, value = parse_assignment(item, "--rule-opt")
+        if ":" in key:
+            rule, _, key = key.partition(":")
+            if rule not in per_rule:
+                raise ConfigError(f"--rule-opt {item!r} names rule {rule!r}, which is not among --rules {','.join(rules)}")
+            if not key:
+                raise ConfigError(f"malformed --rule-opt {item!r}: expected RULE:KEY=VALUE")
+            per_rule[rule][key] = value
+            continue
+        takers = [r for r in rules if key in rules_mod.rule_class(r).option_names()]
+        if not takers:
+            raise ConfigError(f"no rule among {', '.join(rules)} has an option {key!r} (from --rule-opt {item!r})")
+        for r in takers:
+            per_rule[r][key] = value
+    return per_rule
+
+
+def parse_rules(text: str) -> list[str]:
+    names = [r.strip() for r in text.split(",")]
+    if not text.strip() or any(not r for r in names):
+        raise ConfigError(f"malformed --rules {text!r}: expected comma-separated rule names, e.g. backprop,fa,dfa")
+    for r in names:
+        rules_mod.rule_class(r)
+    seen = set()
+    for r in names:
+        if r in seen:
+            raise ConfigError(f"rule {r!r} is listed twice in --rules")
+        seen.add(r)
+    return names
+
+
+def parse_milestones(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"malformed --milestones {text!r}: expected comma-separated fractions, e.g. 0.5,0.75") from None
+
+
+def _config_values(**given: Any) -> dict[str, Any]:
+    """Only the settings the user gave, so RunConfig's defaults apply to the rest."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def write_outputs(out: Path, results: list[Any], title: str) -> list[Path]:
+    """Write results.json, table.md and curves.png into ``out``, all or nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        report.write_json(results, tmp / "results.json")
+        rows = report.comparison_table(results)
+        (tmp / "table.md").write_text(f"# {title}\n\n" + report.render_markdown(rows), encoding="utf-8")
+        report.plot_curves(results, tmp / "curves.png", title=title)
+        if not out.exists():
+            os.replace(tmp, out)
+        else:
+            for name in OUTPUT_FILES:
+                os.replace(tmp / name, out / name)
+            tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in OUTPUT_FILES]
+
+
+def _check_out(out: Path | None) -> None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+
+
+class _Bars:
+    """Drives a rich progress bar (stderr) from the run loop's progress events."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> "_Bars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            self.task = self.progress.add_task(f"{info['rule']:>9}", total=info["total_steps"], info="")
+        elif event == "step":
+            self.progress.update(self.task, completed=info["step"], info=f"loss {info['loss']:.4f}")
+        elif event == "epoch":
+            acc = info.get("test_accuracy")
+            text = f"epoch {info['epoch']}  test acc {100 * acc:.1f}%" if acc == acc else f"epoch {info['epoch']}"
+            self.progress.update(self.task, info=text)
+        elif event == "end":
+            r = info["result"]
+            acc = r.final.get("test_accuracy")
+            acc_text = f"{100 * acc:.1f}%" if isinstance(acc, float) and acc == acc else "n/a"
+            status = "" if r.status == "ok" else f" [{r.status}]"
+            self.progress.console.print(
+                f"{r.rule}: test accuracy {acc_text} after {r.epochs} epochs ({r.steps} steps) "
+                f"in {r.total_time:.1f} s{status}"
+            )
+
+
+# -- shared options -----------------------------------------------------------------------------
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name: mlp, lenet, cnn1d.")]
+DataOpt = Annotated[str, typer.Option("--data", help="Data set name: mnist1d, digits, fashion-mnist, mnist.")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data files (for sets read from disk).")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training budget in epochs (default 10).")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training budget in optimizer steps (instead of --epochs).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (default 64).")]
+EvalBatchOpt = Annotated[Optional[int], typer.Option("--eval-batch-size", help="Evaluation batch size (default 1000).")]
+OptimOpt = Annotated[Optional[str], typer.Option("--optimizer", help="sgd, adam or adamw (default adam).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3).")]
+MomentumOpt = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum (default 0.9).")]
+WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", help="Weight decay (default 0).")]
+SchedOpt = Annotated[Optional[str], typer.Option("--lr-schedule", help="none, step or cosine (default none).")]
+MilestonesOpt = Annotated[Optional[str], typer.Option("--milestones", help="Step schedule milestones as fractions of the budget (default 0.5,0.75).")]
+GammaOpt = Annotated[Optional[float], typer.Option("--gamma", help="Step schedule factor (default 0.1).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, initial weights and feedback matrices (default 0).")]
+NTrainOpt = Annotated[Optional[int], typer.Option("--n-train", help="Use only the first N training samples.")]
+NTestOpt = Annotated[Optional[int], typer.Option("--n-test", help="Use only the first N test samples.")]
+DiagOpt = Annotated[bool, typer.Option("--diagnostics", help="Record gradient cosine vs backprop and W/B angles every epoch.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads for the run (default: torch's choice; 1 is fastest for small models on a busy machine).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu (default), cuda, cuda:N or mps.")]
+RuleOptOpt = Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE (JSON values), repeatable.")]
+ModelOptOpt = Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE, e.g. widths=[512,512]; repeatable.")]
+DataOptOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Data option KEY=VALUE, repeatable.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+# -- commands -----------------------------------------------------------------------------------
+@app.command("rules")
+def rules_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (as in the README).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List the registered rules: name, family, description, paper."""
+    rows = rules_mod.describe()
+    if markdown:
+        typer.echo(rules_markdown(rows))
+        return
+    table = Table(title="beyondbp rules")
+    for col in ("name", "family", "description", "paper"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["summary"], r["paper"])
+    _console().print(table)
+
+
+def rules_markdown(rows: list[dict[str, str]] | None = None) -> str:
+    """The README's table of rules, generated from ``rules.describe()``."""
+    rows = rules_mod.describe() if rows is None else rows
+    lines = ["| rule | family | description | paper |", "|---|---|---|---|"]
+    for r in rows:
+        cells = [f"`{r['name']}`", r["family"], r["summary"], r["paper"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+@app.command()
+def train(
+    model: ModelOpt,
+    data: DataOpt,
+    rule: Annotated[str, typer.Option("--rule", help="Rule name (see `beyondbp rules`).")] = "backprop",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    eval_batch_size: EvalBatchOpt = None,
+    optimizer: OptimOpt = None,
+    lr: LrOpt = None,
+    momentum: MomentumOpt = None,
+    weight_decay: WdOpt = None,
+    lr_schedule: SchedOpt = None,
+    milestones: MilestonesOpt = None,
+    gamma: GammaOpt = None,
+    seed: SeedOpt = None,
+    n_train: NTrainOpt = None,
+    n_test: NTestOpt = None,
+    diagnostics: DiagOpt = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    rule_opt: RuleOptOpt = None,
+    model_opt: ModelOptOpt = None,
+    data_opt: DataOptOpt = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Save the trained model here.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this checkpoint.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write results.json, table.md, curves.png here.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train one model with one rule and report accuracy, FLOPs and time per step."""
+    from . import train as train_mod
+
+    config = train_mod.RunConfig(**_config_values(
+        rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
+        model=model, model_options=parse_assignments(model_opt, "--model-opt"),
+        data=data, data_dir=data_dir, data_options=parse_assignments(data_opt, "--data-opt"),
+        epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
+        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
+        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=threads,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        init_from=None if init_from is None else str(init_from),
+    ))
+    _check_out(out)
+    ds = train_mod.load_dataset(config)
+    train_mod.check(config, ds)
+    with _Bars(_console(stderr=True)) as bars:
+        result = train_mod.run(config, bars, dataset=ds)
+
+    written = write_outputs(out, [result], f"{config.rule} on {config.data} / {config.model}") if out else []
+    console = _console()
+    table = Table(title=f"{config.rule} · {config.model} · {config.data} · seed {config.seed}")
+    diag_keys = ["cos/all"] if config.diagnostics else []
+    for col in ["epoch", "step", "train loss", "test loss", "test acc", *diag_keys]:
+        table.add_column(col, justify="right")
+    for h in result.history:
+        cells = [str(h["epoch"]), str(h["step"]), f"{h['train_loss']:.4f}", f"{h['test_loss']:.4f}",
+                 f"{100 * h['test_accuracy']:.1f}%"]
+        cells += [f"{h['diagnostics'].get(k, float('nan')):.3f}" for k in diag_keys]
+        table.add_row(*cells)
+    console.print(table)
+    tps = "n/a" if result.time_per_step is None else f"{1e3 * result.time_per_step:.3f} ms"
+    console.print(
+        f"parameters {result.n_params:,} · FLOPs/step {result.flops_per_step:,} (batch {result.flops_batch_size}) · "
+        f"time/step {tps} (median of {result.timed_steps}) · total {result.total_time:.1f} s"
+    )
+    if result.status != "ok":
+        console.print(f"run {result.status}: training loss became non-finite at epoch {result.epochs}")
+    if result.checkpoint:
+        console.print(f"checkpoint: {result.checkpoint}")
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def compare(
+    model: ModelOpt,
+    data: DataOpt,
+    rules: Annotated[str, typer.Option("--rules", help="Comma-separated rule names, e.g. backprop,fa,dfa.")] = "backprop,fa,dfa",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    eval_batch_size: EvalBatchOpt = None,
+    optimizer: OptimOpt = None,
+    lr: LrOpt = None,
+    momentum: MomentumOpt = None,
+    weight_decay: WdOpt = None,
+    lr_schedule: SchedOpt = None,
+    milestones: MilestonesOpt = None,
+    gamma: GammaOpt = None,
+    seed: SeedOpt = None,
+    n_train: NTrainOpt = None,
+    n_test: NTestOpt = None,
+    diagnostics: DiagOpt = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    rule_opt: Annotated[
+        Optional[list[str]],
+        typer.Option("--rule-opt", help="KEY=VALUE for every listed rule that has option KEY, or RULE:KEY=VALUE; repeatable."),
+    ] = None,
+    model_opt: ModelOptOpt = None,
+    data_opt: DataOptOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default results/compare-<data>-<model>).")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train each rule on the same model, data, budget and seed; print and save a comparison."""
+    from . import train as train_mod
+
+    names = parse_rules(rules)
+    per_rule = split_rule_options(rule_opt, names)
+    base = _config_values(
+        model=model, model_options=parse_assignments(model_opt, "--model-opt"),
+        data=data, data_dir=data_dir, data_options=parse_assignments(data_opt, "--data-opt"),
+        epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
+        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
+        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=threads,
+    )
+    configs = [train_mod.RunConfig(**base, rule=r, rule_options=per_rule[r]) for r in names]
+    out = out if out is not None else Path("results") / f"compare-{configs[0].data}-{configs[0].model}"
+    _check_out(out)
+    ds = train_mod.load_dataset(configs[0])
+    for c in configs:
+        train_mod.check(c, ds)
+
+    results = []
+    with _Bars(_console(stderr=True)) as bars:
+        for c in configs:
+            results.append(train_mod.run(c, bars, dataset=ds))
+
+    c0 = configs[0]
+    budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
+    title = f"{c0.model} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, batch {c0.batch_size}, seed {c0.seed}"
+    written = write_outputs(out, results, title)
+    rows = report.comparison_table(results)
+    titles, cells = report.table_cells(rows)
+    table = Table(title=title)
+    for i, t in enumerate(titles):
+        table.add_column(t, justify="left" if i == 0 else "right")
+    for line in cells:
+        table.add_row(*line)
+    console = _console()
+    console.print(table)
+    console.print(report.baseline_note(rows))
+    console.print(
+        "FLOPs are counted by torch.utils.flop_counter on one training step at batch size "
+        f"{results[0].flops_batch_size}; time/step is the median wall-clock of the other steps."
+    )
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+# -- entry point --------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turn errors into one line and exit status 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]
+    debug = "--debug" in args
+    try:
+        rv = app(args=args, prog_name="beyondbp", standalone_mode=False)
+    except _USAGE_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(2)
+    except _CLICK_ERRORS as exc:
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code or 2)
+    except _ABORTS:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except BeyondBPError as exc:
+        if debug:
+            raise
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,245 @@
+"""Side-by-side comparison of runs: a table of ratios to backprop, learning curves, JSON.
+
+>>> from beyondbp import report
+>>> rows = report.comparison_table(results)          # results: RunResult objects or their dicts
+>>> print(report.render_markdown(rows))               # doctest: +SKIP
+>>> report.plot_curves(results, "curves.png")         # doctest: +SKIP
+>>> report.write_json(results, "results.json")        # doctest: +SKIP
+
+Ratios are ``rule / baseline``: the baseline is the ``backprop`` row when there is one, else
+the first row (each row's ``baseline`` field says which). ``flops_ratio < 1`` means the rule
+executes fewer FLOPs per training step than the baseline; ``time_ratio`` likewise for median
+wall-clock per step (measured in separate runs: a noisy machine makes it noisy too).
+
+With diagnostics, ``cos_all`` is the final epoch's ``cos/all`` (cosine between the rule's
+update and the backprop gradient over all trained weight matrices taken together),
+``cos_mean`` the mean of the per-layer cosines, and ``angle_mean`` the mean angle in degrees
+between each weight matrix W and its feedback matrix B (only rules with one per layer).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .checkpoint import atomic_write_bytes
+
+__all__ = ["comparison_table", "plot_curves", "read_json", "render_markdown", "write_json"]
+
+RATIO_OF = {
+    "accuracy_ratio": "test_accuracy",
+    "loss_ratio": "final_train_loss",
+    "flops_ratio": "flops_per_step",
+    "time_ratio": "time_per_step",
+}
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    if isinstance(result, Mapping):
+        return dict(result)
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    raise TypeError(f"expected a RunResult or its dict, got {type(result).__name__}")
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def comparison_table(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per run: rule, final metrics, measured cost, ratios to the baseline, diagnostics."""
+    dicts = [_as_dict(r) for r in results]
+    if not dicts:
+        return []
+    rows = []
+    for d in dicts:
+        final = d.get("final") or {}
+        diag = final.get("diagnostics") or {}
+        cos_layers = [_num(v) for k, v in diag.items() if k.startswith("cos/") and k != "cos/all"]
+        angles = [_num(v) for k, v in diag.items() if k.startswith("angle/")]
+        rows.append({
+            "rule": d.get("rule") or (d.get("config") or {}).get("rule", "?"),
+            "status": d.get("status", "ok"),
+            "test_accuracy": _num(final.get("test_accuracy")),
+            "final_train_loss": _num(final.get("train_loss")),
+            "test_loss": _num(final.get("test_loss")),
+            "flops_per_step": _num(d.get("flops_per_step")),
+            "time_per_step": _num(d.get("time_per_step")),
+            "cos_all": _num(diag.get("cos/all")),
+            "cos_mean": _mean(cos_layers),
+            "angle_mean": _mean(angles),
+            "has_diagnostics": bool(diag),
+        })
+    names = [r["rule"] for r in rows]
+    base = rows[names.index("backprop")] if "backprop" in names else rows[0]
+    for row in rows:
+        row["baseline"] = base["rule"]
+        for ratio, key in RATIO_OF.items():
+            row[ratio] = _ratio(row[key], base[key])
+    return rows
+
+
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "loss":
+        return f"{value:.4f}"
+    if kind == "flops":
+        for unit, scale in (("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {unit}"
+        return f"{value:.0f} FLOP"
+    if kind == "time":
+        return f"{value * 1e3:.3f} ms"
+    if kind == "ratio":
+        return f"{value:.2f}×"
+    if kind == "cos":
+        return f"{value:.3f}"
+    if kind == "deg":
+        return f"{value:.1f}°"
+    return str(value)
+
+
+#: (column title, row key, format) in display order.
+COLUMNS: list[tuple[str, str, str]] = [
+    ("rule", "rule", "str"),
+    ("test acc", "test_accuracy", "pct"),
+    ("acc ×", "accuracy_ratio", "ratio"),
+    ("train loss", "final_train_loss", "loss"),
+    ("loss ×", "loss_ratio", "ratio"),
+    ("test loss", "test_loss", "loss"),
+    ("FLOPs/step", "flops_per_step", "flops"),
+    ("FLOPs ×", "flops_ratio", "ratio"),
+    ("time/step", "time_per_step", "time"),
+    ("time ×", "time_ratio", "ratio"),
+]
+DIAGNOSTIC_COLUMNS: list[tuple[str, str, str]] = [
+    ("cos/all", "cos_all", "cos"),
+    ("cos mean", "cos_mean", "cos"),
+    ("W/B angle", "angle_mean", "deg"),
+]
+
+
+def table_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Column titles and formatted cells (what both the Markdown and the CLI tables show)."""
+    columns = list(COLUMNS)
+    if any(r.get("has_diagnostics") for r in rows):
+        columns += DIAGNOSTIC_COLUMNS
+    titles = [c[0] for c in columns]
+    cells = []
+    for r in rows:
+        line = []
+        for _, key, kind in columns:
+            text = str(r.get(key, "")) if kind == "str" else _fmt(r.get(key), kind)
+            if key == "rule" and r.get("status", "ok") != "ok":
+                text += f" ({r['status']})"
+            line.append(text)
+        cells.append(line)
+    return titles, cells
+
+
+def baseline_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    base = rows[0].get("baseline", "?")
+    if base == "backprop":
+        return "Ratios (×) are each rule's value divided by backprop's."
+    return f"No backprop row: ratios (×) are each rule's value divided by the first row's ({base})."
+
+
+def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A GitHub-flavoured Markdown table of :func:`comparison_table` rows, with a baseline note."""
+    titles, cells = table_cells(rows)
+    out = ["| " + " | ".join(titles) + " |", "|" + "|".join("---" for _ in titles) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in cells]
+    note = baseline_note(rows)
+    if note:
+        out += ["", note]
+    return "\n".join(out) + "\n"
+
+
+def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """PNG of test accuracy and training loss per epoch, one line per run; written atomically.
+
+    Uses matplotlib's Agg canvas directly, so it never changes the caller's pyplot backend.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for r in (_as_dict(x) for x in results):
+        hist = r.get("history") or []
+        epochs = [h.get("epoch") for h in hist]
+        acc = [_num(h.get("test_accuracy")) for h in hist]
+        loss = [_num(h.get("train_loss")) for h in hist]
+        label = r.get("rule", "?")
+        ax_acc.plot(epochs, [float("nan") if a is None else 100 * a for a in acc], marker=".", label=label)
+        ax_loss.plot(epochs, [float("nan") if v is None else v for v in loss], marker=".", label=label)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.grid(alpha=0.3)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.grid(alpha=0.3)
+    ax_acc.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def results_json(results: Sequence[Any]) -> str:
+    """The JSON text :func:`write_json` writes: ``{"runs": [...], "table": [...]}``; non-finite
+    numbers are written as ``null``."""
+    dicts = [_as_dict(r) for r in results]
+    payload = _json_safe({"runs": dicts, "table": comparison_table(dicts)})
+    return json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n"
+
+
+def write_json(results: Sequence[Any], path: str | os.PathLike) -> Path:
+    """Write every run (config, history, measurements) and the comparison table, atomically."""
+    text = results_json(results).encode()
+    return atomic_write_bytes(path, lambda fh: fh.write(text))
+
+
+def read_json(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The runs stored by :func:`write_json` (as dicts; ``RunResult.from_dict`` rebuilds them)."""
+    with open(path, encoding="utf-8") as fh:
+        return list(json.load(fh)["runs"])

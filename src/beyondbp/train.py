@@ -1,0 +1,650 @@
+"""The run loop: one (rule, model, data, budget, seed) trained and measured, whatever the rule.
+
+>>> from beyondbp.train import RunConfig, run
+>>> config = RunConfig(rule="dfa", model="mlp", data="mnist1d", epochs=5, seed=0)
+>>> result = run(config)                                        # doctest: +SKIP
+>>> result.final["test_accuracy"], result.flops_per_step, result.time_per_step  # doctest: +SKIP
+
+What :func:`run` does, in order:
+
+1. seeds Python's ``random``, NumPy and torch with ``config.seed``;
+2. loads the data set (``data.load``), keeping the first ``n_train`` / ``n_test`` samples if
+   asked, and builds the model (``models.build``) right after seeding, so the same seed gives
+   the same initial weights;
+3. attaches the rule (``rules.get(rule, **rule_options).attach(model)``). A rule with a
+   ``seed`` option (the random feedback matrices of FA, DFA, ...) gets the run's seed unless
+   ``rule_options`` sets one, so a seed sweep varies the feedback too;
+4. builds the optimizer over ``learner.optimizer_parameters()`` and the learning-rate
+   schedule (``"step"``: multiply by ``gamma`` at each milestone, given as a fraction of the
+   budget; ``"cosine"``: cosine decay to 0 over the budget; both advance once per optimizer
+   step, so they mean the same thing under an epoch or a step budget);
+5. trains epoch by epoch with ``learner.step((x, y), optimizer)`` on shuffled batches (the
+   shuffling order comes from ``seed``), then per epoch merges ``learner.on_epoch_end(epoch)``,
+   evaluates test loss and accuracy with ``learner.predict`` and, if ``diagnostics``, records
+   ``learner.diagnostics(batch)`` on the first ``batch_size`` test samples, with the model in
+   eval mode (dropout off, BatchNorm statistics frozen, so the rule's update and backprop's
+   gradient come from the same forward pass) and the RNG state saved and restored, so
+   diagnostics never change the training;
+6. stops early, marking the run ``"diverged"``, when an epoch's training loss is not finite.
+
+Measurements. ``flops_per_step`` is counted on one real training step (the second; the first
+when the budget is one step) run under ``torch.utils.flop_counter.FlopCounterMode``: that step
+trains like any other but is left out of the timing. ``time_per_step`` is the median
+``time.perf_counter`` duration of the remaining steps after the first (warm-up) step; the
+data transfer of a batch is outside the timed region. With fewer than three steps it falls
+back to whatever untimed steps exist, or ``None``.
+
+The library never prints: pass ``progress=callback`` to receive ``(event, info)`` calls —
+``"start"`` (rule, total_steps, steps_per_epoch), ``"step"`` (step, total_steps, loss),
+``"epoch"`` (the history entry) and ``"end"`` (result).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from torch import Tensor, nn
+
+from . import checkpoint as ckpt
+from . import data as data_mod
+from . import models as models_mod
+from . import rules as rules_mod
+from .compute import StepTimer, run_counted, synchronize
+from .errors import BeyondBPError, ConfigError
+
+__all__ = [
+    "Progress",
+    "RunConfig",
+    "RunResult",
+    "Setup",
+    "check",
+    "compare",
+    "effective_rule_options",
+    "evaluate",
+    "load_dataset",
+    "make_optimizer",
+    "make_scheduler",
+    "prepare",
+    "run",
+    "seed_everything",
+]
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+#: What each setting accepts, for error messages.
+ALLOWED: dict[str, str] = {
+    "rule": f"a registered rule name",
+    "rule_options": "a mapping of option name to value",
+    "model": "a registered model name",
+    "model_options": "a mapping of option name to value",
+    "data": "a registered data set name",
+    "data_dir": "a directory path or nothing",
+    "data_options": "a mapping of option name to value",
+    "epochs": "a whole number of at least 1",
+    "steps": "a whole number of at least 1",
+    "batch_size": "a whole number of at least 1",
+    "eval_batch_size": "a whole number of at least 1",
+    "optimizer": "one of 'sgd', 'adam', 'adamw'",
+    "lr": "a finite number greater than 0",
+    "momentum": "a number in [0, 1)",
+    "weight_decay": "a finite number of at least 0",
+    "lr_schedule": "one of 'none', 'step', 'cosine'",
+    "milestones": "a list of increasing fractions of the budget, each strictly between 0 and 1",
+    "gamma": "a number in (0, 1]",
+    "seed": "a whole number from 0 to 2**32 - 1",
+    "n_train": "a whole number of at least 1, or nothing for all samples",
+    "n_test": "a whole number of at least 1, or nothing for all samples",
+    "diagnostics": "true or false",
+    "checkpoint": "a file path or nothing",
+    "init_from": "a file path or nothing",
+    "device": "'cpu', 'cuda', 'cuda:N' or 'mps'",
+    "threads": "a whole number of at least 1, or nothing for torch's default",
+}
+
+_INT_FIELDS = ("epochs", "steps", "batch_size", "eval_batch_size", "seed", "n_train", "n_test", "threads")
+_FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "gamma")
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    """One sentence for the first problem pydantic found."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    field_name = loc[0] if loc else ""
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(RunConfig.model_fields)
+        return f"unknown run setting {field_name!r}; allowed settings are: {allowed}"
+    if kind == "value_error":
+        error = err.get("ctx", {}).get("error")
+        if error is not None:
+            return str(error)
+        return str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"the run setting {field_name!r} is required ({ALLOWED.get(field_name, 'see RunConfig')})"
+    where = ".".join(loc) if loc else "run config"
+    got = err.get("input")
+    return f"invalid {where} {got!r}: it must be {ALLOWED.get(field_name, 'valid')}"
+
+
+class RunConfig(BaseModel):
+    """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
+
+    Give ``epochs`` or ``steps`` (optimizer steps), not both; with neither, ``epochs=10``.
+    ``momentum`` is used by ``optimizer="sgd"`` only. ``milestones`` and ``gamma`` are used by
+    ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end;
+    ``init_from`` is a checkpoint loaded (model, rule state and optimizer) before training.
+    ``threads`` sets ``torch.set_num_threads`` for the duration of the run (restored after);
+    small models on a busy machine run much faster with 1.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False)
+
+    rule: str = "backprop"
+    rule_options: dict[str, Any] = {}
+    model: str
+    model_options: dict[str, Any] = {}
+    data: str
+    data_dir: str | None = None
+    data_options: dict[str, Any] = {}
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: Literal["none", "step", "cosine"] = "none"
+    milestones: list[float] = [0.5, 0.75]
+    gamma: float = 0.1
+    seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+    diagnostics: bool = False
+    checkpoint: str | None = None
+    init_from: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation_error(exc)) from None
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A validated copy with some settings changed."""
+        return RunConfig(**{**self.model_dump(), **changes})
+
+    # -- validators ----------------------------------------------------------------------------
+    @field_validator(*_INT_FIELDS, mode="before")
+    @classmethod
+    def _whole(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
+        v = int(v)
+        low = 0 if info.field_name == "seed" else 1
+        if v < low or (info.field_name == "seed" and v >= 2**32):
+            raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
+        return v
+
+    @field_validator(*_FLOAT_FIELDS, mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: Any) -> Any:
+        name = info.field_name
+        bad = ValueError(f"invalid {name} {v!r}: it must be {ALLOWED[name]}")
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise bad
+        v = float(v)
+        if not math.isfinite(v):
+            raise bad
+        ok = {
+            "lr": v > 0,
+            "momentum": 0 <= v < 1,
+            "weight_decay": v >= 0,
+            "gamma": 0 < v <= 1,
+        }[name]
+        if not ok:
+            raise bad
+        return v
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_name(cls, v: str) -> str:
+        rules_mod.rule_class(v)  # ConfigError (a ValueError) names the registered rules
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        models_mod.options(v)
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data_name(cls, v: str) -> str:
+        data_mod.options(v)
+        return v
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[float]) -> list[float]:
+        ok = all(0 < m < 1 for m in v) and all(a < b for a, b in zip(v, v[1:]))
+        if not ok:
+            raise ValueError(f"invalid milestones {v!r}: it must be {ALLOWED['milestones']}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"invalid device {v!r}: it must be {ALLOWED['device']}")
+        return v
+
+    @model_validator(mode="after")
+    def _budget_and_rule(self) -> "RunConfig":
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give either epochs or steps as the training budget, not both")
+        if self.epochs is None and self.steps is None:
+            self.epochs = 10
+        rules_mod.get(self.rule, **effective_rule_options(self))  # checks option names and values
+        return self
+
+
+def effective_rule_options(config: RunConfig) -> dict[str, Any]:
+    """``config.rule_options``, plus ``seed=config.seed`` for rules that take a seed and were not given one."""
+    opts = dict(config.rule_options)
+    if "seed" not in opts and "seed" in rules_mod.rule_class(config.rule).option_names():
+        opts["seed"] = config.seed
+    return opts
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_dataset(config: RunConfig) -> data_mod.Dataset:
+    """The run's data set, cut to ``n_train`` / ``n_test`` samples when asked."""
+    ds = data_mod.load(config.data, config.data_dir, **config.data_options)
+    if config.n_train is not None or config.n_test is not None:
+        ds = ds.subset(config.n_train, config.n_test)
+    return ds
+
+
+@dataclass
+class Setup:
+    """What :func:`prepare` builds: the data, the seeded model and the attached learner."""
+
+    config: RunConfig
+    dataset: data_mod.Dataset
+    model: nn.Module
+    learner: rules_mod.Learner
+    device: torch.device
+
+
+def _device(config: RunConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {config.device!r} was asked for but torch sees no CUDA GPU; use 'cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' was asked for but it is not available; use 'cpu'")
+    return device
+
+
+def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup:
+    """Seed, load data (or use ``dataset``, already cut to size), build the model, attach the rule."""
+    device = _device(config)
+    seed_everything(config.seed)
+    ds = dataset if dataset is not None else load_dataset(config)
+    model = models_mod.build(config.model, ds.input_shape, ds.num_classes, **config.model_options)
+    model.to(device)
+    rule = rules_mod.get(config.rule, **effective_rule_options(config))
+    learner = rule.attach(model)
+    return Setup(config=config, dataset=ds, model=model, learner=learner, device=device)
+
+
+def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
+    """Everything :func:`run` would refuse, found without training: names, options, files,
+    the model/rule fit, and the ``init_from`` checkpoint's shapes."""
+    setup = prepare(config, dataset)
+    try:
+        if config.init_from is not None:
+            ckpt.load(config.init_from, setup.model, setup.learner)
+        if config.checkpoint is not None and os.path.isdir(config.checkpoint):
+            raise ConfigError(f"checkpoint path {config.checkpoint!r} is a directory; give a file path")
+    finally:
+        setup.learner.detach()
+
+
+def make_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    params = list(params)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """A per-optimizer-step ``LambdaLR`` implementing ``config.lr_schedule`` over ``total_steps``."""
+    total = max(int(total_steps), 1)
+    if config.lr_schedule == "step":
+        bounds = [m * total for m in config.milestones]
+
+        def factor(step: int) -> float:
+            return config.gamma ** sum(step >= b for b in bounds)
+
+    elif config.lr_schedule == "cosine":
+
+        def factor(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    else:
+
+        def factor(step: int) -> float:
+            return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def evaluate(learner: rules_mod.Learner, loader: Any, device: torch.device) -> dict[str, float]:
+    """Mean loss and accuracy of ``learner.predict`` over ``loader`` (per target element)."""
+    total_loss = 0.0
+    correct = 0
+    count = 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = learner.predict(x)
+            n = y.numel()
+            total_loss += float(learner.loss_fn(out, y)) * n
+            correct += int((out.argmax(dim=-1) == y).sum())
+            count += n
+    if count == 0:
+        return {"test_loss": float("nan"), "test_accuracy": float("nan")}
+    return {"test_loss": total_loss / count, "test_accuracy": correct / count}
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+@dataclass
+class RunResult:
+    """The outcome of :func:`run`. ``to_dict()`` is JSON-ready (non-finite numbers become ``None``).
+
+    ``history`` holds one entry per epoch: ``epoch``, ``step`` (optimizer steps so far),
+    ``train_loss`` (mean over the epoch's steps, weighted by batch size), ``test_loss``,
+    ``test_accuracy``, ``lr``, ``elapsed`` (seconds since the start), ``metrics`` (other step
+    metrics' means and ``on_epoch_end`` metrics) and ``diagnostics`` (empty unless asked).
+    """
+
+    config: dict[str, Any]
+    rule: str
+    rule_options: dict[str, Any]
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    flops_per_step: int
+    flops_batch_size: int
+    time_per_step: float | None
+    timed_steps: int
+    n_params: int
+    steps: int
+    epochs: int
+    total_time: float
+    train_time: float
+    status: str = "ok"
+    data: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite_or_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunResult":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _emit(progress: Progress | None, event: str, info: dict[str, Any]) -> None:
+    if progress is not None:
+        progress(event, info)
+
+
+def run(
+    config: RunConfig | Mapping[str, Any],
+    progress: Progress | None = None,
+    *,
+    dataset: data_mod.Dataset | None = None,
+) -> RunResult:
+    """Train and measure one run (see the module docstring). ``dataset``, if given, is used
+    instead of loading ``config.data`` (it must already be cut to ``n_train``/``n_test``)."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict(config)
+    if config.threads is None:
+        return _run(config, progress, dataset)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _run(config, progress, dataset)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset | None) -> RunResult:
+    started = time.perf_counter()
+    setup = prepare(config, dataset)
+    ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
+    optimizer = make_optimizer(config, learner.optimizer_parameters())
+    if config.init_from is not None:
+        ckpt.load(config.init_from, model, learner, optimizer)
+
+    loader = ds.train_loader(config.batch_size, shuffle=True, seed=config.seed)
+    test_loader = ds.test_loader(config.eval_batch_size)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"data set {config.data!r} has no training samples")
+    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    scheduler = make_scheduler(config, optimizer, total_steps)
+    diag_batch = (ds.x_test[: config.batch_size].to(device), ds.y_test[: config.batch_size].to(device))
+    flop_step = 1 if total_steps > 1 else 0
+
+    _emit(progress, "start", {
+        "rule": config.rule, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+        "epochs": math.ceil(total_steps / steps_per_epoch),
+    })
+    timer = StepTimer(device)
+    untimed: list[float] = []
+    flops = 0
+    flops_batch = 0
+    history: list[dict[str, Any]] = []
+    status = "ok"
+    step = 0
+    epoch = 0
+    while step < total_steps:
+        epoch += 1
+        model.train()
+        sums: dict[str, float] = defaultdict(float)
+        seen = 0
+        for x, y in loader:
+            if step >= total_steps:
+                break
+            x, y = x.to(device), y.to(device)
+            if step == flop_step:
+                t0 = time.perf_counter()
+                metrics, flops = run_counted(learner.step, (x, y), optimizer)
+                synchronize(device)
+                untimed.append(time.perf_counter() - t0)
+                flops_batch = int(x.shape[0])
+            elif step == 0:
+                t0 = time.perf_counter()
+                metrics = learner.step((x, y), optimizer)
+                synchronize(device)
+                untimed.append(time.perf_counter() - t0)
+            else:
+                with timer:
+                    metrics = learner.step((x, y), optimizer)
+            scheduler.step()
+            step += 1
+            n = int(x.shape[0])
+            seen += n
+            for key, value in metrics.items():
+                sums[key] += float(value) * n
+            _emit(progress, "step", {"step": step, "total_steps": total_steps, "loss": float(metrics["loss"])})
+        means = {k: v / max(seen, 1) for k, v in sums.items()}
+        train_loss = means.pop("loss", float("nan"))
+        extra = dict(means)
+        extra.update({k: float(v) for k, v in learner.on_epoch_end(epoch).items()})
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            **evaluate(learner, test_loader, device),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "elapsed": time.perf_counter() - started,
+            "metrics": extra,
+            "diagnostics": {},
+        }
+        if config.diagnostics:
+            # eval mode: the rule's update and backprop's gradient see the same forward pass
+            # (no dropout masks drawn twice, no BatchNorm statistics updated); the RNG state
+            # is restored so that diagnostics never change the training that follows
+            with torch.random.fork_rng(devices=[]):
+                model.eval()
+                try:
+                    entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
+                finally:
+                    model.train()
+        history.append(entry)
+        _emit(progress, "epoch", dict(entry))
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            break
+
+    if config.checkpoint is not None:
+        ckpt.save(config.checkpoint, model, learner, optimizer, meta=_checkpoint_meta(config, ds, epoch, step))
+
+    time_per_step = timer.median()
+    timed = len(timer)
+    if time_per_step is None and untimed:
+        time_per_step = float(np.median(untimed))
+    last = history[-1]
+    final = {
+        "train_loss": last["train_loss"],
+        "test_loss": last["test_loss"],
+        "test_accuracy": last["test_accuracy"],
+        "diagnostics": dict(last["diagnostics"]),
+    }
+    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_"))
+    result = RunResult(
+        config=config.model_dump(),
+        rule=config.rule,
+        rule_options=effective_rule_options(config),
+        history=history,
+        final=final,
+        flops_per_step=int(flops),
+        flops_batch_size=flops_batch,
+        time_per_step=time_per_step,
+        timed_steps=timed,
+        n_params=int(n_params),
+        steps=step,
+        epochs=epoch,
+        total_time=time.perf_counter() - started,
+        train_time=timer.total + sum(untimed),
+        status=status,
+        data={
+            "name": ds.name,
+            "description": ds.description,
+            "n_train": ds.num_train,
+            "n_test": ds.num_test,
+            "input_shape": list(ds.input_shape),
+            "num_classes": ds.num_classes,
+        },
+        environment=_environment(device),
+        checkpoint=config.checkpoint,
+    )
+    learner.detach()
+    _emit(progress, "end", {"result": result})
+    return result
+
+
+def _checkpoint_meta(config: RunConfig, ds: data_mod.Dataset, epoch: int, step: int) -> dict[str, Any]:
+    return {
+        "rule": config.rule,
+        "rule_options": effective_rule_options(config),
+        "model": config.model,
+        "model_options": dict(config.model_options),
+        "data": config.data,
+        "input_shape": list(ds.input_shape),
+        "num_classes": ds.num_classes,
+        "epoch": epoch,
+        "step": step,
+        "config": config.model_dump(),
+    }
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "beyondbp": __version__,
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def compare(
+    config: RunConfig,
+    rules: Sequence[str],
+    rule_options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Progress | None = None,
+) -> list[RunResult]:
+    """Run every rule in ``rules`` with ``config`` otherwise unchanged (same model, data, budget,
+    seed). ``rule_options`` maps a rule name to its options (default: ``config.rule_options``
+    for every rule). Every configuration is checked before the first one trains."""
+    if not rules:
+        raise ConfigError("compare needs at least one rule")
+    if config.checkpoint is not None:
+        raise ConfigError("compare does not save checkpoints; leave checkpoint unset and use run() for one rule")
+    dupes = sorted({r for r in rules if list(rules).count(r) > 1})
+    if dupes:
+        raise ConfigError(f"rule {dupes[0]!r} is listed more than once")
+    per_rule = dict(rule_options or {})
+    configs = [
+        config.replace(rule=r, rule_options=dict(per_rule.get(r, config.rule_options if rule_options is None else {})))
+        for r in rules
+    ]
+    ds = load_dataset(config)
+    for c in configs:
+        check(c, ds)
+    return [run(c, progress, dataset=ds) for c in configs]
