@@ -14,6 +14,7 @@ from .backprop import Backprop
 from .base import Learner, Rule, default_loss
 from .direct import DFA
 from .feedback import BRSF, FA, FRSF, KP, USF
+from .product import PFA
 
 _REGISTRY: dict[str, type[Rule]] = {}
 
@@ -59,7 +60,7 @@ def describe() -> list[dict[str, str]]:
     ]
 
 
-for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA):
+for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, PFA):
     register(_cls)
 
 __all__ = ["Learner", "Rule", "default_loss", "describe", "get", "names", "register", "rule_class"]
