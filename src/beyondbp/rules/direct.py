@@ -242,7 +242,7 @@ class DFA(Rule):
             if points != "layers":
                 raise ConfigError(f"DFA points must be 'layers' or a list of module names, got {points!r}")
         else:
-            points = list(points)
+            points = list(points) if isinstance(points, (list, tuple)) else []
             if not points or not all(isinstance(p, str) for p in points):
                 raise ConfigError("DFA points must be 'layers' or a non-empty list of module names")
         self.points = points
