@@ -2,7 +2,7 @@
 
 >>> from beyondbp import data
 >>> data.names()
-['digits', 'fashion-mnist', 'mnist', 'mnist1d']
+['digits', 'fashion-mnist', 'mnist', 'mnist1d', 'shakespeare-char', 'text']
 >>> ds = data.load("digits")
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
@@ -20,7 +20,15 @@ fashion-mnist  ``normalize=True``, ``pad_to_32=False``; data_dir defaults to
 mnist          ``normalize=True``, ``pad_to_32=False``; data_dir is required
 mnist1d        ``num_samples=5000``, ``train_split=0.8``, ``length=40``, ``seed=42``,
                ``shuffle_seq=False``, ``cache=True``, ``cache_dir=None``
+text           any file at byte level; ``path=None``, ``val_fraction=0.1``; the file is
+               given by ``path`` or ``data_dir``
 ============== ========================================================================
+
+``shakespeare-char`` (options ``path=None``, ``val_fraction=0.1``) is character-level
+tiny-shakespeare; ``data_dir`` may be the file or its directory, and the default location is
+``../shared/data/tinyshakespeare/input.txt``. The two language-model sets return a
+:class:`TextDataset` (a token stream with random windows; runs are measured in tokens)
+instead of a :class:`Dataset`; see :mod:`beyondbp.data.text`.
 
 See :mod:`beyondbp.data.vision` for the preprocessing details.
 """
@@ -32,17 +40,20 @@ import os
 from typing import Any, Callable
 
 from beyondbp.data.dataset import Dataset
+from beyondbp.data.text import TextDataset, load_shakespeare_char, load_text
 from beyondbp.data.vision import load_digits, load_fashion_mnist, load_mnist, load_mnist1d
 from beyondbp.errors import ConfigError
 
-__all__ = ["Dataset", "load", "names"]
+__all__ = ["Dataset", "TextDataset", "load", "names"]
 
 # name -> loader. Every loader takes keyword-only arguments, ``data_dir`` among them.
-_LOADERS: dict[str, Callable[..., Dataset]] = {
+_LOADERS: dict[str, Callable[..., Dataset | TextDataset]] = {
     "digits": load_digits,
     "fashion-mnist": load_fashion_mnist,
     "mnist": load_mnist,
     "mnist1d": load_mnist1d,
+    "shakespeare-char": load_shakespeare_char,
+    "text": load_text,
 }
 
 
@@ -66,7 +77,7 @@ def options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params.values() if p.name != "data_dir"}
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset:
+def load(name: str, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset | TextDataset:
     """Load the data set called ``name`` (see :func:`names`) as an in-memory :class:`Dataset`.
 
     Raises :class:`~beyondbp.errors.ConfigError` for an unknown name or option, and

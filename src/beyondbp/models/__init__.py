@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'lenet', 'mlp']
+['cnn1d', 'gpt', 'lenet', 'mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -17,6 +17,10 @@ name       options (defaults)
 mlp        ``widths=(256, 256)``, ``activation="relu"``, ``bias=True``, ``dropout=0.0``
 lenet      ``activation="relu"``, ``padding=None`` (automatic: 2 below 32 pixels)
 cnn1d      ``channels=25``, ``activation="relu"``
+gpt        causal decoder-only Transformer; ``input_shape=(context,)``, ``num_classes`` = vocabulary;
+           ``n_layer=4``, ``n_head=4``, ``d_model=128``, ``d_ff=None`` (4·d_model), ``dropout=0.0``,
+           ``norm="pre"``, ``tie_weights=False``, ``bias=True``, ``attention="explicit"``,
+           ``emb_std=...`` — see :mod:`beyondbp.models.gpt` (not an ``nn.Sequential``)
 =========  =====================================================================
 
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
@@ -31,12 +35,14 @@ from torch import nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.models.conv import CNN1D, LeNet
+from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "LeNet", "MLP", "build", "names", "options"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "names", "options"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
+    "gpt": GPT,
     "lenet": LeNet,
     "mlp": MLP,
 }

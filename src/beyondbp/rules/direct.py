@@ -21,20 +21,36 @@ exactly Nøkland's rule. With ``points=[module names]`` the feedback points are 
 those modules (e.g. each Transformer block: Launay et al.'s "macro" placement) and everything
 between two points is trained by backprop.
 
+Models may suggest a placement: a model with ``dfa_points(mode, embed)`` and
+``dfa_error_at(after_vocab)`` methods (beyondbp's ``gpt``) is used with ``points="auto"`` (the
+default) as ``points="macro"`` — one point at each block output; ``"micro"`` adds points after
+attention + residual and after the MLP's hidden activation; ``embed=True`` adds a point at the
+embedding output (TinyDFA's ``--dfa_embed``). ``error="auto"`` then reads the global error at
+the model's suggested hidden state (the last hidden state before the output head, per token);
+``error="logits"`` reads it at the model's output (TinyDFA's ``--dfa_after_vocab``). Modules
+after the error point (the head, for a hidden error) learn by ordinary backprop from ``e``.
+A model without suggestions gets ``points="layers"`` and its output as the error point.
+``error_at=<module name>`` overrides ``error``.
+
 How the backward pass skips the ``Wᵀδ`` chain. In the forward pass each feedback point's tensor
 is handed to the rest of the network *detached*, so no autograd edge crosses it; the points are
 also collected and passed, with the output, through one identity function at the error point.
 Its backward receives ``e`` and returns ``e`` for the output and ``B_k e`` for every point at
 once, so the input-gradient matmuls ``Wᵀδ`` across points are never computed — the saving that
-makes DFA cheaper than backprop.
+makes DFA cheaper than backprop. Only matmuls whose result would cross a point are skipped:
+with block-level points (``"macro"``) every Linear inside a block still computes its input
+gradient for the layers before it in the same block, so that placement costs backprop's FLOPs
+plus the projection; its gain is that blocks no longer wait for each other.
 
-Feedback matrices (defaults as in the 2022 paper: Gaussian; TinyDFA's normalisation):
+Feedback matrices (defaults as in the 2022 paper: Gaussian; TinyDFA's normalisation;
+``shared=None`` means shared for a model-suggested placement, one per point otherwise):
 ``init="gaussian"`` draws N(0, 1) entries, ``init="uniform"`` U(−1, 1) entries; the projection is
 divided by ``sqrt(width)`` of the point it feeds (``shared=False``: one matrix per point, as in
 Nøkland 2016) or of the widest point (``shared=True``: one matrix for all points, each taking
 its first ``width`` columns, as in TinyDFA and the 2022 paper), then multiplied by ``scale``
-(default 1). The leading dimensions of a point that match the error's (batch, or batch × time
-for sequences) are kept: the projection is per sample (per token). Matrices are created at the
+(default 1). With a shared matrix the projection ``e B`` is computed once, at the widest
+point's width, and each point takes its first ``width`` columns. The leading dimensions of a
+point that match the error's (batch, or batch × time for sequences) are kept: the projection is per sample (per token). Matrices are created at the
 first training forward pass from ``seed`` and then never change.
 """
 
@@ -50,6 +66,46 @@ from torch.autograd import Function
 from ..errors import ConfigError
 from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
 from .feedback import check_seed, layer_generator
+
+
+PLACEMENTS = ("auto", "layers", "macro", "micro")
+
+
+def _suggests(model: nn.Module) -> bool:
+    return callable(getattr(model, "dfa_points", None)) and callable(getattr(model, "dfa_error_at", None))
+
+
+def resolve_placement(rule: "DFA", model: nn.Module) -> tuple[str | list[str], str | None, bool]:
+    """The feedback points (``"layers"`` or module names), the error module name (``None``: the
+    model output) and whether the matrix is shared, for ``rule`` on ``model``."""
+    suggests = _suggests(model)
+    points = rule.points
+    from_model = False
+    if points == "auto":
+        points = "macro" if suggests else "layers"
+    if points in ("macro", "micro"):
+        if not suggests:
+            raise ConfigError(
+                f"DFA points={points!r} needs a model that suggests its feedback points (a "
+                "dfa_points method, like beyondbp's gpt); pass points='layers' or a list of module names"
+            )
+        points = list(model.dfa_points(points, embed=rule.embed))
+        from_model = True
+    elif rule.embed:
+        raise ConfigError("DFA embed=True needs a model that suggests its feedback points (like beyondbp's gpt)")
+    error_at = rule.error_at
+    if error_at is None:
+        if rule.error == "hidden" or (rule.error == "auto" and suggests):
+            if not suggests:
+                raise ConfigError(
+                    "DFA error='hidden' needs a model that names its last hidden state (a dfa_error_at "
+                    "method, like beyondbp's gpt); pass error_at=<module name> instead"
+                )
+            error_at = model.dfa_error_at(after_vocab=False)
+        elif rule.error == "logits" and suggests:
+            error_at = model.dfa_error_at(after_vocab=True)
+    shared = rule.shared if rule.shared is not None else from_model
+    return points, error_at, shared
 
 
 class _DFAOutput(Function):
@@ -77,19 +133,20 @@ class DFALearner(Learner):
         self._matrices: dict[int, Tensor] = {}
         self._shared: Tensor | None = None
         self._handles: list[Any] = []
+        self.points, self.error_at, self.shared = resolve_placement(rule, model)
         self._error_module = model
-        if rule.error_at is not None:
-            if rule.error_at not in modules:
-                raise ConfigError(f"DFA error_at names no module of the model: {rule.error_at!r}")
-            self._error_module = modules[rule.error_at]
+        if self.error_at is not None:
+            if self.error_at not in modules:
+                raise ConfigError(f"DFA error_at names no module of the model: {self.error_at!r}")
+            self._error_module = modules[self.error_at]
         self._handles.append(model.register_forward_pre_hook(self._reset))
-        if rule.points == "layers":
+        if self.points == "layers":
             for name, module in self.layers.items():
-                if rule.error_at is not None and self._after_error(name):
+                if self.error_at is not None and self._after_error(name):
                     continue
                 self._handles.append(module.register_forward_pre_hook(self._point_at_input))
         else:
-            for name in rule.points:
+            for name in self.points:
                 if name not in modules or modules[name] is model:
                     raise ConfigError(f"DFA feedback point names no submodule of the model: {name!r}")
                 self._handles.append(modules[name].register_forward_hook(self._point_at_output))
@@ -98,7 +155,7 @@ class DFALearner(Learner):
     def _after_error(self, layer_name: str) -> bool:
         """Layers after the error point (an output head) are trained by plain backprop."""
         names = [n for n, _ in self.model.named_modules()]
-        return names.index(layer_name) > names.index(self.dfa.error_at)
+        return names.index(layer_name) > names.index(self.error_at)
 
     # -- forward hooks -------------------------------------------------------------------------
     def _enabled(self) -> bool:
@@ -150,14 +207,16 @@ class DFALearner(Learner):
             widths.append(math.prod(shape[len(lead):]))
         e2 = err.reshape(-1, n_out)
         out = []
+        if self.shared:
+            full = e2.matmul(self.matrix(0, n_out, max(widths), max(widths), err))
+            return [full[:, :width].reshape(shape) for shape, width in zip(shapes, widths)]
         for k, (shape, width) in enumerate(zip(shapes, widths)):
             B = self.matrix(k, n_out, width, max(widths), err)
             out.append(e2.matmul(B).reshape(shape))
         return out
 
     def matrix(self, k: int, n_out: int, width: int, max_width: int, like: Tensor) -> Tensor:
-        rule = self.dfa
-        if rule.shared:
+        if self.shared:
             if self._shared is None:
                 self._shared = self._draw(n_out, max_width, 0, like) / math.sqrt(max_width)
             B = self._shared
@@ -224,9 +283,11 @@ class DFA(Rule):
         seed: int = 0,
         init: str = "gaussian",
         scale: float = 1.0,
-        shared: bool = False,
-        points: str | list[str] = "layers",
+        shared: bool | None = None,
+        points: str | list[str] = "auto",
+        error: str = "auto",
         error_at: str | None = None,
+        embed: bool = False,
     ) -> None:
         self.seed = check_seed(seed)
         if init not in ("gaussian", "uniform"):
@@ -235,18 +296,30 @@ class DFA(Rule):
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
             raise ConfigError(f"DFA scale must be a positive number, got {scale!r}")
         self.scale = float(scale)
-        if not isinstance(shared, bool):
-            raise ConfigError(f"DFA shared must be true or false, got {shared!r}")
+        if shared is not None and not isinstance(shared, bool):
+            raise ConfigError(f"DFA shared must be true, false or None (automatic), got {shared!r}")
         self.shared = shared
         if isinstance(points, str):
-            if points != "layers":
-                raise ConfigError(f"DFA points must be 'layers' or a list of module names, got {points!r}")
+            if points not in PLACEMENTS:
+                raise ConfigError(
+                    f"DFA points must be one of {', '.join(PLACEMENTS)} or a list of module names, got {points!r}"
+                )
         else:
             points = list(points) if isinstance(points, (list, tuple)) else []
             if not points or not all(isinstance(p, str) for p in points):
-                raise ConfigError("DFA points must be 'layers' or a non-empty list of module names")
+                raise ConfigError(f"DFA points must be one of {', '.join(PLACEMENTS)} or a non-empty list of module names")
         self.points = points
+        if error not in ("auto", "hidden", "logits"):
+            raise ConfigError(f"DFA error must be 'auto', 'hidden' or 'logits', got {error!r}")
+        if error_at is not None and (not isinstance(error_at, str) or error != "auto"):
+            raise ConfigError("DFA error_at must be a module name, and cannot be combined with error='hidden'/'logits'")
+        self.error = error
         self.error_at = error_at
+        if not isinstance(embed, bool):
+            raise ConfigError(f"DFA embed must be true or false, got {embed!r}")
+        if embed and not (isinstance(points, str) and points in ("auto", "macro", "micro")):
+            raise ConfigError("DFA embed=True adds a point to a model-suggested placement; use points='auto', 'macro' or 'micro'")
+        self.embed = embed
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return DFALearner(self, model, loss_fn)

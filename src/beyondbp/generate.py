@@ -1,0 +1,100 @@
+"""Sampling text from a trained causal language model (beyondbp's ``gpt``).
+
+:func:`sample` extends a sequence of token ids one token at a time: the model reads the last
+``context`` tokens, the logits of the last position are divided by ``temperature`` (optionally
+restricted to the ``top_k`` largest), and the next token is drawn from their softmax with a
+``torch.Generator`` seeded by ``seed`` — the same seed gives the same text on the same device.
+``temperature=0`` picks the most likely token every time (greedy decoding).
+
+:func:`sample_text` does the same from a text prompt with a :class:`~beyondbp.data.text.TextCodec`
+(or a :class:`~beyondbp.data.text.TextDataset`) and returns the prompt followed by the sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+__all__ = ["sample", "sample_text"]
+
+
+def _check(n_tokens: Any, temperature: Any, top_k: Any, seed: Any) -> None:
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
+        raise ConfigError(f"the number of tokens to sample must be a non-negative integer, got {n_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ConfigError(f"temperature must be a number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+
+
+def sample(
+    model: nn.Module,
+    idx: Tensor,
+    n_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    context: int | None = None,
+) -> Tensor:
+    """``idx`` (``(T,)`` or ``(N, T)`` int64 ids, ``T >= 1``) followed by ``n_tokens`` sampled ids.
+
+    ``context`` defaults to ``model.context`` (the longest input the model takes). The model is
+    run in eval mode without gradients; its training mode is restored afterwards.
+    """
+    _check(n_tokens, temperature, top_k, seed)
+    if not isinstance(idx, Tensor) or idx.dtype != torch.int64 or idx.dim() not in (1, 2) or idx.shape[-1] < 1:
+        raise ConfigError("the prompt must be a non-empty int64 tensor of token ids, shape (T,) or (N, T)")
+    squeeze = idx.dim() == 1
+    seq = idx[None] if squeeze else idx
+    context = context if context is not None else getattr(model, "context", None)
+    if context is None:
+        raise ConfigError("pass context=: the model does not say how many tokens it reads")
+    device = next((p.device for p in model.parameters()), seq.device)
+    seq = seq.to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for _ in range(n_tokens):
+                logits = model(seq[:, -context:])[:, -1, :].double()
+                if temperature == 0:
+                    nxt = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.shape[-1]:
+                        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
+                seq = torch.cat([seq, nxt], dim=1)
+    finally:
+        model.train(was_training)
+    return seq[0] if squeeze else seq
+
+
+def sample_text(
+    model: nn.Module,
+    codec: Any,
+    prompt: str,
+    n_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """The prompt followed by ``n_tokens`` sampled tokens, decoded with ``codec`` (anything with
+    ``encode(str) -> Tensor`` and ``decode(ids) -> str``). An empty prompt starts from token 0
+    (a newline for tiny-shakespeare), which is not part of the returned text."""
+    if not isinstance(prompt, str):
+        raise ConfigError(f"the prompt must be a string, got {type(prompt).__name__}")
+    ids = codec.encode(prompt) if prompt else torch.zeros(1, dtype=torch.int64)
+    out = sample(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    text = codec.decode(out[len(ids):].cpu())
+    return prompt + text
