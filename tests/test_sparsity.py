@@ -385,3 +385,60 @@ def test_effective_flops_scale_the_products_that_involve_sparse_weights(rule, di
             expected = 2 * F[0] * d[0] + (2 * d[1] + 1) * F[1] + (2 * d[2] + 1) * F[2]
     assert report["effective_flops_per_step"] == pytest.approx(expected, abs=2)
     assert report["effective_flops_per_step"] < report["flops_per_step"]
+
+
+# -- the run loop and the command line -------------------------------------------------------
+
+RUN = dict(model="mlp", data="digits", epochs=2, optimizer="sgd", lr=0.05, n_train=512, n_test=200, threads=1)
+
+
+def test_run_config_validates_sparsity_options():
+    from beyondbp.train import RunConfig
+
+    assert RunConfig(**RUN).sparsity is None
+    cfg = RunConfig(**RUN, sparsity="set", epsilon=13, zeta=0.2)
+    assert (cfg.sparsity, cfg.epsilon, cfg.zeta) == ("set", 13.0, 0.2)
+    for bad in ({"sparsity": "rigl"}, {"sparsity": "set", "epsilon": 0}, {"sparsity": "set", "zeta": 1.0}, {"epsilon": "x"}):
+        with pytest.raises(ConfigError):
+            RunConfig(**RUN, **bad)
+
+
+@pytest.mark.parametrize("rule", ["dfa", "pfa"])
+def test_run_with_set_reports_active_parameters_and_effective_flops(rule):
+    from beyondbp.train import RunConfig, run
+
+    dense = run(RunConfig(**RUN, rule=rule))
+    result = run(RunConfig(**RUN, rule=rule, sparsity="set", epsilon=5))
+    # masks simulate sparsity: the kernels that ran, and so the measured FLOPs, are the dense ones
+    assert result.flops_per_step == dense.flops_per_step
+    assert dense.effective_flops_per_step == dense.flops_per_step and dense.n_active_params == dense.n_params
+    assert result.effective_flops_per_step < result.flops_per_step
+    assert result.n_params == dense.n_params and result.n_active_params < 0.2 * result.n_params
+    sp = result.sparsity
+    assert sp["method"] == "set" and sp["epsilon"] == 5 and sp["zeta"] == 0.3 and 0 < sp["density"] < 0.2
+    assert sp["rewirings"] == 1  # evolution after epoch 1 ran at the first step of epoch 2; none after the last
+    assert "masks" in sp["kernels"]
+    assert result.final["test_accuracy"] > 0.3
+    assert result.history[-1]["metrics"]["set/density"] == pytest.approx(sp["density"])
+
+
+def test_cli_train_and_compare_take_sparsity_flags(capsys, tmp_path):
+    from beyondbp.cli import main
+
+    def cli(*args):
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return info.value.code, out, err
+
+    tiny = ["--model", "mlp", "--data", "digits", "--n-train", "256", "--n-test", "100", "--epochs", "1", "--threads", "1"]
+    code, out, err = cli("train", "--rule", "dfa", "--sparsity", "set", "--epsilon", "5", "--zeta", "0.2", *tiny)
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "SET sparsity (ε=5, ζ=0.2)" in flat and "effective" in flat and "active parameters" in flat
+    code, out, err = cli("compare", "--rules", "backprop,fa", "--sparsity", "set", *tiny, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "backprop: SET sparsity" in flat and "fa: SET sparsity" in flat
+    code, out, err = cli("train", "--sparsity", "dense", *tiny)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "sparsity" in err

@@ -238,6 +238,9 @@ RuleOptOpt = Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rul
 ModelOptOpt = Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE, e.g. widths=[512,512]; repeatable.")]
 DataOptOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Data option KEY=VALUE, repeatable.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+SparsityOpt = Annotated[Optional[str], typer.Option("--sparsity", help="'set': SET sparse Linear layers (composes with any rule); default dense.")]
+EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="SET density parameter ε (default 20).")]
+ZetaOpt = Annotated[Optional[float], typer.Option("--zeta", help="SET fraction of connections rewired after each epoch (default 0.3; 0 = static sparse).")]
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -292,6 +295,9 @@ def train(
     diagnostics: DiagOpt = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    sparsity: SparsityOpt = None,
+    epsilon: EpsilonOpt = None,
+    zeta: ZetaOpt = None,
     rule_opt: RuleOptOpt = None,
     model_opt: ModelOptOpt = None,
     data_opt: DataOptOpt = None,
@@ -311,6 +317,7 @@ def train(
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
         n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=threads,
+        sparsity=sparsity, epsilon=epsilon, zeta=zeta,
         checkpoint=None if checkpoint is None else str(checkpoint),
         init_from=None if init_from is None else str(init_from),
     ))
@@ -337,6 +344,8 @@ def train(
         f"parameters {result.n_params:,} · FLOPs/step {result.flops_per_step:,} (batch {result.flops_batch_size}) · "
         f"time/step {tps} (median of {result.timed_steps}) · total {result.total_time:.1f} s"
     )
+    if result.sparsity:
+        console.print(_sparsity_line(result))
     if result.status != "ok":
         console.print(f"run {result.status}: training loss became non-finite at epoch {result.epochs}")
     if result.checkpoint:
@@ -368,6 +377,9 @@ def compare(
     diagnostics: DiagOpt = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    sparsity: SparsityOpt = None,
+    epsilon: EpsilonOpt = None,
+    zeta: ZetaOpt = None,
     rule_opt: Annotated[
         Optional[list[str]],
         typer.Option("--rule-opt", help="KEY=VALUE for every listed rule that has option KEY, or RULE:KEY=VALUE; repeatable."),
@@ -389,6 +401,7 @@ def compare(
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
         n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=threads,
+        sparsity=sparsity, epsilon=epsilon, zeta=zeta,
     )
     configs = [train_mod.RunConfig(**base, rule=r, rule_options=per_rule[r]) for r in names]
     out = out if out is not None else Path("results") / f"compare-{configs[0].data}-{configs[0].model}"
@@ -420,8 +433,21 @@ def compare(
         "FLOPs are counted by torch.utils.flop_counter on one training step at batch size "
         f"{results[0].flops_batch_size}; time/step is the median wall-clock of the other steps."
     )
+    for r in results:
+        if r.sparsity:
+            console.print(f"{r.rule}: {_sparsity_line(r)}")
     for path in written:
         console.print(f"wrote {path}")
+
+
+def _sparsity_line(result: Any) -> str:
+    sp = result.sparsity
+    return (
+        f"SET sparsity (ε={sp['epsilon']:g}, ζ={sp['zeta']:g}): density {100 * sp['density']:.2f}% of sparse-layer "
+        f"weights · active parameters {result.n_active_params:,} of {result.n_params:,} · FLOPs/step executed "
+        f"{result.flops_per_step:,} (dense kernels, masks) · effective {result.effective_flops_per_step:,} "
+        "(products of sparse weights scaled by density)"
+    )
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -475,22 +475,39 @@ class SparseLearner(Learner):
             saved += (1.0 - float(layer.mask.float().mean())) * fwd * products
         return int(round(total - saved))
 
-    def count_flops(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, int]:
-        """Measure one real training step (**it trains the model**) and a forward pass on
-        ``batch``: ``flops_per_step`` (dense-executed, as measured), ``effective_flops_per_step``
-        (what sparse kernels would execute) and ``forward_flops``."""
+    def counted_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> tuple[dict[str, float], dict[str, int]]:
+        """One real training step under a FLOP counter, plus a counted forward pass on the same
+        inputs (eval mode, no gradients, no side effects). Returns the step's metrics and
+        ``{"flops_per_step", "effective_flops_per_step", "forward_flops"}``: the dense-executed
+        count as measured, what sparse kernels would execute, and the forward count used."""
         x, _ = batch
         fwd_counter = FlopCounterMode(display=False)
-        with fwd_counter, torch.no_grad():
+        with fwd_counter:
             self.inner.predict(x)
         step_counter = FlopCounterMode(display=False)
         with step_counter:
-            self.step(batch, optimizer)
-        step_counts = step_counter.get_flop_counts()
-        return {
+            metrics = self.step(batch, optimizer)
+        counts = {
             "flops_per_step": int(step_counter.get_total_flops()),
-            "effective_flops_per_step": self.effective_flops(step_counts, fwd_counter.get_flop_counts()),
+            "effective_flops_per_step": self.effective_flops(step_counter.get_flop_counts(), fwd_counter.get_flop_counts()),
             "forward_flops": int(fwd_counter.get_total_flops()),
+        }
+        return metrics, counts
+
+    def count_flops(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+        """:meth:`counted_step`'s FLOP counts (**the step trains the model**)."""
+        return self.counted_step(batch, optimizer)[1]
+
+    def summary(self) -> dict[str, Any]:
+        """Method, options, densities and how FLOPs are counted (for run results)."""
+        return {
+            "method": "set",
+            **self.config.options(),
+            "density": self.overall_density(),
+            "layers": self.density(),
+            "connections": self.n_connections(),
+            "rewirings": len(self.history),
+            "kernels": "dense kernels with masks (sparsity simulated); effective FLOPs scale the products of sparse weights by density",
         }
 
 

@@ -13,7 +13,9 @@ What :func:`run` does, in order:
    the same initial weights;
 3. attaches the rule (``rules.get(rule, **rule_options).attach(model)``). A rule with a
    ``seed`` option (the random feedback matrices of FA, DFA, ...) gets the run's seed unless
-   ``rule_options`` sets one, so a seed sweep varies the feedback too;
+   ``rule_options`` sets one, so a seed sweep varies the feedback too; with
+   ``sparsity="set"`` the learner is wrapped by :class:`beyondbp.sparsity.SET` (``epsilon``,
+   ``zeta``, the run's seed), which composes with any rule;
 4. builds the optimizer over ``learner.optimizer_parameters()`` and the learning-rate
    schedule (``"step"``: multiply by ``gamma`` at each milestone, given as a fraction of the
    budget; ``"cosine"``: cosine decay to 0 over the budget; both advance once per optimizer
@@ -61,6 +63,7 @@ from . import models as models_mod
 from . import rules as rules_mod
 from .compute import StepTimer, run_counted, synchronize
 from .errors import BeyondBPError, ConfigError
+from .sparsity import SparseLearner
 
 __all__ = [
     "Progress",
@@ -109,6 +112,9 @@ ALLOWED: dict[str, str] = {
     "init_from": "a file path or nothing",
     "device": "'cpu', 'cuda', 'cuda:N' or 'mps'",
     "threads": "a whole number of at least 1, or nothing for torch's default",
+    "sparsity": "'set' or nothing (dense)",
+    "epsilon": "a finite number greater than 0",
+    "zeta": "a number in [0, 1)",
 }
 
 _INT_FIELDS = ("epochs", "steps", "batch_size", "eval_batch_size", "seed", "n_train", "n_test", "threads")
@@ -175,6 +181,9 @@ class RunConfig(BaseModel):
     init_from: str | None = None
     device: str = "cpu"
     threads: int | None = None
+    sparsity: Literal["set"] | None = None
+    epsilon: float = 20.0
+    zeta: float = 0.3
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -267,6 +276,10 @@ class RunConfig(BaseModel):
         if self.epochs is None and self.steps is None:
             self.epochs = 10
         rules_mod.get(self.rule, **effective_rule_options(self))  # checks option names and values
+        if self.sparsity == "set":
+            from .sparsity import SET
+
+            SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
         return self
 
 
@@ -322,6 +335,10 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup
     model.to(device)
     rule = rules_mod.get(config.rule, **effective_rule_options(config))
     learner = rule.attach(model)
+    if config.sparsity == "set":
+        from .sparsity import SET
+
+        learner = SET(epsilon=config.epsilon, zeta=config.zeta, seed=config.seed).wrap(learner)
     return Setup(config=config, dataset=ds, model=model, learner=learner, device=device)
 
 
@@ -405,6 +422,12 @@ class RunResult:
     ``train_loss`` (mean over the epoch's steps, weighted by batch size), ``test_loss``,
     ``test_accuracy``, ``lr``, ``elapsed`` (seconds since the start), ``metrics`` (other step
     metrics' means and ``on_epoch_end`` metrics) and ``diagnostics`` (empty unless asked).
+
+    With SET sparsity (``sparsity="set"``) the masks only simulate sparsity: ``flops_per_step``
+    is what the dense kernels executed, ``effective_flops_per_step`` what kernels skipping absent
+    connections would execute (see :mod:`beyondbp.sparsity`), ``n_active_params`` counts existing
+    connections only, and ``sparsity`` records the method, options and densities. Dense runs
+    have ``effective_flops_per_step == flops_per_step`` and ``n_active_params == n_params``.
     """
 
     config: dict[str, Any]
@@ -425,6 +448,9 @@ class RunResult:
     data: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    effective_flops_per_step: int | None = None
+    n_active_params: int | None = None
+    sparsity: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite_or_none(asdict(self))
@@ -485,6 +511,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     timer = StepTimer(device)
     untimed: list[float] = []
     flops = 0
+    effective_flops = 0
     flops_batch = 0
     history: list[dict[str, Any]] = []
     status = "ok"
@@ -501,7 +528,12 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             x, y = x.to(device), y.to(device)
             if step == flop_step:
                 t0 = time.perf_counter()
-                metrics, flops = run_counted(learner.step, (x, y), optimizer)
+                if isinstance(learner, SparseLearner):  # also counts what sparse kernels would run
+                    metrics, counted = learner.counted_step((x, y), optimizer)
+                    flops, effective_flops = counted["flops_per_step"], counted["effective_flops_per_step"]
+                else:
+                    metrics, flops = run_counted(learner.step, (x, y), optimizer)
+                    effective_flops = flops
                 synchronize(device)
                 untimed.append(time.perf_counter() - t0)
                 flops_batch = int(x.shape[0])
@@ -565,6 +597,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
         "diagnostics": dict(last["diagnostics"]),
     }
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_"))
+    sparse = isinstance(learner, SparseLearner)
     result = RunResult(
         config=config.model_dump(),
         rule=config.rule,
@@ -591,6 +624,9 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
         },
         environment=_environment(device),
         checkpoint=config.checkpoint,
+        effective_flops_per_step=int(effective_flops),
+        n_active_params=int(learner.n_active_params()) if sparse else int(n_params),
+        sparsity=learner.summary() if sparse else {},
     )
     learner.detach()
     _emit(progress, "end", {"result": result})
@@ -601,6 +637,7 @@ def _checkpoint_meta(config: RunConfig, ds: data_mod.Dataset, epoch: int, step: 
     return {
         "rule": config.rule,
         "rule_options": effective_rule_options(config),
+        "sparsity": config.sparsity,
         "model": config.model,
         "model_options": dict(config.model_options),
         "data": config.data,
