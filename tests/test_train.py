@@ -168,6 +168,17 @@ def test_count_flops_of_a_matmul_is_2mnk():
     assert count_flops(torch.mm, a, b) == 2 * 5 * 7 * 3
 
 
+def test_count_flops_allows_autograd_grad_on_leaf_inputs():
+    # the stock FlopCounterMode's module tracking breaks this (inference learning relaxes so)
+    layer = torch.nn.Linear(4, 3)
+
+    def relax():
+        x = torch.randn(2, 4, requires_grad=True)
+        return torch.autograd.grad(layer(x).pow(2).sum(), [x])[0]
+
+    assert count_flops(relax) == 2 * (2 * 2 * 4 * 3)  # forward x·Wᵀ and backward grad·W
+
+
 def test_measure_steps_interleaves_learners(digits):
     torch.manual_seed(0)
     batch = (digits.x_train[:32], digits.y_train[:32])

@@ -1,6 +1,8 @@
 """beyondbp: train PyTorch models with credit-assignment rules beyond backpropagation."""
 
 from . import rules
+from . import checkpoint, compute, data, models, report, train
+from .train import RunConfig, RunResult, run
 from .errors import BeyondBPError, CheckpointError, ConfigError, DataError, UnsupportedModuleError
 
 __version__ = "0.1.0"
@@ -10,6 +12,15 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "RunConfig",
+    "RunResult",
     "UnsupportedModuleError",
+    "checkpoint",
+    "compute",
+    "data",
+    "models",
+    "report",
     "rules",
+    "run",
+    "train",
 ]

@@ -27,6 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import data as data_mod
+from . import models as models_mod
 from . import report
 from . import rules as rules_mod
 from .errors import BeyondBPError, ConfigError
@@ -214,8 +216,8 @@ class _Bars:
 
 
 # -- shared options -----------------------------------------------------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", help="Model name: mlp, lenet, cnn1d.")]
-DataOpt = Annotated[str, typer.Option("--data", help="Data set name: mnist1d, digits, fashion-mnist, mnist.")]
+ModelOpt = Annotated[str, typer.Option("--model", help=f"Model name: {', '.join(models_mod.names())}.")]
+DataOpt = Annotated[str, typer.Option("--data", help=f"Data set name: {', '.join(data_mod.names())}.")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data files (for sets read from disk).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training budget in epochs (default 10).")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training budget in optimizer steps (instead of --epochs).")]

@@ -32,6 +32,7 @@ from .errors import ConfigError
 
 __all__ = [
     "StepMeasurement",
+    "flop_counter",
     "StepTimer",
     "count_flops",
     "measure_step",
@@ -41,9 +42,35 @@ __all__ = [
 ]
 
 
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's module tracker: every FLOP is attributed to "Global"."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> "_GlobalOnly":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    """A ``FlopCounterMode`` that counts the global total only.
+
+    The stock counter also tracks which module each operation belongs to, by installing
+    autograd hooks on module inputs and outputs; those hooks make ``torch.autograd.grad`` fail
+    on leaf tensors ("A leaf node was passed to _will_engine_execute_node"), which rules that
+    relax activities by gradient descent (inference learning) rely on. The total is the same.
+    """
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, "mod_tracker"):
+        counter.mod_tracker = _GlobalOnly()
+    return counter
+
+
 def run_counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
     """Call ``fn(*args, **kwargs)`` under a FLOP counter; return ``(its result, FLOPs)``."""
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         result = fn(*args, **kwargs)
     return result, int(counter.get_total_flops())

@@ -48,6 +48,7 @@ import os
 import random
 import re
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Mapping, Sequence
@@ -545,7 +546,10 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             else:
                 with timer:
                     metrics = learner.step((x, y), optimizer)
-            scheduler.step()
+            with warnings.catch_warnings():
+                # rules that own their update may not call optimizer.step() on every step
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                scheduler.step()
             step += 1
             n = int(x.shape[0])
             seen += n
