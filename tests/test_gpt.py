@@ -316,3 +316,72 @@ def test_sample_text_roundtrips_through_a_codec():
     model = tiny()
     text = sample_text(model, codec, "abc", 10, seed=0)
     assert text.startswith("abc") and len(text) == 13 and set(text) <= set("abcdefghijk")
+
+
+# -- language-model runs through the run loop ------------------------------------------------------
+def _lm_config(tmp_path, **kw):
+    from beyondbp.train import RunConfig
+
+    path = tmp_path / "input.txt"
+    if not path.exists():
+        path.write_text("to be or not to be, that is the question.\n" * 40, encoding="utf-8")
+    opts = dict(rule="backprop", model="gpt", model_options=dict(n_layer=1, n_head=2, d_model=16),
+                data="shakespeare-char", data_dir=str(path), tokens=3000, context=16, batch_size=8, lr=1e-2,
+                eval_windows=20)
+    opts.update(kw)
+    return RunConfig(**opts)
+
+
+def test_language_model_run_uses_a_token_budget(tmp_path):
+    from beyondbp.train import run
+
+    config = _lm_config(tmp_path, checkpoint=str(tmp_path / "lm.pt"))
+    result = run(config)
+    assert result.steps == math.ceil(3000 / (8 * 16)) and result.tokens == result.steps * 8 * 16
+    assert len(result.history) == 10 and result.history[-1]["tokens"] == result.tokens
+    assert result.flops_per_token == result.flops_per_step / (8 * 16) > 0
+    assert result.time_per_token is not None and result.time_per_token > 0
+    base = result.data["baselines"]
+    assert result.final["val_loss"] == result.final["test_loss"] < base["unigram"]
+    again = run(config.replace(checkpoint=None))
+    assert again.final["val_loss"] == result.final["val_loss"]  # same seed, same numbers
+    from beyondbp.generate import load_language_model
+
+    model, codec = load_language_model(tmp_path / "lm.pt")
+    text = sample_text(model, codec, "to be", 30, temperature=0.5, seed=0)
+    assert text.startswith("to be") and len(text) == 35
+
+
+def test_language_model_run_with_steps_and_dfa(tmp_path):
+    from beyondbp.train import run
+
+    result = run(_lm_config(tmp_path, rule="dfa", tokens=None, steps=12))
+    assert result.steps == 12 and result.tokens == 12 * 8 * 16 and len(result.history) == 10
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(epochs=2, tokens=None), "tokens"),
+        (dict(steps=3), "either tokens or steps"),
+        (dict(model="mlp", model_options={}), "gpt"),
+        (dict(n_train=10), "n_train"),
+        (dict(data="digits", data_dir=None, tokens=None, context=None, eval_windows=None), "gpt"),
+        (dict(data="digits", data_dir=None, model="mlp", model_options={}, context=None, eval_windows=None), "tokens"),
+    ],
+)
+def test_language_model_config_errors(tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _lm_config(tmp_path, **kw)
+
+
+def test_sampling_refuses_a_vision_checkpoint(tmp_path):
+    from beyondbp import checkpoint
+    from beyondbp.errors import CheckpointError
+    from beyondbp.generate import load_language_model
+
+    model = models.build("mlp", (4,), 3, widths=(5,))
+    learner = rules.get("backprop").attach(model)
+    checkpoint.save(tmp_path / "mlp.pt", model, learner, None, meta={"model": "mlp"})
+    with pytest.raises(CheckpointError, match="vocabulary"):
+        load_language_model(tmp_path / "mlp.pt")

@@ -8,6 +8,9 @@ restricted to the ``top_k`` largest), and the next token is drawn from their sof
 
 :func:`sample_text` does the same from a text prompt with a :class:`~beyondbp.data.text.TextCodec`
 (or a :class:`~beyondbp.data.text.TextDataset`) and returns the prompt followed by the sample.
+:func:`load_language_model` rebuilds the model and its codec from a checkpoint written by a
+language-model run (``beyondbp train --model gpt ... --checkpoint PATH``); the rule's own
+tensors (``*.bbp_*``) are not needed to sample and are left out.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
-__all__ = ["sample", "sample_text"]
+__all__ = ["load_language_model", "sample", "sample_text"]
 
 
 def _check(n_tokens: Any, temperature: Any, top_k: Any, seed: Any) -> None:
@@ -98,3 +101,36 @@ def sample_text(
     out = sample(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
     text = codec.decode(out[len(ids):].cpu())
     return prompt + text
+
+
+def load_language_model(path: Any) -> tuple[nn.Module, Any]:
+    """``(model, codec)`` from a language-model checkpoint; the model is in eval mode on the CPU."""
+    from . import checkpoint, models
+    from .data.text import TextCodec
+
+    payload = checkpoint.read(path)
+    meta = payload["meta"]
+    if not isinstance(meta.get("codec"), dict):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds no vocabulary; sample from a checkpoint written by a "
+            "language-model run (model gpt on shakespeare-char or text)"
+        )
+    try:
+        codec = TextCodec.from_dict(meta["codec"])
+        model = models.build(meta["model"], tuple(meta["input_shape"]), int(meta["num_classes"]),
+                             **dict(meta.get("model_options") or {}))
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} has unusable model metadata ({exc})") from None
+    state = {k: v for k, v in payload["model"].items() if not k.rsplit(".", 1)[-1].startswith("bbp_")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its own model description (key {key!r})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"checkpoint {str(path)!r}: {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    model.load_state_dict(state)
+    model.eval()
+    return model, codec

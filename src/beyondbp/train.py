@@ -29,6 +29,19 @@ What :func:`run` does, in order:
    diagnostics never change the training;
 6. stops early, marking the run ``"diverged"``, when an epoch's training loss is not finite.
 
+Language models (data ``shakespeare-char`` or ``text``, model ``gpt``) are budgeted in tokens:
+``tokens`` (default 10⁶) or ``steps``, never ``epochs``. A step trains on ``batch_size`` random
+windows of ``context`` tokens (default 128) drawn from the training split by a generator
+seeded with ``seed``, so ``steps = ceil(tokens / (batch_size · context))``. The run is
+evaluated at 10 evenly spaced points (each a history entry; ``epoch`` is the evaluation's
+index, ``tokens`` the tokens seen): validation loss in nats/token (``val_loss``, also stored
+as ``test_loss``) and next-token accuracy (``test_accuracy``), on 64 evenly spaced
+validation windows except at the end, where ``eval_windows`` windows (default: the whole
+validation split) are used; ``learner.on_epoch_end`` is called at each evaluation point. The
+result adds ``tokens``, ``flops_per_token`` and ``time_per_token`` (per step, divided by the
+tokens of one batch) and records the uniform / unigram / bigram baselines in ``data``;
+a checkpoint's meta carries the vocabulary (``codec``) for ``beyondbp sample``.
+
 Measurements. ``flops_per_step`` is counted on one real training step (the second; the first
 when the budget is one step) run under ``torch.utils.flop_counter.FlopCounterMode``: that step
 trains like any other but is left out of the timing. ``time_per_step`` is the median
@@ -63,6 +76,7 @@ from . import data as data_mod
 from . import models as models_mod
 from . import rules as rules_mod
 from .compute import StepTimer, run_counted, synchronize
+from .data.text import TextDataset
 from .errors import BeyondBPError, ConfigError
 from .sparsity import SparseLearner
 
@@ -116,9 +130,22 @@ ALLOWED: dict[str, str] = {
     "sparsity": "'set' or nothing (dense)",
     "epsilon": "a finite number greater than 0",
     "zeta": "a number in [0, 1)",
+    "tokens": "a whole number of at least 1 (a language model's training budget), or nothing",
+    "context": "a whole number of at least 1 (tokens per training window of a language model), or nothing",
+    "eval_windows": "a whole number of at least 1, or nothing for the whole validation split",
 }
 
-_INT_FIELDS = ("epochs", "steps", "batch_size", "eval_batch_size", "seed", "n_train", "n_test", "threads")
+#: Language-model runs: default token budget, default context, evaluation points and the
+#: validation windows used at intermediate evaluation points.
+LM_DEFAULT_TOKENS = 1_000_000
+LM_DEFAULT_CONTEXT = 128
+LM_EVALS = 10
+LM_CURVE_WINDOWS = 64
+
+_INT_FIELDS = (
+    "epochs", "steps", "batch_size", "eval_batch_size", "seed", "n_train", "n_test", "threads",
+    "tokens", "context", "eval_windows",
+)
 _FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "gamma")
 
 
@@ -185,6 +212,9 @@ class RunConfig(BaseModel):
     sparsity: Literal["set"] | None = None
     epsilon: float = 20.0
     zeta: float = 0.3
+    tokens: int | None = None
+    context: int | None = None
+    eval_windows: int | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -272,9 +302,18 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _budget_and_rule(self) -> "RunConfig":
+        if data_mod.is_text(self.data):
+            _check_language_model(self)
+        elif self.tokens is not None or self.context is not None or self.eval_windows is not None:
+            raise ValueError(
+                f"tokens, context and eval_windows apply to language-model data ({', '.join(data_mod.TEXT_SETS)}) "
+                f"only, not to {self.data!r}"
+            )
+        elif self.model == "gpt":
+            raise ValueError(f"model 'gpt' reads token sequences; use it with {' or '.join(data_mod.TEXT_SETS)}")
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give either epochs or steps as the training budget, not both")
-        if self.epochs is None and self.steps is None:
+        if self.epochs is None and self.steps is None and self.tokens is None:
             self.epochs = 10
         rules_mod.get(self.rule, **effective_rule_options(self))  # checks option names and values
         if self.sparsity == "set":
@@ -282,6 +321,26 @@ class RunConfig(BaseModel):
 
             SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
         return self
+
+
+def _check_language_model(config: RunConfig) -> None:
+    if config.model != "gpt":
+        raise ValueError(f"data {config.data!r} is a token stream; train it with model 'gpt', not {config.model!r}")
+    if config.epochs is not None:
+        raise ValueError("language-model runs are budgeted in tokens (or steps), not epochs; give tokens=...")
+    if config.tokens is not None and config.steps is not None:
+        raise ValueError("give either tokens or steps as the training budget, not both")
+    if config.n_train is not None or config.n_test is not None:
+        raise ValueError("n_train and n_test do not apply to language-model data; use tokens and eval_windows")
+    if "input_shape" in config.model_options:
+        raise ValueError("set a language model's context with context=..., not model option input_shape")
+    if config.tokens is None and config.steps is None:
+        config.tokens = LM_DEFAULT_TOKENS
+
+
+def lm_context(config: RunConfig) -> int:
+    """Tokens per training window of a language-model run."""
+    return config.context if config.context is not None else LM_DEFAULT_CONTEXT
 
 
 def effective_rule_options(config: RunConfig) -> dict[str, Any]:
@@ -332,7 +391,8 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup
     device = _device(config)
     seed_everything(config.seed)
     ds = dataset if dataset is not None else load_dataset(config)
-    model = models_mod.build(config.model, ds.input_shape, ds.num_classes, **config.model_options)
+    input_shape = (lm_context(config),) if isinstance(ds, TextDataset) else ds.input_shape
+    model = models_mod.build(config.model, input_shape, ds.num_classes, **config.model_options)
     model.to(device)
     rule = rules_mod.get(config.rule, **effective_rule_options(config))
     learner = rule.attach(model)
@@ -452,6 +512,9 @@ class RunResult:
     effective_flops_per_step: int | None = None
     n_active_params: int | None = None
     sparsity: dict[str, Any] = field(default_factory=dict)
+    tokens: int | None = None
+    flops_per_token: float | None = None
+    time_per_token: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _finite_or_none(asdict(self))
@@ -490,6 +553,8 @@ def run(
 def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset | None) -> RunResult:
     started = time.perf_counter()
     setup = prepare(config, dataset)
+    if isinstance(setup.dataset, TextDataset):
+        return _run_language_model(config, progress, setup, started)
     ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
     optimizer = make_optimizer(config, learner.optimizer_parameters())
     if config.init_from is not None:
@@ -689,3 +754,172 @@ def compare(
     for c in configs:
         check(c, ds)
     return [run(c, progress, dataset=ds) for c in configs]
+
+
+# -- language models ----------------------------------------------------------------------------
+def _run_language_model(config: RunConfig, progress: Progress | None, setup: Setup, started: float) -> RunResult:
+    """Token-budgeted training of a language model (see "Language models" in the module docstring)."""
+    ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
+    assert isinstance(ds, TextDataset)
+    optimizer = make_optimizer(config, learner.optimizer_parameters())
+    if config.init_from is not None:
+        ckpt.load(config.init_from, model, learner, optimizer)
+    context = lm_context(config)
+    per_step = config.batch_size * context
+    total_steps = config.steps if config.steps is not None else max(1, math.ceil(config.tokens / per_step))
+    scheduler = make_scheduler(config, optimizer, total_steps)
+    n_evals = min(LM_EVALS, total_steps)
+    eval_steps = sorted({max(1, round(total_steps * (k + 1) / n_evals)) for k in range(n_evals)})
+    diag_batch = tuple(t.to(device) for t in ds.val_windows(context, config.batch_size))
+    flop_step = 1 if total_steps > 1 else 0
+
+    _emit(progress, "start", {"rule": config.rule, "total_steps": total_steps, "steps_per_epoch": total_steps,
+                              "epochs": 1, "tokens": total_steps * per_step})
+    timer = StepTimer(device)
+    untimed: list[float] = []
+    flops = effective_flops = 0
+    history: list[dict[str, Any]] = []
+    status = "ok"
+    step = 0
+    sums: dict[str, float] = defaultdict(float)
+    seen = 0
+    model.train()
+    for x, y in ds.batches(config.batch_size, context, seed=config.seed, steps=total_steps):
+        x, y = x.to(device), y.to(device)
+        if step == flop_step:
+            t0 = time.perf_counter()
+            if isinstance(learner, SparseLearner):
+                metrics, counted = learner.counted_step((x, y), optimizer)
+                flops, effective_flops = counted["flops_per_step"], counted["effective_flops_per_step"]
+            else:
+                metrics, flops = run_counted(learner.step, (x, y), optimizer)
+                effective_flops = flops
+            synchronize(device)
+            untimed.append(time.perf_counter() - t0)
+        elif step == 0:
+            t0 = time.perf_counter()
+            metrics = learner.step((x, y), optimizer)
+            synchronize(device)
+            untimed.append(time.perf_counter() - t0)
+        else:
+            with timer:
+                metrics = learner.step((x, y), optimizer)
+        scheduler.step()
+        step += 1
+        seen += 1
+        for key, value in metrics.items():
+            sums[key] += float(value)
+        _emit(progress, "step", {"step": step, "total_steps": total_steps, "loss": float(metrics["loss"])})
+        if step not in eval_steps:
+            continue
+        index = len(history) + 1
+        means = {k: v / max(seen, 1) for k, v in sums.items()}
+        train_loss = means.pop("loss", float("nan"))
+        extra = dict(means)
+        extra.update({k: float(v) for k, v in learner.on_epoch_end(index).items()})
+        windows = config.eval_windows if step == total_steps else min(config.eval_windows or LM_CURVE_WINDOWS,
+                                                                      LM_CURVE_WINDOWS)
+        val = ds.val_metrics(model, context, batch_size=config.eval_batch_size, max_windows=windows, device=device)
+        entry: dict[str, Any] = {
+            "epoch": index,
+            "step": step,
+            "tokens": step * per_step,
+            "train_loss": train_loss,
+            "test_loss": val["loss"],
+            "test_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "elapsed": time.perf_counter() - started,
+            "metrics": extra,
+            "diagnostics": {},
+        }
+        if config.diagnostics:
+            with torch.random.fork_rng(devices=[]):
+                model.eval()
+                try:
+                    entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
+                finally:
+                    model.train()
+        history.append(entry)
+        _emit(progress, "epoch", dict(entry))
+        sums, seen = defaultdict(float), 0
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            break
+        model.train()
+
+    if config.checkpoint is not None:
+        meta = _checkpoint_meta_lm(config, ds, context, step, per_step)
+        ckpt.save(config.checkpoint, model, learner, optimizer, meta=meta)
+
+    time_per_step = timer.median()
+    timed = len(timer)
+    if time_per_step is None and untimed:
+        time_per_step = float(np.median(untimed))
+    last = history[-1]
+    final = {
+        "train_loss": last["train_loss"],
+        "test_loss": last["test_loss"],
+        "test_accuracy": last["test_accuracy"],
+        "val_loss": last["val_loss"],
+        "diagnostics": dict(last["diagnostics"]),
+    }
+    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_"))
+    sparse = isinstance(learner, SparseLearner)
+    result = RunResult(
+        config=config.model_dump(),
+        rule=config.rule,
+        rule_options=effective_rule_options(config),
+        history=history,
+        final=final,
+        flops_per_step=int(flops),
+        flops_batch_size=config.batch_size,
+        time_per_step=time_per_step,
+        timed_steps=timed,
+        n_params=int(n_params),
+        steps=step,
+        epochs=len(history),
+        total_time=time.perf_counter() - started,
+        train_time=timer.total + sum(untimed),
+        status=status,
+        data={
+            "name": ds.name,
+            "description": ds.description,
+            "n_train_tokens": len(ds.train),
+            "n_val_tokens": len(ds.val),
+            "vocab_size": ds.vocab_size,
+            "num_classes": ds.vocab_size,
+            "input_shape": [context],
+            "context": context,
+            "baselines": ds.baselines(),
+        },
+        environment=_environment(device),
+        checkpoint=config.checkpoint,
+        effective_flops_per_step=int(effective_flops),
+        n_active_params=int(learner.n_active_params()) if sparse else int(n_params),
+        sparsity=learner.summary() if sparse else {},
+        tokens=step * per_step,
+        flops_per_token=flops / per_step,
+        time_per_token=None if time_per_step is None else time_per_step / per_step,
+    )
+    learner.detach()
+    _emit(progress, "end", {"result": result})
+    return result
+
+
+def _checkpoint_meta_lm(config: RunConfig, ds: TextDataset, context: int, step: int, per_step: int) -> dict[str, Any]:
+    return {
+        "rule": config.rule,
+        "rule_options": effective_rule_options(config),
+        "sparsity": config.sparsity,
+        "model": config.model,
+        "model_options": dict(config.model_options),
+        "data": config.data,
+        "input_shape": [context],
+        "num_classes": ds.vocab_size,
+        "context": context,
+        "codec": ds.codec.to_dict(),
+        "step": step,
+        "tokens": step * per_step,
+        "config": config.model_dump(),
+    }

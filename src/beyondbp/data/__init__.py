@@ -44,7 +44,7 @@ from beyondbp.data.text import TextDataset, load_shakespeare_char, load_text
 from beyondbp.data.vision import load_digits, load_fashion_mnist, load_mnist, load_mnist1d
 from beyondbp.errors import ConfigError
 
-__all__ = ["Dataset", "TextDataset", "load", "names"]
+__all__ = ["TEXT_SETS", "Dataset", "TextDataset", "is_text", "load", "names"]
 
 # name -> loader. Every loader takes keyword-only arguments, ``data_dir`` among them.
 _LOADERS: dict[str, Callable[..., Dataset | TextDataset]] = {
@@ -57,9 +57,18 @@ _LOADERS: dict[str, Callable[..., Dataset | TextDataset]] = {
 }
 
 
+#: Sets that load as a :class:`TextDataset` (language modelling, token budgets).
+TEXT_SETS = ("shakespeare-char", "text")
+
+
 def names() -> list[str]:
     """The names :func:`load` accepts, sorted."""
     return sorted(_LOADERS)
+
+
+def is_text(name: str) -> bool:
+    """Whether ``name`` is a language-model set (loads as a :class:`TextDataset`)."""
+    return isinstance(name, str) and _canonical(name) in TEXT_SETS
 
 
 def _canonical(name: Any) -> str:

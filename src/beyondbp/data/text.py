@@ -229,6 +229,18 @@ class TextDataset:
         """Mean cross-entropy (nats/token) of ``model`` on the fixed validation windows.
 
         Runs in eval mode without gradients (training mode is restored afterwards)."""
+        return self.val_metrics(model, context, batch_size, max_windows, device)["loss"]
+
+    def val_metrics(
+        self,
+        model: nn.Module | Callable[[Tensor], Tensor],
+        context: int,
+        batch_size: int = 64,
+        max_windows: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> dict[str, float]:
+        """``{"loss": nats/token, "accuracy": next-token accuracy}`` on the fixed validation
+        windows (see :meth:`val_windows`), in eval mode without gradients."""
         x, y = self.val_windows(context, max_windows)
         batch_size = _positive_int(batch_size, "batch_size")
         was_training = getattr(model, "training", None)
@@ -237,20 +249,21 @@ class TextDataset:
             if device is None:
                 device = next((p.device for p in model.parameters()), None)
         total = 0.0
+        correct = 0
         try:
             with torch.no_grad():
                 for i in range(0, len(x), batch_size):
                     xb, yb = x[i : i + batch_size], y[i : i + batch_size]
                     if device is not None:
                         xb, yb = xb.to(device), yb.to(device)
-                    logits = model(xb)
-                    total += float(
-                        F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), yb.reshape(-1), reduction="sum")
-                    )
+                    logits = model(xb).reshape(-1, self.vocab_size)
+                    target = yb.reshape(-1)
+                    total += float(F.cross_entropy(logits.double(), target, reduction="sum"))
+                    correct += int((logits.argmax(dim=-1) == target).sum())
         finally:
             if isinstance(model, nn.Module) and was_training:
                 model.train()
-        return total / y.numel()
+        return {"loss": total / y.numel(), "accuracy": correct / y.numel()}
 
     # -- baselines -------------------------------------------------------------------------------
     def unigram_loss(self) -> float:

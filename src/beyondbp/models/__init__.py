@@ -20,7 +20,7 @@ cnn1d      ``channels=25``, ``activation="relu"``
 gpt        causal decoder-only Transformer; ``input_shape=(context,)``, ``num_classes`` = vocabulary;
            ``n_layer=4``, ``n_head=4``, ``d_model=128``, ``d_ff=None`` (4·d_model), ``dropout=0.0``,
            ``norm="pre"``, ``tie_weights=False``, ``bias=True``, ``attention="explicit"``,
-           ``emb_std=...`` — see :mod:`beyondbp.models.gpt` (not an ``nn.Sequential``)
+           ``emb_std=1.0`` — see :mod:`beyondbp.models.gpt` (not an ``nn.Sequential``)
 =========  =====================================================================
 
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.

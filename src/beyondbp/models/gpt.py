@@ -46,9 +46,16 @@ residual additions and GELU are differentiated exactly by autograd under every r
 The model suggests where DFA's feedback points go (:meth:`GPT.dfa_points`) and where its
 global error is read (:meth:`GPT.dfa_error_at`); ``rules.get("dfa")`` uses them by default.
 
-Initialisation follows GPT-2: weights N(0, 0.02), biases 0, the two residual projections of
-each block N(0, 0.02 / sqrt(2 n_layer)), LayerNorms (1, 0). It draws from the global torch RNG:
-seed it before building for reproducible weights.
+Initialisation: Linear weights N(0, 0.02), biases 0, the two residual projections of each
+block N(0, 0.02 / sqrt(2 n_layer)), LayerNorms (1, 0), as in GPT-2; token and position
+embeddings N(0, ``emb_std``²) with ``emb_std=1`` (PyTorch's ``nn.Embedding`` default), not
+GPT-2's 0.02. Why: with 0.02 the embedding is tiny next to what the blocks add once Adam has
+moved their weights, and under the random-feedback rules (fa, usf, frsf, ...) the residual
+stream then loses the identity of the input token — they sit at the unigram loss. Measured on
+tiny-shakespeare (4 blocks, d_model 128, context 128, batch 16, AdamW lr 1e-3, 400 steps,
+validation nats/char): backprop 2.27 with 0.02 vs 2.33 with 1; fa 3.25 with 0.02 vs 2.54 with 1.
+Pass ``emb_std=0.02`` for GPT-2's recipe. Construction draws from the global torch RNG: seed it
+before building for reproducible weights.
 """
 
 from __future__ import annotations
@@ -156,6 +163,7 @@ class GPT(nn.Module):
         tie_weights: share ``head.weight`` with ``tok_emb.weight`` (default False: untied).
         bias: biases in Linear and LayerNorm layers (default True).
         attention: ``"explicit"`` (default) or ``"sdpa"``.
+        emb_std: standard deviation of the initial token and position embeddings (default 1).
     """
 
     def __init__(
@@ -171,7 +179,7 @@ class GPT(nn.Module):
         tie_weights: bool = False,
         bias: bool = True,
         attention: str = "explicit",
-        emb_std: float = 0.02,
+        emb_std: float = 1.0,
     ) -> None:
         super().__init__()
         shape = (input_shape,) if isinstance(input_shape, int) and not isinstance(input_shape, bool) else input_shape
