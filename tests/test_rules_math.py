@@ -397,6 +397,29 @@ def test_brsf_magnitude_is_redrawn_every_batch_with_signs_of_w():
         assert torch.equal(used_feedback(layer), draws[n][0])
 
 
+@pytest.mark.parametrize("name", ["brsf", "frsf"])
+@pytest.mark.parametrize("init", ["xavier_uniform", "kaiming_uniform", "xavier_normal", "kaiming_normal"])
+def test_random_magnitudes_follow_the_init_distribution(name, init):
+    torch.manual_seed(0)
+    layer = nn.Linear(300, 200)
+    learner = bbp.rules.get(name, init=init).attach(layer)
+    w = layer.weight.detach()
+    fan_in, fan_out = 300, 200
+    mags = used_feedback(layer).abs() if name == "brsf" else learner.feedback_matrix("").abs()
+    if init.endswith("uniform"):
+        bound = math.sqrt(6 / (fan_in + fan_out)) if init == "xavier_uniform" else 1 / math.sqrt(fan_in)
+        u = mags / bound  # should be U(0, 1): mean 1/2, variance 1/12, each half equally likely
+        assert u.max() < 1.0 and u.min() > 0.0
+        assert abs(float(u.mean()) - 0.5) < 0.005
+        assert abs(float(u.var()) - 1 / 12) < 0.003
+        assert abs(float((u > 0.5).double().mean()) - 0.5) < 0.01
+    else:
+        std = math.sqrt(2 / (fan_in + fan_out)) if init == "xavier_normal" else math.sqrt(2 / fan_in)
+        assert abs(float(mags.mean()) / std - math.sqrt(2 / math.pi)) < 0.01  # mean of |N(0, σ)|
+        assert abs(float((mags**2).mean()) / std**2 - 1.0) < 0.02
+    assert torch.equal(torch.sign(mags * torch.sign(w)), torch.sign(w))
+
+
 @pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
 def test_sign_rules_on_conv_layers_share_the_kernel_signs(name):
     torch.manual_seed(0)

@@ -20,7 +20,8 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     in BioTorch; ``scale="fan_in"`` gives ``1/sqrt(fan_in)`` as in Xiao et al.'s code; a number
     is used as is.
 ``brsf`` — Batchwise random-magnitude sign-concordant feedback: ``B = |M| ⊙ sign(W)`` with
-    ``M`` redrawn from the init distribution at every minibatch (forward pass).
+    ``M`` redrawn from the init distribution at every minibatch (forward pass); for the
+    uniform inits ``|M|`` has 16-bit resolution (65,536 equally spaced levels in (0, bound)).
 ``frsf`` — Fixed random-magnitude sign-concordant feedback: as brsf, but ``M`` drawn once.
     Papers: "How Important is Weight Symmetry in Backpropagation?" (Liao, Leibo, Poggio 2016);
     "Biologically-plausible learning algorithms can scale to large datasets" (Xiao, Chen, Liao,
@@ -281,9 +282,17 @@ class BRSF(FeedbackPathRule):
         gen = self._generators[id(module)]
         bound = init_bound(w, self.init)
         if self.init.endswith("uniform"):
-            mag = torch.rand(w.shape, generator=gen, dtype=w.dtype)
-        else:
-            mag = torch.randn(w.shape, generator=gen, dtype=w.dtype).abs_()
+            # 16 random bits per weight, drawn 64 at a time: |M| = bound·(k + ½)/65536 with k
+            # uniform on 0…65535. Same distribution as U(0, bound) up to 2⁻¹⁶ resolution, at
+            # half the cost of torch.rand (the draw dominated brSF's step time otherwise).
+            n = w.numel()
+            bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None, generator=gen)
+            k = bits.view(torch.uint16)[:n].view(w.shape)
+            if w.dtype in (torch.float32, torch.float64):
+                return torch.copysign(k.to(w.dtype).add_(0.5).to(w.device), w), bound / 65536.0
+            mag = k.to(torch.float32).add_(0.5).mul_(1.0 / 65536.0).to(w.dtype)
+            return torch.copysign(mag.to(w.device), w), bound
+        mag = torch.randn(w.shape, generator=gen, dtype=w.dtype).abs_()
         return torch.copysign(mag.to(w.device), w), bound
 
 
