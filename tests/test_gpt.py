@@ -385,3 +385,36 @@ def test_sampling_refuses_a_vision_checkpoint(tmp_path):
     checkpoint.save(tmp_path / "mlp.pt", model, learner, None, meta={"model": "mlp"})
     with pytest.raises(CheckpointError, match="vocabulary"):
         load_language_model(tmp_path / "mlp.pt")
+
+
+# -- command line ----------------------------------------------------------------------------------
+def _cli(capsys, *args):
+    from beyondbp.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_cli_train_compare_and_sample(tmp_path, capsys):
+    corpus = tmp_path / "input.txt"
+    corpus.write_text("to be or not to be, that is the question.\n" * 40, encoding="utf-8")
+    common = ["--model", "gpt", "--data", "shakespeare-char", "--data-dir", corpus, "--tokens", "2e3",
+              "--n-layer", "1", "--n-head", "2", "--d-model", "16", "--context", "16", "--batch-size", "8",
+              "--eval-windows", "10"]
+    code, out, err = _cli(capsys, "train", *common, "--rule", "dfa", "--checkpoint", tmp_path / "g.pt")
+    assert code == 0, err
+    assert "val loss (nats/token)" in out and "unigram" in out and "FLOPs/token" in out
+    code, out, err = _cli(capsys, "compare", *common, "--rules", "backprop,dfa,fa", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    assert "per token, ratios to backprop" in out and "2000 tokens" in out
+    code, out, err = _cli(capsys, "sample", "--checkpoint", tmp_path / "g.pt", "--prompt", "to be",
+                          "--tokens", "20", "--seed", "3")
+    assert code == 0, err
+    assert out.startswith("to be") and len(out) == len("to be") + 20 + 1  # one character per token, newline
+    _, again, _ = _cli(capsys, "sample", "--checkpoint", tmp_path / "g.pt", "--prompt", "to be",
+                       "--tokens", "20", "--seed", "3")
+    assert again == out
+    code, _, err = _cli(capsys, "train", "--model", "mlp", "--data", "digits", "--n-layer", "2")
+    assert code == 2 and err.startswith("error:") and "--n-layer" in err

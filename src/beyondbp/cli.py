@@ -3,6 +3,8 @@
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
     beyondbp compare --rules backprop,fa,dfa,usf --model mlp --data mnist1d --epochs 20
+    beyondbp train --model gpt --data shakespeare-char --rule dfa --tokens 2e6 --n-layer 4 --d-model 128
+    beyondbp sample --checkpoint gpt.pt --prompt "ROMEO:" --tokens 300 --temperature 0.8 --seed 0
 
 Every setting is checked before anything trains. Any error the library raises on purpose, and
 any usage error, prints exactly one line ``error: <message>`` on stderr and exits with status 2
@@ -200,10 +202,19 @@ class _Bars:
             self.task = self.progress.add_task(f"{info['rule']:>9}", total=info["total_steps"], info="")
         elif event == "step":
             self.progress.update(self.task, completed=info["step"], info=f"loss {info['loss']:.4f}")
+        elif event == "epoch" and "tokens" in info:
+            self.progress.update(self.task, info=f"{info['tokens']:,} tokens  val {info['val_loss']:.4f} nats/token")
         elif event == "epoch":
             acc = info.get("test_accuracy")
             text = f"epoch {info['epoch']}  test acc {100 * acc:.1f}%" if acc == acc else f"epoch {info['epoch']}"
             self.progress.update(self.task, info=text)
+        elif event == "end" and info["result"].tokens is not None:
+            r = info["result"]
+            status = "" if r.status == "ok" else f" [{r.status}]"
+            self.progress.console.print(
+                f"{r.rule}: validation loss {r.final['val_loss']:.4f} nats/token after {r.tokens:,} tokens "
+                f"({r.steps} steps) in {r.total_time:.1f} s{status}"
+            )
         elif event == "end":
             r = info["result"]
             acc = r.final.get("test_accuracy")
@@ -242,6 +253,12 @@ DataOptOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dat
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 SparsityOpt = Annotated[Optional[str], typer.Option("--sparsity", help="'set': SET sparse Linear layers (composes with any rule); default dense.")]
 EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="SET density parameter ε (default 20).")]
+TokensOpt = Annotated[Optional[float], typer.Option("--tokens", help="Language models: training budget in tokens, e.g. 2e6 (default 1e6).")]
+ContextOpt = Annotated[Optional[int], typer.Option("--context", help="Language models: tokens per training window (default 128).")]
+NLayerOpt = Annotated[Optional[int], typer.Option("--n-layer", help="gpt: number of Transformer blocks (default 4).")]
+NHeadOpt = Annotated[Optional[int], typer.Option("--n-head", help="gpt: attention heads (default 4).")]
+DModelOpt = Annotated[Optional[int], typer.Option("--d-model", help="gpt: model width (default 128).")]
+EvalWindowsOpt = Annotated[Optional[int], typer.Option("--eval-windows", help="Language models: validation windows for the final loss (default: the whole split).")]
 ZetaOpt = Annotated[Optional[float], typer.Option("--zeta", help="SET fraction of connections rewired after each epoch (default 0.3; 0 = static sparse).")]
 
 
@@ -300,6 +317,12 @@ def train(
     sparsity: SparsityOpt = None,
     epsilon: EpsilonOpt = None,
     zeta: ZetaOpt = None,
+    tokens: TokensOpt = None,
+    context: ContextOpt = None,
+    n_layer: NLayerOpt = None,
+    n_head: NHeadOpt = None,
+    d_model: DModelOpt = None,
+    eval_windows: EvalWindowsOpt = None,
     rule_opt: RuleOptOpt = None,
     model_opt: ModelOptOpt = None,
     data_opt: DataOptOpt = None,
@@ -313,7 +336,8 @@ def train(
 
     config = train_mod.RunConfig(**_config_values(
         rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
-        model=model, model_options=parse_assignments(model_opt, "--model-opt"),
+        model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
+        tokens=parse_tokens(tokens), context=context, eval_windows=eval_windows,
         data=data, data_dir=data_dir, data_options=parse_assignments(data_opt, "--data-opt"),
         epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -331,6 +355,9 @@ def train(
 
     written = write_outputs(out, [result], f"{config.rule} on {config.data} / {config.model}") if out else []
     console = _console()
+    if result.tokens is not None:
+        _print_language_model_run(console, result, written)
+        return
     table = Table(title=f"{config.rule} · {config.model} · {config.data} · seed {config.seed}")
     diag_keys = ["cos/all"] if config.diagnostics else []
     for col in ["epoch", "step", "train loss", "test loss", "test acc", *diag_keys]:
@@ -382,6 +409,12 @@ def compare(
     sparsity: SparsityOpt = None,
     epsilon: EpsilonOpt = None,
     zeta: ZetaOpt = None,
+    tokens: TokensOpt = None,
+    context: ContextOpt = None,
+    n_layer: NLayerOpt = None,
+    n_head: NHeadOpt = None,
+    d_model: DModelOpt = None,
+    eval_windows: EvalWindowsOpt = None,
     rule_opt: Annotated[
         Optional[list[str]],
         typer.Option("--rule-opt", help="KEY=VALUE for every listed rule that has option KEY, or RULE:KEY=VALUE; repeatable."),
@@ -397,7 +430,8 @@ def compare(
     names = parse_rules(rules)
     per_rule = split_rule_options(rule_opt, names)
     base = _config_values(
-        model=model, model_options=parse_assignments(model_opt, "--model-opt"),
+        model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
+        tokens=parse_tokens(tokens), context=context, eval_windows=eval_windows,
         data=data, data_dir=data_dir, data_options=parse_assignments(data_opt, "--data-opt"),
         epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -419,6 +453,8 @@ def compare(
 
     c0 = configs[0]
     budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
+    if c0.tokens is not None:
+        budget = f"{c0.tokens:g} tokens, context {train_mod.lm_context(c0)}"
     title = f"{c0.model} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, batch {c0.batch_size}, seed {c0.seed}"
     written = write_outputs(out, results, title)
     rows = report.comparison_table(results)
@@ -438,8 +474,105 @@ def compare(
     for r in results:
         if r.sparsity:
             console.print(f"{r.rule}: {_sparsity_line(r)}")
+    if results[0].tokens is not None:
+        console.print(language_model_table(results))
+        console.print(_baselines_line(results[0]))
     for path in written:
         console.print(f"wrote {path}")
+
+
+# -- language models ----------------------------------------------------------------------------
+def parse_tokens(value: float | None) -> int | None:
+    """``--tokens 2e6`` -> 2000000 (a whole number of at least 1)."""
+    if value is None:
+        return None
+    if not value >= 1 or value != int(value):
+        raise ConfigError(f"invalid --tokens {value:g}: it must be a whole number of at least 1, e.g. 2e6")
+    return int(value)
+
+
+def gpt_options(model: str, model_opt: list[str] | None, n_layer: int | None, n_head: int | None,
+                d_model: int | None) -> dict[str, Any]:
+    """``--model-opt`` assignments plus the GPT size flags (only valid with ``--model gpt``)."""
+    opts = parse_assignments(model_opt, "--model-opt")
+    sizes = {k: v for k, v in (("n_layer", n_layer), ("n_head", n_head), ("d_model", d_model)) if v is not None}
+    if sizes and model != "gpt":
+        flags = ", ".join("--" + k.replace("_", "-") for k in sizes)
+        raise ConfigError(f"{flags} set the size of model gpt, not of {model!r}; use --model-opt for other models")
+    return {**opts, **sizes}
+
+
+def _baselines_line(result: Any) -> str:
+    b = result.data.get("baselines", {})
+    return (
+        f"baselines on the same validation split (nats/token): uniform {b.get('uniform', float('nan')):.4f} · "
+        f"unigram {b.get('unigram', float('nan')):.4f} · bigram {b.get('bigram', float('nan')):.4f}"
+    )
+
+
+def language_model_table(results: list[Any]) -> Table:
+    """Validation loss, FLOPs and time per token of language-model runs, with ratios to backprop."""
+    base = next((r for r in results if r.rule == "backprop"), results[0])
+    table = Table(title=f"per token, ratios to {base.rule}")
+    for col in ("rule", "val loss (nats/token)", f"Δ vs {base.rule}", "FLOPs/token", "FLOPs ×", "time/token", "time ×"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for r in results:
+        tpt, btpt = r.time_per_token, base.time_per_token
+        table.add_row(
+            r.rule + ("" if r.status == "ok" else f" ({r.status})"),
+            f"{r.final['val_loss']:.4f}",
+            f"{r.final['val_loss'] - base.final['val_loss']:+.4f}",
+            f"{r.flops_per_token / 1e6:.3f} M",
+            f"{r.flops_per_token / base.flops_per_token:.2f}×" if base.flops_per_token else "—",
+            "—" if tpt is None else f"{1e6 * tpt:.2f} µs",
+            f"{tpt / btpt:.2f}×" if tpt and btpt else "—",
+        )
+    return table
+
+
+def _print_language_model_run(console: Console, result: Any, written: list[Path]) -> None:
+    c = result.config
+    table = Table(title=f"{result.rule} · {c['model']} · {c['data']} · seed {c['seed']}")
+    diag = bool(c.get("diagnostics"))
+    for col in ["eval", "step", "tokens", "train loss", "val loss (nats/token)", "val acc", *(["cos/all"] if diag else [])]:
+        table.add_column(col, justify="right")
+    for h in result.history:
+        cells = [str(h["epoch"]), str(h["step"]), f"{h['tokens']:,}", f"{h['train_loss']:.4f}",
+                 f"{h['val_loss']:.4f}", f"{100 * h['test_accuracy']:.1f}%"]
+        if diag:
+            cells.append(f"{h['diagnostics'].get('cos/all', float('nan')):.3f}")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(_baselines_line(result))
+    tpt = "n/a" if result.time_per_token is None else f"{1e6 * result.time_per_token:.2f} µs"
+    console.print(
+        f"parameters {result.n_params:,} · context {result.data['context']} · FLOPs/token {result.flops_per_token:,.0f} · "
+        f"time/token {tpt} (median of {result.timed_steps} steps) · total {result.total_time:.1f} s"
+    )
+    console.print("validation loss before the last row is measured on 64 evenly spaced windows; the last row on --eval-windows")
+    if result.status != "ok":
+        console.print(f"run {result.status}: training loss became non-finite after {result.steps} steps")
+    if result.checkpoint:
+        console.print(f"checkpoint: {result.checkpoint}")
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `beyondbp train --model gpt ... --checkpoint PATH`.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue (characters of the training corpus).")] = "",
+    tokens: Annotated[int, typer.Option("--tokens", help="Number of tokens to generate.")] = 300,
+    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature; 0 picks the most likely token.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens only.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling generator.")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Generate text from a language-model checkpoint and print it."""
+    from .generate import load_language_model, sample_text
+
+    model, codec = load_language_model(checkpoint)
+    typer.echo(sample_text(model, codec, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed))
 
 
 def _sparsity_line(result: Any) -> str:
