@@ -159,12 +159,13 @@ class SET:
 
 
 class _SparseLayer:
-    __slots__ = ("name", "module", "mask", "mirrors", "evolve", "handles")
+    __slots__ = ("name", "module", "mask", "fmask", "mirrors", "evolve", "handles")
 
     def __init__(self, name: str, module: nn.Module, mask: Tensor) -> None:
         self.name = name
         self.module = module
-        self.mask = mask
+        self.mask = mask  # bool: which connections exist
+        self.fmask = mask.to(module.weight.dtype)  # the same as numbers (multiplying by it is ~5x faster)
         self.mirrors: list[nn.Parameter] = []
         self.evolve = not bool(mask.all())
         self.handles: list[Any] = []
@@ -214,7 +215,7 @@ class SparseLearner(Learner):
             ]
             for param in [module.weight, *layer.mirrors]:
                 if param.requires_grad:  # rules that write weights themselves (SoftHebb) have none
-                    layer.handles.append(param.register_hook(_masker(mask)))
+                    layer.handles.append(param.register_hook(_masker(layer)))
             self.sparse_layers[name] = layer
             kept = int(mask.sum())
             if config.rescale and 0 < kept < mask.numel():
@@ -235,16 +236,17 @@ class SparseLearner(Learner):
     def _apply_weight_masks(self) -> None:
         for layer in self.sparse_layers.values():
             w = layer.module.weight
-            if layer.mask.device != w.device:
+            if layer.mask.device != w.device or layer.fmask.dtype != w.dtype:
                 layer.mask = layer.mask.to(w.device)
-            w.mul_(layer.mask)
+                layer.fmask = layer.mask.to(w.dtype)
+            w.mul_(layer.fmask)
 
     @torch.no_grad()
     def _mask_grads(self) -> None:
         for layer in self.sparse_layers.values():
             for p in [layer.module.weight, *layer.mirrors]:
                 if p.grad is not None:
-                    p.grad.mul_(layer.mask)
+                    p.grad.mul_(layer.fmask.to(p.grad.dtype))
 
     def _hook_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         self._optimizer = optimizer
@@ -345,6 +347,7 @@ class SparseLearner(Learner):
                 if name not in self.sparse_layers or self.sparse_layers[name].mask.shape != value.shape:
                     raise ConfigError(f"SET state has a mask for {name!r} that does not fit this model")
                 self.sparse_layers[name].mask.copy_(value.to(torch.bool))
+                self.sparse_layers[name].fmask.copy_(self.sparse_layers[name].mask)
             elif key == "set.generator":
                 self._generator.set_state(value)
             elif key == "set.pending":
@@ -436,6 +439,7 @@ class SparseLearner(Learner):
             flat_m[added] = True
             flat_w[gone] = 0.0
             flat_w[added] = 0.0
+            layer.fmask.copy_(mask)
             keep = old & mask
             self._reset_optimizer_state([w, *layer.mirrors], keep)
             record["removed"][name] = [int(i) for i in gone.tolist()] if n <= 64 else n
@@ -511,9 +515,9 @@ class SparseLearner(Learner):
         }
 
 
-def _masker(mask: Tensor):
+def _masker(layer: _SparseLayer):
     def hook(grad: Tensor) -> Tensor:
-        return grad * mask
+        return grad * layer.fmask.to(device=grad.device, dtype=grad.dtype)
 
     return hook
 
