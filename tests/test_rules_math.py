@@ -431,6 +431,74 @@ def test_sign_rules_on_conv_layers_share_the_kernel_signs(name):
         assert torch.equal(torch.sign(fb), torch.sign(layer.weight.detach()))
 
 
+# sign rules rebuild their feedback every forward into a buffer reused across steps; these
+# check that reuse never changes a gradient, whatever order forwards and backwards come in
+
+
+def twin_sign_models(name):
+    a, b = sign_model(), sign_model()
+    return (a, bbp.rules.get(name).attach(a)), (b, bbp.rules.get(name).attach(b))
+
+
+def param_grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_two_forwards_then_one_backward_equals_separate_backwards(name):
+    (ma, _), (mb, _) = twin_sign_models(name)
+    x1, x2, t1, t2 = torch.randn(5, 12), torch.randn(5, 12), torch.randn(5, 4), torch.randn(5, 4)
+    (squared_error(ma(x1), t1) + squared_error(ma(x2), t2)).backward()
+    squared_error(mb(x1), t1).backward()
+    squared_error(mb(x2), t2).backward()
+    ga, gb = param_grads(ma), param_grads(mb)
+    assert ga.keys() == gb.keys() and all(close(ga[k], gb[k]) for k in ga)
+
+
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_a_graph_dropped_without_backward_does_not_disturb_the_next(name):
+    (ma, _), (mb, _) = twin_sign_models(name)
+    x1, x2, t2 = torch.randn(5, 12), torch.randn(5, 12), torch.randn(5, 4)
+    kept = ma(x1)  # a forward whose graph stays alive, never backpropagated
+    squared_error(ma(x2), t2).backward()
+    del kept
+    squared_error(ma(x2), t2).backward()
+    _ = mb(x1)  # the twin makes the same forwards (same brSF draws), dropping this graph early
+    del _
+    squared_error(mb(x2), t2).backward()
+    squared_error(mb(x2), t2).backward()
+    ga, gb = param_grads(ma), param_grads(mb)
+    assert all(close(ga[k], gb[k]) for k in ga)
+
+
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_retain_graph_backward_twice_doubles_the_gradient(name):
+    model, _ = twin_sign_models(name)[0]
+    x, t = torch.randn(5, 12), torch.randn(5, 4)
+    loss = squared_error(model(x), t)
+    loss.backward(retain_graph=True)
+    once = param_grads(model)
+    loss.backward()
+    twice = param_grads(model)
+    assert all(close(twice[k], 2 * once[k]) for k in once)
+
+
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_feedback_buffer_is_reused_across_steps_of_a_plain_loop(name):
+    model, _ = twin_sign_models(name)[0]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    pointers = []
+    loss = None  # the previous step's loss stays referenced during the next forward, as in user code
+    for _ in range(4):
+        opt.zero_grad()
+        out = model(torch.randn(5, 12))
+        pointers.append(out.grad_fn.bbp_scratch.tensor.data_ptr())
+        loss = squared_error(out, torch.zeros(5, 4))
+        loss.backward()
+        opt.step()
+    assert len(set(pointers)) == 1
+
+
 # -- Kolen-Pollack -------------------------------------------------------------------------------
 
 

@@ -5,7 +5,9 @@ backward pass the error sent to the layer's input is computed with a feedback ma
 ``W``'s shape instead of ``W`` itself (times a scalar ``scale``); the weight and bias gradients
 are the ordinary ones, ``dL/dW = δ xᵀ``. If ``B`` requires grad (Kolen-Pollack, PFA's helper)
 it receives the same gradient as ``W``. Nothing is computed twice: one matmul (or one
-``convolution_backward`` call) gives both the input and the weight gradient.
+``convolution_backward`` call) gives both the input and the weight gradient. At the end of its
+backward a node releases the feedback buffer it used if the caller lent it one
+(``node.bbp_scratch``, see ``feedback._Scratch``), so the buffer can be rewritten in place.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.autograd import Function
+
+
+def _release(ctx) -> None:
+    """Tell a reusable feedback buffer (``feedback._Scratch``) that this node is done with it."""
+    scratch = getattr(ctx, "bbp_scratch", None)
+    if scratch is not None:
+        scratch.release(ctx)
 
 
 class FeedbackLinear(Function):
@@ -39,6 +48,7 @@ class FeedbackLinear(Function):
             grad_fb = gw if need_fb else None
         if need_b and ctx.has_bias:
             grad_b = g2.sum(0)
+        _release(ctx)
         return grad_x, grad_w, grad_b, grad_fb, None
 
 
@@ -80,4 +90,5 @@ class FeedbackConv(Function):
             grad_x = grad_x.mul_(ctx.scale)
         grad_w = gw if need_w else None
         grad_fb = gw if need_fb else None
+        _release(ctx)
         return grad_x, grad_w, grad_b, grad_fb, None, None, None, None, None
