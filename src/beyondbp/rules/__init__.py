@@ -14,6 +14,8 @@ from .backprop import Backprop
 from .base import Learner, Rule, default_loss
 from .direct import DFA
 from .feedback import BRSF, FA, FRSF, KP, USF
+from .forward_forward import FF
+from .inference import IL
 from .product import PFA
 
 _REGISTRY: dict[str, type[Rule]] = {}
@@ -61,6 +63,8 @@ def describe() -> list[dict[str, str]]:
 
 
 for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, PFA):
+    register(_cls)
+for _cls in (FF, IL):  # local rules: Forward-Forward, inference learning
     register(_cls)
 
 __all__ = ["Learner", "Rule", "default_loss", "describe", "get", "names", "register", "rule_class"]
