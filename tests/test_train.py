@@ -93,6 +93,19 @@ def test_step_budget_and_progress_events(digits):
     assert events[0][1]["total_steps"] == 10
 
 
+def test_threads_are_set_for_the_run_and_restored(digits):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        res = run(tiny(steps=3, epochs=None), dataset=digits)  # default: one thread
+        assert res.environment["threads"] == 1 and res.config["threads"] == 1
+        assert torch.get_num_threads() == 2
+        res = run(tiny(steps=3, epochs=None, threads=None), dataset=digits)  # keep torch's setting
+        assert res.environment["threads"] == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("schedule, factor", [("step", 0.1**2), ("cosine", 0.0), ("none", 1.0)])
 def test_lr_schedules_end_where_they_should(digits, schedule, factor):
     res = run(tiny(epochs=1, lr_schedule=schedule), dataset=digits)

@@ -139,9 +139,17 @@ def parse_milestones(text: str | None) -> list[float] | None:
         raise ConfigError(f"malformed --milestones {text!r}: expected comma-separated fractions, e.g. 0.5,0.75") from None
 
 
+def _threads(value: int) -> int | None:
+    """``--threads``: 0 means "keep torch's setting" (``RunConfig(threads=None)``)."""
+    if value < 0:
+        raise ConfigError(f"invalid --threads {value}: it must be a whole number of at least 0 (0 keeps torch's setting)")
+    return None if value == 0 else value
+
+
 def _config_values(**given: Any) -> dict[str, Any]:
-    """Only the settings the user gave, so RunConfig's defaults apply to the rest."""
-    return {k: v for k, v in given.items() if v is not None}
+    """Only the settings the user gave, so RunConfig's defaults apply to the rest (``threads``
+    is always given: ``None`` there means "keep torch's setting")."""
+    return {k: v for k, v in given.items() if v is not None or k == "threads"}
 
 
 def write_outputs(out: Path, results: list[Any], title: str) -> list[Path]:
@@ -245,7 +253,7 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data or
 NTrainOpt = Annotated[Optional[int], typer.Option("--n-train", help="Use only the first N training samples.")]
 NTestOpt = Annotated[Optional[int], typer.Option("--n-test", help="Use only the first N test samples.")]
 DiagOpt = Annotated[bool, typer.Option("--diagnostics", help="Record gradient cosine vs backprop and W/B angles every epoch.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads for the run (default: torch's choice; 1 is fastest for small models on a busy machine).")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads during a run (default 1: reproducible, and fastest for small models on a busy machine); 0 keeps torch's own choice.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu (default), cuda, cuda:N or mps.")]
 RuleOptOpt = Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE (JSON values), repeatable.")]
 ModelOptOpt = Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE, e.g. widths=[512,512]; repeatable.")]
@@ -313,7 +321,7 @@ def train(
     n_test: NTestOpt = None,
     diagnostics: DiagOpt = False,
     device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
+    threads: ThreadsOpt = 1,
     sparsity: SparsityOpt = None,
     epsilon: EpsilonOpt = None,
     zeta: ZetaOpt = None,
@@ -342,7 +350,7 @@ def train(
         epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
-        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=threads,
+        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=_threads(threads),
         sparsity=sparsity, epsilon=epsilon, zeta=zeta,
         checkpoint=None if checkpoint is None else str(checkpoint),
         init_from=None if init_from is None else str(init_from),
@@ -405,7 +413,7 @@ def compare(
     n_test: NTestOpt = None,
     diagnostics: DiagOpt = False,
     device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
+    threads: ThreadsOpt = 1,
     sparsity: SparsityOpt = None,
     epsilon: EpsilonOpt = None,
     zeta: ZetaOpt = None,
@@ -436,7 +444,7 @@ def compare(
         epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
-        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=threads,
+        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=_threads(threads),
         sparsity=sparsity, epsilon=epsilon, zeta=zeta,
     )
     configs = [train_mod.RunConfig(**base, rule=r, rule_options=per_rule[r]) for r in names]

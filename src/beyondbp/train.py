@@ -126,7 +126,7 @@ ALLOWED: dict[str, str] = {
     "checkpoint": "a file path or nothing",
     "init_from": "a file path or nothing",
     "device": "'cpu', 'cuda', 'cuda:N' or 'mps'",
-    "threads": "a whole number of at least 1, or nothing for torch's default",
+    "threads": "a whole number of at least 1, or nothing to keep torch's setting",
     "sparsity": "'set' or nothing (dense)",
     "epsilon": "a finite number greater than 0",
     "zeta": "a number in [0, 1)",
@@ -177,8 +177,11 @@ class RunConfig(BaseModel):
     ``momentum`` is used by ``optimizer="sgd"`` only. ``milestones`` and ``gamma`` are used by
     ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end;
     ``init_from`` is a checkpoint loaded (model, rule state and optimizer) before training.
-    ``threads`` sets ``torch.set_num_threads`` for the duration of the run (restored after);
-    small models on a busy machine run much faster with 1.
+    ``threads`` (default 1) sets ``torch.set_num_threads`` for the duration of the run and
+    restores it after; ``None`` keeps torch's setting. One thread is the default because it
+    makes CPU numbers independent of the machine's core count, and because on a shared 2-core
+    machine two torch threads made the README's MLP comparison 24× slower (8 min vs 21 s);
+    large convolutional models on an idle machine may want more.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False)
@@ -208,7 +211,7 @@ class RunConfig(BaseModel):
     checkpoint: str | None = None
     init_from: str | None = None
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = 1
     sparsity: Literal["set"] | None = None
     epsilon: float = 20.0
     zeta: float = 0.3
