@@ -10,7 +10,9 @@ is measured:
 * wall time per token — the median of ``--repeats`` timed steps, interleaved round-robin across
   rules so that changes in machine load hit them alike (``beyondbp.compute.measure_steps``).
 
-Both are printed with their ratio to backprop. The DFA rows: ``dfa`` (macro: a feedback point
+Both are printed with their ratio to backprop. ``plain-loop`` is a hand-written PyTorch loop
+(``zero_grad``, forward, cross-entropy, ``backward``, ``step``) without any beyondbp learner:
+backprop should match it. The DFA rows: ``dfa`` (macro: a feedback point
 at each block output), ``dfa-micro`` (three per block), ``dfa-layers`` (Nøkland's placement:
 the input of every Linear, one shared matrix). The issue's target for ``dfa`` is < 0.85×
 backprop; the FLOP column shows whether a placement can reach it at all (see the README).
@@ -31,8 +33,28 @@ from beyondbp import rules
 from beyondbp.compute import measure_steps
 from beyondbp.models.gpt import GPT
 
+class PlainLoop:
+    """The plain PyTorch training step, shaped like a learner for ``measure_steps``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def optimizer_parameters(self) -> list:
+        return list(self.model.parameters())
+
+    def step(self, batch, optimizer) -> dict:
+        x, y = batch
+        optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+
 VARIANTS: dict[str, tuple[str, dict]] = {
     "backprop": ("backprop", {}),
+    "plain-loop": ("backprop", {}),
     "dfa": ("dfa", {}),
     "dfa-micro": ("dfa", {"points": "micro"}),
     "dfa-layers": ("dfa", {"points": "layers", "shared": True}),
@@ -81,7 +103,10 @@ def main() -> None:
         learners = {}
         for row in available:
             name, opts = VARIANTS[row]
-            learners[row] = rules.get(name, **opts).attach(copy.deepcopy(base))
+            if row == "plain-loop":
+                learners[row] = PlainLoop(copy.deepcopy(base))
+            else:
+                learners[row] = rules.get(name, **opts).attach(copy.deepcopy(base))
         start = time.perf_counter()
         meas = measure_steps(
             learners, (x, y), lambda ps: torch.optim.AdamW(ps, lr=1e-4), repeats=args.repeats, warmup=args.warmup

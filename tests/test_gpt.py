@@ -258,6 +258,7 @@ def shakespeare():
     return load_shakespeare_char()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["backprop", *FEEDBACK_RULES])
 def test_short_run_beats_the_unigram_baseline(name, shakespeare):
     """200 Adam steps of 16 windows × 32 characters (~100k tokens) on a 2-block, width-32 GPT.
