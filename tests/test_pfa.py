@@ -52,7 +52,7 @@ def set_path_to_weights(learner) -> None:
 def test_registered_with_documented_defaults():
     rule = bbp.rules.get("pfa")
     assert isinstance(rule, PFA)
-    assert rule.options() == {"seed": 0, "variant": "random", "expansion": 10, "init": "xavier_uniform", "route": "auto"}
+    assert rule.options() == {"seed": 0, "variant": "random", "expansion": 10, "init": "kaiming_uniform", "route": "auto"}
     assert bbp.rules.get("pfa", variant="identity").expansion == 1
     assert bbp.rules.get("pfa", variant="orthogonal").expansion == 1
     assert "Weight Symmetry" in PFA.paper
@@ -116,6 +116,24 @@ def test_no_weight_is_transported_at_attach():
     torch.manual_seed(0)
     other = bbp.rules.get("pfa", seed=1).attach(models.build("mlp", (64,), 10, widths=(128,)))
     assert not torch.equal(other.layers["fc1"].bbp_R, learner.layers["fc1"].bbp_R)
+
+
+@pytest.mark.parametrize("variant,opts", VARIANTS)
+def test_default_R_gives_the_path_the_scale_of_a_default_initialised_W(variant, opts):
+    """R ~ PyTorch's default layer init on its own shape, Var(B) = 1/N_mid: Var(B·R) = Var(W)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16, 300), nn.ReLU(),
+                          nn.Linear(300, 200))
+    learner = bbp.rules.get("pfa", variant=variant, **opts).attach(model)
+    x = torch.randn(4, 3, 6, 6)
+    diag = learner.diagnostics((x, torch.randint(0, 200, (4,))))
+    for name in learner.layers:
+        assert 0.85 < diag[f"path_norm_ratio/{name}"] < 1.15, (name, diag[f"path_norm_ratio/{name}"])
+    xavier = bbp.rules.get("pfa", variant=variant, init="xavier_uniform", **opts)
+    torch.manual_seed(0)
+    other = xavier.attach(nn.Sequential(nn.Linear(300, 300)))
+    ratio = float(other.feedback_matrix("0").norm() / other.layers["0"].weight.detach().norm())
+    assert ratio > 1.15 if variant != "random" or opts else ratio < 1.0
 
 
 def test_grouped_convolution_is_refused():
