@@ -25,7 +25,12 @@ update are not counted).
 Targets printed next to the measured ratios: DFA <= 0.75x backprop (theory ~0.67x: the
 weight gradients cost one forward, the skipped W^T delta chain another); FA, uSF, brSF, frSF,
 KP <= 1.05x. For reference, BioTorch 0.0.16 measures FA 0.98x, DFA 1.10x, uSF 1.18x on the same
-MLP. Rules without a target (added later) are printed with "-".
+MLP. Rules without a target (added later) are printed with "-". PFA (the issue's target
+<= 1.3x) has extra rows for its variants — ``pfa-k1`` (random B, expansion 1), ``pfa-ortho``,
+``pfa-identity`` — when they are named in ``--rules``; by multiply-add count its default
+expansion k = 10 costs about 11x backprop on the MLP (R's gradient alone is k·min(batch, N_out)
+/ (3·batch) of a backprop step per layer, see ``beyondbp.rules.product``), so 1.3x is out of
+reach there; k = 1 costs ~1.8x, the identity variant (= Kolen-Pollack) ~1x.
 
     python bench/step_time.py                         # all registered rules, both models
     python bench/step_time.py --rules backprop,fa,dfa --models mlp --threads 1
@@ -55,6 +60,14 @@ from beyondbp.errors import BeyondBPError
 
 #: Targets from the issue: the step-time ratio to backprop a rule must not exceed.
 TARGETS: dict[str, float] = {"dfa": 0.75, "fa": 1.05, "usf": 1.05, "brsf": 1.05, "frsf": 1.05, "kp": 1.05}
+TARGETS.update({"pfa": 1.3, "pfa-k1": 1.3, "pfa-ortho": 1.3, "pfa-identity": 1.3})
+
+#: Extra row names: (registered rule, options).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "pfa-k1": ("pfa", {"expansion": 1}),
+    "pfa-ortho": ("pfa", {"variant": "orthogonal"}),
+    "pfa-identity": ("pfa", {"variant": "identity"}),
+}
 
 MODELS = {
     "mlp": ("MLP 784-1024-1024-1024-10", (1, 28, 28), lambda shape: models.build("mlp", shape, 10, widths=(1024, 1024, 1024))),
@@ -78,7 +91,8 @@ def make_learners(model_key: str, rule_names: list[str], seed: int):
     for name in rule_names:
         model = copy.deepcopy(base)
         try:
-            learner = bbp.rules.get(name).attach(model)
+            rule_name, options = VARIANTS.get(name, (name, {}))
+            learner = bbp.rules.get(rule_name, **options).attach(model)
         except BeyondBPError as exc:
             refused[name] = str(exc)
             continue
@@ -186,7 +200,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rule_names = [r.strip() for r in args.rules.split(",") if r.strip()]
-    unknown = [r for r in rule_names if r not in bbp.rules.names()]
+    unknown = [r for r in rule_names if r not in bbp.rules.names() and r not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown rules {unknown}; registered: {', '.join(bbp.rules.names())}")
     if "backprop" not in rule_names:
