@@ -33,6 +33,7 @@ batch-64 steps (chance is 0.10; backprop reaches ~0.95).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -161,9 +162,11 @@ def bp_reference(model: nn.Module, x, y) -> tuple[torch.Tensor, dict[str, torch.
     return out.detach(), grads
 
 
-def hook_counts(model: nn.Module) -> list[tuple[str, int, int, int, bool]]:
+def hook_counts(model: nn.Module) -> list[tuple[str, int, int, int, list[str]]]:
+    """Per module: hook counts and the instance attributes (an attached rule may add e.g. a
+    ``forward``; detach must take everything away again)."""
     return [
-        (n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), "forward" in m.__dict__)
+        (n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), sorted(m.__dict__))
         for n, m in model.named_modules()
     ]
 
@@ -385,6 +388,27 @@ def test_detach_restores_the_exact_original_model(name, kind, digits):
     with pytest.raises(ConfigError):
         learner.step((x, y), torch.optim.SGD(model.parameters(), lr=0.1))
     learner.detach()  # a second detach is harmless
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_deep_copy_of_an_attached_model_is_refused_or_independent(name, digits):
+    """Never silently wrong: either ``copy.deepcopy`` refuses with a ConfigError, or the copy
+    computes with its own weights."""
+    x = digits[0][:4]
+    model, _ = attached(name, "mlp")
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    try:
+        clone = copy.deepcopy(model)
+    except ConfigError as exc:
+        assert "detach" in str(exc)
+        return
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(0.5)
+        assert not torch.allclose(clone(x), before)
+        assert torch.equal(model(x), before)
 
 
 # -- the user's own loop --------------------------------------------------------------------------

@@ -184,6 +184,16 @@ class FeedbackPathLearner(Learner):
             added = [k for k in list(module._parameters) + list(module._buffers) if k not in before]
             self._installed.append((module, added))
             module.forward = self._make_forward(module)
+            module.__deepcopy__ = self._refuse_copy
+
+    def _refuse_copy(self, memo: Any) -> Any:
+        # The wrapped forward is a closure over the *original* layer: a deep copy would run
+        # the original's weights in its forward (silently wrong), so it is refused instead.
+        raise ConfigError(
+            f"a model with rule '{self.rule.name}' attached cannot be deep-copied (its layers' "
+            "forward passes belong to the learner); copy the model before attaching, or call "
+            "learner.detach() first"
+        )
 
     def _make_forward(self, module: nn.Module):
         rule: FeedbackPathRule = self.rule  # type: ignore[assignment]
@@ -227,8 +237,8 @@ class FeedbackPathLearner(Learner):
 
     def _restore(self) -> None:
         for module, added in self._installed:
-            if "forward" in module.__dict__:
-                del module.__dict__["forward"]
+            module.__dict__.pop("forward", None)
+            module.__dict__.pop("__deepcopy__", None)
             for key in added:
                 module._parameters.pop(key, None)
                 module._buffers.pop(key, None)
