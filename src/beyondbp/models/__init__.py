@@ -23,6 +23,11 @@ gpt        causal decoder-only Transformer; ``input_shape=(context,)``, ``num_cl
            ``emb_std=1.0`` — see :mod:`beyondbp.models.gpt` (not an ``nn.Sequential``)
 =========  =====================================================================
 
+SoftHebb presets (see :mod:`beyondbp.models.softhebb`): ``softhebb-mlp`` (the authors' MNIST
+net; ``width=2000``, ``activation="triangle"``, ``power=1.0``, ``batchnorm=False``,
+``init_radius=25.0``) and ``softhebb-conv`` (their three CIFAR-10 conv blocks adapted to 28×28;
+``channels=(96, 384, 1536)``, ``dropout=0.5``, ``init_radius=25.0``).
+
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
 """
 
@@ -37,6 +42,7 @@ from beyondbp.errors import ConfigError
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
+from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
 __all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "names", "options"]
 
@@ -45,6 +51,8 @@ _MODELS: dict[str, type[nn.Module]] = {
     "gpt": GPT,
     "lenet": LeNet,
     "mlp": MLP,
+    "softhebb_conv": SoftHebbConv,
+    "softhebb_mlp": SoftHebbMLP,
 }
 
 

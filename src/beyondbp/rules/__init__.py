@@ -17,6 +17,7 @@ from .feedback import BRSF, FA, FRSF, KP, USF
 from .forward_forward import FF
 from .inference import IL
 from .product import PFA
+from .softhebb import SoftHebb
 
 _REGISTRY: dict[str, type[Rule]] = {}
 
@@ -64,7 +65,7 @@ def describe() -> list[dict[str, str]]:
 
 for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, PFA):
     register(_cls)
-for _cls in (FF, IL):  # local rules: Forward-Forward, inference learning
+for _cls in (FF, IL, SoftHebb):  # local rules: Forward-Forward, inference learning, SoftHebb
     register(_cls)
 
 __all__ = ["Learner", "Rule", "default_loss", "describe", "get", "names", "register", "rule_class"]

@@ -1,0 +1,490 @@
+"""SoftHebb: soft winner-take-all Hebbian layers, trained without labels or feedback.
+
+Paper: "Hebbian Deep Learning Without Feedback" (Journé, Garcia Rodriguez, Guo, Moraitis; ICLR
+2023). Official code: NeuromorphicComputing/SoftHebb (``demo.py``, ``hebbconv.py``).
+
+The network is split in two. Every weight layer except the last is a *Hebbian layer*; the last
+weight layer is a linear *classifier*. No error signal ever reaches a Hebbian layer.
+
+Hebbian layer (weights ``W``, one row ``W_i`` per unit; for a convolution, one kernel per output
+channel and one competition per output position):
+
+    u = W x                                      (no bias)
+    s = softmax(u / τ)  across the units          (soft winner-take-all; τ⁻¹ = ``t_invert``)
+    y_i = +s_i if i is the winner (arg-max of u), −s_i otherwise   (anti-Hebbian losers)
+    ΔW_i = Σ_samples,positions  y_i (x − u_i W_i)  =  Σ y_i x  −  (Σ y_i u_i) W_i
+
+``ΔW`` is then divided by its largest absolute entry (over the whole layer), and every unit moves
+with its own norm-dependent learning rate
+
+    η_i = η₀ · |‖W_i‖₂ − 1|^p           W_i ← W_i + η_i ΔW_i / max|ΔW|
+
+so a unit's learning slows down as its weight vector approaches the unit sphere, the fixed point
+of the rule (``W_i·ΔW_i = (Σ y_i u_i)(1 − ‖W_i‖²)``). The learning rate is computed from the
+weights before the update. For a convolution, ``x`` is the (padded) input patch each output
+position sees, and the sums run over the batch and all output positions.
+
+Training (as in the paper): for the first ``hebbian_epochs`` epochs (default 1) :meth:`step`
+updates *all* Hebbian layers at once from the inputs of the batch (labels are not used for
+learning) with the rule above, under ``torch.no_grad`` — the optimizer passed to ``step`` is not
+used in that phase. Then the Hebbian layers are frozen (normalisation layers switch to their
+running statistics) and ``step`` trains the classifier alone by cross-entropy with the caller's
+optimizer (the authors: Adam, lr 1e-3). A run therefore needs more epochs than
+``hebbian_epochs``: e.g. ``epochs = 1 + classifier epochs``. The learner counts epochs through
+:meth:`on_epoch_end`, which the run loop calls after each epoch; ``hebbian_steps`` switches after
+a number of batches instead. The paper trained layers greedily one after another; its README
+reports that training all layers at once, as here, does as well.
+
+Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers in
+module order; all but the last are Hebbian, the last is the classifier. Bias terms of Hebbian
+layers are set to zero by the first Hebbian step and stay zero (SoftHebb's ``u`` has none;
+attaching alone changes no parameter). Every parameter that
+is not the classifier's — Hebbian weights, BatchNorm affine parameters — gets
+``requires_grad=False`` while attached, so the label loss cannot reach it;
+:meth:`optimizer_parameters` returns only the classifier's parameters. Whatever sits between
+layers (activations, pooling, BatchNorm) is the model's: the presets in
+``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer → triangle → pool blocks.
+
+Defaults. ``t_invert`` and ``lr`` take one number for every Hebbian layer or one per layer. When
+left at ``None`` they come from the model's ``softhebb_defaults`` attribute if it has one (the
+presets carry the authors' values: MNIST MLP τ⁻¹ = 12, η₀ = 0.045; CIFAR-10 conv blocks τ⁻¹ =
+1, 0.65, 0.25 and η₀ = 0.08, 0.005, 0.01), otherwise ``t_invert=0.5`` and ``lr=0.01`` (our
+choice for models without the paper's BatchNorm and triangle blocks, picked on ``digits``).
+``lr_power`` p = 0.5 as in the demo. ``anti_hebbian=False`` gives the plain soft-WTA rule
+(``y = s``) of the authors' MNIST preset.
+
+Initial scale. The rule learns only while norms are away from 1, and a sharp competition needs
+large pre-activations, so the authors start every unit at norm ≈ 25 (``W ~ N(0, (25/√fan_in)²)``).
+``init_radius`` rescales every Hebbian unit's weight vector to that norm (direction kept) at the
+first Hebbian step: ``"auto"`` takes the model's ``softhebb_defaults`` value (presets: 25) or 10
+for other models (PyTorch's default init puts norms near 0.58, where the soft competition is so
+flat that the anti-Hebbian push silences almost every unit behind a ReLU); ``None`` keeps the
+weights as they are.
+
+What :meth:`estimate` means here: for a Hebbian weight, minus the change one Hebbian step on the
+batch would make (``−η_i ΔW_i / max|ΔW|``), so ``W − estimate`` is exactly the stepped weight; it
+is not the gradient of any loss. For the classifier's parameters it is the cross-entropy
+gradient on the frozen features. Both are returned whatever the phase.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
+
+#: Layer types a SoftHebb learner can train (Hebbian or classifier).
+SOFTHEBB_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+GENERIC_T_INVERT = 0.5
+GENERIC_LR = 0.01
+GENERIC_INIT_RADIUS = 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule's equations, as plain functions
+# ---------------------------------------------------------------------------------------------
+def soft_wta(u: Tensor, t_invert: float, anti_hebbian: bool = True) -> Tensor:
+    """Post-synaptic activity ``y`` for pre-activations ``u`` of shape ``(N, units, *positions)``.
+
+    ``y = softmax(t_invert · u)`` over the unit dimension (1); with ``anti_hebbian`` every entry
+    except the arg-max unit's (per sample and position) is negated.
+    """
+    s = torch.softmax(t_invert * u, dim=1)
+    if not anti_hebbian:
+        return s
+    winner = u.argmax(dim=1, keepdim=True)
+    return s.neg().scatter_(1, winner, s.gather(1, winner))
+
+
+def _weight_shape_patches(layer: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``Σ_{n, positions} y_i · patch(x)`` for every unit ``i``, in the layer's weight shape."""
+    if isinstance(layer, nn.Linear):
+        return y.transpose(0, 1).matmul(x)
+    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+    pad = layer._reversed_padding_repeated_twice
+    xp = F.pad(x, pad, mode=mode) if any(pad) else x
+    grad_fn = torch.nn.grad.conv1d_weight if isinstance(layer, nn.Conv1d) else torch.nn.grad.conv2d_weight
+    return grad_fn(
+        xp, layer.weight.shape, y, stride=layer.stride, padding=0, dilation=layer.dilation, groups=layer.groups
+    )
+
+
+def plasticity(layer: nn.Module, x: Tensor, u: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
+    """The raw SoftHebb update ``ΔW_i = Σ y_i x − (Σ y_i u_i) W_i`` (before any scaling).
+
+    ``x`` is the layer's input, ``u`` its bias-free pre-activation, ``y`` the post-synaptic
+    activity (:func:`soft_wta`); a Linear layer's leading dimensions are flattened into samples.
+    """
+    w = layer.weight if weight is None else weight
+    if isinstance(layer, nn.Linear):
+        x = x.reshape(-1, x.shape[-1])
+        u = u.reshape(-1, u.shape[-1])
+        y = y.reshape(-1, y.shape[-1])
+    yx = _weight_shape_patches(layer, x, y)
+    yu = (y * u).sum(dim=[d for d in range(y.dim()) if d != 1])  # units are dimension 1
+    return yx - yu.view(-1, *([1] * (w.dim() - 1))) * w
+
+
+def unit_norms(weight: Tensor) -> Tensor:
+    """The Euclidean norm of every unit's weight vector (row / output-channel kernel)."""
+    return torch.linalg.vector_norm(weight.reshape(weight.shape[0], -1), dim=1)
+
+
+def adaptive_lr(weight: Tensor, lr: float, power: float) -> Tensor:
+    """``η_i = lr · (|‖W_i‖ − 1| + 1e-10)^power``, shaped to broadcast over ``weight``."""
+    rate = lr * (unit_norms(weight) - 1).abs().add(1e-10).pow(power)
+    return rate.view(-1, *([1] * (weight.dim() - 1)))
+
+
+def scaled_update(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tensor:
+    """The change applied to ``weight``: ``η_i ΔW_i / max|ΔW|``."""
+    return adaptive_lr(weight, lr, power) * (delta / (delta.abs().amax() + 1e-30))
+
+
+def _per_layer(value: Any, n: int, what: str, positive: bool = True) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    try:
+        values = list(values)
+    except TypeError:
+        raise ConfigError(f"softhebb {what} must be a number or a list of numbers, got {value!r}") from None
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ConfigError(f"softhebb {what} must be a number or a list of numbers, got {value!r}")
+    if any(not math.isfinite(v) or (v <= 0 if positive else v < 0) for v in values):
+        raise ConfigError(f"softhebb {what} must be positive and finite, got {value!r}")
+    if n >= 0 and len(values) not in (1, n):
+        raise ConfigError(
+            f"softhebb {what} has {len(values)} values but the model has {n} Hebbian layers; "
+            "give one value or one per Hebbian layer"
+        )
+    if n > 0 and len(values) == 1:
+        values = values * n
+    return tuple(float(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learner
+# ---------------------------------------------------------------------------------------------
+class SoftHebbLearner(Learner):
+    def __init__(self, rule: "SoftHebb", model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__(rule, model, loss_fn)
+        self.softhebb = rule
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, SOFTHEBB_LAYERS)]
+        if len(layers) < 2:
+            raise ConfigError(
+                "softhebb needs at least two weight layers (Hebbian layers, then a classifier), "
+                f"found {len(layers)}"
+            )
+        self.hebbian: dict[str, nn.Module] = dict(layers[:-1])
+        self.classifier_name, self.classifier = layers[-1]
+        n = len(self.hebbian)
+        defaults = getattr(model, "softhebb_defaults", None) or {}
+        self.t_invert = (
+            _per_layer(rule.t_invert, n, "t_invert")
+            or _per_layer(defaults.get("t_invert"), n, "t_invert (model default)")
+            or (GENERIC_T_INVERT,) * n
+        )
+        self.lr = (
+            _per_layer(rule.lr, n, "lr")
+            or _per_layer(defaults.get("lr"), n, "lr (model default)")
+            or (GENERIC_LR,) * n
+        )
+        radius = rule.init_radius
+        if radius == "auto":
+            radius = defaults.get("init_radius", GENERIC_INIT_RADIUS)
+            if radius is not None:
+                radius = _per_layer(radius, 1, "init_radius (model default)")[0]
+        self.init_radius: float | None = radius
+        self._classifier_params = {id(p) for p in self.classifier.parameters()}
+        self._requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+        for p in model.parameters():
+            if id(p) not in self._classifier_params:
+                p.requires_grad_(False)
+        self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+        self._collect: dict[str, Tensor] | None = None
+        self._winners: dict[str, float] = {}
+        self._handles = [
+            layer.register_forward_hook(self._make_hook(name)) for name, layer in self.hebbian.items()
+        ]
+        self.epochs_done = 0
+        self.hebbian_steps_done = 0
+
+    # -- phase -----------------------------------------------------------------------------------
+    @property
+    def hebbian_phase(self) -> bool:
+        """True while :meth:`step` trains the Hebbian layers (False: the classifier)."""
+        rule = self.softhebb
+        if rule.hebbian_steps is not None:
+            return self.hebbian_steps_done < rule.hebbian_steps
+        return self.epochs_done < rule.hebbian_epochs
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        was_hebbian = self.hebbian_phase
+        self.epochs_done += 1
+        out = {f"norm_dev/{name}": v for name, v in self.norm_deviation().items()}
+        out["hebbian_phase"] = float(was_hebbian)
+        return out
+
+    def norm_deviation(self) -> dict[str, float]:
+        """Mean ``|‖W_i‖ − 1|`` over the units of every Hebbian layer."""
+        return {n: float((unit_norms(m.weight.detach()) - 1).abs().mean()) for n, m in self.hebbian.items()}
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _make_hook(self, name: str):
+        index = list(self.hebbian).index(name)
+
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            if self._collect is None or not args:
+                return
+            x = args[0].detach()
+            u = output.detach()
+            if getattr(module, "bias", None) is not None:
+                shape = (-1,) if isinstance(module, nn.Linear) else (-1,) + (1,) * (u.dim() - 2)
+                u = u - module.bias.detach().view(shape)
+            channel_dim = u.dim() - 1 if isinstance(module, nn.Linear) else 1
+            u_c = u.movedim(channel_dim, 1) if channel_dim != 1 else u
+            y_c = soft_wta(u_c, self.t_invert[index], self.softhebb.anti_hebbian)
+            y = y_c.movedim(1, channel_dim) if channel_dim != 1 else y_c
+            delta = plasticity(module, x, u, y, module.weight.detach())
+            self._collect[name] = scaled_update(delta, module.weight.detach(), self.lr[index], self.softhebb.lr_power)
+            won = torch.zeros(u_c.shape[1], dtype=torch.bool, device=u.device)
+            won[u_c.argmax(dim=1).flatten()] = True
+            self._winners[name] = float(won.float().mean())
+
+        return hook
+
+    def _hebbian_updates(self, x: Tensor, y: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
+        """Run the model forward on ``x`` and collect every Hebbian layer's update."""
+        self._collect = {}
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+            return self._collect, out
+        finally:
+            self._collect = None
+
+    # -- the protocol ----------------------------------------------------------------------------
+    def step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        self._check_live()
+        x, y = check_batch(batch)
+        if not self._active:
+            with self._all_trainable():
+                return super().step(batch, optimizer)
+        if self.hebbian_phase:
+            if self.hebbian_steps_done == 0:
+                self._prepare_hebbian_layers()
+            updates, out = self._hebbian_updates(x, y)
+            with torch.no_grad():
+                for name, layer in self.hebbian.items():
+                    layer.weight.add_(updates[name])
+                # The label loss of the (untrained) classifier, for reporting only.
+                loss = self.loss_fn(out, y)
+            self.hebbian_steps_done += 1
+            metrics = {"loss": float(loss), "hebbian_phase": 1.0}
+            for name, dev in self.norm_deviation().items():
+                metrics[f"norm_dev/{name}"] = dev
+            for name, frac in self._winners.items():
+                metrics[f"winners/{name}"] = frac
+            return metrics
+        self.check_optimizer(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        with self._frozen_norms():
+            loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+        optimizer.step()
+        self.after_step()
+        return {"loss": float(loss.detach()), "hebbian_phase": 0.0}
+
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        missing = [n for n, p in self.classifier.named_parameters() if not param_in_optimizer(p, optimizer)]
+        if missing:
+            raise ConfigError(
+                f"softhebb trains the classifier '{self.classifier_name}' with the optimizer, but the "
+                f"optimizer lacks its parameters {missing}; build it from learner.optimizer_parameters()"
+            )
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.parameters())
+
+    def estimate(self, batch: Batch) -> dict[str, Tensor]:
+        """Hebbian weights: ``−(change one Hebbian step would make)``; classifier: CE gradient."""
+        self._check_live()
+        x, y = check_batch(batch)
+        with self._restored_buffers():
+            updates, _ = self._hebbian_updates(x, y)
+        out = {f"{name}.weight" if name else "weight": -u for name, u in updates.items()}
+        with self._restored_buffers():
+            out.update(self._classifier_gradients(x, y))
+        return out
+
+    def backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
+        """Backprop gradients of the label loss for every parameter (as if nothing were frozen)."""
+        self._check_live()
+        with self._all_trainable(), self._restored_buffers():
+            return self._gradients(batch, use_rule=False)
+
+    def trained_layers(self) -> dict[str, nn.Module]:
+        return {**self.hebbian, self.classifier_name: self.classifier}
+
+    def rule_state(self) -> dict[str, Tensor]:
+        return {
+            "epochs_done": torch.tensor(self.epochs_done),
+            "hebbian_steps_done": torch.tensor(self.hebbian_steps_done),
+        }
+
+    def load_rule_state(self, state: dict[str, Tensor]) -> None:
+        unknown = sorted(set(state) - {"epochs_done", "hebbian_steps_done"})
+        if unknown:
+            raise ConfigError(f"unknown softhebb state entries {unknown}")
+        self.epochs_done = int(state.get("epochs_done", 0))
+        self.hebbian_steps_done = int(state.get("hebbian_steps_done", 0))
+
+    def _restore(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for name, p in self.model.named_parameters():
+            if name in self._requires_grad:
+                p.requires_grad_(self._requires_grad[name])
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _prepare_hebbian_layers(self) -> None:
+        """Before the first Hebbian step: zero the biases (SoftHebb layers have none) and, with
+        ``init_radius``, rescale every unit's weight vector to that norm (direction kept)."""
+        with torch.no_grad():
+            for layer in self.hebbian.values():
+                if getattr(layer, "bias", None) is not None:
+                    layer.bias.zero_()
+                if self.init_radius is not None:
+                    w = layer.weight
+                    norms = unit_norms(w).clamp_min(1e-12).view(-1, *([1] * (w.dim() - 1)))
+                    w.mul_(self.init_radius / norms)
+
+    def _classifier_gradients(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        params = dict(self.classifier.named_parameters())
+        saved = {n: p.grad for n, p in params.items()}
+        for p in params.values():
+            p.grad = None
+        prefix = f"{self.classifier_name}." if self.classifier_name else ""
+        try:
+            with self._frozen_norms(), torch.enable_grad():
+                self.loss_fn(self.model(x), y).backward()
+            return {prefix + n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        finally:
+            for n, p in params.items():
+                p.grad = saved[n]
+
+    @contextlib.contextmanager
+    def _frozen_norms(self) -> Iterator[None]:
+        """Normalisation layers use their running statistics (the Hebbian part is frozen)."""
+        modes = [m.training for m in self._norms]
+        for m in self._norms:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, mode in zip(self._norms, modes):
+                m.train(mode)
+
+    @contextlib.contextmanager
+    def _restored_buffers(self) -> Iterator[None]:
+        """Buffers (BatchNorm running statistics) are put back as they were on exit."""
+        saved = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, b in self.model.named_buffers():
+                    if n in saved:
+                        b.copy_(saved[n])
+
+    @contextlib.contextmanager
+    def _all_trainable(self) -> Iterator[None]:
+        """Every parameter takes gradients again (plain backprop), restored on exit."""
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        for p, _ in flags:
+            p.requires_grad_(True)
+        try:
+            yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule
+# ---------------------------------------------------------------------------------------------
+class SoftHebb(Rule):
+    name = "softhebb"
+    family: ClassVar[str] = "local"
+    summary = (
+        "soft winner-take-all Hebbian layers learnt without labels or feedback, then a linear "
+        "classifier trained by cross-entropy"
+    )
+    paper = "Hebbian Deep Learning Without Feedback (Journé, Garcia Rodriguez, Guo, Moraitis 2023)"
+    supported: ClassVar[tuple[type[nn.Module], ...]] = SOFTHEBB_LAYERS
+
+    def __init__(
+        self,
+        *,
+        t_invert: float | Sequence[float] | None = None,
+        lr: float | Sequence[float] | None = None,
+        lr_power: float = 0.5,
+        anti_hebbian: bool = True,
+        hebbian_epochs: int = 1,
+        hebbian_steps: int | None = None,
+        init_radius: float | str | None = "auto",
+    ) -> None:
+        self.t_invert = _per_layer(t_invert, -1, "t_invert")
+        self.lr = _per_layer(lr, -1, "lr")
+        if isinstance(lr_power, bool) or not isinstance(lr_power, (int, float)) or not (
+            math.isfinite(lr_power) and lr_power >= 0
+        ):
+            raise ConfigError(f"softhebb lr_power must be a non-negative number, got {lr_power!r}")
+        self.lr_power = float(lr_power)
+        if not isinstance(anti_hebbian, bool):
+            raise ConfigError(f"softhebb anti_hebbian must be true or false, got {anti_hebbian!r}")
+        self.anti_hebbian = anti_hebbian
+        if isinstance(hebbian_epochs, bool) or not isinstance(hebbian_epochs, int) or hebbian_epochs < 0:
+            raise ConfigError(f"softhebb hebbian_epochs must be a non-negative integer, got {hebbian_epochs!r}")
+        self.hebbian_epochs = hebbian_epochs
+        if hebbian_steps is not None and (
+            isinstance(hebbian_steps, bool) or not isinstance(hebbian_steps, int) or hebbian_steps < 0
+        ):
+            raise ConfigError(
+                f"softhebb hebbian_steps must be a non-negative integer or None, got {hebbian_steps!r}"
+            )
+        self.hebbian_steps = hebbian_steps
+        if not (
+            init_radius is None
+            or init_radius == "auto"
+            or (
+                isinstance(init_radius, (int, float))
+                and not isinstance(init_radius, bool)
+                and math.isfinite(init_radius)
+                and init_radius > 0
+            )
+        ):
+            raise ConfigError(
+                f"softhebb init_radius must be 'auto', a positive number or None, got {init_radius!r}"
+            )
+        self.init_radius = float(init_radius) if isinstance(init_radius, (int, float)) else init_radius
+
+    def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
+        return SoftHebbLearner(self, model, loss_fn)
+
+    @staticmethod
+    def example_model(input_shape: Iterable[int], num_classes: int) -> nn.Module:
+        """The SoftHebb MLP preset (one soft-WTA layer + linear classifier) for these data."""
+        from ..models.softhebb import SoftHebbMLP
+
+        return SoftHebbMLP(tuple(input_shape), num_classes)
