@@ -14,7 +14,8 @@ wall-clock per step (measured in separate runs: a noisy machine makes it noisy t
 With diagnostics, ``cos_all`` is the final epoch's ``cos/all`` (cosine between the rule's
 update and the backprop gradient over all trained weight matrices taken together),
 ``cos_mean`` the mean of the per-layer cosines, and ``angle_mean`` the mean angle in degrees
-between each weight matrix W and its feedback matrix B (only rules with one per layer).
+between each weight matrix W and its feedback matrix B (only rules with one per layer; for PFA
+the product B·R, its ``path_angle/<layer>``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def comparison_table(results: Sequence[Any]) -> list[dict[str, Any]]:
         final = d.get("final") or {}
         diag = final.get("diagnostics") or {}
         cos_layers = [_num(v) for k, v in diag.items() if k.startswith("cos/") and k != "cos/all"]
-        angles = [_num(v) for k, v in diag.items() if k.startswith("angle/")]
+        angles = [_num(v) for k, v in diag.items() if k.startswith(("angle/", "path_angle/"))]
         rows.append({
             "rule": d.get("rule") or (d.get("config") or {}).get("rule", "?"),
             "status": d.get("status", "ok"),
