@@ -329,3 +329,17 @@ def test_without_weight_decay_the_mismatch_does_not_decay(digits):
     for name in ratios[0.0]:
         assert ratios[0.0][name] > 0.95, name
         assert ratios[1e-2][name] < ratios[0.0][name] - 0.2, name
+
+
+def test_path_metrics_reach_the_run_results_and_the_report():
+    from beyondbp import report
+    from beyondbp.train import RunConfig, run
+
+    result = run(RunConfig(rule="pfa", model="mlp", data="digits", steps=3, diagnostics=True, n_train=200,
+                           n_test=50, batch_size=32, threads=1))
+    diag = result.final["diagnostics"]
+    for layer in ("fc1", "fc2", "out"):
+        assert 0 <= diag[f"path_angle/{layer}"] <= 180 and diag[f"path_norm_ratio/{layer}"] > 0
+    row = report.comparison_table([result])[0]
+    angles = [diag[f"path_angle/{layer}"] for layer in ("fc1", "fc2", "out")]
+    assert row["angle_mean"] == pytest.approx(sum(angles) / 3)
