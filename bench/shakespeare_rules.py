@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-windows", type=int, default=None, help="validation windows (default: all)")
     p.add_argument("--data-dir", default=None, help="tiny-shakespeare file or directory")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch threads during each run (default 1)")
     args = p.parse_args()
 
     names = [r for r in args.rules.split(",") if r]
@@ -83,7 +83,7 @@ def main() -> None:
     print(f"{'bigram':<10} {b['bigram']:>12.4f}   (add-one smoothed, counted on the training split)")
     if skipped:
         print(f"skipped (not registered): {', '.join(skipped)}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {first.environment.get('threads')} threads")
 
 
 if __name__ == "__main__":
