@@ -151,13 +151,15 @@ def adaptive_lr(weight: Tensor, lr: float, power: float) -> Tensor:
     return rate.view(-1, *([1] * (weight.dim() - 1)))
 
 
-def scaled_update(delta: Tensor, weight: Tensor, lr: float, power: float, inplace: bool = False) -> Tensor:
-    """The change applied to ``weight``: ``η_i ΔW_i / max|ΔW|`` (computed in ``delta`` itself
-    with ``inplace``)."""
+def update_scale(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tensor:
+    """``η_i / max|ΔW|`` per unit, shaped to broadcast over ``weight``."""
     low, high = torch.aminmax(delta)  # max|ΔW| in one pass (much faster than an ∞-norm on CPU)
-    largest = torch.maximum(high, -low)
-    scale = adaptive_lr(weight, lr, power).div_(largest + 1e-30)
-    return delta.mul_(scale) if inplace else delta * scale
+    return adaptive_lr(weight, lr, power).div_(torch.maximum(high, -low) + 1e-30)
+
+
+def scaled_update(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tensor:
+    """The change applied to ``weight``: ``η_i ΔW_i / max|ΔW|``."""
+    return delta * update_scale(delta, weight, lr, power)
 
 
 def _per_layer(value: Any, n: int, what: str, positive: bool = True) -> tuple[float, ...] | None:
@@ -221,7 +223,7 @@ class SoftHebbLearner(Learner):
             if id(p) not in self._classifier_params:
                 p.requires_grad_(False)
         self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-        self._collect: dict[str, Tensor] | None = None
+        self._collect: dict[str, tuple[Tensor, Tensor]] | None = None  # name -> (ΔW, η_i / max|ΔW|)
         self._winners: dict[str, float] = {}
         self._handles = [
             layer.register_forward_hook(self._make_hook(name)) for name, layer in self.hebbian.items()
@@ -263,15 +265,15 @@ class SoftHebbLearner(Learner):
                 u = u - module.bias.detach().view(-1, *([1] * (u.dim() - 2)))
             y, winner = _soft_wta(u, self.t_invert[index], self.softhebb.anti_hebbian)
             delta = plasticity(module, x, u, y, w)
-            self._collect[name] = scaled_update(delta, w, self.lr[index], self.softhebb.lr_power, inplace=True)
+            self._collect[name] = (delta, update_scale(delta, w, self.lr[index], self.softhebb.lr_power))
             won = torch.zeros(u.shape[1], dtype=torch.bool, device=u.device)
             won[winner.flatten()] = True
             self._winners[name] = float(won.float().mean())
 
         return hook
 
-    def _hebbian_updates(self, x: Tensor, y: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
-        """Run the model forward on ``x`` and collect every Hebbian layer's update."""
+    def _hebbian_updates(self, x: Tensor) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
+        """Run the model forward on ``x``; collect every Hebbian layer's ``(ΔW, η_i / max|ΔW|)``."""
         self._collect = {}
         try:
             with torch.no_grad():
@@ -290,10 +292,11 @@ class SoftHebbLearner(Learner):
         if self.hebbian_phase:
             if self.hebbian_steps_done == 0:
                 self._prepare_hebbian_layers()
-            updates, out = self._hebbian_updates(x, y)
+            updates, out = self._hebbian_updates(x)
             with torch.no_grad():
                 for name, layer in self.hebbian.items():
-                    layer.weight.add_(updates[name])
+                    delta, scale = updates[name]
+                    layer.weight.addcmul_(scale, delta)
                 # The label loss of the (untrained) classifier, for reporting only.
                 loss = self.loss_fn(out, y)
             self.hebbian_steps_done += 1
@@ -328,8 +331,8 @@ class SoftHebbLearner(Learner):
         self._check_live()
         x, y = check_batch(batch)
         with self._restored_buffers():
-            updates, _ = self._hebbian_updates(x, y)
-        out = {f"{name}.weight" if name else "weight": -u for name, u in updates.items()}
+            updates, _ = self._hebbian_updates(x)
+        out = {f"{name}.weight" if name else "weight": -(d * s) for name, (d, s) in updates.items()}
         with self._restored_buffers():
             out.update(self._classifier_gradients(x, y))
         return out
