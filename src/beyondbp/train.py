@@ -492,6 +492,10 @@ class RunResult:
     connections would execute (see :mod:`beyondbp.sparsity`), ``n_active_params`` counts existing
     connections only, and ``sparsity`` records the method, options and densities. Dense runs
     have ``effective_flops_per_step == flops_per_step`` and ``n_active_params == n_params``.
+
+    Language-model runs also fill ``tokens`` (trained), ``flops_per_token`` and
+    ``time_per_token``, add ``tokens`` and ``val_loss`` (nats/token) to every history entry and
+    ``val_loss`` to ``final``; other runs leave them ``None``.
     """
 
     config: dict[str, Any]
