@@ -10,8 +10,12 @@ every rule does ``--steps`` consecutive timed ``learner.step`` calls, and the or
 is rotated from round to round, so that load changes on a shared machine hit all rules alike
 and no rule always runs right after the same neighbour. A rule's ratio is the median over
 rounds of (its median step time in the round / backprop's in the same round); the IQR of those
-per-round ratios is printed too. Times are also given per training sample (step time / batch
-size), the unit to compare in when a rule's step consumes its batch differently.
+per-round ratios is printed too; "met" compares that wall-clock ratio with the target. The
+same ratio computed from the process's CPU time (``time.process_time``; with ``--threads 1``
+the step's own compute) is printed as "CPU ratio": it is less disturbed when other processes
+take the cores, so a large gap between the two columns means the machine was busy. Times are
+also given per training sample (step time / batch size), the unit to compare in when a rule's
+step consumes its batch differently.
 
 Page faults. The last column is the process's minor page faults per timed step (from
 ``getrusage``): a step that allocates fresh W-sized tensors (sign(W), random magnitudes,
@@ -123,26 +127,29 @@ def measure(model_key: str, rule_names: list[str], args) -> None:
 
     names = list(learners)
     per_round: dict[str, list[float]] = {n: [] for n in names}
+    cpu_round: dict[str, list[float]] = {n: [] for n in names}
     all_times: dict[str, list[float]] = {n: [] for n in names}
     faults: dict[str, int] = {n: 0 for n in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             learner, opt = learners[name]
-            times = []
+            times, cpu = [], []
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             for _ in range(args.steps):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 learner.step(batch, opt)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
             per_round[name].append(statistics.median(times))
+            cpu_round[name].append(statistics.median(cpu))
             all_times[name].extend(times)
 
-    bp_rounds = per_round["backprop"]
+    bp_rounds, bp_cpu = per_round["backprop"], cpu_round["backprop"]
     print(f"\n## {title}, batch {args.batch}")
     print(f"{'rule':<10} {'ms/step':>8} {'us/sample':>10} {'time ratio':>11} {'IQR':>13} {'target':>7} {'met':>4}"
-          f" {'MFLOP/step':>11} {'FLOP ratio':>10} {'faults/step':>11}")
+          f" {'CPU ratio':>9} {'MFLOP/step':>11} {'FLOP ratio':>10} {'faults/step':>11}")
     for name in rule_names:
         if name in refused:
             print(f"{name:<10} n/a: {refused[name]}")
@@ -159,8 +166,9 @@ def measure(model_key: str, rule_names: list[str], args) -> None:
         else:
             flop_text = f" {flops[name] / 1e6:11.1f} {flops[name] / flops['backprop']:9.3f}x"
         fault_text = f" {faults[name] / (args.rounds * args.steps):11.0f}"
+        cpu_ratio = statistics.median([c / b for c, b in zip(cpu_round[name], bp_cpu)])
         print(f"{name:<10} {med * 1e3:8.2f} {med / args.batch * 1e6:10.1f} {ratio:10.3f}x {iqr:>13} {tgt:>7} {met:>4}"
-              + flop_text + fault_text)
+              f" {cpu_ratio:8.3f}x" + flop_text + fault_text)
     for name, reason in flop_errors.items():
         print(f"  FLOPs of {name} could not be counted: {reason}")
 
