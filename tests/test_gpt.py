@@ -249,6 +249,29 @@ def test_feedback_rules_attach_to_every_linear(name):
     learner.detach()
 
 
+@pytest.mark.parametrize("name", ["backprop", *FEEDBACK_RULES])
+def test_every_rule_is_deterministic_on_gpt(name):
+    def train():
+        model = tiny(7)
+        learner = rules.get(name, seed=1).attach(model) if "seed" in rules.rule_class(name).option_names() \
+            else rules.get(name).attach(model)
+        opt = torch.optim.Adam(learner.optimizer_parameters(), lr=1e-2)
+        losses = [learner.step((tokens(4, seed=s), tokens(4, seed=s + 50)), opt)["loss"] for s in range(3)]
+        return losses, [p.detach().clone() for p in model.parameters()]
+
+    (la, pa), (lb, pb) = train(), train()
+    assert la == lb and all(torch.equal(a, b) for a, b in zip(pa, pb))
+    assert la[-1] != la[0]  # it did train
+
+
+@pytest.mark.parametrize("name", [n for n in ("ff", "il") if n in rules.names()])
+def test_layerwise_local_rules_refuse_the_transformer(name):
+    from beyondbp.errors import UnsupportedModuleError
+
+    with pytest.raises(UnsupportedModuleError):
+        rules.get(name).attach(tiny())
+
+
 @pytest.fixture(scope="module")
 def shakespeare():
     from beyondbp.data.text import default_shakespeare_path, load_shakespeare_char
