@@ -41,7 +41,11 @@ features to ``v / C`` (loeweX's uniform label). The input must have at least ``C
 
 Prediction. ``predict="goodness"`` (default, Hinton): the input is run once per candidate label
 ``c`` and the score is ``s_c = Σ_k (G_k(x, c) − θ_k)``; the argmax is the label with the largest
-summed goodness. ``predict="readout"``: the linear readout's logits on the neutral-label pass.
+summed goodness. These scores are not calibrated logits, so a cross-entropy "test loss" computed
+from them means little; accuracy does. ``predict="readout"``: the linear readout's logits on the
+neutral-label pass. The model's own ``forward`` (no label, no normalisation) is not what FF
+trains: use ``learner.predict``. ``step`` reports ``loss`` = ``Σ_k L_k`` + readout loss, and
+each part as ``layer<k>_loss`` / ``readout_loss``.
 
 Schedules. ``train="simultaneous"`` (default, loeweX): every FF layer and the readout take a
 step on every batch. ``train="greedy"`` (Tosato et al.): only FF layer

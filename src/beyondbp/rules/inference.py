@@ -71,6 +71,13 @@ its monotone fall is guaranteed only for the standard variant.
 
 Prediction is the plain feedforward pass ``model(x)``; ``estimate(batch)`` returns exactly the
 ``.grad`` values ``step`` would hand the optimizer (the inference runs, no parameter changes).
+``step`` reports ``loss`` (the feedforward loss before the update), ``energy_start``,
+``energy_end`` and ``nudge`` (β at the last iteration).
+
+Options: ``variant`` ("standard" | "prox"), ``iterations`` (T, 20; the authors used 25),
+``step_size`` (γ, 0.1; theirs 0.015–0.02 at batch size 1), ``nudge`` (β of the standard
+variant, 1.0; ignored by prox), ``eta`` and ``eps`` (prox only, see above). Cost: each step runs
+T + 2 forward and T + 1 backward passes of the blocks (about 12x backprop's step at T = 20).
 """
 
 from __future__ import annotations
