@@ -23,6 +23,11 @@ Differences to keep in mind when comparing:
   is that PFA comes close to backprop where FA does not. A 3-epoch run on the first 20000
   images (``--epochs 3 --n-train 20000``), seeds 0 / 1: backprop 17.9 / 17.1 % error, PFA
   18.9 / 18.5 %, FA 35.2 / 29.3 %.
+* ``train loss`` is the last epoch's mean training loss: a run can blow up to a huge but
+  finite loss (DFA at lr 1e-2, seed 1: ~3e13 within one epoch, then chance) and still be
+  reported with status ``ok`` by the run loop, which marks only non-finite losses as diverged.
+* ``ms/step`` is each run's own median step time, measured run after run (not interleaved),
+  so on a shared machine it moves with the load; ``bench/step_time.py`` gives fair ratios.
 * Only a short run is practical on the 2-core development machine; a 1-3 epoch error is not
   a 100-epoch error. The columns are side by side for orientation, not as a reproduction.
 
@@ -80,7 +85,7 @@ def main() -> None:
     print("# LeNet-5, Fashion-MNIST padded to 32x32, SGD momentum 0.9, weight decay 1e-3, batch 64, "
           "LR /10 at 50% and 75%")
     print(f"{'rule':<10} {'lr':>7} {'epochs':>6} {'test err %':>10} {'best-epoch err %':>16} "
-          f"{'BioTorch err % (100 ep)':>23} {'ms/step':>8} {'FLOP ratio':>10} {'status':>8}")
+          f"{'BioTorch err % (100 ep)':>23} {'train loss':>10} {'ms/step':>8} {'FLOP ratio':>10} {'status':>8}")
     bp_flops = None
     for name in names:
         lr = lr_for.get(name, args.lr)
@@ -105,7 +110,9 @@ def main() -> None:
         ref_text = f"{ref:.2f}" if ref is not None else "-"
         flop_text = f"{result.flops_per_step / bp_flops:9.3f}x" if bp_flops else f"{'-':>10}"
         ms = f"{result.time_per_step * 1e3:8.2f}" if result.time_per_step else f"{'-':>8}"
-        print(f"{name:<10} {lr:7.0e} {result.epochs:6d} {final_err:10.2f} {best_err:16.2f} {ref_text:>23} {ms} "
+        train_loss = result.history[-1].get("train_loss") if result.history else None
+        loss_text = f"{train_loss:10.3g}" if train_loss is not None else f"{'-':>10}"
+        print(f"{name:<10} {lr:7.0e} {result.epochs:6d} {final_err:10.2f} {best_err:16.2f} {ref_text:>23} {loss_text} {ms} "
               f"{flop_text} {result.status:>8}", flush=True)
 
 
