@@ -501,3 +501,17 @@ def test_same_seed_same_numbers_with_the_conv_preset():
         runs.append((losses, {k: v.clone() for k, v in net.state_dict().items()}, learner.predict(ds.x_test)))
     (l1, s1, p1), (l2, s2, p2) = runs
     assert l1 == l2 and all(torch.equal(s1[k], s2[k]) for k in s1) and torch.equal(p1, p2)
+
+
+def test_disabled_steps_are_plain_backprop_through_every_layer():
+    net = hebbian_net(dtype=torch.float32)
+    learner = SoftHebb().attach(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    w0 = net[0].weight.detach().clone()
+    x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
+    reference = hebbian_net(dtype=torch.float32)
+    F.cross_entropy(reference(x), y).backward()
+    with learner.disabled():
+        learner.step((x, y), opt)
+    assert torch.allclose(net[0].weight, w0 - 0.1 * reference[0].weight.grad)
+    assert not net[0].weight.requires_grad and learner.hebbian_phase  # freeze and phase untouched

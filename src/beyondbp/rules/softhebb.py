@@ -38,20 +38,28 @@ reports that training all layers at once, as here, does as well.
 Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers in
 module order; all but the last are Hebbian, the last is the classifier. Bias terms of Hebbian
 layers are set to zero by the first Hebbian step and stay zero (SoftHebb's ``u`` has none;
-attaching alone changes no parameter). Every parameter that
-is not the classifier's — Hebbian weights, BatchNorm affine parameters — gets
-``requires_grad=False`` while attached, so the label loss cannot reach it;
-:meth:`optimizer_parameters` returns only the classifier's parameters. Whatever sits between
-layers (activations, pooling, BatchNorm) is the model's: the presets in
-``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer → triangle → pool blocks.
+attaching alone changes no parameter). Every parameter that is not the classifier's — Hebbian
+weights, BatchNorm affine parameters — gets ``requires_grad=False`` while attached (restored by
+``detach``), so the label loss cannot reach it; :meth:`optimizer_parameters` returns only the
+classifier's parameters. Whatever sits between layers (activations, pooling, BatchNorm) is the
+model's: the presets in ``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer →
+triangle → pool blocks. Other layer types with parameters are refused by path and type.
+
+Metrics of :meth:`step`: ``loss`` (in the Hebbian phase the cross-entropy of the current,
+untrained classifier, reported only), ``hebbian_phase`` (1 or 0), and in the Hebbian phase
+``norm_dev/<layer>`` (mean ``|‖W_i‖ − 1|`` after the step) and ``winners/<layer>`` (fraction
+of units that won at least one competition in the batch). Inside ``learner.disabled()`` a step
+is plain backprop through every parameter.
 
 Defaults. ``t_invert`` and ``lr`` take one number for every Hebbian layer or one per layer. When
 left at ``None`` they come from the model's ``softhebb_defaults`` attribute if it has one (the
 presets carry the authors' values: MNIST MLP τ⁻¹ = 12, η₀ = 0.045; CIFAR-10 conv blocks τ⁻¹ =
 1, 0.65, 0.25 and η₀ = 0.08, 0.005, 0.01), otherwise ``t_invert=0.5`` and ``lr=0.01`` (our
 choice for models without the paper's BatchNorm and triangle blocks, picked on ``digits``).
-``lr_power`` p = 0.5 as in the demo. ``anti_hebbian=False`` gives the plain soft-WTA rule
-(``y = s``) of the authors' MNIST preset.
+``lr_power`` p = 0.5 as in the demo (the MLP layer defaults in the authors' ``presets.json``
+list 0.2; not used here). ``anti_hebbian=False`` gives the plain soft-WTA rule (``y = s``, their
+"soft" layer) that the authors' MNIST preset uses; the default is the anti-Hebbian variant of
+the paper and of their CIFAR-10 preset.
 
 Initial scale. The rule learns only while norms are away from 1, and a sharp competition needs
 large pre-activations, so the authors start every unit at norm ≈ 25 (``W ~ N(0, (25/√fan_in)²)``).
@@ -62,9 +70,11 @@ flat that the anti-Hebbian push silences almost every unit behind a ReLU); ``Non
 weights as they are.
 
 What :meth:`estimate` means here: for a Hebbian weight, minus the change one Hebbian step on the
-batch would make (``−η_i ΔW_i / max|ΔW|``), so ``W − estimate`` is exactly the stepped weight; it
-is not the gradient of any loss. For the classifier's parameters it is the cross-entropy
-gradient on the frozen features. Both are returned whatever the phase.
+batch would make (``−η_i ΔW_i / max|ΔW|``), so ``W − estimate`` is the stepped weight (from the
+second step on; the first step also applies the ``init_radius`` rescale, which ``estimate``
+does not); it is not the gradient of any loss. For the classifier's parameters it is the
+cross-entropy gradient on the frozen features. Both are returned whatever the phase, and
+BatchNorm running statistics are left as they were.
 """
 
 from __future__ import annotations
