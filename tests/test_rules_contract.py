@@ -27,8 +27,16 @@ What a rule class may declare (all optional) to tell the suite what applies to i
     trains exactly as ``learner.step`` does (feedback-path rules). Default: True when the
     rule's learner does not override :meth:`Learner.step`, False otherwise.
 
-The learning threshold is the same for every rule: test accuracy >= 0.70 after 12 epochs of
-batch-64 steps (chance is 0.10; backprop reaches ~0.95).
+What every rule is checked for: attaches to the MLP and LeNet (or its example model) without
+touching the global RNG; learns digits to >= 0.70 test accuracy after 12 epochs of batch-64
+steps (chance is 0.10; backprop reaches ~0.95); same seed gives bit-identical losses, weights
+and predictions, and a rule's ``seed`` option changes the training; refuses an unsupported layer
+by path and type and leaves the model untouched; attaching twice is refused until ``detach``;
+``estimate`` changes no parameter, buffer or existing ``.grad`` and (except for backprop) is not
+backprop's gradient; ``predict`` keeps the training mode; ``detach`` restores the exact
+original outputs, gradients, parameters, hooks and instance attributes; ``copy.deepcopy`` of an
+attached model is refused or independent; for ``plain_backward`` rules the user's own
+optimizer + LR scheduler + ``loss.backward()`` loop equals ``learner.step`` bit for bit.
 """
 
 from __future__ import annotations
