@@ -189,10 +189,12 @@ def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | No
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4), dpi=110)
     FigureCanvasAgg(fig)
     ax_acc, ax_loss = fig.subplots(1, 2)
+    plotted: list[float] = []
     for r in (_as_dict(x) for x in results):
         hist = r.get("history") or []
         epochs = [h.get("epoch") for h in hist]
@@ -201,12 +203,18 @@ def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | No
         label = r.get("rule", "?")
         ax_acc.plot(epochs, [float("nan") if a is None else 100 * a for a in acc], marker=".", label=label)
         ax_loss.plot(epochs, [float("nan") if v is None else v for v in loss], marker=".", label=label)
+        plotted += [v for v in loss if v is not None]
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.grid(alpha=0.3)
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss")
+    ax_loss.set_ylabel("training loss (each rule's own objective)")
+    if plotted and min(plotted) > 0:
+        # local rules (FF, SoftHebb) minimise objectives on other scales than cross-entropy
+        ax_loss.set_yscale("log")
     ax_loss.grid(alpha=0.3)
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend()
     if title:
         fig.suptitle(title)
