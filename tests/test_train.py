@@ -11,7 +11,7 @@ import torch
 from beyondbp import checkpoint, models, rules
 from beyondbp.compute import StepTimer, count_flops, measure_steps
 from beyondbp.errors import CheckpointError, ConfigError
-from beyondbp.train import RunConfig, RunResult, check, compare, evaluate, run
+from beyondbp.train import DIVERGENCE_FACTOR, RunConfig, RunResult, check, compare, diverged, evaluate, run
 
 WIDTHS = [32, 16]
 DIMS = [64, *WIDTHS, 10]  # digits: 8×8 inputs, 10 classes
@@ -115,6 +115,29 @@ def test_lr_schedules_end_where_they_should(digits, schedule, factor):
 def test_sgd_with_momentum_and_weight_decay_learns(digits):
     res = run(tiny(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, epochs=2), dataset=digits)
     assert res.final["test_accuracy"] > 0.6
+
+
+def test_a_finite_blow_up_is_marked_diverged_and_stops_the_run(digits):
+    # SGD at lr 30 blows the loss up to millions (finite) within the first epoch
+    res = run(tiny(optimizer="sgd", lr=30.0, momentum=0.9, epochs=3), dataset=digits)
+    loss = res.history[-1]["train_loss"]
+    assert math.isfinite(loss) and loss > DIVERGENCE_FACTOR * math.log(10)
+    assert res.status == "diverged"
+    assert len(res.history) == 1 and res.steps == math.ceil(1437 / 32)
+    # a large but learning learning rate is not flagged
+    assert run(tiny(optimizer="sgd", lr=3.0, momentum=0.9, epochs=1), dataset=digits).status == "ok"
+
+
+def test_divergence_criterion_is_relative_to_chance_and_first_loss():
+    chance = math.log(10)
+    assert diverged(float("nan"), 2.3, 10) and diverged(float("inf"), 2.3, 10)
+    assert not diverged(DIVERGENCE_FACTOR * chance * 0.999, 0.5, 10)
+    assert diverged(DIVERGENCE_FACTOR * chance * 1.001, 0.5, 10)
+    # a model that starts far above chance is measured against its own first loss
+    assert not diverged(DIVERGENCE_FACTOR * 40.0 * 0.999, 40.0, 10)
+    assert diverged(DIVERGENCE_FACTOR * 40.0 * 1.001, 40.0, 10)
+    # with no usable reference only non-finite losses count
+    assert not diverged(1e30, float("nan"), None)
 
 
 def test_diagnostics_are_recorded_and_do_not_change_training(digits):

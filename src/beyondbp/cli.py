@@ -384,7 +384,7 @@ def train(
     if result.sparsity:
         console.print(_sparsity_line(result))
     if result.status != "ok":
-        console.print(f"run {result.status}: training loss became non-finite at epoch {result.epochs}")
+        console.print(f"run {result.status}: training loss became non-finite or blew up (over 100× max(first loss, log classes)) at epoch {result.epochs}")
     if result.checkpoint:
         console.print(f"checkpoint: {result.checkpoint}")
     for path in written:
@@ -559,7 +559,7 @@ def _print_language_model_run(console: Console, result: Any, written: list[Path]
     )
     console.print("validation loss before the last row is measured on 64 evenly spaced windows; the last row on --eval-windows")
     if result.status != "ok":
-        console.print(f"run {result.status}: training loss became non-finite after {result.steps} steps")
+        console.print(f"run {result.status}: training loss became non-finite or blew up (over 100× max(first loss, log vocabulary)) after {result.steps} steps")
     if result.checkpoint:
         console.print(f"checkpoint: {result.checkpoint}")
     for path in written:

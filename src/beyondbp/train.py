@@ -27,7 +27,12 @@ What :func:`run` does, in order:
    eval mode (dropout off, BatchNorm statistics frozen, so the rule's update and backprop's
    gradient come from the same forward pass) and the RNG state saved and restored, so
    diagnostics never change the training;
-6. stops early, marking the run ``"diverged"``, when an epoch's training loss is not finite.
+6. stops early, marking the run ``"diverged"``, when an epoch's training loss is not finite or
+   exceeds ``DIVERGENCE_FACTOR`` (100) times ``max(first step's loss, log(num_classes))``:
+   ``log(num_classes)`` is the cross-entropy of a uniform guess, so a mean loss a hundred times
+   that means logits wrong by hundreds of nats — a blow-up (DFA on LeNet with SGD lr 1e-2, seed
+   1, reached a finite ~3e13 in one epoch), not slow learning. The first step's loss (measured
+   before any update) keeps a model that starts above chance from being flagged by its own start.
 
 Language models (data ``shakespeare-char`` or ``text``, model ``gpt``) are budgeted in tokens:
 ``tokens`` (default 10⁶) or ``steps``, never ``epochs``. A step trains on ``batch_size`` random
@@ -406,6 +411,21 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup
     return Setup(config=config, dataset=ds, model=model, learner=learner, device=device)
 
 
+#: A finite epoch-mean training loss above this multiple of max(first step's loss, log(classes))
+#: marks a run as diverged (see the module docstring, step 6).
+DIVERGENCE_FACTOR = 100.0
+
+
+def diverged(train_loss: float, first_loss: float, num_classes: int | None) -> bool:
+    """Whether an epoch's mean training loss (cross-entropy) means the run has blown up: not
+    finite, or above ``DIVERGENCE_FACTOR · max(first_loss, log(num_classes))``."""
+    if not math.isfinite(train_loss):
+        return True
+    reference = [v for v in (first_loss, math.log(num_classes) if num_classes and num_classes > 1 else math.nan)
+                 if math.isfinite(v) and v > 0]
+    return bool(reference) and train_loss > DIVERGENCE_FACTOR * max(reference)
+
+
 def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     """Everything :func:`run` would refuse, found without training: names, options, files,
     the model/rule fit, and the ``init_from`` checkpoint's shapes."""
@@ -588,6 +608,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     flops_batch = 0
     history: list[dict[str, Any]] = []
     status = "ok"
+    first_loss = math.nan
     step = 0
     epoch = 0
     while step < total_steps:
@@ -622,6 +643,8 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
                 # rules that own their update may not call optimizer.step() on every step
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                 scheduler.step()
+            if step == 0:
+                first_loss = float(metrics["loss"])
             step += 1
             n = int(x.shape[0])
             seen += n
@@ -654,7 +677,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
                     model.train()
         history.append(entry)
         _emit(progress, "epoch", dict(entry))
-        if not math.isfinite(train_loss):
+        if diverged(train_loss, first_loss, ds.num_classes):
             status = "diverged"
             break
 
@@ -787,6 +810,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
     flops = effective_flops = 0
     history: list[dict[str, Any]] = []
     status = "ok"
+    first_loss = math.nan
     step = 0
     sums: dict[str, float] = defaultdict(float)
     seen = 0
@@ -812,6 +836,8 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
             with timer:
                 metrics = learner.step((x, y), optimizer)
         scheduler.step()
+        if step == 0:
+            first_loss = float(metrics["loss"])
         step += 1
         seen += 1
         for key, value in metrics.items():
@@ -850,7 +876,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
         history.append(entry)
         _emit(progress, "epoch", dict(entry))
         sums, seen = defaultdict(float), 0
-        if not math.isfinite(train_loss):
+        if diverged(train_loss, first_loss, ds.vocab_size):
             status = "diverged"
             break
         model.train()
