@@ -23,9 +23,13 @@ Differences to keep in mind when comparing:
   is that PFA comes close to backprop where FA does not. A 3-epoch run on the first 20000
   images (``--epochs 3 --n-train 20000``), seeds 0 / 1: backprop 17.9 / 17.1 % error, PFA
   18.9 / 18.5 %, FA 35.2 / 29.3 %.
-* ``train loss`` is the last epoch's mean training loss: a run can blow up to a huge but
-  finite loss (DFA at lr 1e-2, seed 1: ~3e13 within one epoch, then chance) and still be
-  reported with status ``ok`` by the run loop, which marks only non-finite losses as diverged.
+* ``train loss`` is the last epoch's mean training loss. A run can blow up to a huge but
+  finite loss (DFA at lr 1e-2, seed 1: ~3e13 within one epoch, then chance); since 2026-11-29
+  the run loop marks such a run ``diverged`` (and stops it) when an epoch's mean loss exceeds
+  100 × max(first step's loss, log 10), as well as when it is not finite.
+* FA and KP draw ``B`` with ``init="kaiming_uniform"`` since 2026-11-29 (``xavier_uniform``
+  before; see ``rules/feedback.py`` for why and the measurements). The PFA/FA numbers below
+  and the tables in ``bench/README.md`` dated earlier used ``xavier_uniform``.
 * ``ms/step`` is each run's own median step time, measured run after run (not interleaved),
   so on a shared machine it moves with the load; ``bench/step_time.py`` gives fair ratios.
 * Only a short run is practical on the 2-core development machine; a 1-3 epoch error is not
