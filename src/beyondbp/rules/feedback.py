@@ -30,8 +30,8 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     ``kaiming_uniform`` 21.5 / 23.2 vs ``xavier_uniform`` 26.8 / 24.3. The price on small MLPs
     with SGD (lr 5e-2, momentum 0.9, 10 epochs, seeds 0/1), where neither init blew up: digits
     6.4 / 5.8 vs 4.2 / 4.4; mnist1d (seed 0) 47.5 vs 46.9; the README's MNIST-1D job (Adam):
-    56.7 % vs 57.6 % test accuracy. frSF and brSF keep ``xavier_uniform``: neither blew up on LeNet with either init, and
-    at lr 1e-2 Xavier gave the lower error (frSF 26.0 / 25.0 / 26.7 vs 32.7 / 28.7 / 34.7); uSF
+    56.7 % vs 57.6 % test accuracy. frSF and brSF keep ``xavier_uniform``: neither blew up on
+    LeNet with either init, and at lr 1e-2 Xavier gave the lower error (frSF 26.0 / 25.0 / 26.7 vs 32.7 / 28.7 / 34.7); uSF
     keeps ``scale="xavier"`` for the same reason (no blow-up; lr 1e-2: 28.4 / 23.1 / 28.4 vs
     ``"fan_in"`` 25.8 / 23.4 / 26.7).
 
