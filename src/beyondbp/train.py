@@ -583,9 +583,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     if isinstance(setup.dataset, TextDataset):
         return _run_language_model(config, progress, setup, started)
     ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
-    optimizer = make_optimizer(config, learner.optimizer_parameters())
-    if config.init_from is not None:
-        ckpt.load(config.init_from, model, learner, optimizer)
+    optimizer = _optimizer(config, setup)
 
     loader = ds.train_loader(config.batch_size, shuffle=True, seed=config.seed)
     test_loader = ds.test_loader(config.eval_batch_size)
@@ -595,16 +593,12 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
     scheduler = make_scheduler(config, optimizer, total_steps)
     diag_batch = (ds.x_test[: config.batch_size].to(device), ds.y_test[: config.batch_size].to(device))
-    flop_step = 1 if total_steps > 1 else 0
 
     _emit(progress, "start", {
         "rule": config.rule, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
         "epochs": math.ceil(total_steps / steps_per_epoch),
     })
-    timer = StepTimer(device)
-    untimed: list[float] = []
-    flops = 0
-    effective_flops = 0
+    meter = _StepMeter(device, total_steps)
     flops_batch = 0
     history: list[dict[str, Any]] = []
     status = "ok"
@@ -620,25 +614,9 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             if step >= total_steps:
                 break
             x, y = x.to(device), y.to(device)
-            if step == flop_step:
-                t0 = time.perf_counter()
-                if isinstance(learner, SparseLearner):  # also counts what sparse kernels would run
-                    metrics, counted = learner.counted_step((x, y), optimizer)
-                    flops, effective_flops = counted["flops_per_step"], counted["effective_flops_per_step"]
-                else:
-                    metrics, flops = run_counted(learner.step, (x, y), optimizer)
-                    effective_flops = flops
-                synchronize(device)
-                untimed.append(time.perf_counter() - t0)
+            metrics = meter.step(step, learner, (x, y), optimizer)
+            if step == meter.flop_step:
                 flops_batch = int(x.shape[0])
-            elif step == 0:
-                t0 = time.perf_counter()
-                metrics = learner.step((x, y), optimizer)
-                synchronize(device)
-                untimed.append(time.perf_counter() - t0)
-            else:
-                with timer:
-                    metrics = learner.step((x, y), optimizer)
             with warnings.catch_warnings():
                 # rules that own their update may not call optimizer.step() on every step
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
@@ -651,68 +629,19 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             for key, value in metrics.items():
                 sums[key] += float(value) * n
             _emit(progress, "step", {"step": step, "total_steps": total_steps, "loss": float(metrics["loss"])})
-        means = {k: v / max(seen, 1) for k, v in sums.items()}
-        train_loss = means.pop("loss", float("nan"))
-        extra = dict(means)
-        extra.update({k: float(v) for k, v in learner.on_epoch_end(epoch).items()})
-        entry: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": train_loss,
-            **evaluate(learner, test_loader, device),
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "elapsed": time.perf_counter() - started,
-            "metrics": extra,
-            "diagnostics": {},
-        }
-        if config.diagnostics:
-            # eval mode: the rule's update and backprop's gradient see the same forward pass
-            # (no dropout masks drawn twice, no BatchNorm statistics updated); the RNG state
-            # is restored so that diagnostics never change the training that follows
-            with torch.random.fork_rng(devices=[]):
-                model.eval()
-                try:
-                    entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
-                finally:
-                    model.train()
-        history.append(entry)
-        _emit(progress, "epoch", dict(entry))
+        train_loss, extra = _period_metrics(sums, seen, learner, epoch)
+        head = {"epoch": epoch, "step": step, "train_loss": train_loss, **evaluate(learner, test_loader, device)}
+        _record(config, progress, setup, optimizer, history, head, extra, started, diag_batch)
         if diverged(train_loss, first_loss, ds.num_classes):
             status = "diverged"
             break
 
-    if config.checkpoint is not None:
-        ckpt.save(config.checkpoint, model, learner, optimizer, meta=_checkpoint_meta(config, ds, epoch, step))
-
-    time_per_step = timer.median()
-    timed = len(timer)
-    if time_per_step is None and untimed:
-        time_per_step = float(np.median(untimed))
-    last = history[-1]
-    final = {
-        "train_loss": last["train_loss"],
-        "test_loss": last["test_loss"],
-        "test_accuracy": last["test_accuracy"],
-        "diagnostics": dict(last["diagnostics"]),
-    }
-    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_"))
-    sparse = isinstance(learner, SparseLearner)
-    result = RunResult(
-        config=config.model_dump(),
-        rule=config.rule,
-        rule_options=effective_rule_options(config),
-        history=history,
-        final=final,
-        flops_per_step=int(flops),
+    return _finish(
+        config, progress, setup, optimizer, meter, history, status, started,
+        checkpoint_meta=lambda: _checkpoint_meta(config, list(ds.input_shape), ds.num_classes, epoch=epoch, step=step),
         flops_batch_size=flops_batch,
-        time_per_step=time_per_step,
-        timed_steps=timed,
-        n_params=int(n_params),
         steps=step,
         epochs=epoch,
-        total_time=time.perf_counter() - started,
-        train_time=timer.total + sum(untimed),
-        status=status,
         data={
             "name": ds.name,
             "description": ds.description,
@@ -721,18 +650,179 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             "input_shape": list(ds.input_shape),
             "num_classes": ds.num_classes,
         },
-        environment=_environment(device),
+    )
+
+
+def _optimizer(config: RunConfig, setup: Setup) -> torch.optim.Optimizer:
+    """The run's optimizer over the learner's parameters, loaded from ``init_from`` if given."""
+    optimizer = make_optimizer(config, setup.learner.optimizer_parameters())
+    if config.init_from is not None:
+        ckpt.load(config.init_from, setup.model, setup.learner, optimizer)
+    return optimizer
+
+
+class _StepMeter:
+    """Runs a run's training steps and measures them: step ``flop_step`` (the second, or the only
+    one) under the FLOP counter, step 0 (warm-up) timed apart, every other one by a
+    :class:`~beyondbp.compute.StepTimer`."""
+
+    def __init__(self, device: torch.device, total_steps: int) -> None:
+        self.device = device
+        self.flop_step = 1 if total_steps > 1 else 0
+        self.timer = StepTimer(device)
+        self.untimed: list[float] = []
+        self.flops = 0
+        self.effective_flops = 0
+
+    def step(
+        self, step: int, learner: rules_mod.Learner, batch: tuple[Tensor, Tensor], optimizer: torch.optim.Optimizer
+    ) -> dict[str, Any]:
+        if step == self.flop_step:
+            t0 = time.perf_counter()
+            if isinstance(learner, SparseLearner):  # also counts what sparse kernels would run
+                metrics, counted = learner.counted_step(batch, optimizer)
+                self.flops, self.effective_flops = counted["flops_per_step"], counted["effective_flops_per_step"]
+            else:
+                metrics, self.flops = run_counted(learner.step, batch, optimizer)
+                self.effective_flops = self.flops
+            synchronize(self.device)
+            self.untimed.append(time.perf_counter() - t0)
+        elif step == 0:
+            t0 = time.perf_counter()
+            metrics = learner.step(batch, optimizer)
+            synchronize(self.device)
+            self.untimed.append(time.perf_counter() - t0)
+        else:
+            with self.timer:
+                metrics = learner.step(batch, optimizer)
+        return metrics
+
+    def time_per_step(self) -> float | None:
+        """Median timed step; the median of the untimed ones when no step was timed."""
+        time_per_step = self.timer.median()
+        if time_per_step is None and self.untimed:
+            time_per_step = float(np.median(self.untimed))
+        return time_per_step
+
+
+def _period_metrics(
+    sums: Mapping[str, float], seen: int, learner: rules_mod.Learner, index: int
+) -> tuple[float, dict[str, float]]:
+    """The mean training loss of an epoch (or evaluation period) from the metric sums over
+    ``seen`` (weights), and the other metrics' means merged with ``on_epoch_end(index)``."""
+    means = {k: v / max(seen, 1) for k, v in sums.items()}
+    train_loss = means.pop("loss", float("nan"))
+    extra = dict(means)
+    extra.update({k: float(v) for k, v in learner.on_epoch_end(index).items()})
+    return train_loss, extra
+
+
+def _record(
+    config: RunConfig,
+    progress: Progress | None,
+    setup: Setup,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, Any]],
+    head: dict[str, Any],
+    extra: dict[str, float],
+    started: float,
+    diag_batch: tuple[Tensor, ...],
+) -> None:
+    """Append a history entry (``head``, then ``lr``, ``elapsed``, ``metrics`` and ``diagnostics``)
+    and emit it as an ``"epoch"`` event."""
+    entry: dict[str, Any] = {
+        **head,
+        "lr": float(optimizer.param_groups[0]["lr"]),
+        "elapsed": time.perf_counter() - started,
+        "metrics": extra,
+        "diagnostics": {},
+    }
+    if config.diagnostics:
+        # eval mode: the rule's update and backprop's gradient see the same forward pass
+        # (no dropout masks drawn twice, no BatchNorm statistics updated); the RNG state
+        # is restored so that diagnostics never change the training that follows
+        model, learner = setup.model, setup.learner
+        with torch.random.fork_rng(devices=[]):
+            model.eval()
+            try:
+                entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
+            finally:
+                model.train()
+    history.append(entry)
+    _emit(progress, "epoch", dict(entry))
+
+
+def _finish(
+    config: RunConfig,
+    progress: Progress | None,
+    setup: Setup,
+    optimizer: torch.optim.Optimizer,
+    meter: _StepMeter,
+    history: list[dict[str, Any]],
+    status: str,
+    started: float,
+    *,
+    checkpoint_meta: Callable[[], dict[str, Any]],
+    flops_batch_size: int,
+    steps: int,
+    epochs: int,
+    data: dict[str, Any],
+    final_keys: Sequence[str] = ("train_loss", "test_loss", "test_accuracy"),
+    tokens_per_step: int | None = None,
+) -> RunResult:
+    """The end of a run: save the checkpoint if asked, assemble the :class:`RunResult`, detach
+    the learner and emit ``"end"``. ``final`` takes ``final_keys`` and the diagnostics from the
+    last history entry; with ``tokens_per_step`` (language models) the token fields are filled."""
+    model, learner = setup.model, setup.learner
+    if config.checkpoint is not None:
+        ckpt.save(config.checkpoint, model, learner, optimizer, meta=checkpoint_meta())
+
+    time_per_step = meter.time_per_step()
+    last = history[-1]
+    final = {key: last[key] for key in final_keys}
+    final["diagnostics"] = dict(last["diagnostics"])
+    # the model proper: a rule's own ``bbp_`` tensors (feedback matrices, ...) are not counted
+    n_params = int(sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_")))
+    sparse = isinstance(learner, SparseLearner)
+    tokens: dict[str, Any] = {}
+    if tokens_per_step is not None:
+        tokens = {
+            "tokens": steps * tokens_per_step,
+            "flops_per_token": meter.flops / tokens_per_step,
+            "time_per_token": None if time_per_step is None else time_per_step / tokens_per_step,
+        }
+    result = RunResult(
+        config=config.model_dump(),
+        rule=config.rule,
+        rule_options=effective_rule_options(config),
+        history=history,
+        final=final,
+        flops_per_step=int(meter.flops),
+        flops_batch_size=flops_batch_size,
+        time_per_step=time_per_step,
+        timed_steps=len(meter.timer),
+        n_params=n_params,
+        steps=steps,
+        epochs=epochs,
+        total_time=time.perf_counter() - started,
+        train_time=meter.timer.total + sum(meter.untimed),
+        status=status,
+        data=data,
+        environment=_environment(setup.device),
         checkpoint=config.checkpoint,
-        effective_flops_per_step=int(effective_flops),
-        n_active_params=int(learner.n_active_params()) if sparse else int(n_params),
+        effective_flops_per_step=int(meter.effective_flops),
+        n_active_params=int(learner.n_active_params()) if sparse else n_params,
         sparsity=learner.summary() if sparse else {},
+        **tokens,
     )
     learner.detach()
     _emit(progress, "end", {"result": result})
     return result
 
 
-def _checkpoint_meta(config: RunConfig, ds: data_mod.Dataset, epoch: int, step: int) -> dict[str, Any]:
+def _checkpoint_meta(config: RunConfig, input_shape: list[int], num_classes: int, **position: Any) -> dict[str, Any]:
+    """A checkpoint's ``meta``: the run's rule, model and data, then ``position`` (where training
+    stopped: epoch/step, or context/codec/step/tokens for a language model), then the config."""
     return {
         "rule": config.rule,
         "rule_options": effective_rule_options(config),
@@ -740,10 +830,9 @@ def _checkpoint_meta(config: RunConfig, ds: data_mod.Dataset, epoch: int, step: 
         "model": config.model,
         "model_options": dict(config.model_options),
         "data": config.data,
-        "input_shape": list(ds.input_shape),
-        "num_classes": ds.num_classes,
-        "epoch": epoch,
-        "step": step,
+        "input_shape": input_shape,
+        "num_classes": num_classes,
+        **position,
         "config": config.model_dump(),
     }
 
@@ -791,9 +880,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
     """Token-budgeted training of a language model (see "Language models" in the module docstring)."""
     ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
     assert isinstance(ds, TextDataset)
-    optimizer = make_optimizer(config, learner.optimizer_parameters())
-    if config.init_from is not None:
-        ckpt.load(config.init_from, model, learner, optimizer)
+    optimizer = _optimizer(config, setup)
     context = lm_context(config)
     per_step = config.batch_size * context
     total_steps = config.steps if config.steps is not None else max(1, math.ceil(config.tokens / per_step))
@@ -801,13 +888,10 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
     n_evals = min(LM_EVALS, total_steps)
     eval_steps = sorted({max(1, round(total_steps * (k + 1) / n_evals)) for k in range(n_evals)})
     diag_batch = tuple(t.to(device) for t in ds.val_windows(context, config.batch_size))
-    flop_step = 1 if total_steps > 1 else 0
 
     _emit(progress, "start", {"rule": config.rule, "total_steps": total_steps, "steps_per_epoch": total_steps,
                               "epochs": 1, "tokens": total_steps * per_step})
-    timer = StepTimer(device)
-    untimed: list[float] = []
-    flops = effective_flops = 0
+    meter = _StepMeter(device, total_steps)
     history: list[dict[str, Any]] = []
     status = "ok"
     first_loss = math.nan
@@ -817,24 +901,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
     model.train()
     for x, y in ds.batches(config.batch_size, context, seed=config.seed, steps=total_steps):
         x, y = x.to(device), y.to(device)
-        if step == flop_step:
-            t0 = time.perf_counter()
-            if isinstance(learner, SparseLearner):
-                metrics, counted = learner.counted_step((x, y), optimizer)
-                flops, effective_flops = counted["flops_per_step"], counted["effective_flops_per_step"]
-            else:
-                metrics, flops = run_counted(learner.step, (x, y), optimizer)
-                effective_flops = flops
-            synchronize(device)
-            untimed.append(time.perf_counter() - t0)
-        elif step == 0:
-            t0 = time.perf_counter()
-            metrics = learner.step((x, y), optimizer)
-            synchronize(device)
-            untimed.append(time.perf_counter() - t0)
-        else:
-            with timer:
-                metrics = learner.step((x, y), optimizer)
+        metrics = meter.step(step, learner, (x, y), optimizer)
         scheduler.step()
         if step == 0:
             first_loss = float(metrics["loss"])
@@ -846,14 +913,11 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
         if step not in eval_steps:
             continue
         index = len(history) + 1
-        means = {k: v / max(seen, 1) for k, v in sums.items()}
-        train_loss = means.pop("loss", float("nan"))
-        extra = dict(means)
-        extra.update({k: float(v) for k, v in learner.on_epoch_end(index).items()})
+        train_loss, extra = _period_metrics(sums, seen, learner, index)
         windows = config.eval_windows if step == total_steps else min(config.eval_windows or LM_CURVE_WINDOWS,
                                                                       LM_CURVE_WINDOWS)
         val = ds.val_metrics(model, context, batch_size=config.eval_batch_size, max_windows=windows, device=device)
-        entry: dict[str, Any] = {
+        head = {
             "epoch": index,
             "step": step,
             "tokens": step * per_step,
@@ -861,60 +925,23 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
             "test_loss": val["loss"],
             "test_accuracy": val["accuracy"],
             "val_loss": val["loss"],
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "elapsed": time.perf_counter() - started,
-            "metrics": extra,
-            "diagnostics": {},
         }
-        if config.diagnostics:
-            with torch.random.fork_rng(devices=[]):
-                model.eval()
-                try:
-                    entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
-                finally:
-                    model.train()
-        history.append(entry)
-        _emit(progress, "epoch", dict(entry))
+        _record(config, progress, setup, optimizer, history, head, extra, started, diag_batch)
         sums, seen = defaultdict(float), 0
         if diverged(train_loss, first_loss, ds.vocab_size):
             status = "diverged"
             break
         model.train()
 
-    if config.checkpoint is not None:
-        meta = _checkpoint_meta_lm(config, ds, context, step, per_step)
-        ckpt.save(config.checkpoint, model, learner, optimizer, meta=meta)
-
-    time_per_step = timer.median()
-    timed = len(timer)
-    if time_per_step is None and untimed:
-        time_per_step = float(np.median(untimed))
-    last = history[-1]
-    final = {
-        "train_loss": last["train_loss"],
-        "test_loss": last["test_loss"],
-        "test_accuracy": last["test_accuracy"],
-        "val_loss": last["val_loss"],
-        "diagnostics": dict(last["diagnostics"]),
-    }
-    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_"))
-    sparse = isinstance(learner, SparseLearner)
-    result = RunResult(
-        config=config.model_dump(),
-        rule=config.rule,
-        rule_options=effective_rule_options(config),
-        history=history,
-        final=final,
-        flops_per_step=int(flops),
+    return _finish(
+        config, progress, setup, optimizer, meter, history, status, started,
+        checkpoint_meta=lambda: _checkpoint_meta(
+            config, [context], ds.vocab_size,
+            context=context, codec=ds.codec.to_dict(), step=step, tokens=step * per_step,
+        ),
         flops_batch_size=config.batch_size,
-        time_per_step=time_per_step,
-        timed_steps=timed,
-        n_params=int(n_params),
         steps=step,
         epochs=len(history),
-        total_time=time.perf_counter() - started,
-        train_time=timer.total + sum(untimed),
-        status=status,
         data={
             "name": ds.name,
             "description": ds.description,
@@ -926,33 +953,6 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
             "context": context,
             "baselines": ds.baselines(),
         },
-        environment=_environment(device),
-        checkpoint=config.checkpoint,
-        effective_flops_per_step=int(effective_flops),
-        n_active_params=int(learner.n_active_params()) if sparse else int(n_params),
-        sparsity=learner.summary() if sparse else {},
-        tokens=step * per_step,
-        flops_per_token=flops / per_step,
-        time_per_token=None if time_per_step is None else time_per_step / per_step,
+        final_keys=("train_loss", "test_loss", "test_accuracy", "val_loss"),
+        tokens_per_step=per_step,
     )
-    learner.detach()
-    _emit(progress, "end", {"result": result})
-    return result
-
-
-def _checkpoint_meta_lm(config: RunConfig, ds: TextDataset, context: int, step: int, per_step: int) -> dict[str, Any]:
-    return {
-        "rule": config.rule,
-        "rule_options": effective_rule_options(config),
-        "sparsity": config.sparsity,
-        "model": config.model,
-        "model_options": dict(config.model_options),
-        "data": config.data,
-        "input_shape": [context],
-        "num_classes": ds.vocab_size,
-        "context": context,
-        "codec": ds.codec.to_dict(),
-        "step": step,
-        "tokens": step * per_step,
-        "config": config.model_dump(),
-    }
