@@ -274,10 +274,8 @@ def test_layerwise_local_rules_refuse_the_transformer(name):
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    from beyondbp.data.text import default_shakespeare_path, load_shakespeare_char
+    from beyondbp.data.text import load_shakespeare_char
 
-    if not default_shakespeare_path().is_file():
-        pytest.skip(f"tiny-shakespeare is not at {default_shakespeare_path()}")
     return load_shakespeare_char()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from beyondbp import data
-from beyondbp.data.text import TextCodec, TextDataset, default_shakespeare_path, load_shakespeare_char, load_text
+from beyondbp.data.text import SHAKESPEARE_SHA256, TextCodec, TextDataset, load_shakespeare_char, load_text, shakespeare_bytes
 from beyondbp.errors import ConfigError, DataError
 
 CORPUS = "the cat sat on the mat. the dog sat on the log.\n" * 20 + "a zebra!\n"
@@ -77,9 +78,19 @@ def test_missing_file_says_where_and_how(tmp_path):
         load_text(path=empty)
 
 
-def test_default_path_points_at_the_shared_corpus():
-    path = default_shakespeare_path()
-    assert path.parts[-4:] == ("shared", "data", "tinyshakespeare", "input.txt")
+def test_packaged_corpus_is_tiny_shakespeare_byte_for_byte():
+    raw = shakespeare_bytes()
+    assert len(raw) == 1115394
+    assert hashlib.sha256(raw).hexdigest() == SHAKESPEARE_SHA256
+
+
+def test_default_corpus_loads_from_any_directory_and_data_dir_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ../shared here: the packaged copy must be used
+    ds = data.load("shakespeare-char")
+    assert ds.vocab_size == 65 and ds.decode(ds.train[:14]) == "First Citizen:"
+    (tmp_path / "input.txt").write_text("abcabcabd" * 50, encoding="utf-8")
+    own = data.load("shakespeare-char", str(tmp_path))
+    assert own.vocab_size == 4 and own.decode(own.train[:4]) == "abca"
 
 
 def test_batches_are_seeded_windows_of_the_training_split(corpus):
@@ -161,9 +172,6 @@ def test_val_loss_is_deterministic_and_restores_training_mode(corpus):
 
 
 def test_shakespeare_defaults():
-    path = default_shakespeare_path()
-    if not path.is_file():
-        pytest.skip(f"tiny-shakespeare is not at {path}")
     ds = data.load("shakespeare-char")
     assert isinstance(ds, TextDataset) and ds.vocab_size == 65
     assert len(ds.train) + len(ds.val) == 1115394 and len(ds.train) == round(1115394 * 0.9)

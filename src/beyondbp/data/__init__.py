@@ -25,8 +25,8 @@ text           any file at byte level; ``path=None``, ``val_fraction=0.1``; the 
 ============== ========================================================================
 
 ``shakespeare-char`` (options ``path=None``, ``val_fraction=0.1``) is character-level
-tiny-shakespeare; ``data_dir`` may be the file or its directory, and the default location is
-``../shared/data/tinyshakespeare/input.txt``. The two language-model sets return a
+tiny-shakespeare; ``data_dir`` may be the file or its directory, and by default the copy shipped
+inside the package is read (origin in :mod:`beyondbp.data.text`). The two language-model sets return a
 :class:`TextDataset` (a token stream with random windows; runs are measured in tokens)
 instead of a :class:`Dataset`; see :mod:`beyondbp.data.text`.
 

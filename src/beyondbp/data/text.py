@@ -7,8 +7,15 @@ token budget, not a number of epochs.
 * ``shakespeare-char`` — character level. The vocabulary is the sorted set of characters of
   the whole file (65 for tiny-shakespeare). The file is read from ``path`` if given, else from
   ``data_dir`` (the file itself, or a directory holding ``input.txt`` or
-  ``tinyshakespeare/input.txt``), else from ``../shared/data/tinyshakespeare/input.txt``
-  relative to the current directory or to the repository this package was installed from.
+  ``tinyshakespeare/input.txt``), else from the copy shipped inside the package
+  (``beyondbp/data/corpora/tinyshakespeare.txt.xz``), so it works after a plain install from any
+  working directory.
+
+  Origin of the shipped copy: tiny-shakespeare, about 40,000 lines of Shakespeare's plays (public
+  domain), as published in ``data/tinyshakespeare/input.txt`` of Andrej Karpathy's public
+  repository karpathy/char-rnn — 1,115,394 bytes, SHA-256
+  ``86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed`` — compressed with xz
+  (about 0.36 MB). Decompressing it gives that file byte for byte (a test checks the hash).
 * ``text`` — any UTF-8 (or other) file at byte level: 256 tokens, one per byte value; decoding
   turns bytes back into text, replacing invalid UTF-8 sequences.
 
@@ -25,8 +32,10 @@ over fixed, non-overlapping windows of the validation tokens (the same windows e
 
 from __future__ import annotations
 
+import lzma
 import math
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,9 +45,11 @@ from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError, DataError
 
-__all__ = ["TextCodec", "TextDataset", "default_shakespeare_path", "load_shakespeare_char", "load_text"]
+__all__ = ["TextCodec", "TextDataset", "load_shakespeare_char", "load_text", "shakespeare_bytes"]
 
-SHAKESPEARE_RELATIVE = Path("..") / "shared" / "data" / "tinyshakespeare" / "input.txt"
+#: The packaged tiny-shakespeare corpus (xz-compressed) and the SHA-256 of its decompressed bytes.
+SHAKESPEARE_PACKAGED = "tinyshakespeare.txt.xz"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -292,28 +303,19 @@ class TextDataset:
 
 
 # -- loaders ---------------------------------------------------------------------------------------
-def _repo_root() -> Path | None:
-    """The checkout this package was installed from (editable installs), if any."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "src" / "beyondbp").is_dir():
-            return parent
-    return None
+def shakespeare_bytes() -> bytes:
+    """The tiny-shakespeare corpus shipped inside the package, decompressed."""
+    source = resources.files("beyondbp.data").joinpath("corpora", SHAKESPEARE_PACKAGED)
+    try:
+        return lzma.decompress(source.read_bytes())
+    except (OSError, lzma.LZMAError) as exc:
+        raise DataError(
+            f"the packaged tiny-shakespeare corpus ({source}) is missing or damaged ({exc}); reinstall "
+            "beyondbp, or pass the text with path=... or data_dir=... (--data-dir on the command line)"
+        ) from exc
 
 
-def default_shakespeare_path() -> Path:
-    """Where tiny-shakespeare is looked for when no path is given (the first that exists)."""
-    candidates = [Path.cwd() / SHAKESPEARE_RELATIVE]
-    root = _repo_root()
-    if root is not None:
-        candidates.append(root / SHAKESPEARE_RELATIVE)
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    return candidates[-1].resolve() if root is not None else candidates[0].resolve()
-
-
-def _resolve(path: str | os.PathLike | None, data_dir: str | os.PathLike | None, default: Path | None,
+def _resolve(path: str | os.PathLike | None, data_dir: str | os.PathLike | None,
              names: tuple[str, ...], hint: str) -> Path:
     if path is not None:
         file = Path(path).expanduser()
@@ -325,8 +327,6 @@ def _resolve(path: str | os.PathLike | None, data_dir: str | os.PathLike | None,
                 listed = " or ".join(str(file / n) for n in names)
                 raise DataError(f"No text file {listed} exists; {hint}.")
             file = found[0]
-    elif default is not None:
-        file = default
     else:
         raise DataError(f"No text file was given; {hint}.")
     if not file.is_file():
@@ -345,8 +345,9 @@ def _read(file: Path, hint: str) -> bytes:
 
 
 _SHAKESPEARE_HINT = (
-    "tiny-shakespeare is expected at ../shared/data/tinyshakespeare/input.txt relative to the "
-    "project root; pass another location with path=... or data_dir=... (--data-dir on the command line)"
+    "give the text as a file, or a directory holding input.txt or tinyshakespeare/input.txt, with "
+    "path=... or data_dir=... (--data-dir on the command line); without either, the copy shipped "
+    "with the package is used"
 )
 
 
@@ -357,9 +358,11 @@ def load_shakespeare_char(
     val_fraction: float = 0.1,
 ) -> TextDataset:
     """Character-level tiny-shakespeare (or any text file treated the same way)."""
-    file = _resolve(path, data_dir, default_shakespeare_path(), ("input.txt", "tinyshakespeare/input.txt"),
-                    _SHAKESPEARE_HINT)
-    raw = _read(file, _SHAKESPEARE_HINT)
+    if path is None and data_dir is None:
+        file, raw = "the packaged tiny-shakespeare", shakespeare_bytes()
+    else:
+        file = _resolve(path, data_dir, ("input.txt", "tinyshakespeare/input.txt"), _SHAKESPEARE_HINT)
+        raw = _read(file, _SHAKESPEARE_HINT)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -391,7 +394,7 @@ def load_text(
     val_fraction: float = 0.1,
 ) -> TextDataset:
     """Any file at byte level (256 tokens); ``data_dir`` may be the file or a directory with ``input.txt``."""
-    file = _resolve(path, data_dir, None, ("input.txt",), _TEXT_HINT)
+    file = _resolve(path, data_dir, ("input.txt",), _TEXT_HINT)
     raw = _read(file, _TEXT_HINT)
     tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int64)
     return TextDataset(
