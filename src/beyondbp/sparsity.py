@@ -279,10 +279,9 @@ class SparseLearner(Learner):
         self._check_live()
         return self.inner.predict(x)
 
-    def estimate(self, batch: Batch) -> dict[str, Tensor]:
+    def _estimate(self, batch: Batch) -> dict[str, Tensor]:
         """The rule's update direction, zero at absent connections (rules that compute updates
         outside autograd, such as SoftHebb, are masked here rather than by the gradient hook)."""
-        self._check_live()
         out = self.inner.estimate(batch)
         params = dict(self.model.named_parameters())
         for name, layer in self.sparse_layers.items():
@@ -294,11 +293,13 @@ class SparseLearner(Learner):
                         out[key] = value * layer.mask
         return out
 
-    def backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
-        self._check_live()
+    def _backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
         return self.inner.backprop_gradients(batch)
 
-    def diagnostics(self, batch: Batch) -> dict[str, float]:
+    def generators(self) -> list[torch.Generator]:
+        return [self._generator, *self.inner.generators()]
+
+    def _diagnostics(self, batch: Batch) -> dict[str, float]:
         out = self.inner.diagnostics(batch)
         for name, d in self.density().items():
             out[f"density/{name}"] = d

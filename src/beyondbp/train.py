@@ -739,15 +739,13 @@ def _record(
     }
     if config.diagnostics:
         # eval mode: the rule's update and backprop's gradient see the same forward pass
-        # (no dropout masks drawn twice, no BatchNorm statistics updated); the RNG state
-        # is restored so that diagnostics never change the training that follows
+        # (no dropout masks, BatchNorm's running statistics); ``measuring`` puts every module's
+        # mode, every buffer, the RNG and the rule's generators back afterwards, so diagnostics
+        # never change the training that follows
         model, learner = setup.model, setup.learner
-        with torch.random.fork_rng(devices=[]):
+        with learner.measuring():
             model.eval()
-            try:
-                entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
-            finally:
-                model.train()
+            entry["diagnostics"] = {k: float(v) for k, v in learner.diagnostics(diag_batch).items()}
     history.append(entry)
     _emit(progress, "epoch", dict(entry))
 

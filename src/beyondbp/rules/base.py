@@ -173,15 +173,26 @@ class Learner:
         finally:
             self.model.train(was_training)
 
+    # The three measuring methods below are final: a subclass overrides ``_estimate``,
+    # ``_backprop_gradients`` or ``_diagnostics`` instead, and the public method runs it inside
+    # :meth:`measuring`, so that no rule can forget to leave the model as it was.
     def estimate(self, batch: Batch) -> dict[str, Tensor]:
-        """The rule's update direction per parameter (gradient convention), without stepping."""
+        """The rule's update direction per parameter (gradient convention), without stepping.
+
+        Computed in the model's current mode (a training-mode model uses batch statistics and
+        draws dropout masks, as a training step would); afterwards weights, ``.grad``, buffers
+        (BatchNorm running statistics), module modes, the global RNG and the rule's own
+        generators are exactly as they were (see :meth:`measuring`)."""
         self._check_live()
-        return self._gradients(batch, use_rule=True)
+        with self.measuring():
+            return self._estimate(batch)
 
     def backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
-        """True backprop gradients of the same loss, for comparison with :meth:`estimate`."""
+        """True backprop gradients of the same loss, for comparison with :meth:`estimate`
+        (same guarantees: nothing the model, the RNG or the rule holds is changed)."""
         self._check_live()
-        return self._gradients(batch, use_rule=False)
+        with self.measuring():
+            return self._backprop_gradients(batch)
 
     def detach(self) -> None:
         """Undo :meth:`Rule.attach`: the model computes and learns exactly as before."""
@@ -193,7 +204,65 @@ class Learner:
         self._detached = True
 
     def diagnostics(self, batch: Batch) -> dict[str, float]:
-        """Per-layer measurements of how the rule relates to backprop (see ``analysis.alignment``)."""
+        """Per-layer measurements of how the rule relates to backprop (see ``analysis.alignment``),
+        leaving model, RNG and rule state exactly as they were (see :meth:`measuring`)."""
+        self._check_live()
+        with self.measuring():
+            return self._diagnostics(batch)
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Run a measurement without side effects on what is measured.
+
+        Saves, and restores on exit (also after an error): every parameter's ``.grad``, every
+        buffer of the model (in place, so references stay valid), every module's train/eval
+        flag, the global torch RNG (CPU and the model's CUDA devices) and the state of every
+        generator the rule draws from (:meth:`generators`). Weights are not copied: measuring
+        code must not write them, and the rule contract tests check that it does not.
+        """
+        grads = [(p, p.grad) for p in self.model.parameters()]
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
+        modes = [(m, m.training) for m in self.model.modules()]
+        gens = [(g, g.get_state()) for g in self.generators()]
+        devices = sorted(
+            {t.device.index or 0 for t in list(self.model.parameters()) + list(self.model.buffers()) if t.is_cuda}
+        )
+        try:
+            with torch.random.fork_rng(devices=devices):
+                yield
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
+            for p, g in grads:
+                p.grad = g
+            for m, mode in modes:
+                m.training = mode
+            for g, state in gens:
+                g.set_state(state)
+
+    def generators(self) -> list[torch.Generator]:
+        """Every ``torch.Generator`` the rule draws from while training (restored by
+        :meth:`measuring`). Rules that own generators must list them here."""
+        return []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("estimate", "backprop_gradients", "diagnostics"):
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} overrides Learner.{name}; override _{name} instead, so that the "
+                    "public method keeps the model, the RNG and the rule state as they were"
+                )
+
+    # -- what the measuring methods compute (override these) ------------------------------------
+    def _estimate(self, batch: Batch) -> dict[str, Tensor]:
+        return self._gradients(batch, use_rule=True)
+
+    def _backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
+        return self._gradients(batch, use_rule=False)
+
+    def _diagnostics(self, batch: Batch) -> dict[str, float]:
         from ..analysis.alignment import diagnostics
 
         return diagnostics(self, batch)

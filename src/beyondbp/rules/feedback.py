@@ -261,9 +261,13 @@ class FeedbackPathLearner(Learner):
     def trained_layers(self) -> dict[str, nn.Module]:
         return dict(self.layers)
 
+    def generators(self) -> list[torch.Generator]:
+        return self.rule.generators()  # type: ignore[attr-defined]
+
     def feedback_matrix(self, layer_name: str) -> Tensor | None:
         module = self.layers[layer_name]
-        with torch.no_grad():
+        # measuring: a rule that redraws its feedback (brSF) must not advance its generator
+        with self.measuring(), torch.no_grad():
             feedback, scale = self.rule.feedback(module)  # type: ignore[attr-defined]
             return (feedback * scale).detach().clone()
 
@@ -299,6 +303,10 @@ class FeedbackPathRule(Rule):
 
     def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
         pass
+
+    def generators(self) -> list[torch.Generator]:
+        """Generators drawn from during training (rules that redraw feedback every step)."""
+        return []
 
 
 class FA(FeedbackPathRule):
@@ -381,6 +389,9 @@ class BRSF(FeedbackPathRule):
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
         self._generators[id(module)] = layer_generator(self.seed, index)
+
+    def generators(self) -> list[torch.Generator]:
+        return list(self._generators.values())
 
     def feedback(self, module: nn.Module, out: Tensor | None = None) -> tuple[Tensor, float]:
         w = module.weight.detach()

@@ -370,10 +370,12 @@ class FFLearner(Learner):
         finally:
             self.model.train(was_training)
 
-    def estimate(self, batch: Batch) -> dict[str, Tensor]:
-        self._check_live()
+    def generators(self) -> list[torch.Generator]:
+        return [self.generator]
+
+    def _estimate(self, batch: Batch) -> dict[str, Tensor]:
         if not self._active:
-            return super().estimate(batch)
+            return super()._estimate(batch)
         gen = torch.Generator().manual_seed(0)
         gen.set_state(self.generator.get_state())
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}

@@ -244,10 +244,9 @@ class ILLearner(Learner):
             "nudge": relax.betas[-1],
         }
 
-    def estimate(self, batch: Batch) -> dict[str, Tensor]:
-        self._check_live()
+    def _estimate(self, batch: Batch) -> dict[str, Tensor]:
         if not self._active:
-            return super().estimate(batch)
+            return super()._estimate(batch)
         return self.local_gradients(batch)[0]
 
     def _optimizer_lr(self, optimizer: torch.optim.Optimizer) -> float:

@@ -268,7 +268,7 @@ class PFALearner(FeedbackPathLearner):
             R, B = module.bbp_R, module.bbp_B
             return B.matmul(R.flatten(1)).view_as(module.weight).detach().clone()
 
-    def diagnostics(self, batch: Batch) -> dict[str, float]:
+    def _diagnostics(self, batch: Batch) -> dict[str, float]:
         """Gradient alignment plus, per layer, ``path_angle/<layer>`` (degrees between ``B·R``
         and ``W``) and ``path_norm_ratio/<layer>`` (``‖B·R‖/‖W‖``), the paper's path metrics."""
         from ..analysis.alignment import gradient_alignment, weight_alignment

@@ -336,9 +336,8 @@ class SoftHebbLearner(Learner):
     def optimizer_parameters(self) -> list[nn.Parameter]:
         return list(self.classifier.parameters())
 
-    def estimate(self, batch: Batch) -> dict[str, Tensor]:
+    def _estimate(self, batch: Batch) -> dict[str, Tensor]:
         """Hebbian weights: ``−(change one Hebbian step would make)``; classifier: CE gradient."""
-        self._check_live()
         x, y = check_batch(batch)
         with self._restored_buffers():
             updates, _ = self._hebbian_updates(x)
@@ -347,9 +346,8 @@ class SoftHebbLearner(Learner):
             out.update(self._classifier_gradients(x, y))
         return out
 
-    def backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
+    def _backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
         """Backprop gradients of the label loss for every parameter (as if nothing were frozen)."""
-        self._check_live()
         with self._all_trainable(), self._restored_buffers():
             return self._gradients(batch, use_rule=False)
 
