@@ -105,8 +105,11 @@ def test_compare_backprop_alone_writes_to_the_default_directory(capsys, tmp_path
     assert code == 0, err
     payload = json.loads((tmp_path / "results" / "compare-mnist1d-mlp" / "results.json").read_text())
     assert [r["rule"] for r in payload["runs"]] == ["backprop"] and payload["runs"][0]["steps"] == 5
-    # a second compare into the same directory replaces the files
+    # a second compare into the same directory is refused, and replaces it with --overwrite
     code, _, err = cli(capsys, "compare", "--rules", "backprop", *args, "--steps", "6")
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "results" / "compare-mnist1d-mlp" / "results.json").read_text())["runs"][0]["steps"] == 5
+    code, _, err = cli(capsys, "compare", "--rules", "backprop", *args, "--steps", "6", "--overwrite")
     assert code == 0, err
     payload = json.loads((tmp_path / "results" / "compare-mnist1d-mlp" / "results.json").read_text())
     assert payload["runs"][0]["steps"] == 6

@@ -8,8 +8,9 @@ A checkpoint is one ``torch.save`` file holding a dict::
      "optimizer": optimizer.state_dict() or None,
      "meta": {...}}                        # rule / model / data names and options, shapes, ...
 
-:func:`save` writes it atomically: to a temporary file in the target directory, then
-``os.replace`` — a crash or an error never leaves a half-written checkpoint behind.
+:func:`save` writes it atomically (:func:`beyondbp.files.atomic_write_bytes`): to a temporary
+file in the target directory, then ``os.replace`` — a crash or an error never leaves a
+half-written checkpoint behind — with the permissions of the user's umask.
 :func:`load` reads it with ``torch.load(weights_only=True)`` and checks, before changing
 anything, that the key set and every tensor's shape agree with the model (and the optimizer);
 a mismatch, a missing file or a corrupt file is a :class:`~beyondbp.errors.CheckpointError`
@@ -22,7 +23,6 @@ attached to the model *before* :func:`load`, so that the model's state dict has 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import BeyondBPError, CheckpointError
+from .files import atomic_write_bytes
 
 __all__ = ["FORMAT", "VERSION", "load", "read", "save"]
 
@@ -52,26 +53,6 @@ def _plain(value: Any) -> Any:
     raise CheckpointError(
         f"checkpoint meta can hold only numbers, strings, lists and dicts, got {type(value).__name__}"
     )
-
-
-def atomic_write_bytes(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def save(

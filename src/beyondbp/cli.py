@@ -6,10 +6,19 @@
     beyondbp train --model gpt --data shakespeare-char --rule dfa --tokens 2e6 --n-layer 4 --d-model 128
     beyondbp sample --checkpoint gpt.pt --prompt "ROMEO:" --tokens 300 --temperature 0.8 --seed 0
 
-Every setting is checked before anything trains. Any error the library raises on purpose, and
-any usage error, prints exactly one line ``error: <message>`` on stderr and exits with status 2
-(``--debug`` shows the traceback instead). Outputs are written only after every run has
-finished, each file atomically. Progress bars go to stderr, tables to stdout.
+Every setting is checked before anything trains, including that ``--out`` and
+``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
+prints exactly one line ``error: <message>`` on stderr and exits with status 2 (``--debug``
+shows the traceback instead). Outputs are written only after every run has finished: into a
+temporary sibling directory that is renamed into place, so ``--out`` holds either the old or
+the new results, never a mix. An existing non-empty ``--out`` (also compare's default
+``results/compare-<data>-<model>``) or an existing ``--checkpoint`` file is refused unless
+``--overwrite`` is given. Progress bars go to stderr, tables to stdout.
+
+Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
+2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
+are still written, marked ``diverged`` with the step, but no checkpoint is saved; ``compare``
+finishes the other rules first; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -30,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import data as data_mod
+from . import files
 from . import models as models_mod
 from . import report
 from . import rules as rules_mod
@@ -45,6 +54,9 @@ app = typer.Typer(
 )
 
 OUTPUT_FILES = ("results.json", "table.md", "curves.png")
+
+#: Exit status of ``train`` / ``compare`` when a run diverged (see the module docstring).
+EXIT_DIVERGED = 3
 
 
 def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
@@ -68,7 +80,8 @@ _ABORTS = _click_exceptions("Abort")
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", "160") or 160)
-    return Console(file=stream, width=width, highlight=False)
+    # markup off: text such as "[diverged]" is data, not a style tag to swallow
+    return Console(file=stream, width=width, highlight=False, markup=False)
 
 
 def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
@@ -152,33 +165,58 @@ def _config_values(**given: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None or k == "threads"}
 
 
-def write_outputs(out: Path, results: list[Any], title: str) -> list[Path]:
-    """Write results.json, table.md and curves.png into ``out``, all or nothing."""
+def write_outputs(out: Path, results: list[Any], title: str, overwrite: bool = False) -> list[Path]:
+    """Write results.json, table.md and curves.png into the directory ``out``, all or nothing:
+    into a temporary sibling first, renamed to ``out`` at the end. An existing non-empty ``out``
+    is replaced only with ``overwrite``."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    _check_out(out, overwrite)
+    tmp = files.temporary_directory(out)
     try:
         report.write_json(results, tmp / "results.json")
         rows = report.comparison_table(results)
-        (tmp / "table.md").write_text(f"# {title}\n\n" + report.render_markdown(rows), encoding="utf-8")
+        table = f"# {title}\n\n" + report.render_markdown(rows)
+        files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table.encode("utf-8")))
         report.plot_curves(results, tmp / "curves.png", title=title)
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            for name in OUTPUT_FILES:
-                os.replace(tmp / name, out / name)
-            tmp.rmdir()
+        files.publish_directory(tmp, out, replace=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return [out / name for name in OUTPUT_FILES]
 
 
-def _check_out(out: Path | None) -> None:
-    if out is not None and out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+def _check_out(out: Path | None, overwrite: bool) -> None:
+    """Refuse, before anything trains, an ``--out`` that is a file, a non-empty directory
+    (without ``--overwrite``) or a place that cannot be written."""
+    if out is None:
+        return
+    out = Path(out)
+    files.check_writable(out, "--out", directory=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite to replace it")
+
+
+def _check_checkpoint(path: Path | None, overwrite: bool) -> None:
+    if path is None:
+        return
+    files.check_writable(path, "--checkpoint")
+    if Path(path).exists() and not overwrite:
+        raise ConfigError(f"checkpoint {str(path)!r} already exists; pass --overwrite to replace it")
+
+
+def _check_sparsity_flags(sparsity: str | None, epsilon: float | None, zeta: float | None) -> None:
+    given = [flag for flag, value in (("--epsilon", epsilon), ("--zeta", zeta)) if value is not None]
+    if given and sparsity is None:
+        raise ConfigError(f"{' and '.join(given)} configure SET sparsity; add --sparsity set or leave them out")
+
+
+def _diverged_line(result: Any) -> str:
+    step = result.diverged_at_step
+    where = f"at step {step}" if step is not None else "during training"
+    line = f"{result.rule}: run diverged {where} (training loss non-finite or over 100x max(first loss, log classes))"
+    if (result.config or {}).get("checkpoint"):
+        line += "; no checkpoint was written"
+    return line
 
 
 class _Bars:
@@ -218,7 +256,7 @@ class _Bars:
             self.progress.update(self.task, info=text)
         elif event == "end" and info["result"].tokens is not None:
             r = info["result"]
-            status = "" if r.status == "ok" else f" [{r.status}]"
+            status = report.status_suffix(r)
             self.progress.console.print(
                 f"{r.rule}: validation loss {r.final['val_loss']:.4f} nats/token after {r.tokens:,} tokens "
                 f"({r.steps} steps) in {r.total_time:.1f} s{status}"
@@ -227,7 +265,7 @@ class _Bars:
             r = info["result"]
             acc = r.final.get("test_accuracy")
             acc_text = f"{100 * acc:.1f}%" if isinstance(acc, float) and acc == acc else "n/a"
-            status = "" if r.status == "ok" else f" [{r.status}]"
+            status = report.status_suffix(r)
             self.progress.console.print(
                 f"{r.rule}: test accuracy {acc_text} after {r.epochs} epochs ({r.steps} steps) "
                 f"in {r.total_time:.1f} s{status}"
@@ -267,6 +305,7 @@ NLayerOpt = Annotated[Optional[int], typer.Option("--n-layer", help="gpt: number
 NHeadOpt = Annotated[Optional[int], typer.Option("--n-head", help="gpt: attention heads (default 4).")]
 DModelOpt = Annotated[Optional[int], typer.Option("--d-model", help="gpt: model width (default 128).")]
 EvalWindowsOpt = Annotated[Optional[int], typer.Option("--eval-windows", help="Language models: validation windows for the final loss (default: the whole split).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out directory (and an existing --checkpoint file).")]
 ZetaOpt = Annotated[Optional[float], typer.Option("--zeta", help="SET fraction of connections rewired after each epoch (default 0.3; 0 = static sparse).")]
 
 
@@ -337,11 +376,15 @@ def train(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Save the trained model here.")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this checkpoint.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write results.json, table.md, curves.png here.")] = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Train one model with one rule and report accuracy, FLOPs and time per step."""
+    """Train one model with one rule and report accuracy, FLOPs and time per step.
+
+    Exit status 3 when the run diverged (results are still written, marked diverged)."""
     from . import train as train_mod
 
+    _check_sparsity_flags(sparsity, epsilon, zeta)
     config = train_mod.RunConfig(**_config_values(
         rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
@@ -355,16 +398,19 @@ def train(
         checkpoint=None if checkpoint is None else str(checkpoint),
         init_from=None if init_from is None else str(init_from),
     ))
-    _check_out(out)
+    _check_out(out, overwrite)
+    _check_checkpoint(checkpoint, overwrite)
     ds = train_mod.load_dataset(config)
     train_mod.check(config, ds)
     with _Bars(_console(stderr=True)) as bars:
         result = train_mod.run(config, bars, dataset=ds)
 
-    written = write_outputs(out, [result], f"{config.rule} on {config.data} / {config.model}") if out else []
+    title = f"{config.rule} on {config.data} / {config.model}"
+    written = write_outputs(out, [result], title, overwrite) if out else []
     console = _console()
     if result.tokens is not None:
         _print_language_model_run(console, result, written)
+        _exit_if_diverged([result])
         return
     table = Table(title=f"{config.rule} · {config.model} · {config.data} · seed {config.seed}")
     diag_keys = ["cos/all"] if config.diagnostics else []
@@ -383,12 +429,20 @@ def train(
     )
     if result.sparsity:
         console.print(_sparsity_line(result))
-    if result.status != "ok":
-        console.print(f"run {result.status}: training loss became non-finite or blew up (over 100× max(first loss, log classes)) at epoch {result.epochs}")
+    if result.diverged:
+        console.print(_diverged_line(result))
     if result.checkpoint:
         console.print(f"checkpoint: {result.checkpoint}")
     for path in written:
         console.print(f"wrote {path}")
+    _exit_if_diverged([result])
+
+
+def _exit_if_diverged(results: list[Any]) -> None:
+    bad = [r.rule for r in results if r.diverged]
+    if bad:
+        print(f"error: diverged: {', '.join(bad)} (exit status {EXIT_DIVERGED})", file=sys.stderr)
+        raise SystemExit(EXIT_DIVERGED)
 
 
 @app.command()
@@ -430,12 +484,17 @@ def compare(
     model_opt: ModelOptOpt = None,
     data_opt: DataOptOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default results/compare-<data>-<model>).")] = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Train each rule on the same model, data, budget and seed; print and save a comparison."""
+    """Train each rule on the same model, data, budget and seed; print and save a comparison.
+
+    A diverged rule is marked in every output and the others still run; the exit status is
+    then 3."""
     from . import train as train_mod
 
     names = parse_rules(rules)
+    _check_sparsity_flags(sparsity, epsilon, zeta)
     per_rule = split_rule_options(rule_opt, names)
     base = _config_values(
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
@@ -449,7 +508,7 @@ def compare(
     )
     configs = [train_mod.RunConfig(**base, rule=r, rule_options=per_rule[r]) for r in names]
     out = out if out is not None else Path("results") / f"compare-{configs[0].data}-{configs[0].model}"
-    _check_out(out)
+    _check_out(out, overwrite)
     ds = train_mod.load_dataset(configs[0])
     for c in configs:
         train_mod.check(c, ds)
@@ -464,7 +523,7 @@ def compare(
     if c0.tokens is not None:
         budget = f"{c0.tokens:g} tokens, context {train_mod.lm_context(c0)}"
     title = f"{c0.model} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, batch {c0.batch_size}, seed {c0.seed}"
-    written = write_outputs(out, results, title)
+    written = write_outputs(out, results, title, overwrite)
     rows = report.comparison_table(results)
     titles, cells = report.table_cells(rows)
     table = Table(title=title)
@@ -485,8 +544,12 @@ def compare(
     if results[0].tokens is not None:
         console.print(language_model_table(results))
         console.print(_baselines_line(results[0]))
+    for r in results:
+        if r.diverged:
+            console.print(_diverged_line(r))
     for path in written:
         console.print(f"wrote {path}")
+    _exit_if_diverged(results)
 
 
 # -- language models ----------------------------------------------------------------------------
@@ -527,7 +590,7 @@ def language_model_table(results: list[Any]) -> Table:
     for r in results:
         tpt, btpt = r.time_per_token, base.time_per_token
         table.add_row(
-            r.rule + ("" if r.status == "ok" else f" ({r.status})"),
+            r.rule + report.status_suffix(r),
             f"{r.final['val_loss']:.4f}",
             f"{r.final['val_loss'] - base.final['val_loss']:+.4f}",
             f"{r.flops_per_token / 1e6:.3f} M",
@@ -558,8 +621,8 @@ def _print_language_model_run(console: Console, result: Any, written: list[Path]
         f"time/token {tpt} (median of {result.timed_steps} steps) · total {result.total_time:.1f} s"
     )
     console.print("validation loss before the last row is measured on 64 evenly spaced windows; the last row on --eval-windows")
-    if result.status != "ok":
-        console.print(f"run {result.status}: training loss became non-finite or blew up (over 100× max(first loss, log vocabulary)) after {result.steps} steps")
+    if result.diverged:
+        console.print(_diverged_line(result))
     if result.checkpoint:
         console.print(f"checkpoint: {result.checkpoint}")
     for path in written:
@@ -577,8 +640,9 @@ def sample(
     debug: DebugOpt = False,
 ) -> None:
     """Generate text from a language-model checkpoint and print it."""
-    from .generate import load_language_model, sample_text
+    from .generate import check_options, load_language_model, sample_text
 
+    check_options(tokens, temperature, top_k, seed)
     model, codec = load_language_model(checkpoint)
     typer.echo(sample_text(model, codec, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed))
 

@@ -15,6 +15,7 @@ tensors (``*.bbp_*``) are not needed to sample and are left out.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,11 +26,17 @@ from .errors import CheckpointError, ConfigError
 __all__ = ["load_language_model", "sample", "sample_text"]
 
 
-def _check(n_tokens: Any, temperature: Any, top_k: Any, seed: Any) -> None:
+def check_options(n_tokens: Any, temperature: Any, top_k: Any, seed: Any) -> None:
+    """Raise :class:`ConfigError` (one sentence) for a bad sampling setting."""
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
         raise ConfigError(f"the number of tokens to sample must be a non-negative integer, got {n_tokens!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ConfigError(f"temperature must be a number >= 0, got {temperature!r}")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ConfigError(f"top_k must be a positive integer or None, got {top_k!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -51,7 +58,7 @@ def sample(
     ``context`` defaults to ``model.context`` (the longest input the model takes). The model is
     run in eval mode without gradients; its training mode is restored afterwards.
     """
-    _check(n_tokens, temperature, top_k, seed)
+    check_options(n_tokens, temperature, top_k, seed)
     if not isinstance(idx, Tensor) or idx.dtype != torch.int64 or idx.dim() not in (1, 2) or idx.shape[-1] < 1:
         raise ConfigError("the prompt must be a non-empty int64 tensor of token ids, shape (T,) or (N, T)")
     squeeze = idx.dim() == 1

@@ -82,6 +82,8 @@ def comparison_table(results: Sequence[Any]) -> list[dict[str, Any]]:
         rows.append({
             "rule": d.get("rule") or (d.get("config") or {}).get("rule", "?"),
             "status": d.get("status", "ok"),
+            "diverged": bool(d.get("diverged")) or d.get("status") == "diverged",
+            "diverged_at_step": d.get("diverged_at_step"),
             "test_accuracy": _num(final.get("test_accuracy")),
             "final_train_loss": _num(final.get("train_loss")),
             "test_loss": _num(final.get("test_loss")),
@@ -155,11 +157,26 @@ def table_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
         line = []
         for _, key, kind in columns:
             text = str(r.get(key, "")) if kind == "str" else _fmt(r.get(key), kind)
-            if key == "rule" and r.get("status", "ok") != "ok":
-                text += f" ({r['status']})"
+            if key == "rule":
+                text += status_suffix(r)
             line.append(text)
         cells.append(line)
     return titles, cells
+
+
+def status_suffix(row: Any) -> str:
+    """``" (diverged at step N)"`` for a run that blew up, ``" (<status>)"`` for another
+    status other than ok, else ``""`` (used by every table and the plot legend). ``row`` is a
+    table row, a result dict or a :class:`~beyondbp.train.RunResult`."""
+
+    def get(key: str, default: Any = None) -> Any:
+        return row.get(key, default) if isinstance(row, Mapping) else getattr(row, key, default)
+
+    status = get("status", "ok")
+    if get("diverged") or status == "diverged":
+        step = get("diverged_at_step")
+        return " (diverged)" if step is None else f" (diverged at step {step})"
+    return "" if status == "ok" else f" ({status})"
 
 
 def baseline_note(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -200,7 +217,7 @@ def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | No
         epochs = [h.get("epoch") for h in hist]
         acc = [_num(h.get("test_accuracy")) for h in hist]
         loss = [_num(h.get("train_loss")) for h in hist]
-        label = r.get("rule", "?")
+        label = str(r.get("rule", "?")) + status_suffix(r)
         ax_acc.plot(epochs, [float("nan") if a is None else 100 * a for a in acc], marker=".", label=label)
         ax_loss.plot(epochs, [float("nan") if v is None else v for v in loss], marker=".", label=label)
         plotted += [v for v in loss if v is not None]

@@ -62,7 +62,6 @@ The library never prints: pass ``progress=callback`` to receive ``(event, info)`
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 import time
@@ -77,6 +76,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from . import files
 from . import data as data_mod
 from . import models as models_mod
 from . import rules as rules_mod
@@ -175,13 +175,21 @@ def _describe_validation_error(exc: ValidationError) -> str:
     return f"invalid {where} {got!r}: it must be {ALLOWED.get(field_name, 'valid')}"
 
 
+#: SET settings that mean something only with ``sparsity="set"`` (and their defaults).
+SPARSITY_DEFAULTS = {"epsilon": 20.0, "zeta": 0.3}
+
+
 class RunConfig(BaseModel):
     """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
 
     Give ``epochs`` or ``steps`` (optimizer steps), not both; with neither, ``epochs=10``.
     ``momentum`` is used by ``optimizer="sgd"`` only. ``milestones`` and ``gamma`` are used by
-    ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end;
-    ``init_from`` is a checkpoint loaded (model, rule state and optimizer) before training.
+    ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end
+    (not after a diverged run); ``init_from`` is a checkpoint whose model and rule state are
+    loaded before training. Its optimizer state (momentum buffers, Adam moments) is loaded too
+    when it was saved by the same kind of optimizer over the same parameters; the run's own
+    ``optimizer``, ``lr``, ``momentum`` and ``weight_decay`` are always the ones used — the
+    checkpoint's never replace them — and the result's ``init_from`` records what was loaded.
     ``threads`` (default 1) sets ``torch.set_num_threads`` for the duration of the run and
     restores it after; ``None`` keeps torch's setting. One thread is the default because it
     makes CPU numbers independent of the machine's core count, and because on a shared 2-core
@@ -328,6 +336,12 @@ class RunConfig(BaseModel):
             from .sparsity import SET
 
             SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
+        else:
+            unused = [f"{k}={getattr(self, k)!r}" for k, v in SPARSITY_DEFAULTS.items() if getattr(self, k) != v]
+            if unused:
+                raise ValueError(
+                    f"the SET setting {' and '.join(unused)} needs sparsity='set' (sparsity is off); add it or leave it out"
+                )
         return self
 
 
@@ -433,8 +447,8 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     try:
         if config.init_from is not None:
             ckpt.load(config.init_from, setup.model, setup.learner)
-        if config.checkpoint is not None and os.path.isdir(config.checkpoint):
-            raise ConfigError(f"checkpoint path {config.checkpoint!r} is a directory; give a file path")
+        if config.checkpoint is not None:
+            files.check_writable(config.checkpoint, "checkpoint path")
     finally:
         setup.learner.detach()
 
@@ -516,6 +530,12 @@ class RunResult:
     Language-model runs also fill ``tokens`` (trained), ``flops_per_token`` and
     ``time_per_token``, add ``tokens`` and ``val_loss`` (nats/token) to every history entry and
     ``val_loss`` to ``final``; other runs leave them ``None``.
+
+    A run that blew up has ``status == "diverged"``, ``diverged`` True and
+    ``diverged_at_step`` the optimizer step at which it was detected (the end of that epoch or
+    evaluation period); it wrote no checkpoint (``checkpoint`` is None). ``init_from`` records,
+    for a run started from a checkpoint, its path, whether its optimizer state was loaded (and
+    why not) and the optimizer settings the checkpoint had been trained with.
     """
 
     config: dict[str, Any]
@@ -533,6 +553,9 @@ class RunResult:
     total_time: float
     train_time: float
     status: str = "ok"
+    diverged: bool = False
+    diverged_at_step: int | None = None
+    init_from: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
@@ -583,7 +606,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     if isinstance(setup.dataset, TextDataset):
         return _run_language_model(config, progress, setup, started)
     ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
-    optimizer = _optimizer(config, setup)
+    optimizer, init_record = _optimizer(config, setup)
 
     loader = ds.train_loader(config.batch_size, shuffle=True, seed=config.seed)
     test_loader = ds.test_loader(config.eval_batch_size)
@@ -617,10 +640,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             metrics = meter.step(step, learner, (x, y), optimizer)
             if step == meter.flop_step:
                 flops_batch = int(x.shape[0])
-            with warnings.catch_warnings():
-                # rules that own their update may not call optimizer.step() on every step
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                scheduler.step()
+            _scheduler_step(scheduler)
             if step == 0:
                 first_loss = float(metrics["loss"])
             step += 1
@@ -642,6 +662,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
         flops_batch_size=flops_batch,
         steps=step,
         epochs=epoch,
+        init_from=init_record,
         data={
             "name": ds.name,
             "description": ds.description,
@@ -653,12 +674,59 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     )
 
 
-def _optimizer(config: RunConfig, setup: Setup) -> torch.optim.Optimizer:
-    """The run's optimizer over the learner's parameters, loaded from ``init_from`` if given."""
+def _scheduler_step(scheduler: Any) -> None:
+    """``scheduler.step()`` without torch's "lr_scheduler.step() before optimizer.step()"
+    warning: rules that own their update (SoftHebb's Hebbian phase) may skip the optimizer."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
+
+
+def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+    """The run's optimizer over the learner's parameters and, with ``init_from``, the model,
+    rule state and (when compatible) optimizer state loaded from that checkpoint, plus the
+    record of what was loaded. The config's hyperparameters always win over the checkpoint's."""
     optimizer = make_optimizer(config, setup.learner.optimizer_parameters())
-    if config.init_from is not None:
-        ckpt.load(config.init_from, setup.model, setup.learner, optimizer)
-    return optimizer
+    if config.init_from is None:
+        return optimizer, {}
+    record: dict[str, Any] = {"path": str(config.init_from)}
+    saved_state = ckpt.read(config.init_from).get("optimizer")
+    reason = _optimizer_mismatch(saved_state, optimizer)
+    if reason is None:
+        chosen = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        meta = ckpt.load(config.init_from, setup.model, setup.learner, optimizer)
+        for group, settings in zip(optimizer.param_groups, chosen):
+            # what the user asked for, not what the checkpoint ran with (nor its scheduler's
+            # ``initial_lr``, which a new LR schedule would otherwise start from)
+            for key in [k for k in group if k != "params" and k not in settings]:
+                del group[key]
+            group.update(settings)
+        record["optimizer_state"] = "loaded"
+    else:
+        meta = ckpt.load(config.init_from, setup.model, setup.learner)
+        record["optimizer_state"] = f"not loaded: {reason}"
+    saved_config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    record["checkpoint_optimizer"] = {k: saved_config[k] for k in ("optimizer", "lr", "momentum", "weight_decay") if k in saved_config}
+    return optimizer, record
+
+
+def _optimizer_mismatch(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
+    """Why a checkpoint's optimizer state cannot seed ``optimizer`` (None when it can)."""
+    if not saved:
+        return "the checkpoint holds no optimizer state"
+    ours = optimizer.state_dict()["param_groups"]
+    theirs = saved.get("param_groups", [])
+    if len(ours) != len(theirs) or any(len(a["params"]) != len(b["params"]) for a, b in zip(ours, theirs)):
+        return "it was saved for different parameters"
+
+    def keys(groups: list[dict[str, Any]]) -> list[list[str]]:
+        return [sorted(k for k in g if k not in ("params", "initial_lr")) for g in groups]
+
+    if keys(ours) != keys(theirs) or any(
+        a.get("decoupled_weight_decay") != b.get("decoupled_weight_decay") for a, b in zip(ours, theirs)
+    ):
+        return f"it was saved by a different optimizer than this run's {type(optimizer).__name__}"
+    return None
 
 
 class _StepMeter:
@@ -767,13 +835,18 @@ def _finish(
     data: dict[str, Any],
     final_keys: Sequence[str] = ("train_loss", "test_loss", "test_accuracy"),
     tokens_per_step: int | None = None,
+    init_from: dict[str, Any] | None = None,
 ) -> RunResult:
-    """The end of a run: save the checkpoint if asked, assemble the :class:`RunResult`, detach
-    the learner and emit ``"end"``. ``final`` takes ``final_keys`` and the diagnostics from the
+    """The end of a run: save the checkpoint if asked (never after divergence: a blown-up
+    model must not replace a good checkpoint), assemble the :class:`RunResult`, detach the
+    learner and emit ``"end"``. ``final`` takes ``final_keys`` and the diagnostics from the
     last history entry; with ``tokens_per_step`` (language models) the token fields are filled."""
     model, learner = setup.model, setup.learner
-    if config.checkpoint is not None:
+    diverged_run = status == "diverged"
+    saved_to = None
+    if config.checkpoint is not None and not diverged_run:
         ckpt.save(config.checkpoint, model, learner, optimizer, meta=checkpoint_meta())
+        saved_to = config.checkpoint
 
     time_per_step = meter.time_per_step()
     last = history[-1]
@@ -807,7 +880,10 @@ def _finish(
         status=status,
         data=data,
         environment=_environment(setup.device),
-        checkpoint=config.checkpoint,
+        checkpoint=saved_to,
+        diverged=diverged_run,
+        diverged_at_step=steps if diverged_run else None,
+        init_from=dict(init_from or {}),
         effective_flops_per_step=int(meter.effective_flops),
         n_active_params=int(learner.n_active_params()) if sparse else n_params,
         sparsity=learner.summary() if sparse else {},
@@ -878,7 +954,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
     """Token-budgeted training of a language model (see "Language models" in the module docstring)."""
     ds, model, learner, device = setup.dataset, setup.model, setup.learner, setup.device
     assert isinstance(ds, TextDataset)
-    optimizer = _optimizer(config, setup)
+    optimizer, init_record = _optimizer(config, setup)
     context = lm_context(config)
     per_step = config.batch_size * context
     total_steps = config.steps if config.steps is not None else max(1, math.ceil(config.tokens / per_step))
@@ -900,7 +976,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
     for x, y in ds.batches(config.batch_size, context, seed=config.seed, steps=total_steps):
         x, y = x.to(device), y.to(device)
         metrics = meter.step(step, learner, (x, y), optimizer)
-        scheduler.step()
+        _scheduler_step(scheduler)
         if step == 0:
             first_loss = float(metrics["loss"])
         step += 1
@@ -940,6 +1016,7 @@ def _run_language_model(config: RunConfig, progress: Progress | None, setup: Set
         flops_batch_size=config.batch_size,
         steps=step,
         epochs=len(history),
+        init_from=init_record,
         data={
             "name": ds.name,
             "description": ds.description,

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -381,16 +380,10 @@ def _read_mnist1d_cache(
 
 
 def _write_mnist1d_cache(path: Path, arrays: dict[str, np.ndarray], args: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, args_json=np.array(json.dumps(args, sort_keys=True)), **arrays)
-            os.replace(tmp, path)  # atomic: readers never see a half-written file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    from beyondbp.files import atomic_write_bytes
+
+    try:  # atomic: readers never see a half-written file
+        atomic_write_bytes(path, lambda handle: np.savez(handle, args_json=np.array(json.dumps(args, sort_keys=True)), **arrays))
     except OSError as exc:
         log.info("Could not write MNIST-1D cache file %s (%s); continuing without it.", path, exc)
 
@@ -459,6 +452,8 @@ def load_mnist1d(
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
     shuffle_seq = _check_bool(shuffle_seq, "shuffle_seq")
     cache = _check_bool(cache, "cache")
+    if cache_dir is not None and (not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir).strip()):
+        raise ConfigError(f"cache_dir must be a directory path (a string), got {cache_dir!r}.")
     overrides = {
         "num_samples": num_samples,
         "train_split": float(train_split),

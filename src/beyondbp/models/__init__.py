@@ -34,8 +34,10 @@ Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 from beyondbp.errors import ConfigError
@@ -89,4 +91,39 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) 
             f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for model {key!r}; "
             f"allowed options are: {', '.join(allowed)}."
         )
-    return cls(input_shape, num_classes, **opts)
+    needed = _tensor_bytes(cls, input_shape, num_classes, opts)
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"model {key!r} with these options would need {_gib(needed)} for its weights and buffers alone, "
+            f"more than this machine's {_gib(available)} of memory; choose smaller sizes."
+        )
+    try:
+        return cls(input_shape, num_classes, **opts)
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, MemoryError) or "alloc" in str(exc).lower():
+            raise ConfigError(
+                f"model {key!r} with these options needs {_gib(needed)} for its weights and buffers, "
+                "and this machine could not allocate it; choose smaller sizes."
+            ) from None
+        raise
+
+
+def _tensor_bytes(cls: type[nn.Module], input_shape: Sequence[int], num_classes: int, opts: dict[str, Any]) -> int:
+    """Bytes of a model's parameters and buffers, found by building it on the meta device
+    (no memory allocated, the global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = cls(input_shape, num_classes, **opts)
+    tensors = [*model.parameters(), *model.buffers()]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"

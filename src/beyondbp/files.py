@@ -1,0 +1,175 @@
+"""Writing files safely: all or nothing, with the user's umask, checked before work starts.
+
+Every file beyondbp writes (checkpoints, ``results.json``, ``table.md``, ``curves.png``, the
+MNIST-1D cache) goes through :func:`atomic_write_bytes`; output directories go through
+:func:`publish_directory`. Both write to a temporary sibling first — named
+``.<name>.<pid>.<random>.tmp`` — and move it into place with ``os.replace`` at the end, so a
+crash never leaves a half-written result under the real name. A process killed mid-write
+(SIGKILL) cannot clean up after itself; its temporaries carry its process id, and the next
+write to the same place removes those whose process is gone (:func:`remove_stale_temporaries`).
+
+Temporary files and directories are created private (``0600`` / ``0700``) by :mod:`tempfile`;
+before they are moved into place they get the permissions an ordinary ``open``/``mkdir`` would
+have given them under the user's umask (``0644`` / ``0755`` for the usual ``022``), so results
+can be shared.
+
+:func:`check_writable` finds out before a run starts whether a path can be written, by actually
+creating (and removing) a temporary file where the output will go — ``os.access`` answers
+"yes" for root even on a read-only file system.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+__all__ = [
+    "atomic_write_bytes",
+    "check_writable",
+    "publish_directory",
+    "remove_stale_temporaries",
+    "temporary_directory",
+    "umask",
+]
+
+
+def umask() -> int:
+    """The process's umask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _share(path: Path, directory: bool) -> None:
+    """Give ``path`` the mode ``open``/``mkdir`` would have given it under the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
+def _prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, name: str) -> list[Path]:
+    """Remove ``.<name>.<pid>.*.tmp`` entries in ``directory`` left by processes that no longer
+    run (a write killed half-way); return what was removed."""
+    directory = Path(directory)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\..+\.tmp$")
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                pass
+        removed.append(entry)
+    return removed
+
+
+def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], Any]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place
+    (with the umask's permissions). On any error the temporary is removed and ``path`` is
+    untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _share(Path(tmp), directory=False)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def temporary_directory(target: str | os.PathLike) -> Path:
+    """A new empty directory beside ``target`` (parents created), to be published with
+    :func:`publish_directory`. Stale temporaries of ``target`` are removed first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target.parent, target.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target.name), suffix=".tmp", dir=target.parent))
+    _share(tmp, directory=True)
+    return tmp
+
+
+def publish_directory(tmp: Path, target: str | os.PathLike, replace: bool = False) -> Path:
+    """Move the finished directory ``tmp`` to ``target``. An existing ``target`` is replaced
+    only with ``replace=True`` (an empty one always): it is first renamed aside, then removed
+    once ``tmp`` is in place, so ``target`` never holds a mix of old and new files."""
+    target = Path(target)
+    if target.exists() and any(target.iterdir()) and not replace:
+        raise ConfigError(f"output directory {str(target)!r} exists and is not empty; pass --overwrite to replace it")
+    if not target.exists():
+        os.replace(tmp, target)
+        return target
+    aside = Path(tempfile.mkdtemp(prefix=_prefix(target.name), suffix=".tmp", dir=target.parent))
+    os.rmdir(aside)
+    os.replace(target, aside)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return target
+
+
+def check_writable(path: str | os.PathLike, what: str, directory: bool = False) -> None:
+    """Raise :class:`ConfigError` (one sentence) unless ``path`` could be written: a file (or,
+    with ``directory=True``, a directory) whose nearest existing ancestor is a directory where
+    a file can be created. Creates and removes one empty temporary file; changes nothing else."""
+    path = Path(path)
+    if path.exists():
+        if directory and not path.is_dir():
+            raise ConfigError(f"{what} {str(path)!r} exists and is not a directory")
+        if not directory and path.is_dir():
+            raise ConfigError(f"{what} {str(path)!r} is a directory; give a file path")
+    ancestor = path.parent
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=ancestor)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what} {str(path)!r} cannot be written: {reason} in {str(ancestor)!r}") from None
+    os.close(fd)
+    os.unlink(probe)
