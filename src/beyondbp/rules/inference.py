@@ -11,6 +11,10 @@ form a fixed prefix; every weight layer together with the parameter-free modules
 (activation, pooling, flatten) is one *block* ``φ_l``. The last block produces the output
 ``ŷ = φ_L(h_{L-1})``. Dropout with ``p > 0`` is refused (the inference dynamics need a
 deterministic forward pass), as are normalisation layers and anything else owning parameters.
+Each weight layer must appear once: a layer object used at two positions (or a weight tied
+between two layers) is refused by path, since IL's per-layer local update (and the prox
+variant's per-layer normalisation) is defined for a weight at one position only; a
+parameter-free module may be reused and runs at every position.
 
 Energy. With the input clamped, ``h_0 = prefix(x)``, and hidden activities ``h_1 … h_{L-1}`` as
 free variables (one set per sample), the energy of a batch is
