@@ -233,6 +233,20 @@ def test_same_seed_same_numbers(digits):
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
 
 
+def test_step_runs_under_torchs_flop_counter(digits):
+    """torch's FlopCounterMode hooks module inputs; IL's relaxation must not hand a leaf tensor
+    to a layer, or ``torch.autograd.grad`` fails ("A leaf node was passed to ...")."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = mlp()
+    learner = IL(iterations=2).attach(model)
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        learner.step((digits[0][:8], digits[1][:8]), opt)
+    assert counter.get_total_flops() > 0
+
+
 def test_predict_is_the_feedforward_pass(digits):
     model = mlp()
     learner = IL().attach(model)

@@ -180,7 +180,11 @@ class ILLearner(Learner):
             leaves = [s.detach().requires_grad_(True) for s in states]
             beta = self._beta(leaves[-1] if leaves else h0, eta)
             with torch.enable_grad():
-                energy, loss = self._energy(h0, leaves, y, beta, first)
+                # The blocks see non-leaf views of the leaves: module hooks that register autograd
+                # hooks on module inputs (torch's FlopCounterMode / ModuleTracker, used by SET's
+                # FLOP count) fail under autograd.grad when an input is a leaf tensor.
+                views = [s.view_as(s) for s in leaves]
+                energy, loss = self._energy(h0, views, y, beta, first)
                 if t == 0:
                     first_loss = float(loss.detach())
                 energies.append(float(energy.detach()))
