@@ -365,7 +365,7 @@ def test_inference_learning_trains_a_sparse_mlp_with_masks_kept(digits):
     assert len(learner.history) == 3 and all(sum(h["rewired"].values()) > 0 for h in learner.history)
     assert_absent_are_zero(learner, opt)
     acc = float((learner.predict(digits.x_test).argmax(1) == digits.y_test).float().mean())
-    assert acc > 0.75, f"SET + il: {acc:.3f}"  # chance is 0.1; measured 0.85
+    assert acc > 0.75, f"SET + il: {acc:.3f}"  # chance is 0.1; measured 0.86-0.89 over seeds 0-2
 
 
 # -- parameters and FLOPs ---------------------------------------------------------------------
