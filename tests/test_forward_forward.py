@@ -330,6 +330,48 @@ def test_refuses_models_it_cannot_use():
     assert learner.predict(torch.randn(3, 20)).shape == (3, 5)
 
 
+def test_refuses_a_layer_used_twice_in_the_chain():
+    """The same Linear object at two positions (or a weight tied between two Linears) would get
+    two layers' local objectives; FF refuses it by path instead of silently dropping the second use."""
+    torch.manual_seed(0)
+    shared = nn.Linear(16, 16)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(16, 10)
+    )
+    with pytest.raises(UnsupportedModuleError, match=r"same Linear object at '3' and at '5'.*must appear once"):
+        FF().attach(model)
+    a, b = nn.Linear(16, 16), nn.Linear(16, 16)
+    b.weight = a.weight
+    tied = nn.Sequential(OrderedDict(
+        flat=nn.Flatten(), fc1=nn.Linear(64, 16), r1=nn.ReLU(), a=a, r2=nn.ReLU(), b=b, r3=nn.ReLU(), out=nn.Linear(16, 10)
+    ))
+    with pytest.raises(UnsupportedModuleError, match=r"parameter 'a.weight' is also used as 'b.weight'"):
+        FF().attach(tied)
+    nested = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(64, 16), nn.ReLU()), nn.Sequential(shared, nn.ReLU()))
+    nested.append(nested[2])
+    nested.append(nn.Linear(16, 10))
+    with pytest.raises(UnsupportedModuleError, match=r"at '2.0' and at '3.0'"):
+        FF().attach(nested)
+
+
+def test_a_parameter_free_module_used_twice_runs_at_both_positions(digits):
+    """One Tanh object after both hidden layers: both FF layers have their activation (before,
+    the second use was dropped and layer 2 trained on its pre-activation)."""
+    torch.manual_seed(0)
+    act = nn.Tanh()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), act, nn.Linear(32, 32), act, nn.Linear(32, 10))
+    learner = FF().attach(model)
+    assert [b.name for b in learner.layers] == ["1", "3"] and learner.readout.name == "5"
+    x = digits[0][:16]
+    z1, z2 = learner.activities(x, 3)
+    with torch.no_grad():
+        h = learner.embed(x, 3).flatten(1)
+        expect1 = torch.tanh(model[1](learner.normalize(h)))
+        expect2 = torch.tanh(model[3](learner.normalize(expect1)))
+    torch.testing.assert_close(z1, expect1)
+    torch.testing.assert_close(z2, expect2)
+
+
 def test_dropout_is_accepted_and_off_in_predict(digits):
     x = digits[2][:10]
     model = mlp(dropout=0.5)

@@ -233,6 +233,20 @@ def test_same_seed_same_numbers(digits):
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
 
 
+def test_step_runs_under_torchs_flop_counter(digits):
+    """torch's FlopCounterMode hooks module inputs; IL's relaxation must not hand a leaf tensor
+    to a layer, or ``torch.autograd.grad`` fails ("A leaf node was passed to ...")."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = mlp()
+    learner = IL(iterations=2).attach(model)
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        learner.step((digits[0][:8], digits[1][:8]), opt)
+    assert counter.get_total_flops() > 0
+
+
 def test_predict_is_the_feedforward_pass(digits):
     model = mlp()
     learner = IL().attach(model)
@@ -263,6 +277,44 @@ def test_refuses_dropout_normalisation_and_non_sequential_models():
         IL().attach(Wrapped())
     ok = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Dropout(0.0), nn.Linear(8, 10))
     IL().attach(ok).detach()
+
+
+def test_refuses_a_layer_used_twice_in_the_chain():
+    """The same Linear object at two positions (or a weight tied between two Linears) would need
+    the local updates of two layers merged; IL refuses it by path instead of dropping a use."""
+    torch.manual_seed(0)
+    shared = nn.Linear(16, 16)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(16, 10)
+    )
+    with pytest.raises(UnsupportedModuleError, match=r"same Linear object at '3' and at '5'.*must appear once"):
+        IL().attach(model)
+    a, b = nn.Linear(16, 16), nn.Linear(16, 16)
+    b.weight = a.weight
+    tied = nn.Sequential(OrderedDict(
+        flat=nn.Flatten(), fc1=nn.Linear(64, 16), r1=nn.ReLU(), a=a, r2=nn.ReLU(), b=b, r3=nn.ReLU(), out=nn.Linear(16, 10)
+    ))
+    with pytest.raises(UnsupportedModuleError, match=r"parameter 'a.weight' is also used as 'b.weight'"):
+        IL().attach(tied)
+    last = nn.Linear(16, 16)  # shared as hidden layer and output layer
+    with pytest.raises(UnsupportedModuleError, match=r"at '2' and at '4'"):
+        IL().attach(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), last, nn.ReLU(), last))
+
+
+def test_a_parameter_free_module_used_twice_runs_at_both_positions(digits):
+    """One Tanh object after both hidden layers: IL's chain is the model's forward pass (before,
+    the second use was dropped, so the energy and the reported loss belonged to another network)."""
+    torch.manual_seed(0)
+    act = nn.Tanh()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), act, nn.Linear(32, 32), act, nn.Linear(32, 10))
+    learner = IL(iterations=0).attach(model)
+    x, y = digits[0][:32], digits[1][:32]
+    relax = learner.relax((x, y))
+    with torch.no_grad():
+        h1 = torch.tanh(model[1](x.flatten(1)))
+        h2 = torch.tanh(model[3](h1))
+        torch.testing.assert_close(relax.states[1], h2)
+        assert relax.loss == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-6)
 
 
 @pytest.mark.parametrize(

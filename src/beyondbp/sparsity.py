@@ -67,6 +67,11 @@ that involve its weight — the forward product, the weight gradient (computed o
 connections, as the authors' sparse code does) and, when the rule sends the error back through
 the weight itself (backprop), the error product — are scaled by the layer's density; everything
 else (dense feedback matrices, DFA's projections, PFA's population, dense layers) is counted in full.
+For a rule without a feedback matrix, every product the step attributes to the layer goes through
+its weight, however many passes the rule makes (Forward-Forward's positive, negative and neutral
+passes, inference learning's relaxation), with at least one forward product and one weight update
+(SoftHebb computes its update outside the layer's call); a rule with a feedback matrix has one
+forward product and one weight gradient per layer through the weight, its error product being dense.
 """
 
 from __future__ import annotations
@@ -474,22 +479,31 @@ class SparseLearner(Learner):
             in_step = sum(step_counts.get(key, {}).values())
             if fwd == 0:
                 continue
-            products = 2  # forward product and weight gradient
-            if self.inner.feedback_matrix(name) is None and in_step >= 3 * fwd:
-                products += 1  # the error goes back through W itself (backprop)
-            saved += (1.0 - float(layer.mask.float().mean())) * fwd * products
+            if self.inner.feedback_matrix(name) is None:
+                # everything done by the layer goes through W (forward passes, errors sent back
+                # through W, the weight gradient), and at least a forward product and an update
+                through_w = max(in_step, 2 * fwd)
+            else:  # forward product and weight gradient; the error goes through the dense feedback
+                through_w = 2 * fwd
+            saved += (1.0 - float(layer.mask.float().mean())) * through_w
         return int(round(total - saved))
 
     def counted_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> tuple[dict[str, float], dict[str, int]]:
         """One real training step under a FLOP counter, plus a counted forward pass on the same
-        inputs (eval mode, no gradients, no side effects). Returns the step's metrics and
-        ``{"flops_per_step", "effective_flops_per_step", "forward_flops"}``: the dense-executed
-        count as measured, what sparse kernels would execute, and the forward count used."""
+        inputs (one pass of the model's own forward, eval mode, no gradients, no side effects).
+        Returns the step's metrics and ``{"flops_per_step", "effective_flops_per_step",
+        "forward_flops"}``: the dense-executed count as measured, what sparse kernels would
+        execute, and the forward count used."""
         x, _ = batch
-        fwd_counter = FlopCounterMode(display=False)
-        with fwd_counter:
-            self.inner.predict(x)
-        step_counter = FlopCounterMode(display=False)
+        fwd_counter = self._module_counter()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with fwd_counter, torch.no_grad():
+                self.model(x)
+        finally:
+            self.model.train(was_training)
+        step_counter = self._module_counter()
         with step_counter:
             metrics = self.step(batch, optimizer)
         counts = {
@@ -498,6 +512,12 @@ class SparseLearner(Learner):
             "forward_flops": int(fwd_counter.get_total_flops()),
         }
         return metrics, counts
+
+    def _module_counter(self) -> FlopCounterMode:
+        """A FLOP counter whose per-module breakdown uses :class:`_LayerTracker` (see there)."""
+        counter = FlopCounterMode(display=False)
+        counter.mod_tracker = _LayerTracker(self.model)
+        return counter
 
     def count_flops(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, int]:
         """:meth:`counted_step`'s FLOP counts (**the step trains the model**)."""
@@ -514,6 +534,90 @@ class SparseLearner(Learner):
             "rewirings": len(self.history),
             "kernels": "dense kernels with masks (sparsity simulated); effective FLOPs scale the products of sparse weights by density",
         }
+
+
+class _LayerTracker:
+    """Tells ``FlopCounterMode`` which modules an operation belongs to (its ``parents``), in
+    place of torch's ``ModuleTracker``.
+
+    Forward: the modules whose call is in progress, named ``<Model>.<path>`` even when a rule
+    calls a layer directly rather than through the model (FF, IL). Backward: when a module's
+    call returns, the autograd nodes it created are tagged with the names of the modules in
+    progress, and a backward operation belongs to the modules tagged on the node that runs it
+    (``torch._C._current_autograd_node``). torch's tracker instead enters a module in the
+    backward when a gradient reaches its output and leaves it when one reaches its input; that
+    never happens for an input that needs no gradient (a detached layer input: FF, IL's weight
+    update), so later layers' work is counted for it as well; and it registers autograd hooks on
+    module inputs that make ``torch.autograd.grad`` fail on leaf tensors.
+    """
+
+    _KEY = "beyondbp_modules"
+
+    def __init__(self, model: nn.Module) -> None:
+        root = type(model).__name__
+        self.names = {
+            id(m): f"{root}.{path}" if path else root for path, m in model.named_modules(remove_duplicate=False)
+        }
+        self._stack: list[tuple[str, int]] = []
+        self._handles: list[Any] = []
+
+    @property
+    def parents(self) -> set[str]:
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            return {"Global", *node.metadata.get(self._KEY, ())}
+        return {"Global", *(name for name, _ in self._stack)}
+
+    @staticmethod
+    def _next_sequence_nr() -> int:
+        with torch.enable_grad():
+            return torch.zeros((), requires_grad=True).view(()).grad_fn._sequence_nr()
+
+    def _pre(self, module: nn.Module, args: Any) -> None:
+        name = self.names.get(id(module))
+        if name is not None:  # no autograd nodes are made without grad mode (no_grad, inference_mode)
+            self._stack.append((name, self._next_sequence_nr() if torch.is_grad_enabled() else None))
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        name = self.names.get(id(module))
+        if name is None or not self._stack or self._stack[-1][0] != name:
+            return
+        _, start = self._stack.pop()
+        if start is None:
+            return
+        names = {name, *(n for n, _ in self._stack)}
+        todo = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            if id(node) in seen or node._sequence_nr() < start or type(node).__name__ == "AccumulateGrad":
+                continue  # created before this call (the module's inputs), or a leaf
+            seen.add(id(node))
+            node.metadata.setdefault(self._KEY, set()).update(names)
+            todo.extend(n for n, _ in node.next_functions if n is not None)
+
+    def __enter__(self) -> "_LayerTracker":
+        self._handles = [
+            nn.modules.module.register_module_forward_pre_hook(self._pre),
+            nn.modules.module.register_module_forward_hook(self._post),
+        ]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._stack = []
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
 
 
 def _masker(layer: _SparseLayer):

@@ -9,7 +9,10 @@ The model. FF trains ``nn.Sequential`` chains of ``nn.Linear`` layers (the ``mlp
 may be followed by parameter-free modules (activation, dropout). Every Linear followed by an
 activation is an *FF layer*. A final Linear with no activation after it (the ``mlp`` model's
 ``out``) is a *linear readout*. Anything else that owns parameters (Conv2d, BatchNorm, ...) is
-refused by module path and type.
+refused by module path and type. Each Linear must appear once: the same layer object at two
+positions of the chain (or a weight tied between two layers) would be trained by two layers'
+objectives at once, which FF does not define, so such a model is refused by path; a
+parameter-free module (one ``ReLU`` object) may be reused and runs at every position.
 
 Equations. Let ``x̂ = x / rms(x)`` (``normalize="rms"``: ``rms(x) = sqrt(mean_j x_j²)``, as in
 loeweX's PyTorch reproduction) or ``x / ‖x‖₂`` (``normalize="l2"``, as in Tosato et al.'s code).
@@ -111,7 +114,11 @@ def is_activation(module: nn.Module) -> bool:
 
 
 def _leaves(module: nn.Module, prefix: str = "") -> Iterable[tuple[str, nn.Module]]:
-    for name, child in module.named_children():
+    """Every position of a (nested) Sequential in execution order. Unlike ``named_children``,
+    a module object that appears at several positions is yielded at each of them."""
+    for name, child in module._modules.items():
+        if child is None:
+            continue
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, nn.Sequential):
             yield from _leaves(child, path)
@@ -125,8 +132,10 @@ def split_sequential(
     """Split an ``nn.Sequential`` (nested Sequentials are flattened) into parameter-free prefix
     modules and blocks ``[weight layer, parameter-free modules...]``.
 
-    Raises :class:`UnsupportedModuleError` for a model that is not an ``nn.Sequential`` and for
-    any module owning parameters that is not one of ``weight_types``, naming its path and type.
+    Raises :class:`UnsupportedModuleError` for a model that is not an ``nn.Sequential``, for
+    any module owning parameters that is not one of ``weight_types``, naming its path and type,
+    and for a weight layer (or a parameter) used at more than one position, naming the paths.
+    A parameter-free module used at several positions (one ``ReLU`` object twice) is run at each.
     """
     kinds = ", ".join(t.__name__ for t in weight_types)
     if not isinstance(model, nn.Sequential):
@@ -155,7 +164,33 @@ def split_sequential(
         raise UnsupportedModuleError(
             f"rule '{rule_name}' found no {kinds} layer in the model; it trains nn.Sequential chains of them"
         )
+    _refuse_shared(blocks, rule_name)
     return prefix, blocks
+
+
+def _refuse_shared(blocks: list[Block], rule_name: str) -> None:
+    """Each weight layer gets its own local update from its own position in the chain; a layer
+    (or a parameter) used at two positions would need both updates merged, which these rules do
+    not define, so such a model is refused."""
+    seen: dict[int, str] = {}
+    for block in blocks:
+        first = seen.setdefault(id(block.layer), block.name)
+        if first != block.name:
+            raise UnsupportedModuleError(
+                f"rule '{rule_name}' cannot train a model that uses the same {type(block.layer).__name__} "
+                f"object at '{first}' and at '{block.name}'; each weight layer must appear once in the "
+                "chain (give every position its own layer, e.g. with copy.deepcopy)"
+            )
+    owner: dict[int, str] = {}
+    for block in blocks:
+        for pname, p in block.layer.named_parameters(remove_duplicate=False):
+            path = f"{block.name}.{pname}"
+            first = owner.setdefault(id(p), path)
+            if first != path:
+                raise UnsupportedModuleError(
+                    f"rule '{rule_name}' cannot train a model whose parameter '{first}' is also used as "
+                    f"'{path}'; each weight layer must own its parameters (tied weights are not supported)"
+                )
 
 
 def run_modules(modules: Sequence[tuple[str, nn.Module]], x: Tensor) -> Tensor:

@@ -11,6 +11,10 @@ form a fixed prefix; every weight layer together with the parameter-free modules
 (activation, pooling, flatten) is one *block* ``φ_l``. The last block produces the output
 ``ŷ = φ_L(h_{L-1})``. Dropout with ``p > 0`` is refused (the inference dynamics need a
 deterministic forward pass), as are normalisation layers and anything else owning parameters.
+Each weight layer must appear once: a layer object used at two positions (or a weight tied
+between two layers) is refused by path, since IL's per-layer local update (and the prox
+variant's per-layer normalisation) is defined for a weight at one position only; a
+parameter-free module may be reused and runs at every position.
 
 Energy. With the input clamped, ``h_0 = prefix(x)``, and hidden activities ``h_1 … h_{L-1}`` as
 free variables (one set per sample), the energy of a batch is
@@ -176,7 +180,11 @@ class ILLearner(Learner):
             leaves = [s.detach().requires_grad_(True) for s in states]
             beta = self._beta(leaves[-1] if leaves else h0, eta)
             with torch.enable_grad():
-                energy, loss = self._energy(h0, leaves, y, beta, first)
+                # The blocks see non-leaf views of the leaves: module hooks that register autograd
+                # hooks on module inputs (torch's FlopCounterMode / ModuleTracker, used by SET's
+                # FLOP count) fail under autograd.grad when an input is a leaf tensor.
+                views = [s.view_as(s) for s in leaves]
+                energy, loss = self._energy(h0, views, y, beta, first)
                 if t == 0:
                     first_loss = float(loss.detach())
                 energies.append(float(energy.detach()))
