@@ -5,7 +5,7 @@ from . import checkpoint, compute, data, models, report, train
 from .train import RunConfig, RunResult, run
 from .errors import BeyondBPError, CheckpointError, ConfigError, DataError, UnsupportedModuleError
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "BeyondBPError",
@@ -15,6 +15,7 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "UnsupportedModuleError",
+    "__version__",
     "checkpoint",
     "compute",
     "data",

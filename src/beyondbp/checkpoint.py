@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .errors import BeyondBPError, CheckpointError
 from .files import atomic_write_bytes
+from .jsonable import plain
 
 __all__ = ["FORMAT", "VERSION", "load", "read", "save"]
 
@@ -40,19 +41,10 @@ VERSION = 1
 
 def _plain(value: Any) -> Any:
     """Meta values as plain Python (what ``torch.load(weights_only=True)`` accepts)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Size):
-        return list(value)
-    raise CheckpointError(
-        f"checkpoint meta can hold only numbers, strings, lists and dicts, got {type(value).__name__}"
-    )
+    try:
+        return plain(value)
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint meta: {exc}") from None
 
 
 def save(

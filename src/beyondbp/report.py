@@ -27,7 +27,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .checkpoint import atomic_write_bytes
+from .files import atomic_write_bytes
+from .jsonable import plain
 
 __all__ = ["comparison_table", "plot_curves", "read_json", "render_markdown", "write_json"]
 
@@ -241,22 +242,12 @@ def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | No
     return atomic_write_bytes(path, lambda fh: fh.write(buf.getvalue()))
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def results_json(results: Sequence[Any]) -> str:
     """The JSON text :func:`write_json` writes: ``{"runs": [...], "table": [...]}``; non-finite
     numbers are written as ``null``."""
     dicts = [_as_dict(r) for r in results]
-    payload = _json_safe({"runs": dicts, "table": comparison_table(dicts)})
-    return json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n"
+    payload = plain({"runs": dicts, "table": comparison_table(dicts)})
+    return json.dumps(payload, indent=2, allow_nan=False) + "\n"
 
 
 def write_json(results: Sequence[Any], path: str | os.PathLike) -> Path:

@@ -77,12 +77,13 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from . import files
+from .jsonable import plain
 from . import data as data_mod
 from . import models as models_mod
 from . import rules as rules_mod
 from .compute import StepTimer, run_counted, synchronize
 from .data.text import TextDataset
-from .errors import BeyondBPError, ConfigError
+from .errors import ConfigError
 from .sparsity import SparseLearner
 
 __all__ = [
@@ -106,7 +107,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 #: What each setting accepts, for error messages.
 ALLOWED: dict[str, str] = {
-    "rule": f"a registered rule name",
+    "rule": "a registered rule name",
     "rule_options": "a mapping of option name to value",
     "model": "a registered model name",
     "model_options": "a mapping of option name to value",
@@ -502,16 +503,6 @@ def evaluate(learner: rules_mod.Learner, loader: Any, device: torch.device) -> d
     return {"test_loss": total_loss / count, "test_accuracy": correct / count}
 
 
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
 @dataclass
 class RunResult:
     """The outcome of :func:`run`. ``to_dict()`` is JSON-ready (non-finite numbers become ``None``).
@@ -567,7 +558,7 @@ class RunResult:
     time_per_token: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite_or_none(asdict(self))
+        return plain(asdict(self))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunResult":
@@ -912,7 +903,7 @@ def _checkpoint_meta(config: RunConfig, input_shape: list[int], num_classes: int
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     return {
         "beyondbp": __version__,

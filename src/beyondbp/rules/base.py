@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
+from .common import alignment_diagnostics
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -263,9 +264,7 @@ class Learner:
         return self._gradients(batch, use_rule=False)
 
     def _diagnostics(self, batch: Batch) -> dict[str, float]:
-        from ..analysis.alignment import diagnostics
-
-        return diagnostics(self, batch)
+        return alignment_diagnostics(self, batch)
 
     # -- hooks for subclasses ------------------------------------------------------------------
     def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:

@@ -82,8 +82,6 @@ Defaults: ``variant="random"``, ``expansion=10`` (1 for the other variants),
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -92,6 +90,7 @@ from torch.autograd import Function
 from ..errors import ConfigError, UnsupportedModuleError
 from ._autograd import FeedbackConv, FeedbackLinear
 from .base import Batch, param_in_optimizer
+from .common import gradient_alignment, weight_alignment
 from .feedback import (
     FeedbackPathLearner,
     FeedbackPathRule,
@@ -271,8 +270,6 @@ class PFALearner(FeedbackPathLearner):
     def _diagnostics(self, batch: Batch) -> dict[str, float]:
         """Gradient alignment plus, per layer, ``path_angle/<layer>`` (degrees between ``B·R``
         and ``W``) and ``path_norm_ratio/<layer>`` (``‖B·R‖/‖W‖``), the paper's path metrics."""
-        from ..analysis.alignment import gradient_alignment, weight_alignment
-
         out = gradient_alignment(self, batch)
         for key, value in weight_alignment(self).items():
             out[f"path_{key}"] = value

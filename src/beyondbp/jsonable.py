@@ -1,0 +1,44 @@
+"""The one conversion of beyondbp's records to plain JSON-ready Python.
+
+Results (``RunResult.to_dict``), ``results.json`` and checkpoint meta all pass through
+:func:`plain`: mappings become dicts with string keys, tuples and lists become lists, NumPy and
+0-d torch scalars become Python numbers, paths and ``torch.Size`` become strings and lists, and
+non-finite floats (NaN, ±inf, which JSON cannot hold) become ``None``. Anything else is an
+error, so nothing unreadable is written silently.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["plain"]
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON-ready Python (see the module docstring); ``TypeError`` for a
+    type that has no such form."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0:
+        return plain(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, torch.Size):
+        return [int(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} has no JSON form (only numbers, strings, lists, dicts and None)")

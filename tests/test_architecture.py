@@ -1,0 +1,120 @@
+"""The package's import graph keeps its shape (issue 10): no cycles, analysis depends on rules
+and never the reverse, models know no rule.
+
+The graph is read with ``ast`` from every module of ``src/beyondbp``, counting imports inside
+functions too (a lazy import is still a dependency) and leaving out ``if TYPE_CHECKING:``
+blocks (annotations only, never executed).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "beyondbp"
+
+
+def module_files() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:``."""
+    nodes: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        nodes.append(node)
+        stack.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets: set[str] = set()
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                candidates = [f"{module}.{a.name}" if f"{module}.{a.name}" in files else module for a in node.names]
+            else:
+                continue
+            for target in candidates:
+                # `import beyondbp.x.y` depends on the deepest module of the package it names
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target.startswith("beyondbp") and target != name:
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_graph_reader_sees_the_imports_it_should():
+    graph = import_graph()
+    assert "beyondbp.rules.base" in graph["beyondbp.rules.backprop"]
+    assert "beyondbp.train" in graph["beyondbp.cli"]  # imported inside a function
+    assert "beyondbp.rules.base" not in graph["beyondbp.rules.common"]  # TYPE_CHECKING only
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_package_import_graph_has_no_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("low, high", [("beyondbp.rules", "beyondbp.analysis"), ("beyondbp.models", "beyondbp.rules")])
+def test_layers_depend_one_way(low, high):
+    """``rules`` never imports ``analysis``; ``models`` never import ``rules``."""
+    offenders = {
+        name: sorted(t for t in targets if t == high or t.startswith(high + "."))
+        for name, targets in import_graph().items()
+        if name == low or name.startswith(low + ".")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
