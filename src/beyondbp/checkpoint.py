@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from .errors import BeyondBPError, CheckpointError
 from .files import atomic_write_bytes
 from .jsonable import plain
+from .rules.base import is_rule_tensor
 
 __all__ = ["FORMAT", "VERSION", "load", "read", "save"]
 
@@ -102,7 +103,7 @@ def _check_state(saved: Mapping[str, Any], current: Mapping[str, Any], what: str
     unexpected = [k for k in saved if k not in current]
     if unexpected:
         extra = ""
-        if ".bbp_" in unexpected[0] or unexpected[0].startswith("bbp_"):
+        if is_rule_tensor(unexpected[0]):
             extra = "; it holds rule tensors, so attach the same rule before loading"
         raise CheckpointError(f"the checkpoint has {what} key '{unexpected[0]}' that the target lacks{extra}")
     for key, value in current.items():

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CheckpointError, ConfigError
+from .rules.base import is_rule_tensor
 
 __all__ = ["load_language_model", "sample", "sample_text"]
 
@@ -128,7 +129,7 @@ def load_language_model(path: Any) -> tuple[nn.Module, Any]:
                              **dict(meta.get("model_options") or {}))
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} has unusable model metadata ({exc})") from None
-    state = {k: v for k, v in payload["model"].items() if not k.rsplit(".", 1)[-1].startswith("bbp_")}
+    state = {k: v for k, v in payload["model"].items() if not is_rule_tensor(k)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

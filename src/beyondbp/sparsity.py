@@ -85,7 +85,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
-from .rules.base import Batch, Learner
+from .rules.base import Batch, Learner, is_rule_tensor
 from .rules.feedback import check_seed, layer_generator
 
 SPARSITY_FLAG = "_beyondbp_sparsity"
@@ -216,7 +216,7 @@ class SparseLearner(Learner):
             layer = _SparseLayer(name, module, mask)
             layer.mirrors = [
                 p_ for n_, p_ in module.named_parameters(recurse=False)
-                if n_.startswith("bbp_") and p_.shape == module.weight.shape
+                if is_rule_tensor(n_) and p_.shape == module.weight.shape
             ]
             for param in [module.weight, *layer.mirrors]:
                 if param.requires_grad:  # rules that write weights themselves (SoftHebb) have none
@@ -401,7 +401,7 @@ class SparseLearner(Learner):
 
     def n_params(self) -> int:
         """Model parameters when dense (rule tensors such as ``bbp_*`` excluded)."""
-        return sum(p.numel() for n, p in self.model.named_parameters() if not _is_rule_param(n))
+        return sum(p.numel() for n, p in self.model.named_parameters() if not is_rule_tensor(n))
 
     def n_active_params(self) -> int:
         """Model parameters that exist: absent connections of sparse layers are not counted."""
@@ -626,9 +626,6 @@ def _masker(layer: _SparseLayer):
 
     return hook
 
-
-def _is_rule_param(name: str) -> bool:
-    return name.rsplit(".", 1)[-1].startswith("bbp_")
 
 
 def dense_layer_flops(model: nn.Module, x: Tensor) -> dict[str, int]:

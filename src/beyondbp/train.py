@@ -78,6 +78,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from . import files
 from .jsonable import plain
+from .rules.base import is_rule_tensor
 from . import data as data_mod
 from . import models as models_mod
 from . import rules as rules_mod
@@ -844,7 +845,7 @@ def _finish(
     final = {key: last[key] for key in final_keys}
     final["diagnostics"] = dict(last["diagnostics"])
     # the model proper: a rule's own ``bbp_`` tensors (feedback matrices, ...) are not counted
-    n_params = int(sum(p.numel() for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("bbp_")))
+    n_params = int(sum(p.numel() for n, p in model.named_parameters() if not is_rule_tensor(n)))
     sparse = isinstance(learner, SparseLearner)
     tokens: dict[str, Any] = {}
     if tokens_per_step is not None:

@@ -16,10 +16,15 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from .base import rule_attr
+
+#: Attribute on an autograd node naming the reusable feedback buffer it borrowed.
+SCRATCH_ATTR = rule_attr("scratch")
+
 
 def _release(ctx) -> None:
     """Tell a reusable feedback buffer (``feedback._Scratch``) that this node is done with it."""
-    scratch = getattr(ctx, "bbp_scratch", None)
+    scratch = getattr(ctx, SCRATCH_ATTR, None)
     if scratch is not None:
         scratch.release(ctx)
 

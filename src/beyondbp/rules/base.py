@@ -47,6 +47,37 @@ PASSTHROUGH_LAYERS: tuple[type[nn.Module], ...] = (
 
 ATTACHED_FLAG = "_beyondbp_attached_rule"
 
+#: Prefix of every tensor or attribute a rule puts on the user's modules (``<layer>.bbp_feedback``),
+#: so checkpoints, parameter counts and sampling can tell the rule's tensors from the model's.
+RULE_PREFIX = "bbp_"
+
+
+def rule_attr(name: str) -> str:
+    """The attribute name a rule uses on a module for its tensor ``name`` (``"feedback"`` ->
+    ``"bbp_feedback"``)."""
+    return RULE_PREFIX + name
+
+
+def is_rule_tensor(name: str) -> bool:
+    """Whether a parameter / state-dict / attribute name (dotted or not) is a rule's own tensor."""
+    return name.rsplit(".", 1)[-1].startswith(RULE_PREFIX)
+
+
+def add_rule_tensor(module: nn.Module, name: str, tensor: Tensor, trainable: bool = False) -> Tensor:
+    """Register a rule's tensor on ``module`` as ``bbp_<name>``: a parameter (``trainable``,
+    trained by the user's optimizer) or a buffer; return what was registered."""
+    if trainable:
+        param = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor)
+        module.register_parameter(rule_attr(name), param)
+        return param
+    module.register_buffer(rule_attr(name), tensor)
+    return tensor
+
+
+def rule_tensor(module: nn.Module, name: str) -> Tensor:
+    """The rule tensor ``bbp_<name>`` registered on ``module`` by :func:`add_rule_tensor`."""
+    return getattr(module, rule_attr(name))
+
 
 def default_loss(output: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened."""
@@ -330,14 +361,11 @@ class Learner:
             return {
                 n: p.grad.detach().clone()
                 for n, p in params.items()
-                if p.grad is not None and (use_rule or not self._is_rule_param(n))
+                if p.grad is not None and (use_rule or not is_rule_tensor(n))
             }
         finally:
             for n, p in params.items():
                 p.grad = saved[n]
-
-    def _is_rule_param(self, name: str) -> bool:
-        return name.rsplit(".", 1)[-1].startswith("bbp_")
 
 
 def model_dict(model: nn.Module) -> dict[str, Any]:

@@ -89,8 +89,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ._autograd import FeedbackConv, FeedbackLinear
-from .base import WEIGHT_LAYERS, Learner, LossFn, Rule, param_in_optimizer
+from ._autograd import SCRATCH_ATTR, FeedbackConv, FeedbackLinear
+from .base import WEIGHT_LAYERS, Learner, LossFn, Rule, add_rule_tensor, param_in_optimizer, rule_attr, rule_tensor
 
 INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
 
@@ -197,7 +197,7 @@ class _Scratch:
         node = out.grad_fn
         if node is not None:
             self.holder = weakref.ref(node)
-            node.bbp_scratch = self
+            setattr(node, SCRATCH_ATTR, self)
 
     def release(self, node: Any) -> None:
         if self.holder is not None and self.holder() is node:
@@ -320,10 +320,10 @@ class FA(FeedbackPathRule):
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
         gen = layer_generator(self.seed, index)
-        module.register_buffer("bbp_feedback", init_like(module.weight.detach(), self.init, gen))
+        add_rule_tensor(module, "feedback", init_like(module.weight.detach(), self.init, gen))
 
     def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
-        return module.bbp_feedback, 1.0
+        return rule_tensor(module, "feedback"), 1.0
 
 
 class USF(FeedbackPathRule):
@@ -366,13 +366,13 @@ class FRSF(FeedbackPathRule):
     def setup_layer(self, module: nn.Module, index: int) -> None:
         gen = layer_generator(self.seed, index)
         mag = init_like(module.weight.detach(), self.init, gen).abs_()
-        module.register_buffer("bbp_magnitude", mag)
+        add_rule_tensor(module, "magnitude", mag)
 
     def feedback(self, module: nn.Module, out: Tensor | None = None) -> tuple[Tensor, float]:
         w = module.weight.detach()
         if out is None:
-            return torch.copysign(module.bbp_magnitude, w), 1.0
-        return torch.copysign(module.bbp_magnitude, w, out=out), 1.0
+            return torch.copysign(rule_tensor(module, "magnitude"), w), 1.0
+        return torch.copysign(rule_tensor(module, "magnitude"), w, out=out), 1.0
 
 
 class BRSF(FeedbackPathRule):
@@ -430,17 +430,17 @@ class KP(FeedbackPathRule):
     def setup_layer(self, module: nn.Module, index: int) -> None:
         gen = layer_generator(self.seed, index)
         fb = init_like(module.weight.detach(), self.init, gen)
-        module.register_parameter("bbp_feedback", nn.Parameter(fb))
+        add_rule_tensor(module, "feedback", fb, trainable=True)
 
     def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
-        return module.bbp_feedback, 1.0
+        return rule_tensor(module, "feedback"), 1.0
 
     def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
         for name, module in learner.layers.items():
-            fb = module.bbp_feedback
+            fb = rule_tensor(module, "feedback")
             if not param_in_optimizer(fb, optimizer):
                 raise ConfigError(
-                    f"Kolen-Pollack trains the feedback matrix '{name}.bbp_feedback' with your "
+                    f"Kolen-Pollack trains the feedback matrix '{name}.{rule_attr('feedback')}' with your "
                     "optimizer, but the optimizer does not hold it; create the optimizer after "
                     "rule.attach(model) from model.parameters()"
                 )
@@ -450,7 +450,7 @@ class KP(FeedbackPathRule):
                 keys = ("lr", "weight_decay", "momentum")
                 if any(gw.get(k) != gb.get(k) for k in keys):
                     raise ConfigError(
-                        f"Kolen-Pollack needs '{name}.weight' and '{name}.bbp_feedback' to share "
+                        f"Kolen-Pollack needs '{name}.weight' and '{name}.{rule_attr('feedback')}' to share "
                         "learning rate, momentum and weight decay; put them in the same parameter group"
                     )
 

@@ -89,7 +89,7 @@ from torch.autograd import Function
 
 from ..errors import ConfigError, UnsupportedModuleError
 from ._autograd import FeedbackConv, FeedbackLinear
-from .base import Batch, param_in_optimizer
+from .base import Batch, add_rule_tensor, param_in_optimizer, rule_attr, rule_tensor
 from .common import gradient_alignment, weight_alignment
 from .feedback import (
     FeedbackPathLearner,
@@ -247,7 +247,7 @@ class PFALearner(FeedbackPathLearner):
         def forward(x: Tensor) -> Tensor:
             if not (self._active and torch.is_grad_enabled()):
                 return cls_forward(module, x)
-            R, B = module.bbp_R, module.bbp_B
+            R, B = rule_tensor(module, "R"), rule_tensor(module, "B")
             if is_linear:
                 if identity:  # B = I: exactly Kolen-Pollack with R as the feedback matrix
                     return FeedbackLinear.apply(x, module.weight, module.bias, R, 1.0)
@@ -264,7 +264,7 @@ class PFALearner(FeedbackPathLearner):
         """``B·R`` in ``W``'s shape: the matrix standing in for ``W`` in the backward pass."""
         module = self.layers[layer_name]
         with torch.no_grad():
-            R, B = module.bbp_R, module.bbp_B
+            R, B = rule_tensor(module, "R"), rule_tensor(module, "B")
             return B.matmul(R.flatten(1)).view_as(module.weight).detach().clone()
 
     def _diagnostics(self, batch: Batch) -> dict[str, float]:
@@ -320,8 +320,8 @@ class PFA(FeedbackPathRule):
         n_mid = self.expansion * n_out
         r_gen = layer_generator(self.seed, index, salt="pfa-R")
         R = init_like(torch.empty((n_mid, *w.shape[1:]), dtype=w.dtype), self.init, r_gen)
-        module.register_parameter("bbp_R", nn.Parameter(R.to(w.device)))
-        module.register_buffer("bbp_B", self._draw_B(n_out, n_mid, index).to(device=w.device, dtype=w.dtype))
+        add_rule_tensor(module, "R", R.to(w.device), trainable=True)
+        add_rule_tensor(module, "B", self._draw_B(n_out, n_mid, index).to(device=w.device, dtype=w.dtype))
 
     def _draw_B(self, n_out: int, n_mid: int, index: int) -> Tensor:
         gen = layer_generator(self.seed, index, salt="pfa-B")
@@ -335,14 +335,14 @@ class PFA(FeedbackPathRule):
         return (torch.rand(n_out, n_mid, generator=gen) * 2 - 1) * bound
 
     def feedback(self, module: nn.Module) -> tuple[Tensor, float]:
-        R, B = module.bbp_R, module.bbp_B
+        R, B = rule_tensor(module, "R"), rule_tensor(module, "B")
         return B.matmul(R.flatten(1)).view_as(module.weight), 1.0
 
     def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
         for name, module in learner.layers.items():
-            if not param_in_optimizer(module.bbp_R, optimizer):
+            if not param_in_optimizer(rule_tensor(module, "R"), optimizer):
                 raise ConfigError(
-                    f"PFA trains the feedback matrix '{name}.bbp_R' with your optimizer, but the "
+                    f"PFA trains the feedback matrix '{name}.{rule_attr('R')}' with your optimizer, but the "
                     "optimizer does not hold it; create the optimizer after rule.attach(model) from "
                     "model.parameters()"
                 )
