@@ -3,8 +3,9 @@
 Paper: "Hebbian Deep Learning Without Feedback" (Journé, Garcia Rodriguez, Guo, Moraitis; ICLR
 2023). Official code: NeuromorphicComputing/SoftHebb (``demo.py``, ``hebbconv.py``).
 
-The network is split in two. Every weight layer except the last is a *Hebbian layer*; the last
-weight layer is a linear *classifier*. No error signal ever reaches a Hebbian layer.
+The network is split in two. Every weight layer except the last one the forward pass runs is a
+*Hebbian layer*; that last one is a linear *classifier*. No error signal ever reaches a Hebbian
+layer.
 
 Hebbian layer (weights ``W``, one row ``W_i`` per unit; for a convolution, one kernel per output
 channel and one competition per output position):
@@ -24,32 +25,69 @@ of the rule (``W_i·ΔW_i = (Σ y_i u_i)(1 − ‖W_i‖²)``). The learning rat
 weights before the update. For a convolution, ``x`` is the (padded) input patch each output
 position sees, and the sums run over the batch and all output positions.
 
-Training (as in the paper): for the first ``hebbian_epochs`` epochs (default 1) :meth:`step`
-updates *all* Hebbian layers at once from the inputs of the batch (labels are not used for
-learning) with the rule above, under ``torch.no_grad`` — the optimizer passed to ``step`` is not
-used in that phase. Then the Hebbian layers are frozen (normalisation layers switch to their
-running statistics) and ``step`` trains the classifier alone by cross-entropy with the caller's
-optimizer (the authors: Adam, lr 1e-3). A run therefore needs more epochs than
-``hebbian_epochs``: e.g. ``epochs = 1 + classifier epochs``. The learner counts epochs through
-:meth:`on_epoch_end`, which the run loop calls after each epoch; ``hebbian_steps`` switches after
-a number of batches instead. The paper trained layers greedily one after another; its README
-reports that training all layers at once, as here, does as well.
+Training (as in the paper): in the *Hebbian phase* every training step updates *all* Hebbian
+layers at once from the inputs of the batch (labels are not used for learning) with the rule
+above, under ``torch.no_grad``. Then the Hebbian layers are frozen (normalisation layers switch to
+their running statistics) and training steps train the classifier alone by cross-entropy with the
+caller's optimizer (the authors: Adam, lr 1e-3). The paper trained layers greedily one after
+another; its README reports that training all layers at once, as here, does as well.
 
-Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers in
-module order; all but the last are Hebbian, the last is the classifier. Bias terms of Hebbian
-layers are set to zero by the first Hebbian step and stay zero (SoftHebb's ``u`` has none;
-attaching alone changes no parameter). Every parameter that is not the classifier's — Hebbian
-weights, BatchNorm affine parameters — gets ``requires_grad=False`` while attached (restored by
-``detach``), so the label loss cannot reach it; :meth:`optimizer_parameters` returns only the
-classifier's parameters. Whatever sits between layers (activations, pooling, BatchNorm) is the
-model's: the presets in ``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer →
-triangle → pool blocks. Other layer types with parameters are refused by path and type.
+A training step is either
+
+* ``learner.step(batch, optimizer)`` (the run loop uses it): in the Hebbian phase it makes the
+  Hebbian step and does not use the optimizer; after it, one classifier step; or
+* one forward pass of the model in training mode with autograd on, in the user's own loop
+  (``loss = loss_fn(model(x), y); loss.backward(); optimizer.step()``): the forward hooks the
+  rule installs make the Hebbian step during that forward pass (the same update as
+  ``learner.step``, bit for bit, applied when the forward pass ends), or, in the classifier
+  phase, run the normalisation layers on their running statistics. The user's optimizer, built
+  from :meth:`optimizer_parameters`, trains the classifier in both phases here (in the Hebbian
+  phase it follows the changing features). Forward passes in eval mode, under
+  ``torch.no_grad`` or made by the learner itself (``predict``, ``estimate``, ``diagnostics``)
+  are not steps.
+
+When the Hebbian phase ends:
+
+* ``hebbian_steps=N``: after N Hebbian steps of either kind, whatever the loop;
+* otherwise (default) after ``hebbian_epochs`` epochs (default 1), counted by
+  :meth:`on_epoch_end`, which the run loop calls after each epoch (a run therefore needs more
+  epochs than ``hebbian_epochs``: e.g. ``epochs = 1 + classifier epochs``); a user's own
+  ``backward()`` loop, which need not report epochs, also ends it after
+  ``PLAIN_LOOP_HEBBIAN_STEPS`` = 1000 of its Hebbian steps (about one epoch of MNIST or
+  CIFAR-10 at batch size 64; the authors use one unsupervised epoch). A ``learner.step`` loop
+  that never calls ``on_epoch_end`` stays in the Hebbian phase unless ``hebbian_steps`` is given.
+
+Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers
+in the order the forward pass runs them, read from a ``torch.fx`` trace of the model (no input
+is needed and no layer runs); all but the last are Hebbian (per-layer options follow that
+order), the last is the classifier. A model fx cannot trace (e.g. Python control flow on tensor
+values) is taken in registration order. Every forward pass then checks that the layers ran once
+each in exactly that order and raises a ``ConfigError`` otherwise (a layer that the trace shows
+running twice is refused at attach). Bias terms of Hebbian layers are set to zero by the first
+Hebbian step and stay zero (SoftHebb's ``u`` has none; attaching alone changes no parameter).
+Every parameter that is not the classifier's — Hebbian weights, BatchNorm affine parameters —
+gets ``requires_grad=False`` while attached (restored by ``detach``), so the label loss cannot
+reach it; :meth:`optimizer_parameters` returns only the classifier's trainable parameters.
+Whatever sits between layers (activations, pooling, BatchNorm) is the model's: the presets in
+``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer → triangle → pool blocks;
+normalisation layers keep their affine parameters as they are. Other layer types with
+parameters are refused by path and type, and so is any other module with a trainable parameter
+(``nn.Embedding``, ``nn.PReLU``, ``passthrough`` types): nothing would train it, since no error
+reaches the layers before the classifier. Freeze such a module (``requires_grad=False``) to keep
+it as it is.
+
+Layers the user froze: a Hebbian layer whose weight has ``requires_grad=False`` at attach is left
+bit-identical (no Hebbian update, no bias zeroing, no rescale; it is left out of
+:meth:`estimate` and :meth:`trained_layers`), and so is every other parameter with
+``requires_grad=False`` (a frozen bias of a learning Hebbian layer keeps its value; frozen
+classifier parameters are left out of :meth:`optimizer_parameters`). A deep copy of an attached
+model is refused (its hooks belong to the learner).
 
 Metrics of :meth:`step`: ``loss`` (in the Hebbian phase the cross-entropy of the current,
 untrained classifier, reported only), ``hebbian_phase`` (1 or 0), and in the Hebbian phase
 ``norm_dev/<layer>`` (mean ``|‖W_i‖ − 1|`` after the step) and ``winners/<layer>`` (fraction
 of units that won at least one competition in the batch). Inside ``learner.disabled()`` a step
-is plain backprop through every parameter.
+is plain backprop through every parameter the user left trainable.
 
 Defaults. ``t_invert`` and ``lr`` take one number for every Hebbian layer or one per layer. When
 left at ``None`` they come from the model's ``softhebb_defaults`` attribute if it has one (the
@@ -94,6 +132,9 @@ from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
 
 #: Layer types a SoftHebb learner can train (Hebbian or classifier).
 SOFTHEBB_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+#: Normalisation layers: left as they are (their affine parameters are not trained).
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 GENERIC_T_INVERT = 0.5
 GENERIC_LR = 0.01
@@ -277,6 +318,8 @@ class SoftHebbLearner(Learner):
         self._ran: list[str] | None = None  # weight layers run by the current forward pass
         self._plain: tuple[str, list[bool]] | None = None  # the current forward is a plain-loop step
         self._own = 0  # > 0 while the learner runs the model itself
+        self._order_checked = False  # a forward pass ran the layers in the order above
+        self._unprepared: list[tuple[Tensor, Tensor]] = []  # parameters before the first step
         self._handles = [
             layer.register_forward_hook(self._make_hook(name)) for name, layer in self.hebbian.items()
         ]
@@ -366,17 +409,24 @@ class SoftHebbLearner(Learner):
         if output is None or ran is None:
             return
         if ran != self._layer_names:
+            with torch.no_grad():  # leave the parameters as they were before this first step
+                for t, saved in self._unprepared:
+                    t.copy_(saved)
+            self._unprepared = []
             raise ConfigError(
-                f"softhebb took the weight layers to run in the order {self._layer_names} ({self._order_source}), "
-                f"but this forward pass ran {ran}; it trains only models that run each weight layer once, in one "
-                "fixed order that a torch.fx trace or the registration order gives"
+                f"softhebb took the weight layers to run in the order {self._layer_names} "
+                f"({self._order_source}), but this forward pass ran {ran}; it trains only models that "
+                "run each weight layer once, in one fixed order that a torch.fx trace or the "
+                "registration order gives"
             )
+        self._order_checked, self._unprepared = True, []
         if updates is not None:
             self._apply_hebbian(updates)
             self.plain_steps_done += 1
 
     def _hebbian_updates(self, x: Tensor) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
-        """Run the model forward on ``x``; collect every learning Hebbian layer's ``(ΔW, η_i / max|ΔW|)``."""
+        """Run the model forward on ``x``; collect ``(ΔW, η_i / max|ΔW|)`` of every learning
+        Hebbian layer."""
         self._collect = {}
         try:
             with torch.no_grad():
@@ -506,6 +556,8 @@ class SoftHebbLearner(Learner):
         """Before the first Hebbian step: zero the biases (SoftHebb layers have none) and, with
         ``init_radius``, rescale every unit's weight vector to that norm (direction kept). Layers
         and biases the user froze are left as they are."""
+        if not self._order_checked:  # kept until a forward pass has confirmed the layer order
+            self._unprepared = [(t, t.detach().clone()) for t in self.model.parameters()]
         with torch.no_grad():
             for name, layer in self.hebbian.items():
                 if name in self.frozen:
@@ -637,7 +689,7 @@ class SoftHebb(Rule):
         to any other layer (normalisation layers keep their values, as documented)."""
         super().check_model(model, passthrough)
         for path, module in model.named_modules():
-            if isinstance(module, SOFTHEBB_LAYERS + (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)):
+            if isinstance(module, SOFTHEBB_LAYERS + _NORM_LAYERS):
                 continue
             trainable = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
             if trainable:
