@@ -259,11 +259,31 @@ def test_set_settings_without_sparsity_are_refused_by_the_library():
     RunConfig(**RunConfig(model="mlp", data="digits").model_dump())  # a saved config reloads
 
 
-# -- 9. no lr_scheduler warning from the language-model loop --------------------------------------
-def test_softhebb_on_gpt_does_not_leak_the_lr_scheduler_warning():
-    config = RunConfig(rule="softhebb", model="gpt", data="shakespeare-char", steps=3, batch_size=4, context=16,
-                       eval_windows=4, model_options={"n_layer": 1, "n_head": 2, "d_model": 16})
+# -- 9. no lr_scheduler warning from the run loops -------------------------------------------------
+def test_the_run_loops_step_the_schedule_without_torchs_order_warning():
+    """Rules that own their update (SoftHebb's Hebbian phase) skip ``optimizer.step()``; both
+    run loops step the LR schedule through ``_scheduler_step``, which keeps torch's
+    "lr_scheduler.step() before optimizer.step()" warning off the user's terminal."""
+    import inspect
+
+    from beyondbp import train as train_mod
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run(config)
+        train_mod._scheduler_step(sched)
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:  # the check above can fail
+        warnings.simplefilter("always")
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0).step()
+    assert [w for w in caught if "lr_scheduler" in str(w.message)]
+    for loop in (train_mod._run, train_mod._run_language_model):
+        source = inspect.getsource(loop)
+        assert "_scheduler_step(scheduler)" in source and "scheduler.step()" not in source
+
+
+def test_softhebb_refuses_gpt_with_one_line(capsys):
+    code, _, err = cli(capsys, "train", "--rule", "softhebb", "--model", "gpt", "--data", "shakespeare-char",
+                       "--steps", "2", "--n-layer", "1", "--d-model", "16", "--n-head", "2")
+    assert "Embedding" in one_line_error(code, err)

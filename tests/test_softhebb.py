@@ -515,3 +515,233 @@ def test_disabled_steps_are_plain_backprop_through_every_layer():
         learner.step((x, y), opt)
     assert torch.allclose(net[0].weight, w0 - 0.1 * reference[0].weight.grad)
     assert not net[0].weight.requires_grad and learner.hebbian_phase  # freeze and phase untouched
+
+
+# -- the user's own loop (issue 9, part 3, item 7) ---------------------------------------------------
+
+
+def plain_step(model, optimizer, x, y):
+    """One step of a user's own loop: no learner.step, no on_epoch_end."""
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def test_a_plain_backward_loop_learns_digits():
+    ds = data.load("digits")
+    torch.manual_seed(0)
+    net = SoftHebbMLP(ds.input_shape, ds.num_classes, width=128)
+    learner = SoftHebb().attach(net)
+    opt = torch.optim.Adam(learner.optimizer_parameters(), lr=1e-3)
+    start = unit_norms(net.hebb1.weight.detach()).sub(1).abs().mean()
+    steps = 0
+    for epoch in range(8):
+        for x, y in ds.train_loader(64, seed=epoch):
+            plain_step(net, opt, x, y)
+            steps += 1
+    # every training forward pass was a Hebbian step (23 per epoch, under the default 1000)
+    assert learner.hebbian_steps_done == steps == 184 and learner.hebbian_phase
+    norm_dev = unit_norms(net.hebb1.weight.detach()).sub(1).abs().mean()
+    assert start > 20 and norm_dev < 0.7 * start  # measured 24.1 -> 14.7: the norms move toward 1
+    assert learner.plain_steps_done == 184
+    acc = float((learner.predict(ds.x_test).argmax(1) == ds.y_test).float().mean())
+    assert acc >= 0.85, acc  # measured 0.92; chance is 0.10
+
+
+def test_a_plain_loop_switches_phase_after_hebbian_steps():
+    ds = data.load("digits")
+    torch.manual_seed(0)
+    net = SoftHebbMLP(ds.input_shape, ds.num_classes, width=128)
+    learner = SoftHebb(hebbian_steps=23).attach(net)  # one epoch of digits at batch 64
+    opt = torch.optim.Adam(learner.optimizer_parameters(), lr=1e-3)
+    for epoch in range(8):
+        for x, y in ds.train_loader(64, seed=epoch):
+            plain_step(net, opt, x, y)
+        if epoch == 0:
+            hebbian_after_first_epoch = net.hebb1.weight.detach().clone()
+            assert not learner.hebbian_phase
+    assert torch.equal(net.hebb1.weight, hebbian_after_first_epoch)  # frozen after the switch
+    assert learner.hebbian_steps_done == 23
+    acc = float((learner.predict(ds.x_test).argmax(1) == ds.y_test).float().mean())
+    assert acc >= 0.85, acc  # measured 0.94
+
+
+def test_a_plain_loop_takes_the_same_hebbian_steps_as_learner_step():
+    """Bit for bit: Hebbian weights and BatchNorm statistics; then, in the classifier phase, the
+    plain loop's steps equal learner.step's (BatchNorm on its running statistics)."""
+    torch.manual_seed(0)
+    xs = [torch.randn(16, 1, 4, 4) for _ in range(6)]
+    ys = [torch.randint(0, 3, (16,)) for _ in range(6)]
+    nets = []
+    for plain in (False, True):
+        torch.manual_seed(1)
+        net = SoftHebbMLP((1, 4, 4), 3, width=8, batchnorm=True)
+        learner = SoftHebb(hebbian_steps=3).attach(net)
+        opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if i == 3:  # start the classifier phase from the same classifier
+                with torch.no_grad():
+                    net.out.weight.fill_(0.1)
+                    net.out.bias.zero_()
+                opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+            if plain:
+                plain_step(net, opt, x, y)
+            else:
+                learner.step((x, y), opt)
+            if i == 2:
+                after_hebbian = {k: v.clone() for k, v in net.state_dict().items() if k[:4] != "out."}
+        assert learner.hebbian_steps_done == 3 and not learner.hebbian_phase
+        nets.append((after_hebbian, {k: v.clone() for k, v in net.state_dict().items()}))
+    (h_step, s_step), (h_plain, s_plain) = nets
+    assert h_step.keys() == h_plain.keys() and all(torch.equal(h_step[k], h_plain[k]) for k in h_step)
+    assert all(torch.equal(s_step[k], s_plain[k]) for k in s_step)
+    # the classifier phase moved neither the Hebbian weights nor the BatchNorm statistics
+    assert all(torch.equal(h_plain[k], s_plain[k]) for k in h_plain)
+
+
+def test_the_plain_loop_default_switch_and_what_counts_as_a_step(monkeypatch):
+    monkeypatch.setattr("beyondbp.rules.softhebb.PLAIN_LOOP_HEBBIAN_STEPS", 3)
+    net = hebbian_net(dtype=torch.float32)
+    learner = SoftHebb().attach(net)
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net(x)  # no autograd: not a training step
+    net.eval()
+    net(x)  # eval mode: not a training step
+    net.train()
+    learner.predict(x)
+    learner.estimate((x, y))
+    assert learner.hebbian_steps_done == 0 and torch.equal(net[0].weight, w0)
+    for _ in range(3):
+        plain_step(net, opt, x, y)
+    assert not learner.hebbian_phase
+    w3 = net[0].weight.detach().clone()
+    plain_step(net, opt, x, y)
+    assert torch.equal(net[0].weight, w3) and learner.hebbian_steps_done == 3
+    # an epoch end, reported by the loop, also ends the phase (hebbian_epochs=1)
+    other = SoftHebb().attach(hebbian_net(dtype=torch.float32))
+    plain_step(other.model, torch.optim.SGD(other.optimizer_parameters(), lr=0.1), x, y)
+    other.on_epoch_end(0)
+    assert not other.hebbian_phase
+    state = learner.rule_state()
+    assert int(state["plain_steps_done"]) == 3
+
+
+# -- layers the user froze ---------------------------------------------------------------------------
+
+
+def test_layers_the_user_froze_stay_bit_identical():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3)
+    )
+    net[0].requires_grad_(False)  # a frozen Hebbian layer (weight and bias)
+    net[2].bias.requires_grad_(False)  # a frozen bias of a learning Hebbian layer
+    frozen = {"0.weight", "0.bias", "2.bias"}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    learner = SoftHebb(hebbian_steps=2).attach(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)  # even an optimizer holding every parameter
+    x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
+    learner.step((x, y), opt)
+    plain_step(net, opt, x, y)
+    learner.step((x, y), opt)  # classifier phase
+    plain_step(net, opt, x, y)
+    for k in frozen:
+        assert torch.equal(net.state_dict()[k], before[k]), k
+    assert torch.equal(net[4].bias, torch.zeros(4))  # a trainable Hebbian bias is zeroed
+    with learner.disabled():
+        learner.step((x, y), opt)  # plain backprop through what the user left trainable
+    after = net.state_dict()
+    for k in frozen:
+        assert torch.equal(after[k], before[k]), k
+    assert not torch.equal(after["2.weight"], before["2.weight"])
+    assert learner.frozen == {"0"} and list(learner.trained_layers()) == ["2", "4", "6"]
+    assert set(learner.estimate((x, y))) == {"2.weight", "4.weight", "6.weight", "6.bias"}
+    learner.detach()
+    assert [n for n, p in net.named_parameters() if not p.requires_grad] == ["0.weight", "0.bias", "2.bias"]
+
+
+# -- which layer is the classifier ---------------------------------------------------------------------
+
+
+class RegisteredOutOfOrder(nn.Module):
+    """The classifier is registered first but runs last."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.body = nn.Linear(6, 8)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+class Untraceable(RegisteredOutOfOrder):
+    def forward(self, x):
+        if float(x.sum()) > -1e9:  # data-dependent Python control flow: torch.fx cannot trace it
+            x = torch.relu(self.body(x))
+        return self.head(x)
+
+
+def test_the_classifier_is_the_layer_that_runs_last():
+    torch.manual_seed(0)
+    net = RegisteredOutOfOrder()
+    learner = SoftHebb(hebbian_steps=1).attach(net)
+    assert learner.classifier_name == "head" and list(learner.hebbian) == ["body"]
+    assert [id(p) for p in learner.optimizer_parameters()] == [id(p) for p in net.head.parameters()]
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
+    head0, body0 = net.head.weight.detach().clone(), net.body.weight.detach().clone()
+    learner.step((x, y), opt)  # Hebbian: the body learns, the head does not
+    assert not torch.equal(net.body.weight, body0) and torch.equal(net.head.weight, head0)
+    body1 = net.body.weight.detach().clone()
+    plain_step(net, opt, x, y)  # classifier phase: the head learns, the body does not
+    assert torch.equal(net.body.weight, body1) and not torch.equal(net.head.weight, head0)
+
+
+def test_a_model_whose_order_cannot_be_known_before_running_is_checked_on_the_first_forward():
+    net = Untraceable()
+    learner = SoftHebb().attach(net)  # fx fails: registration order (head, body), to be checked
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    x, y = torch.rand(4, 6), torch.zeros(4, dtype=torch.long)
+    for step in (lambda: plain_step(net, opt, x, y), lambda: learner.step((x, y), opt)):
+        with pytest.raises(ConfigError, match=r"order \['head', 'body'\].*ran \['body', 'head'\]"):
+            step()
+        assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # nothing changed
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(torch.relu(self.a(x))))
+
+    with pytest.raises(ConfigError, match="'a', which the forward pass runs 2 times"):
+        SoftHebb().attach(Twice())
+
+
+# -- layers nothing would train ------------------------------------------------------------------------
+
+
+def test_a_trainable_embedding_is_refused_and_a_frozen_one_is_kept():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(UnsupportedModuleError, match=r"module '0' of type Embedding"):
+        SoftHebb().attach(net)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    net[0].weight.requires_grad_(False)
+    learner = SoftHebb(hebbian_steps=1).attach(net)
+    x, y = torch.randint(0, 10, (8, 3)), torch.randint(0, 3, (8,))
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    for _ in range(3):
+        learner.step((x, y), opt)
+        plain_step(net, opt, x, y)
+    assert torch.equal(net[0].weight, state["0.weight"])
+    assert not torch.equal(net[2].weight, state["2.weight"])

@@ -3,8 +3,9 @@
 Paper: "Hebbian Deep Learning Without Feedback" (Journé, Garcia Rodriguez, Guo, Moraitis; ICLR
 2023). Official code: NeuromorphicComputing/SoftHebb (``demo.py``, ``hebbconv.py``).
 
-The network is split in two. Every weight layer except the last is a *Hebbian layer*; the last
-weight layer is a linear *classifier*. No error signal ever reaches a Hebbian layer.
+The network is split in two. Every weight layer except the last one the forward pass runs is a
+*Hebbian layer*; that last one is a linear *classifier*. No error signal ever reaches a Hebbian
+layer.
 
 Hebbian layer (weights ``W``, one row ``W_i`` per unit; for a convolution, one kernel per output
 channel and one competition per output position):
@@ -24,32 +25,69 @@ of the rule (``W_i·ΔW_i = (Σ y_i u_i)(1 − ‖W_i‖²)``). The learning rat
 weights before the update. For a convolution, ``x`` is the (padded) input patch each output
 position sees, and the sums run over the batch and all output positions.
 
-Training (as in the paper): for the first ``hebbian_epochs`` epochs (default 1) :meth:`step`
-updates *all* Hebbian layers at once from the inputs of the batch (labels are not used for
-learning) with the rule above, under ``torch.no_grad`` — the optimizer passed to ``step`` is not
-used in that phase. Then the Hebbian layers are frozen (normalisation layers switch to their
-running statistics) and ``step`` trains the classifier alone by cross-entropy with the caller's
-optimizer (the authors: Adam, lr 1e-3). A run therefore needs more epochs than
-``hebbian_epochs``: e.g. ``epochs = 1 + classifier epochs``. The learner counts epochs through
-:meth:`on_epoch_end`, which the run loop calls after each epoch; ``hebbian_steps`` switches after
-a number of batches instead. The paper trained layers greedily one after another; its README
-reports that training all layers at once, as here, does as well.
+Training (as in the paper): in the *Hebbian phase* every training step updates *all* Hebbian
+layers at once from the inputs of the batch (labels are not used for learning) with the rule
+above, under ``torch.no_grad``. Then the Hebbian layers are frozen (normalisation layers switch to
+their running statistics) and training steps train the classifier alone by cross-entropy with the
+caller's optimizer (the authors: Adam, lr 1e-3). The paper trained layers greedily one after
+another; its README reports that training all layers at once, as here, does as well.
 
-Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers in
-module order; all but the last are Hebbian, the last is the classifier. Bias terms of Hebbian
-layers are set to zero by the first Hebbian step and stay zero (SoftHebb's ``u`` has none;
-attaching alone changes no parameter). Every parameter that is not the classifier's — Hebbian
-weights, BatchNorm affine parameters — gets ``requires_grad=False`` while attached (restored by
-``detach``), so the label loss cannot reach it; :meth:`optimizer_parameters` returns only the
-classifier's parameters. Whatever sits between layers (activations, pooling, BatchNorm) is the
-model's: the presets in ``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer →
-triangle → pool blocks. Other layer types with parameters are refused by path and type.
+A training step is either
+
+* ``learner.step(batch, optimizer)`` (the run loop uses it): in the Hebbian phase it makes the
+  Hebbian step and does not use the optimizer; after it, one classifier step; or
+* one forward pass of the model in training mode with autograd on, in the user's own loop
+  (``loss = loss_fn(model(x), y); loss.backward(); optimizer.step()``): the forward hooks the
+  rule installs make the Hebbian step during that forward pass (the same update as
+  ``learner.step``, bit for bit, applied when the forward pass ends), or, in the classifier
+  phase, run the normalisation layers on their running statistics. The user's optimizer, built
+  from :meth:`optimizer_parameters`, trains the classifier in both phases here (in the Hebbian
+  phase it follows the changing features). Forward passes in eval mode, under
+  ``torch.no_grad`` or made by the learner itself (``predict``, ``estimate``, ``diagnostics``)
+  are not steps.
+
+When the Hebbian phase ends:
+
+* ``hebbian_steps=N``: after N Hebbian steps of either kind, whatever the loop;
+* otherwise (default) after ``hebbian_epochs`` epochs (default 1), counted by
+  :meth:`on_epoch_end`, which the run loop calls after each epoch (a run therefore needs more
+  epochs than ``hebbian_epochs``: e.g. ``epochs = 1 + classifier epochs``); a user's own
+  ``backward()`` loop, which need not report epochs, also ends it after
+  ``PLAIN_LOOP_HEBBIAN_STEPS`` = 1000 of its Hebbian steps (about one epoch of MNIST or
+  CIFAR-10 at batch size 64; the authors use one unsupervised epoch). A ``learner.step`` loop
+  that never calls ``on_epoch_end`` stays in the Hebbian phase unless ``hebbian_steps`` is given.
+
+Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers
+in the order the forward pass runs them, read from a ``torch.fx`` trace of the model (no input
+is needed and no layer runs); all but the last are Hebbian (per-layer options follow that
+order), the last is the classifier. A model fx cannot trace (e.g. Python control flow on tensor
+values) is taken in registration order. Every forward pass then checks that the layers ran once
+each in exactly that order and raises a ``ConfigError`` otherwise (a layer that the trace shows
+running twice is refused at attach). Bias terms of Hebbian layers are set to zero by the first
+Hebbian step and stay zero (SoftHebb's ``u`` has none; attaching alone changes no parameter).
+Every parameter that is not the classifier's — Hebbian weights, BatchNorm affine parameters —
+gets ``requires_grad=False`` while attached (restored by ``detach``), so the label loss cannot
+reach it; :meth:`optimizer_parameters` returns only the classifier's trainable parameters.
+Whatever sits between layers (activations, pooling, BatchNorm) is the model's: the presets in
+``beyondbp.models.softhebb`` use the paper's BN → Hebbian layer → triangle → pool blocks;
+normalisation layers keep their affine parameters as they are. Other layer types with
+parameters are refused by path and type, and so is any other module with a trainable parameter
+(``nn.Embedding``, ``nn.PReLU``, ``passthrough`` types): nothing would train it, since no error
+reaches the layers before the classifier. Freeze such a module (``requires_grad=False``) to keep
+it as it is.
+
+Layers the user froze: a Hebbian layer whose weight has ``requires_grad=False`` at attach is left
+bit-identical (no Hebbian update, no bias zeroing, no rescale; it is left out of
+:meth:`estimate` and :meth:`trained_layers`), and so is every other parameter with
+``requires_grad=False`` (a frozen bias of a learning Hebbian layer keeps its value; frozen
+classifier parameters are left out of :meth:`optimizer_parameters`). A deep copy of an attached
+model is refused (its hooks belong to the learner).
 
 Metrics of :meth:`step`: ``loss`` (in the Hebbian phase the cross-entropy of the current,
 untrained classifier, reported only), ``hebbian_phase`` (1 or 0), and in the Hebbian phase
 ``norm_dev/<layer>`` (mean ``|‖W_i‖ − 1|`` after the step) and ``winners/<layer>`` (fraction
 of units that won at least one competition in the batch). Inside ``learner.disabled()`` a step
-is plain backprop through every parameter.
+is plain backprop through every parameter the user left trainable.
 
 Defaults. ``t_invert`` and ``lr`` take one number for every Hebbian layer or one per layer. When
 left at ``None`` they come from the model's ``softhebb_defaults`` attribute if it has one (the
@@ -81,21 +119,29 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedModuleError
 from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
 
 #: Layer types a SoftHebb learner can train (Hebbian or classifier).
 SOFTHEBB_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
+#: Normalisation layers: left as they are (their affine parameters are not trained).
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
 GENERIC_T_INVERT = 0.5
 GENERIC_LR = 0.01
 GENERIC_INIT_RADIUS = 10.0
+#: Hebbian steps of a plain ``loss.backward(); optimizer.step()`` loop after which the phase
+#: switches when ``hebbian_steps`` is not given and no epoch end has been reported.
+PLAIN_LOOP_HEBBIAN_STEPS = 1000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +240,36 @@ def _per_layer(value: Any, n: int, what: str, positive: bool = True) -> tuple[fl
     return tuple(float(v) for v in values)
 
 
+def _param_name(module_name: str, param: str) -> str:
+    return f"{module_name}.{param}" if module_name else param
+
+
+def _weight_layers_in_execution_order(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
+    """The model's Linear/Conv layers in the order its forward pass runs them, and how that
+    order was found: a ``torch.fx`` trace when the model can be traced (no input needed), the
+    registration order otherwise (then checked against the first forward pass)."""
+    registered = [(n, m) for n, m in model.named_modules() if isinstance(m, SOFTHEBB_LAYERS)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = torch.fx.Tracer().trace(model)
+    except Exception:  # noqa: BLE001 - any model fx cannot trace falls back to registration order
+        return registered, "the registration order; the model cannot be traced by torch.fx"
+    modules = dict(model.named_modules())
+    called = [
+        str(node.target)
+        for node in graph.nodes
+        if node.op == "call_module" and isinstance(modules.get(str(node.target)), SOFTHEBB_LAYERS)
+    ]
+    repeated = sorted({n for n in called if called.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"softhebb cannot train layer '{repeated[0]}', which the forward pass runs "
+            f"{called.count(repeated[0])} times; each weight layer must run once per forward pass"
+        )
+    return [(n, modules[n]) for n in called], "the execution order traced by torch.fx"
+
+
 # ---------------------------------------------------------------------------------------------
 # Learner
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +277,7 @@ class SoftHebbLearner(Learner):
     def __init__(self, rule: "SoftHebb", model: nn.Module, loss_fn: LossFn) -> None:
         super().__init__(rule, model, loss_fn)
         self.softhebb = rule
-        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, SOFTHEBB_LAYERS)]
+        layers, self._order_source = _weight_layers_in_execution_order(model)
         if len(layers) < 2:
             raise ConfigError(
                 "softhebb needs at least two weight layers (Hebbian layers, then a classifier), "
@@ -209,6 +285,7 @@ class SoftHebbLearner(Learner):
             )
         self.hebbian: dict[str, nn.Module] = dict(layers[:-1])
         self.classifier_name, self.classifier = layers[-1]
+        self._layer_names = [name for name, _ in layers]
         n = len(self.hebbian)
         defaults = getattr(model, "softhebb_defaults", None) or {}
         self.t_invert = (
@@ -227,6 +304,9 @@ class SoftHebbLearner(Learner):
             if radius is not None:
                 radius = _per_layer(radius, 1, "init_radius (model default)")[0]
         self.init_radius: float | None = radius
+        # Layers the user froze (weight.requires_grad=False) are left bit-identical.
+        self.frozen = {name for name, m in self.hebbian.items() if not m.weight.requires_grad}
+        self._classifier_trainable = [p for p in self.classifier.parameters() if p.requires_grad]
         self._classifier_params = {id(p) for p in self.classifier.parameters()}
         self._requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
         for p in model.parameters():
@@ -235,20 +315,30 @@ class SoftHebbLearner(Learner):
         self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
         self._collect: dict[str, tuple[Tensor, Tensor]] | None = None  # name -> (ΔW, η_i / max|ΔW|)
         self._winners: dict[str, float] = {}
+        self._ran: list[str] | None = None  # weight layers run by the current forward pass
+        self._plain: tuple[str, list[bool]] | None = None  # the current forward is a plain-loop step
+        self._own = 0  # > 0 while the learner runs the model itself
+        self._order_checked = False  # a forward pass ran the layers in the order above
+        self._unprepared: list[tuple[Tensor, Tensor]] = []  # parameters before the first step
         self._handles = [
             layer.register_forward_hook(self._make_hook(name)) for name, layer in self.hebbian.items()
         ]
+        self._handles.append(self.classifier.register_forward_hook(self._make_hook(self.classifier_name)))
+        self._handles.append(model.register_forward_pre_hook(self._before_forward))
+        self._handles.append(model.register_forward_hook(self._after_forward, always_call=True))
+        model.__deepcopy__ = self._refuse_copy
         self.epochs_done = 0
         self.hebbian_steps_done = 0
+        self.plain_steps_done = 0
 
     # -- phase -----------------------------------------------------------------------------------
     @property
     def hebbian_phase(self) -> bool:
-        """True while :meth:`step` trains the Hebbian layers (False: the classifier)."""
+        """True while training updates the Hebbian layers (False: the classifier)."""
         rule = self.softhebb
         if rule.hebbian_steps is not None:
             return self.hebbian_steps_done < rule.hebbian_steps
-        return self.epochs_done < rule.hebbian_epochs
+        return self.epochs_done < rule.hebbian_epochs and self.plain_steps_done < PLAIN_LOOP_HEBBIAN_STEPS
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         was_hebbian = self.hebbian_phase
@@ -258,15 +348,22 @@ class SoftHebbLearner(Learner):
         return out
 
     def norm_deviation(self) -> dict[str, float]:
-        """Mean ``|‖W_i‖ − 1|`` over the units of every Hebbian layer."""
-        return {n: float((unit_norms(m.weight.detach()) - 1).abs().mean()) for n, m in self.hebbian.items()}
+        """Mean ``|‖W_i‖ − 1|`` over the units of every Hebbian layer the rule trains."""
+        return {
+            n: float((unit_norms(m.weight.detach()) - 1).abs().mean())
+            for n, m in self.hebbian.items()
+            if n not in self.frozen
+        }
 
     # -- hooks -----------------------------------------------------------------------------------
     def _make_hook(self, name: str):
-        index = list(self.hebbian).index(name)
+        index = list(self.hebbian).index(name) if name in self.hebbian else -1
+        learns = index >= 0 and name not in self.frozen
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            if self._collect is None or not args:
+            if self._ran is not None:
+                self._ran.append(name)
+            if self._collect is None or not learns or not args:
                 return
             x, u, w = args[0].detach(), output.detach(), module.weight.detach()
             if isinstance(module, nn.Linear):  # units last: samples are all leading positions
@@ -282,8 +379,54 @@ class SoftHebbLearner(Learner):
 
         return hook
 
+    def _before_forward(self, module: nn.Module, args: tuple) -> None:
+        """A forward pass of the whole model begins: record which weight layers run and, for a
+        step of the user's own loop, start a Hebbian step or freeze the normalisation layers."""
+        self._ran = []
+        if self._own or not self._active or not module.training or not torch.is_grad_enabled():
+            return
+        if self.hebbian_phase:
+            if self.hebbian_steps_done == 0:
+                self._prepare_hebbian_layers()
+            self._collect = {}
+            self._plain = ("hebbian", [])
+        else:
+            self._plain = ("classifier", [m.training for m in self._norms])
+            for m in self._norms:
+                m.eval()
+
+    def _after_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """The forward pass ended (``output`` is None when it raised): check the layer order and
+        finish a plain-loop step (apply the Hebbian update, or restore the normalisation modes)."""
+        ran, self._ran = self._ran, None
+        plain, self._plain = self._plain, None
+        updates = None
+        if plain is not None and plain[0] == "hebbian":
+            updates, self._collect = self._collect, None
+        elif plain is not None:
+            for m, mode in zip(self._norms, plain[1]):
+                m.train(mode)
+        if output is None or ran is None:
+            return
+        if ran != self._layer_names:
+            with torch.no_grad():  # leave the parameters as they were before this first step
+                for t, saved in self._unprepared:
+                    t.copy_(saved)
+            self._unprepared = []
+            raise ConfigError(
+                f"softhebb took the weight layers to run in the order {self._layer_names} "
+                f"({self._order_source}), but this forward pass ran {ran}; it trains only models that "
+                "run each weight layer once, in one fixed order that a torch.fx trace or the "
+                "registration order gives"
+            )
+        self._order_checked, self._unprepared = True, []
+        if updates is not None:
+            self._apply_hebbian(updates)
+            self.plain_steps_done += 1
+
     def _hebbian_updates(self, x: Tensor) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
-        """Run the model forward on ``x``; collect every Hebbian layer's ``(ΔW, η_i / max|ΔW|)``."""
+        """Run the model forward on ``x``; collect ``(ΔW, η_i / max|ΔW|)`` of every learning
+        Hebbian layer."""
         self._collect = {}
         try:
             with torch.no_grad():
@@ -292,41 +435,60 @@ class SoftHebbLearner(Learner):
         finally:
             self._collect = None
 
+    def _apply_hebbian(self, updates: dict[str, tuple[Tensor, Tensor]]) -> None:
+        with torch.no_grad():
+            for name, (delta, scale) in updates.items():
+                self.hebbian[name].weight.addcmul_(scale, delta)
+        self.hebbian_steps_done += 1
+
+    @contextlib.contextmanager
+    def _own_forward(self) -> Iterator[None]:
+        """The learner runs the model itself (not a step of the user's own loop)."""
+        self._own += 1
+        try:
+            yield
+        finally:
+            self._own -= 1
+
     # -- the protocol ----------------------------------------------------------------------------
     def step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
         self._check_live()
         x, y = check_batch(batch)
-        if not self._active:
-            with self._all_trainable():
-                return super().step(batch, optimizer)
-        if self.hebbian_phase:
-            if self.hebbian_steps_done == 0:
-                self._prepare_hebbian_layers()
-            updates, out = self._hebbian_updates(x)
-            with torch.no_grad():
-                for name, layer in self.hebbian.items():
-                    delta, scale = updates[name]
-                    layer.weight.addcmul_(scale, delta)
-                # The label loss of the (untrained) classifier, for reporting only.
-                loss = self.loss_fn(out, y)
-            self.hebbian_steps_done += 1
-            metrics = {"loss": float(loss), "hebbian_phase": 1.0}
-            for name, dev in self.norm_deviation().items():
-                metrics[f"norm_dev/{name}"] = dev
-            for name, frac in self._winners.items():
-                metrics[f"winners/{name}"] = frac
-            return metrics
-        self.check_optimizer(optimizer)
-        optimizer.zero_grad(set_to_none=True)
-        with self._frozen_norms():
-            loss = self.loss_fn(self.model(x), y)
-            loss.backward()
-        optimizer.step()
-        self.after_step()
-        return {"loss": float(loss.detach()), "hebbian_phase": 0.0}
+        with self._own_forward():
+            if not self._active:
+                with self._all_trainable():
+                    return super().step(batch, optimizer)
+            if self.hebbian_phase:
+                if self.hebbian_steps_done == 0:
+                    self._prepare_hebbian_layers()
+                updates, out = self._hebbian_updates(x)
+                self._apply_hebbian(updates)
+                with torch.no_grad():  # the label loss of the (untrained) classifier, for reporting only
+                    loss = self.loss_fn(out, y)
+                metrics = {"loss": float(loss), "hebbian_phase": 1.0}
+                for name, dev in self.norm_deviation().items():
+                    metrics[f"norm_dev/{name}"] = dev
+                for name, frac in self._winners.items():
+                    metrics[f"winners/{name}"] = frac
+                return metrics
+            self.check_optimizer(optimizer)
+            if not self._classifier_trainable:  # the user froze the classifier too: nothing learns
+                with self._frozen_norms(), torch.no_grad():
+                    loss = self.loss_fn(self.model(x), y)
+                return {"loss": float(loss), "hebbian_phase": 0.0}
+            optimizer.zero_grad(set_to_none=True)
+            with self._frozen_norms():
+                loss = self.loss_fn(self.model(x), y)
+                loss.backward()
+            optimizer.step()
+            self.after_step()
+            return {"loss": float(loss.detach()), "hebbian_phase": 0.0}
 
     def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        missing = [n for n, p in self.classifier.named_parameters() if not param_in_optimizer(p, optimizer)]
+        missing = [
+            n for n, p in self.classifier.named_parameters()
+            if p.requires_grad and not param_in_optimizer(p, optimizer)
+        ]
         if missing:
             raise ConfigError(
                 f"softhebb trains the classifier '{self.classifier_name}' with the optimizer, but the "
@@ -334,55 +496,73 @@ class SoftHebbLearner(Learner):
             )
 
     def optimizer_parameters(self) -> list[nn.Parameter]:
-        return list(self.classifier.parameters())
+        return list(self._classifier_trainable)
 
     def _estimate(self, batch: Batch) -> dict[str, Tensor]:
         """Hebbian weights: ``−(change one Hebbian step would make)``; classifier: CE gradient."""
         x, y = check_batch(batch)
-        with self._restored_buffers():
-            updates, _ = self._hebbian_updates(x)
-        out = {f"{name}.weight" if name else "weight": -(d * s) for name, (d, s) in updates.items()}
-        with self._restored_buffers():
-            out.update(self._classifier_gradients(x, y))
+        with self._own_forward():
+            with self._restored_buffers():
+                updates, _ = self._hebbian_updates(x)
+            out = {f"{name}.weight" if name else "weight": -(d * s) for name, (d, s) in updates.items()}
+            with self._restored_buffers():
+                out.update(self._classifier_gradients(x, y))
         return out
 
     def _backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
-        """Backprop gradients of the label loss for every parameter (as if nothing were frozen)."""
-        with self._all_trainable(), self._restored_buffers():
+        """Backprop gradients of the label loss for every parameter the user left trainable."""
+        with self._own_forward(), self._all_trainable(), self._restored_buffers():
             return self._gradients(batch, use_rule=False)
 
     def trained_layers(self) -> dict[str, nn.Module]:
-        return {**self.hebbian, self.classifier_name: self.classifier}
+        learning = {n: m for n, m in self.hebbian.items() if n not in self.frozen}
+        return {**learning, self.classifier_name: self.classifier}
 
     def rule_state(self) -> dict[str, Tensor]:
         return {
             "epochs_done": torch.tensor(self.epochs_done),
             "hebbian_steps_done": torch.tensor(self.hebbian_steps_done),
+            "plain_steps_done": torch.tensor(self.plain_steps_done),
         }
 
     def load_rule_state(self, state: dict[str, Tensor]) -> None:
-        unknown = sorted(set(state) - {"epochs_done", "hebbian_steps_done"})
+        unknown = sorted(set(state) - {"epochs_done", "hebbian_steps_done", "plain_steps_done"})
         if unknown:
             raise ConfigError(f"unknown softhebb state entries {unknown}")
         self.epochs_done = int(state.get("epochs_done", 0))
         self.hebbian_steps_done = int(state.get("hebbian_steps_done", 0))
+        self.plain_steps_done = int(state.get("plain_steps_done", 0))
 
     def _restore(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self.model.__dict__.pop("__deepcopy__", None)
         for name, p in self.model.named_parameters():
             if name in self._requires_grad:
                 p.requires_grad_(self._requires_grad[name])
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _refuse_copy(self, memo: Any) -> Any:
+        # The model's hooks belong to this learner: a copy would train through the original's.
+        raise ConfigError(
+            "a model with rule 'softhebb' attached cannot be deep-copied (its forward hooks belong to "
+            "the learner); copy the model before attaching, or call learner.detach() first"
+        )
+
     def _prepare_hebbian_layers(self) -> None:
         """Before the first Hebbian step: zero the biases (SoftHebb layers have none) and, with
-        ``init_radius``, rescale every unit's weight vector to that norm (direction kept)."""
+        ``init_radius``, rescale every unit's weight vector to that norm (direction kept). Layers
+        and biases the user froze are left as they are."""
+        if not self._order_checked:  # kept until a forward pass has confirmed the layer order
+            self._unprepared = [(t, t.detach().clone()) for t in self.model.parameters()]
         with torch.no_grad():
-            for layer in self.hebbian.values():
-                if getattr(layer, "bias", None) is not None:
-                    layer.bias.zero_()
+            for name, layer in self.hebbian.items():
+                if name in self.frozen:
+                    continue
+                bias = getattr(layer, "bias", None)
+                if bias is not None and self._requires_grad.get(_param_name(name, "bias"), True):
+                    bias.zero_()
                 if self.init_radius is not None:
                     w = layer.weight
                     norms = unit_norms(w).clamp_min(1e-12).view(-1, *([1] * (w.dim() - 1)))
@@ -394,6 +574,8 @@ class SoftHebbLearner(Learner):
         for p in params.values():
             p.grad = None
         prefix = f"{self.classifier_name}." if self.classifier_name else ""
+        if not self._classifier_trainable:
+            return {}
         try:
             with self._frozen_norms(), torch.enable_grad():
                 self.loss_fn(self.model(x), y).backward()
@@ -428,10 +610,11 @@ class SoftHebbLearner(Learner):
 
     @contextlib.contextmanager
     def _all_trainable(self) -> Iterator[None]:
-        """Every parameter takes gradients again (plain backprop), restored on exit."""
+        """Every parameter the user left trainable takes gradients again (plain backprop);
+        the rule's freeze is restored on exit."""
         flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        for p, _ in flags:
-            p.requires_grad_(True)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(self._requires_grad.get(name, True))
         try:
             yield
         finally:
@@ -497,6 +680,23 @@ class SoftHebb(Rule):
                 f"softhebb init_radius must be 'auto', a positive number or None, got {init_radius!r}"
             )
         self.init_radius = float(init_radius) if isinstance(init_radius, (int, float)) else init_radius
+
+    def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
+        """Also refuses trainable parameters that nothing would train: SoftHebb learns Linear and
+        Conv layers by its rule and the classifier by the label loss, and sends no error back
+        to any other layer (normalisation layers keep their values, as documented)."""
+        super().check_model(model, passthrough)
+        for path, module in model.named_modules():
+            if isinstance(module, SOFTHEBB_LAYERS + _NORM_LAYERS):
+                continue
+            trainable = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+            if trainable:
+                raise UnsupportedModuleError(
+                    f"softhebb cannot train module '{path or '<root>'}' of type {type(module).__name__} "
+                    f"(parameters {trainable}), because its Hebbian rule learns only Linear and Conv "
+                    "layers and no error reaches the layers before the classifier; freeze it "
+                    "(requires_grad=False) to keep it as it is, or use another rule"
+                )
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return SoftHebbLearner(self, model, loss_fn)
