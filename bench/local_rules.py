@@ -48,7 +48,7 @@ from torch import nn
 
 import beyondbp as bbp
 from beyondbp import data, models
-from beyondbp.rules.forward_forward import split_sequential
+from beyondbp.rules.common import split_sequential
 
 
 def parse_floats(text: str) -> list[float]:

@@ -99,7 +99,9 @@ def test_the_graph_reader_sees_the_imports_it_should():
     graph = import_graph()
     assert "beyondbp.rules.base" in graph["beyondbp.rules.backprop"]
     assert "beyondbp.train" in graph["beyondbp.cli"]  # imported inside a function
-    assert "beyondbp.rules.base" not in graph["beyondbp.rules.common"]  # TYPE_CHECKING only
+    tree = ast.parse("import a\nif TYPE_CHECKING:\n    import b\nelse:\n    import c\n")
+    runtime = {a.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert runtime == {"a", "c"}  # annotations-only imports are not dependencies
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -116,5 +118,67 @@ def test_layers_depend_one_way(low, high):
         name: sorted(t for t in targets if t == high or t.startswith(high + "."))
         for name, targets in import_graph().items()
         if name == low or name.startswith(low + ".")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+#: What a rule module may import from the package (besides its contract-suite hook, below).
+RULE_MAY_IMPORT = {"beyondbp.rules.base", "beyondbp.rules.common", "beyondbp.rules._autograd", "beyondbp.errors"}
+#: The shared modules of ``rules/`` (not rules themselves).
+RULE_INFRASTRUCTURE = {"beyondbp.rules", *RULE_MAY_IMPORT}
+
+
+def rule_modules() -> list[str]:
+    return sorted(m for m in module_files() if m.startswith("beyondbp.rules.") and m not in RULE_INFRASTRUCTURE)
+
+
+def module_level_graph() -> dict[str, set[str]]:
+    """Like :func:`import_graph` but without imports made inside ``example_model``, the
+    contract suite's hook that may build a model from :mod:`beyondbp.models` for the rule."""
+    files = module_files()
+    saved = {}
+    for name in rule_modules():
+        tree = ast.parse(files[name].read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "example_model":
+                node.body = [ast.Pass()]
+        saved[name] = tree
+    graph = import_graph()
+    for name, tree in saved.items():
+        package = name.split(".")[:-1]
+        targets = set()
+        for node in _runtime_nodes(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+                for a in node.names:
+                    t = f"{module}.{a.name}" if f"{module}.{a.name}" in files else module
+                    while t and t not in files:
+                        t = t.rpartition(".")[0]
+                    if t != name:
+                        targets.add(t)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                targets |= {n for n in names if n.startswith("beyondbp")}
+        graph[name] = targets
+    return graph
+
+
+def test_rules_are_leaves():
+    """A rule imports only base, common, _autograd and errors: no rule imports another rule."""
+    assert len(rule_modules()) >= 7 and "beyondbp.rules.feedback" in rule_modules()
+    graph = module_level_graph()
+    offenders = {m: sorted(graph[m] - RULE_MAY_IMPORT) for m in rule_modules()}
+    assert {m: v for m, v in offenders.items() if v} == {}
+
+
+def test_nothing_outside_rules_reaches_into_a_rule_module():
+    """Outside ``rules/``, code uses the registry (``beyondbp.rules``) and the shared modules,
+    never a particular rule's module."""
+    rules = set(rule_modules())
+    offenders = {
+        name: sorted(targets & rules)
+        for name, targets in import_graph().items()
+        if not name.startswith("beyondbp.rules")
     }
     assert {k: v for k, v in offenders.items() if v} == {}

@@ -86,7 +86,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
 from .rules.base import Batch, Learner, is_rule_tensor
-from .rules.feedback import check_seed, layer_generator
+from .rules.common import check_seed, layer_generator
 
 SPARSITY_FLAG = "_beyondbp_sparsity"
 CONV_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

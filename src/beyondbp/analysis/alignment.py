@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from ..rules.common import alignment_diagnostics as diagnostics
-from ..rules.common import angle_degrees, cosine, gradient_alignment, weight_alignment
+from ..rules.base import alignment_diagnostics as diagnostics
+from ..rules.base import angle_degrees, cosine, gradient_alignment, weight_alignment
 
 __all__ = ["angle_degrees", "cosine", "diagnostics", "gradient_alignment", "weight_alignment"]

@@ -7,7 +7,7 @@ are the ordinary ones, ``dL/dW = δ xᵀ``. If ``B`` requires grad (Kolen-Pollac
 it receives the same gradient as ``W``. Nothing is computed twice: one matmul (or one
 ``convolution_backward`` call) gives both the input and the weight gradient. At the end of its
 backward a node releases the feedback buffer it used if the caller lent it one
-(``node.bbp_scratch``, see ``feedback._Scratch``), so the buffer can be rewritten in place.
+(``node.bbp_scratch``, see ``common._Scratch``), so the buffer can be rewritten in place.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SCRATCH_ATTR = rule_attr("scratch")
 
 
 def _release(ctx) -> None:
-    """Tell a reusable feedback buffer (``feedback._Scratch``) that this node is done with it."""
+    """Tell a reusable feedback buffer (``common._Scratch``) that this node is done with it."""
     scratch = getattr(ctx, SCRATCH_ATTR, None)
     if scratch is not None:
         scratch.release(ctx)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import torch
@@ -26,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
-from .common import alignment_diagnostics
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -374,3 +374,58 @@ def model_dict(model: nn.Module) -> dict[str, Any]:
 
 def param_in_optimizer(param: Tensor, optimizer: torch.optim.Optimizer) -> bool:
     return any(param is q for group in optimizer.param_groups for q in group["params"])
+
+
+# -- alignment measurements (what Learner.diagnostics reports by default; re-exported and
+#    documented by beyondbp.analysis.alignment) ----------------------------------------------
+def cosine(a: Tensor, b: Tensor) -> float:
+    a, b = a.flatten().double(), b.flatten().double()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return float("nan")
+    return float(a.dot(b) / (na * nb))
+
+
+def angle_degrees(a: Tensor, b: Tensor) -> float:
+    c = cosine(a, b)
+    if math.isnan(c):
+        return float("nan")
+    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+
+
+def gradient_alignment(learner: Learner, batch: Batch) -> dict[str, float]:
+    """``{"cos/<layer>": cosine}`` per trained layer's weight, and ``"cos/all"``."""
+    rule_grads = learner.estimate(batch)
+    bp_grads = learner.backprop_gradients(batch)
+    out: dict[str, float] = {}
+    rule_all, bp_all = [], []
+    for name in learner.trained_layers():
+        key = f"{name}.weight" if name else "weight"
+        if key in rule_grads and key in bp_grads:
+            out[f"cos/{name}"] = cosine(rule_grads[key], bp_grads[key])
+            rule_all.append(rule_grads[key].flatten())
+            bp_all.append(bp_grads[key].flatten())
+    if rule_all:
+        out["cos/all"] = cosine(torch.cat(rule_all), torch.cat(bp_all))
+    return out
+
+
+def weight_alignment(learner: Learner) -> dict[str, float]:
+    """``{"angle/<layer>": degrees, "norm_ratio/<layer>": ‖B‖/‖W‖}`` where a feedback matrix exists."""
+    out: dict[str, float] = {}
+    for name, module in learner.trained_layers().items():
+        fb = learner.feedback_matrix(name)
+        if fb is None:
+            continue
+        w = module.weight.detach()
+        out[f"angle/{name}"] = angle_degrees(fb, w)
+        wn = float(w.norm())
+        out[f"norm_ratio/{name}"] = float(fb.norm()) / wn if wn > 0 else float("nan")
+    return out
+
+
+def alignment_diagnostics(learner: Learner, batch: Batch) -> dict[str, float]:
+    """Gradient alignment on ``batch`` and, where it exists, weight alignment."""
+    out = gradient_alignment(learner, batch)
+    out.update(weight_alignment(learner))
+    return out

@@ -81,7 +81,7 @@ from torch.autograd import Function
 
 from ..errors import ConfigError
 from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
-from .feedback import check_seed, layer_generator
+from .common import check_seed, layer_generator
 
 
 PLACEMENTS = ("auto", "layers", "macro", "micro")

@@ -72,137 +72,17 @@ stream is not disturbed. It is the gradient of FF's own objectives, not of the c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError, UnsupportedModuleError
+from ..errors import ConfigError
 from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
-from .feedback import check_seed
+from .common import check_seed, positive_number, run_modules, split_sequential
 
-__all__ = ["FF", "FFLearner", "Block", "split_sequential", "is_activation"]
-
-
-# ------------------------------------------------------------------------------------------------
-# Sequential chains of weight layers (shared with the inference-learning rule)
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class Block:
-    """A weight layer and the parameter-free modules that follow it, up to the next weight layer."""
-
-    name: str
-    layer: nn.Module
-    after: list[tuple[str, nn.Module]] = field(default_factory=list)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        x = self.layer(x)
-        for _, module in self.after:
-            x = module(x)
-        return x
-
-    @property
-    def has_activation(self) -> bool:
-        return any(is_activation(m) for _, m in self.after)
-
-
-def is_activation(module: nn.Module) -> bool:
-    """A module from ``torch.nn.modules.activation`` (ReLU, Tanh, GELU, ...)."""
-    return type(module).__module__ == nn.modules.activation.__name__
-
-
-def _leaves(module: nn.Module, prefix: str = "") -> Iterable[tuple[str, nn.Module]]:
-    """Every position of a (nested) Sequential in execution order. Unlike ``named_children``,
-    a module object that appears at several positions is yielded at each of them."""
-    for name, child in module._modules.items():
-        if child is None:
-            continue
-        path = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, nn.Sequential):
-            yield from _leaves(child, path)
-        else:
-            yield path, child
-
-
-def split_sequential(
-    model: nn.Module, rule_name: str, weight_types: tuple[type[nn.Module], ...]
-) -> tuple[list[tuple[str, nn.Module]], list[Block]]:
-    """Split an ``nn.Sequential`` (nested Sequentials are flattened) into parameter-free prefix
-    modules and blocks ``[weight layer, parameter-free modules...]``.
-
-    Raises :class:`UnsupportedModuleError` for a model that is not an ``nn.Sequential``, for
-    any module owning parameters that is not one of ``weight_types``, naming its path and type,
-    and for a weight layer (or a parameter) used at more than one position, naming the paths.
-    A parameter-free module used at several positions (one ``ReLU`` object twice) is run at each.
-    """
-    kinds = ", ".join(t.__name__ for t in weight_types)
-    if not isinstance(model, nn.Sequential):
-        raise UnsupportedModuleError(
-            f"rule '{rule_name}' trains nn.Sequential chains of {kinds} layers; module '<root>' of "
-            f"type {type(model).__name__} is not an nn.Sequential"
-        )
-    prefix: list[tuple[str, nn.Module]] = []
-    blocks: list[Block] = []
-    for path, module in _leaves(model):
-        if isinstance(module, weight_types):
-            blocks.append(Block(path, module))
-            continue
-        own = [n for n, _ in module.named_parameters()]
-        if own:
-            raise UnsupportedModuleError(
-                f"rule '{rule_name}' cannot train module '{path}' of type {type(module).__name__} "
-                f"(it owns parameters {own}); it trains {kinds} layers with parameter-free modules "
-                "(activations, flatten, dropout) between them"
-            )
-        if blocks:
-            blocks[-1].after.append((path, module))
-        else:
-            prefix.append((path, module))
-    if not blocks:
-        raise UnsupportedModuleError(
-            f"rule '{rule_name}' found no {kinds} layer in the model; it trains nn.Sequential chains of them"
-        )
-    _refuse_shared(blocks, rule_name)
-    return prefix, blocks
-
-
-def _refuse_shared(blocks: list[Block], rule_name: str) -> None:
-    """Each weight layer gets its own local update from its own position in the chain; a layer
-    (or a parameter) used at two positions would need both updates merged, which these rules do
-    not define, so such a model is refused."""
-    seen: dict[int, str] = {}
-    for block in blocks:
-        first = seen.setdefault(id(block.layer), block.name)
-        if first != block.name:
-            raise UnsupportedModuleError(
-                f"rule '{rule_name}' cannot train a model that uses the same {type(block.layer).__name__} "
-                f"object at '{first}' and at '{block.name}'; each weight layer must appear once in the "
-                "chain (give every position its own layer, e.g. with copy.deepcopy)"
-            )
-    owner: dict[int, str] = {}
-    for block in blocks:
-        for pname, p in block.layer.named_parameters(remove_duplicate=False):
-            path = f"{block.name}.{pname}"
-            first = owner.setdefault(id(p), path)
-            if first != path:
-                raise UnsupportedModuleError(
-                    f"rule '{rule_name}' cannot train a model whose parameter '{first}' is also used as "
-                    f"'{path}'; each weight layer must own its parameters (tied weights are not supported)"
-                )
-
-
-def run_modules(modules: Sequence[tuple[str, nn.Module]], x: Tensor) -> Tensor:
-    for _, module in modules:
-        x = module(x)
-    return x
-
-
-def _positive_number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a positive finite number, got {value!r}")
-    return float(value)
+__all__ = ["FF", "FFLearner"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -488,12 +368,12 @@ class FF(Rule):
         if goodness not in ("sumsq", "norm"):
             raise ConfigError(f"FF goodness must be 'sumsq' or 'norm', got {goodness!r}")
         self.goodness = goodness
-        self.threshold = None if threshold is None else _positive_number(threshold, "FF threshold")
+        self.threshold = None if threshold is None else positive_number(threshold, "FF threshold")
         if normalize not in ("rms", "l2"):
             raise ConfigError(f"FF normalize must be 'rms' or 'l2', got {normalize!r}")
         self.normalize = normalize
         if label_value != "max":
-            label_value = _positive_number(label_value, "FF label_value (a positive number or 'max')")
+            label_value = positive_number(label_value, "FF label_value (a positive number or 'max')")
         self.label_value = label_value
         if train not in ("simultaneous", "greedy"):
             raise ConfigError(f"FF train must be 'simultaneous' or 'greedy', got {train!r}")

@@ -95,7 +95,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
 from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
-from .forward_forward import Block, run_modules, split_sequential
+from .common import Block, run_modules, split_sequential
 
 __all__ = ["IL", "ILLearner", "Relaxation"]
 

@@ -90,8 +90,8 @@ from torch.autograd import Function
 from ..errors import ConfigError, UnsupportedModuleError
 from ._autograd import FeedbackConv, FeedbackLinear
 from .base import Batch, add_rule_tensor, param_in_optimizer, rule_attr, rule_tensor
-from .common import gradient_alignment, weight_alignment
-from .feedback import (
+from .base import gradient_alignment, weight_alignment
+from .common import (
     FeedbackPathLearner,
     FeedbackPathRule,
     check_init,
