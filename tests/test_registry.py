@@ -127,13 +127,21 @@ def test_every_option_refuses_a_value_of_the_wrong_type(name):
 
 
 @pytest.mark.parametrize("name", bbp.rules.names())
-def test_options_are_keyword_only_with_defaults(name):
-    params = inspect.signature(bbp.rules.rule_class(name).__init__).parameters
-    for pname, p in params.items():
-        if pname == "self":
-            continue
-        assert p.kind == p.KEYWORD_ONLY, f"{name}: option {pname} must be keyword-only"
-        assert p.default is not p.empty, f"{name}: option {pname} needs a default"
+def test_options_are_declared_once_with_defaults_and_help(name):
+    """A rule declares its options in one ``Options`` class (type, default, bounds, help) and
+    writes no constructor of its own; options are passed by keyword only."""
+    cls = bbp.rules.rule_class(name)
+    assert issubclass(cls.Options, bbp.options.Options)
+    assert "__init__" not in vars(cls), f"{name} validates options by hand in __init__; declare them in Options"
+    assert cls.option_names() == list(cls.Options.model_fields)
+    for option, field in cls.Options.model_fields.items():
+        assert not field.is_required(), f"{name}: option {option} needs a default"
+        assert field.description and len(field.description.splitlines()) == 1, f"{name}: option {option} needs one line of help"
+    with pytest.raises(TypeError):
+        cls(0)  # not positional
+    rows = cls.describe_options()
+    assert [r["name"] for r in rows] == cls.option_names()
+    assert all(r["accepts"] and r["help"] for r in rows)
 
 
 @pytest.mark.parametrize("name", bbp.rules.names())

@@ -1,7 +1,7 @@
 """beyondbp: train PyTorch models with credit-assignment rules beyond backpropagation."""
 
 from . import rules
-from . import checkpoint, compute, data, models, report, train
+from . import checkpoint, compute, data, models, options, report, train
 from .train import RunConfig, RunResult, run
 from .errors import BeyondBPError, CheckpointError, ConfigError, DataError, UnsupportedModuleError
 
@@ -20,6 +20,7 @@ __all__ = [
     "compute",
     "data",
     "models",
+    "options",
     "report",
     "rules",
     "run",

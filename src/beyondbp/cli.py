@@ -313,9 +313,13 @@ ZetaOpt = Annotated[Optional[float], typer.Option("--zeta", help="SET fraction o
 @app.command("rules")
 def rules_command(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (as in the README).")] = False,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of rule NAME: what each accepts, its default and help.")] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """List the registered rules: name, family, description, paper."""
+    """List the registered rules: name, family, description, paper (or one rule's options)."""
+    if options is not None:
+        _print_rule_options(options, markdown)
+        return
     rows = rules_mod.describe()
     if markdown:
         typer.echo(rules_markdown(rows))
@@ -325,6 +329,28 @@ def rules_command(
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["family"], r["summary"], r["paper"])
+    _console().print(table)
+
+
+def _print_rule_options(name: str, markdown: bool) -> None:
+    cls = rules_mod.rule_class(name)
+    rows = cls.describe_options()
+    if markdown:
+        lines = ["| option | accepts | default | help |", "|---|---|---|---|"]
+        lines += [
+            "| " + " | ".join(c.replace("|", "\\|") for c in (f"`{r['name']}`", r["accepts"], f"`{r['default']}`", r["help"])) + " |"
+            for r in rows
+        ]
+        typer.echo("\n".join(lines) if rows else f"rule '{name}' takes no options")
+        return
+    if not rows:
+        typer.echo(f"rule '{name}' takes no options")
+        return
+    table = Table(title=f"options of rule {name} (--rule-opt KEY=VALUE, values as JSON)")
+    for col in ("option", "accepts", "default", "help"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["accepts"], r["default"], r["help"])
     _console().print(table)
 
 

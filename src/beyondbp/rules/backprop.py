@@ -24,8 +24,5 @@ class Backprop(Rule):
     paper = "Learning representations by back-propagating errors (Rumelhart, Hinton, Williams 1986)"
     refuses_unknown = False
 
-    def __init__(self) -> None:
-        pass
-
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return Learner(self, model, loss_fn)

@@ -18,7 +18,6 @@ working; the user may even call ``loss.backward(); optimizer.step()`` themselves
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -27,6 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
+from ..options import NoOptions, Options, opt
+from ..options import describe as describe_options
+from ..options import names as option_names
+from ..options import parse as parse_options
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -46,6 +49,9 @@ PASSTHROUGH_LAYERS: tuple[type[nn.Module], ...] = (
 )
 
 ATTACHED_FLAG = "_beyondbp_attached_rule"
+
+#: Rule modules declare their options with these (re-exported so rules import only this module).
+__all__ = ["Learner", "Rule", "Options", "opt", "default_loss"]
 
 #: Prefix of every tensor or attribute a rule puts on the user's modules (``<layer>.bbp_feedback``),
 #: so checkpoints, parameter counts and sampling can tell the rule's tensors from the model's.
@@ -106,16 +112,29 @@ class Rule:
     supported: ClassVar[tuple[type[nn.Module], ...]] = WEIGHT_LAYERS
     #: False for rules that handle every module (backprop).
     refuses_unknown: ClassVar[bool] = True
+    #: The rule's options, declared once (see :mod:`beyondbp.options`): types, defaults,
+    #: bounds and help. Validation, ``--rule-opt``, ``compare``'s routing and
+    #: ``beyondbp rules --options NAME`` all come from it.
+    Options: ClassVar[type[Options]] = NoOptions
 
-    def __init__(self, **options: Any) -> None:  # pragma: no cover - subclasses define options
-        if options:
-            raise ConfigError(f"rule '{self.name}' takes no options, got {sorted(options)}")
+    def __init__(self, **options: Any) -> None:
+        parsed = parse_options(self.Options, options, f"rule '{self.name}'")
+        for key in self.Options.model_fields:
+            setattr(self, key, getattr(parsed, key))
+        self._configure()
+
+    def _configure(self) -> None:
+        """Called once the options are set: derived settings and the rule's own state."""
 
     # -- options -------------------------------------------------------------------------------
     @classmethod
     def option_names(cls) -> list[str]:
-        params = inspect.signature(cls.__init__).parameters
-        return [p for p, v in params.items() if p != "self" and v.kind == v.KEYWORD_ONLY]
+        return option_names(cls.Options)
+
+    @classmethod
+    def describe_options(cls) -> list[dict[str, str]]:
+        """Name, what it accepts, default and help of every option (``rules --options``)."""
+        return describe_options(cls.Options)
 
     def options(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.option_names()}

@@ -2,8 +2,8 @@
 :mod:`._autograd` and :mod:`beyondbp.errors`; no rule imports another rule.
 
 * Random feedback: ``layer_generator`` (one generator per layer, unrelated to the global seed),
-  ``init_like`` / ``init_bound`` / ``INITS`` (PyTorch's initialisers as feedback distributions),
-  ``check_seed`` / ``check_init``.
+  ``init_like`` / ``init_bound`` / ``InitName`` (PyTorch's initialisers as feedback
+  distributions), ``check_seed`` (for settings outside a rule's declared options, e.g. SET).
 * The feedback-path machinery (FA and its relatives, PFA): :class:`FeedbackPathRule` and
   :class:`FeedbackPathLearner`, which wrap every Linear / ConvNd forward so that its backward
   pass uses the rule's feedback matrix, and the reusable feedback buffer ``_Scratch``.
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import typing
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,11 @@ from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
 
 
 # -- random feedback and the feedback path ----------------------------------------------------
-INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
+#: The ``init`` option of the feedback rules: a PyTorch initialiser used as B's distribution.
+InitName = Literal["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
+INITS: tuple[str, ...] = typing.get_args(InitName)
+#: Help text of every rule's ``seed`` option.
+SEED_HELP = "seed of the rule's random matrices (the run loop passes the run's seed unless set)"
 
 
 def layer_generator(seed: int, index: int, salt: str = "feedback") -> torch.Generator:
@@ -69,12 +74,6 @@ def init_bound(weight: Tensor, init: str) -> float:
         "kaiming_uniform": 1.0 / math.sqrt(fan_in),
         "kaiming_normal": math.sqrt(2.0 / fan_in),
     }[init]
-
-
-def check_init(init: str) -> str:
-    if init not in INITS:
-        raise ConfigError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
-    return init
 
 
 def check_seed(seed: Any) -> int:
@@ -356,9 +355,3 @@ def run_modules(modules: Sequence[tuple[str, nn.Module]], x: Tensor) -> Tensor:
     for _, module in modules:
         x = module(x)
     return x
-
-
-def positive_number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a positive finite number, got {value!r}")
-    return float(value)

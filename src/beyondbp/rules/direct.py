@@ -73,18 +73,16 @@ LeNet) or Adam, which is insensitive to the scale. On a digits MLP (SGD lr 5e-2,
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.autograd import Function
 
 from ..errors import ConfigError
-from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
-from .common import check_seed, layer_generator
-
-
-PLACEMENTS = ("auto", "layers", "macro", "micro")
+from .base import WEIGHT_LAYERS, Learner, LossFn, Options, Rule, opt
+from .common import SEED_HELP, layer_generator
 
 
 def _suggests(model: nn.Module) -> bool:
@@ -293,49 +291,31 @@ class DFA(Rule):
     summary = "direct feedback alignment: each hidden layer gets a fixed random projection B·e of the output error"
     paper = "Direct Feedback Alignment Provides Learning in Deep Neural Networks (Nøkland 2016)"
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        init: str = "gaussian",
-        scale: float = 1.0,
-        shared: bool | None = None,
-        points: str | list[str] = "auto",
-        error: str = "auto",
-        error_at: str | None = None,
-        embed: bool = False,
-    ) -> None:
-        self.seed = check_seed(seed)
-        if init not in ("gaussian", "uniform"):
-            raise ConfigError(f"DFA init must be 'gaussian' or 'uniform', got {init!r}")
-        self.init = init
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ConfigError(f"DFA scale must be a positive number, got {scale!r}")
-        self.scale = float(scale)
-        if shared is not None and not isinstance(shared, bool):
-            raise ConfigError(f"DFA shared must be true, false or None (automatic), got {shared!r}")
-        self.shared = shared
-        if isinstance(points, str):
-            if points not in PLACEMENTS:
-                raise ConfigError(
-                    f"DFA points must be one of {', '.join(PLACEMENTS)} or a list of module names, got {points!r}"
-                )
-        else:
-            points = list(points) if isinstance(points, (list, tuple)) else []
-            if not points or not all(isinstance(p, str) for p in points):
-                raise ConfigError(f"DFA points must be one of {', '.join(PLACEMENTS)} or a non-empty list of module names")
-        self.points = points
-        if error not in ("auto", "hidden", "logits"):
-            raise ConfigError(f"DFA error must be 'auto', 'hidden' or 'logits', got {error!r}")
-        if error_at is not None and (not isinstance(error_at, str) or error != "auto"):
-            raise ConfigError("DFA error_at must be a module name, and cannot be combined with error='hidden'/'logits'")
-        self.error = error
-        self.error_at = error_at
-        if not isinstance(embed, bool):
-            raise ConfigError(f"DFA embed must be true or false, got {embed!r}")
-        if embed and not (isinstance(points, str) and points in ("auto", "macro", "micro")):
-            raise ConfigError("DFA embed=True adds a point to a model-suggested placement; use points='auto', 'macro' or 'micro'")
-        self.embed = embed
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        init: Literal["gaussian", "uniform"] = opt("gaussian", "entries of B: N(0, 1) or U(-1, 1), before the 1/sqrt(width) scaling")
+        scale: float = opt(1.0, "extra factor on every projection B·e", gt=0)
+        shared: bool | None = opt(None, "one matrix for all points (True) or one per point (False); None: shared for a model-suggested placement")
+        points: Literal["auto", "layers", "macro", "micro"] | Annotated[list[str], Field(min_length=1)] = opt(
+            "auto",
+            "where the projected error enters: a placement or a list of module names",
+            accepts="'auto', 'layers', 'macro', 'micro' or a non-empty list of module names",
+        )
+        error: Literal["auto", "hidden", "logits"] = opt("auto", "where the global error e is read: model's suggestion, last hidden state, or logits")
+        error_at: str | None = opt(None, "module whose output gradient is the global error (overrides error)")
+        embed: bool = opt(False, "also feed the embedding output (a model-suggested placement only)")
+
+        @model_validator(mode="after")
+        def _consistent(self) -> "DFA.Options":
+            if self.error_at is not None and self.error != "auto":
+                raise ValueError("error_at names the error point itself, so it cannot be combined with error='hidden' or 'logits'")
+            if self.embed and not (isinstance(self.points, str) and self.points in ("auto", "macro", "micro")):
+                raise ValueError("embed=True adds a point to a model-suggested placement; use points='auto', 'macro' or 'micro'")
+            return self
+
+    def _configure(self) -> None:
+        if not isinstance(self.points, str):
+            self.points = list(self.points)
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return DFALearner(self, model, loss_fn)

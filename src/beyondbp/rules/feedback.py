@@ -80,17 +80,19 @@ removes them. Randomness comes from ``seed`` (default 0), one generator per laye
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import add_rule_tensor, param_in_optimizer, rule_attr, rule_tensor
+from .base import Options, add_rule_tensor, opt, param_in_optimizer, rule_attr, rule_tensor
 from .common import (
+    SEED_HELP,
     FeedbackPathLearner,
     FeedbackPathRule,
-    check_init,
-    check_seed,
+    InitName,
     init_bound,
     init_like,
     layer_generator,
@@ -102,9 +104,9 @@ class FA(FeedbackPathRule):
     summary = "feedback alignment: a fixed random matrix B replaces Wᵀ in the backward pass"
     paper = "Random synaptic feedback weights support error backpropagation for deep learning (Lillicrap et al. 2016)"
 
-    def __init__(self, *, seed: int = 0, init: str = "kaiming_uniform") -> None:
-        self.seed = check_seed(seed)
-        self.init = check_init(init)
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        init: InitName = opt("kaiming_uniform", "distribution of the fixed feedback matrix B (PyTorch's Linear init by default)")
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
         gen = layer_generator(self.seed, index)
@@ -120,13 +122,12 @@ class USF(FeedbackPathRule):
     summary = "uniform sign-concordant feedback: B = s·sign(W), rebuilt every forward pass"
     paper = "How Important is Weight Symmetry in Backpropagation? (Liao, Leibo, Poggio 2016)"
 
-    def __init__(self, *, scale: str | float = "xavier") -> None:
-        if isinstance(scale, str):
-            if scale not in ("xavier", "fan_in"):
-                raise ConfigError(f"usf scale must be 'xavier', 'fan_in' or a positive number, got {scale!r}")
-        elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ConfigError(f"usf scale must be 'xavier', 'fan_in' or a positive number, got {scale!r}")
-        self.scale = scale
+    class Options(Options):
+        scale: Literal["xavier", "fan_in"] | Annotated[float, Field(gt=0)] = opt(
+            "xavier",
+            "magnitude s of B = s·sign(W): Xavier's or fan-in's std of W's shape, or a number",
+            accepts="'xavier', 'fan_in' or a positive number",
+        )
 
     def _scale(self, weight: Tensor) -> float:
         if not isinstance(self.scale, str):
@@ -147,9 +148,9 @@ class FRSF(FeedbackPathRule):
     summary = "fixed random-magnitude sign-concordant feedback: B = |M|⊙sign(W), M drawn once"
     paper = "Biologically-plausible learning algorithms can scale to large datasets (Xiao et al. 2018)"
 
-    def __init__(self, *, seed: int = 0, init: str = "xavier_uniform") -> None:
-        self.seed = check_seed(seed)
-        self.init = check_init(init)
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        init: InitName = opt("xavier_uniform", "distribution of the fixed magnitudes |M| (drawn once)")
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
         gen = layer_generator(self.seed, index)
@@ -169,9 +170,11 @@ class BRSF(FeedbackPathRule):
     summary = "batchwise random-magnitude sign-concordant feedback: |M| redrawn every minibatch"
     paper = "Biologically-plausible learning algorithms can scale to large datasets (Xiao et al. 2018)"
 
-    def __init__(self, *, seed: int = 0, init: str = "xavier_uniform") -> None:
-        self.seed = check_seed(seed)
-        self.init = check_init(init)
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        init: InitName = opt("xavier_uniform", "distribution of the magnitudes |M| redrawn every minibatch")
+
+    def _configure(self) -> None:
         self._generators: dict[int, torch.Generator] = {}
         self._bits: dict[int, Tensor] = {}  # per-layer scratch for the random bits (CPU)
 
@@ -211,9 +214,9 @@ class KP(FeedbackPathRule):
     summary = "Kolen-Pollack: B learns with W's gradient and weight decay, so W − B → 0"
     paper = "Deep learning without weight transport (Akrout et al. 2019); Kolen & Pollack 1994"
 
-    def __init__(self, *, seed: int = 0, init: str = "kaiming_uniform") -> None:
-        self.seed = check_seed(seed)
-        self.init = check_init(init)
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        init: InitName = opt("kaiming_uniform", "distribution of B's initial values (B then learns)")
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
         gen = layer_generator(self.seed, index)

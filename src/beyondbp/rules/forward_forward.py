@@ -72,15 +72,16 @@ stream is not disturbed. It is the gradient of FF's own objectives, not of the c
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Sequence
+from typing import Annotated, ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
-from .common import check_seed, positive_number, run_modules, split_sequential
+from .base import Batch, Learner, LossFn, Options, Rule, check_batch, opt, param_in_optimizer
+from .common import run_modules, split_sequential
 
 __all__ = ["FF", "FFLearner"]
 
@@ -351,44 +352,21 @@ class FF(Rule):
     paper = "The Forward-Forward Algorithm: Some Preliminary Investigations (Hinton 2022)"
     supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        goodness: str = "sumsq",
-        threshold: float | None = None,
-        normalize: str = "rms",
-        label_value: float | str = "max",
-        train: str = "simultaneous",
-        epochs_per_layer: int = 1,
-        predict: str = "goodness",
-        num_classes: int | None = None,
-    ) -> None:
-        self.seed = check_seed(seed)
-        if goodness not in ("sumsq", "norm"):
-            raise ConfigError(f"FF goodness must be 'sumsq' or 'norm', got {goodness!r}")
-        self.goodness = goodness
-        self.threshold = None if threshold is None else positive_number(threshold, "FF threshold")
-        if normalize not in ("rms", "l2"):
-            raise ConfigError(f"FF normalize must be 'rms' or 'l2', got {normalize!r}")
-        self.normalize = normalize
-        if label_value != "max":
-            label_value = positive_number(label_value, "FF label_value (a positive number or 'max')")
-        self.label_value = label_value
-        if train not in ("simultaneous", "greedy"):
-            raise ConfigError(f"FF train must be 'simultaneous' or 'greedy', got {train!r}")
-        self.train = train
-        if isinstance(epochs_per_layer, bool) or not isinstance(epochs_per_layer, int) or epochs_per_layer < 1:
-            raise ConfigError(f"FF epochs_per_layer must be a positive integer, got {epochs_per_layer!r}")
-        self.epochs_per_layer = epochs_per_layer
-        if predict not in ("goodness", "readout"):
-            raise ConfigError(f"FF predict must be 'goodness' or 'readout', got {predict!r}")
-        self.predict = predict
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-        ):
-            raise ConfigError(f"FF num_classes must be an integer of at least 2, got {num_classes!r}")
-        self.num_classes = num_classes
+    class Options(Options):
+        seed: int = opt(0, "seed of the generator drawing the wrong labels of the negative data", ge=0)
+        goodness: Literal["sumsq", "norm"] = opt("sumsq", "goodness of a layer: sum of squares (Hinton) or L2 norm (Tosato et al.)")
+        threshold: Annotated[float, Field(gt=0)] | None = opt(
+            None, "goodness threshold θ; None: width (sumsq) or sqrt(width) (norm)", accepts="a number > 0 or null (None)"
+        )
+        normalize: Literal["rms", "l2"] = opt("rms", "how a layer's input is normalised before the next layer")
+        label_value: Literal["max"] | Annotated[float, Field(gt=0)] = opt(
+            "max", "value written into the label features: the sample's largest feature or a number",
+            accepts="'max' or a number > 0",
+        )
+        train: Literal["simultaneous", "greedy"] = opt("simultaneous", "all layers every batch, or one layer at a time (greedy)")
+        epochs_per_layer: int = opt(1, "greedy schedule: epochs spent on each layer", ge=1)
+        predict: Literal["goodness", "readout"] = opt("goodness", "predict by summed goodness per candidate label, or by the linear readout")
+        num_classes: int | None = opt(None, "number of labels embedded in the input; None: the model's output width", ge=2)
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         split_sequential(model, self.name, self.supported)

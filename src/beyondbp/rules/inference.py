@@ -86,15 +86,14 @@ T + 2 forward and T + 1 backward passes of the blocks (about 12x backprop's step
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
-from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
+from .base import Batch, Learner, LossFn, Options, Rule, check_batch, opt, param_in_optimizer
 from .common import Block, run_modules, split_sequential
 
 __all__ = ["IL", "ILLearner", "Relaxation"]
@@ -286,12 +285,6 @@ class ILLearner(Learner):
             self._last_lr = float(value)
 
 
-def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 class IL(Rule):
     name = "il"
     family: ClassVar[str] = "local"
@@ -299,28 +292,13 @@ class IL(Rule):
     paper = "A Theoretical Framework for Inference Learning (Alonso, Millidge, Krichmar, Neftci 2022)"
     supported: ClassVar[tuple[type[nn.Module], ...]] = WEIGHT_TYPES
 
-    def __init__(
-        self,
-        *,
-        variant: str = "standard",
-        iterations: int = 20,
-        step_size: float = 0.1,
-        nudge: float = 1.0,
-        eta: float | None = None,
-        eps: float = 0.0,
-    ) -> None:
-        if variant not in ("standard", "prox"):
-            raise ConfigError(f"IL variant must be 'standard' or 'prox', got {variant!r}")
-        self.variant = variant
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ConfigError(f"IL iterations must be a non-negative integer, got {iterations!r}")
-        self.iterations = iterations
-        self.step_size = _positive(step_size, "IL step_size")
-        self.nudge = _positive(nudge, "IL nudge")
-        self.eta = None if eta is None else _positive(eta, "IL eta")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0 or not math.isfinite(eps):
-            raise ConfigError(f"IL eps must be a non-negative finite number, got {eps!r}")
-        self.eps = float(eps)
+    class Options(Options):
+        variant: Literal["standard", "prox"] = opt("standard", "standard IL, or the authors' IL-prox (normalised, implicit-SGD-like steps)")
+        iterations: int = opt(20, "inference iterations T on the energy before the weight update", ge=0)
+        step_size: float = opt(0.1, "step size γ of the inference iterations", gt=0)
+        nudge: float = opt(1.0, "output nudge β of the standard variant (ignored by prox)", gt=0)
+        eta: float | None = opt(None, "prox: η of the output target and normalised step; None: the optimizer's learning rate", gt=0)
+        eps: float = opt(0.0, "prox: extra regulariser added to the squared input norms", ge=0)
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         il_chain(model)

@@ -82,27 +82,37 @@ Defaults: ``variant="random"``, ``expansion=10`` (1 for the other variants),
 from __future__ import annotations
 
 import math
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 from torch.autograd import Function
 
 from ..errors import ConfigError, UnsupportedModuleError
 from ._autograd import FeedbackConv, FeedbackLinear
-from .base import Batch, add_rule_tensor, param_in_optimizer, rule_attr, rule_tensor
-from .base import gradient_alignment, weight_alignment
+from .base import (
+    Batch,
+    Options,
+    add_rule_tensor,
+    gradient_alignment,
+    opt,
+    param_in_optimizer,
+    rule_attr,
+    rule_tensor,
+    weight_alignment,
+)
 from .common import (
+    SEED_HELP,
+    InitName,
     FeedbackPathLearner,
     FeedbackPathRule,
-    check_init,
-    check_seed,
     conv_padding,
     init_like,
     layer_generator,
 )
 
-VARIANTS = ("random", "identity", "orthogonal")
-ROUTES = ("auto", "population", "product")
 
 
 def choose_route(
@@ -281,30 +291,24 @@ class PFA(FeedbackPathRule):
     summary = "product feedback alignment: the error returns through fixed random B then learned R; B·R tracks W"
     paper = "Deep Learning without Weight Symmetry (Li Ji-An, Benna 2024)"
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        variant: str = "random",
-        expansion: int | None = None,
-        init: str = "kaiming_uniform",
-        route: str = "auto",
-    ) -> None:
-        self.seed = check_seed(seed)
-        if variant not in VARIANTS:
-            raise ConfigError(f"pfa variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        self.variant = variant
-        if expansion is None:
-            expansion = 10 if variant == "random" else 1
-        if isinstance(expansion, bool) or not isinstance(expansion, int) or expansion < 1:
-            raise ConfigError(f"pfa expansion must be a positive integer, got {expansion!r}")
-        if variant != "random" and expansion != 1:
-            raise ConfigError(f"pfa variant '{variant}' uses a square B, so expansion must be 1, got {expansion}")
-        self.expansion = expansion
-        self.init = check_init(init)
-        if route not in ROUTES:
-            raise ConfigError(f"pfa route must be one of {', '.join(ROUTES)}, got {route!r}")
-        self.route = route
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        variant: Literal["random", "identity", "orthogonal"] = opt("random", "the fixed matrix B: random (expanded), identity, or random orthogonal")
+        expansion: int | None = opt(None, "N_mid = expansion · N_out units on the feedback path; None: 10 for random, else 1", ge=1)
+        init: InitName = opt("kaiming_uniform", "distribution of R's initial values (R then learns)")
+        route: Literal["auto", "population", "product"] = opt(
+            "auto", "how the error returns: through the N_mid population (Bᵀ then Rᵀ) or the product B·R; auto: the cheaper"
+        )
+
+        @model_validator(mode="after")
+        def _square_b(self) -> "PFA.Options":
+            if self.variant != "random" and self.expansion not in (None, 1):
+                raise ValueError(f"variant '{self.variant}' uses a square B, so expansion must be 1, got {self.expansion}")
+            return self
+
+    def _configure(self) -> None:
+        if self.expansion is None:
+            self.expansion = 10 if self.variant == "random" else 1
 
     def _make_learner(self, model: nn.Module, loss_fn) -> PFALearner:
         return PFALearner(self, model, loss_fn)

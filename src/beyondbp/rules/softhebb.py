@@ -120,15 +120,16 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Annotated, Any, ClassVar, Iterable, Iterator, Literal
 
 import torch
 import torch.fx
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
-from .base import Batch, Learner, LossFn, Rule, check_batch, param_in_optimizer
+from .base import Batch, Learner, LossFn, Options, Rule, check_batch, opt, param_in_optimizer
 
 #: Layer types a SoftHebb learner can train (Hebbian or classifier).
 SOFTHEBB_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -216,6 +217,10 @@ def update_scale(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tens
 def scaled_update(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tensor:
     """The change applied to ``weight``: ``η_i ΔW_i / max|ΔW|``."""
     return delta * update_scale(delta, weight, lr, power)
+
+
+#: A softhebb per-layer option: one positive number, one per Hebbian layer, or None.
+PerLayer = Annotated[float, Field(gt=0)] | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None
 
 
 def _per_layer(value: Any, n: int, what: str, positive: bool = True) -> tuple[float, ...] | None:
@@ -635,51 +640,27 @@ class SoftHebb(Rule):
     paper = "Hebbian Deep Learning Without Feedback (Journé, Garcia Rodriguez, Guo, Moraitis 2023)"
     supported: ClassVar[tuple[type[nn.Module], ...]] = SOFTHEBB_LAYERS
 
-    def __init__(
-        self,
-        *,
-        t_invert: float | Sequence[float] | None = None,
-        lr: float | Sequence[float] | None = None,
-        lr_power: float = 0.5,
-        anti_hebbian: bool = True,
-        hebbian_epochs: int = 1,
-        hebbian_steps: int | None = None,
-        init_radius: float | str | None = "auto",
-    ) -> None:
-        self.t_invert = _per_layer(t_invert, -1, "t_invert")
-        self.lr = _per_layer(lr, -1, "lr")
-        if isinstance(lr_power, bool) or not isinstance(lr_power, (int, float)) or not (
-            math.isfinite(lr_power) and lr_power >= 0
-        ):
-            raise ConfigError(f"softhebb lr_power must be a non-negative number, got {lr_power!r}")
-        self.lr_power = float(lr_power)
-        if not isinstance(anti_hebbian, bool):
-            raise ConfigError(f"softhebb anti_hebbian must be true or false, got {anti_hebbian!r}")
-        self.anti_hebbian = anti_hebbian
-        if isinstance(hebbian_epochs, bool) or not isinstance(hebbian_epochs, int) or hebbian_epochs < 0:
-            raise ConfigError(f"softhebb hebbian_epochs must be a non-negative integer, got {hebbian_epochs!r}")
-        self.hebbian_epochs = hebbian_epochs
-        if hebbian_steps is not None and (
-            isinstance(hebbian_steps, bool) or not isinstance(hebbian_steps, int) or hebbian_steps < 0
-        ):
-            raise ConfigError(
-                f"softhebb hebbian_steps must be a non-negative integer or None, got {hebbian_steps!r}"
-            )
-        self.hebbian_steps = hebbian_steps
-        if not (
-            init_radius is None
-            or init_radius == "auto"
-            or (
-                isinstance(init_radius, (int, float))
-                and not isinstance(init_radius, bool)
-                and math.isfinite(init_radius)
-                and init_radius > 0
-            )
-        ):
-            raise ConfigError(
-                f"softhebb init_radius must be 'auto', a positive number or None, got {init_radius!r}"
-            )
-        self.init_radius = float(init_radius) if isinstance(init_radius, (int, float)) else init_radius
+    class Options(Options):
+        t_invert: PerLayer = opt(
+            None, "inverse temperature 1/τ of the soft WTA: one number or one per Hebbian layer; None: per-layer paper values for the model",
+            accepts="a number > 0, a non-empty list of numbers > 0, or null (None)",
+        )
+        lr: PerLayer = opt(
+            None, "Hebbian learning rate η₀: one number or one per Hebbian layer; None: per-layer paper values for the model",
+            accepts="a number > 0, a non-empty list of numbers > 0, or null (None)",
+        )
+        lr_power: float = opt(0.5, "exponent p of the norm-dependent learning rate η₀·|r_i − 1|^p", ge=0)
+        anti_hebbian: bool = opt(True, "anti-Hebbian updates for the non-winning units (SoftHebb); False: plain soft WTA")
+        hebbian_epochs: int = opt(1, "epochs of the Hebbian phase before the classifier trains", ge=0)
+        hebbian_steps: int | None = opt(None, "switch to the classifier after this many steps instead (any loop)", ge=0)
+        init_radius: Literal["auto"] | Annotated[float, Field(gt=0)] | None = opt(
+            "auto", "rescale Hebbian units' weight norms to this before the first step; auto: the model's value; None: keep",
+            accepts="'auto', a number > 0 or null (None)",
+        )
+
+    def _configure(self) -> None:
+        self.t_invert = _per_layer(self.t_invert, -1, "t_invert")
+        self.lr = _per_layer(self.lr, -1, "lr")
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         """Also refuses trainable parameters that nothing would train: SoftHebb learns Linear and

@@ -1,0 +1,71 @@
+"""Options declared once (``beyondbp.options``): one declaration per rule gives validation with
+one-sentence errors, ``--rule-opt`` parsing and ``beyondbp rules --options NAME``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import beyondbp as bbp
+from beyondbp.cli import main
+from beyondbp.errors import ConfigError
+
+
+def cli(capsys, *args):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.mark.parametrize("name", bbp.rules.names())
+def test_rules_options_lists_every_declared_option(capsys, name):
+    code, out, err = cli(capsys, "rules", "--options", name, "--markdown")
+    assert code == 0 and err == ""
+    cls = bbp.rules.rule_class(name)
+    if not cls.option_names():
+        assert out.strip() == f"rule '{name}' takes no options"
+    for row in cls.describe_options():
+        assert f"| `{row['name']}` | {row['accepts']} | `{row['default']}` |" in out
+
+
+def test_rules_options_of_an_unknown_rule_is_one_line_exit_2(capsys):
+    code, out, err = cli(capsys, "rules", "--options", "nope")
+    assert code == 2 and out == "" and err.startswith("error: unknown rule 'nope'") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("fa", {"seed": -1}, "rule 'fa' option seed must be an integer >= 0, got -1"),
+    ("fa", {"seed": True}, "rule 'fa' option seed must be an integer >= 0, got True"),
+    ("fa", {"seed": "1"}, "must be an integer >= 0, got '1'"),
+    ("fa", {"init": "he"}, "option init must be one of 'xavier_uniform'"),
+    ("fa", {"colour": 1}, "rule 'fa' has no option colour; its options: seed, init"),
+    ("dfa", {"scale": math.nan}, "option scale must be a number > 0, got nan"),
+    ("dfa", {"scale": math.inf}, "option scale must be a number > 0, got inf"),
+    ("dfa", {"points": []}, "non-empty list of module names, got []"),
+    ("dfa", {"error": "hidden", "error_at": "head"}, "error_at names the error point itself"),
+    ("usf", {"scale": -2.0}, "option scale must be 'xavier', 'fan_in' or a positive number, got -2.0"),
+    ("ff", {"num_classes": 1}, "option num_classes must be an integer >= 2 or null (None), got 1"),
+    ("pfa", {"variant": "identity", "expansion": 3}, "uses a square B, so expansion must be 1"),
+    ("softhebb", {"t_invert": [1.0, -2.0]}, "option t_invert must be a number > 0, a non-empty list"),
+    ("il", {"iterations": 2.5}, "option iterations must be an integer >= 0, got 2.5"),
+])
+def test_bad_options_are_one_sentence_errors(name, options, words):
+    with pytest.raises(ConfigError) as info:
+        bbp.rules.get(name, **options)
+    message = str(info.value)
+    assert words in message and "\n" not in message
+
+
+def test_sequences_take_lists_and_tuples_and_defaults_are_derived():
+    assert bbp.rules.get("dfa", points=("a", "b")).points == ["a", "b"]
+    assert bbp.rules.get("softhebb", t_invert=(2.0, 3.0)).t_invert == (2.0, 3.0)
+    assert bbp.rules.get("pfa").expansion == 10 and bbp.rules.get("pfa", variant="identity").expansion == 1
+    assert bbp.rules.get("usf", scale=2).scale == 2.0  # an integer is a number
+
+
+def test_cli_rule_opt_goes_through_the_declaration(capsys):
+    code, out, err = cli(capsys, "train", "--rule", "dfa", "--model", "mlp", "--data", "digits",
+                         "--rule-opt", "scale=0", "--epochs", "1")
+    assert code == 2 and "option scale must be a number > 0, got 0" in err and out == ""
