@@ -182,3 +182,24 @@ def test_nothing_outside_rules_reaches_into_a_rule_module():
         if not name.startswith("beyondbp.rules")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_models_know_no_rule():
+    """No model defines a method or attribute named after a rule (``dfa_points``,
+    ``softhebb_defaults``): what rules need comes through ``structure()`` or module types."""
+    import beyondbp as bbp
+
+    rule_names = {n for n in bbp.rules.names() if len(n) >= 3}  # "ff" is also d_ff
+    offenders = []
+    for name, path in module_files().items():
+        if not name.startswith("beyondbp.models"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            ident = None
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                ident = node.name
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                ident = node.attr
+            if ident and rule_names & set(ident.lower().split("_")):
+                offenders.append(f"{name}: {ident}")
+    assert offenders == []

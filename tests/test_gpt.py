@@ -17,6 +17,16 @@ from beyondbp.models.gpt import GPT
 V, T = 11, 16
 
 
+
+def expected_points(model, mode="macro", embed=False):
+    """DFA's feedback points for the gpt model, written out by hand (TinyDFA's placements)."""
+    points = ["emb_out"] if embed else []
+    for i in range(model.n_layer):
+        if mode == "micro":
+            points += [f"blocks.{i}.attn_res", f"blocks.{i}.mlp.act"]
+        points.append(f"blocks.{i}")
+    return points
+
 def tiny(seed: int = 0, **kw) -> GPT:
     torch.manual_seed(seed)
     opts = dict(n_layer=2, n_head=2, d_model=16)
@@ -39,9 +49,11 @@ def test_shapes_names_and_registry():
     for n in ("tok_emb", "pos_emb", "emb_out", "ln_f", "head", "blocks.2", "blocks.0.attn.qkv",
               "blocks.0.attn.proj", "blocks.0.attn_res", "blocks.0.mlp.fc", "blocks.0.mlp.act", "blocks.0.mlp.proj"):
         assert n in names, n
-    assert model.dfa_points("macro") == ["blocks.0", "blocks.1", "blocks.2"]
-    assert model.dfa_points("micro", embed=True)[:4] == ["emb_out", "blocks.0.attn_res", "blocks.0.mlp.act", "blocks.0"]
-    assert model.dfa_error_at() == "ln_f" and model.dfa_error_at(after_vocab=True) == "head"
+    layout = model.structure()  # the structure protocol: names only, no rule in sight
+    assert layout["blocks"] == ["blocks.0", "blocks.1", "blocks.2"] and layout["embedding"] == "emb_out"
+    assert layout["block_inner"][0] == ["blocks.0.attn_res", "blocks.0.mlp.act"]
+    assert layout["hidden"] == "ln_f" and layout["head"] == "head"
+    assert expected_points(model, "micro", embed=True)[:4] == ["emb_out", "blocks.0.attn_res", "blocks.0.mlp.act", "blocks.0"]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +134,7 @@ def _capture_dfa(model: GPT, watch: list[str], error_at: str, **dfa_opts):
 @pytest.mark.parametrize("embed", [False, True])
 def test_dfa_gradient_at_each_point_is_the_projected_error(mode, embed):
     model = tiny(norm="pre").double()
-    points = model.dfa_points(mode, embed=embed)
+    points = expected_points(model, mode, embed=embed)
     learner, grads, _ = _capture_dfa(model, points, "ln_f", points=mode, embed=embed, seed=3)
     x, y = tokens(seed=4), tokens(seed=5)
     learner.estimate((x, y))
@@ -141,21 +153,21 @@ def test_dfa_gradient_at_each_point_is_the_projected_error(mode, embed):
 
 def test_dfa_uniform_init_and_logits_error():
     model = tiny().double()
-    learner, grads, _ = _capture_dfa(model, model.dfa_points("macro"), "head", error="logits", init="uniform")
+    learner, grads, _ = _capture_dfa(model, expected_points(model, "macro"), "head", error="logits", init="uniform")
     x, y = tokens(seed=4), tokens(seed=5)
     learner.estimate((x, y))
     e = grads["head"]
     assert e.shape == (3, T, V)
     B = learner.rule_state()["shared"]
     assert B.shape == (V, 16) and float(B.abs().max()) <= 1 / math.sqrt(16)
-    for name in model.dfa_points("macro"):
+    for name in expected_points(model, "macro"):
         assert torch.allclose(grads[name], (e.reshape(-1, V) @ B).reshape(3, T, 16), rtol=1e-12, atol=1e-15)
 
 
 def test_dfa_inside_a_block_is_backprop_of_the_projected_error_and_nothing_crosses():
     model = tiny().double()
     reference = copy.deepcopy(model)
-    learner, grads, outputs = _capture_dfa(model, model.dfa_points("macro"), "ln_f")
+    learner, grads, outputs = _capture_dfa(model, expected_points(model, "macro"), "ln_f")
     x, y = tokens(seed=6), tokens(seed=7)
     est = learner.estimate((x, y))
     # rebuild by hand: each block's input is detached, its output gets grads[block]
@@ -187,7 +199,7 @@ def test_dfa_inside_a_block_is_backprop_of_the_projected_error_and_nothing_cross
 def test_dfa_placement_options_and_refusals():
     model = tiny()
     learner = rules.get("dfa").attach(model)
-    assert learner.points == model.dfa_points("macro") and learner.error_at == "ln_f" and learner.shared
+    assert learner.points == expected_points(model, "macro") and learner.error_at == "ln_f" and learner.shared
     learner.detach()
     learner = rules.get("dfa", points="layers", shared=False).attach(model)
     assert learner.points == "layers" and learner.error_at == "ln_f" and not learner.shared

@@ -577,3 +577,27 @@ def test_kp_refuses_different_hyperparameters_for_w_and_b():
     opt = torch.optim.SGD([{"params": others}, {"params": feedback, "weight_decay": 0.1}], lr=0.1)
     with pytest.raises(ConfigError):
         learner.step((x, y), opt)
+
+
+def test_dfa_reads_a_user_models_structure_and_refuses_bad_names():
+    """The structure protocol is open to any model: a user's model naming its blocks gets DFA's
+    block-level placement; a name that is not a module is refused with one sentence."""
+    class Net(nn.Module):
+        def __init__(self, names=None):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh())
+            self.out = nn.Linear(8, 3)
+            self.names = names
+
+        def forward(self, x):
+            return self.out(self.body(x))
+
+        def structure(self):
+            return {"blocks": self.names or ["body.1", "body.3"], "head": "out"}
+
+    torch.manual_seed(0)
+    learner = bbp.rules.get("dfa").attach(Net())
+    learner.estimate((torch.randn(5, 4), torch.randint(0, 3, (5,))))
+    assert learner.points == ["body.1", "body.3"] and learner.shared
+    with pytest.raises(ConfigError, match="'body.9', which is not a module"):
+        bbp.rules.get("dfa").attach(Net(["body.1", "body.9"]))

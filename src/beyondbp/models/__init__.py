@@ -29,6 +29,13 @@ net; ``width=2000``, ``activation="triangle"``, ``power=1.0``, ``batchnorm=False
 ``channels=(96, 384, 1536)``, ``dropout=0.5``, ``init_radius=25.0``).
 
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
+
+Models know no rule. What a rule needs beyond module types it reads through one protocol that
+any model may implement — ``structure()``, returning module names for ``"embedding"``,
+``"blocks"``, ``"block_inner"`` (per block), ``"hidden"`` and ``"head"`` (documented in
+:func:`beyondbp.rules.common.model_structure`; ``gpt`` implements it). Settings a rule has for a
+particular architecture (SoftHebb's per-layer temperatures for the paper's presets) live with
+the rule.
 """
 
 from __future__ import annotations

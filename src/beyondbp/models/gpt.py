@@ -43,8 +43,9 @@ Rules attach from outside: the feedback-path rules replace the backward pass of 
 learn by ordinary autograd from whatever error reaches them; the softmax, the causal mask, the
 residual additions and GELU are differentiated exactly by autograd under every rule.
 
-The model suggests where DFA's feedback points go (:meth:`GPT.dfa_points`) and where its
-global error is read (:meth:`GPT.dfa_error_at`); ``rules.get("dfa")`` uses them by default.
+The model describes its own layout through the structure protocol (:meth:`GPT.structure`:
+embedding, blocks, points inside blocks, last hidden state, head); rules that need more than
+module types (DFA's block-level feedback points) read it from there.
 
 Initialisation: Linear weights N(0, 0.02), biases 0, the two residual projections of each
 block N(0, 0.02 / sqrt(2 n_layer)), LayerNorms (1, 0), as in GPT-2; token and position
@@ -257,28 +258,20 @@ class GPT(nn.Module):
             x = block(x)
         return self.head(self.ln_f(x))
 
-    # -- suggestions for DFA ---------------------------------------------------------------------
-    def dfa_points(self, mode: str = "macro", embed: bool = False) -> list[str]:
-        """Module names whose outputs are DFA feedback points.
-
-        ``"macro"``: every block's output (``blocks.i``). ``"micro"``: three per block — after
-        attention + residual (``blocks.i.attn_res``), after the MLP's hidden activation
-        (``blocks.i.mlp.act``) and the block output. ``embed=True`` adds the embedding output
-        (``emb_out``) as the first point.
-        """
-        if mode not in ("macro", "micro"):
-            raise ConfigError(f"gpt: DFA placement must be 'macro' or 'micro', got {mode!r}.")
-        points = ["emb_out"] if embed else []
-        for i in range(self.n_layer):
-            if mode == "micro":
-                points += [f"blocks.{i}.attn_res", f"blocks.{i}.mlp.act"]
-            points.append(f"blocks.{i}")
-        return points
-
-    def dfa_error_at(self, after_vocab: bool = False) -> str:
-        """Where DFA reads its global error: the last hidden state (``ln_f``'s output, width
-        d_model) by default, the logits (``head``'s output) with ``after_vocab=True``."""
-        return "head" if after_vocab else "ln_f"
+    # -- the structure protocol (see beyondbp.models) ----------------------------------------------
+    def structure(self) -> dict[str, Any]:
+        """Where things are: the embedding output (``emb_out``), the blocks (``blocks.i``), inside
+        each block the outputs after attention + residual (``blocks.i.attn_res``) and after the
+        MLP's hidden activation (``blocks.i.mlp.act``), the last hidden state (``ln_f``) and the
+        output head (``head``)."""
+        blocks = [f"blocks.{i}" for i in range(self.n_layer)]
+        return {
+            "embedding": "emb_out",
+            "blocks": blocks,
+            "block_inner": [[f"{b}.attn_res", f"{b}.mlp.act"] for b in blocks],
+            "hidden": "ln_f",
+            "head": "head",
+        }
 
     def num_parameters(self, embeddings: bool = True) -> int:
         """Number of distinct parameters (a tied head counted once); ``embeddings=False`` leaves

@@ -1,22 +1,21 @@
 """The SoftHebb architectures of "Hebbian Deep Learning Without Feedback" (Journé et al., 2023).
 
-Plain ``nn.Sequential`` models; the SoftHebb rule (``beyondbp.rules.softhebb``) treats every weight
-layer but the last as a Hebbian soft-WTA layer and the last as the linear classifier. Each model
-carries ``softhebb_defaults`` — the authors' per-layer inverse temperature ``t_invert`` and base
-learning rate ``lr`` — which the rule uses unless it is given its own. Backprop trains the same
-modules end to end, which is what the side-by-side benchmarks compare.
+Plain ``nn.Sequential`` models (architectures only: the authors' learning settings for them live
+with the SoftHebb rule). A Hebbian rule treats every weight layer but the last as a Hebbian layer
+and the last as the linear classifier; backprop trains the same modules end to end, which is
+what the side-by-side benchmarks compare. Each model records ``init_radius``, the norm its
+Hebbian weights were drawn at.
 
 ``softhebb-mlp`` — the authors' MNIST preset: flatten → [BatchNorm1d(affine=False)] → ``hebb1``
-    Linear(d, 2000, no bias) → activation → ``out`` Linear(2000, classes). Authors' rule settings
-    τ⁻¹ = 12, η₀ = 0.045. They use no BatchNorm and a softmax(5·u) activation there; here the
+    Linear(d, 2000, no bias) → activation → ``out`` Linear(2000, classes). They use no BatchNorm and a softmax(5·u) activation there; here the
     default activation is the triangle (power 1) as the issue asks, ``activation="softmax"``
     gives theirs, and ``batchnorm=True`` adds the input normalisation the conv blocks use.
 
 ``softhebb-conv`` — the three Hebbian blocks of their CIFAR-10 preset, each
     BatchNorm2d(affine=False) → Conv2d(no bias, reflect padding) → Triangle → pooling:
-    96 ch 5×5 pad 2, τ⁻¹ 1, η₀ 0.08, triangle power 0.7, MaxPool(4, 2, 1);
-    384 ch 3×3 pad 1, τ⁻¹ 0.65, η₀ 0.005, power 1.4, MaxPool(4, 2, 1);
-    1536 ch 3×3 pad 1, τ⁻¹ 0.25, η₀ 0.01, power 1.0, AvgPool(2, 2);
+    96 ch 5×5 pad 2, triangle power 0.7, MaxPool(4, 2, 1);
+    384 ch 3×3 pad 1, power 1.4, MaxPool(4, 2, 1);
+    1536 ch 3×3 pad 1, power 1.0, AvgPool(2, 2);
     then flatten → Dropout(0.5) → ``out`` Linear(features, classes).
     Adaptation to 28×28 single-channel images: the first convolution takes 1 input channel
     instead of 3, and the last pooling uses ``ceil_mode=True``. The spatial sizes run
@@ -129,14 +128,14 @@ class SoftHebbMLP(nn.Sequential):
         super().__init__(layers)
         self.input_shape = input_shape
         self.num_classes = num_classes
-        self.softhebb_defaults = {"t_invert": (12.0,), "lr": (0.045,), "init_radius": init_radius}
+        self.init_radius = init_radius
 
 
-#: Per block: (kernel, padding, t_invert, lr, triangle power, pool).
+#: Per block: (kernel, padding, triangle power, pool).
 _CONV_BLOCKS = (
-    (5, 2, 1.0, 0.08, 0.7, "max"),
-    (3, 1, 0.65, 0.005, 1.4, "max"),
-    (3, 1, 0.25, 0.01, 1.0, "avg"),
+    (5, 2, 0.7, "max"),
+    (3, 1, 1.4, "max"),
+    (3, 1, 1.0, "avg"),
 )
 
 
@@ -177,7 +176,7 @@ class SoftHebbConv(nn.Sequential):
             raise ConfigError(f"softhebb-conv needs images of at least 8x8 pixels, got {h}x{w}.")
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for i, (c_out, (k, pad, _, _, power, pool)) in enumerate(zip(channels, _CONV_BLOCKS), start=1):
+        for i, (c_out, (k, pad, power, pool)) in enumerate(zip(channels, _CONV_BLOCKS), start=1):
             layers[f"bn{i}"] = nn.BatchNorm2d(c_in, affine=False)
             conv = nn.Conv2d(c_in, int(c_out), k, padding=pad, padding_mode="reflect", bias=False)
             layers[f"conv{i}"] = hebbian_init_(conv, init_radius)
@@ -196,8 +195,4 @@ class SoftHebbConv(nn.Sequential):
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.channels = tuple(int(c) for c in channels)
-        self.softhebb_defaults = {
-            "t_invert": tuple(b[2] for b in _CONV_BLOCKS),
-            "lr": tuple(b[3] for b in _CONV_BLOCKS),
-            "init_radius": init_radius,
-        }
+        self.init_radius = init_radius

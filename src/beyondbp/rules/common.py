@@ -246,6 +246,50 @@ class FeedbackPathRule(Rule):
         return []
 
 
+# -- the structure protocol ---------------------------------------------------------------------
+#: Keys a model's ``structure()`` may return (see :func:`model_structure`).
+STRUCTURE_KEYS = ("embedding", "blocks", "block_inner", "hidden", "head")
+
+
+def model_structure(model: nn.Module) -> dict[str, Any]:
+    """What a model says about its own layout, for rules that need more than module types.
+
+    The protocol (any model may implement it; beyondbp's ``gpt`` does): a method
+    ``structure() -> dict`` with any of these keys, each naming modules by their path in
+    ``model.named_modules()``:
+
+    * ``"embedding"`` — the module whose output is the embedded input;
+    * ``"blocks"`` — the repeated blocks (e.g. Transformer blocks), in execution order;
+    * ``"block_inner"`` — per block, a list of modules inside it whose outputs are
+      intermediate results worth a learning signal (e.g. after attention + residual, after the
+      MLP's hidden activation), in execution order;
+    * ``"hidden"`` — the module whose output is the last hidden state before the output head;
+    * ``"head"`` — the output head.
+
+    Returns ``{}`` for a model without the method. Unknown keys, names that are not modules of
+    the model, or a ``block_inner`` not matching ``blocks`` are a :class:`ConfigError`.
+    """
+    method = getattr(model, "structure", None)
+    if not callable(method):
+        return {}
+    layout = dict(method())
+    unknown = sorted(set(layout) - set(STRUCTURE_KEYS))
+    if unknown:
+        raise ConfigError(f"model structure() returned unknown keys {unknown}; allowed: {', '.join(STRUCTURE_KEYS)}")
+    modules = dict(model.named_modules())
+    names = [layout[k] for k in ("embedding", "hidden", "head") if layout.get(k) is not None]
+    names += list(layout.get("blocks") or [])
+    inner = layout.get("block_inner")
+    if inner is not None:
+        if len(inner) != len(layout.get("blocks") or []):
+            raise ConfigError("model structure(): 'block_inner' must hold one list per entry of 'blocks'")
+        names += [n for parts in inner for n in parts]
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ConfigError(f"model structure() names {missing[0]!r}, which is not a module of the model")
+    return layout
+
+
 # -- Sequential chains of weight layers (Forward-Forward, inference learning) -------------------
 @dataclass
 class Block:

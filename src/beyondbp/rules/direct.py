@@ -21,15 +21,17 @@ exactly Nøkland's rule. With ``points=[module names]`` the feedback points are 
 those modules (e.g. each Transformer block: Launay et al.'s "macro" placement) and everything
 between two points is trained by backprop.
 
-Models may suggest a placement: a model with ``dfa_points(mode, embed)`` and
-``dfa_error_at(after_vocab)`` methods (beyondbp's ``gpt``) is used with ``points="auto"`` (the
-default) as ``points="macro"`` — one point at each block output; ``"micro"`` adds points after
-attention + residual and after the MLP's hidden activation; ``embed=True`` adds a point at the
-embedding output (TinyDFA's ``--dfa_embed``). ``error="auto"`` then reads the global error at
-the model's suggested hidden state (the last hidden state before the output head, per token);
-``error="logits"`` reads it at the model's output (TinyDFA's ``--dfa_after_vocab``). Modules
+Models may describe their layout through the structure protocol (a ``structure()`` method, see
+:func:`beyondbp.rules.common.model_structure`; beyondbp's ``gpt`` has one). A model that names
+its ``blocks`` is used with ``points="auto"`` (the default) as ``points="macro"`` — one point
+at each block output; ``"micro"`` adds the points the model names inside each block
+(``block_inner``: for gpt, after attention + residual and after the MLP's hidden activation);
+``embed=True`` adds a point at the ``embedding`` output (TinyDFA's ``--dfa_embed``).
+``error="auto"`` then reads the global error at the model's ``hidden`` state (the last hidden
+state before the output head, per token);
+``error="logits"`` reads it at the model's ``head`` (TinyDFA's ``--dfa_after_vocab``). Modules
 after the error point (the head, for a hidden error) learn by ordinary backprop from ``e``.
-A model without suggestions gets ``points="layers"`` and its output as the error point.
+A model without a structure gets ``points="layers"`` and its output as the error point.
 ``error_at=<module name>`` overrides ``error``.
 
 How the backward pass skips the ``Wᵀδ`` chain. In the forward pass each feedback point's tensor
@@ -82,17 +84,14 @@ from torch.autograd import Function
 
 from ..errors import ConfigError
 from .base import WEIGHT_LAYERS, Learner, LossFn, Options, Rule, opt
-from .common import SEED_HELP, layer_generator
-
-
-def _suggests(model: nn.Module) -> bool:
-    return callable(getattr(model, "dfa_points", None)) and callable(getattr(model, "dfa_error_at", None))
+from .common import SEED_HELP, layer_generator, model_structure
 
 
 def resolve_placement(rule: "DFA", model: nn.Module) -> tuple[str | list[str], str | None, bool]:
     """The feedback points (``"layers"`` or module names), the error module name (``None``: the
     model output) and whether the matrix is shared, for ``rule`` on ``model``."""
-    suggests = _suggests(model)
+    layout = model_structure(model)
+    suggests = bool(layout.get("blocks"))
     points = rule.points
     from_model = False
     if points == "auto":
@@ -100,24 +99,34 @@ def resolve_placement(rule: "DFA", model: nn.Module) -> tuple[str | list[str], s
     if points in ("macro", "micro"):
         if not suggests:
             raise ConfigError(
-                f"DFA points={points!r} needs a model that suggests its feedback points (a "
-                "dfa_points method, like beyondbp's gpt); pass points='layers' or a list of module names"
+                f"DFA points={points!r} needs a model that names its blocks (a structure() method "
+                "giving 'blocks', like beyondbp's gpt); pass points='layers' or a list of module names"
             )
-        points = list(model.dfa_points(points, embed=rule.embed))
+        chosen = []
+        if rule.embed:
+            if not layout.get("embedding"):
+                raise ConfigError("DFA embed=True needs a model whose structure() names its 'embedding' output")
+            chosen.append(layout["embedding"])
+        inner = layout.get("block_inner") or [[] for _ in layout["blocks"]]
+        for block, parts in zip(layout["blocks"], inner):
+            if points == "micro":
+                chosen += list(parts)
+            chosen.append(block)
+        points = chosen
         from_model = True
     elif rule.embed:
-        raise ConfigError("DFA embed=True needs a model that suggests its feedback points (like beyondbp's gpt)")
+        raise ConfigError("DFA embed=True needs a model that names its blocks and embedding (a structure() method, like beyondbp's gpt)")
     error_at = rule.error_at
     if error_at is None:
-        if rule.error == "hidden" or (rule.error == "auto" and suggests):
-            if not suggests:
+        if rule.error == "hidden" or (rule.error == "auto" and layout.get("hidden")):
+            if not layout.get("hidden"):
                 raise ConfigError(
-                    "DFA error='hidden' needs a model that names its last hidden state (a dfa_error_at "
-                    "method, like beyondbp's gpt); pass error_at=<module name> instead"
+                    "DFA error='hidden' needs a model that names its last hidden state (a structure() "
+                    "method giving 'hidden', like beyondbp's gpt); pass error_at=<module name> instead"
                 )
-            error_at = model.dfa_error_at(after_vocab=False)
-        elif rule.error == "logits" and suggests:
-            error_at = model.dfa_error_at(after_vocab=True)
+            error_at = layout["hidden"]
+        elif rule.error == "logits" and layout.get("head"):
+            error_at = layout["head"]
     shared = rule.shared if rule.shared is not None else from_model
     return points, error_at, shared
 

@@ -90,10 +90,12 @@ of units that won at least one competition in the batch). Inside ``learner.disab
 is plain backprop through every parameter the user left trainable.
 
 Defaults. ``t_invert`` and ``lr`` take one number for every Hebbian layer or one per layer. When
-left at ``None`` they come from the model's ``softhebb_defaults`` attribute if it has one (the
-presets carry the authors' values: MNIST MLP τ⁻¹ = 12, η₀ = 0.045; CIFAR-10 conv blocks τ⁻¹ =
-1, 0.65, 0.25 and η₀ = 0.08, 0.005, 0.01), otherwise ``t_invert=0.5`` and ``lr=0.01`` (our
-choice for models without the paper's BatchNorm and triangle blocks, picked on ``digits``).
+left at ``None`` they are the authors' values for the paper's architectures
+(:data:`PAPER_SETTINGS`, by model class: ``SoftHebbMLP``, the MNIST MLP, τ⁻¹ = 12, η₀ = 0.045;
+``SoftHebbConv``, the CIFAR-10 conv blocks, τ⁻¹ = 1, 0.65, 0.25 and η₀ = 0.08, 0.005, 0.01),
+otherwise ``t_invert=0.5`` and ``lr=0.01`` (our choice for models without the paper's BatchNorm
+and triangle blocks, picked on ``digits``). The models know nothing of this rule: the settings
+live here.
 ``lr_power`` p = 0.5 as in the demo (the MLP layer defaults in the authors' ``presets.json``
 list 0.2; not used here). ``anti_hebbian=False`` gives the plain soft-WTA rule (``y = s``, their
 "soft" layer) that the authors' MNIST preset uses; the default is the anti-Hebbian variant of
@@ -102,8 +104,8 @@ the paper and of their CIFAR-10 preset.
 Initial scale. The rule learns only while norms are away from 1, and a sharp competition needs
 large pre-activations, so the authors start every unit at norm ≈ 25 (``W ~ N(0, (25/√fan_in)²)``).
 ``init_radius`` rescales every Hebbian unit's weight vector to that norm (direction kept) at the
-first Hebbian step: ``"auto"`` takes the model's ``softhebb_defaults`` value (presets: 25) or 10
-for other models (PyTorch's default init puts norms near 0.58, where the soft competition is so
+first Hebbian step: ``"auto"`` takes the model's ``init_radius`` attribute (the norm its weights were drawn
+at; presets: 25) or 10 for other models (PyTorch's default init puts norms near 0.58, where the soft competition is so
 flat that the anti-Hebbian push silences almost every unit behind a ReLU); ``None`` keeps the
 weights as they are.
 
@@ -223,6 +225,23 @@ def scaled_update(delta: Tensor, weight: Tensor, lr: float, power: float) -> Ten
 PerLayer = Annotated[float, Field(gt=0)] | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None
 
 
+#: The authors' per-layer settings for the paper's architectures (beyondbp's presets), by model
+#: class name (the rule may know models; models do not know rules).
+PAPER_SETTINGS: dict[str, dict[str, tuple[float, ...]]] = {
+    "SoftHebbMLP": {"t_invert": (12.0,), "lr": (0.045,)},
+    "SoftHebbConv": {"t_invert": (1.0, 0.65, 0.25), "lr": (0.08, 0.005, 0.01)},
+}
+
+
+def paper_settings(model: nn.Module) -> dict[str, tuple[float, ...]]:
+    """The authors' ``t_invert`` / ``lr`` for ``model``'s architecture, or {} if it is not one
+    of the paper's."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in PAPER_SETTINGS:
+            return PAPER_SETTINGS[cls.__name__]
+    return {}
+
+
 def _per_layer(value: Any, n: int, what: str, positive: bool = True) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -292,7 +311,7 @@ class SoftHebbLearner(Learner):
         self.classifier_name, self.classifier = layers[-1]
         self._layer_names = [name for name, _ in layers]
         n = len(self.hebbian)
-        defaults = getattr(model, "softhebb_defaults", None) or {}
+        defaults = paper_settings(model)
         self.t_invert = (
             _per_layer(rule.t_invert, n, "t_invert")
             or _per_layer(defaults.get("t_invert"), n, "t_invert (model default)")
@@ -305,9 +324,9 @@ class SoftHebbLearner(Learner):
         )
         radius = rule.init_radius
         if radius == "auto":
-            radius = defaults.get("init_radius", GENERIC_INIT_RADIUS)
-            if radius is not None:
-                radius = _per_layer(radius, 1, "init_radius (model default)")[0]
+            # the norm the model drew its weights at (a model fact, e.g. the presets' 25)
+            radius = getattr(model, "init_radius", None) or GENERIC_INIT_RADIUS
+            radius = _per_layer(radius, 1, "init_radius (the model's)")[0]
         self.init_radius: float | None = radius
         # Layers the user froze (weight.requires_grad=False) are left bit-identical.
         self.frozen = {name for name, m in self.hebbian.items() if not m.weight.requires_grad}
