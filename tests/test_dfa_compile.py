@@ -4,7 +4,7 @@ Dynamo does not guard its cached graphs on module hooks, so a graph traced befor
 were registered (any earlier call of a compiled model of the same class, in the same process)
 kept running as plain backprop after ``attach``. DFA now drops the compiled graphs when it
 attaches and detaches; these tests compile and call the model *before* attaching, the case
-that trained as backprop.
+that trained as backprop. With ``fullgraph=True`` one eager pass first draws the matrices.
 
 ``aot_eager`` needs no compiler; the default backend (inductor) builds C++ kernels on CPU and
 is skipped, with the reason, only where no C++ compiler is installed.
@@ -117,4 +117,17 @@ def test_dfa_attached_to_a_compiled_wrapper_steps_as_eager_dfa():
         eager.step(batch, opt_e)
         learner.step(batch, opt)
     assert same(list(model.parameters()), list(eager_model.parameters()))
+    torch.compiler.reset()
+
+
+def test_dfa_fullgraph_compiles_once_the_matrices_exist():
+    data, _, dfa = reference()
+    model = make_model()
+    bbp.rules.get("dfa").attach(model)
+    x, y = data[0]
+    F.cross_entropy(model(x), y).backward()  # one eager pass draws the feedback matrices
+    for p in model.parameters():
+        p.grad = None
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    assert same(train(model, compiled, data), dfa)
     torch.compiler.reset()

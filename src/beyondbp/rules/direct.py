@@ -48,7 +48,9 @@ with the same updates as eagerly. Dynamo's cached graphs are not checked against
 though: a graph traced before ``attach`` would keep training by backprop, one traced before
 ``detach`` would keep DFA. So attaching and detaching clear torch.compile's caches
 (``torch.compiler.reset()``, only when dynamo has been imported): every compiled model of the
-process is traced again at its next call.
+process is traced again at its next call. The matrices are drawn outside the graph (their seed
+is hashed with hashlib, which dynamo cannot trace), so ``fullgraph=True`` needs one eager step
+first, after which every step is one graph.
 
 Feedback matrices (defaults as in the 2022 paper: Gaussian; TinyDFA's normalisation;
 ``shared=None`` means shared for a model-suggested placement, one per point otherwise):
