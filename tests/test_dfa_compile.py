@@ -1,10 +1,11 @@
 """DFA under ``torch.compile``: a compiled model trains with exactly the eager DFA updates.
 
-Dynamo does not guard its cached graphs on module hooks, so a graph traced before DFA's hooks
+Dynamo does not guard its cached graphs on newly added module hooks, so a graph traced before DFA's hooks
 were registered (any earlier call of a compiled model of the same class, in the same process)
 kept running as plain backprop after ``attach``. DFA now drops the compiled graphs when it
 attaches and detaches; these tests compile and call the model *before* attaching, the case
-that trained as backprop. With ``fullgraph=True`` one eager pass first draws the matrices.
+that trained as backprop (the detach test passed before too; it guards the other direction).
+With ``fullgraph=True`` one eager pass first draws the matrices.
 
 ``aot_eager`` needs no compiler; the default backend (inductor) builds C++ kernels on CPU and
 is skipped, with the reason, only where no C++ compiler is installed.

@@ -44,11 +44,11 @@ plus the projection; its gain is that blocks no longer wait for each other.
 
 torch.compile. Dynamo traces the hooks and the identity function into the compiled graph, so a
 model compiled after ``attach`` (or passed to it already wrapped by ``torch.compile``) trains
-with the same updates as eagerly. Dynamo's cached graphs are not checked against module hooks,
-though: a graph traced before ``attach`` would keep training by backprop, one traced before
-``detach`` would keep DFA. So attaching and detaching clear torch.compile's caches
-(``torch.compiler.reset()``, only when dynamo has been imported): every compiled model of the
-process is traced again at its next call. The matrices are drawn outside the graph (their seed
+with the same updates as eagerly. Dynamo's cached graphs are not checked against newly added
+module hooks, though: a graph traced before ``attach`` (by any model of the same class) would
+keep training by backprop. So attaching clears torch.compile's caches, and detaching too, so as
+not to rely on which hook changes dynamo notices (``torch.compiler.reset()``, only when dynamo
+has been imported): every compiled model of the process is traced again at its next call. The matrices are drawn outside the graph (their seed
 is hashed with hashlib, which dynamo cannot trace), so ``fullgraph=True`` needs one eager step
 first, after which every step is one graph.
 
@@ -139,8 +139,8 @@ def _forget_compiled_graphs() -> None:
     """Drop torch.compile's cached graphs, so that compiled models are traced again with (or,
     after ``detach``, without) DFA's hooks.
 
-    Dynamo does not guard its cached graphs on module hooks: a graph traced before the hooks
-    were registered would keep running as plain backprop. Nothing is done when dynamo was never
+    Dynamo does not guard its cached graphs on newly added module hooks: a graph traced before
+    the hooks were registered would keep running as plain backprop. Nothing is done when dynamo was never
     imported (then nothing was compiled)."""
     if "torch._dynamo" in sys.modules:
         torch.compiler.reset()
