@@ -44,6 +44,16 @@ with block-level points (``"macro"``) every Linear inside a block still computes
 gradient for the layers before it in the same block, so that placement costs backprop's FLOPs
 plus the projection; its gain is that blocks no longer wait for each other.
 
+torch.compile. Dynamo traces the hooks and the identity function into the compiled graph, so a
+model compiled after ``attach`` (or passed to it already wrapped by ``torch.compile``) trains
+with the same updates as eagerly. Dynamo's cached graphs are not checked against newly added
+module hooks, though: a graph traced before ``attach`` (by any model of the same class) would
+keep training by backprop. So attaching clears torch.compile's caches, and detaching too, so as
+not to rely on which hook changes dynamo notices (``torch.compiler.reset()``, only when dynamo
+has been imported): every compiled model of the process is traced again at its next call. The matrices are drawn outside the graph (their seed
+is hashed with hashlib, which dynamo cannot trace), so ``fullgraph=True`` needs one eager step
+first, after which every step is one graph.
+
 Feedback matrices (defaults as in the 2022 paper: Gaussian; TinyDFA's normalisation;
 ``shared=None`` means shared for a model-suggested placement, one per point otherwise):
 ``init="gaussian"`` draws N(0, 1) entries, ``init="uniform"`` U(−1, 1) entries; the projection is
@@ -75,6 +85,7 @@ LeNet) or Adam, which is insensitive to the scale. On a digits MLP (SGD lr 5e-2,
 from __future__ import annotations
 
 import math
+import sys
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
@@ -131,6 +142,17 @@ def resolve_placement(rule: "DFA", model: nn.Module) -> tuple[str | list[str], s
     return points, error_at, shared
 
 
+def _forget_compiled_graphs() -> None:
+    """Drop torch.compile's cached graphs, so that compiled models are traced again with (or,
+    after ``detach``, without) DFA's hooks.
+
+    Dynamo does not guard its cached graphs on newly added module hooks: a graph traced before
+    the hooks were registered would keep running as plain backprop. Nothing is done when dynamo was never
+    imported (then nothing was compiled)."""
+    if "torch._dynamo" in sys.modules:
+        torch.compiler.reset()
+
+
 class _DFAOutput(Function):
     """Identity on the error tensor; its backward hands the projected error to every point."""
 
@@ -174,6 +196,7 @@ class DFALearner(Learner):
                     raise ConfigError(f"DFA feedback point names no submodule of the model: {name!r}")
                 self._handles.append(modules[name].register_forward_hook(self._point_at_output))
         self._handles.append(self._error_module.register_forward_hook(self._at_error))
+        _forget_compiled_graphs()
 
     def _after_error(self, layer_name: str) -> bool:
         """Layers after the error point (an output head) are trained by plain backprop."""
@@ -261,6 +284,11 @@ class DFALearner(Learner):
         return B
 
     def _draw(self, n_out: int, width: int, k: int, like: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():  # hashlib (the seed's hash) cannot be traced: draw eagerly
+            return torch.compiler.disable(self._draw_now)(n_out, width, k, like)
+        return self._draw_now(n_out, width, k, like)
+
+    def _draw_now(self, n_out: int, width: int, k: int, like: Tensor) -> Tensor:
         gen = layer_generator(self.dfa.seed, k, salt="dfa")
         if self.dfa.init == "gaussian":
             B = torch.randn(n_out, width, generator=gen)
@@ -292,6 +320,7 @@ class DFALearner(Learner):
             h.remove()
         self._handles = []
         self._points = []
+        _forget_compiled_graphs()
 
 
 class DFA(Rule):
