@@ -30,8 +30,7 @@ What :func:`run` does, in order:
 6. stops early, marking the run ``"diverged"``, when an epoch's training loss is not finite or
    exceeds ``DIVERGENCE_FACTOR`` (100) times ``max(first step's loss, log(num_classes))``:
    ``log(num_classes)`` is the cross-entropy of a uniform guess, so a mean loss a hundred times
-   that means logits wrong by hundreds of nats — a blow-up (DFA on LeNet with SGD lr 1e-2, seed
-   1, reached a finite ~3e13 in one epoch), not slow learning. The first step's loss (measured
+   that means logits wrong by hundreds of nats — a blow-up, not slow learning. The first step's loss (measured
    before any update) keeps a model that starts above chance from being flagged by its own start.
 
 Language models (data ``shakespeare-char`` or ``text``, model ``gpt``) are budgeted in tokens:
@@ -194,9 +193,9 @@ class RunConfig(BaseModel):
     checkpoint's never replace them — and the result's ``init_from`` records what was loaded.
     ``threads`` (default 1) sets ``torch.set_num_threads`` for the duration of the run and
     restores it after; ``None`` keeps torch's setting. One thread is the default because it
-    makes CPU numbers independent of the machine's core count, and because on a shared 2-core
-    machine two torch threads made the README's MLP comparison 24× slower (8 min vs 21 s);
-    large convolutional models on an idle machine may want more.
+    makes CPU numbers independent of the machine's core count, and because extra threads on a
+    busy machine slow small models down (``bench/README.md``, "Threads"); large convolutional
+    models on an idle machine may want more.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False)

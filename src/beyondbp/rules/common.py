@@ -105,8 +105,8 @@ class _Scratch:
     """Storage reused across steps for a feedback matrix rebuilt at every forward (sign rules).
 
     Building a fresh W-sized tensor at every step let the allocator return that memory to the
-    OS and fault it in again at the next step (measured on the 784-1024x3-10 MLP: ~2000 minor
-    page faults per uSF step, most of uSF's time over FA's). The buffer is rewritten in place
+    OS and fault it in again at the next step (page faults that dominated uSF's time over FA's;
+    see ``bench/README.md``). The buffer is rewritten in place
     only when no autograd graph still needs its contents: the node that used it releases it at
     the end of its backward, and a graph dropped without backward releases it when freed; in
     every other case (two forwards before one backward, ...) a fresh tensor is used instead.

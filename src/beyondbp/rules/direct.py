@@ -65,21 +65,12 @@ point's width, and each point takes its first ``width`` columns. The leading dim
 point that match the error's (batch, or batch × time for sequences) are kept: the projection is per sample (per token). Matrices are created at the
 first training forward pass from ``seed`` and then never change.
 
-Scale and stability with plain SGD (measured 2026-11-29; defaults left unchanged). Nøkland's
-own code (dfa-torch, ``ErrorFeedback``) draws U(−1/sqrt(width), 1/sqrt(width)) entries — our
-``init="uniform"`` — i.e. √3× smaller than the default Gaussian; it trained with RMSprop.
-On LeNet / Fashion-MNIST (first 10k / 2k test images, 2 epochs, SGD momentum 0.9, weight decay
-1e-3, batch 64, LR /10 at 50 % and 75 %, seeds 0/1/2; test error %, "div." = the run loop
-marked it diverged, "blow-up" = a finite training loss above 1e3 before that criterion
-existed) no scale was both stable and accurate: lr 1e-2: default 32.7 (blow-up) / 90.3
-(blow-up) / div.; ``init="uniform"`` 49.9 (blow-up) / 33.3 (blow-up) / div.; ``scale=0.3``
-36.5 / 53.5 (loss 249) / 32.5; ``scale=0.1`` 74.6 / 45.7 / 70.9 (stable but slow); lr 5e-2:
-every variant div. on seeds 0-1 except ``scale=0.1`` seed 0 (26.7). With SGD, ``scale`` only
-rescales the hidden layers' effective learning rate, so a smaller scale trades blow-ups for
-slower learning rather than fixing them; use a smaller learning rate (lr 3e-3 learns on this
-LeNet) or Adam, which is insensitive to the scale. On a digits MLP (SGD lr 5e-2, momentum 0.9,
-10 epochs, seed 0) none blew up: default 4.7, ``init="uniform"`` 5.0, ``scale=0.3`` 6.1,
-``scale=0.1`` 9.4 (backprop 3.3).
+Scale and stability with plain SGD. With SGD, ``scale`` only rescales the hidden layers'
+effective learning rate, so a smaller scale trades blow-ups for slower learning rather than
+fixing them; on convolutional models use a smaller learning rate or Adam, which is insensitive
+to the scale. Nøkland's own code draws U(−1/sqrt(width), 1/sqrt(width)) entries (our
+``init="uniform"``) and trained with RMSprop. The measurements behind this are in
+``bench/README.md`` ("DFA: scale and stability with plain SGD").
 """
 
 from __future__ import annotations

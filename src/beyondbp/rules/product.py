@@ -69,11 +69,8 @@ models keep PyTorch's default layer initialisation (Kaiming-uniform with ``a=√
 ``W``'s, and with ``Var(B) = 1/N_mid`` the product ``B·R`` starts with exactly ``W``'s variance for
 every variant and expansion (path norm ratio ≈ 1). ``init="xavier_uniform"`` gives the authors'
 ``R``; next to a PyTorch-initialised ``W`` that makes ``B·R`` up to √3 times larger than ``W`` for
-``k = 1``. Measured on LeNet / Fashion-MNIST (20000 images, 3 epochs, SGD 1e-2, momentum 0.9,
-weight decay 1e-3; test error %, seed 0 / seed 1): ``k=10`` Xavier 17.7 / 16.8, Kaiming
-18.9 / 18.5 (backprop 17.9 / 17.1, FA 35.2 / 29.3); ``k=1`` Xavier 90.0 (stuck at chance),
-Kaiming 17.7; orthogonal Xavier 35.0, Kaiming 18.4 (seed 0). The default favours the variant
-that never failed.
+``k = 1``. On LeNet / Fashion-MNIST the Kaiming default never failed, while Xavier ``R`` with
+``k = 1`` stayed at chance (figures in ``bench/README.md``, "PFA: initial R").
 
 Defaults: ``variant="random"``, ``expansion=10`` (1 for the other variants),
 ``init="kaiming_uniform"`` for ``R`` (see above), ``seed=0``, ``route="auto"``.
