@@ -69,3 +69,46 @@ def test_cli_rule_opt_goes_through_the_declaration(capsys):
     code, out, err = cli(capsys, "train", "--rule", "dfa", "--model", "mlp", "--data", "digits",
                          "--rule-opt", "scale=0", "--epochs", "1")
     assert code == 2 and "option scale must be a number > 0, got 0" in err and out == ""
+
+
+# -- models ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", bbp.models.names())
+def test_every_model_declares_its_options_once_with_defaults_and_help(name):
+    import inspect
+
+    cls = bbp.models._MODELS[name]
+    assert issubclass(cls.Options, bbp.options.Options)
+    fields = cls.Options.model_fields
+    assert bbp.models.options(name) == {k: f.default for k, f in fields.items()}
+    for option, field in fields.items():
+        assert not field.is_required() and field.description and "\n" not in field.description, option
+    # the constructor's keyword defaults are the declared ones (one source of truth for both)
+    params = inspect.signature(cls.__init__).parameters
+    for option, field in fields.items():
+        assert params[option].default == field.default, option
+    rows = bbp.models.describe_options(name)
+    assert [r["name"] for r in rows] == list(fields)
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("mlp", {"widths": [0]}, "model 'mlp' option widths must be a list of integers >= 1"),
+    ("mlp", {"widths": "256"}, "option widths must be a list of integers >= 1, such as [256, 256], got '256'"),
+    ("mlp", {"dropout": 1.0}, "option dropout must be a number >= 0 and < 1, got 1.0"),
+    ("mlp", {"activation": "swish"}, "option activation must be one of 'relu'"),
+    ("mlp", {"depth": 3}, "model 'mlp' has no option depth; its options: widths, activation, bias, dropout"),
+    ("lenet", {"padding": -1}, "option padding must be an integer >= 0 or null (None), got -1"),
+    ("cnn1d", {"channels": True}, "option channels must be an integer >= 1, got True"),
+    ("gpt", {"d_model": 30, "n_head": 4}, "d_model (30) must be divisible by n_head (4)"),
+    ("gpt", {"emb_std": math.nan}, "option emb_std must be a number > 0, got nan"),
+    ("softhebb_conv", {"channels": [8, 8]}, "option channels must be three integers >= 1, got [8, 8]"),
+    ("softhebb_mlp", {"power": 0}, "option power must be a number > 0, got 0"),
+])
+def test_bad_model_options_are_one_sentence_errors(name, options, words):
+    shape = (16,) if name == "gpt" else (1, 16, 16)
+    with pytest.raises(ConfigError) as info:
+        bbp.models.build(name, shape, 10, **options)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    cls = bbp.models._MODELS[name]
+    if set(options) <= set(cls.Options.model_fields):  # direct construction: the same declaration
+        with pytest.raises(ConfigError):
+            cls(shape, 10, **options)

@@ -40,7 +40,6 @@ the rule.
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any, Sequence
 
@@ -48,12 +47,13 @@ import torch
 from torch import nn
 
 from beyondbp.errors import ConfigError
+from beyondbp.options import describe, parse
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "names", "options"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "describe_options", "names", "options"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
@@ -78,10 +78,16 @@ def _lookup(name: Any) -> tuple[str, type[nn.Module]]:
 
 
 def options(name: str) -> dict[str, Any]:
-    """The options :func:`build` accepts for ``name``, with their defaults."""
+    """The options :func:`build` accepts for ``name``, with their defaults (from the model's
+    ``Options`` declaration)."""
     _, cls = _lookup(name)
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
-    return {p.name: p.default for p in params if p.name not in ("input_shape", "num_classes")}
+    return {k: f.default for k, f in cls.Options.model_fields.items()}
+
+
+def describe_options(name: str) -> list[dict[str, str]]:
+    """Name, what it accepts, default and help of every option of model ``name``."""
+    key, cls = _lookup(name)
+    return describe(cls.Options)
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) -> nn.Module:
@@ -91,13 +97,7 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) 
     option value, or an input shape the model cannot take.
     """
     key, cls = _lookup(name)
-    allowed = options(key)
-    unknown = sorted(set(opts) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for model {key!r}; "
-            f"allowed options are: {', '.join(allowed)}."
-        )
+    parse(cls.Options, opts, f"model {key!r}")  # unknown names, types and bounds, one sentence
     needed = _tensor_bytes(cls, input_shape, num_classes, opts)
     available = _physical_memory()
     if available is not None and needed > available:

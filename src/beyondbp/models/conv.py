@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from beyondbp.errors import ConfigError
-from beyondbp.models.mlp import check_classes, check_shape, make_activation
+from beyondbp.models.mlp import Activation, check_classes, check_shape, make_activation
+from beyondbp.options import Options, opt, parse
 
 __all__ = ["AsChannels", "CNN1D", "LeNet"]
 
@@ -37,6 +38,10 @@ class LeNet(nn.Sequential):
     Shapes: ``(N, C, H, W) -> (N, num_classes)``; ``input_shape`` is ``(C, H, W)``.
     """
 
+    class Options(Options):
+        activation: Activation = opt("relu", "activation after every conv and hidden Linear layer")
+        padding: int | None = opt(None, "zero padding of the first conv; None: 2 below 32 pixels, else 0", ge=0)
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -44,6 +49,7 @@ class LeNet(nn.Sequential):
         activation: str = "relu",
         padding: int | None = None,
     ) -> None:
+        parse(self.Options, dict(activation=activation, padding=padding), "model 'lenet'")
         input_shape = check_shape(input_shape, "lenet")
         num_classes = check_classes(num_classes, "lenet")
         if len(input_shape) != 3:
@@ -53,9 +59,6 @@ class LeNet(nn.Sequential):
         channels, height, width = input_shape
         if padding is None:
             padding = 2 if min(height, width) < 32 else 0
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ConfigError(f"lenet: padding must be a non-negative integer or None (automatic), got {padding!r}.")
-        make_activation(activation)
 
         def out_side(side: int) -> int:
             side = (side + 2 * padding - 4) // 2  # conv1 (5x5) + pool
@@ -120,6 +123,10 @@ class CNN1D(nn.Sequential):
     ``(C, L)``. Shapes: ``(N, L)`` or ``(N, C, L)`` -> ``(N, num_classes)``.
     """
 
+    class Options(Options):
+        channels: int = opt(25, "channels of both conv layers", ge=1)
+        activation: Activation = opt("relu", "activation after every conv and hidden Linear layer")
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -127,6 +134,7 @@ class CNN1D(nn.Sequential):
         channels: int = 25,
         activation: str = "relu",
     ) -> None:
+        parse(self.Options, dict(channels=channels, activation=activation), "model 'cnn1d'")
         input_shape = check_shape(input_shape, "cnn1d")
         num_classes = check_classes(num_classes, "cnn1d")
         if len(input_shape) == 1:
@@ -138,9 +146,6 @@ class CNN1D(nn.Sequential):
                 f"cnn1d needs 1-D inputs of shape (length,) or (channels, length), got input_shape={input_shape}; "
                 "use lenet or mlp for images."
             )
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ConfigError(f"cnn1d: channels must be a positive integer, got {channels!r}.")
-        make_activation(activation)
 
         if length < 3:
             raise ConfigError(f"cnn1d needs inputs of length at least 3, got length {length}.")

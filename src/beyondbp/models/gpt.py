@@ -60,18 +60,18 @@ before building for reproducible weights.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
+from beyondbp.options import Options, opt, parse
 
 __all__ = ["GPT", "Block", "CausalSelfAttention", "MLP"]
 
-ATTENTIONS = ("explicit", "sdpa")
-NORMS = ("pre", "post")
 
 
 class CausalSelfAttention(nn.Module):
@@ -165,6 +165,24 @@ class GPT(nn.Module):
         emb_std: standard deviation of the initial token and position embeddings (default 1).
     """
 
+    class Options(Options):
+        n_layer: int = opt(4, "number of Transformer blocks", ge=1)
+        n_head: int = opt(4, "attention heads per block (must divide d_model)", ge=1)
+        d_model: int = opt(128, "width of the residual stream", ge=1)
+        d_ff: int | None = opt(None, "hidden width of each block's MLP; None: 4·d_model", ge=1)
+        dropout: float = opt(0.0, "dropout on embeddings, attention weights and residual branches", ge=0, lt=1)
+        norm: Literal["pre", "post"] = opt("pre", "LayerNorm before each sub-layer (GPT-2) or after the residual addition")
+        tie_weights: bool = opt(False, "share the output head's weight with the token embedding")
+        bias: bool = opt(True, "biases in the Linear and LayerNorm layers")
+        attention: Literal["explicit", "sdpa"] = opt("explicit", "attention computed step by step, or by torch's fused kernel")
+        emb_std: float = opt(1.0, "std of the initial token and position embeddings (GPT-2: 0.02)", gt=0)
+
+        @model_validator(mode="after")
+        def _heads_divide_width(self) -> "GPT.Options":
+            if self.d_model % self.n_head:
+                raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+            return self
+
     def __init__(
         self,
         input_shape: int | Sequence[int] = (128,),
@@ -190,23 +208,13 @@ class GPT(nn.Module):
             raise ConfigError(f"gpt: input_shape must be (context,), one positive integer, got {input_shape!r}.")
         context = _positive(shape[0], "context")
         vocab = _positive(num_classes, "num_classes (the vocabulary size)")
-        n_layer = _positive(n_layer, "n_layer")
-        n_head = _positive(n_head, "n_head")
-        d_model = _positive(d_model, "d_model")
-        if d_model % n_head:
-            raise ConfigError(f"gpt: d_model ({d_model}) must be divisible by n_head ({n_head}).")
-        d_ff = 4 * d_model if d_ff is None else _positive(d_ff, "d_ff")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ConfigError(f"gpt: dropout must be a number in [0, 1), got {dropout!r}.")
-        if norm not in NORMS:
-            raise ConfigError(f"gpt: norm must be 'pre' or 'post', got {norm!r}.")
-        if attention not in ATTENTIONS:
-            raise ConfigError(f"gpt: attention must be 'explicit' or 'sdpa', got {attention!r}.")
-        if isinstance(emb_std, bool) or not isinstance(emb_std, (int, float)) or not emb_std > 0:
-            raise ConfigError(f"gpt: emb_std must be a positive number, got {emb_std!r}.")
-        for flag, what in ((tie_weights, "tie_weights"), (bias, "bias")):
-            if not isinstance(flag, bool):
-                raise ConfigError(f"gpt: {what} must be true or false, got {flag!r}.")
+        parse(
+            self.Options,
+            dict(n_layer=n_layer, n_head=n_head, d_model=d_model, d_ff=d_ff, dropout=dropout, norm=norm,
+                 tie_weights=tie_weights, bias=bias, attention=attention, emb_std=emb_std),
+            "model 'gpt'",
+        )
+        d_ff = 4 * d_model if d_ff is None else d_ff
 
         self.input_shape = (context,)
         self.num_classes = vocab

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
+from pydantic import Field
 from torch import nn
 
 from beyondbp.errors import ConfigError
+from beyondbp.options import Options, opt, parse
 
 __all__ = ["ACTIVATIONS", "MLP", "make_activation"]
 
@@ -24,6 +26,10 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "leaky_relu": lambda: nn.LeakyReLU(0.01),
 }
+
+
+#: The ``activation`` option every model shares.
+Activation = Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
 
 
 def make_activation(name: Any) -> nn.Module:
@@ -70,6 +76,15 @@ class MLP(nn.Sequential):
     Shapes: ``(N, *input_shape) -> (N, num_classes)``.
     """
 
+    class Options(Options):
+        widths: list[Annotated[int, Field(ge=1)]] = opt(
+            (256, 256), "hidden layer widths, in order (empty: a linear classifier)",
+            accepts="a list of integers >= 1, such as [256, 256]",
+        )
+        activation: Activation = opt("relu", "activation after every hidden layer")
+        bias: bool = opt(True, "biases in every Linear layer")
+        dropout: float = opt(0.0, "dropout after every hidden activation (0: none)", ge=0, lt=1)
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -81,15 +96,7 @@ class MLP(nn.Sequential):
     ) -> None:
         input_shape = check_shape(input_shape, "mlp")
         num_classes = check_classes(num_classes, "mlp")
-        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
-            raise ConfigError(f"mlp: widths must be a sequence of positive integers such as (256, 256), got {widths!r}.")
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-            raise ConfigError(f"mlp: widths must be a sequence of positive integers such as (256, 256), got {widths!r}.")
-        make_activation(activation)  # validate before building anything
-        if not isinstance(bias, bool):
-            raise ConfigError(f"mlp: bias must be True or False, got {bias!r}.")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"mlp: dropout must be a number in [0, 1), got {dropout!r}.")
+        parse(self.Options, dict(widths=widths, activation=activation, bias=bias, dropout=dropout), "model 'mlp'")
 
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         fan_in = math.prod(input_shape)

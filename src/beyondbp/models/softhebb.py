@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.models.mlp import check_classes, check_shape
+from beyondbp.options import Options, opt, parse
 
 __all__ = ["SoftHebbConv", "SoftHebbMLP", "Triangle", "hebbian_init_"]
 
@@ -85,17 +87,18 @@ def hebbian_init_(layer: nn.Module, radius: float = 25.0) -> nn.Module:
     return layer
 
 
-def _check_positive(value: object, what: str, model: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{model}: {what} must be a positive number, got {value!r}.")
-    return float(value)
-
-
 class SoftHebbMLP(nn.Sequential):
     """One soft winner-take-all layer of ``width`` units and a linear classifier.
 
     Layers: ``flatten, [bn0,] hebb1, act1, out``. Shapes: ``(N, *input_shape) -> (N, num_classes)``.
     """
+
+    class Options(Options):
+        width: int = opt(2000, "units of the soft winner-take-all layer", ge=1)
+        activation: Literal["triangle", "softmax"] = opt("triangle", "activation after the Hebbian layer: triangle, or the authors' softmax(5·u)")
+        power: float = opt(1.0, "exponent of the triangle activation", gt=0)
+        batchnorm: bool = opt(False, "BatchNorm1d (no affine) on the input, as the conv blocks have")
+        init_radius: float = opt(25.0, "norm each Hebbian unit's weights are drawn at", gt=0)
 
     def __init__(
         self,
@@ -109,14 +112,12 @@ class SoftHebbMLP(nn.Sequential):
     ) -> None:
         input_shape = check_shape(input_shape, "softhebb-mlp")
         num_classes = check_classes(num_classes, "softhebb-mlp")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ConfigError(f"softhebb-mlp: width must be a positive integer, got {width!r}.")
-        if activation not in ("triangle", "softmax"):
-            raise ConfigError(f"softhebb-mlp: activation must be 'triangle' or 'softmax', got {activation!r}.")
-        power = _check_positive(power, "power", "softhebb-mlp")
-        if not isinstance(batchnorm, bool):
-            raise ConfigError(f"softhebb-mlp: batchnorm must be True or False, got {batchnorm!r}.")
-        init_radius = _check_positive(init_radius, "init_radius", "softhebb-mlp")
+        o = parse(
+            self.Options,
+            dict(width=width, activation=activation, power=power, batchnorm=batchnorm, init_radius=init_radius),
+            "model 'softhebb_mlp'",
+        )
+        power, init_radius = o.power, o.init_radius
 
         d = math.prod(input_shape)
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
@@ -147,6 +148,13 @@ class SoftHebbConv(nn.Sequential):
     ``(N, C, H, W) -> (N, num_classes)``.
     """
 
+    class Options(Options):
+        channels: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)] = opt(
+            (96, 384, 1536), "channels of the three Hebbian conv blocks", accepts="three integers >= 1"
+        )
+        dropout: float = opt(0.5, "dropout before the classifier", ge=0, lt=1)
+        init_radius: float = opt(25.0, "norm each Hebbian unit's weights are drawn at", gt=0)
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -161,16 +169,8 @@ class SoftHebbConv(nn.Sequential):
             raise ConfigError(
                 f"softhebb-conv needs image inputs of shape (channels, height, width), got {input_shape}."
             )
-        if (
-            isinstance(channels, (str, bytes))
-            or not isinstance(channels, Sequence)
-            or len(channels) != 3
-            or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)
-        ):
-            raise ConfigError(f"softhebb-conv: channels must be three positive integers, got {channels!r}.")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"softhebb-conv: dropout must be a number in [0, 1), got {dropout!r}.")
-        init_radius = _check_positive(init_radius, "init_radius", "softhebb-conv")
+        o = parse(self.Options, dict(channels=channels, dropout=dropout, init_radius=init_radius), "model 'softhebb_conv'")
+        init_radius = o.init_radius
         c_in, h, w = input_shape
         if min(h, w) < 8:
             raise ConfigError(f"softhebb-conv needs images of at least 8x8 pixels, got {h}x{w}.")
