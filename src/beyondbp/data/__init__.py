@@ -9,22 +9,27 @@
 
 ``load(name, data_dir=None, **opts)`` returns a :class:`Dataset`. ``data_dir`` points at the
 files of sets read from disk and is ignored by sets that are generated or bundled, so one
-``--data-dir`` can be passed to every set of a study. Options per set:
+``--data-dir`` can be passed to every set of a study.
+
+Each set declares its options once, in an :class:`~beyondbp.options.Options` class (type,
+default, bounds and one line of help each): :func:`options_class` returns it,
+:func:`options` the defaults, :func:`describe_options` one row per option; :func:`load`
+validates ``opts`` against it (a one-sentence :class:`~beyondbp.errors.ConfigError` naming
+the set and the option otherwise).
 
 ============== ========================================================================
-name           options (defaults)
+name           what it is (options class)
 ============== ========================================================================
-digits         (none)
-fashion-mnist  ``normalize=True``, ``pad_to_32=False``; data_dir defaults to
-               ``/usr/share/datasets/fashion-mnist``
-mnist          ``normalize=True``, ``pad_to_32=False``; data_dir is required
-mnist1d        ``num_samples=5000``, ``train_split=0.8``, ``length=40``, ``seed=42``,
-               ``shuffle_seq=False``, ``cache=True``, ``cache_dir=None``
-text           any file at byte level; ``path=None``, ``val_fraction=0.1``; the file is
-               given by ``path`` or ``data_dir``
+digits         scikit-learn's bundled 8x8 digits (no options)
+fashion-mnist  IDX files; data_dir defaults to ``/usr/share/datasets/fashion-mnist``
+               (:class:`~beyondbp.data.vision.IdxOptions`)
+mnist          IDX files; data_dir is required (:class:`~beyondbp.data.vision.IdxOptions`)
+mnist1d        generated locally (:class:`~beyondbp.data.vision.Mnist1dOptions`)
+text           any file at byte level, given by ``path`` or ``data_dir``
+               (:class:`~beyondbp.data.text.TextOptions`)
 ============== ========================================================================
 
-``shakespeare-char`` (options ``path=None``, ``val_fraction=0.1``) is character-level
+``shakespeare-char`` (:class:`~beyondbp.data.text.ShakespeareOptions`) is character-level
 tiny-shakespeare; ``data_dir`` may be the file or its directory, and by default the copy shipped
 inside the package is read (origin in :mod:`beyondbp.data.text`). The two language-model sets return a
 :class:`TextDataset` (a token stream with random windows; runs are measured in tokens)
@@ -35,25 +40,44 @@ See :mod:`beyondbp.data.vision` for the preprocessing details.
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any, Callable
 
+from beyondbp import options as options_mod
 from beyondbp.data.dataset import Dataset
-from beyondbp.data.text import TextDataset, load_shakespeare_char, load_text
-from beyondbp.data.vision import load_digits, load_fashion_mnist, load_mnist, load_mnist1d
+from beyondbp.data.text import ShakespeareOptions, TextDataset, TextOptions, load_shakespeare_char, load_text
+from beyondbp.data.vision import (
+    DigitsOptions,
+    IdxOptions,
+    Mnist1dOptions,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist1d,
+)
 from beyondbp.errors import ConfigError
 
-__all__ = ["TEXT_SETS", "Dataset", "TextDataset", "is_text", "load", "names"]
+__all__ = [
+    "TEXT_SETS",
+    "Dataset",
+    "TextDataset",
+    "describe_options",
+    "is_text",
+    "load",
+    "names",
+    "options",
+    "options_class",
+]
 
-# name -> loader. Every loader takes keyword-only arguments, ``data_dir`` among them.
-_LOADERS: dict[str, Callable[..., Dataset | TextDataset]] = {
-    "digits": load_digits,
-    "fashion-mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "mnist1d": load_mnist1d,
-    "shakespeare-char": load_shakespeare_char,
-    "text": load_text,
+# name -> (loader, its options declaration). Every loader takes ``data_dir`` and the options as
+# keywords and validates the options against the declaration itself (``options.parse``).
+_SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Options]]] = {
+    "digits": (load_digits, DigitsOptions),
+    "fashion-mnist": (load_fashion_mnist, IdxOptions),
+    "mnist": (load_mnist, IdxOptions),
+    "mnist1d": (load_mnist1d, Mnist1dOptions),
+    "shakespeare-char": (load_shakespeare_char, ShakespeareOptions),
+    "text": (load_text, TextOptions),
 }
 
 
@@ -63,7 +87,7 @@ TEXT_SETS = ("shakespeare-char", "text")
 
 def names() -> list[str]:
     """The names :func:`load` accepts, sorted."""
-    return sorted(_LOADERS)
+    return sorted(_SETS)
 
 
 def is_text(name: str) -> bool:
@@ -77,27 +101,33 @@ def _canonical(name: Any) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def options(name: str) -> dict[str, Any]:
-    """The options :func:`load` accepts for ``name``, with their defaults (``data_dir`` excluded)."""
+def _key(name: Any) -> str:
     key = _canonical(name)
-    if key not in _LOADERS:
+    if key not in _SETS:
         raise ConfigError(f"Unknown data set {name!r}; valid names are: {', '.join(names())}.")
-    params = inspect.signature(_LOADERS[key]).parameters
-    return {p.name: p.default for p in params.values() if p.name != "data_dir"}
+    return key
+
+
+def options_class(name: str) -> type[options_mod.Options]:
+    """The declaration of the options of data set ``name`` (``data_dir`` is not an option)."""
+    return _SETS[_key(name)][1]
+
+
+def options(name: str) -> dict[str, Any]:
+    """The options :func:`load` accepts for ``name``, with their defaults, in declaration order."""
+    return {option: field.default for option, field in options_class(name).model_fields.items()}
+
+
+def describe_options(name: str) -> list[dict[str, str]]:
+    """One row per option of data set ``name``: name, what it accepts, default, help."""
+    return options_mod.describe(options_class(name))
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset | TextDataset:
     """Load the data set called ``name`` (see :func:`names`) as an in-memory :class:`Dataset`.
 
-    Raises :class:`~beyondbp.errors.ConfigError` for an unknown name or option, and
+    Raises :class:`~beyondbp.errors.ConfigError` for an unknown name and for an unknown or bad
+    option (checked against the set's declaration, :func:`options_class`), and
     :class:`~beyondbp.errors.DataError` when the files are missing or corrupt.
     """
-    allowed = options(name)
-    unknown = sorted(set(opts) - set(allowed))
-    if unknown:
-        listed = ", ".join(allowed) if allowed else "none"
-        raise ConfigError(
-            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for data set "
-            f"{_canonical(name)!r}; allowed options are: {listed}."
-        )
-    return _LOADERS[_canonical(name)](data_dir=data_dir, **opts)
+    return _SETS[_key(name)][0](data_dir=data_dir, **opts)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
 
 from beyondbp.errors import ConfigError, DataError
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "PathOption"]
+
+#: The type of a data set option that names a file or directory: a non-blank string or a
+#: :class:`~pathlib.Path` (declare it with an ``accepts=`` text, e.g. "a file path (a string)").
+PathOption = Annotated[str, Field(pattern=r"\S")] | Path
 
 _FEATURE_DTYPES = (torch.float32, torch.int64)
 

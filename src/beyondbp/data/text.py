@@ -43,9 +43,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from beyondbp.data.dataset import PathOption
 from beyondbp.errors import ConfigError, DataError
+from beyondbp.options import Options, opt, parse
 
-__all__ = ["TextCodec", "TextDataset", "load_shakespeare_char", "load_text", "shakespeare_bytes"]
+__all__ = [
+    "ShakespeareOptions",
+    "TextCodec",
+    "TextDataset",
+    "TextOptions",
+    "load_shakespeare_char",
+    "load_text",
+    "shakespeare_bytes",
+]
 
 #: The packaged tiny-shakespeare corpus (xz-compressed) and the SHA-256 of its decompressed bytes.
 SHAKESPEARE_PACKAGED = "tinyshakespeare.txt.xz"
@@ -351,13 +361,32 @@ _SHAKESPEARE_HINT = (
 )
 
 
-def load_shakespeare_char(
-    *,
-    data_dir: str | os.PathLike | None = None,
-    path: str | os.PathLike | None = None,
-    val_fraction: float = 0.1,
-) -> TextDataset:
-    """Character-level tiny-shakespeare (or any text file treated the same way)."""
+class TextOptions(Options):
+    """Options of ``text``."""
+
+    path: PathOption | None = opt(
+        None,
+        "the text file (overrides data_dir); None: the file given by data_dir",
+        accepts="a file path (a non-blank string) or null (None)",
+    )
+    val_fraction: float = opt(0.1, "fraction of the tokens, from the end, kept for validation", gt=0, lt=1)
+
+
+class ShakespeareOptions(TextOptions):
+    """Options of ``shakespeare-char``."""
+
+    path: PathOption | None = opt(
+        None,
+        "the text file (overrides data_dir); None: data_dir, else the copy shipped with the package",
+        accepts="a file path (a non-blank string) or null (None)",
+    )
+
+
+def load_shakespeare_char(*, data_dir: str | os.PathLike | None = None, **opts: Any) -> TextDataset:
+    """Character-level tiny-shakespeare (or any text file treated the same way); options:
+    :class:`ShakespeareOptions`."""
+    o = parse(ShakespeareOptions, opts, "data set 'shakespeare-char'")
+    path, val_fraction = o.path, o.val_fraction
     if path is None and data_dir is None:
         file, raw = "the packaged tiny-shakespeare", shakespeare_bytes()
     else:
@@ -387,13 +416,11 @@ def load_shakespeare_char(
 _TEXT_HINT = "pass the file with path=... or data_dir=... (--data-dir on the command line)"
 
 
-def load_text(
-    *,
-    data_dir: str | os.PathLike | None = None,
-    path: str | os.PathLike | None = None,
-    val_fraction: float = 0.1,
-) -> TextDataset:
-    """Any file at byte level (256 tokens); ``data_dir`` may be the file or a directory with ``input.txt``."""
+def load_text(*, data_dir: str | os.PathLike | None = None, **opts: Any) -> TextDataset:
+    """Any file at byte level (256 tokens); ``data_dir`` may be the file or a directory with
+    ``input.txt``; options: :class:`TextOptions`."""
+    o = parse(TextOptions, opts, "data set 'text'")
+    path, val_fraction = o.path, o.val_fraction
     file = _resolve(path, data_dir, ("input.txt",), _TEXT_HINT)
     raw = _read(file, _TEXT_HINT)
     tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int64)

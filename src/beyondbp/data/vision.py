@@ -48,12 +48,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from beyondbp.data.dataset import Dataset
+from beyondbp.data.dataset import Dataset, PathOption
 from beyondbp.errors import ConfigError, DataError
+from beyondbp.options import NoOptions, Options, opt, parse
 
 __all__ = [
     "FASHION_MNIST_DEFAULT_DIR",
     "IDX_FILES",
+    "DigitsOptions",
+    "IdxOptions",
+    "Mnist1dOptions",
     "read_idx",
     "load_fashion_mnist",
     "load_mnist",
@@ -215,10 +219,11 @@ def _resolve_dir(data_dir: str | os.PathLike | None, default: str | None, hint: 
     return directory
 
 
-def _check_bool(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{what} must be True or False, got {value!r}.")
-    return value
+class IdxOptions(Options):
+    """Options of ``mnist`` and ``fashion-mnist``."""
+
+    normalize: bool = opt(True, "standardise the pixels with the training images' mean and std")
+    pad_to_32: bool = opt(False, "add a 2-pixel background border so images are 32x32 (LeNet-5 input)")
 
 
 def _load_idx_dataset(
@@ -226,11 +231,10 @@ def _load_idx_dataset(
     title: str,
     data_dir: str | os.PathLike | None,
     default_dir: str | None,
-    normalize: bool,
-    pad_to_32: bool,
+    opts: dict[str, Any],
 ) -> Dataset:
-    normalize = _check_bool(normalize, "normalize")
-    pad_to_32 = _check_bool(pad_to_32, "pad_to_32")
+    o = parse(IdxOptions, opts, f"data set {name!r}")
+    normalize, pad_to_32 = o.normalize, o.pad_to_32
     hint = _HINTS[name]
     directory = _resolve_dir(data_dir, default_dir, hint, title)
     raw = {split: _load_idx_split(directory, split, hint, 10) for split in ("train", "test")}
@@ -277,23 +281,22 @@ def _load_idx_dataset(
     )
 
 
-def load_fashion_mnist(
-    *, data_dir: str | os.PathLike | None = None, normalize: bool = True, pad_to_32: bool = False
-) -> Dataset:
+def load_fashion_mnist(*, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset:
     """Fashion-MNIST from IDX files: 60000 train / 10000 test, ``(N, 1, 28, 28)``, 10 classes.
 
-    ``data_dir`` defaults to ``/usr/share/datasets/fashion-mnist``. ``normalize`` standardises
-    with the training set's pixel mean/std; ``pad_to_32`` pads to ``(N, 1, 32, 32)``.
+    ``data_dir`` defaults to ``/usr/share/datasets/fashion-mnist``. Options: :class:`IdxOptions`
+    (``normalize`` standardises with the training set's pixel mean/std; ``pad_to_32`` pads to
+    ``(N, 1, 32, 32)``).
     """
-    return _load_idx_dataset("fashion-mnist", "Fashion-MNIST", data_dir, FASHION_MNIST_DEFAULT_DIR, normalize, pad_to_32)
+    return _load_idx_dataset("fashion-mnist", "Fashion-MNIST", data_dir, FASHION_MNIST_DEFAULT_DIR, opts)
 
 
-def load_mnist(*, data_dir: str | os.PathLike | None = None, normalize: bool = True, pad_to_32: bool = False) -> Dataset:
+def load_mnist(*, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset:
     """MNIST from the four IDX files in ``data_dir`` (required): ``(N, 1, 28, 28)``, 10 classes.
 
-    Options as for :func:`load_fashion_mnist`.
+    Options as for :func:`load_fashion_mnist` (:class:`IdxOptions`).
     """
-    return _load_idx_dataset("mnist", "MNIST", data_dir, None, normalize, pad_to_32)
+    return _load_idx_dataset("mnist", "MNIST", data_dir, None, opts)
 
 
 # --------------------------------------------------------------------------- MNIST-1D
@@ -420,20 +423,26 @@ def _mnist1d_arrays_uncached(
 _mnist1d_arrays_cached = functools.lru_cache(maxsize=8)(_mnist1d_arrays_uncached)
 
 
-def load_mnist1d(
-    *,
-    data_dir: str | os.PathLike | None = None,
-    num_samples: int = 5000,
-    train_split: float = 0.8,
-    length: int = 40,
-    seed: int = 42,
-    shuffle_seq: bool = False,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-) -> Dataset:
+class Mnist1dOptions(Options):
+    """Options of ``mnist1d`` (the first five are passed to the package's generator)."""
+
+    num_samples: int = opt(5000, "samples generated in all, rounded down to a multiple of 10", ge=20)
+    train_split: float = opt(0.8, "fraction of the samples in the training split", gt=0, lt=1)
+    length: int = opt(40, "length of each 1-D signal (the generator's final_seq_length)", ge=2)
+    seed: int = opt(42, "seed of the generator", ge=0, lt=2**32)
+    shuffle_seq: bool = opt(False, "shuffle the positions within each signal (the generator's shuffle_seq)")
+    cache: bool = opt(True, "reuse generated data from memory and from the on-disk cache")
+    cache_dir: PathOption | None = opt(
+        None,
+        "directory of the on-disk cache; None: $BEYONDBP_CACHE or ~/.cache/beyondbp",
+        accepts="a directory path (a non-blank string) or null (None)",
+    )
+
+
+def load_mnist1d(*, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset:
     """MNIST-1D generated locally: by default 4000 train / 1000 test, ``(N, 40)`` float32, 10 classes.
 
-    ``num_samples`` (rounded down to a multiple of 10: the generator makes the same number per
+    Options: :class:`Mnist1dOptions`. ``num_samples`` (rounded down to a multiple of 10: the generator makes the same number per
     class), ``train_split``, ``length`` (the package's ``final_seq_length``), ``seed`` and
     ``shuffle_seq`` are passed to ``mnist1d.data.make_dataset``; every other generator argument
     keeps the package default (``mnist1d.data.get_dataset_args()``). ``cache=False`` skips both
@@ -442,24 +451,14 @@ def load_mnist1d(
     interface and ignored.
     """
     del data_dir  # generated, not read
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20:
-        raise ConfigError(f"num_samples must be an integer of at least 20, got {num_samples!r}.")
-    if isinstance(train_split, bool) or not isinstance(train_split, (int, float)) or not 0.0 < train_split < 1.0:
-        raise ConfigError(f"train_split must be a number strictly between 0 and 1, got {train_split!r}.")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 2:
-        raise ConfigError(f"length must be an integer of at least 2, got {length!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
-    shuffle_seq = _check_bool(shuffle_seq, "shuffle_seq")
-    cache = _check_bool(cache, "cache")
-    if cache_dir is not None and (not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir).strip()):
-        raise ConfigError(f"cache_dir must be a directory path (a string), got {cache_dir!r}.")
+    o = parse(Mnist1dOptions, opts, "data set 'mnist1d'")
+    num_samples, train_split, length, seed = o.num_samples, o.train_split, o.length, o.seed
     overrides = {
         "num_samples": num_samples,
         "train_split": float(train_split),
         "final_seq_length": length,
         "seed": seed,
-        "shuffle_seq": shuffle_seq,
+        "shuffle_seq": o.shuffle_seq,
     }
     n_train, n_test = _mnist1d_expected_sizes(overrides)
     if n_train < 1 or n_test < 1:
@@ -468,8 +467,8 @@ def load_mnist1d(
             "raise num_samples or move train_split away from 0 and 1."
         )
     override_items = tuple(sorted(overrides.items()))
-    if cache:
-        arrays, args = _mnist1d_arrays_cached(override_items, str(_cache_root(cache_dir)))
+    if o.cache:
+        arrays, args = _mnist1d_arrays_cached(override_items, str(_cache_root(o.cache_dir)))
     else:
         arrays, args = _mnist1d_arrays_uncached(override_items, None)
 
@@ -509,13 +508,19 @@ def _stratified_split(labels: np.ndarray, num_test: int, seed: int) -> tuple[np.
     return order[~in_test[order]], order[in_test[order]]
 
 
-def load_digits(*, data_dir: str | os.PathLike | None = None) -> Dataset:
+class DigitsOptions(NoOptions):
+    """``digits`` takes no options (its split is fixed)."""
+
+
+def load_digits(*, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset:
     """scikit-learn's bundled 8x8 digits: 1437 train / 360 test, ``(N, 1, 8, 8)`` in ``[0, 1]``.
 
     The split is fixed (stratified by class, permutation seed 0; see the module docstring).
-    ``data_dir`` is accepted for a uniform interface and ignored.
+    It takes no options (:class:`DigitsOptions`). ``data_dir`` is accepted for a uniform
+    interface and ignored.
     """
     del data_dir
+    parse(DigitsOptions, opts, "data set 'digits'")
     from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
