@@ -129,14 +129,13 @@ class DRTPLearner(Learner):
         finally:
             self._collecting = False
             points, self._points = self._points, []
+        signals = self.project(self.encode_target(y, out), points) if points else []
         loss = self.loss_fn(out, y)
         tensors: list[Tensor] = [loss] if loss.requires_grad else []
         grads: list[Tensor | None] = [None] * len(tensors)
-        if points:
-            target = self.encode_target(y, out)
-            for (name, point), signal in zip(points, self.project(target, points)):
-                tensors.append(point)
-                grads.append(signal)
+        for (_, point), signal in zip(points, signals):
+            tensors.append(point)
+            grads.append(signal)
         if tensors:
             torch.autograd.backward(tensors, grads)
         return loss
