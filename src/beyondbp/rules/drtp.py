@@ -55,6 +55,13 @@ model (their script: SGD with Nesterov momentum 0.9, lr 1e-4, batch 100, binary 
 a sigmoid output, tanh hidden units); beyondbp's default loss, cross-entropy on logits, is
 what the output layer learns from here.
 
+Saturating hidden units. The signal ``y* B_k`` does not shrink as the network learns (it is
+not an error), so the hidden layers stop changing only where ``f'(a_k)`` vanishes: the paper's
+networks use tanh hidden units. With ReLU units a unit pushed up for a class is pushed up for
+ever, the growth compounds from layer to layer and swamps the class-specific part of the signal;
+on beyondbp's ReLU MLP and LeNet training diverges (``bench/README.md`` has the measurements).
+Use ``activation="tanh"`` (``--model-opt activation=tanh``) with this rule.
+
 Train with ``learner.step`` (or the run loop), which knows the targets: while the rule is
 attached, a plain ``loss.backward()`` through a training forward raises a ConfigError rather
 than silently computing something else. ``estimate`` returns the directions above;
