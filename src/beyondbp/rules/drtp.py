@@ -59,7 +59,8 @@ Saturating hidden units. The signal ``y* B_k`` does not shrink as the network le
 not an error), so the hidden layers stop changing only where ``f'(a_k)`` vanishes: the paper's
 networks use tanh hidden units. With ReLU units a unit pushed up for a class is pushed up for
 ever, the growth compounds from layer to layer and swamps the class-specific part of the signal;
-on beyondbp's ReLU MLP and LeNet training diverges (``bench/README.md`` has the measurements).
+on beyondbp's ReLU MLP and LeNet it learns poorly or diverges (``bench/README.md`` has the
+measurements).
 Use ``activation="tanh"`` (``--model-opt activation=tanh``) with this rule.
 
 Train with ``learner.step`` (or the run loop), which knows the targets: while the rule is
