@@ -56,8 +56,8 @@ a sigmoid output, tanh hidden units); beyondbp's default loss, cross-entropy on 
 what the output layer learns from here.
 
 Saturating hidden units. The signal ``y* B_k`` does not shrink as the network learns (it is
-not an error), so the hidden layers stop changing only where ``f'(a_k)`` vanishes: the paper's
-networks use tanh hidden units. With ReLU units a unit pushed up for a class is pushed up for
+not an error), so the hidden layers stop changing only where ``f'(a_k)`` vanishes: the authors' code
+defaults to tanh hidden (and convolutional) units. With ReLU units a unit pushed up for a class is pushed up for
 ever, the growth compounds from layer to layer and swamps the class-specific part of the signal;
 on beyondbp's ReLU MLP and LeNet it learns poorly or diverges (``bench/README.md`` has the
 measurements).
