@@ -38,7 +38,7 @@ between the activation and the pooling (a ``C × channels × height × width`` m
 sequence outputs ``(N, T, C)`` with targets ``(N, T)``, the projection is per token.
 
 Targets: class indices (shape of the output without its last dimension) are one-hot encoded;
-a float target of the output's shape is projected as given (the paper's regression case).
+a float target of the output's shape is projected as given (the regression case of the authors' code).
 
 Projection matrices (defaults as in the authors' code): ``B_k`` has one row per output and one
 column per element of the point's per-sample tensor (``n_k`` of them) and is drawn once, at the
