@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .backprop import Backprop
 from .base import Learner, Rule, default_loss
 from .direct import DFA
+from .drtp import DRTP
 from .feedback import BRSF, FA, FRSF, KP, USF
 from .forward_forward import FF
 from .inference import IL
@@ -58,7 +59,7 @@ def describe() -> list[dict[str, str]]:
     ]
 
 
-for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, PFA):
+for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, DRTP, PFA):
     register(_cls)
 for _cls in (FF, IL, SoftHebb):  # local rules: Forward-Forward, inference learning, SoftHebb
     register(_cls)
