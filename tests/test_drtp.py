@@ -292,3 +292,20 @@ def test_cli_trains_lenet(capsys, tmp_path):
                              "--model-opt", "activation=tanh", "--out", tmp_path / "out")
     assert code == 0, err
     assert "drtp · lenet" in out
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.GELU, nn.LeakyReLU])
+def test_refuses_non_saturating_units_by_path_and_type(act):
+    model = nn.Sequential(nn.Linear(4, 4), act(), nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModuleError) as info:
+        bbp.rules.get("drtp").attach(model)
+    message = str(info.value)
+    assert f"module '1' of type {act.__name__}" in message and "tanh" in message and "\n" not in message
+    assert not hasattr(model, "_beyondbp_attached_rule")
+
+
+def test_the_cli_refuses_the_relu_mlp_in_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--rule", "drtp", "--model", "mlp", "--data", "digits", "--epochs", "1"])
+    _, err = capsys.readouterr()
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "activation=tanh" in err

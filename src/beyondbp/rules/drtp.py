@@ -56,12 +56,12 @@ a sigmoid output, tanh hidden units); beyondbp's default loss, cross-entropy on 
 what the output layer learns from here.
 
 Saturating hidden units. The signal ``y* B_k`` does not shrink as the network learns (it is
-not an error), so the hidden layers stop changing only where ``f'(a_k)`` vanishes: the authors' code
-defaults to tanh hidden (and convolutional) units. With ReLU units a unit pushed up for a class is pushed up for
-ever, the growth compounds from layer to layer and swamps the class-specific part of the signal;
-on beyondbp's ReLU MLP and LeNet it learns poorly or diverges (``bench/README.md`` has the
-measurements).
-Use ``activation="tanh"`` (``--model-opt activation=tanh``) with this rule.
+not an error), so the hidden layers stop changing only where ``f'(a_k)`` vanishes: the authors'
+code defaults to tanh hidden (and convolutional) units. With ReLU-like units a unit pushed up for
+a class is pushed up for ever and the growth compounds from layer to layer, so the rule refuses
+models with non-saturating activations (ReLU, GELU, ELU, SiLU, ...) by path and type; use
+``activation="tanh"`` (``--model-opt activation=tanh``). What happened on ReLU models before
+they were refused is in ``bench/README.md``.
 
 Train with ``learner.step`` (or the run loop), which knows the targets: while the rule is
 attached, a plain ``loss.backward()`` through a training forward raises a ConfigError rather
@@ -72,17 +72,22 @@ than silently computing something else. ``estimate`` returns the directions abov
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from ..errors import ConfigError
-from .base import WEIGHT_LAYERS, Batch, Learner, LossFn, Rule, check_batch
-from .feedback import check_seed, layer_generator
+from ..errors import ConfigError, UnsupportedModuleError
+from .base import WEIGHT_LAYERS, Batch, Learner, LossFn, Options, Rule, check_batch, opt
+from .common import SEED_HELP, layer_generator
 
-REDUCTIONS = ("mean", "sum")
+#: Activations whose derivative never vanishes for large inputs: under a target projection
+#: (a signal that does not shrink as the network learns) their units grow without bound.
+NON_SATURATING: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Softplus,
+)
 
 
 class _NeedsTargets(Function):
@@ -257,14 +262,34 @@ class DRTP(Rule):
     summary = "direct random target projection: each hidden layer learns from a fixed random projection B·y* of the one-hot target"
     paper = "Learning without feedback: Fixed random learning signals allow for feedforward training of deep neural networks (Frenkel, Lefebvre, Bol 2021)"
 
-    def __init__(self, *, seed: int = 0, scale: float = 1.0, reduction: str = "mean") -> None:
-        self.seed = check_seed(seed)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (scale > 0 and math.isfinite(scale)):
-            raise ConfigError(f"DRTP scale must be a positive finite number, got {scale!r}")
-        self.scale = float(scale)
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"DRTP reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.reduction = reduction
+    class Options(Options):
+        seed: int = opt(0, SEED_HELP, ge=0)
+        scale: float = opt(1.0, "factor on every projection matrix B_k (entries U(±sqrt(6/n_k)) before it)", gt=0)
+        reduction: Literal["mean", "sum"] = opt(
+            "mean", "hidden signal summed over the batch and divided by its size (mean), or only summed (the authors' code)"
+        )
+
+    def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
+        """Refuse, besides unsupported layers, non-saturating activations: the hidden signal is a
+        projection of the target, which never shrinks, so a layer stops changing only where its
+        units saturate (the authors' networks use tanh); ReLU-like units grow without bound."""
+        super().check_model(model, passthrough)
+        for path, module in model.named_modules():
+            if isinstance(module, NON_SATURATING):
+                raise UnsupportedModuleError(
+                    f"rule 'drtp' cannot train through module '{path}' of type {type(module).__name__}: "
+                    "its target-projection signal never shrinks, so hidden units must saturate; use tanh or "
+                    "sigmoid units (e.g. --model-opt activation=tanh)"
+                )
+
+    @staticmethod
+    def example_model(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        """A model DRTP trains (for the contract suite, whose MLP and LeNet use ReLU): a tanh MLP
+        with hidden widths (128, 128), weights from the global RNG."""
+        width = math.prod(input_shape)
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(width, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, num_classes)
+        )
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return DRTPLearner(self, model, loss_fn)
