@@ -21,7 +21,9 @@ variant gives one; seed 0 unless given). ``INIT`` is one of:
 
 The re-initialisation happens between building the model and training it, through a wrapper
 around ``beyondbp.train.prepare`` (it draws from the seeded global RNG, so runs are
-reproducible). ``--no-divergence-stop`` lets a run whose loss blows up keep going (BioTorch's
+reproducible). ``--diagnostics`` records ``beyondbp.analysis.alignment`` after every epoch
+(on the first 64 test images; it never changes the training) and prints the last epoch's.
+``--no-divergence-stop`` lets a run whose loss blows up keep going (BioTorch's
 trainer never stops a run). Printed per variant: epochs run, final and best-epoch test error,
 last epoch's training loss, status, wall time, and the test error after every epoch.
 
@@ -79,6 +81,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-divergence-stop", action="store_true", help="never stop a run for a blown-up loss")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="also print the last epoch's per-layer alignment (cosine of the rule's update with "
+                        "backprop's gradient, angle between B and W, |B|/|W|; beyondbp.analysis.alignment)")
+    p.add_argument("--n-train", type=int, default=None, help="first N training images only (default: all)")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
     if args.no_divergence_stop:
@@ -102,12 +108,16 @@ def main() -> None:
             data_options={"pad_to_32": True}, epochs=args.epochs, batch_size=64,
             optimizer="sgd", lr=lr, momentum=0.9, weight_decay=wd,
             lr_schedule="step", milestones=[0.5, 0.75], gamma=0.1, seed=seed, threads=args.threads,
+            n_train=args.n_train, diagnostics=args.diagnostics,
         ))
         errs = [100 * (1 - h["test_accuracy"]) for h in result.history if h.get("test_accuracy") is not None]
         loss = result.history[-1].get("train_loss") if result.history else float("nan")
         print(f"{spec:<28} epochs {result.epochs:3d}  final {100 * (1 - result.final['test_accuracy']):6.2f}  "
               f"best {min(errs):6.2f}  train loss {loss:9.3g}  {result.status:<8} {time.perf_counter() - started:5.0f}s"
               f"  | {' '.join(f'{e:.1f}' for e in errs)}", flush=True)
+        if args.diagnostics:
+            diag = result.final.get("diagnostics", {})
+            print("    " + "  ".join(f"{k} {v:.3g}" for k, v in diag.items()), flush=True)
 
 
 if __name__ == "__main__":
