@@ -23,6 +23,8 @@ The re-initialisation happens between building the model and training it, throug
 around ``beyondbp.train.prepare`` (it draws from the seeded global RNG, so runs are
 reproducible). ``--diagnostics`` records ``beyondbp.analysis.alignment`` after every epoch
 (on the first 64 test images; it never changes the training) and prints the last epoch's.
+``--at-init`` trains nothing and prints, per layer, the norm of the rule's update over the
+norm of backprop's gradient (and both norms) at initialisation on the first 512 training images.
 ``--no-divergence-stop`` lets a run whose loss blows up keep going (BioTorch's
 trainer never stops a run). Printed per variant: epochs run, final and best-epoch test error,
 last epoch's training loss, status, wall time, and the test error after every epoch.
@@ -75,6 +77,23 @@ def _prepare_with_init(config, dataset=None):
     return setup
 
 
+def print_at_init(spec: str, config: RunConfig) -> None:
+    setup = train.prepare(config)
+    try:
+        batch = (setup.dataset.x_train[:512], setup.dataset.y_train[:512])
+        rule_grads = setup.learner.estimate(batch)
+        bp_grads = setup.learner.backprop_gradients(batch)
+        cells = []
+        for name in setup.learner.trained_layers():
+            key = f"{name}.weight"
+            ratio = float(rule_grads[key].norm() / bp_grads[key].norm())
+            w = float(setup.model.get_parameter(key).detach().norm())
+            cells.append(f"{name} {ratio:.2f} (|g_bp| {float(bp_grads[key].norm()):.3g}, |W| {w:.3g})")
+        print(f"{spec:<28} at init, |update|/|bp grad|: " + "  ".join(cells), flush=True)
+    finally:
+        setup.learner.detach()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("variants", nargs="+", metavar="RULE:INIT:LR[:WD[:SEED]]")
@@ -85,6 +104,9 @@ def main() -> None:
                    help="also print the last epoch's per-layer alignment (cosine of the rule's update with "
                         "backprop's gradient, angle between B and W, |B|/|W|; beyondbp.analysis.alignment)")
     p.add_argument("--n-train", type=int, default=None, help="first N training images only (default: all)")
+    p.add_argument("--at-init", action="store_true",
+                   help="train nothing: print, per layer, |rule's update| / |backprop's gradient| and |W| at "
+                        "initialisation, on the first 512 training images")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
     if args.no_divergence_stop:
@@ -102,14 +124,18 @@ def main() -> None:
         _STATE["init"] = init
         started = time.perf_counter()
         xavier_b = init != "pytorch" and rule == "fa"
-        result = run(RunConfig(
+        config = RunConfig(
             rule=rule, rule_options={"init": "xavier_uniform"} if xavier_b else {},
             model="lenet", data="fashion-mnist", data_dir=args.data_dir,
             data_options={"pad_to_32": True}, epochs=args.epochs, batch_size=64,
             optimizer="sgd", lr=lr, momentum=0.9, weight_decay=wd,
             lr_schedule="step", milestones=[0.5, 0.75], gamma=0.1, seed=seed, threads=args.threads,
             n_train=args.n_train, diagnostics=args.diagnostics,
-        ))
+        )
+        if args.at_init:
+            print_at_init(spec, config)
+            continue
+        result = run(config)
         errs = [100 * (1 - h["test_accuracy"]) for h in result.history if h.get("test_accuracy") is not None]
         loss = result.history[-1].get("train_loss") if result.history else float("nan")
         print(f"{spec:<28} epochs {result.epochs:3d}  final {100 * (1 - result.final['test_accuracy']):6.2f}  "
