@@ -26,7 +26,8 @@ Differences to keep in mind when comparing:
   training set's mean and std (BioTorch: 0.2859 / 0.3530, the same statistics).
 * BioTorch re-initialises every layer's weight *and* FA's ``B`` with Xavier uniform (biases 0);
   beyondbp keeps PyTorch's default init and FA draws ``B`` from that same law.
-  ``bench/fa_lenet_init.py`` runs FA with BioTorch's init; ``bench/README.md`` has the results.
+  ``bench/fa_lenet_init.py`` runs FA with BioTorch's init, which closes FA's gap to BioTorch's
+  figure (with lr 3e-3); ``bench/README.md`` ("FA's gap to BioTorch") has the results.
 * ``pfa`` (product feedback alignment, expansion 10) has no BioTorch number; its paper's claim
   is that PFA comes close to backprop where FA does not. A 3-epoch run on the first 20000
   images (``--epochs 3 --n-train 20000``), seeds 0 / 1: backprop 17.9 / 17.1 % error, PFA

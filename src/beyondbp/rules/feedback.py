@@ -34,6 +34,10 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     LeNet with either init, and at lr 1e-2 Xavier gave the lower error (frSF 26.0 / 25.0 / 26.7 vs 32.7 / 28.7 / 34.7); uSF
     keeps ``scale="xavier"`` for the same reason (no blow-up; lr 1e-2: 28.4 / 23.1 / 28.4 vs
     ``"fan_in"`` 25.8 / 23.4 / 26.7).
+    FA's accuracy on LeNet also depends on the *forward* weights' init, which the rule leaves
+    alone: BioTorch re-initialises ``W`` (and ``B``) with Xavier, and of the inits tried only
+    that one reproduced its LeNet Fashion-MNIST figure (``bench/README.md``, "FA's gap to
+    BioTorch").
 
 ``usf`` — Uniform sign-concordant feedback: ``B = s · sign(W)``, rebuilt at every forward pass.
     Default ``scale="xavier"``: ``s = sqrt(2 / (fan_in + fan_out))``, the std of Xavier init as
