@@ -17,8 +17,17 @@ Differences to keep in mind when comparing:
 * BioTorch reports the best epoch's accuracy on the 10k set it also uses for model selection
   (its Benchmarks.md says the same 10k validation set is used for both); this script prints
   the final-epoch test error and, separately, the best epoch's (optimistic, like theirs).
-* BioTorch's LeNet has no activation after its 84-unit layer; beyondbp's ``lenet`` has ReLU
-  there. Inputs are normalised with the training set's mean and std.
+* The architecture is BioTorch's: its ``LeNetMNIST`` (``biotorch/models/le_net.py``, the version
+  Benchmarks.md links to) is conv 1->6 (5x5), ReLU, max-pool, conv 6->16 (5x5), ReLU, max-pool,
+  conv 16->120 (5x5, on a 5x5 map: beyondbp's ``fc1``, a Linear 400->120), ReLU, Linear 120->84,
+  ReLU, Linear 84->10. (An older version of that file had no ReLU after the 84-unit layer; the
+  one whose line numbers Benchmarks.md cites has it.) BioTorch *resizes* the 28x28 images to
+  32x32 (``transforms.Resize``); this script zero-pads them. Inputs are normalised with the
+  training set's mean and std (BioTorch: 0.2859 / 0.3530, the same statistics).
+* BioTorch re-initialises every layer's weight *and* FA's ``B`` with Xavier uniform (biases 0);
+  beyondbp keeps PyTorch's default init and FA draws ``B`` from that same law.
+  ``bench/fa_lenet_init.py`` runs FA with BioTorch's init, which closes FA's gap to BioTorch's
+  figure (with lr 3e-3); ``bench/README.md`` ("FA's gap to BioTorch") has the results.
 * ``pfa`` (product feedback alignment, expansion 10) has no BioTorch number; its paper's claim
   is that PFA comes close to backprop where FA does not. A 3-epoch run on the first 20000
   images (``--epochs 3 --n-train 20000``), seeds 0 / 1: backprop 17.9 / 17.1 % error, PFA

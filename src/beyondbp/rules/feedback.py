@@ -16,24 +16,16 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     (Lillicrap, Cownden, Tweed, Akerman 2016). Default ``init="kaiming_uniform"``: ``B`` is
     drawn from the same law as PyTorch's default layer init, U(±1/sqrt(fan_in)), so
     ``‖B‖ ≈ ‖W‖`` at attach for a model that keeps PyTorch's init — what BioTorch gets by
-    re-initialising ``W`` and ``B`` with the same Xavier law. Until 2026-11-29 the default was
-    BioTorch's ``init="xavier_uniform"`` for ``B`` alone (still available); on models with
-    PyTorch's init that makes ``B`` up to ~2.3× larger than ``W`` per layer (LeNet's Linear
-    layers), and the backward error grows by that factor at every layer it crosses. Measured
-    (LeNet, Fashion-MNIST first 10k images / 2k test images, SGD momentum 0.9, weight decay
-    1e-3, batch 64, LR /10 at 50 % and 75 %, seeds 0/1/2, test error %; "div." = training loss
-    blew up past the run loop's divergence threshold): 5 epochs at lr 1e-2: ``xavier_uniform``
-    div. ×3 (losses 9e6, 2e5, 6e7), ``kaiming_uniform`` 27.5 / 33.1 / 34.8 (backprop 18.9 /
-    16.4 / 18.3); 2 epochs at lr 5e-2: ``xavier_uniform`` div. ×3, ``kaiming_uniform`` 29.1 /
-    30.7 / 43.0. The full-data protocol, 3 epochs, lr 1e-2 (``python
-    bench/fashion_mnist_lenet.py --epochs 3 --threads 1 --seed S --rules fa,kp``), seeds 0/1:
-    ``kaiming_uniform`` 21.5 / 23.2 vs ``xavier_uniform`` 26.8 / 24.3. The price on small MLPs
-    with SGD (lr 5e-2, momentum 0.9, 10 epochs, seeds 0/1), where neither init blew up: digits
-    6.4 / 5.8 vs 4.2 / 4.4; mnist1d (seed 0) 47.5 vs 46.9; the README's MNIST-1D job (Adam):
-    56.7 % vs 57.6 % test accuracy. frSF and brSF keep ``xavier_uniform``: neither blew up on
-    LeNet with either init, and at lr 1e-2 Xavier gave the lower error (frSF 26.0 / 25.0 / 26.7 vs 32.7 / 28.7 / 34.7); uSF
-    keeps ``scale="xavier"`` for the same reason (no blow-up; lr 1e-2: 28.4 / 23.1 / 28.4 vs
-    ``"fan_in"`` 25.8 / 23.4 / 26.7).
+    re-initialising ``W`` and ``B`` with the same Xavier law. Xavier ``B`` alone
+    (``init="xavier_uniform"``, BioTorch's law, the default until 2026-11-29) is up to ~2.3×
+    larger than a PyTorch-initialised ``W`` per layer, so the backward error grows by that factor
+    at every layer it crosses and LeNet blew up with SGD; frSF and brSF keep ``xavier_uniform``
+    (it never blew up for them and gave the lower error), uSF keeps ``scale="xavier"``. The
+    measurements are in ``bench/README.md`` ("FA, KP, frSF, uSF: the feedback init").
+    FA's accuracy on LeNet also depends on the *forward* weights' init, which the rule leaves
+    alone: BioTorch re-initialises ``W`` (and ``B``) with Xavier, and of the inits tried only
+    that one reproduced its LeNet Fashion-MNIST figure (``bench/README.md``, "FA's gap to
+    BioTorch").
 
 ``usf`` — Uniform sign-concordant feedback: ``B = s · sign(W)``, rebuilt at every forward pass.
     Default ``scale="xavier"``: ``s = sqrt(2 / (fan_in + fan_out))``, the std of Xavier init as
@@ -58,19 +50,10 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     without weight transport" (Akrout, Wilson, Humphreys, Lillicrap, Tweedy 2019).
     Default ``init="kaiming_uniform"``: ``B`` is drawn from the same law as PyTorch's default
     layer init, U(±1/sqrt(fan_in)), so ``‖B‖ ≈ ‖W‖`` at attach for a model that keeps PyTorch's
-    init — what BioTorch gets by re-initialising ``W`` and ``B`` with the same Xavier law. Until
-    2026-11-29 the default was ``"xavier_uniform"`` (still available), which on models with
-    PyTorch's init makes ``B`` up to ~2.3× larger than ``W`` per layer (LeNet's Linear layers),
-    and, since ``B`` learns through the optimizer, larger ``B`` also feeds back larger errors at
-    every step. Measured (LeNet, Fashion-MNIST first 10k images / 2k test images, 2 epochs,
-    SGD momentum 0.9, weight decay 1e-3, batch 64, LR /10 at 50 % and 75 %, seeds 0/1/2, test
-    error %): ``xavier_uniform`` diverged to NaN in 5 of 6 runs (lr 1e-2: NaN, NaN, 49.5;
-    lr 5e-2: NaN ×3); ``kaiming_uniform`` 28.1 / 28.5 / 30.5 at lr 1e-2 and 21.5 / 23.8 / 21.6
-    at lr 5e-2, next to backprop's 27.3 / 24.8 / 28.3 and 22.2 / 19.0 / 18.3. The full-data
-    protocol (3 epochs, lr 1e-2, ``bench/fashion_mnist_lenet.py``), seeds 0/1, where Xavier did
-    not blow up: 12.9 / 12.7 vs ``xavier_uniform`` 13.6 / 12.6. On small MLPs with SGD (lr 5e-2,
-    momentum 0.9, 10 epochs) neither blew up: digits 3.1 / 3.3 vs 2.5 / 3.9 (seeds 0/1),
-    mnist1d 37.8 vs 35.6 (seed 0).
+    init — what BioTorch gets by re-initialising ``W`` and ``B`` with the same Xavier law. With
+    ``"xavier_uniform"`` (the default until 2026-11-29) ``B`` is larger than ``W`` and, since it
+    learns through the optimizer, feeds back larger errors at every step: LeNet diverged with
+    SGD (``bench/README.md``, "FA, KP, frSF, uSF: the feedback init").
 
 Every rule here registers its tensors on the layer with the prefix ``bbp_`` (buffers, or a
 parameter for KP), so ``model.to(device)`` and ``model.state_dict()`` carry them; ``detach``
