@@ -532,19 +532,14 @@ def compare(
         n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=_threads(threads),
         sparsity=sparsity, epsilon=epsilon, zeta=zeta,
     )
-    configs = [train_mod.RunConfig(**base, rule=r, rule_options=per_rule[r]) for r in names]
-    out = out if out is not None else Path("results") / f"compare-{configs[0].data}-{configs[0].model}"
+    c0 = train_mod.RunConfig(**base, rule=names[0], rule_options=per_rule[names[0]])
+    for r in names[1:]:  # every rule's options are checked before anything is loaded or trained
+        c0.replace(rule=r, rule_options=per_rule[r])
+    out = out if out is not None else Path("results") / f"compare-{c0.data}-{c0.model}"
     _check_out(out, overwrite)
-    ds = train_mod.load_dataset(configs[0])
-    for c in configs:
-        train_mod.check(c, ds)
+    with _Bars(_console(stderr=True)) as bars:  # the library compares; the CLI only renders
+        results = train_mod.compare(c0, names, rule_options=per_rule, progress=bars)
 
-    results = []
-    with _Bars(_console(stderr=True)) as bars:
-        for c in configs:
-            results.append(train_mod.run(c, bars, dataset=ds))
-
-    c0 = configs[0]
     budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
     if c0.tokens is not None:
         budget = f"{c0.tokens:g} tokens, context {train_mod.lm_context(c0)}"
