@@ -65,6 +65,13 @@ _E_GRID = tuple(np.arange(-1.0, 1.01, 0.5))
 _COEF_GRID = tuple(np.arange(0.0, 25.01, 5.0))
 #: L-BFGS-B settings: tight tolerances, since Huber objectives with δ = 1e-3 are small numbers.
 _OPTIONS = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12}
+#: The batched first stage: iterations, tolerances, elements per vectorised chunk; then the best
+#: ``_POLISH`` distinct end points are polished with L-BFGS-B.
+_BATCH_MAXITER = 300
+_BATCH_FTOL = 1e-10
+_BATCH_GTOL = 1e-7
+_CHUNK = 400_000
+_POLISH = 8
 
 
 # -- the objective ------------------------------------------------------------------------------
@@ -270,14 +277,139 @@ def _starts_array(starts: Any, width: int, what: str) -> np.ndarray:
 
 
 # -- the fit ------------------------------------------------------------------------------------
-def _to_internal(starts: np.ndarray, k: int) -> np.ndarray:
-    # public (a, b, e, alpha, beta) / (a, e, alpha) is already internal order (c.., e, p..)
-    return starts
+def _batch_value_and_grad(
+    T: np.ndarray, X: np.ndarray, y: np.ndarray, delta: float, W: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_value_and_grad` for many parameter rows ``T`` (S, P) at once, in chunks; ``W``
+    (S, n), if given, weighs each row's points (bootstrap counts). Written
+    term by term on (S, n) arrays; without the max-shift of the log-sum-exp (an overflow gives a
+    non-finite value, which the line search rejects)."""
+    S, k = T.shape[0], X.shape[1]
+    values, grads = np.empty(S), np.empty_like(T)
+    step = max(1, _CHUNK // max(1, X.shape[0]))
+    Xt = [np.ascontiguousarray(X[:, j]) for j in range(k)]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for lo in range(0, S, step):
+            t = T[lo : lo + step]
+            terms = []
+            total = np.repeat(np.exp(t[:, k])[:, None], X.shape[0], axis=1)
+            for j in range(k):
+                ej = np.multiply(t[:, k + 1 + j, None], Xt[j][None, :])
+                np.subtract(t[:, j, None], ej, out=ej)
+                np.exp(ej, out=ej)
+                total += ej
+                terms.append(ej)
+            r = np.log(total)
+            r -= y
+            absr = np.abs(r)
+            inside = absr <= delta
+            hub = np.where(inside, 0.5 * r * r, delta * (absr - 0.5 * delta))
+            h = np.where(inside, r, delta * np.sign(r))  # dHuber/dr, then divided by the sum
+            if W is not None:
+                hub *= W[lo : lo + step]
+                h *= W[lo : lo + step]
+            values[lo : lo + step] = hub.sum(axis=1)
+            h /= total
+            for j in range(k):
+                grads[lo : lo + step, j] = np.einsum("sn,sn->s", terms[j], h)
+                grads[lo : lo + step, k + 1 + j] = -np.einsum("sn,sn->s", terms[j], h * Xt[j])
+            grads[lo : lo + step, k] = np.exp(t[:, k]) * h.sum(axis=1)
+    return values, grads
+
+
+def _batch_lbfgs(
+    T0: np.ndarray, X: np.ndarray, y: np.ndarray, delta: float, W: np.ndarray | None = None, ftol: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run L-BFGS from every row of ``T0`` at once: each start keeps its own history (10 pairs)
+    and its own backtracking (Armijo) line search; the objective is evaluated for all the starts
+    still running in one vectorised call. Returns the end points and their objectives."""
+    S, P = T0.shape
+    hist = 10
+    T = T0.astype(float).copy()
+    ftol = _BATCH_FTOL if ftol is None else ftol
+    f, G = _batch_value_and_grad(T, X, y, delta, W)
+    Sh, Yh, rho = np.zeros((S, hist, P)), np.zeros((S, hist, P)), np.zeros((S, hist))
+    active = np.isfinite(f)
+    for _ in range(_BATCH_MAXITER):
+        idx = np.flatnonzero(active)
+        if len(idx) == 0:
+            break
+        g = G[idx]
+        q = g.copy()
+        coef = np.zeros((len(idx), hist))
+        for j in range(hist):  # newest pair first
+            coef[:, j] = rho[idx, j] * np.einsum("sp,sp->s", Sh[idx, j], q)
+            q -= coef[:, j, None] * Yh[idx, j]
+        yy = np.einsum("sp,sp->s", Yh[idx, 0], Yh[idx, 0])
+        gnorm = np.sqrt(np.einsum("sp,sp->s", g, g))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gamma = np.where(rho[idx, 0] > 0, 1.0 / (rho[idx, 0] * yy), 1.0 / np.maximum(gnorm, 1e-300))
+        r = gamma[:, None] * q
+        for j in reversed(range(hist)):
+            beta = rho[idx, j] * np.einsum("sp,sp->s", Yh[idx, j], r)
+            r += Sh[idx, j] * (coef[:, j] - beta)[:, None]
+        d = -r
+        gd = np.einsum("sp,sp->s", g, d)
+        uphill = ~(gd < 0) | ~np.isfinite(gd)
+        if uphill.any():  # forget the history and go down the gradient
+            d[uphill] = -g[uphill] / np.maximum(gnorm[uphill], 1e-300)[:, None]
+            gd[uphill] = -gnorm[uphill]
+            rho[idx[uphill]] = 0.0
+        step = np.ones(len(idx))
+        f_new, G_new, T_new = f[idx].copy(), g.copy(), T[idx].copy()
+        done = np.zeros(len(idx), dtype=bool)
+        pending = np.arange(len(idx))
+        for _ls in range(50):
+            cand = T[idx[pending]] + step[pending, None] * d[pending]
+            fc, gc = _batch_value_and_grad(cand, X, y, delta, None if W is None else W[idx[pending]])
+            ok = np.isfinite(fc) & (fc <= f[idx[pending]] + 1e-4 * step[pending] * gd[pending])
+            acc = pending[ok]
+            f_new[acc], G_new[acc], T_new[acc] = fc[ok], gc[ok], cand[ok]
+            done[acc] = True
+            pending = pending[~ok]
+            if len(pending) == 0:
+                break
+            step[pending] *= 0.5
+        stuck = idx[~done]
+        active[stuck] = False
+        moved = idx[done]
+        if len(moved) == 0:
+            continue
+        sel = done
+        s_vec = T_new[sel] - T[moved]
+        y_vec = G_new[sel] - G[moved]
+        sy = np.einsum("sp,sp->s", s_vec, y_vec)
+        good = sy > 1e-16 * np.einsum("sp,sp->s", y_vec, y_vec)
+        upd = moved[good]
+        Sh[upd] = np.roll(Sh[upd], 1, axis=1)
+        Yh[upd] = np.roll(Yh[upd], 1, axis=1)
+        rho[upd] = np.roll(rho[upd], 1, axis=1)
+        Sh[upd, 0], Yh[upd, 0], rho[upd, 0] = s_vec[good], y_vec[good], 1.0 / sy[good]
+        f_old = f[moved]
+        T[moved], f[moved], G[moved] = T_new[sel], f_new[sel], G_new[sel]
+        small_change = (f_old - f[moved]) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f[moved])), 1.0)
+        flat = np.abs(G[moved]).max(axis=1) <= _BATCH_GTOL
+        active[moved[small_change | flat]] = False
+    return T, f
 
 
 def _best(X: np.ndarray, y: np.ndarray, starts: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
+    """Every start run with the batched L-BFGS, then the best few distinct end points polished
+    with SciPy's L-BFGS-B at tight tolerances; the lowest objective wins."""
+    if len(starts) > _POLISH:
+        ends, values = _batch_lbfgs(starts, X, y, delta)
+        order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="stable")
+        picked: list[np.ndarray] = []
+        for i in order:
+            if len(picked) >= _POLISH:
+                break
+            if all(np.abs(ends[i] - p).max() > 1e-6 for p in picked):
+                picked.append(ends[i])
+        candidates = np.array(picked)
+    else:
+        candidates = starts
     best_theta, best_value = None, math.inf
-    for theta0 in starts:
+    for theta0 in candidates:
         res = minimize(_value_and_grad, theta0, args=(X, y, delta), jac=True, method="L-BFGS-B", options=_OPTIONS)
         value = float(res.fun)
         if math.isfinite(value) and value < best_value and np.all(np.isfinite(res.x)):
@@ -384,25 +516,32 @@ def _resample(
     seed: int | None,
     min_points: int,
 ) -> np.ndarray:
+    """Fitted parameters (rows) of ``n_resamples`` bootstrap resamples. A resample is a vector of
+    counts (how often each point was drawn), used as weights of the Huber terms, so every
+    resample and start runs in one batched L-BFGS."""
     rng = np.random.default_rng(seed)
-    k = X.shape[1]
+    n, k = len(y), X.shape[1]
     starts = _neighbourhood(fit_theta, k)
     if groups is not None:
-        labels, inverse = np.unique(groups, return_inverse=True)
-        members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
-    out = np.empty((n_resamples, len(fit_theta)))
+        _, inverse = np.unique(groups, return_inverse=True)
+        n_groups = int(inverse.max()) + 1
+    counts = np.zeros((n_resamples, n))
     for i in range(n_resamples):
         for _ in range(100):
             if groups is None:
-                idx = rng.integers(0, len(y), size=len(y))
+                c = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(float)
             else:
-                pick = rng.integers(0, len(members), size=len(members))
-                idx = np.concatenate([members[g] for g in pick])
-            if len(np.unique(idx)) >= min_points:
+                drawn = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)
+                c = drawn[inverse].astype(float)
+            if np.count_nonzero(c) >= min_points:
                 break
-        theta, _ = _best(X[idx], y[idx], starts, delta)
-        out[i] = theta
-    return out
+        counts[i] = c
+    T0 = np.tile(starts, (n_resamples, 1))
+    W = np.repeat(counts, len(starts), axis=0)
+    ends, values = _batch_lbfgs(T0, X, y, delta, W, ftol=1e-13)
+    values = np.where(np.isfinite(values), values, np.inf).reshape(n_resamples, len(starts))
+    best = values.argmin(axis=1)
+    return ends.reshape(n_resamples, len(starts), -1)[np.arange(n_resamples), best]
 
 
 def _check_bootstrap(n_resamples: int, level: float) -> None:
@@ -492,7 +631,3 @@ def bootstrap_frontier(
     thetas = _resample(X[keep], y[keep], None if g is None else g[keep], fit.params, float(delta), int(n_resamples), seed, 4)
     samples = {"E": np.exp(thetas[:, 1]), "A": np.exp(thetas[:, 0]), "alpha": thetas[:, 2]}
     return _intervals(fit, samples, level, int(n_resamples), seed, g is not None)
-
-
-def _iter_names(names: Iterable[str]) -> list[str]:  # pragma: no cover - kept small on purpose
-    return list(names)
