@@ -14,8 +14,14 @@ log-sum-exp, ``log L̂ = LSE(a − α log N, b − β log D, e)``, which stays f
 parameter values. The fit minimises the sum over points of the Huber loss of the residual
 ``r = log L̂ − log L``: ``r²/2`` for ``|r| ≤ δ`` and ``δ (|r| − δ/2)`` beyond, with ``δ = 1e-3``
 by default, so points off the law by more than about 0.1 % count linearly (robust to outliers).
-The gradient is written out (the softmax weights of the log-sum-exp times the clipped residual)
-and every start is minimised with L-BFGS-B (``scipy.optimize.minimize``, ``jac=True``).
+The gradient is written out (the softmax weights of the log-sum-exp times the clipped residual).
+
+Minimisation. Every start runs L-BFGS with its own history (10 pairs) and its own backtracking
+(Armijo) line search, all starts advancing together so that one vectorised NumPy call evaluates
+the objective for every start still running; the best few distinct end points are then polished
+with SciPy's L-BFGS-B (``scipy.optimize.minimize``, ``jac=True``, tight tolerances) and the
+lowest objective is kept. The result is the grid's L-BFGS-B optimum, reached without a Python
+loop over thousands of starts.
 
 Starts. The loss surface has many local minima, so the fit starts L-BFGS-B from every point of a
 grid and keeps the lowest objective. The default grid is Chinchilla's: α, β ∈ {0, 0.5, …, 2},
@@ -36,7 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
@@ -493,8 +499,7 @@ def efficient_frontier(C: Any, loss: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # -- bootstrap ----------------------------------------------------------------------------------
 def _neighbourhood(theta: np.ndarray, k: int) -> np.ndarray:
-    """The optimum and a few starts around it: exponents ±0.1 (coefficients moved so each term
-    keeps its value at the data's typical scale is not attempted; L-BFGS-B does that)."""
+    """The optimum and four starts around it: exponents ±0.1, log coefficients ±1."""
     rows = [theta.copy()]
     for sign in (-1.0, 1.0):
         t = theta.copy()
