@@ -274,6 +274,11 @@ def test_study_fit_command_reproduces_the_chinchilla_check(capsys):
     assert any("D = FLOPs / (6 N)" in note for note in payload["notes"])
 
 
+def test_study_alone_shows_its_help(capsys):
+    code, out, err = cli(capsys, "study")
+    assert code == 0 and "fit" in out and err == ""
+
+
 def write_csv(path, header, rows):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)

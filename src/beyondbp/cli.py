@@ -831,8 +831,8 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turn errors into one line and exit status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        args = ["--help"]
+    if not args or args == ["study"]:  # a bare command group shows its help, not a usage error
+        args = [*args, "--help"]
     debug = "--debug" in args
     try:
         rv = app(args=args, prog_name="beyondbp", standalone_mode=False)
