@@ -110,13 +110,6 @@ def _value_and_grad(theta: np.ndarray, X: np.ndarray, y: np.ndarray, delta: floa
     return value, grad
 
 
-def _predict_log(theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-    k = X.shape[1]
-    u = np.concatenate([theta[:k] - X * theta[k + 1 :], np.full((X.shape[0], 1), theta[k])], axis=1)
-    m = u.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(u - m).sum(axis=1, keepdims=True)))[:, 0]
-
-
 def huber_objective(params: Sequence[float], N: Any, D: Any, loss: Any, *, delta: float = DEFAULT_DELTA) -> tuple[float, np.ndarray]:
     """The fit's objective and its gradient at ``params = (a, b, e, alpha, beta)``: the sum over
     points of Huber(δ) of ``LSE(a − α log N, b − β log D, e) − log loss``."""
