@@ -1,0 +1,631 @@
+"""Scaling-law fits: the loss as a function of model size and data, and of compute.
+
+Two laws, both fitted the way Chinchilla's approach 3 does it ("Training Compute-Optimal Large
+Language Models", Hoffmann et al. 2022), as replicated by Epoch AI ("Chinchilla Scaling: A
+replication attempt", Besiroglu et al. 2024):
+
+* the parametric loss ``L(N, D) = E + A / N^α + B / D^β`` (``N`` parameters, ``D`` training
+  tokens): :func:`fit_loss_law`;
+* the compute-efficient frontier ``L(C) = E + A · C^(−α)`` (``C`` training FLOPs), fitted to the
+  lowest loss reached at or below each compute (:func:`efficient_frontier`): :func:`fit_frontier`.
+
+The objective. With ``A = exp(a)``, ``B = exp(b)``, ``E = exp(e)`` the law's logarithm is a
+log-sum-exp, ``log L̂ = LSE(a − α log N, b − β log D, e)``, which stays finite and smooth for any
+parameter values. The fit minimises the sum over points of the Huber loss of the residual
+``r = log L̂ − log L``: ``r²/2`` for ``|r| ≤ δ`` and ``δ (|r| − δ/2)`` beyond, with ``δ = 1e-3``
+by default, so points off the law by more than about 0.1 % count linearly (robust to outliers).
+The gradient is written out (the softmax weights of the log-sum-exp times the clipped residual).
+
+Minimisation. Every start runs L-BFGS with its own history (10 pairs) and its own backtracking
+(Armijo) line search, all starts advancing together so that one vectorised NumPy call evaluates
+the objective for every start still running; the best few distinct end points are then polished
+with SciPy's L-BFGS-B (``scipy.optimize.minimize``, ``jac=True``, tight tolerances) and the
+lowest objective is kept. The result is the grid's L-BFGS-B optimum, reached without a Python
+loop over thousands of starts.
+
+Starts. The loss surface has many local minima, so the fit starts L-BFGS-B from every point of a
+grid and keeps the lowest objective. The default grid is Chinchilla's: α, β ∈ {0, 0.5, …, 2},
+e ∈ {−1, −0.5, …, 1}, a, b ∈ {0, 5, …, 25} (4,500 starts for ``L(N, D)``; the frontier uses the
+α, e and a axes, 150 starts). ``exclude_top=K`` drops the ``K`` highest-loss points first
+(Epoch excludes 5 of the Chinchilla points this way).
+
+Intervals. :func:`bootstrap` and :func:`bootstrap_frontier` resample the points — or whole
+groups of points, given ``groups`` (for example the seed of each run) — with replacement,
+refit each resample from the full fit's optimum and a small neighbourhood of it, and report
+percentile intervals (95 % by default) for every parameter. A seed makes them reproducible.
+
+This module is a leaf: NumPy and SciPy only, no torch, no rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ..errors import ConfigError, DataError
+
+__all__ = [
+    "DEFAULT_DELTA",
+    "FrontierFit",
+    "Intervals",
+    "LossLawFit",
+    "bootstrap",
+    "bootstrap_frontier",
+    "default_frontier_starts",
+    "default_starts",
+    "efficient_frontier",
+    "fit_frontier",
+    "fit_loss_law",
+    "huber_objective",
+]
+
+#: Huber threshold on the log-loss residual (Chinchilla's and Epoch's value).
+DEFAULT_DELTA = 1e-3
+_EXPONENTS = tuple(np.arange(0.0, 2.01, 0.5))
+_E_GRID = tuple(np.arange(-1.0, 1.01, 0.5))
+_COEF_GRID = tuple(np.arange(0.0, 25.01, 5.0))
+#: L-BFGS-B settings: tight tolerances, since Huber objectives with δ = 1e-3 are small numbers.
+_OPTIONS = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12}
+#: The batched first stage: iterations, tolerances, elements per vectorised chunk; then the best
+#: ``_POLISH`` distinct end points are polished with L-BFGS-B.
+_BATCH_MAXITER = 300
+_BATCH_FTOL = 1e-10
+_BATCH_GTOL = 1e-7
+_CHUNK = 400_000
+_POLISH = 8
+
+
+# -- the objective ------------------------------------------------------------------------------
+# Internally a law with k power-law terms has parameters theta = (c_1..c_k, e, p_1..p_k): the log
+# coefficients, the log of the irreducible loss, and the exponents; features X (n, k) hold the
+# logs of N, D (or of C). Public parameter orders are (a, b, e, alpha, beta) and (a, e, alpha).
+
+
+def _value_and_grad(theta: np.ndarray, X: np.ndarray, y: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
+    k = X.shape[1]
+    c, e, p = theta[:k], theta[k], theta[k + 1 :]
+    u = np.empty((X.shape[0], k + 1))
+    u[:, :k] = c - X * p
+    u[:, k] = e
+    m = u.max(axis=1, keepdims=True)
+    w = np.exp(u - m)
+    s = w.sum(axis=1, keepdims=True)
+    pred = (m + np.log(s))[:, 0]
+    w /= s
+    r = pred - y
+    absr = np.abs(r)
+    inside = absr <= delta
+    value = float(np.where(inside, 0.5 * r * r, delta * (absr - 0.5 * delta)).sum())
+    g = np.where(inside, r, delta * np.sign(r))  # dHuber/dr
+    gw = w * g[:, None]
+    grad = np.empty_like(theta)
+    grad[:k] = gw[:, :k].sum(axis=0)
+    grad[k] = gw[:, k].sum()
+    grad[k + 1 :] = -(gw[:, :k] * X).sum(axis=0)
+    return value, grad
+
+
+def huber_objective(params: Sequence[float], N: Any, D: Any, loss: Any, *, delta: float = DEFAULT_DELTA) -> tuple[float, np.ndarray]:
+    """The fit's objective and its gradient at ``params = (a, b, e, alpha, beta)``: the sum over
+    points of Huber(δ) of ``LSE(a − α log N, b − β log D, e) − log loss``."""
+    X, y = _features([N, D], loss)
+    a, b, e, alpha, beta = (float(v) for v in params)
+    value, g = _value_and_grad(np.array([a, b, e, alpha, beta]), X, y, delta)
+    return value, g.copy()
+
+
+# -- starts -------------------------------------------------------------------------------------
+def default_starts() -> np.ndarray:
+    """Chinchilla's grid of starts for ``L(N, D)``, rows ``(a, b, e, alpha, beta)``: 4,500 rows."""
+    rows = itertools.product(_COEF_GRID, _COEF_GRID, _E_GRID, _EXPONENTS, _EXPONENTS)
+    return np.array(list(rows), dtype=float)
+
+
+def default_frontier_starts() -> np.ndarray:
+    """The grid of starts for ``L(C)``, rows ``(a, e, alpha)``: 150 rows."""
+    return np.array(list(itertools.product(_COEF_GRID, _E_GRID, _EXPONENTS)), dtype=float)
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclass
+class LossLawFit:
+    """The best fit of ``L(N, D) = E + A / N^alpha + B / D^beta``."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float
+    n_points: int
+    n_starts: int
+    delta: float
+    excluded: int = 0
+
+    @property
+    def params(self) -> np.ndarray:
+        """``(a, b, e, alpha, beta)``: the log-space parameters the fit works in."""
+        return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
+
+    def predict(self, N: Any, D: Any) -> np.ndarray:
+        N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+        return self.E + self.A / N**self.alpha + self.B / D**self.beta
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "law": "L(N, D) = E + A / N^alpha + B / D^beta",
+            "E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
+            "objective": self.objective, "n_points": self.n_points, "n_starts": self.n_starts,
+            "delta": self.delta, "excluded": self.excluded,
+        }  # fmt: skip
+
+
+@dataclass
+class FrontierFit:
+    """The best fit of ``L(C) = E + A · C^(-alpha)``."""
+
+    E: float
+    A: float
+    alpha: float
+    objective: float
+    n_points: int
+    n_starts: int
+    delta: float
+    excluded: int = 0
+
+    @property
+    def params(self) -> np.ndarray:
+        """``(a, e, alpha)``: the log-space parameters the fit works in."""
+        return np.array([math.log(self.A), math.log(self.E), self.alpha])
+
+    def predict(self, C: Any) -> np.ndarray:
+        return self.E + self.A * np.asarray(C, dtype=float) ** (-self.alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "law": "L(C) = E + A * C^(-alpha)",
+            "E": self.E, "A": self.A, "alpha": self.alpha,
+            "objective": self.objective, "n_points": self.n_points, "n_starts": self.n_starts,
+            "delta": self.delta, "excluded": self.excluded,
+        }  # fmt: skip
+
+
+@dataclass
+class Intervals:
+    """Bootstrap percentile intervals: ``estimate`` (the fit to all the data) and ``low``/``high``
+    per parameter name; ``samples`` holds every resample's fitted parameters (rows)."""
+
+    fit: Any
+    level: float
+    n_resamples: int
+    seed: int | None
+    low: dict[str, float]
+    high: dict[str, float]
+    samples: dict[str, np.ndarray] = field(repr=False)
+    by_groups: bool = False
+
+    @property
+    def estimate(self) -> dict[str, float]:
+        return {name: float(getattr(self.fit, name)) for name in self.low}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fit": self.fit.to_dict(),
+            "level": self.level,
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "resampled": "groups" if self.by_groups else "points",
+            "intervals": {n: {"estimate": self.estimate[n], "low": self.low[n], "high": self.high[n]} for n in self.low},
+        }
+
+
+# -- input checks -------------------------------------------------------------------------------
+def _column(values: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be numbers; got values that are not") from None
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a one-dimensional sequence of numbers; got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        bad = int(np.flatnonzero(~np.isfinite(arr) | (arr <= 0))[0])
+        raise DataError(f"{name} must hold finite positive numbers; value {arr[bad]!r} at row {bad} is not")
+    return arr
+
+
+def _features(columns: Sequence[Any], loss: Any, names: Sequence[str] = ("N", "D")) -> tuple[np.ndarray, np.ndarray]:
+    cols = [_column(c, n) for c, n in zip(columns, names)]
+    y = _column(loss, "loss")
+    for c, n in zip(cols, names):
+        if len(c) != len(y):
+            raise DataError(f"{n} and loss must have the same length; got {len(c)} and {len(y)}")
+    return np.log(np.stack(cols, axis=1)), np.log(y)
+
+
+def _check_options(delta: float, exclude_top: int) -> None:
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
+        raise ConfigError(f"invalid delta {delta!r}: the Huber threshold must be a positive number such as 1e-3")
+    if isinstance(exclude_top, bool) or not isinstance(exclude_top, (int, np.integer)) or exclude_top < 0:
+        raise ConfigError(f"invalid exclude_top {exclude_top!r}: it must be a whole number of at least 0")
+
+
+def _keep_mask(y: np.ndarray, exclude_top: int, n_params: int) -> np.ndarray:
+    """Drop the ``exclude_top`` highest-loss points; require enough points left to fit."""
+    keep = np.ones(len(y), dtype=bool)
+    if exclude_top:
+        keep[np.argsort(-y, kind="stable")[:exclude_top]] = False
+    need = n_params + 1
+    if keep.sum() < need:
+        raise DataError(
+            f"too few points to fit: {int(keep.sum())} left after excluding {exclude_top}, and a law with "
+            f"{n_params} parameters needs at least {need}"
+        )
+    return keep
+
+
+def _starts_array(starts: Any, width: int, what: str) -> np.ndarray:
+    arr = np.atleast_2d(np.asarray(starts, dtype=float))
+    if arr.ndim != 2 or arr.shape[1] != width or len(arr) == 0 or not np.all(np.isfinite(arr)):
+        raise ConfigError(f"starts must be rows of {width} finite numbers {what}; got shape {arr.shape}")
+    return arr
+
+
+# -- the fit ------------------------------------------------------------------------------------
+def _batch_value_and_grad(
+    T: np.ndarray, X: np.ndarray, y: np.ndarray, delta: float, W: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_value_and_grad` for many parameter rows ``T`` (S, P) at once, in chunks; ``W``
+    (S, n), if given, weighs each row's points (bootstrap counts). Written
+    term by term on (S, n) arrays; without the max-shift of the log-sum-exp (an overflow gives a
+    non-finite value, which the line search rejects)."""
+    S, k = T.shape[0], X.shape[1]
+    values, grads = np.empty(S), np.empty_like(T)
+    step = max(1, _CHUNK // max(1, X.shape[0]))
+    Xt = [np.ascontiguousarray(X[:, j]) for j in range(k)]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for lo in range(0, S, step):
+            t = T[lo : lo + step]
+            terms = []
+            total = np.repeat(np.exp(t[:, k])[:, None], X.shape[0], axis=1)
+            for j in range(k):
+                ej = np.multiply(t[:, k + 1 + j, None], Xt[j][None, :])
+                np.subtract(t[:, j, None], ej, out=ej)
+                np.exp(ej, out=ej)
+                total += ej
+                terms.append(ej)
+            r = np.log(total)
+            r -= y
+            absr = np.abs(r)
+            inside = absr <= delta
+            hub = np.where(inside, 0.5 * r * r, delta * (absr - 0.5 * delta))
+            h = np.where(inside, r, delta * np.sign(r))  # dHuber/dr, then divided by the sum
+            if W is not None:
+                hub *= W[lo : lo + step]
+                h *= W[lo : lo + step]
+            values[lo : lo + step] = hub.sum(axis=1)
+            h /= total
+            for j in range(k):
+                grads[lo : lo + step, j] = np.einsum("sn,sn->s", terms[j], h)
+                grads[lo : lo + step, k + 1 + j] = -np.einsum("sn,sn->s", terms[j], h * Xt[j])
+            grads[lo : lo + step, k] = np.exp(t[:, k]) * h.sum(axis=1)
+    return values, grads
+
+
+def _batch_lbfgs(
+    T0: np.ndarray, X: np.ndarray, y: np.ndarray, delta: float, W: np.ndarray | None = None, ftol: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run L-BFGS from every row of ``T0`` at once: each start keeps its own history (10 pairs)
+    and its own backtracking (Armijo) line search; the objective is evaluated for all the starts
+    still running in one vectorised call. Returns the end points and their objectives."""
+    S, P = T0.shape
+    hist = 10
+    T = T0.astype(float).copy()
+    ftol = _BATCH_FTOL if ftol is None else ftol
+    f, G = _batch_value_and_grad(T, X, y, delta, W)
+    Sh, Yh, rho = np.zeros((S, hist, P)), np.zeros((S, hist, P)), np.zeros((S, hist))
+    active = np.isfinite(f)
+    for _ in range(_BATCH_MAXITER):
+        idx = np.flatnonzero(active)
+        if len(idx) == 0:
+            break
+        g = G[idx]
+        q = g.copy()
+        coef = np.zeros((len(idx), hist))
+        for j in range(hist):  # newest pair first
+            coef[:, j] = rho[idx, j] * np.einsum("sp,sp->s", Sh[idx, j], q)
+            q -= coef[:, j, None] * Yh[idx, j]
+        yy = np.einsum("sp,sp->s", Yh[idx, 0], Yh[idx, 0])
+        gnorm = np.sqrt(np.einsum("sp,sp->s", g, g))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gamma = np.where(rho[idx, 0] > 0, 1.0 / (rho[idx, 0] * yy), 1.0 / np.maximum(gnorm, 1e-300))
+        r = gamma[:, None] * q
+        for j in reversed(range(hist)):
+            beta = rho[idx, j] * np.einsum("sp,sp->s", Yh[idx, j], r)
+            r += Sh[idx, j] * (coef[:, j] - beta)[:, None]
+        d = -r
+        gd = np.einsum("sp,sp->s", g, d)
+        uphill = ~(gd < 0) | ~np.isfinite(gd)
+        if uphill.any():  # forget the history and go down the gradient
+            d[uphill] = -g[uphill] / np.maximum(gnorm[uphill], 1e-300)[:, None]
+            gd[uphill] = -gnorm[uphill]
+            rho[idx[uphill]] = 0.0
+        step = np.ones(len(idx))
+        f_new, G_new, T_new = f[idx].copy(), g.copy(), T[idx].copy()
+        done = np.zeros(len(idx), dtype=bool)
+        pending = np.arange(len(idx))
+        for _ls in range(50):
+            cand = T[idx[pending]] + step[pending, None] * d[pending]
+            fc, gc = _batch_value_and_grad(cand, X, y, delta, None if W is None else W[idx[pending]])
+            ok = np.isfinite(fc) & (fc <= f[idx[pending]] + 1e-4 * step[pending] * gd[pending])
+            acc = pending[ok]
+            f_new[acc], G_new[acc], T_new[acc] = fc[ok], gc[ok], cand[ok]
+            done[acc] = True
+            pending = pending[~ok]
+            if len(pending) == 0:
+                break
+            step[pending] *= 0.5
+        stuck = idx[~done]
+        active[stuck] = False
+        moved = idx[done]
+        if len(moved) == 0:
+            continue
+        sel = done
+        s_vec = T_new[sel] - T[moved]
+        y_vec = G_new[sel] - G[moved]
+        sy = np.einsum("sp,sp->s", s_vec, y_vec)
+        good = sy > 1e-16 * np.einsum("sp,sp->s", y_vec, y_vec)
+        upd = moved[good]
+        Sh[upd] = np.roll(Sh[upd], 1, axis=1)
+        Yh[upd] = np.roll(Yh[upd], 1, axis=1)
+        rho[upd] = np.roll(rho[upd], 1, axis=1)
+        Sh[upd, 0], Yh[upd, 0], rho[upd, 0] = s_vec[good], y_vec[good], 1.0 / sy[good]
+        f_old = f[moved]
+        T[moved], f[moved], G[moved] = T_new[sel], f_new[sel], G_new[sel]
+        small_change = (f_old - f[moved]) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f[moved])), 1.0)
+        flat = np.abs(G[moved]).max(axis=1) <= _BATCH_GTOL
+        active[moved[small_change | flat]] = False
+    return T, f
+
+
+def _best(X: np.ndarray, y: np.ndarray, starts: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
+    """Every start run with the batched L-BFGS, then the best few distinct end points polished
+    with SciPy's L-BFGS-B at tight tolerances; the lowest objective wins."""
+    if len(starts) > _POLISH:
+        ends, values = _batch_lbfgs(starts, X, y, delta)
+        order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="stable")
+        picked: list[np.ndarray] = []
+        for i in order:
+            if len(picked) >= _POLISH:
+                break
+            if all(np.abs(ends[i] - p).max() > 1e-6 for p in picked):
+                picked.append(ends[i])
+        candidates = np.array(picked)
+    else:
+        candidates = starts
+    best_theta, best_value = None, math.inf
+    for theta0 in candidates:
+        res = minimize(_value_and_grad, theta0, args=(X, y, delta), jac=True, method="L-BFGS-B", options=_OPTIONS)
+        value = float(res.fun)
+        if math.isfinite(value) and value < best_value and np.all(np.isfinite(res.x)):
+            best_theta, best_value = np.array(res.x, dtype=float), value
+    if best_theta is None:  # pragma: no cover - the log-sum-exp form is finite everywhere
+        raise DataError("the fit failed from every start: the objective was never finite")
+    return best_theta, best_value
+
+
+def fit_loss_law(
+    N: Any,
+    D: Any,
+    loss: Any,
+    *,
+    delta: float = DEFAULT_DELTA,
+    starts: Any = None,
+    exclude_top: int = 0,
+) -> LossLawFit:
+    """Fit ``L(N, D) = E + A / N^alpha + B / D^beta`` to points ``(N, D, loss)``.
+
+    Minimises the summed Huber(``delta``) loss between ``log loss`` and
+    ``LSE(a − alpha log N, b − beta log D, e)`` with L-BFGS-B from every row ``(a, b, e, alpha,
+    beta)`` of ``starts`` (default :func:`default_starts`, Chinchilla's 4,500-point grid) and
+    keeps the best; ``exclude_top=K`` first drops the ``K`` highest-loss points.
+    """
+    _check_options(delta, exclude_top)
+    X, y = _features([N, D], loss)
+    keep = _keep_mask(y, int(exclude_top), 5)
+    grid = default_starts() if starts is None else _starts_array(starts, 5, "(a, b, e, alpha, beta)")
+    theta, value = _best(X[keep], y[keep], grid, float(delta))
+    a, b, e, alpha, beta = (float(v) for v in theta)
+    return LossLawFit(
+        E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta, objective=value,
+        n_points=int(keep.sum()), n_starts=len(grid), delta=float(delta), excluded=int(exclude_top),
+    )  # fmt: skip
+
+
+def fit_frontier(
+    C: Any,
+    loss: Any,
+    *,
+    delta: float = DEFAULT_DELTA,
+    starts: Any = None,
+    exclude_top: int = 0,
+) -> FrontierFit:
+    """Fit ``L(C) = E + A · C^(-alpha)`` to points ``(C, loss)`` — usually the compute-efficient
+    frontier from :func:`efficient_frontier` — the same way as :func:`fit_loss_law`: Huber on
+    ``log loss`` against ``LSE(a − alpha log C, e)``, L-BFGS-B from every row ``(a, e, alpha)`` of
+    ``starts`` (default :func:`default_frontier_starts`), best kept."""
+    _check_options(delta, exclude_top)
+    X, y = _features([C], loss, names=("C",))
+    keep = _keep_mask(y, int(exclude_top), 3)
+    grid = default_frontier_starts() if starts is None else _starts_array(starts, 3, "(a, e, alpha)")
+    theta, value = _best(X[keep], y[keep], grid, float(delta))
+    a, e, alpha = (float(v) for v in theta)
+    return FrontierFit(
+        E=math.exp(e), A=math.exp(a), alpha=alpha, objective=value, n_points=int(keep.sum()),
+        n_starts=len(grid), delta=float(delta), excluded=int(exclude_top),
+    )  # fmt: skip
+
+
+def efficient_frontier(C: Any, loss: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The compute-efficient frontier of points ``(C, loss)``: the points whose loss is lower than
+    that of every point with less or equal compute, sorted by compute. Returns ``(C, loss)``
+    arrays; at equal compute only the lowest loss is kept."""
+    c = _column(C, "C")
+    l_ = _column(loss, "loss")
+    if len(c) != len(l_):
+        raise DataError(f"C and loss must have the same length; got {len(c)} and {len(l_)}")
+    order = np.lexsort((l_, c))  # by compute, then loss
+    keep_c, keep_l, best = [], [], math.inf
+    for i in order:
+        if l_[i] < best:
+            if keep_c and keep_c[-1] == c[i]:  # pragma: no cover - lexsort puts the lowest first
+                continue
+            keep_c.append(c[i])
+            keep_l.append(l_[i])
+            best = l_[i]
+    return np.array(keep_c), np.array(keep_l)
+
+
+# -- bootstrap ----------------------------------------------------------------------------------
+def _neighbourhood(theta: np.ndarray, k: int) -> np.ndarray:
+    """The optimum and four starts around it: exponents ±0.1, log coefficients ±1."""
+    rows = [theta.copy()]
+    for sign in (-1.0, 1.0):
+        t = theta.copy()
+        t[k + 1 :] = np.maximum(theta[k + 1 :] + 0.1 * sign, 0.0)
+        rows.append(t)
+        t = theta.copy()
+        t[:k] = theta[:k] + 1.0 * sign
+        rows.append(t)
+    return np.array(rows)
+
+
+def _resample(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    fit_theta: np.ndarray,
+    delta: float,
+    n_resamples: int,
+    seed: int | None,
+    min_points: int,
+) -> np.ndarray:
+    """Fitted parameters (rows) of ``n_resamples`` bootstrap resamples. A resample is a vector of
+    counts (how often each point was drawn), used as weights of the Huber terms, so every
+    resample and start runs in one batched L-BFGS."""
+    rng = np.random.default_rng(seed)
+    n, k = len(y), X.shape[1]
+    starts = _neighbourhood(fit_theta, k)
+    if groups is not None:
+        _, inverse = np.unique(groups, return_inverse=True)
+        n_groups = int(inverse.max()) + 1
+    counts = np.zeros((n_resamples, n))
+    for i in range(n_resamples):
+        for _ in range(100):
+            if groups is None:
+                c = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(float)
+            else:
+                drawn = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)
+                c = drawn[inverse].astype(float)
+            if np.count_nonzero(c) >= min_points:
+                break
+        counts[i] = c
+    T0 = np.tile(starts, (n_resamples, 1))
+    W = np.repeat(counts, len(starts), axis=0)
+    ends, values = _batch_lbfgs(T0, X, y, delta, W, ftol=1e-13)
+    values = np.where(np.isfinite(values), values, np.inf).reshape(n_resamples, len(starts))
+    best = values.argmin(axis=1)
+    return ends.reshape(n_resamples, len(starts), -1)[np.arange(n_resamples), best]
+
+
+def _check_bootstrap(n_resamples: int, level: float) -> None:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ConfigError(f"invalid number of bootstrap resamples {n_resamples!r}: it must be a whole number of at least 1")
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise ConfigError(f"invalid interval level {level!r}: it must lie strictly between 0 and 1, e.g. 0.95")
+
+
+def _groups_array(groups: Any, n: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or len(arr) != n:
+        raise DataError(f"groups must give one label per point ({n}); got shape {arr.shape}")
+    if len(np.unique(arr)) < 2:
+        raise DataError("groups must hold at least 2 distinct labels to resample them")
+    return arr
+
+
+def _intervals(fit: Any, samples: dict[str, np.ndarray], level: float, n: int, seed: int | None, by_groups: bool) -> Intervals:
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    low = {name: float(np.percentile(s, lo_q)) for name, s in samples.items()}
+    high = {name: float(np.percentile(s, hi_q)) for name, s in samples.items()}
+    return Intervals(fit=fit, level=float(level), n_resamples=n, seed=seed, low=low, high=high, samples=samples, by_groups=by_groups)
+
+
+def bootstrap(
+    N: Any,
+    D: Any,
+    loss: Any,
+    *,
+    n_resamples: int = 200,
+    groups: Any = None,
+    level: float = 0.95,
+    seed: int | None = 0,
+    delta: float = DEFAULT_DELTA,
+    starts: Any = None,
+    exclude_top: int = 0,
+    fit: LossLawFit | None = None,
+) -> Intervals:
+    """Percentile intervals for every parameter of :func:`fit_loss_law`.
+
+    Fits all the points (or uses ``fit``), then ``n_resamples`` times draws the points — or, given
+    ``groups`` (one label per point, e.g. the run's seed), whole groups — with replacement from a
+    generator seeded with ``seed``, refits from the optimum and a small neighbourhood of it, and
+    returns the ``level`` central percentile interval of E, A, B, alpha and beta.
+    ``exclude_top`` is applied once, before resampling.
+    """
+    _check_options(delta, exclude_top)
+    _check_bootstrap(n_resamples, level)
+    X, y = _features([N, D], loss)
+    g = _groups_array(groups, len(y))
+    keep = _keep_mask(y, int(exclude_top), 5)
+    if fit is None:
+        fit = fit_loss_law(N, D, loss, delta=delta, starts=starts, exclude_top=exclude_top)
+    thetas = _resample(X[keep], y[keep], None if g is None else g[keep], fit.params, float(delta), int(n_resamples), seed, 6)
+    samples = {
+        "E": np.exp(thetas[:, 2]), "A": np.exp(thetas[:, 0]), "B": np.exp(thetas[:, 1]),
+        "alpha": thetas[:, 3], "beta": thetas[:, 4],
+    }  # fmt: skip
+    return _intervals(fit, samples, level, int(n_resamples), seed, g is not None)
+
+
+def bootstrap_frontier(
+    C: Any,
+    loss: Any,
+    *,
+    n_resamples: int = 200,
+    groups: Any = None,
+    level: float = 0.95,
+    seed: int | None = 0,
+    delta: float = DEFAULT_DELTA,
+    starts: Any = None,
+    exclude_top: int = 0,
+    fit: FrontierFit | None = None,
+) -> Intervals:
+    """Percentile intervals for E, A and alpha of :func:`fit_frontier`, resampling points (or
+    ``groups``) as :func:`bootstrap` does."""
+    _check_options(delta, exclude_top)
+    _check_bootstrap(n_resamples, level)
+    X, y = _features([C], loss, names=("C",))
+    g = _groups_array(groups, len(y))
+    keep = _keep_mask(y, int(exclude_top), 3)
+    if fit is None:
+        fit = fit_frontier(C, loss, delta=delta, starts=starts, exclude_top=exclude_top)
+    thetas = _resample(X[keep], y[keep], None if g is None else g[keep], fit.params, float(delta), int(n_resamples), seed, 4)
+    samples = {"E": np.exp(thetas[:, 1]), "A": np.exp(thetas[:, 0]), "alpha": thetas[:, 2]}
+    return _intervals(fit, samples, level, int(n_resamples), seed, g is not None)
