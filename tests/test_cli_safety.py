@@ -287,3 +287,45 @@ def test_softhebb_refuses_gpt_with_one_line(capsys):
     code, _, err = cli(capsys, "train", "--rule", "softhebb", "--model", "gpt", "--data", "shakespeare-char",
                        "--steps", "2", "--n-layer", "1", "--d-model", "16", "--n-head", "2")
     assert "Embedding" in one_line_error(code, err)
+
+
+# -- found by a fresh-eyes review -------------------------------------------------------------------
+def test_non_regular_checkpoints_symlinked_or_current_outputs_and_empty_paths_are_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link.pt").symlink_to(tmp_path / "target.pt")
+    (tmp_path / "realdir").mkdir()
+    (tmp_path / "linkdir").symlink_to(tmp_path / "realdir")
+    (tmp_path / "keep.txt").write_text("mine")
+    cases = [
+        (["--checkpoint", "fifo", "--overwrite"], "not a regular file"),
+        (["--checkpoint", "link.pt", "--overwrite"], "not a regular file"),
+        (["--checkpoint", "/dev/null", "--overwrite"], "not a regular file"),
+        (["--out", "linkdir", "--overwrite"], "symbolic link"),
+        (["--out", "", "--overwrite"], "--out is empty"),
+        (["--out", ".", "--overwrite"], "--out is empty"),
+        (["--checkpoint", ""], "--checkpoint is empty"),
+        (["--init-from", ""], "--init-from is empty"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra, words in cases:
+        code, stdout, err = cli(capsys, "train", *TINY, *extra)
+        assert words in one_line_error(code, err) and stdout == "", extra
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode) and (tmp_path / "link.pt").is_symlink()
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_counts_and_rule_seeds_have_upper_bounds(capsys):
+    code, _, err = cli(capsys, "train", *TINY, "--batch-size", "99999999999999999999")
+    assert "at most 2**40" in one_line_error(code, err)
+    code, _, err = cli(capsys, "train", *TINY, "--rule", "fa", "--rule-opt", "seed=99999999999999999999999")
+    assert "option seed must be an integer >= 0 and < 4294967296" in one_line_error(code, err)
+
+
+def test_a_corrupt_checkpoint_message_does_not_advise_an_unsafe_load(capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"fn": print}, bad)  # a pickled function: weights_only loading refuses it
+    code, _, err = cli(capsys, "train", *TINY, "--init-from", bad)
+    line = one_line_error(code, err)
+    assert "weights_only" not in line and "corrupt or not a torch file" in line

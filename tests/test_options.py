@@ -36,9 +36,9 @@ def test_rules_options_of_an_unknown_rule_is_one_line_exit_2(capsys):
 
 
 @pytest.mark.parametrize("name, options, words", [
-    ("fa", {"seed": -1}, "rule 'fa' option seed must be an integer >= 0, got -1"),
-    ("fa", {"seed": True}, "rule 'fa' option seed must be an integer >= 0, got True"),
-    ("fa", {"seed": "1"}, "must be an integer >= 0, got '1'"),
+    ("fa", {"seed": -1}, "rule 'fa' option seed must be an integer >= 0 and < 4294967296, got -1"),
+    ("fa", {"seed": True}, "rule 'fa' option seed must be an integer >= 0 and < 4294967296, got True"),
+    ("fa", {"seed": "1"}, "must be an integer >= 0 and < 4294967296, got '1'"),
     ("fa", {"init": "he"}, "option init must be one of 'xavier_uniform'"),
     ("fa", {"colour": 1}, "rule 'fa' has no option colour; its options: seed, init"),
     ("dfa", {"scale": math.nan}, "option scale must be a number > 0, got nan"),

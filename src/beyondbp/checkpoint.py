@@ -79,6 +79,8 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in reason:  # never pass on torch's advice to load the file unsafely
+            reason = "it holds objects other than tensors and plain values"
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a beyondbp checkpoint (no '{FORMAT}' header)")

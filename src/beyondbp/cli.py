@@ -187,12 +187,25 @@ def write_outputs(out: Path, results: list[Any], title: str, overwrite: bool = F
     return [out / name for name in OUTPUT_FILES]
 
 
+def _check_path_text(path: Path | None, flag: str) -> None:
+    """An empty path (``Path("")`` is the current directory) is a mistake, not a directory."""
+    if path is not None and str(path).strip() in ("", "."):
+        raise ConfigError(f"{flag} is empty (or '.'); give a path")
+
+
 def _check_out(out: Path | None, overwrite: bool) -> None:
-    """Refuse, before anything trains, an ``--out`` that is a file, a non-empty directory
-    (without ``--overwrite``) or a place that cannot be written."""
+    """Refuse, before anything trains, an ``--out`` that is a file, a symbolic link, the current
+    directory or one containing it, a non-empty directory (without ``--overwrite``) or a place
+    that cannot be written."""
     if out is None:
         return
+    _check_path_text(out, "--out")
     out = Path(out)
+    if out.is_symlink():
+        raise ConfigError(f"--out {str(out)!r} is a symbolic link; give the directory itself")
+    cwd = Path.cwd().resolve()
+    if out.exists() and (out.resolve() == cwd or out.resolve() in cwd.parents):
+        raise ConfigError(f"--out {str(out)!r} is the current directory or contains it; give a directory for the results")
     files.check_writable(out, "--out", directory=True)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite to replace it")
@@ -201,6 +214,9 @@ def _check_out(out: Path | None, overwrite: bool) -> None:
 def _check_checkpoint(path: Path | None, overwrite: bool) -> None:
     if path is None:
         return
+    _check_path_text(path, "--checkpoint")
+    if Path(path).is_symlink() or (Path(path).exists() and not Path(path).is_file()):
+        raise ConfigError(f"--checkpoint {str(path)!r} exists and is not a regular file; give a file path")
     files.check_writable(path, "--checkpoint")
     if Path(path).exists() and not overwrite:
         raise ConfigError(f"checkpoint {str(path)!r} already exists; pass --overwrite to replace it")
@@ -413,6 +429,7 @@ def train(
     from . import train as train_mod
 
     _check_sparsity_flags(sparsity, epsilon, zeta)
+    _check_path_text(init_from, "--init-from")
     config = train_mod.RunConfig(**_config_values(
         rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),

@@ -180,6 +180,11 @@ def _describe_validation_error(exc: ValidationError) -> str:
 SPARSITY_DEFAULTS = {"epsilon": 20.0, "zeta": 0.3}
 
 
+#: Upper bound of every count setting (batch sizes, budgets, sample counts): beyond it Python's
+#: own indexing breaks, long before any machine could run it.
+MAX_COUNT = 2**40
+
+
 class RunConfig(BaseModel):
     """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
 
@@ -260,6 +265,8 @@ class RunConfig(BaseModel):
                 raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
         v = int(v)
         low = 0 if info.field_name == "seed" else 1
+        if v > MAX_COUNT and info.field_name != "seed":
+            raise ValueError(f"invalid {info.field_name} {v!r}: it must be at most 2**40")
         if v < low or (info.field_name == "seed" and v >= 2**32):
             raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
         return v

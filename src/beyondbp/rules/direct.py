@@ -321,7 +321,7 @@ class DFA(Rule):
     paper = "Direct Feedback Alignment Provides Learning in Deep Neural Networks (Nøkland 2016)"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         init: Literal["gaussian", "uniform"] = opt("gaussian", "entries of B: N(0, 1) or U(-1, 1), before the 1/sqrt(width) scaling")
         scale: float = opt(1.0, "extra factor on every projection B·e", gt=0)
         shared: bool | None = opt(None, "one matrix for all points (True) or one per point (False); None: shared for a model-suggested placement")

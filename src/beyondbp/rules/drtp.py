@@ -263,7 +263,7 @@ class DRTP(Rule):
     paper = "Learning without feedback: Fixed random learning signals allow for feedforward training of deep neural networks (Frenkel, Lefebvre, Bol 2021)"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         scale: float = opt(1.0, "factor on every projection matrix B_k (entries U(±sqrt(6/n_k)) before it)", gt=0)
         reduction: Literal["mean", "sum"] = opt(
             "mean", "hidden signal summed over the batch and divided by its size (mean), or only summed (the authors' code)"
@@ -279,7 +279,7 @@ class DRTP(Rule):
                 raise UnsupportedModuleError(
                     f"rule 'drtp' cannot train through module '{path}' of type {type(module).__name__}: "
                     "its target-projection signal never shrinks, so hidden units must saturate; use tanh or "
-                    "sigmoid units (e.g. --model-opt activation=tanh)"
+                    "sigmoid units (mlp, lenet and cnn1d take --model-opt activation=tanh)"
                 )
 
     @staticmethod

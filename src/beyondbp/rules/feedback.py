@@ -88,7 +88,7 @@ class FA(FeedbackPathRule):
     paper = "Random synaptic feedback weights support error backpropagation for deep learning (Lillicrap et al. 2016)"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         init: InitName = opt("kaiming_uniform", "distribution of the fixed feedback matrix B (PyTorch's Linear init by default)")
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
@@ -132,7 +132,7 @@ class FRSF(FeedbackPathRule):
     paper = "Biologically-plausible learning algorithms can scale to large datasets (Xiao et al. 2018)"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         init: InitName = opt("xavier_uniform", "distribution of the fixed magnitudes |M| (drawn once)")
 
     def setup_layer(self, module: nn.Module, index: int) -> None:
@@ -154,7 +154,7 @@ class BRSF(FeedbackPathRule):
     paper = "Biologically-plausible learning algorithms can scale to large datasets (Xiao et al. 2018)"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         init: InitName = opt("xavier_uniform", "distribution of the magnitudes |M| redrawn every minibatch")
 
     def _configure(self) -> None:
@@ -198,7 +198,7 @@ class KP(FeedbackPathRule):
     paper = "Deep learning without weight transport (Akrout et al. 2019); Kolen & Pollack 1994"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         init: InitName = opt("kaiming_uniform", "distribution of B's initial values (B then learns)")
 
     def setup_layer(self, module: nn.Module, index: int) -> None:

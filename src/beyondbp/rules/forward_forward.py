@@ -353,7 +353,7 @@ class FF(Rule):
     supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
 
     class Options(Options):
-        seed: int = opt(0, "seed of the generator drawing the wrong labels of the negative data", ge=0)
+        seed: int = opt(0, "seed of the generator drawing the wrong labels of the negative data", ge=0, lt=2**32)
         goodness: Literal["sumsq", "norm"] = opt("sumsq", "goodness of a layer: sum of squares (Hinton) or L2 norm (Tosato et al.)")
         threshold: Annotated[float, Field(gt=0)] | None = opt(
             None, "goodness threshold θ; None: width (sumsq) or sqrt(width) (norm)", accepts="a number > 0 or null (None)"

@@ -289,7 +289,7 @@ class PFA(FeedbackPathRule):
     paper = "Deep Learning without Weight Symmetry (Li Ji-An, Benna 2024)"
 
     class Options(Options):
-        seed: int = opt(0, SEED_HELP, ge=0)
+        seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
         variant: Literal["random", "identity", "orthogonal"] = opt("random", "the fixed matrix B: random (expanded), identity, or random orthogonal")
         expansion: int | None = opt(None, "N_mid = expansion · N_out units on the feedback path; None: 10 for random, else 1", ge=1)
         init: InitName = opt("kaiming_uniform", "distribution of R's initial values (R then learns)")
