@@ -239,6 +239,8 @@ def test_outputs_and_checkpoints_get_the_umask_permissions(tmp_path, mask, file_
 @pytest.mark.parametrize("args, words", [
     (["train", *TINY, "--zeta", "0.5"], "--sparsity set"),
     (["train", *TINY, "--epsilon", "5"], "--sparsity set"),
+    (["train", *TINY, "--milestones", "0.5"], "--lr-schedule step"),
+    (["compare", "--rules", "backprop", *TINY, "--gamma", "0.5", "--lr-schedule", "cosine"], "--lr-schedule step"),
     (["compare", "--rules", "backprop", *TINY, "--zeta", "0.1"], "--sparsity set"),
     (["train", "--model", "mlp", "--data", "digits", "--model-opt", "widths=[100000000000]"], "GiB"),
     (["train", "--model", "mlp", "--data", "mnist1d", "--data-opt", "cache_dir=[1]"], "cache_dir"),
@@ -257,6 +259,9 @@ def test_set_settings_without_sparsity_are_refused_by_the_library():
         RunConfig(model="mlp", data="digits", zeta=0.5)
     RunConfig(model="mlp", data="digits", sparsity="set", zeta=0.5)  # fine with SET on
     RunConfig(**RunConfig(model="mlp", data="digits").model_dump())  # a saved config reloads
+    with pytest.raises(ConfigError, match="lr_schedule='step'"):
+        RunConfig(model="mlp", data="digits", gamma=0.5)
+    RunConfig(model="mlp", data="digits", lr_schedule="step", gamma=0.5, milestones=[0.3])
 
 
 # -- 9. no lr_scheduler warning from the run loops -------------------------------------------------

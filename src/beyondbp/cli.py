@@ -222,6 +222,22 @@ def _check_checkpoint(path: Path | None, overwrite: bool) -> None:
         raise ConfigError(f"checkpoint {str(path)!r} already exists; pass --overwrite to replace it")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _timed(n: int) -> str:
+    """How a time per step was measured: the median of ``n`` timed steps, or (too short a run to
+    time any step apart from the warm-up and FLOP-counted ones) from those untimed steps."""
+    return f"median of {_count(n, 'timed step')}" if n else "from untimed steps: too few steps to time"
+
+
+def _check_schedule_flags(lr_schedule: str | None, milestones: str | None, gamma: float | None) -> None:
+    given = [flag for flag, value in (("--milestones", milestones), ("--gamma", gamma)) if value is not None]
+    if given and lr_schedule != "step":
+        raise ConfigError(f"{' and '.join(given)} configure the step schedule; add --lr-schedule step or leave them out")
+
+
 def _check_sparsity_flags(sparsity: str | None, epsilon: float | None, zeta: float | None) -> None:
     given = [flag for flag, value in (("--epsilon", epsilon), ("--zeta", zeta)) if value is not None]
     if given and sparsity is None:
@@ -285,7 +301,7 @@ class _Bars:
             acc_text = f"{100 * acc:.1f}%" if isinstance(acc, float) and acc == acc else "n/a"
             status = report.status_suffix(r)
             self.progress.console.print(
-                f"{r.rule}: test accuracy {acc_text} after {r.epochs} epochs ({r.steps} steps) "
+                f"{r.rule}: test accuracy {acc_text} after {_count(r.epochs, 'epoch')} ({_count(r.steps, 'step')}) "
                 f"in {r.total_time:.1f} s{status}"
             )
 
@@ -429,6 +445,7 @@ def train(
     from . import train as train_mod
 
     _check_sparsity_flags(sparsity, epsilon, zeta)
+    _check_schedule_flags(lr_schedule, milestones, gamma)
     _check_path_text(init_from, "--init-from")
     config = train_mod.RunConfig(**_config_values(
         rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
@@ -470,7 +487,7 @@ def train(
     tps = "n/a" if result.time_per_step is None else f"{1e3 * result.time_per_step:.3f} ms"
     console.print(
         f"parameters {result.n_params:,} · FLOPs/step {result.flops_per_step:,} (batch {result.flops_batch_size}) · "
-        f"time/step {tps} (median of {result.timed_steps}) · total {result.total_time:.1f} s"
+        f"time/step {tps} ({_timed(result.timed_steps)}) · total {result.total_time:.1f} s"
     )
     if result.sparsity:
         console.print(_sparsity_line(result))
@@ -540,6 +557,7 @@ def compare(
 
     names = parse_rules(rules)
     _check_sparsity_flags(sparsity, epsilon, zeta)
+    _check_schedule_flags(lr_schedule, milestones, gamma)
     per_rule = split_rule_options(rule_opt, names)
     base = _config_values(
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
@@ -658,7 +676,7 @@ def _print_language_model_run(console: Console, result: Any, written: list[Path]
     tpt = "n/a" if result.time_per_token is None else f"{1e6 * result.time_per_token:.2f} µs"
     console.print(
         f"parameters {result.n_params:,} · context {result.data['context']} · FLOPs/token {result.flops_per_token:,.0f} · "
-        f"time/token {tpt} (median of {result.timed_steps} steps) · total {result.total_time:.1f} s"
+        f"time/token {tpt} ({_timed(result.timed_steps)}) · total {result.total_time:.1f} s"
     )
     console.print("validation loss before the last row is measured on 64 evenly spaced windows; the last row on --eval-windows")
     if result.diverged:

@@ -178,6 +178,8 @@ def _describe_validation_error(exc: ValidationError) -> str:
 
 #: SET settings that mean something only with ``sparsity="set"`` (and their defaults).
 SPARSITY_DEFAULTS = {"epsilon": 20.0, "zeta": 0.3}
+#: Settings of the step LR schedule, meaningful only with ``lr_schedule="step"``.
+STEP_SCHEDULE_DEFAULTS = {"milestones": [0.5, 0.75], "gamma": 0.1}
 
 
 #: Upper bound of every count setting (batch sizes, budgets, sample counts): beyond it Python's
@@ -349,6 +351,13 @@ class RunConfig(BaseModel):
             if unused:
                 raise ValueError(
                     f"the SET setting {' and '.join(unused)} needs sparsity='set' (sparsity is off); add it or leave it out"
+                )
+        if self.lr_schedule != "step":
+            unused = [f"{k}={getattr(self, k)!r}" for k, v in STEP_SCHEDULE_DEFAULTS.items() if getattr(self, k) != v]
+            if unused:
+                raise ValueError(
+                    f"the step-schedule setting {' and '.join(unused)} needs lr_schedule='step' "
+                    f"(it is {self.lr_schedule!r}); add it or leave it out"
                 )
         return self
 
