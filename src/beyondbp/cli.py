@@ -215,8 +215,6 @@ def _check_checkpoint(path: Path | None, overwrite: bool) -> None:
     if path is None:
         return
     _check_path_text(path, "--checkpoint")
-    if Path(path).is_symlink() or (Path(path).exists() and not Path(path).is_file()):
-        raise ConfigError(f"--checkpoint {str(path)!r} exists and is not a regular file; give a file path")
     files.check_writable(path, "--checkpoint")
     if Path(path).exists() and not overwrite:
         raise ConfigError(f"checkpoint {str(path)!r} already exists; pass --overwrite to replace it")
@@ -232,16 +230,17 @@ def _timed(n: int) -> str:
     return f"median of {_count(n, 'timed step')}" if n else "from untimed steps: too few steps to time"
 
 
-def _check_schedule_flags(lr_schedule: str | None, milestones: str | None, gamma: float | None) -> None:
-    given = [flag for flag, value in (("--milestones", milestones), ("--gamma", gamma)) if value is not None]
-    if given and lr_schedule != "step":
-        raise ConfigError(f"{' and '.join(given)} configure the step schedule; add --lr-schedule step or leave them out")
-
-
-def _check_sparsity_flags(sparsity: str | None, epsilon: float | None, zeta: float | None) -> None:
-    given = [flag for flag, value in (("--epsilon", epsilon), ("--zeta", zeta)) if value is not None]
-    if given and sparsity is None:
-        raise ConfigError(f"{' and '.join(given)} configure SET sparsity; add --sparsity set or leave them out")
+def _check_switched_flags(sparsity: str | None, epsilon: Any, zeta: Any, lr_schedule: str | None, milestones: Any,
+                          gamma: Any) -> None:
+    """Flags that only mean something when another flag turns them on are refused without it."""
+    groups = (
+        (sparsity is not None, {"--epsilon": epsilon, "--zeta": zeta}, "SET sparsity", "--sparsity set"),
+        (lr_schedule == "step", {"--milestones": milestones, "--gamma": gamma}, "the step schedule", "--lr-schedule step"),
+    )
+    for on, flags, what, switch in groups:
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given and not on:
+            raise ConfigError(f"{' and '.join(given)} configure {what}; add {switch} or leave them out")
 
 
 def _diverged_line(result: Any) -> str:
@@ -444,8 +443,7 @@ def train(
     Exit status 3 when the run diverged (results are still written, marked diverged)."""
     from . import train as train_mod
 
-    _check_sparsity_flags(sparsity, epsilon, zeta)
-    _check_schedule_flags(lr_schedule, milestones, gamma)
+    _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
     _check_path_text(init_from, "--init-from")
     config = train_mod.RunConfig(**_config_values(
         rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
@@ -556,8 +554,7 @@ def compare(
     from . import train as train_mod
 
     names = parse_rules(rules)
-    _check_sparsity_flags(sparsity, epsilon, zeta)
-    _check_schedule_flags(lr_schedule, milestones, gamma)
+    _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
     per_rule = split_rule_options(rule_opt, names)
     base = _config_values(
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),

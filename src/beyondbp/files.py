@@ -150,15 +150,18 @@ def publish_directory(tmp: Path, target: str | os.PathLike, replace: bool = Fals
 
 
 def check_writable(path: str | os.PathLike, what: str, directory: bool = False) -> None:
-    """Raise :class:`ConfigError` (one sentence) unless ``path`` could be written: a file (or,
-    with ``directory=True``, a directory) whose nearest existing ancestor is a directory where
-    a file can be created. Creates and removes one empty temporary file; changes nothing else."""
+    """Raise :class:`ConfigError` (one sentence) unless ``path`` could be written: a file (not an
+    existing device, FIFO or symbolic link) or, with ``directory=True``, a directory, whose
+    nearest existing ancestor is a directory where a file can be created. Creates and removes one empty temporary file; changes nothing else."""
     path = Path(path)
     if path.exists():
         if directory and not path.is_dir():
             raise ConfigError(f"{what} {str(path)!r} exists and is not a directory")
         if not directory and path.is_dir():
             raise ConfigError(f"{what} {str(path)!r} is a directory; give a file path")
+    if not directory and (path.is_symlink() or (path.exists() and not path.is_file())):
+        # a device, FIFO or link would be replaced by the regular file the write renames into place
+        raise ConfigError(f"{what} {str(path)!r} exists and is not a regular file; give a file path")
     ancestor = path.parent
     while not ancestor.exists():
         if ancestor.parent == ancestor:

@@ -176,11 +176,6 @@ def _describe_validation_error(exc: ValidationError) -> str:
     return f"invalid {where} {got!r}: it must be {ALLOWED.get(field_name, 'valid')}"
 
 
-#: SET settings that mean something only with ``sparsity="set"`` (and their defaults).
-SPARSITY_DEFAULTS = {"epsilon": 20.0, "zeta": 0.3}
-#: Settings of the step LR schedule, meaningful only with ``lr_schedule="step"``.
-STEP_SCHEDULE_DEFAULTS = {"milestones": [0.5, 0.75], "gamma": 0.1}
-
 
 #: Upper bound of every count setting (batch sizes, budgets, sample counts): beyond it Python's
 #: own indexing breaks, long before any machine could run it.
@@ -347,19 +342,20 @@ class RunConfig(BaseModel):
 
             SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
         else:
-            unused = [f"{k}={getattr(self, k)!r}" for k, v in SPARSITY_DEFAULTS.items() if getattr(self, k) != v]
-            if unused:
-                raise ValueError(
-                    f"the SET setting {' and '.join(unused)} needs sparsity='set' (sparsity is off); add it or leave it out"
-                )
+            self._refuse_unused(("epsilon", "zeta"), "SET", "sparsity='set' (sparsity is off)")
         if self.lr_schedule != "step":
-            unused = [f"{k}={getattr(self, k)!r}" for k, v in STEP_SCHEDULE_DEFAULTS.items() if getattr(self, k) != v]
-            if unused:
-                raise ValueError(
-                    f"the step-schedule setting {' and '.join(unused)} needs lr_schedule='step' "
-                    f"(it is {self.lr_schedule!r}); add it or leave it out"
-                )
+            self._refuse_unused(
+                ("milestones", "gamma"), "step-schedule", f"lr_schedule='step' (it is {self.lr_schedule!r})"
+            )
         return self
+
+    def _refuse_unused(self, names: tuple[str, ...], what: str, needs: str) -> None:
+        """Settings ``names`` only mean something when another setting turns them on: refuse any
+        of them given a value other than its default while that switch is off."""
+        fields = type(self).model_fields
+        unused = [f"{k}={getattr(self, k)!r}" for k in names if getattr(self, k) != fields[k].default]
+        if unused:
+            raise ValueError(f"the {what} setting {' and '.join(unused)} needs {needs}; add it or leave it out")
 
 
 def _check_language_model(config: RunConfig) -> None:

@@ -367,24 +367,21 @@ class Learner:
             raise ConfigError("this learner was detached from its model; attach the rule again")
 
     def _gradients(self, batch: Batch, use_rule: bool) -> dict[str, Tensor]:
+        """One backward pass from cleared ``.grad`` (run inside :meth:`measuring`, which puts the
+        caller's gradients back)."""
         x, y = check_batch(batch)
         params = dict(self.model.named_parameters())
-        saved = {n: p.grad for n, p in params.items()}
         for p in params.values():
             p.grad = None
-        try:
-            ctx = contextlib.nullcontext() if use_rule else self.disabled()
-            with ctx, torch.enable_grad():
-                loss = self.loss_fn(self.model(x), y)
-                loss.backward()
-            return {
-                n: p.grad.detach().clone()
-                for n, p in params.items()
-                if p.grad is not None and (use_rule or not is_rule_tensor(n))
-            }
-        finally:
-            for n, p in params.items():
-                p.grad = saved[n]
+        ctx = contextlib.nullcontext() if use_rule else self.disabled()
+        with ctx, torch.enable_grad():
+            loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+        return {
+            n: p.grad.detach().clone()
+            for n, p in params.items()
+            if p.grad is not None and (use_rule or not is_rule_tensor(n))
+        }
 
 
 def model_dict(model: nn.Module) -> dict[str, Any]:
