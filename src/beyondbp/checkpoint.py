@@ -148,16 +148,18 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer) -> None:
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Mapping[str, Any],
     model: nn.Module,
     learner: Any | None = None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint into ``model`` (and ``learner``'s rule state, ``optimizer``); return meta.
 
-    Everything is checked before anything is changed: a mismatch leaves the model as it was.
+    ``path`` may also be what :func:`read` returned, so a caller that inspected the file does not
+    read it twice. Everything is checked before anything is changed: a mismatch leaves the model
+    as it was.
     """
-    payload = read(path)
+    payload = path if isinstance(path, Mapping) else read(path)
     _check_state(payload["model"], model.state_dict(), "model")
     if optimizer is not None:
         _check_optimizer(payload.get("optimizer"), optimizer)

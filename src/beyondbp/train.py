@@ -693,11 +693,12 @@ def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, 
     if config.init_from is None:
         return optimizer, {}
     record: dict[str, Any] = {"path": str(config.init_from)}
-    saved_state = ckpt.read(config.init_from).get("optimizer")
+    payload = ckpt.read(config.init_from)  # read once: inspected here, loaded below
+    saved_state = payload.get("optimizer")
     reason = _optimizer_mismatch(saved_state, optimizer)
     if reason is None:
         chosen = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        meta = ckpt.load(config.init_from, setup.model, setup.learner, optimizer)
+        meta = ckpt.load(payload, setup.model, setup.learner, optimizer)
         for group, settings in zip(optimizer.param_groups, chosen):
             # what the user asked for, not what the checkpoint ran with (nor its scheduler's
             # ``initial_lr``, which a new LR schedule would otherwise start from)
@@ -706,7 +707,7 @@ def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, 
             group.update(settings)
         record["optimizer_state"] = "loaded"
     else:
-        meta = ckpt.load(config.init_from, setup.model, setup.learner)
+        meta = ckpt.load(payload, setup.model, setup.learner)
         record["optimizer_state"] = f"not loaded: {reason}"
     saved_config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     record["checkpoint_optimizer"] = {k: saved_config[k] for k in ("optimizer", "lr", "momentum", "weight_decay") if k in saved_config}
