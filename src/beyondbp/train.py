@@ -60,6 +60,8 @@ The library never prints: pass ``progress=callback`` to receive ``(event, info)`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import re
@@ -182,6 +184,10 @@ def _describe_validation_error(exc: ValidationError) -> str:
 MAX_COUNT = 2**40
 
 
+#: Settings that say how a run executes, not what it computes; left out of ``RunConfig.identity``.
+EXECUTION_FIELDS = frozenset({"data_dir", "diagnostics", "checkpoint", "device", "threads", "eval_batch_size"})
+
+
 class RunConfig(BaseModel):
     """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
 
@@ -248,6 +254,25 @@ class RunConfig(BaseModel):
     def replace(self, **changes: Any) -> "RunConfig":
         """A validated copy with some settings changed."""
         return RunConfig(**{**self.model_dump(), **changes})
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define this run's result, normalised: everything except the
+        execution settings (:data:`EXECUTION_FIELDS`: where data and outputs live, device,
+        threads, diagnostics), with the rule's, model's and data set's options completed with
+        their defaults (and the rule's ``seed`` filled from the run's), so two configs that train
+        the same thing have the same identity however they were written."""
+        values = {k: v for k, v in self.model_dump().items() if k not in EXECUTION_FIELDS}
+        rule_cls = rules_mod.rule_class(self.rule)
+        values["rule_options"] = rule_cls(**effective_rule_options(self)).options()
+        values["model_options"] = {**models_mod.options(self.model), **self.model_options}
+        values["data_options"] = {**data_mod.options(self.data), **self.data_options}
+        return plain(values)
+
+    @property
+    def run_id(self) -> str:
+        """A stable 16-hex-digit hash of :meth:`identity` (same settings, same id, on any machine)."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # -- validators ----------------------------------------------------------------------------
     @field_validator(*_INT_FIELDS, mode="before")
