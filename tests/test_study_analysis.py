@@ -238,3 +238,12 @@ def test_bad_arguments():
     for kwargs in ({"extrapolate": 0.5}, {"n_bootstrap": 1}, {"level": 1.0}, {"baseline": ""}, {"seed": -1}):
         with pytest.raises(ConfigError):
             analyze([], **kwargs)
+
+
+def test_few_seeds_give_a_caution():
+    rng = np.random.default_rng(8)
+    recs = records_for("backprop", bp_law, rng=rng, seeds=(0, 1))
+    recs += records_for("rule", LAWS["D"], rng=rng, seeds=(0, 1), start=1000)
+    v = analyze(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+    assert "few seeds (rule: 2, backprop: 2)" in v["caveat"] and "(caution: few seeds" in v["sentence"]
+    assert "caveat" not in analyze(study(LAWS["D"]), n_bootstrap=10, loss_law=False)["verdicts"]["rule"]

@@ -64,6 +64,10 @@ rule better over the whole range; B, better at scale; C, better at small compute
 backprop better over the whole range. A class says where the intervals separate; the verdict
 sentence says over which part of the range they do.
 
+With fewer than :data:`MIN_SEEDS` seeds for either label the verdict carries a ``caveat`` (also
+appended to its sentence): a bootstrap over two seeds has only three distinct resamples, so its
+intervals understate the uncertainty.
+
 The crossover compute is where the median Δ changes sign on the grid (log-linear interpolation
 between grid points); its interval is the central ``level`` interval of the first sign change
 of each resample that changes sign on the same grid (with the fraction of resamples that do).
@@ -93,6 +97,7 @@ __all__ = [
     "FRONTIER_MIN_POINTS",
     "GRID_POINTS",
     "LOSS_LAW_MIN_POINTS",
+    "MIN_SEEDS",
     "analyze",
     "classify",
     "fmt_compute",
@@ -105,6 +110,8 @@ FRONTIER_MIN_COMPUTES = 3
 FRONTIER_MIN_POINTS = 4
 #: Computes on the studied grid of the verdict (the extrapolated grid has half as many).
 GRID_POINTS = 41
+#: Fewer seeds than this per label gets a caution in the verdict (too few distinct resamples).
+MIN_SEEDS = 3
 #: Computes on each frontier's plotted curve.
 CURVE_POINTS = 60
 #: Axes that are not part of a best-LR group.
@@ -526,6 +533,13 @@ def _verdict(rule: str, base: str, fr: dict[str, Any], fb: dict[str, Any], sr: A
     studied = _delta_on(np.geomspace(lo, hi, GRID_POINTS), sr, sb, level)
     out.update({"class": studied["class"], "reason": studied["why"], "range": [lo, hi], "studied": studied})
     out["sentence"] = _sentence(rule, base, studied, unit)
+    few = {name: f["n_seeds"] for name, f in ((rule, fr), (base, fb)) if f["n_seeds"] < MIN_SEEDS}
+    if few:
+        out["caveat"] = (
+            f"few seeds ({', '.join(f'{name}: {n}' for name, n in few.items())}): a bootstrap over so few seeds has "
+            "only a handful of distinct resamples, so the intervals understate the uncertainty"
+        )
+        out["sentence"] = out["sentence"][:-1] + f" (caution: {out['caveat']})."
     if extrapolate > 1:
         grid = np.concatenate([studied["C"], np.geomspace(hi, hi * extrapolate, GRID_POINTS // 2 + 1)[1:]])
         ext = _delta_on(grid, sr, sb, level)
