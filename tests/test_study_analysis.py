@@ -223,15 +223,36 @@ def test_language_model_records_use_tokens_and_val_loss():
     assert a["unit"] == "nats/token" and "nats/token" in a["verdicts"]["rule"]["sentence"]
 
 
-def test_does_not_mutate_input_and_degenerate_loss_law_gives_a_reason():
-    # the loss depends on C = 6 N D only, so L(N, D) cannot pin down its irreducible term
+def test_does_not_mutate_input():
     recs = study(LAWS["B"]) + [record(9000, "rule", 1000, 100, 0, 1e-3, 5.0, status="diverged")]
+    recs += [record(9001, "rule", 1000, 100, 1, 1e-3, 5.0, status="failed")]
     before = copy.deepcopy(recs)
-    a = analyze(recs, n_bootstrap=10)
+    analyze(recs, n_bootstrap=10, loss_law_starts=[[5.0, 5.0, 0.0, 0.3, 0.3]])
     assert recs == before
-    ll = a["fits"]["rule"]["loss_law"]
-    assert not ll["fitted"] and "degenerate" in ll["reason"]
+
+
+def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
+    from beyondbp.analysis.scaling import FrontierFit, LossLawFit
+    from beyondbp.study import analysis as analysis_mod
+
+    # a fit whose irreducible loss underflowed to 0 (seen on data where the loss depends on N x D only)
+    monkeypatch.setattr(analysis_mod, "fit_loss_law", lambda *a, **k: LossLawFit(0.0, 80.0, 90.0, 0.4, 0.5, 1e-3, 36, 1, 1e-3))
+    monkeypatch.setattr(analysis_mod, "fit_frontier", lambda *a, **k: FrontierFit(0.0, 80.0, 0.4, 1e-3, 10, 1, 1e-3))
+    a = analyze(study(LAWS["B"]), n_bootstrap=10)
+    for label in ("backprop", "rule"):
+        assert "degenerate: E went to 0" in a["fits"][label]["loss_law"]["reason"]
+        assert "degenerate: E went to 0" in a["fits"][label]["frontier"]["reason"]
+    assert a["verdicts"]["rule"]["class"] == "undecided"
     json.dumps(a, allow_nan=False)
+
+    def fails(*args, **kwargs):
+        raise ValueError("math domain error")
+
+    monkeypatch.setattr(analysis_mod, "fit_loss_law", fails)
+    monkeypatch.setattr(analysis_mod, "fit_frontier", fails)
+    a = analyze(study(LAWS["B"]), n_bootstrap=10)
+    assert a["fits"]["rule"]["loss_law"]["reason"] == "the L(N, D) fit failed: math domain error"
+    assert a["fits"]["rule"]["frontier"]["reason"] == "the frontier fit failed: math domain error"
 
 
 def test_bad_arguments():

@@ -7,7 +7,6 @@ import copy
 import io
 import itertools
 import json
-import math
 import os
 import platform
 import shutil
@@ -27,7 +26,7 @@ from beyondbp.study.report import write_report
 from beyondbp.study.spec import load_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_study_analysis import BATCH, record, records_for  # noqa: E402
+from test_study_analysis import record, records_for  # noqa: E402
 
 SPEC = """\
 [study]
@@ -39,6 +38,7 @@ model = "mlp"
 data = "mnist1d"
 data_options = {num_samples = 400}
 batch_size = 32
+lr = 0.01
 diagnostics = true
 
 [axes]
@@ -319,12 +319,14 @@ def test_tiny_real_study(spec, tmp_path):
 
     planned = spec.runs()
     assert len(planned) == 16
-    records = [as_record(p, run(p.config.replace(lr=1e-2))) for p in planned]
+    records = [as_record(p, run(p.config)) for p in planned]
     analysis = analyze(records, n_bootstrap=10)
     assert analysis["counts"] == {"done": 16}
     assert analysis["notes"][0].startswith("the study has a single learning rate")
+    assert {row["best_lr"] for row in analysis["best_lr"]} == {0.01}
     assert all(r["D"] == r_steps * 32 for r, r_steps in zip(analysis["runs"], [p.config.steps for p in planned]))
-    assert "dfa" in analysis["verdicts"] and analysis["verdicts"]["dfa"]["sentence"].startswith("dfa vs backprop: ")
+    verdict = analysis["verdicts"]["dfa"]
+    assert verdict["sentence"].startswith("dfa vs backprop: ") and "few seeds" in verdict["sentence"]
     ll = analysis["fits"]["dfa"]["loss_law"]
     assert not ll["fitted"] and "too few distinct (N, D) points" in ll["reason"]
     paths = write_report(spec, records, tmp_path / "report", analysis=analysis)

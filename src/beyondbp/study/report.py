@@ -283,13 +283,14 @@ def _alignment_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str
     fig = _figure(8.0, 4.5)
     ax = fig.subplots()
     seen: set[str] = set()
+    tokens = any(h.get("tokens") is not None for r in records for h in (r.get("result") or {}).get("history") or [])
     for lab, s in series:
         ax.plot([p[0] for p in s], [p[1] for p in s], color=colours.get(lab, "k"), lw=1, marker=".", ms=3, alpha=0.7,
                 label=None if lab in seen else lab)  # fmt: skip
         seen.add(lab)
     ax.axhline(0.0, color="#999", lw=0.8)
     ax.set_ylim(-1.05, 1.05)
-    ax.set_xlabel("step")
+    ax.set_xlabel("tokens" if tokens else "step")
     ax.set_ylabel("cosine to the backprop gradient (cos/all)")
     ax.set_title("Gradient alignment to backprop over training (best-LR runs)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -309,7 +310,6 @@ def _param(iv: Mapping[str, Any], name: str) -> str:
 
 def _fit_rows(analysis: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
     rows, reasons = [], []
-    level = (analysis.get("settings") or {}).get("level", 0.95)
     for label in analysis.get("labels") or []:
         fits = (analysis.get("fits") or {}).get(label) or {}
         fr, ll = fits.get("frontier") or {}, fits.get("loss_law") or {}
@@ -326,7 +326,6 @@ def _fit_rows(analysis: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
                          f"{ll['n_resamples']} × {ll['resampled']}"])  # fmt: skip
         else:
             reasons.append(f"{label}, L(N, D): {ll.get('reason', 'not fitted')}")
-    del level
     return rows, reasons
 
 
