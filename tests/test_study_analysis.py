@@ -268,3 +268,11 @@ def test_few_seeds_give_a_caution():
     v = analyze(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
     assert "few seeds (rule: 2, backprop: 2)" in v["caveat"] and "(caution: few seeds" in v["sentence"]
     assert "caveat" not in analyze(study(LAWS["D"]), n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+
+
+def test_disjoint_compute_ranges_are_undecided():
+    rng = np.random.default_rng(9)
+    recs = records_for("backprop", bp_law, rng=rng, sizes=(1_000, 3_000))
+    recs += records_for("rule", LAWS["A"], rng=rng, sizes=(100_000, 300_000), start=1000)
+    v = analyze(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+    assert v["class"] == "undecided" and "do not overlap" in v["sentence"]

@@ -161,7 +161,7 @@ def test_html_content_and_inline_pngs(written):
     assert 'src="http' not in text and "url(" not in text
 
 
-def test_refuses_foreign_directory_and_replaces_previous_report(tmp_path, spec, synthetic):
+def test_refuses_foreign_directory_and_replaces_previous_report(tmp_path, spec, synthetic, monkeypatch):
     recs, analysis = synthetic
     out = tmp_path / "out"
     out.mkdir()
@@ -184,6 +184,10 @@ def test_refuses_foreign_directory_and_replaces_previous_report(tmp_path, spec, 
     link.symlink_to(out)
     with pytest.raises(ConfigError, match="symbolic link"):
         write_report(spec, recs, link, analysis=small, overwrite=True)
+    monkeypatch.chdir(out)
+    for here in (out, tmp_path):
+        with pytest.raises(ConfigError, match="current directory"):
+            write_report(spec, recs, here, analysis=small, overwrite=True)
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(ConfigError, match="not a directory"):

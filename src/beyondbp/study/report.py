@@ -564,12 +564,16 @@ def _is_previous_report(directory: Path) -> bool:
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> bool:
-    """Refuse a symbolic link, a file, or a non-empty directory that is not a previous report
-    (unless ``overwrite``); return whether an existing directory is to be replaced."""
+    """Refuse a symbolic link, a file, the current directory or one containing it, or a
+    non-empty directory that is not a previous report (unless ``overwrite``); return whether an
+    existing directory is to be replaced."""
     if str(out).strip() in ("", "."):
         raise ConfigError("the report directory is empty (or '.'); give a directory for the report")
     if out.is_symlink():
         raise ConfigError(f"report directory {str(out)!r} is a symbolic link; give the directory itself")
+    cwd = Path.cwd().resolve()
+    if out.exists() and (out.resolve() == cwd or out.resolve() in cwd.parents):
+        raise ConfigError(f"report directory {str(out)!r} is the current directory or contains it; give a directory for the report")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"report directory {str(out)!r} exists and is not a directory; give a directory for the report")
     if out.is_dir() and any(out.iterdir()):
