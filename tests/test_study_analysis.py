@@ -276,3 +276,16 @@ def test_disjoint_compute_ranges_are_undecided():
     recs += records_for("rule", LAWS["A"], rng=rng, sizes=(100_000, 300_000), start=1000)
     v = analyze(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
     assert v["class"] == "undecided" and "do not overlap" in v["sentence"]
+
+
+def test_a_learning_rate_with_a_diverged_run_ranks_last():
+    rng = np.random.default_rng(10)
+    lrs = (1e-3, 1e-2)
+    recs = records_for("backprop", bp_law, lrs=lrs, rng=rng, sizes=(1_000,), steps=(100,), lr_loss=lambda lr: 0.5 * (lr == 1e-3))
+    a = analyze(recs, n_bootstrap=10, loss_law=False)
+    assert a["best_lr"][0]["best_lr"] == 1e-2
+    # one more seed at lr 1e-2 diverged: 1e-3 wins although its finished runs are worse
+    recs.append(record(99, "backprop", 1_000, 100, 3, 1e-2, 5.0, status="diverged"))
+    (row,) = analyze(recs, n_bootstrap=10, loss_law=False)["best_lr"]
+    assert row["best_lr"] == 1e-3 and row["edge"] == "smallest"
+    assert {x["lr"]: x["n_diverged"] for x in row["mean_loss_by_lr"]} == {1e-3: 0, 1e-2: 1}

@@ -214,6 +214,7 @@ def _point(rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     if eval_flops is None:
         eval_flops = _num(rec.get("eval_flops"))
     return {
+        "index": -1,
         "id": rec.get("id"),
         "label": _label(rec),
         "N": n,
@@ -253,7 +254,7 @@ def _best_lr(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]]) ->
         )
         best_lr, runs = ranked[0]
         for p in runs:
-            kept.add(p["id"])
+            kept.add(p["index"])
         mean = float(np.mean([p["loss"] for p in runs]))
         edge = None
         if len(grid) > 1 and best_lr is not None:
@@ -602,6 +603,7 @@ def analyze(
         if p is None:
             excluded.append({"id": rec.get("id"), "label": _label(rec), "reason": why})
         else:
+            p["index"] = len(points)
             points.append(p)
     warnings: list[str] = []
     notes: list[str] = []
@@ -627,7 +629,7 @@ def analyze(
     samples: dict[str, Any] = {}
     ranges: dict[str, tuple[float, float]] = {}
     for label in labels:
-        mine = [p for p in points if p["label"] == label and p["id"] in kept]
+        mine = [p for p in points if p["label"] == label and p["index"] in kept]
         ranges[label] = (min(p["C"] for p in mine), max(p["C"] for p in mine))
         frontier, samples[label] = _fit_frontier(mine, n_bootstrap, seed, level, extrapolate)
         fits[label] = {
@@ -651,7 +653,7 @@ def analyze(
         notes.append(f"{len(diverged)} diverged run(s) are listed and never fitted")
     runs = [
         {k: p[k] for k in ("id", "label", "N", "D", "C", "eval_flops", "loss", "loss_name", "seed", "lr", "axes")}
-        | {"best_lr": p["id"] in kept}
+        | {"best_lr": p["index"] in kept}
         for p in points
     ]
     return plain(_lists({
