@@ -1,0 +1,678 @@
+"""A study's analysis: each rule at its best learning rate, scaling-law fits, the verdict.
+
+:func:`analyze` takes the run records of a study (the dicts of ``Store.records()``) and returns
+one JSON-ready dict. It never changes the records.
+
+Which runs. Only runs with status ``done`` are fitted. Diverged runs are counted and listed
+(never fitted); failed runs are listed with their error; pending and running ones are counted.
+A done run without a finite positive loss, compute, size or data amount is listed under
+``excluded`` with the reason.
+
+Per run. ``label`` (the rule's label), ``N`` = ``n_active_params`` (else ``n_params``), ``D`` =
+the data seen (language models: tokens; classification: samples = steps × batch size),
+``C`` = the measured training compute, ``flops_per_step × steps`` (evaluation FLOPs, where the
+run recorded them, are reported apart as ``eval_flops`` and not included), ``loss`` = the final
+validation loss (``val_loss`` for language models, else ``test_loss``), ``seed``, ``lr`` and the
+other axes.
+
+Best learning rate. Runs are grouped by (label, the values of every axis except ``lr`` and
+``seed``); in each group the learning rate with the lowest mean-over-seeds final loss is kept
+(a learning rate at which some run diverged ranks after every learning rate at which none did).
+When the kept learning rate is the smallest or the largest of the group's grid (and the grid
+has more than one value) a warning says the comparison is not trustworthy: a learning rate
+beyond the grid might do better. With a single learning rate nothing is selected, and the
+analysis says so. The fits below use the best-LR runs only, every seed.
+
+Fits per label.
+
+* The compute-efficient frontier ``L(C) = E + A · C^(−α)``: for each seed, the efficient
+  frontier of that seed's runs (:func:`~beyondbp.analysis.scaling.efficient_frontier`); the
+  frontiers of all seeds are fitted together (:func:`~beyondbp.analysis.scaling.fit_frontier`),
+  so the curve estimates the expected frontier, and :func:`bootstrap_frontier` resamples whole
+  seeds (``groups=seed``) for the intervals (with one seed it resamples points, and says so).
+  It needs at least :data:`FRONTIER_MIN_COMPUTES` distinct compute values and
+  :data:`FRONTIER_MIN_POINTS` points.
+* ``L(N, D) = E + A/N^α + B/D^β`` (:func:`fit_loss_law`, bootstrap over seeds), when there are at
+  least :data:`LOSS_LAW_MIN_POINTS` distinct (N, D) pairs, with at least two distinct N and two
+  distinct D.
+
+A fit that cannot be made is recorded as ``{"fitted": False, "reason": ...}``, never an error.
+
+The verdict, per label against the baseline (``backprop`` by default). The studied range is
+the overlap of the two labels' compute ranges (best-LR runs), ``[C_lo, C_hi]``; on
+:data:`GRID_POINTS` log-spaced computes in it, and on a second grid from ``C_hi`` to
+``extrapolate × C_hi`` (marked extrapolated), the loss difference
+``Δ(C) = L_rule(C) − L_baseline(C)`` is computed for every bootstrap resample pair (resample
+``i`` of the rule with resample ``i`` of the baseline) and summarised by its median and central
+``level`` interval. At a compute C the rule is *better* when the interval lies entirely below 0,
+the baseline is better when it lies entirely above 0; otherwise the two are not separated there.
+
+The class is decided on the **studied range only** (the extrapolated grid gets its own class,
+reported apart as ``extrapolated``, and never changes the main one). With R the computes where
+the rule is better and P those where the baseline is better:
+
+* neither R nor P: ``undecided`` (the intervals overlap everywhere);
+* P only: ``D`` if the baseline is better at ``C_hi`` (the largest compute studied), else
+  ``undecided``;
+* R only: ``A`` if the rule is better at ``C_hi``, else ``undecided``;
+* both: ``B`` if every compute in P lies below every compute in R (the baseline better at small
+  compute, the rule at scale), ``C`` if every compute in R lies below every compute in P,
+  else ``undecided`` (the sign changes more than once).
+
+These are the outcomes of Filipovich et al., "Scaling Laws Beyond Backpropagation" (2022): A, the
+rule better over the whole range; B, better at scale; C, better at small compute only; D,
+backprop better over the whole range. A class says where the intervals separate; the verdict
+sentence says over which part of the range they do.
+
+With fewer than :data:`MIN_SEEDS` seeds for either label the verdict carries a ``caveat`` (also
+appended to its sentence): a bootstrap over two seeds has only three distinct resamples, so its
+intervals understate the uncertainty.
+
+The crossover compute is where the median Δ changes sign on the grid (log-linear interpolation
+between grid points); its interval is the central ``level`` interval of the first sign change
+of each resample that changes sign on the same grid (with the fraction of resamples that do).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..analysis.scaling import (
+    bootstrap,
+    bootstrap_frontier,
+    efficient_frontier,
+    fit_frontier,
+    fit_loss_law,
+)
+from ..errors import BeyondBPError, ConfigError
+from ..jsonable import plain
+
+__all__ = [
+    "FRONTIER_MIN_COMPUTES",
+    "FRONTIER_MIN_POINTS",
+    "GRID_POINTS",
+    "LOSS_LAW_MIN_POINTS",
+    "MIN_SEEDS",
+    "analyze",
+    "classify",
+    "fmt_compute",
+]
+
+#: Distinct (N, D) pairs needed to fit L(N, D) (five parameters).
+LOSS_LAW_MIN_POINTS = 6
+#: Distinct compute values, and points, needed to fit the frontier L(C) (three parameters).
+FRONTIER_MIN_COMPUTES = 3
+FRONTIER_MIN_POINTS = 4
+#: Computes on the studied grid of the verdict (the extrapolated grid has half as many).
+GRID_POINTS = 41
+#: Fewer seeds than this per label gets a caution in the verdict (too few distinct resamples).
+MIN_SEEDS = 3
+#: Computes on each frontier's plotted curve.
+CURVE_POINTS = 60
+#: Axes that are not part of a best-LR group.
+_NOT_GROUP_AXES = ("rule", "lr", "seed")
+
+_CLASS_MEANING = {
+    "A": "{rule} better over the whole range",
+    "B": "{base} better at small compute, {rule} better at scale",
+    "C": "{rule} better at small compute, {base} better at scale",
+    "D": "{base} better over the whole range",
+    "undecided": "the intervals do not separate where it matters",
+}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def fmt_compute(c: float | None) -> str:
+    """A compute (or any positive number) in short scientific notation: ``1.2e9``."""
+    if c is None or not math.isfinite(c):
+        return "—"
+    mant, exp = f"{c:.1e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _pos(value: Any) -> float | None:
+    v = _num(value)
+    return v if v is not None and v > 0 else None
+
+
+def _lists(value: Any) -> Any:
+    """NumPy arrays (anywhere inside) as lists, so :func:`plain` can take the rest."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _key(values: Mapping[str, Any]) -> str:
+    return json.dumps(plain(values), sort_keys=True)
+
+
+def _label(rec: Mapping[str, Any]) -> str:
+    axes = rec.get("axes") or {}
+    config = rec.get("config") or {}
+    return str(rec.get("label") or axes.get("rule") or config.get("rule") or "?")
+
+
+def _other_axes(rec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (rec.get("axes") or {}).items() if k not in _NOT_GROUP_AXES}
+
+
+def _lr(rec: Mapping[str, Any]) -> float | None:
+    axes = rec.get("axes") or {}
+    return _num(axes["lr"]) if "lr" in axes else _num((rec.get("config") or {}).get("lr"))
+
+
+def _seed(rec: Mapping[str, Any]) -> Any:
+    if rec.get("seed") is not None:
+        return rec["seed"]
+    axes = rec.get("axes") or {}
+    if "seed" in axes:
+        return axes["seed"]
+    return (rec.get("config") or {}).get("seed", 0)
+
+
+def _point(rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """One done run as a point of the analysis, or ``(None, reason)``."""
+    result = rec.get("result") or {}
+    config = rec.get("config") or {}
+    final = result.get("final") or {}
+    n = _pos(result.get("n_active_params")) or _pos(result.get("n_params")) or _pos(rec.get("n_params"))
+    steps = _pos(result.get("steps"))
+    fps = _pos(result.get("flops_per_step")) or _pos(rec.get("flops_per_step"))
+    compute = fps * steps if fps and steps else _pos(rec.get("flops_total"))
+    lm = result.get("tokens") is not None or "val_loss" in final
+    if lm:
+        data = _pos(result.get("tokens"))
+        loss_name = "val_loss"
+    else:
+        batch = _pos(config.get("batch_size"))
+        data = steps * batch if steps and batch else None
+        loss_name = "test_loss"
+    loss = _pos(final.get(loss_name))
+    missing = [name for name, v in (("loss", loss), ("compute", compute), ("parameter count", n), ("data seen", data)) if v is None]
+    if missing:
+        return None, f"no finite positive {', '.join(missing)} in the result"
+    eval_flops = _num(result.get("eval_flops"))
+    if eval_flops is None:
+        eval_flops = _num(rec.get("eval_flops"))
+    return {
+        "index": -1,
+        "id": rec.get("id"),
+        "label": _label(rec),
+        "N": n,
+        "D": data,
+        "C": compute,
+        "eval_flops": eval_flops,
+        "loss": loss,
+        "loss_name": loss_name,
+        "seed": _seed(rec),
+        "lr": _lr(rec),
+        "axes": _other_axes(rec),
+        "steps": steps,
+    }, None
+
+
+# -- best learning rate -------------------------------------------------------------------------
+def _best_lr(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str], set[Any]]:
+    """The best-LR table, its warnings, and the ids of the best-LR runs."""
+    groups: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = {}
+    order: list[tuple[str, str]] = []
+    for p in points:
+        key = (p["label"], _key(p["axes"]))
+        if key not in groups:
+            groups[key] = {}
+            order.append(key)
+        groups[key].setdefault(p["lr"], []).append(p)
+    blown: Counter = Counter()
+    for rec in diverged:
+        blown[(_label(rec), _key(_other_axes(rec)), _lr(rec))] += 1
+    rows, warnings, kept = [], [], set()
+    for key in order:
+        by_lr = groups[key]
+        grid = sorted({lr for lr in by_lr if lr is not None} | {lr for (l, a, lr) in blown if (l, a) == key and lr is not None})
+        ranked = sorted(
+            by_lr.items(),
+            key=lambda item: (blown[(*key, item[0])] > 0, float(np.mean([p["loss"] for p in item[1]]))),
+        )
+        best_lr, runs = ranked[0]
+        for p in runs:
+            kept.add(p["index"])
+        mean = float(np.mean([p["loss"] for p in runs]))
+        edge = None
+        if len(grid) > 1 and best_lr is not None:
+            if best_lr == grid[0]:
+                edge = "smallest"
+            elif best_lr == grid[-1]:
+                edge = "largest"
+        label, axes = key[0], runs[0]["axes"]
+        where = label + (" " + ", ".join(f"{k}={_short(v)}" for k, v in axes.items()) if axes else "")
+        if edge:
+            warnings.append(
+                f"{where}: the best learning rate {best_lr:g} is the {edge} of the grid "
+                f"({', '.join(f'{x:g}' for x in grid)}); a learning rate beyond the grid might do better, "
+                "so this comparison is not trustworthy"
+            )
+        rows.append({
+            "label": label,
+            "axes": axes,
+            "N": runs[0]["N"],
+            "D": runs[0]["D"],
+            "C": float(np.mean([p["C"] for p in runs])),
+            "best_lr": best_lr,
+            "mean_loss": mean,
+            "n_seeds": len(runs),
+            "lr_grid": grid,
+            "mean_loss_by_lr": [
+                {"lr": lr, "mean_loss": float(np.mean([p["loss"] for p in rs])), "n_seeds": len(rs),
+                 "n_diverged": blown[(*key, lr)]}
+                for lr, rs in sorted(by_lr.items(), key=lambda it: (it[0] is None, it[0] or 0.0))
+            ],
+            "edge": edge,
+            "selected": len(grid) > 1,
+        })  # fmt: skip
+    return rows, warnings, kept
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}={_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# -- fits ---------------------------------------------------------------------------------------
+def _curve_band(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    with np.errstate(invalid="ignore"):
+        return np.nanmedian(samples, axis=0), np.nanpercentile(samples, lo_q, axis=0), np.nanpercentile(samples, hi_q, axis=0)
+
+
+def _frontier_samples(samples: Mapping[str, np.ndarray], C: np.ndarray) -> np.ndarray:
+    """Each resample's frontier evaluated at computes ``C``: shape (resamples, len(C))."""
+    E, A, alpha = (np.asarray(samples[k], dtype=float)[:, None] for k in ("E", "A", "alpha"))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return E + A * np.exp(-alpha * np.log(C)[None, :])
+
+
+def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, extrapolate: float) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    fc, fl, fg = [], [], []
+    seeds = sorted({p["seed"] for p in pts}, key=str)
+    for s in seeds:
+        mine = [p for p in pts if p["seed"] == s]
+        c, l_ = efficient_frontier([p["C"] for p in mine], [p["loss"] for p in mine])
+        fc += list(c)
+        fl += list(l_)
+        fg += [str(s)] * len(c)
+    out: dict[str, Any] = {"points": [{"C": c, "loss": l_, "seed": g} for c, l_, g in zip(fc, fl, fg)], "n_seeds": len(seeds)}
+    n_distinct = len(set(fc))
+    if n_distinct < FRONTIER_MIN_COMPUTES or len(fc) < FRONTIER_MIN_POINTS:
+        out.update(fitted=False, reason=(
+            f"too few frontier points to fit L(C): {len(fc)} point(s) at {n_distinct} distinct compute value(s); "
+            f"the fit needs at least {FRONTIER_MIN_POINTS} points at {FRONTIER_MIN_COMPUTES} distinct computes"
+        ))  # fmt: skip
+        return out, None
+    try:
+        fit = fit_frontier(fc, fl)
+        bad = [name for name in ("E", "A") if not (math.isfinite(getattr(fit, name)) and getattr(fit, name) > 0)]
+        if bad:
+            out.update(fitted=False, fit=fit.to_dict(), reason=(
+                f"the frontier fit is degenerate: {', '.join(bad)} went to {getattr(fit, bad[0]):g}, so the points do not "
+                "pin down the law"))  # fmt: skip
+            return out, None
+        by_seed = len(seeds) >= 2
+        iv = bootstrap_frontier(fc, fl, n_resamples=n_bootstrap, groups=fg if by_seed else None, level=level, seed=seed, fit=fit)
+    except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        out.update(fitted=False, reason=f"the frontier fit failed: {exc}")
+        return out, None
+    lo, hi = min(fc), max(fc)
+    grid = np.geomspace(lo, hi * extrapolate, CURVE_POINTS) if hi > lo else np.array([lo])
+    med, low, high = _curve_band(_frontier_samples(iv.samples, grid), level)
+    out.update(
+        fitted=True,
+        resampled="seeds" if by_seed else "points",
+        note=None if by_seed else "one seed only: the intervals resample frontier points, not seeds",
+        fit=fit.to_dict(),
+        intervals=iv.to_dict()["intervals"],
+        level=level,
+        n_resamples=n_bootstrap,
+        curve={"C": grid, "estimate": fit.predict(grid), "median": med, "low": low, "high": high,
+               "extrapolated_from": hi},
+    )  # fmt: skip
+    return out, {k: np.asarray(v, dtype=float) for k, v in iv.samples.items()} | {"_fit": np.array([fit.E, fit.A, fit.alpha])}
+
+
+def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, starts: Any) -> dict[str, Any]:
+    pairs = {(p["N"], p["D"]) for p in pts}
+    ns, ds = {p["N"] for p in pts}, {p["D"] for p in pts}
+    if len(pairs) < LOSS_LAW_MIN_POINTS or len(ns) < 2 or len(ds) < 2:
+        return {"fitted": False, "reason": (
+            f"too few distinct (N, D) points to fit L(N, D): {len(pairs)} pair(s) from {len(ns)} size(s) and "
+            f"{len(ds)} data amount(s); the fit needs at least {LOSS_LAW_MIN_POINTS} pairs with at least 2 of each"
+        )}  # fmt: skip
+    N = [p["N"] for p in pts]
+    D = [p["D"] for p in pts]
+    L = [p["loss"] for p in pts]
+    seeds = [str(p["seed"]) for p in pts]
+    by_seed = len(set(seeds)) >= 2
+    try:
+        fit = fit_loss_law(N, D, L, starts=starts)
+        bad = [name for name in ("E", "A", "B") if not (math.isfinite(getattr(fit, name)) and getattr(fit, name) > 0)]
+        if bad:
+            return {"fitted": False, "fit": fit.to_dict(), "reason": (
+                f"the L(N, D) fit is degenerate: {', '.join(bad)} went to {getattr(fit, bad[0]):g}, so the data do not "
+                "pin down every term of the law (for example when the loss depends on N × D only)")}  # fmt: skip
+        iv = bootstrap(N, D, L, n_resamples=n_bootstrap, groups=seeds if by_seed else None, level=level, seed=seed, fit=fit)
+    except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        return {"fitted": False, "reason": f"the L(N, D) fit failed: {exc}"}
+    return {
+        "fitted": True,
+        "resampled": "seeds" if by_seed else "points",
+        "note": None if by_seed else "one seed only: the intervals resample runs, not seeds",
+        "fit": fit.to_dict(),
+        "intervals": iv.to_dict()["intervals"],
+        "level": level,
+        "n_resamples": n_bootstrap,
+        "n_points": len(pts),
+        "N_range": [min(ns), max(ns)],
+        "D_range": [min(ds), max(ds)],
+    }
+
+
+# -- the verdict --------------------------------------------------------------------------------
+def classify(C: Sequence[float], low: Sequence[float], high: Sequence[float]) -> tuple[str, str]:
+    """The outcome class (``A``, ``B``, ``C``, ``D`` or ``undecided``) of a loss difference
+    ``Δ = L_rule − L_baseline`` whose interval is ``[low, high]`` at computes ``C`` (increasing),
+    and why (the rule in the module docstring)."""
+    C, low, high = (np.asarray(x, dtype=float) for x in (C, low, high))
+    s = np.where(high < 0, -1, np.where(low > 0, 1, 0))
+    R, P = s == -1, s == 1
+    if not R.any() and not P.any():
+        return "undecided", "the intervals overlap at every compute"
+    if not R.any():
+        if s[-1] == 1:
+            return "D", "the baseline is better wherever the intervals separate, including the largest compute"
+        return "undecided", "the baseline is better at some computes, but the intervals overlap at the largest compute"
+    if not P.any():
+        if s[-1] == -1:
+            return "A", "the rule is better wherever the intervals separate, including the largest compute"
+        return "undecided", "the rule is better at some computes, but the intervals overlap at the largest compute"
+    if C[P].max() < C[R].min():
+        return "B", "the baseline is better at small compute and the rule at larger compute"
+    if C[R].max() < C[P].min():
+        return "C", "the rule is better at small compute and the baseline at larger compute"
+    return "undecided", "the sign of the difference changes more than once"
+
+
+def _crossings(C: np.ndarray, delta: np.ndarray) -> list[float]:
+    """Computes where ``delta`` changes sign (log-linear interpolation)."""
+    out = []
+    logc = np.log(C)
+    for i in range(len(C) - 1):
+        a, b = delta[i], delta[i + 1]
+        if not (np.isfinite(a) and np.isfinite(b)):
+            continue
+        if a == 0 and i == 0:
+            out.append(float(C[0]))
+        if (a < 0 < b) or (b < 0 < a) or (b == 0 and a != 0):
+            t = a / (a - b)
+            out.append(float(np.exp(logc[i] + t * (logc[i + 1] - logc[i]))))
+    return out
+
+
+def _crossover(C: np.ndarray, med: np.ndarray, samples: np.ndarray, level: float) -> dict[str, Any]:
+    median_cross = _crossings(C, med)
+    firsts = []
+    for row in samples:
+        xs = _crossings(C, row)
+        if xs:
+            firsts.append(xs[0])
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {
+        "median": median_cross,
+        "low": float(np.percentile(firsts, lo_q)) if firsts else None,
+        "high": float(np.percentile(firsts, hi_q)) if firsts else None,
+        "fraction_of_resamples": len(firsts) / len(samples) if len(samples) else 0.0,
+    }
+
+
+def _delta_on(C: np.ndarray, rule: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], level: float) -> dict[str, Any]:
+    n = min(len(rule["E"]), len(base["E"]))
+    d = _frontier_samples({k: rule[k][:n] for k in ("E", "A", "alpha")}, C) - _frontier_samples({k: base[k][:n] for k in ("E", "A", "alpha")}, C)
+    med, low, high = _curve_band(d, level)
+    er, ar, alr = rule["_fit"]
+    eb, ab, alb = base["_fit"]
+    estimate = (er + ar * C ** (-alr)) - (eb + ab * C ** (-alb))
+    cls, why = classify(C, low, high)
+    sign = np.where(high < 0, -1, np.where(low > 0, 1, 0))
+    return {"C": C, "estimate": estimate, "median": med, "low": low, "high": high, "sign": sign,
+            "class": cls, "why": why, "crossover": _crossover(C, med, d, level)}  # fmt: skip
+
+
+def _range_text(C: np.ndarray, mask: np.ndarray) -> str:
+    if mask.all():
+        return f"at every compute studied ({fmt_compute(C[0])}–{fmt_compute(C[-1])} FLOPs)"
+    lo, hi = C[mask].min(), C[mask].max()
+    return f"from {fmt_compute(lo)} to {fmt_compute(hi)} FLOPs (of {fmt_compute(C[0])}–{fmt_compute(C[-1])} studied; the intervals overlap elsewhere)"
+
+
+def _diff_text(rule: str, d: dict[str, Any], i: int, unit: str) -> str:
+    c = fmt_compute(d["C"][i])
+    m, lo, hi = d["median"][i], d["low"][i], d["high"][i]
+    if m >= 0:
+        return f"at {c} {rule}'s loss is {m:.3g} ({lo:.3g} to {hi:.3g}) {unit} higher"
+    return f"at {c} {rule}'s loss is {-m:.3g} ({-hi:.3g} to {-lo:.3g}) {unit} lower"
+
+
+def _cross_text(cross: Mapping[str, Any]) -> str:
+    if not cross["median"]:
+        return "no crossover"
+    where = ", ".join(fmt_compute(c) for c in cross["median"])
+    text = f"median crossover at {where} FLOPs"
+    if cross["low"] is not None:
+        text += (f" ({fmt_compute(cross['low'])}–{fmt_compute(cross['high'])} from the "
+                 f"{100 * cross['fraction_of_resamples']:.0f}% of resamples that cross)")  # fmt: skip
+    return text
+
+
+def _sentence(rule: str, base: str, d: dict[str, Any], unit: str) -> str:
+    C, s, cls = d["C"], d["sign"], d["class"]
+    head = f"{rule} vs {base}: {cls} — "
+    last = len(C) - 1
+    if cls == "D":
+        body = f"{base} reaches lower loss {_range_text(C, s == 1)}"
+    elif cls == "A":
+        body = f"{rule} reaches lower loss {_range_text(C, s == -1)}"
+    elif cls == "B":
+        body = (f"{base} reaches lower loss at small compute (up to {fmt_compute(C[s == 1].max())} FLOPs), "
+                f"{rule} at scale (from {fmt_compute(C[s == -1].min())} FLOPs)")  # fmt: skip
+    elif cls == "C":
+        body = (f"{rule} reaches lower loss at small compute (up to {fmt_compute(C[s == -1].max())} FLOPs), "
+                f"{base} at scale (from {fmt_compute(C[s == 1].min())} FLOPs)")  # fmt: skip
+    else:
+        why = d["why"].replace("the rule", rule).replace("the baseline", base)
+        body = f"{why} (studied {fmt_compute(C[0])}–{fmt_compute(C[-1])} FLOPs)"
+    return f"{head}{body}; {_diff_text(rule, d, last, unit)}; {_cross_text(d['crossover'])}."
+
+
+def _verdict(rule: str, base: str, fr: dict[str, Any], fb: dict[str, Any], sr: Any, sb: Any,
+             range_r: tuple[float, float], range_b: tuple[float, float], extrapolate: float, level: float, unit: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"label": rule, "baseline": base, "level": level}
+    missing = [name for name, f in ((rule, fr), (base, fb)) if not f.get("fitted")]
+    if missing:
+        reasons = "; ".join(f"{name}: {(fr if name == rule else fb).get('reason')}" for name in missing)
+        out.update({"class": "undecided", "reason": f"no frontier fit for {' and '.join(missing)} ({reasons})"})
+        out["sentence"] = f"{rule} vs {base}: undecided — {out['reason']}."
+        return out
+    lo, hi = max(range_r[0], range_b[0]), min(range_r[1], range_b[1])
+    if not lo < hi:
+        out.update({"class": "undecided", "reason": (
+            f"the compute ranges do not overlap ({rule}: {fmt_compute(range_r[0])}–{fmt_compute(range_r[1])}, "
+            f"{base}: {fmt_compute(range_b[0])}–{fmt_compute(range_b[1])} FLOPs)")})  # fmt: skip
+        out["sentence"] = f"{rule} vs {base}: undecided — {out['reason']}."
+        return out
+    studied = _delta_on(np.geomspace(lo, hi, GRID_POINTS), sr, sb, level)
+    out.update({"class": studied["class"], "reason": studied["why"], "range": [lo, hi], "studied": studied})
+    out["sentence"] = _sentence(rule, base, studied, unit)
+    few = {name: f["n_seeds"] for name, f in ((rule, fr), (base, fb)) if f["n_seeds"] < MIN_SEEDS}
+    if few:
+        out["caveat"] = (
+            f"few seeds ({', '.join(f'{name}: {n}' for name, n in few.items())}): a bootstrap over so few seeds has "
+            "only a handful of distinct resamples, so the intervals understate the uncertainty"
+        )
+        out["sentence"] = out["sentence"][:-1] + f" (caution: {out['caveat']})."
+    if extrapolate > 1:
+        grid = np.concatenate([studied["C"], np.geomspace(hi, hi * extrapolate, GRID_POINTS // 2 + 1)[1:]])
+        ext = _delta_on(grid, sr, sb, level)
+        ext["from"] = hi
+        ext["to"] = hi * extrapolate
+        out["extrapolated"] = ext
+        i = len(grid) - 1
+        later = [c for c in ext["crossover"]["median"] if c > hi]
+        beyond = f"median crossover beyond the data at {', '.join(fmt_compute(c) for c in later)} FLOPs" if later else "no crossover beyond the data"
+        out["extrapolated_sentence"] = (
+            f"Extrapolated to {fmt_compute(hi * extrapolate)} FLOPs ({extrapolate:g}× the largest compute studied; "
+            f"beyond the data): {ext['class']}; {_diff_text(rule, ext, i, unit)}; {beyond}."
+        )
+    return out
+
+
+# -- the analysis -------------------------------------------------------------------------------
+def _check_args(baseline: Any, extrapolate: Any, n_bootstrap: Any, seed: Any, level: Any) -> None:
+    if not isinstance(baseline, str) or not baseline:
+        raise ConfigError(f"invalid baseline {baseline!r}: give a rule label such as 'backprop'")
+    if isinstance(extrapolate, bool) or not isinstance(extrapolate, (int, float)) or not math.isfinite(extrapolate) or extrapolate < 1:
+        raise ConfigError(f"invalid extrapolate {extrapolate!r}: it must be a number of at least 1 (1 means no extrapolation)")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 2:
+        raise ConfigError(f"invalid n_bootstrap {n_bootstrap!r}: it must be a whole number of at least 2")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"invalid seed {seed!r}: it must be a whole number of at least 0")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ConfigError(f"invalid level {level!r}: it must lie strictly between 0 and 1, e.g. 0.95")
+
+
+def analyze(
+    records: Iterable[Mapping[str, Any]],
+    baseline: str = "backprop",
+    extrapolate: float = 10.0,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+    loss_law: bool = True,
+    loss_law_starts: Any = None,
+) -> dict[str, Any]:
+    """Best learning rates, frontier and L(N, D) fits per label, and each label's verdict
+    against ``baseline`` (see the module docstring), as one JSON-ready dict with keys
+    ``counts``, ``runs``, ``diverged``, ``failed``, ``excluded``, ``best_lr``, ``labels``,
+    ``fits``, ``verdicts``, ``warnings``, ``notes`` and ``settings``.
+
+    ``n_bootstrap`` resamples (generator seeded with ``seed``) give every interval, at ``level``;
+    ``extrapolate`` (≥ 1) sets how far beyond the largest compute studied the extrapolated
+    verdict looks. ``loss_law=False`` skips the L(N, D) fits (the slowest part: Chinchilla's
+    4,500 starts per label, or the rows ``(a, b, e, alpha, beta)`` of ``loss_law_starts``)."""
+    _check_args(baseline, extrapolate, n_bootstrap, seed, level)
+    records = list(records)
+    counts = Counter(str(r.get("status", "?")) for r in records)
+    diverged = [r for r in records if r.get("status") == "diverged"]
+    failed = [r for r in records if r.get("status") == "failed"]
+    points, excluded = [], []
+    for rec in records:
+        if rec.get("status") != "done":
+            continue
+        p, why = _point(rec)
+        if p is None:
+            excluded.append({"id": rec.get("id"), "label": _label(rec), "reason": why})
+        else:
+            p["index"] = len(points)
+            points.append(p)
+    warnings: list[str] = []
+    notes: list[str] = []
+    table, lr_warnings, kept = _best_lr(points, diverged)
+    warnings += lr_warnings
+    all_lrs = {p["lr"] for p in points} | {_lr(r) for r in diverged}
+    if len(all_lrs) <= 1 and points:
+        notes.append("the study has a single learning rate: no learning-rate selection was made")
+    elif points and not any(row["selected"] for row in table):
+        notes.append("every group has a single learning rate: no learning-rate selection was made")
+    labels: list[str] = []
+    for p in points:
+        if p["label"] not in labels:
+            labels.append(p["label"])
+    if baseline in labels:
+        labels.remove(baseline)
+        labels.insert(0, baseline)
+    loss_names = sorted({p["loss_name"] for p in points})
+    if len(loss_names) > 1:
+        warnings.append("the runs mix language models (val_loss) and classifiers (test_loss); their losses are not comparable")
+    unit = "nats/token" if loss_names == ["val_loss"] else "nats"
+    fits: dict[str, Any] = {}
+    samples: dict[str, Any] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    for label in labels:
+        mine = [p for p in points if p["label"] == label and p["index"] in kept]
+        ranges[label] = (min(p["C"] for p in mine), max(p["C"] for p in mine))
+        frontier, samples[label] = _fit_frontier(mine, n_bootstrap, seed, level, extrapolate)
+        fits[label] = {
+            "n_runs": len(mine),
+            "compute_range": list(ranges[label]),
+            "frontier": frontier,
+            "loss_law": _fit_loss_law(mine, n_bootstrap, seed, level, loss_law_starts) if loss_law
+            else {"fitted": False, "reason": "not asked for (loss_law=False)"},
+        }
+    verdicts: dict[str, Any] = {}
+    if baseline not in labels:
+        if labels:
+            warnings.append(f"no finished runs of the baseline {baseline!r}: no verdicts")
+    else:
+        for label in labels[1:]:
+            verdicts[label] = _verdict(
+                label, baseline, fits[label]["frontier"], fits[baseline]["frontier"], samples[label], samples[baseline],
+                ranges[label], ranges[baseline], float(extrapolate), float(level), unit,
+            )  # fmt: skip
+    if diverged:
+        notes.append(f"{len(diverged)} diverged run(s) are listed and never fitted")
+    runs = [
+        {k: p[k] for k in ("id", "label", "N", "D", "C", "eval_flops", "loss", "loss_name", "seed", "lr", "axes")}
+        | {"best_lr": p["index"] in kept}
+        for p in points
+    ]
+    return plain(_lists({
+        "counts": dict(counts),
+        "n_records": len(records),
+        "runs": runs,
+        "diverged": [{"id": r.get("id"), "label": _label(r), "axes": r.get("axes") or {}, "lr": _lr(r),
+                      "seed": _seed(r), "diverged_at_step": r.get("diverged_at_step")} for r in diverged],
+        "failed": [{"id": r.get("id"), "label": _label(r), "axes": r.get("axes") or {}, "error": r.get("error")} for r in failed],
+        "excluded": excluded,
+        "best_lr": table,
+        "labels": labels,
+        "baseline": baseline,
+        "loss": loss_names[0] if len(loss_names) == 1 else loss_names,
+        "unit": unit,
+        "fits": fits,
+        "verdicts": verdicts,
+        "warnings": warnings,
+        "notes": notes,
+        "settings": {"baseline": baseline, "extrapolate": extrapolate, "n_bootstrap": n_bootstrap, "seed": seed,
+                     "level": level, "loss_law": loss_law, "classification": "studied range only; the extrapolated class is reported apart"},
+    }))  # fmt: skip
