@@ -333,3 +333,13 @@ def test_study_fit_bad_input_is_one_line_and_exit_2(capsys, tmp_path, rows, args
     code, out, err = cli(capsys, "study", "fit", path, *args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+
+
+def test_params_survive_an_underflowed_coefficient():
+    # A fit whose E went to exp(-800) == 0.0 must still give finite log-space parameters (a
+    # bootstrap restarts from them) instead of raising a math domain error.
+    common = dict(objective=0.0, n_points=10, n_starts=1, delta=1e-3)
+    p = scaling.LossLawFit(E=0.0, A=2.0, B=3.0, alpha=0.3, beta=0.4, **common).params
+    assert np.all(np.isfinite(p)) and p[2] < -700 and p[0] == pytest.approx(np.log(2.0))
+    q = scaling.FrontierFit(E=0.0, A=2.0, alpha=0.3, **common).params
+    assert np.all(np.isfinite(q)) and q[1] < -700

@@ -110,6 +110,13 @@ def _value_and_grad(theta: np.ndarray, X: np.ndarray, y: np.ndarray, delta: floa
     return value, grad
 
 
+def _log(x: float) -> float:
+    """``log(x)`` for a fitted coefficient ``exp(θ)`` that may have underflowed to 0 (a fit
+    driving a term to nothing): the smallest normal float's log stands in, so a fit can always
+    be restarted from its own parameters."""
+    return math.log(max(x, np.finfo(float).tiny))
+
+
 def huber_objective(params: Sequence[float], N: Any, D: Any, loss: Any, *, delta: float = DEFAULT_DELTA) -> tuple[float, np.ndarray]:
     """The fit's objective and its gradient at ``params = (a, b, e, alpha, beta)``: the sum over
     points of Huber(δ) of ``LSE(a − α log N, b − β log D, e) − log loss``."""
@@ -150,7 +157,7 @@ class LossLawFit:
     @property
     def params(self) -> np.ndarray:
         """``(a, b, e, alpha, beta)``: the log-space parameters the fit works in."""
-        return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
+        return np.array([_log(self.A), _log(self.B), _log(self.E), self.alpha, self.beta])
 
     def predict(self, N: Any, D: Any) -> np.ndarray:
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
@@ -181,7 +188,7 @@ class FrontierFit:
     @property
     def params(self) -> np.ndarray:
         """``(a, e, alpha)``: the log-space parameters the fit works in."""
-        return np.array([math.log(self.A), math.log(self.E), self.alpha])
+        return np.array([_log(self.A), _log(self.E), self.alpha])
 
     def predict(self, C: Any) -> np.ndarray:
         return self.E + self.A * np.asarray(C, dtype=float) ** (-self.alpha)
