@@ -269,10 +269,9 @@ def test_the_run_loops_step_the_schedule_without_torchs_order_warning():
     """Rules that own their update (SoftHebb's Hebbian phase) skip ``optimizer.step()``; the
     run loop steps the LR schedule through ``_scheduler_step``, which keeps torch's
     "lr_scheduler.step() before optimizer.step()" warning off the user's terminal."""
-    import importlib
     import inspect
 
-    train_mod = importlib.import_module("beyondbp.run.loop")
+    from beyondbp.run import loop as train_mod
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, remove_stale_temporaries
 
 __all__ = ["FORMAT", "VERSION", "capture_rng", "read", "remove", "restore_rng", "write"]
 
@@ -123,8 +123,11 @@ def read(path: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
 
 
 def remove(path: str | os.PathLike) -> None:
-    """Delete the state file (a finished run needs none)."""
+    """Delete the state file (a finished run needs none), and any temporary file a write killed
+    half-way left beside it."""
+    path = Path(path)
     try:
-        Path(path).unlink()
+        path.unlink()
     except FileNotFoundError:
         pass
+    remove_stale_temporaries(path.parent, path.name)
