@@ -401,10 +401,8 @@ def _record(
     _emit(progress, "epoch", dict(entry))
 
 
-
 def _finish(
     config: RunConfig,
-    progress: Progress | None,
     setup: Setup,
     optimizer: torch.optim.Optimizer,
     meter: _StepMeter,
@@ -643,7 +641,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             _save_state(config, setup, optimizer, scheduler, task, meter, at)
 
     result = _finish(
-        config, progress, setup, optimizer, meter, at, status, started, task,
+        config, setup, optimizer, meter, at, status, started, task,
         init_from=init_record, resumed_from=resumed_from,
     )
     if config.state is not None:
