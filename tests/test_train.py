@@ -431,3 +431,23 @@ def test_language_model_eval_flops_add_up_per_evaluation(tmp_path):
     # the final evaluation uses every validation window (more than the 4 of the others)
     whole = run(RunConfig(**{**values, "eval_windows": None}, steps=3))
     assert whole.eval_flops > three.eval_flops
+
+
+@pytest.mark.parametrize("n_train", [96, 100])  # batches that divide the samples exactly, and not
+def test_the_run_sees_batches_in_the_order_of_the_shuffling_loader(digits, n_train):
+    """Epoch after epoch, the task hands out exactly what ``for x, y in loader`` would: the
+    loader's sampler draws once more as an epoch's iterator runs out, and the next epoch's
+    order depends on that draw."""
+    from beyondbp.run.tasks import ClassificationTask
+
+    ds = digits.subset(n_train, 10)
+    config = tiny(batch_size=16, epochs=3)
+    task = ClassificationTask(config, ds, torch.device("cpu"))
+    seen = []
+    for step in range(1, task.total_steps + 1):
+        seen.append(task.next_batch()[1])
+        task.period_ends(step)
+    loader = ds.train_loader(16, shuffle=True, seed=config.seed)
+    expected = [y for _ in range(3) for _, y in loader]
+    assert len(seen) == len(expected) == task.total_steps
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected))

@@ -143,7 +143,14 @@ class ClassificationTask(Task):
         return int(batch[0].shape[0])
 
     def period_ends(self, step: int) -> bool:
-        if self._index >= self.steps_per_epoch or step >= self.total_steps:
+        if self._index >= self.steps_per_epoch:
+            # run the epoch's iterator to its end, as a ``for`` loop over the loader does: its
+            # sampler may draw from the shuffling generator once more on the way out (it does
+            # when the batches divide the samples exactly), and the next epoch's order depends on it
+            next(self._it, None)
+            self._it = None
+            return True
+        if step >= self.total_steps:
             self._it = None
             return True
         return False
