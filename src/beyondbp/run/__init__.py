@@ -10,6 +10,11 @@ its resume state (:mod:`~beyondbp.run.state`).
 See :mod:`beyondbp.run.loop` for what a run does, :mod:`beyondbp.run.config` for the identity
 of a run (which settings define its result, and its id), and :mod:`beyondbp.run.state` for
 resuming a killed run. :mod:`beyondbp.train` re-exports these names for older code.
+
+Import from this package with ``from beyondbp.run import ...`` (or
+``importlib.import_module("beyondbp.run")``): the attribute ``beyondbp.run`` of the top-level
+package is the function :func:`run` (``bbp.run(config)``), so ``import beyondbp.run as m``
+binds that function, not this package.
 """
 
 from .config import (
