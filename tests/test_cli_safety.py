@@ -266,12 +266,12 @@ def test_set_settings_without_sparsity_are_refused_by_the_library():
 
 # -- 9. no lr_scheduler warning from the run loops -------------------------------------------------
 def test_the_run_loops_step_the_schedule_without_torchs_order_warning():
-    """Rules that own their update (SoftHebb's Hebbian phase) skip ``optimizer.step()``; both
-    run loops step the LR schedule through ``_scheduler_step``, which keeps torch's
+    """Rules that own their update (SoftHebb's Hebbian phase) skip ``optimizer.step()``; the
+    run loop steps the LR schedule through ``_scheduler_step``, which keeps torch's
     "lr_scheduler.step() before optimizer.step()" warning off the user's terminal."""
     import inspect
 
-    from beyondbp import train as train_mod
+    from beyondbp.run import loop as train_mod
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
@@ -283,7 +283,7 @@ def test_the_run_loops_step_the_schedule_without_torchs_order_warning():
         warnings.simplefilter("always")
         torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0).step()
     assert [w for w in caught if "lr_scheduler" in str(w.message)]
-    for loop in (train_mod._run, train_mod._run_language_model):
+    for loop in (train_mod._run,):  # the one loop, for classification and language models
         source = inspect.getsource(loop)
         assert "_scheduler_step(scheduler)" in source and "scheduler.step()" not in source
 

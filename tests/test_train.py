@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -338,3 +341,113 @@ def test_init_from_checkpoint_continues_training(tmp_path, digits):
     assert resumed.history[0]["train_loss"] < first.history[0]["train_loss"]
     with pytest.raises(CheckpointError, match="shape"):
         check(tiny("fa", model_options={"widths": [8, 8]}, init_from=str(path)), digits)
+
+
+# -- identity and run id ------------------------------------------------------------------------
+def ident(**changes) -> RunConfig:
+    values = dict(rule="dfa", model="mlp", model_options={"widths": [64, 32]}, data="mnist1d", epochs=3, lr=0.01, seed=7)
+    values.update(changes)
+    return RunConfig(**values)
+
+
+def test_the_same_run_written_differently_has_the_same_id():
+    base = ident()
+    spelled_out = ident(
+        rule_options={"seed": 7, "scale": 1.0, "init": "gaussian"},  # the rule seed equals the run seed
+        model_options={"widths": (64, 32), "activation": "relu", "dropout": 0.0, "bias": True},
+        data_options={"num_samples": 5000, "train_split": 0.8, "length": 40, "seed": 42},
+        lr=1e-2, batch_size=64, optimizer="adam", weight_decay=0, lr_schedule="none", epochs=3.0,
+    )
+    executed_elsewhere = ident(
+        threads=4, device="cuda:1", data_dir="/elsewhere", checkpoint="/out/model.pt", diagnostics=True,
+        eval_batch_size=17, state="/tmp/run.state", checkpoint_every=5,
+        data_options={"cache": False, "cache_dir": "/var/cache/x"},  # where a cache lives is not the data
+        momentum=0.5,  # Adam does not read it
+    )
+    assert spelled_out.run_id == base.run_id == executed_elsewhere.run_id
+    assert spelled_out.identity() == base.identity()
+    assert {"threads", "device", "state", "checkpoint_every", "data_dir"}.isdisjoint(base.identity())
+    assert "cache" not in base.identity()["data_options"]
+    assert len(base.run_id) == 16 and int(base.run_id, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"lr": 0.02}, {"seed": 8}, {"model_options": {"widths": [64, 16]}}, {"rule_options": {"scale": 2.0}},
+        {"rule_options": {"seed": 8}}, {"rule": "fa"}, {"epochs": 4}, {"epochs": None, "steps": 30},
+        {"batch_size": 32}, {"n_train": 100}, {"sparsity": "set"}, {"optimizer": "sgd"}, {"optimizer": "adamw"},
+        {"lr_schedule": "cosine"}, {"weight_decay": 1e-4}, {"data_options": {"num_samples": 4000}},
+        {"model_options": {"widths": [64, 32], "dropout": 0.1}}, {"init_from": "/a/checkpoint.pt"},
+    ],
+)
+def test_every_result_defining_change_changes_the_id(changes):
+    assert ident(**changes).run_id != ident().run_id
+
+
+def test_momentum_is_part_of_the_identity_when_sgd_reads_it():
+    assert ident(optimizer="sgd", momentum=0.5).run_id != ident(optimizer="sgd", momentum=0.9).run_id
+
+
+def test_the_run_id_is_the_same_in_another_process():
+    # The id hashes the documented canonical form (beyondbp.run.config's docstring): changing
+    # that form changes every id and breaks the link between existing run stores and their runs.
+    # This hard-coded value is there to make such a change deliberate.
+    expected = "221d6f6974c4b7a3"
+    assert ident().run_id == expected
+    code = (
+        "from beyondbp.run import RunConfig; print(RunConfig(rule='dfa', model='mlp', model_options={'widths': [64, 32]},"
+        " data='mnist1d', epochs=3, lr=0.01, seed=7).run_id)"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": src, "PYTHONHASHSEED": "123"})
+    assert out.stdout.strip() == expected
+
+
+def test_results_carry_the_run_id(results):
+    assert results["dfa"].run_id == tiny("dfa").run_id != results["backprop"].run_id
+
+
+# -- evaluation FLOPs ---------------------------------------------------------------------------
+def test_eval_flops_are_measured_and_scale_with_the_number_of_evaluations(digits):
+    one = run(tiny(epochs=1), dataset=digits)
+    three = run(tiny(epochs=3), dataset=digits)
+    forward = sum(2 * 360 * i * o for i, o in zip(DIMS, DIMS[1:]))  # one pass over the 360 test samples
+    assert one.eval_flops == forward and three.eval_flops == 3 * forward
+    steps = run(tiny(epochs=None, steps=50), dataset=digits)  # an epoch (45 steps) and a partial one
+    assert len(steps.history) == 2 and steps.eval_flops == 2 * forward
+
+
+def test_language_model_eval_flops_add_up_per_evaluation(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_text("to be or not to be, that is the question.\n" * 40, encoding="utf-8")
+    values = dict(rule="backprop", model="gpt", model_options=dict(n_layer=1, n_head=2, d_model=16),
+                  data="shakespeare-char", data_dir=str(path), context=16, batch_size=8, eval_windows=4)
+    three = run(RunConfig(**values, steps=3))
+    six = run(RunConfig(**values, steps=6))
+    assert len(three.history) == 3 and len(six.history) == 6
+    assert three.eval_flops > 0 and six.eval_flops == 2 * three.eval_flops
+    # the final evaluation uses every validation window (more than the 4 of the others)
+    whole = run(RunConfig(**{**values, "eval_windows": None}, steps=3))
+    assert whole.eval_flops > three.eval_flops
+
+
+@pytest.mark.parametrize("n_train", [96, 100])  # batches that divide the samples exactly, and not
+def test_the_run_sees_batches_in_the_order_of_the_shuffling_loader(digits, n_train):
+    """Epoch after epoch, the task hands out exactly what ``for x, y in loader`` would: the
+    loader's sampler draws once more as an epoch's iterator runs out, and the next epoch's
+    order depends on that draw."""
+    from beyondbp.run.tasks import ClassificationTask
+
+    ds = digits.subset(n_train, 10)
+    config = tiny(batch_size=16, epochs=3)
+    task = ClassificationTask(config, ds, torch.device("cpu"))
+    seen = []
+    for step in range(1, task.total_steps + 1):
+        seen.append(task.next_batch()[1])
+        task.period_ends(step)
+    loader = ds.train_loader(16, shuffle=True, seed=config.seed)
+    expected = [y for _ in range(3) for _, y in loader]
+    assert len(seen) == len(expected) == task.total_steps
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected))

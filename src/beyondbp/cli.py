@@ -434,6 +434,8 @@ def train(
     data_opt: DataOptOpt = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Save the trained model here.")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this checkpoint.")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", help="Resume-state file: a killed run given the same settings and --state continues from it.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Write the resume state (--state) every N optimizer steps.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write results.json, table.md, curves.png here.")] = None,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
@@ -445,6 +447,7 @@ def train(
 
     _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
     _check_path_text(init_from, "--init-from")
+    _check_path_text(state, "--state")
     config = train_mod.RunConfig(**_config_values(
         rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
@@ -457,6 +460,7 @@ def train(
         sparsity=sparsity, epsilon=epsilon, zeta=zeta,
         checkpoint=None if checkpoint is None else str(checkpoint),
         init_from=None if init_from is None else str(init_from),
+        state=None if state is None else str(state), checkpoint_every=checkpoint_every,
     ))
     _check_out(out, overwrite)
     _check_checkpoint(checkpoint, overwrite)
@@ -468,6 +472,8 @@ def train(
     title = f"{config.rule} on {config.data} / {config.model}"
     written = write_outputs(out, [result], title, overwrite) if out else []
     console = _console()
+    if result.resumed_from_step is not None:
+        console.print(f"resumed from step {result.resumed_from_step} ({config.state})")
     if result.tokens is not None:
         _print_language_model_run(console, result, written)
         _exit_if_diverged([result])

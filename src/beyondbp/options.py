@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-__all__ = ["Options", "NoOptions", "describe", "names", "opt", "parse"]
+__all__ = ["Options", "NoOptions", "describe", "execution_names", "names", "opt", "parse"]
 
 
 class Options(BaseModel):
@@ -51,15 +51,29 @@ class NoOptions(Options):
     """The declaration of something that takes no options."""
 
 
-def opt(default: Any, help: str, *, accepts: str | None = None, **constraints: Any) -> Any:
+def opt(default: Any, help: str, *, accepts: str | None = None, execution: bool = False, **constraints: Any) -> Any:
     """A declared option: its default, one line of help, and pydantic constraints (``ge``,
-    ``gt``, ``le``, ``lt``, ...). ``accepts`` replaces the generated "must be ..." text."""
-    extra = {"accepts": accepts} if accepts else None
-    return Field(default, description=help, json_schema_extra=extra, **constraints)
+    ``gt``, ``le``, ``lt``, ...). ``accepts`` replaces the generated "must be ..." text.
+    ``execution=True`` marks an option that only says how something runs (where a cache lives),
+    never what it computes: a run's identity leaves it out (:meth:`beyondbp.run.RunConfig.identity`)."""
+    extra: dict[str, Any] = {}
+    if accepts:
+        extra["accepts"] = accepts
+    if execution:
+        extra["execution"] = True
+    return Field(default, description=help, json_schema_extra=extra or None, **constraints)
 
 
 def names(cls: type[Options]) -> list[str]:
     return list(cls.model_fields)
+
+
+def execution_names(cls: type[Options]) -> list[str]:
+    """The options of ``cls`` declared with ``execution=True``."""
+    return [
+        name for name, field in cls.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("execution")
+    ]
 
 
 def parse(cls: type[Options], values: Mapping[str, Any], owner: str) -> Options:

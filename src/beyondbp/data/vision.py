@@ -431,11 +431,12 @@ class Mnist1dOptions(Options):
     length: int = opt(40, "length of each 1-D signal (the generator's final_seq_length)", ge=2)
     seed: int = opt(42, "seed of the generator", ge=0, lt=2**32)
     shuffle_seq: bool = opt(False, "shuffle the positions within each signal (the generator's shuffle_seq)")
-    cache: bool = opt(True, "reuse generated data from memory and from the on-disk cache")
+    cache: bool = opt(True, "reuse generated data from memory and from the on-disk cache", execution=True)
     cache_dir: PathOption | None = opt(
         None,
         "directory of the on-disk cache; None: $BEYONDBP_CACHE or ~/.cache/beyondbp",
         accepts="a directory path (a non-blank string) or null (None)",
+        execution=True,
     )
 
 

@@ -1,0 +1,460 @@
+"""What a run is: :class:`RunConfig` (its settings, validated), its identity and id, and
+:class:`RunResult` (what it produced).
+
+Identity and execution. A run's settings fall in two sets:
+
+* the settings that define its result — rule and its options, model and its options, data set
+  and its options, budget (``epochs``, ``steps`` or ``tokens``), batch size, optimizer and its
+  hyperparameters, learning-rate schedule, seed, sparsity, ``n_train``/``n_test``, a language
+  model's ``context`` and ``eval_windows``, ``init_from``;
+* the execution settings (:data:`EXECUTION_FIELDS`), which only say how and where it runs:
+  ``device``, ``threads``, ``eval_batch_size``, ``diagnostics``, where data and outputs live
+  (``data_dir``, ``checkpoint``) and resumption (``state``, ``checkpoint_every``). Data-set
+  options declared ``execution=True`` (mnist1d's ``cache`` and ``cache_dir``: where a cache
+  lives) and rule options declared so are execution settings too.
+
+:meth:`RunConfig.identity` is the first set in a canonical form: execution settings removed, the
+rule's, model's and data set's options completed with their defaults, the rule's ``seed`` filled
+in from the run's seed, ``momentum`` dropped (``None``) unless ``optimizer="sgd"`` uses it, all
+values plain JSON types. :attr:`RunConfig.run_id` is the first 16 hex digits of the SHA-256 of
+that identity written as JSON with sorted keys and no spaces (``json.dumps(identity,
+sort_keys=True, separators=(",", ":"))``). Two configs that train the same thing therefore have
+the same id on any machine and in any process, however they were written; any setting that can
+change a result changes the id. Changing the canonical form changes every id (and so breaks the
+link between existing run stores and their runs): do it only deliberately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .. import data as data_mod
+from .. import models as models_mod
+from .. import options as options_mod
+from .. import rules as rules_mod
+from ..errors import ConfigError
+from ..jsonable import plain
+
+__all__ = [
+    "ALLOWED",
+    "EXECUTION_FIELDS",
+    "LM_CURVE_WINDOWS",
+    "LM_DEFAULT_CONTEXT",
+    "LM_DEFAULT_TOKENS",
+    "LM_EVALS",
+    "MAX_COUNT",
+    "RunConfig",
+    "RunResult",
+    "effective_rule_options",
+    "lm_context",
+]
+
+#: What each setting accepts, for error messages.
+ALLOWED: dict[str, str] = {
+    "rule": "a registered rule name",
+    "rule_options": "a mapping of option name to value",
+    "model": "a registered model name",
+    "model_options": "a mapping of option name to value",
+    "data": "a registered data set name",
+    "data_dir": "a directory path or nothing",
+    "data_options": "a mapping of option name to value",
+    "epochs": "a whole number of at least 1",
+    "steps": "a whole number of at least 1",
+    "batch_size": "a whole number of at least 1",
+    "eval_batch_size": "a whole number of at least 1",
+    "optimizer": "one of 'sgd', 'adam', 'adamw'",
+    "lr": "a finite number greater than 0",
+    "momentum": "a number in [0, 1)",
+    "weight_decay": "a finite number of at least 0",
+    "lr_schedule": "one of 'none', 'step', 'cosine'",
+    "milestones": "a list of increasing fractions of the budget, each strictly between 0 and 1",
+    "gamma": "a number in (0, 1]",
+    "seed": "a whole number from 0 to 2**32 - 1",
+    "n_train": "a whole number of at least 1, or nothing for all samples",
+    "n_test": "a whole number of at least 1, or nothing for all samples",
+    "diagnostics": "true or false",
+    "checkpoint": "a file path or nothing",
+    "init_from": "a file path or nothing",
+    "device": "'cpu', 'cuda', 'cuda:N' or 'mps'",
+    "threads": "a whole number of at least 1, or nothing to keep torch's setting",
+    "sparsity": "'set' or nothing (dense)",
+    "epsilon": "a finite number greater than 0",
+    "zeta": "a number in [0, 1)",
+    "tokens": "a whole number of at least 1 (a language model's training budget), or nothing",
+    "context": "a whole number of at least 1 (tokens per training window of a language model), or nothing",
+    "eval_windows": "a whole number of at least 1, or nothing for the whole validation split",
+    "state": "a file path (where the run keeps its resume state) or nothing",
+    "checkpoint_every": "a whole number of optimizer steps of at least 1 (needs state), or nothing",
+}
+
+#: Language-model runs: default token budget, default context, evaluation points and the
+#: validation windows used at intermediate evaluation points.
+LM_DEFAULT_TOKENS = 1_000_000
+LM_DEFAULT_CONTEXT = 128
+LM_EVALS = 10
+LM_CURVE_WINDOWS = 64
+
+_INT_FIELDS = (
+    "epochs", "steps", "batch_size", "eval_batch_size", "seed", "n_train", "n_test", "threads",
+    "tokens", "context", "eval_windows", "checkpoint_every",
+)
+_FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "gamma")
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    """One sentence for the first problem pydantic found."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    field_name = loc[0] if loc else ""
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(RunConfig.model_fields)
+        return f"unknown run setting {field_name!r}; allowed settings are: {allowed}"
+    if kind == "value_error":
+        error = err.get("ctx", {}).get("error")
+        if error is not None:
+            return str(error)
+        return str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"the run setting {field_name!r} is required ({ALLOWED.get(field_name, 'see RunConfig')})"
+    where = ".".join(loc) if loc else "run config"
+    got = err.get("input")
+    return f"invalid {where} {got!r}: it must be {ALLOWED.get(field_name, 'valid')}"
+
+
+
+#: Upper bound of every count setting (batch sizes, budgets, sample counts): beyond it Python's
+#: own indexing breaks, long before any machine could run it.
+MAX_COUNT = 2**40
+
+
+#: Settings that say how a run executes, not what it computes; left out of ``RunConfig.identity``
+#: (see the module docstring). ``eval_batch_size`` only groups the evaluation's samples (its
+#: numbers agree up to float rounding); ``diagnostics`` are measured without changing training.
+EXECUTION_FIELDS = frozenset({
+    "data_dir", "diagnostics", "checkpoint", "device", "threads", "eval_batch_size", "state", "checkpoint_every",
+})
+
+
+class RunConfig(BaseModel):
+    """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
+
+    Give ``epochs`` or ``steps`` (optimizer steps), not both; with neither, ``epochs=10``.
+    ``momentum`` is used by ``optimizer="sgd"`` only. ``milestones`` and ``gamma`` are used by
+    ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end
+    (not after a diverged run); ``init_from`` is a checkpoint whose model and rule state are
+    loaded before training. Its optimizer state (momentum buffers, Adam moments) is loaded too
+    when it was saved by the same kind of optimizer over the same parameters; the run's own
+    ``optimizer``, ``lr``, ``momentum`` and ``weight_decay`` are always the ones used — the
+    checkpoint's never replace them — and the result's ``init_from`` records what was loaded.
+    ``threads`` (default 1) sets ``torch.set_num_threads`` for the duration of the run and
+    restores it after; ``None`` keeps torch's setting. One thread is the default because it
+    makes CPU numbers independent of the machine's core count, and because extra threads on a
+    busy machine slow small models down (``bench/README.md``, "Threads"); large convolutional
+    models on an idle machine may want more.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False)
+
+    rule: str = "backprop"
+    rule_options: dict[str, Any] = {}
+    model: str
+    model_options: dict[str, Any] = {}
+    data: str
+    data_dir: str | None = None
+    data_options: dict[str, Any] = {}
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: Literal["none", "step", "cosine"] = "none"
+    milestones: list[float] = [0.5, 0.75]
+    gamma: float = 0.1
+    seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+    diagnostics: bool = False
+    checkpoint: str | None = None
+    init_from: str | None = None
+    device: str = "cpu"
+    threads: int | None = 1
+    sparsity: Literal["set"] | None = None
+    epsilon: float = 20.0
+    zeta: float = 0.3
+    tokens: int | None = None
+    context: int | None = None
+    eval_windows: int | None = None
+    state: str | None = None
+    checkpoint_every: int | None = None
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation_error(exc)) from None
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A validated copy with some settings changed."""
+        return RunConfig(**{**self.model_dump(), **changes})
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define this run's result, in canonical form (see the module
+        docstring): two configs that train the same thing have the same identity however they
+        were written."""
+        values = {k: v for k, v in self.model_dump().items() if k not in EXECUTION_FIELDS}
+        rule_cls = rules_mod.rule_class(self.rule)
+        rule_options = rule_cls(**effective_rule_options(self)).options()
+        values["rule_options"] = _without_execution(rule_options, rule_cls.Options)
+        values["model_options"] = {**models_mod.options(self.model), **self.model_options}
+        data_options = {**data_mod.options(self.data), **self.data_options}
+        values["data_options"] = _without_execution(data_options, data_mod.options_class(self.data))
+        if self.optimizer != "sgd":
+            values["momentum"] = None  # only SGD reads it
+        return plain(values)
+
+    @property
+    def run_id(self) -> str:
+        """A stable 16-hex-digit hash of :meth:`identity` (same settings, same id, on any machine)."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    # -- validators ----------------------------------------------------------------------------
+    @field_validator(*_INT_FIELDS, mode="before")
+    @classmethod
+    def _whole(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
+        v = int(v)
+        low = 0 if info.field_name == "seed" else 1
+        if v > MAX_COUNT and info.field_name != "seed":
+            raise ValueError(f"invalid {info.field_name} {v!r}: it must be at most 2**40")
+        if v < low or (info.field_name == "seed" and v >= 2**32):
+            raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
+        return v
+
+    @field_validator(*_FLOAT_FIELDS, mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: Any) -> Any:
+        name = info.field_name
+        bad = ValueError(f"invalid {name} {v!r}: it must be {ALLOWED[name]}")
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise bad
+        v = float(v)
+        if not math.isfinite(v):
+            raise bad
+        ok = {
+            "lr": v > 0,
+            "momentum": 0 <= v < 1,
+            "weight_decay": v >= 0,
+            "gamma": 0 < v <= 1,
+        }[name]
+        if not ok:
+            raise bad
+        return v
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_name(cls, v: str) -> str:
+        rules_mod.rule_class(v)  # ConfigError (a ValueError) names the registered rules
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        models_mod.options(v)
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data_name(cls, v: str) -> str:
+        data_mod.options(v)
+        return v
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[float]) -> list[float]:
+        ok = all(0 < m < 1 for m in v) and all(a < b for a, b in zip(v, v[1:]))
+        if not ok:
+            raise ValueError(f"invalid milestones {v!r}: it must be {ALLOWED['milestones']}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"invalid device {v!r}: it must be {ALLOWED['device']}")
+        return v
+
+    @model_validator(mode="after")
+    def _budget_and_rule(self) -> "RunConfig":
+        if data_mod.is_text(self.data):
+            _check_language_model(self)
+        elif self.tokens is not None or self.context is not None or self.eval_windows is not None:
+            raise ValueError(
+                f"tokens, context and eval_windows apply to language-model data ({', '.join(data_mod.TEXT_SETS)}) "
+                f"only, not to {self.data!r}"
+            )
+        elif self.model == "gpt":
+            raise ValueError(f"model 'gpt' reads token sequences; use it with {' or '.join(data_mod.TEXT_SETS)}")
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give either epochs or steps as the training budget, not both")
+        if self.epochs is None and self.steps is None and self.tokens is None:
+            self.epochs = 10
+        rules_mod.get(self.rule, **effective_rule_options(self))  # checks option names and values
+        if self.sparsity == "set":
+            from ..sparsity import SET
+
+            SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
+        else:
+            self._refuse_unused(("epsilon", "zeta"), "SET", "sparsity='set' (sparsity is off)")
+        if self.lr_schedule != "step":
+            self._refuse_unused(
+                ("milestones", "gamma"), "step-schedule", f"lr_schedule='step' (it is {self.lr_schedule!r})"
+            )
+        if self.state is not None and not self.state.strip():
+            raise ValueError("invalid state '': it must be a file path (where the run keeps its resume state) or nothing")
+        if self.checkpoint_every is not None and self.state is None:
+            raise ValueError(
+                f"checkpoint_every={self.checkpoint_every} needs state, the file the run's resume state is written "
+                "to; give state=PATH or leave checkpoint_every out"
+            )
+        return self
+
+    def _refuse_unused(self, names: tuple[str, ...], what: str, needs: str) -> None:
+        """Settings ``names`` only mean something when another setting turns them on: refuse any
+        of them given a value other than its default while that switch is off."""
+        fields = type(self).model_fields
+        unused = [f"{k}={getattr(self, k)!r}" for k in names if getattr(self, k) != fields[k].default]
+        if unused:
+            raise ValueError(f"the {what} setting {' and '.join(unused)} needs {needs}; add it or leave it out")
+
+
+def _without_execution(values: dict[str, Any], declaration: type[options_mod.Options]) -> dict[str, Any]:
+    """``values`` without the options ``declaration`` marks as execution settings."""
+    skip = set(options_mod.execution_names(declaration))
+    return {k: v for k, v in values.items() if k not in skip}
+
+
+def _check_language_model(config: RunConfig) -> None:
+    if config.model != "gpt":
+        raise ValueError(f"data {config.data!r} is a token stream; train it with model 'gpt', not {config.model!r}")
+    if config.epochs is not None:
+        raise ValueError("language-model runs are budgeted in tokens (or steps), not epochs; give tokens=...")
+    if config.tokens is not None and config.steps is not None:
+        raise ValueError("give either tokens or steps as the training budget, not both")
+    if config.n_train is not None or config.n_test is not None:
+        raise ValueError("n_train and n_test do not apply to language-model data; use tokens and eval_windows")
+    if "input_shape" in config.model_options:
+        raise ValueError("set a language model's context with context=..., not model option input_shape")
+    if config.tokens is None and config.steps is None:
+        config.tokens = LM_DEFAULT_TOKENS
+
+
+def lm_context(config: RunConfig) -> int:
+    """Tokens per training window of a language-model run."""
+    return config.context if config.context is not None else LM_DEFAULT_CONTEXT
+
+
+def effective_rule_options(config: RunConfig) -> dict[str, Any]:
+    """``config.rule_options``, plus ``seed=config.seed`` for rules that take a seed and were not given one."""
+    opts = dict(config.rule_options)
+    if "seed" not in opts and "seed" in rules_mod.rule_class(config.rule).option_names():
+        opts["seed"] = config.seed
+    return opts
+
+
+@dataclass
+class RunResult:
+    """The outcome of :func:`run`. ``to_dict()`` is JSON-ready (non-finite numbers become ``None``).
+
+    ``history`` holds one entry per epoch: ``epoch``, ``step`` (optimizer steps so far),
+    ``train_loss`` (mean over the epoch's steps, weighted by batch size), ``test_loss``,
+    ``test_accuracy``, ``lr``, ``elapsed`` (seconds since the start), ``metrics`` (other step
+    metrics' means and ``on_epoch_end`` metrics) and ``diagnostics`` (empty unless asked).
+
+    With SET sparsity (``sparsity="set"``) the masks only simulate sparsity: ``flops_per_step``
+    is what the dense kernels executed, ``effective_flops_per_step`` what kernels skipping absent
+    connections would execute (see :mod:`beyondbp.sparsity`), ``n_active_params`` counts existing
+    connections only, and ``sparsity`` records the method, options and densities. Dense runs
+    have ``effective_flops_per_step == flops_per_step`` and ``n_active_params == n_params``.
+
+    Language-model runs also fill ``tokens`` (trained), ``flops_per_token`` and
+    ``time_per_token``, add ``tokens`` and ``val_loss`` (nats/token) to every history entry and
+    ``val_loss`` to ``final``; other runs leave them ``None``.
+
+    A run that blew up has ``status == "diverged"``, ``diverged`` True and
+    ``diverged_at_step`` the optimizer step at which it was detected (the end of that epoch or
+    evaluation period); it wrote no checkpoint (``checkpoint`` is None). ``init_from`` records,
+    for a run started from a checkpoint, its path, whether its optimizer state was loaded (and
+    why not) and the optimizer settings the checkpoint had been trained with.
+
+    ``run_id`` is the config's :attr:`RunConfig.run_id`. ``eval_flops`` is the measured FLOP
+    count of all the run's evaluations together (test or validation passes; diagnostics are
+    not included): each distinct evaluation (the test set; for a language model, the
+    intermediate and the final window counts) is counted once under
+    ``torch.utils.flop_counter.FlopCounterMode`` and every evaluation adds the count of its
+    kind — training compute is ``flops_per_step · steps``, evaluation compute is reported
+    apart. ``resumed_from_step`` is the step a resumed run restarted from (``None`` for a run
+    that ran in one go).
+    """
+
+    config: dict[str, Any]
+    rule: str
+    rule_options: dict[str, Any]
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    flops_per_step: int
+    flops_batch_size: int
+    time_per_step: float | None
+    timed_steps: int
+    n_params: int
+    steps: int
+    epochs: int
+    total_time: float
+    train_time: float
+    status: str = "ok"
+    diverged: bool = False
+    diverged_at_step: int | None = None
+    init_from: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    effective_flops_per_step: int | None = None
+    n_active_params: int | None = None
+    sparsity: dict[str, Any] = field(default_factory=dict)
+    tokens: int | None = None
+    flops_per_token: float | None = None
+    time_per_token: float | None = None
+    run_id: str = ""
+    eval_flops: int = 0
+    resumed_from_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunResult":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+

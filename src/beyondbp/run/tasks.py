@@ -1,0 +1,310 @@
+"""What the one run loop trains on and how it evaluates: a task object per kind of data.
+
+The loop (:mod:`beyondbp.run.loop`) knows nothing about data sets. It asks the task for
+
+* ``total_steps`` and the ``"start"`` event's fields (:meth:`start_info`);
+* the next training batch (:meth:`next_batch`, already on the device) and its weight in the
+  period's mean training loss (:meth:`weight`: samples for classification, 1 for a language
+  model's fixed-size batches);
+* whether a period (an epoch, or a language model's evaluation interval) ends after a step
+  (:meth:`period_ends`), and the evaluation that closes it (:meth:`evaluate`; its kind,
+  :meth:`eval_kind`, tells the loop which evaluations cost the same FLOPs);
+* the result's ``data`` record, extra fields and ``final`` keys, and a checkpoint's position;
+* its data-order position as a state dict, for resuming (:meth:`state_dict`,
+  :meth:`load_state_dict`).
+
+:func:`make_task` picks the task from the run's data set name: language-model sets
+(:data:`beyondbp.data.TEXT_SETS`) get :class:`LanguageModelTask`, the rest
+:class:`ClassificationTask`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import data as data_mod
+from ..errors import ConfigError
+from .config import LM_CURVE_WINDOWS, LM_EVALS, RunConfig, lm_context
+
+__all__ = ["ClassificationTask", "LanguageModelTask", "Task", "evaluate", "make_task"]
+
+Batch = tuple[Tensor, Tensor]
+
+
+def evaluate(learner: Any, loader: Any, device: torch.device) -> dict[str, float]:
+    """Mean loss and accuracy of ``learner.predict`` over ``loader`` (per target element)."""
+    total_loss = 0.0
+    correct = 0
+    count = 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = learner.predict(x)
+            n = y.numel()
+            total_loss += float(learner.loss_fn(out, y)) * n
+            correct += int((out.argmax(dim=-1) == y).sum())
+            count += n
+    if count == 0:
+        return {"test_loss": float("nan"), "test_accuracy": float("nan")}
+    return {"test_loss": total_loss / count, "test_accuracy": correct / count}
+
+
+class Task:
+    """The interface the run loop drives (see the module docstring)."""
+
+    total_steps: int
+    num_classes: int
+    final_keys: tuple[str, ...] = ("train_loss", "test_loss", "test_accuracy")
+    #: Tokens per optimizer step (language models), else ``None``.
+    tokens_per_step: int | None = None
+    diag_batch: Batch
+
+    def start_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def next_batch(self) -> Batch:
+        raise NotImplementedError
+
+    def weight(self, batch: Batch) -> int:
+        raise NotImplementedError
+
+    def period_ends(self, step: int) -> bool:
+        raise NotImplementedError
+
+    def eval_kind(self, step: int) -> str:
+        raise NotImplementedError
+
+    def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
+        """The history entry's head: ``epoch`` (``index``), ``step``, ``train_loss`` and the
+        evaluation's metrics."""
+        raise NotImplementedError
+
+    def flops_batch_size(self, batch: Batch) -> int:
+        return int(batch[0].shape[0])
+
+    def data_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def input_shape(self) -> list[int]:
+        raise NotImplementedError
+
+    def checkpoint_position(self, step: int, periods: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def result_extras(self, steps: int, flops_per_step: int, time_per_step: float | None) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    """Epochs of shuffled batches of an in-memory :class:`~beyondbp.data.Dataset`; an
+    evaluation of test loss and accuracy after every epoch (and at the end of a step budget)."""
+
+    def __init__(self, config: RunConfig, dataset: data_mod.Dataset, device: torch.device) -> None:
+        self.config, self.dataset, self.device = config, dataset, device
+        self.loader = dataset.train_loader(config.batch_size, shuffle=True, seed=config.seed)
+        self.test_loader = dataset.test_loader(config.eval_batch_size)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"data set {config.data!r} has no training samples")
+        self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
+        self.num_classes = dataset.num_classes
+        self.diag_batch = (dataset.x_test[: config.batch_size].to(device), dataset.y_test[: config.batch_size].to(device))
+        self.learner: Any = None  # set by the loop (evaluation predicts through the learner)
+        self._it: Any = None  # the current epoch's iterator (None between epochs)
+        self._index = 0  # batches taken from it
+        self._epoch_start: Tensor | None = None  # the shuffling generator's state when it began
+
+    def start_info(self) -> dict[str, Any]:
+        return {
+            "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+            "epochs": math.ceil(self.total_steps / self.steps_per_epoch),
+        }
+
+    def next_batch(self) -> Batch:
+        if self._it is None:
+            self._epoch_start = self.loader.generator.get_state()
+            self._it = iter(self.loader)
+            self._index = 0
+        x, y = next(self._it)
+        self._index += 1
+        return x.to(self.device), y.to(self.device)
+
+    def weight(self, batch: Batch) -> int:
+        return int(batch[0].shape[0])
+
+    def period_ends(self, step: int) -> bool:
+        if self._index >= self.steps_per_epoch:
+            # run the epoch's iterator to its end, as a ``for`` loop over the loader does: its
+            # sampler may draw from the shuffling generator once more on the way out (it does
+            # when the batches divide the samples exactly), and the next epoch's order depends on it
+            next(self._it, None)
+            self._it = None
+            return True
+        if step >= self.total_steps:
+            self._it = None
+            return True
+        return False
+
+    def eval_kind(self, step: int) -> str:
+        return "test"
+
+    def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
+        metrics = evaluate(self.learner, self.test_loader, self.device)
+        return {"epoch": index, "step": step, "train_loss": train_loss, **metrics}
+
+    def data_info(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {
+            "name": ds.name,
+            "description": ds.description,
+            "n_train": ds.num_train,
+            "n_test": ds.num_test,
+            "input_shape": list(ds.input_shape),
+            "num_classes": ds.num_classes,
+        }
+
+    def input_shape(self) -> list[int]:
+        return list(self.dataset.input_shape)
+
+    def checkpoint_position(self, step: int, periods: int) -> dict[str, Any]:
+        return {"epoch": periods, "step": step}
+
+    # -- resuming: the epoch's shuffling state and how far into the epoch ------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "in_epoch": self._it is not None,
+            "epoch_start": self._epoch_start,
+            "index": self._index,
+            "generator": self.loader.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state["in_epoch"]:
+            self.loader.generator.set_state(state["generator"])
+            return
+        # replay the epoch's permutation from its start and skip the batches already trained on
+        self.loader.generator.set_state(state["epoch_start"])
+        self._epoch_start = state["epoch_start"].clone()
+        self._it = iter(self.loader)
+        for _ in range(int(state["index"])):
+            next(self._it)
+        self._index = int(state["index"])
+
+
+class LanguageModelTask(Task):
+    """Random training windows of a :class:`~beyondbp.data.TextDataset` drawn by a generator
+    seeded with the run's seed; evaluations at ``LM_EVALS`` evenly spaced steps."""
+
+    final_keys = ("train_loss", "test_loss", "test_accuracy", "val_loss")
+
+    def __init__(self, config: RunConfig, dataset: data_mod.TextDataset, device: torch.device) -> None:
+        self.config, self.dataset, self.device = config, dataset, device
+        self.context = lm_context(config)
+        self.tokens_per_step = config.batch_size * self.context
+        self.total_steps = (
+            config.steps if config.steps is not None else max(1, math.ceil(config.tokens / self.tokens_per_step))
+        )
+        n_evals = min(LM_EVALS, self.total_steps)
+        self.eval_steps = sorted({max(1, round(self.total_steps * (k + 1) / n_evals)) for k in range(n_evals)})
+        self.num_classes = dataset.vocab_size
+        self.diag_batch = tuple(t.to(device) for t in dataset.val_windows(self.context, config.batch_size))
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.learner: Any = None
+
+    def start_info(self) -> dict[str, Any]:
+        return {
+            "total_steps": self.total_steps, "steps_per_epoch": self.total_steps, "epochs": 1,
+            "tokens": self.total_steps * self.tokens_per_step,
+        }
+
+    def next_batch(self) -> Batch:
+        x, y = self.dataset.batch(self.config.batch_size, self.context, self.generator)
+        return x.to(self.device), y.to(self.device)
+
+    def weight(self, batch: Batch) -> int:
+        return 1
+
+    def flops_batch_size(self, batch: Batch) -> int:
+        return self.config.batch_size
+
+    def period_ends(self, step: int) -> bool:
+        return step in self.eval_steps
+
+    def _windows(self, step: int) -> int | None:
+        config = self.config
+        if step == self.total_steps:
+            return config.eval_windows
+        return min(config.eval_windows or LM_CURVE_WINDOWS, LM_CURVE_WINDOWS)
+
+    def eval_kind(self, step: int) -> str:
+        windows = self._windows(step)
+        return f"windows={'all' if windows is None else windows}"
+
+    def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
+        val = self.dataset.val_metrics(
+            self.learner.model, self.context, batch_size=self.config.eval_batch_size,
+            max_windows=self._windows(step), device=self.device,
+        )
+        return {
+            "epoch": index,
+            "step": step,
+            "tokens": step * self.tokens_per_step,
+            "train_loss": train_loss,
+            "test_loss": val["loss"],
+            "test_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+        }
+
+    def data_info(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {
+            "name": ds.name,
+            "description": ds.description,
+            "n_train_tokens": len(ds.train),
+            "n_val_tokens": len(ds.val),
+            "vocab_size": ds.vocab_size,
+            "num_classes": ds.vocab_size,
+            "input_shape": [self.context],
+            "context": self.context,
+            "baselines": ds.baselines(),
+        }
+
+    def input_shape(self) -> list[int]:
+        return [self.context]
+
+    def checkpoint_position(self, step: int, periods: int) -> dict[str, Any]:
+        return {
+            "context": self.context, "codec": self.dataset.codec.to_dict(), "step": step,
+            "tokens": step * self.tokens_per_step,
+        }
+
+    def result_extras(self, steps: int, flops_per_step: int, time_per_step: float | None) -> dict[str, Any]:
+        per = self.tokens_per_step
+        return {
+            "tokens": steps * per,
+            "flops_per_token": flops_per_step / per,
+            "time_per_token": None if time_per_step is None else time_per_step / per,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def make_task(config: RunConfig, dataset: Any, device: torch.device) -> Task:
+    """The task of a run: by the data set's kind (language-model sets, or classification)."""
+    if data_mod.is_text(config.data):
+        return LanguageModelTask(config, dataset, device)
+    return ClassificationTask(config, dataset, device)
