@@ -150,6 +150,18 @@ def test_unreadable_file(tmp_path):
         path.chmod(0o644)
 
 
+def test_unreadable_file_without_chmod(tmp_path, monkeypatch):
+    """The same refusal where chmod cannot make a file unreadable (root): the read itself fails."""
+    path = write(tmp_path, GOOD)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(ConfigError, match=r"^spec\.toml: cannot be read \(permission denied\); make it readable"):
+        load_spec(path)
+
+
 def test_not_utf8(tmp_path):
     path = tmp_path / "spec.toml"
     path.write_bytes(b'[study]\nname = "caf\xe9"\n')
@@ -160,6 +172,14 @@ def test_not_utf8(tmp_path):
 def test_not_toml_names_line_and_column(tmp_path):
     message = error(tmp_path, '[study]\nname = "s"\n[base]\nmodel = mlp\n')
     assert message.startswith("spec.toml: line 4, column 9: not valid TOML (")
+
+
+def test_toml_errors_at_the_end_of_the_file_and_repeated_keys(tmp_path):
+    assert error(tmp_path, '[study]\nname = "s\n').startswith("spec.toml: line 2, column ")
+    assert error(tmp_path, '[study]\nname = "s"\n[axes]\nseed = [0,\n') == (
+        "spec.toml: end of file: not valid TOML (Invalid value); see https://toml.io for the syntax")
+    assert error(tmp_path, '[study]\nname = "s"\n[axes]\nseed = [0]\nseed = [1]\n').startswith(
+        "spec.toml: line 5, column ")  # the repeated key's line
 
 
 def test_unknown_top_level_table(tmp_path):
@@ -344,3 +364,12 @@ def test_an_absurdly_large_grid_is_refused_before_anything_is_built(tmp_path):
     axes = "seed = [" + ", ".join(str(i) for i in range(1000)) + "]\nlr = [" + ", ".join(f"{i + 1}e-4" for i in range(101)) + "]"
     message = error(tmp_path, minimal(axes=axes))
     assert message == f"spec.toml: [axes]: the grid has 101,000 runs (seed 1000 × lr 101); a study may have at most {MAX_RUNS:,}, so drop values or split it"
+
+
+def test_the_readme_example_spec_loads(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Studies", 1)[1]
+    text = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    spec = load_spec(write(tmp_path, text))
+    assert spec.describe()["runs"] == (2 + 1 + 2) * 2 * 2 * 3
+    assert spec.execution["checkpoint_every"] == 200

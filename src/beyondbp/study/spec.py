@@ -129,7 +129,7 @@ class _SpecError(Exception):
 
 def _show(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...]"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- the tables, as pydantic models ------------------------------------------------------------
@@ -493,8 +493,8 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         if found:
             place = f"line {found.group(1)}, column {found.group(2)}"
             message = message[: found.start()]
-        elif "end of document" in message:
-            place, message = f"line {text.count(chr(10)) + 1}", message.split(" (at ")[0]
+        elif "(at end of document)" in message:
+            place, message = "end of file", message.replace("(at end of document)", "").strip()
         else:
             place = "TOML"
         message = message.rstrip(".")
