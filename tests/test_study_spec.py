@@ -373,3 +373,12 @@ def test_the_readme_example_spec_loads(tmp_path):
     spec = load_spec(write(tmp_path, text))
     assert spec.describe()["runs"] == (2 + 1 + 2) * 2 * 2 * 3
     assert spec.execution["checkpoint_every"] == 200
+
+
+def test_errors_of_base_model_and_data(tmp_path):
+    without = '[study]\nname = "s"\n[base]\ndata = "mnist1d"\n[axes]\nseed = [1, 2]\n'
+    assert error(tmp_path, without) == "spec.toml: [base]: the run setting 'model' is required (a registered model name)"
+    assert error(tmp_path, minimal(axes="seed = [1]").replace('"mlp"', '"mlpx"')).startswith(
+        "spec.toml: [base] model: Unknown model 'mlpx'; valid names are:")
+    assert error(tmp_path, minimal().replace('"mlp"', '"gpt"')).startswith(
+        "spec.toml: [base] model, data: model 'gpt' reads token sequences")

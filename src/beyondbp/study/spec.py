@@ -577,9 +577,11 @@ class _Grid:
             parts.append("[axes] " + chosen[0].single)
         elif chosen:
             parts.append("[axes] " + ", ".join(c.short for c in chosen))
-        if not parts:
-            shown = combo[0].single if len(combo) == 1 else ", ".join(c.short for c in combo)
-            parts.append("[axes] " + shown if combo else "[base]")
+        if not parts:  # no change of an axis or a removable key alters it: [base]'s model or data
+            swap = {"model": ("mlp", "gpt"), "data": ("mnist1d", "shakespeare-char")}
+            named = [k for k, (one, other) in swap.items() if k in self.base and self.check(
+                {**self.settings(combo), k: other if self.base[k] == one else one})[1] != message]
+            parts.append("[base] " + ", ".join(named) if named else "[base]")
         return " and ".join(parts)
 
 
