@@ -293,7 +293,10 @@ def test_bad_rule_options_in_a_rule_table(tmp_path):
 
 def test_duplicate_or_unfit_rule_labels(tmp_path):
     assert error(tmp_path, minimal(axes='rule = ["dfa", {name = "dfa", options = {init = "uniform"}}]')) == (
-        "spec.toml: [axes] rule[1] 'dfa': label 'dfa' is already used by rule[0]; give each entry its own label = ...")
+        "spec.toml: [axes] rule[1] 'dfa': label 'dfa' is already used by rule[0]; give each entry its own label = ... "
+        "(labels differing only in case count as the same)")
+    assert error(tmp_path, minimal(axes='rule = ["fa", {name = "dfa", label = "FA"}]')).startswith(
+        "spec.toml: [axes] rule[1] 'FA': label 'FA' is already used by rule[0];")
     assert error(tmp_path, minimal(axes='rule = [{name = "dfa", label = "dfa/macro"}]')).startswith(
         "spec.toml: [axes] rule[0]: label 'dfa/macro' is not fit for file names and reports;")
 
@@ -382,3 +385,19 @@ def test_errors_of_base_model_and_data(tmp_path):
         "spec.toml: [base] model: Unknown model 'mlpx'; valid names are:")
     assert error(tmp_path, minimal().replace('"mlp"', '"gpt"')).startswith(
         "spec.toml: [base] model, data: model 'gpt' reads token sequences")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('study = "x"\n', "spec.toml: [study]: must be a table, got a string"),
+    ('axes = [1]\n[study]\nname = "s"\n', "spec.toml: [axes]: must be a table, got a list"),
+    ('name = "s"\n', "spec.toml: name: unknown top-level entry;"),
+    ('[study]\nname = "s"\ndescription = 3\n', "spec.toml: [study] description: must be a string, got 3"),
+    (minimal(axes='rule = [{name = "dfa", label = 3}]'), "spec.toml: [axes] rule[0] label: must be a string, got 3"),
+    (minimal(axes='rule = [{name = "dfa", options = 3}]'), "spec.toml: [axes] rule[0] options: must be a table of the rule's options, got 3"),
+    (minimal(extra="[execution]\nthreads = 0"), "spec.toml: [execution] threads: invalid threads 0:"),
+    (minimal(base="epsilon = 5.0"), "spec.toml: [base] epsilon: the SET setting epsilon=5.0 needs sparsity='set'"),
+    (minimal(axes="optimizer = ['adam', 'lbfgs']"), "spec.toml: [axes] optimizer[1]: invalid optimizer 'lbfgs'"),
+    (minimal(axes="milestones = [[0.5], [0.9, 0.3]]", base='lr_schedule = "step"'), "spec.toml: [axes] milestones[1]: invalid milestones"),
+])
+def test_more_malformed_kinds(tmp_path, text, expected):
+    assert error(tmp_path, text).startswith(expected)

@@ -337,12 +337,13 @@ def _rule_choices(values: Any) -> list[_Choice]:
                 f"[axes] rule[{i}]",
                 f"label {label!r} is not fit for file names and reports; give a label of {_NAME_RULE}",
             )
-        if label in labels:
+        if label.lower() in labels:  # case-blind: labels name files, and some file systems are
             raise _SpecError(
                 f"[axes] rule[{i}] {label!r}",
-                f"label {label!r} is already used by rule[{labels[label]}]; give each entry its own label = ...",
+                f"label {label!r} is already used by rule[{labels[label.lower()]}]; give each entry its own label = ... "
+                "(labels differing only in case count as the same)",
             )
-        labels[label] = i
+        labels[label.lower()] = i
         choices.append(_Choice(
             "rule", label, {"rule": entry.name, "rule_options": dict(entry.options)},
             f"rule[{i}] {label!r}", f"rule={label!r}", label,
