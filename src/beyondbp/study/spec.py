@@ -58,9 +58,12 @@ entries that give the same run (the same ``run_id``: e.g. a rule option equal to
 Every error is a :class:`~beyondbp.errors.ConfigError` of one line,
 ``<file name>: <place>: <what is wrong>; <what is allowed>``, e.g.
 ``spec.toml: [axes] lr[2]: invalid lr -0.1: it must be a finite number greater than 0``. The
-place of an error found by ``RunConfig`` is the smallest set of entries whose change removes it
-(a ``[base]`` key, an axis value, or a combination such as ``[axes] rule='drtp',
-model_options[0]``).
+place of an error found by ``RunConfig`` is the set of entries each of whose change alone alters
+it: ``[base]`` keys (left out), ``[execution]`` keys (left out), axis values (replaced by another
+value of their axis, or the axis left out) — one entry (``[axes] lr[2]``), or a combination
+(``[axes] rule='fa', rule_options[1]``); ``[base]`` itself when none does. Not checked here:
+whether a rule can be attached to the model built for the data (that needs the data set and the
+model; ``beyondbp.train.check`` does it, and a run that fails it is recorded as failed).
 
 Identity
 --------
@@ -449,6 +452,7 @@ class Spec:
             "runs": len(self._runs),
             "labels": labels,
             "axes": axes,
+            "execution": dict(self.execution),
         }
 
     def summary(self) -> str:
