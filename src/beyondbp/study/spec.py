@@ -561,7 +561,7 @@ class _Grid:
     def blame(self, combo: tuple[_Choice, ...], message: str) -> str:
         """The place of an error: the entries whose change alters the outcome (a [base] or
         [execution] key left out, an axis value replaced by another of its axis or left out);
-        the whole combination when no single change does."""
+        else [base]'s model or data if swapping it does, else [base] itself."""
         base = [k for k in self.base if k not in ("model", "data")
                 and self.check(self.settings(combo, ("base", k)))[1] != message]
         execution = [k for k in self.execution if self.check(self.settings(combo, ("execution", k)))[1] != message]
@@ -584,7 +584,8 @@ class _Grid:
             parts.append("[axes] " + ", ".join(c.short for c in chosen))
         if not parts:  # no change of an axis or a removable key alters it: [base]'s model or data
             swap = {"model": ("mlp", "gpt"), "data": ("mnist1d", "shakespeare-char")}
-            named = [k for k, (one, other) in swap.items() if k in self.base and self.check(
+            named = [k for k, (one, other) in swap.items()
+                     if k in self.base and not any(k in c.changes for c in combo) and self.check(
                 {**self.settings(combo), k: other if self.base[k] == one else one})[1] != message]
             parts.append("[base] " + ", ".join(named) if named else "[base]")
         return " and ".join(parts)
@@ -597,7 +598,7 @@ def _describe_combo(combo: tuple[_Choice, ...], other: tuple[_Choice, ...]) -> s
     return "(" + ", ".join(c.short for c in differ) + ")"
 
 
-def _plan(path: Path, base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any]) -> list[PlannedRun]:
+def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any]) -> list[PlannedRun]:
     if "rule" in axes and "rule_options" in base:
         raise _SpecError(
             "[base] rule_options",
@@ -659,7 +660,7 @@ def load_spec(path: str | Path) -> Spec:
             execution["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
         # what every run's config gets from [execution] (checkpoint_every is the executor's)
         run_execution = {k: v for k, v in execution.items() if v is not None and k != "checkpoint_every"}
-        runs = _plan(path, base, axes, run_execution)
+        runs = _plan(base, axes, run_execution)
     except _SpecError as exc:
         line = f"{name}: {exc.place}: {exc.message}"
         raise ConfigError(" ".join(line.split("\n"))) from None
