@@ -363,7 +363,13 @@ def test_two_entries_giving_the_same_run_are_refused_naming_both(tmp_path):
     assert error(tmp_path, text).startswith("spec.toml: [axes] rule_options[0] and rule_options[1]: give the same run")
 
 
-def test_an_absurdly_large_grid_is_refused_before_anything_is_built(tmp_path):
+def test_an_absurdly_large_grid_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    import beyondbp.study.spec as spec_mod
+
+    def no_config(*args, **kwargs):
+        raise AssertionError("a RunConfig was built for a grid that is refused")
+
+    monkeypatch.setattr(spec_mod, "RunConfig", no_config)
     axes = "seed = [" + ", ".join(str(i) for i in range(1000)) + "]\nlr = [" + ", ".join(f"{i + 1}e-4" for i in range(101)) + "]"
     message = error(tmp_path, minimal(axes=axes))
     assert message == f"spec.toml: [axes]: the grid has 101,000 runs (seed 1000 × lr 101); a study may have at most {MAX_RUNS:,}, so drop values or split it"

@@ -121,6 +121,7 @@ RUN_SETTINGS = tuple(k for k in RunConfig.model_fields if k not in _EXECUTION_ON
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _MAX_COUNT = 2**40
+_DEFAULT_RULE = RunConfig.model_fields["rule"].default
 
 
 class _SpecError(Exception):
@@ -610,7 +611,7 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
     if "rule" in axes:
         rule_choices = _rule_choices(axes["rule"])
         labels = [c.label for c in rule_choices]
-    base_rule = base.get("rule", RunConfig.model_fields["rule"].default)
+    base_rule = base.get("rule", _DEFAULT_RULE)
     base_label = base_rule if isinstance(base_rule, str) else repr(base_rule)
     for axis, values in axes.items():
         if axis == "rule":
