@@ -520,6 +520,7 @@ class _Grid:
         self.base_label = base_label
         self._rule_axis = next((i for i, a in enumerate(axes) if a[0].axis == "rule"), None)
         self._lr_axis = next((i for i, a in enumerate(axes) if a[0].axis == "lr"), None)
+        self._parsed: dict[Any, str | None] = {}
 
     def size(self) -> int:
         if not self.per_rule_lr:
@@ -548,13 +549,22 @@ class _Grid:
                     values[key] = value
         return values
 
-    @staticmethod
-    def check(settings: dict[str, Any]) -> tuple[RunConfig | None, str | None]:
+    def check(self, settings: dict[str, Any]) -> tuple[RunConfig | None, str | None]:
         """The config, or RunConfig's (or the model's / data set's option declaration's) message."""
         try:
             config = RunConfig(**settings)
-            parse(models_mod.options_class(config.model), config.model_options, f"model {config.model!r}")
-            parse(data_mod.options_class(config.data), config.data_options, f"data set {config.data!r}")
+            for kind, name, options in (("model", config.model, config.model_options),
+                                        ("data set", config.data, config.data_options)):
+                key = (kind, name, _normal(options))
+                if key not in self._parsed:  # many runs share them: parse each once
+                    try:
+                        cls = models_mod.options_class(name) if kind == "model" else data_mod.options_class(name)
+                        parse(cls, options, f"{kind} {name!r}")
+                        self._parsed[key] = None
+                    except ConfigError as exc:
+                        self._parsed[key] = str(exc)
+                if self._parsed[key] is not None:
+                    return None, self._parsed[key]
         except ConfigError as exc:
             return None, str(exc)
         return config, None
