@@ -53,7 +53,7 @@ from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "describe_options", "names", "options"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "describe_options", "names", "options", "options_class"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
@@ -75,6 +75,11 @@ def _lookup(name: Any) -> tuple[str, type[nn.Module]]:
     if key not in _MODELS:
         raise ConfigError(f"Unknown model {name!r}; valid names are: {', '.join(names())}.")
     return key, _MODELS[key]
+
+
+def options_class(name: str) -> type:
+    """The declaration (:class:`beyondbp.options.Options`) of the options of model ``name``."""
+    return _lookup(name)[1].Options
 
 
 def options(name: str) -> dict[str, Any]:

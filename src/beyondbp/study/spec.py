@@ -1,9 +1,9 @@
-"""Study specs (MINIMAL FIRST VERSION: format fixed here, validation to be hardened).
+"""Study specs: one TOML file, read and fully validated before anything runs.
 
 A study is a TOML file::
 
     [study]
-    name = "dfa-vs-bp-mlp"          # required; a run store belongs to one study name
+    name = "dfa-vs-bp-mlp"          # required; identifies the study (see "Identity" below)
     description = "..."             # optional
 
     [base]                          # one run's settings: RunConfig keys (train's flags, _ for -)
@@ -25,24 +25,380 @@ A study is a TOML file::
 Each combination is a :class:`PlannedRun`: its :class:`~beyondbp.train.RunConfig`, its id
 (``RunConfig.run_id``) and the value it takes on every axis (``axes``; the rule axis holds the
 rule's label).
+
+The tables
+----------
+* ``[study]``: ``name`` (required: 1 to 64 letters, digits, ``.``, ``_`` or ``-``, starting with a
+  letter or digit, since it names files and labels) and ``description``.
+* ``[base]``: any run setting (:class:`~beyondbp.train.RunConfig`'s fields) except the
+  execution settings below. ``model`` and ``data`` are needed here or as axes.
+* ``[axes]``: any run setting, each a non-empty list of distinct values (compared normalised:
+  ``1`` and ``1.0`` are the same value). An axis overrides ``[base]``'s value of the same
+  setting; the table settings ``model_options``, ``data_options`` and ``rule_options`` take
+  lists of tables, each merged over ``[base]``'s table. ``rule`` takes rule names or tables
+  ``{name, label, options}``: the label (default: the name) tells entries of the same rule apart
+  (``"dfa-macro"``, ``"dfa-linear"``), so labels must be distinct and fit for file names; with a
+  rule axis, give options in the entries, not in ``[base] rule_options``. ``lr`` takes a list, or
+  a table keyed by rule label giving each rule its own list (every label on the rule axis must
+  have one, and no other key is allowed; without a rule axis the only label is ``[base]``'s
+  rule). A spec without axes is a legitimate one-run study.
+* ``[execution]``: ``device``, ``threads`` (unset: the executor chooses, so that workers ×
+  threads fit the cores), ``checkpoint_every``, ``data_dir`` (relative paths are taken from the
+  spec's folder), ``diagnostics`` (record gradient alignment; it does not change the training)
+  and ``eval_batch_size``. These say how a run executes, not what it computes, so they are
+  refused in ``[base]`` and ``[axes]`` with a pointer here. ``checkpoint``, ``state`` and
+  ``init_from`` are refused everywhere: the run store manages resume state, and a study's runs
+  train from scratch.
+
+Checks, all before anything runs: the tables and their keys (pydantic models, unknown keys
+refused), every value of every axis and every combination, through ``RunConfig`` itself (so a
+study refuses exactly what a run refuses, with the same words) plus the model's and the data
+set's option declarations; grids above :data:`MAX_RUNS` runs are refused, and so are two axis
+entries that give the same run (the same ``run_id``: e.g. a rule option equal to its default).
+Every error is a :class:`~beyondbp.errors.ConfigError` of one line,
+``<file name>: <place>: <what is wrong>; <what is allowed>``, e.g.
+``spec.toml: [axes] lr[2]: invalid lr -0.1: it must be a finite number greater than 0``. The
+place of an error found by ``RunConfig`` is the set of entries each of whose change alone alters
+it: ``[base]`` keys (left out), ``[execution]`` keys (left out), axis values (replaced by another
+value of their axis, or the axis left out) — one entry (``[axes] lr[2]``), or a combination
+(``[axes] rule='fa', rule_options[1]``); ``[base]`` itself when none does. Not checked here:
+whether a rule can be attached to the model built for the data (that needs the data set and the
+model; ``beyondbp.train.check`` does it, and a run that fails it is recorded as failed).
+
+Identity
+--------
+A study is identified by its name alone: :attr:`Spec.fingerprint` hashes ``[study] name`` and
+nothing else, and a run store created for one study refuses a spec with another name. Editing
+the grid keeps the study: adding a value to an axis adds runs (only those run next time), and
+runs already done are recognised by their run ids, which depend on a run's settings only.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import itertools
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+
+from .. import data as data_mod
+from .. import models as models_mod
+from .. import train as train_mod
 from ..errors import ConfigError
+from ..options import parse
 from ..train import RunConfig
 
-__all__ = ["PlannedRun", "Spec", "load_spec", "default_store_path"]
+__all__ = ["MAX_RUNS", "PlannedRun", "Spec", "load_spec", "default_store_path"]
+
+#: The largest grid a spec may ask for.
+MAX_RUNS = 100_000
 
 TABLE_SETTINGS = ("rule_options", "model_options", "data_options")
 
+#: What ``[execution]`` accepts.
+EXECUTION_KEYS = ("device", "threads", "checkpoint_every", "data_dir", "diagnostics", "eval_batch_size")
 
+#: Run settings a study refuses everywhere, and why.
+REFUSED = {
+    "checkpoint": "a study keeps its results in the run store and saves no model per run; leave it out "
+    "(checkpoint_every in [execution] writes resume state)",
+    "state": "the run store manages each run's resume-state file; leave it out and set checkpoint_every in [execution]",
+    "init_from": "a study's runs train from scratch (a run's id would name the checkpoint's path, not its "
+    "contents); leave it out",
+}
+
+_EXECUTION_ONLY = frozenset(EXECUTION_KEYS) | frozenset(getattr(train_mod, "EXECUTION_FIELDS", ()))
+
+#: The settings ``[base]`` and ``[axes]`` accept: what defines a run's result.
+RUN_SETTINGS = tuple(k for k in RunConfig.model_fields if k not in _EXECUTION_ONLY and k not in REFUSED)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_MAX_COUNT = 2**40
+_DEFAULT_RULE = RunConfig.model_fields["rule"].default
+
+
+class _SpecError(Exception):
+    def __init__(self, place: str, message: str) -> None:
+        super().__init__(place, message)
+        self.place = place
+        self.message = message
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the tables, as pydantic models ------------------------------------------------------------
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _File(_Table):
+    study: dict[str, Any]
+    base: dict[str, Any] = {}
+    axes: dict[str, Any] = {}
+    execution: dict[str, Any] = {}
+
+
+class _Study(_Table):
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _usable(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not a usable study name; use {_NAME_RULE}")
+        return v
+
+
+class _Execution(_Table):
+    model_config = ConfigDict(extra="forbid")
+
+    device: Any = None
+    threads: Any = None
+    checkpoint_every: Any = None
+    data_dir: Any = None
+    diagnostics: Any = None
+    eval_batch_size: Any = None
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _steps(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_COUNT:
+            raise ValueError(f"must be a whole number of at least 1 (optimizer steps between resume-state writes), got {_show(v)}")
+        return v
+
+
+class _RuleEntry(_Table):
+    name: str
+    label: str | None = None
+    options: dict[str, Any] = {}
+
+
+_Base = create_model("_Base", __config__=ConfigDict(extra="forbid"), **{k: (Any, None) for k in RUN_SETTINGS})
+_Axes = create_model("_Axes", __config__=ConfigDict(extra="forbid"), **{k: (Any, None) for k in RUN_SETTINGS})
+
+
+def _ordered_errors(exc: ValidationError, data: dict[str, Any]) -> dict[str, Any]:
+    """The first of pydantic's errors in the file's order of keys."""
+    order = {k: i for i, k in enumerate(data)}
+    errors = exc.errors(include_url=False)
+    return min(errors, key=lambda e: order.get(e["loc"][0], len(order)) if e["loc"] else -1)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return _show(value)
+
+
+def _unknown_setting(key: str, table: str) -> str:
+    if key in REFUSED:
+        return REFUSED[key]
+    if key in _EXECUTION_ONLY:
+        return f"{key} says how runs execute, not what they compute; put it in [execution]"
+    close = difflib.get_close_matches(key, RUN_SETTINGS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = "an axis" if table == "axes" else "a run setting"
+    return f"unknown run setting{hint}, so it cannot be {where}; run settings are: {', '.join(RUN_SETTINGS)}"
+
+
+def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution]:
+    try:
+        top = _File(**doc)
+    except ValidationError as exc:
+        err = _ordered_errors(exc, doc)
+        key = str(err["loc"][0]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden":
+            place = f"[{key}]" if isinstance(doc.get(key), dict) else key
+            raise _SpecError(place, "unknown top-level entry; a spec has the tables [study], [base], [axes] and [execution]") from None
+        if err["type"] == "missing":
+            raise _SpecError("[study]", f"missing; every spec starts with a [study] table giving its name ({_NAME_RULE})") from None
+        raise _SpecError(f"[{key}]", f"must be a table, got {_kind(doc.get(key))}") from None
+    try:
+        study = _Study(**top.study)
+    except ValidationError as exc:
+        err = _ordered_errors(exc, top.study)
+        key = str(err["loc"][0])
+        if err["type"] == "extra_forbidden":
+            raise _SpecError(f"[study] {key}", "unknown key; [study] takes name and description") from None
+        if err["type"] == "missing":
+            raise _SpecError("[study] name", f"missing; give the study a name ({_NAME_RULE})") from None
+        if err["type"] == "value_error":
+            raise _SpecError(f"[study] {key}", str(err["ctx"]["error"])) from None
+        raise _SpecError(f"[study] {key}", f"must be a string, got {_kind(top.study[key])}") from None
+    for table, model, values in (("base", _Base, top.base), ("axes", _Axes, top.axes)):
+        try:
+            model(**values)
+        except ValidationError as exc:
+            key = str(_ordered_errors(exc, values)["loc"][0])
+            raise _SpecError(f"[{table}] {key}", _unknown_setting(key, table)) from None
+    try:
+        execution = _Execution(**top.execution)
+    except ValidationError as exc:
+        err = _ordered_errors(exc, top.execution)
+        key = str(err["loc"][0])
+        if err["type"] == "extra_forbidden":
+            if key in REFUSED:
+                why = REFUSED[key]
+            elif key in RUN_SETTINGS:
+                why = f"{key} is a run setting, not an execution setting; put it in [base] or [axes]"
+            else:
+                why = f"unknown execution setting; [execution] takes {', '.join(EXECUTION_KEYS)}"
+            raise _SpecError(f"[execution] {key}", why) from None
+        raise _SpecError(f"[execution] {key}", str(err["ctx"]["error"])) from None
+    return study, top.base, top.axes, execution
+
+
+# -- axes -------------------------------------------------------------------------------------
+def _normal(value: Any) -> Any:
+    """A hashable form of a TOML value in which equal settings compare equal (1 == 1.0)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("num", float(value)) if math.isfinite(float(value)) else ("num", repr(float(value)))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_normal(v) for v in value))
+    if isinstance(value, dict):
+        return ("table", tuple(sorted((str(k), _normal(v)) for k, v in value.items())))
+    return (type(value).__name__, repr(value))
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """One value of one axis: the settings it sets, how to name it, and the rule label it has
+    (rule axis) or applies to (per-rule lr)."""
+
+    axis: str
+    value: Any
+    changes: dict[str, Any]
+    single: str
+    short: str
+    label: str | None = None
+
+
+def _distinct(axis: str, values: list[Any], place: str, keys: list[Any] | None = None) -> None:
+    seen: dict[Any, int] = {}
+    for i, v in enumerate(values):
+        key = _normal(v if keys is None else keys[i])
+        if key in seen:
+            raise _SpecError(
+                f"{place}[{i}]",
+                f"{_show(v)} repeats {place.removeprefix('[axes] ')}[{seen[key]}]; each value of an axis must be different",
+            )
+        seen[key] = i
+
+
+def _list_of_values(axis: str, values: Any, place: str) -> list[Any]:
+    if not isinstance(values, list):
+        example = f"{axis} = [{values!r}]" if not isinstance(values, (dict, list)) else f"{axis} = [...]"
+        what = "tables" if axis in TABLE_SETTINGS else "values"
+        raise _SpecError(place, f"must be a list of {what} to try, got {_kind(values)}; e.g. {example}")
+    if not values:
+        raise _SpecError(place, "is empty; an axis needs at least one value (leave the axis out to use [base]'s value)")
+    return values
+
+
+def _rule_choices(values: Any) -> list[_Choice]:
+    values = _list_of_values("rule", values, "[axes] rule")
+    choices: list[_Choice] = []
+    labels: dict[str, int] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            entry = _RuleEntry(name=v)
+        elif isinstance(v, dict):
+            try:
+                entry = _RuleEntry(**v)
+            except ValidationError as exc:
+                err = _ordered_errors(exc, v)
+                key = str(err["loc"][0]) if err["loc"] else ""
+                if err["type"] == "extra_forbidden":
+                    why = "unknown key; a rule entry takes name, label and options"
+                elif err["type"] == "missing":
+                    why = "missing; a rule entry needs the rule's name"
+                else:
+                    want = "a table of the rule's options" if key == "options" else "a string"
+                    why = f"must be {want}, got {_kind(v.get(key))}"
+                raise _SpecError(f"[axes] rule[{i}] {key}", why) from None
+        else:
+            raise _SpecError(f"[axes] rule[{i}]", f"must be a rule name or a table {{name, label, options}}, got {_kind(v)}")
+        label = entry.label if entry.label is not None else entry.name
+        if not _NAME.fullmatch(label):
+            raise _SpecError(
+                f"[axes] rule[{i}]",
+                f"label {label!r} is not fit for file names and reports; give a label of {_NAME_RULE}",
+            )
+        if label.lower() in labels:  # case-blind: labels name files, and some file systems are
+            raise _SpecError(
+                f"[axes] rule[{i}] {label!r}",
+                f"label {label!r} is already used by rule[{labels[label.lower()]}]; give each entry its own label = ... "
+                "(labels differing only in case count as the same)",
+            )
+        labels[label.lower()] = i
+        choices.append(_Choice(
+            "rule", label, {"rule": entry.name, "rule_options": dict(entry.options)},
+            f"rule[{i}] {label!r}", f"rule={label!r}", label,
+        ))
+    return choices
+
+
+def _lr_choices(values: Any, labels: list[str]) -> list[_Choice]:
+    if not isinstance(values, dict):
+        values = _list_of_values("lr", values, "[axes] lr")
+        _distinct("lr", values, "[axes] lr")
+        return [_Choice("lr", v, {"lr": v}, f"lr[{i}]", f"lr={v!r}") for i, v in enumerate(values)]
+    for key in values:
+        if key not in labels:
+            raise _SpecError(
+                f"[axes] lr.{key}",
+                f"{key!r} is not a rule label of this study; per-rule learning rates are keyed by the labels {', '.join(labels)}",
+            )
+    missing = [label for label in labels if label not in values]
+    if missing:
+        raise _SpecError(
+            "[axes] lr",
+            f"no learning rates for rule label {missing[0]!r}; a per-rule lr table needs one list per label ({', '.join(labels)})",
+        )
+    choices = []
+    for label in labels:
+        place = f"[axes] lr.{label}"
+        got = values[label]
+        if not isinstance(got, list):
+            raise _SpecError(place, f"must be a list of learning rates, got {_kind(got)}; e.g. lr.{label} = [{got!r}]")
+        if not got:
+            raise _SpecError(place, "is empty; give each rule label at least one learning rate")
+        _distinct("lr", got, place)
+        choices += [_Choice("lr", v, {"lr": v}, f"lr.{label}[{i}]", f"lr={v!r}", label) for i, v in enumerate(got)]
+    return choices
+
+
+def _axis_choices(axis: str, values: Any) -> list[_Choice]:
+    place = f"[axes] {axis}"
+    values = _list_of_values(axis, values, place)
+    if axis in TABLE_SETTINGS:
+        for i, v in enumerate(values):
+            if not isinstance(v, dict):
+                raise _SpecError(f"{place}[{i}]", f"must be a table of options merged into [base]'s {axis}, got {_kind(v)}")
+    _distinct(axis, values, place)
+    if axis in TABLE_SETTINGS:
+        return [_Choice(axis, v, {axis: v}, f"{axis}[{i}]", f"{axis}[{i}]") for i, v in enumerate(values)]
+    return [_Choice(axis, v, {axis: v}, f"{axis}[{i}]", f"{axis}={v!r}") for i, v in enumerate(values)]
+
+
+# -- the spec ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of a study: ``id`` (the config's run id), ``config``, ``axes`` (axis -> value;
@@ -57,6 +413,10 @@ class PlannedRun:
 
 @dataclass
 class Spec:
+    """A validated study spec. ``base``, ``axes`` are the tables as written; ``execution`` has
+    every key of :data:`EXECUTION_KEYS` (``None``: not set; ``device`` defaults to ``"cpu"``,
+    ``diagnostics`` to False; ``data_dir`` is resolved against the spec's folder)."""
+
     path: Path
     name: str
     description: str
@@ -70,64 +430,253 @@ class Spec:
         """Every run of the grid, in a stable order (axes in file order, values in list order)."""
         return list(self._runs)
 
+    @property
+    def fingerprint(self) -> str:
+        """What identifies the study (16 hex digits): a hash of its name only, so the grid may
+        grow (or be edited) without leaving the study, while a store refuses another study."""
+        return hashlib.sha256(f"beyondbp-study\0{self.name}".encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: name, description, fingerprint, number of runs, the labels, and
+        per axis its number of values (per-rule ``lr``: a count per label)."""
+        axes: dict[str, Any] = {}
+        for axis, values in self.axes.items():
+            if isinstance(values, dict):
+                axes[axis] = {k: len(v) for k, v in values.items()}
+            else:
+                axes[axis] = len(values)
+        labels = list(dict.fromkeys(r.label for r in self._runs))
+        return {
+            "name": self.name,
+            "description": self.description,
+            "fingerprint": self.fingerprint,
+            "runs": len(self._runs),
+            "labels": labels,
+            "axes": axes,
+            "execution": dict(self.execution),
+        }
+
+    def summary(self) -> str:
+        """One line, e.g. ``dfa-vs-bp-mlp: 144 runs (rule 4 × lr 3 × seed 3 × model_options 4)``."""
+        d = self.describe()
+        parts = []
+        for axis, n in d["axes"].items():
+            parts.append(f"{axis} " + ("/".join(str(c) for c in n.values()) + " per rule" if isinstance(n, dict) else str(n)))
+        grid = f" ({' × '.join(parts)})" if parts else " (no axes)"
+        runs = "run" if d["runs"] == 1 else "runs"
+        return f"{self.name}: {d['runs']} {runs}{grid}"
+
 
 def default_store_path(spec_path: str | Path) -> Path:
     """The store beside the spec: ``spec.toml`` -> ``spec.db``."""
     return Path(spec_path).with_suffix(".db")
 
 
-def _rule_values(values: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    out = []
-    for v in values:
-        if isinstance(v, str):
-            out.append((v, v, {}))
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    name = path.name or str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; give the path of a study spec (a .toml file)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give the path of a study spec (a .toml file)") from None
+    except PermissionError:
+        raise ConfigError(f"{name}: cannot be read (permission denied); make it readable or give another spec") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot be read ({exc.strerror or exc}); give a readable study spec (a .toml file)") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{name}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the spec as UTF-8"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
+        if found:
+            place = f"line {found.group(1)}, column {found.group(2)}"
+            message = message[: found.start()]
+        elif "(at end of document)" in message:
+            place, message = "end of file", message.replace("(at end of document)", "").strip()
         else:
-            out.append((v.get("label", v["name"]), v["name"], dict(v.get("options", {}))))
-    return out
+            place = "TOML"
+        message = message.rstrip(".")
+        raise ConfigError(f"{name}: {place}: not valid TOML ({message}); see https://toml.io for the syntax") from None
+    return text, doc
+
+
+class _Grid:
+    """The combinations of a spec's axes and their validation through ``RunConfig``."""
+
+    def __init__(self, base: dict[str, Any], execution: dict[str, Any], axes: list[list[_Choice]], per_rule_lr: bool,
+                 base_label: str) -> None:
+        self.base = base
+        self.execution = execution
+        self.axes = axes
+        self.per_rule_lr = per_rule_lr
+        self.base_label = base_label
+        self._rule_axis = next((i for i, a in enumerate(axes) if a[0].axis == "rule"), None)
+        self._lr_axis = next((i for i, a in enumerate(axes) if a[0].axis == "lr"), None)
+        self._parsed: dict[Any, str | None] = {}
+
+    def size(self) -> int:
+        if not self.per_rule_lr:
+            return math.prod(len(a) for a in self.axes)
+        others = math.prod(len(a) for i, a in enumerate(self.axes) if i not in (self._rule_axis, self._lr_axis))
+        return others * len(self.axes[self._lr_axis])  # one lr list per label, each label once
+
+    def combinations(self):
+        for combo in itertools.product(*self.axes):
+            if self.per_rule_lr and combo[self._lr_axis].label != self.label(combo):
+                continue
+            yield combo
+
+    def label(self, combo: tuple[_Choice, ...]) -> str:
+        return combo[self._rule_axis].label if self._rule_axis is not None else self.base_label
+
+    def settings(self, combo: tuple[_Choice, ...], drop: tuple[str, str] | None = None) -> dict[str, Any]:
+        values = {k: v for k, v in self.base.items() if drop != ("base", k)}
+        values.update({k: v for k, v in self.execution.items() if drop != ("execution", k)})
+        for choice in sorted(combo, key=lambda c: c.axis != "rule"):  # the rule first: its options, then others'
+            for key, value in choice.changes.items():
+                if key in TABLE_SETTINGS and choice.axis != "rule" and key in values:
+                    under = values[key]
+                    values[key] = {**under, **value} if isinstance(under, dict) else under
+                else:
+                    values[key] = value
+        return values
+
+    def check(self, settings: dict[str, Any]) -> tuple[RunConfig | None, str | None]:
+        """The config, or RunConfig's (or the model's / data set's option declaration's) message."""
+        try:
+            config = RunConfig(**settings)
+            for kind, name, options in (("model", config.model, config.model_options),
+                                        ("data set", config.data, config.data_options)):
+                key = (kind, name, _normal(options))
+                if key not in self._parsed:  # many runs share them: parse each once
+                    try:
+                        cls = models_mod.options_class(name) if kind == "model" else data_mod.options_class(name)
+                        parse(cls, options, f"{kind} {name!r}")
+                        self._parsed[key] = None
+                    except ConfigError as exc:
+                        self._parsed[key] = str(exc)
+                if self._parsed[key] is not None:
+                    return None, self._parsed[key]
+        except ConfigError as exc:
+            return None, str(exc)
+        return config, None
+
+    def blame(self, combo: tuple[_Choice, ...], message: str) -> str:
+        """The place of an error: the entries whose change alters the outcome (a [base] or
+        [execution] key left out, an axis value replaced by another of its axis or left out);
+        else [base]'s model or data if swapping it does, else [base] itself."""
+        base = [k for k in self.base if k not in ("model", "data")
+                and self.check(self.settings(combo, ("base", k)))[1] != message]
+        execution = [k for k in self.execution if self.check(self.settings(combo, ("execution", k)))[1] != message]
+        chosen = []
+        for i, choice in enumerate(combo):
+            alternatives = [(c,) for c in self.axes[i] if c is not choice][:4] + [()]  # () leaves the axis out
+            for alternative in alternatives:
+                settings = self.settings(combo[:i] + alternative + combo[i + 1:])
+                if "model" in settings and "data" in settings and self.check(settings)[1] != message:
+                    chosen.append(choice)
+                    break
+        parts = []
+        if base:
+            parts.append("[base] " + ", ".join(base))
+        if execution:
+            parts.append("[execution] " + ", ".join(execution))
+        if len(chosen) == 1:
+            parts.append("[axes] " + chosen[0].single)
+        elif chosen:
+            parts.append("[axes] " + ", ".join(c.short for c in chosen))
+        if not parts:  # no change of an axis or a removable key alters it: [base]'s model or data
+            swap = {"model": ("mlp", "gpt"), "data": ("mnist1d", "shakespeare-char")}
+            named = [k for k, (one, other) in swap.items()
+                     if k in self.base and not any(k in c.changes for c in combo) and self.check(
+                {**self.settings(combo), k: other if self.base[k] == one else one})[1] != message]
+            parts.append("[base] " + ", ".join(named) if named else "[base]")
+        return " and ".join(parts)
+
+
+def _describe_combo(combo: tuple[_Choice, ...], other: tuple[_Choice, ...]) -> str:
+    differ = [c for c, o in zip(combo, other) if c is not o]
+    if len(differ) == 1:
+        return differ[0].single
+    return "(" + ", ".join(c.short for c in differ) + ")"
+
+
+def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any]) -> list[PlannedRun]:
+    if "rule" in axes and "rule_options" in base:
+        raise _SpecError(
+            "[base] rule_options",
+            "with a rule axis, give each rule's options in its entry ({name = 'dfa', options = {...}}), "
+            "since [base] rule_options would apply to every rule",
+        )
+    choices: list[list[_Choice]] = []
+    labels: list[str] = []
+    if "rule" in axes:
+        rule_choices = _rule_choices(axes["rule"])
+        labels = [c.label for c in rule_choices]
+    base_rule = base.get("rule", _DEFAULT_RULE)
+    base_label = base_rule if isinstance(base_rule, str) else repr(base_rule)
+    for axis, values in axes.items():
+        if axis == "rule":
+            choices.append(rule_choices)
+        elif axis == "lr":
+            choices.append(_lr_choices(values, labels or [base_label]))
+        else:
+            choices.append(_axis_choices(axis, values))
+    grid = _Grid(base, execution, choices, isinstance(axes.get("lr"), dict), base_label)
+    total = grid.size()
+    if total > MAX_RUNS:
+        sizes = " × ".join(f"{a[0].axis} {len(a)}" for a in choices)
+        raise _SpecError(
+            "[axes]", f"the grid has {total:,} runs ({sizes}); a study may have at most {MAX_RUNS:,}, so drop values or split it"
+        )
+    runs: list[PlannedRun] = []
+    seen: dict[str, tuple[_Choice, ...]] = {}
+    for combo in grid.combinations():
+        config, message = grid.check(grid.settings(combo))
+        if config is None:
+            raise _SpecError(grid.blame(combo, message), message)
+        run_id = config.run_id
+        if run_id in seen:
+            first = seen[run_id]
+            raise _SpecError(
+                f"[axes] {_describe_combo(first, combo)} and {_describe_combo(combo, first)}",
+                f"give the same run (id {run_id}): their settings differ only where the run ignores them or "
+                "repeat a default; keep one of them",
+            )
+        seen[run_id] = combo
+        shown = {c.axis: c.value for c in combo}
+        runs.append(PlannedRun(run_id, config, shown, grid.label(combo)))
+    return runs
 
 
 def load_spec(path: str | Path) -> Spec:
+    """Read and validate the study spec at ``path``; :class:`ConfigError` (one line naming the
+    file and the place) on the first problem. Nothing is run or written."""
     path = Path(path)
-    text = path.read_text()
-    doc = tomllib.loads(text)
-    study = doc.get("study", {})
-    base = dict(doc.get("base", {}))
-    axes = dict(doc.get("axes", {}))
-    execution = dict(doc.get("execution", {}))
-    names = list(axes)
-    choices: list[list[tuple[Any, dict[str, Any]]]] = []
-    for name in names:
-        values = axes[name]
-        if name == "rule":
-            choices.append([(label, {"rule": rule, "rule_options": opts}) for label, rule, opts in _rule_values(values)])
-        elif name == "lr" and isinstance(values, dict):
-            choices.append([(None, {"lr": values})])  # resolved per rule below
-        else:
-            choices.append([(v, {name: v}) for v in values])
-    runs = []
-    for combo in itertools.product(*choices):
-        settings = dict(base)
-        shown: dict[str, Any] = {}
-        per_rule_lr = None
-        for name, (value, change) in zip(names, combo):
-            for key, v in change.items():
-                if key in TABLE_SETTINGS:
-                    settings[key] = {**settings.get(key, {}), **v}
-                elif key == "lr" and isinstance(v, dict):
-                    per_rule_lr = v
-                else:
-                    settings[key] = v
-            shown[name] = value
-        label = shown.get("rule", settings.get("rule", "backprop"))
-        lrs = [None] if per_rule_lr is None else per_rule_lr[label]
-        for lr in lrs:
-            s = dict(settings)
-            axes_values = dict(shown)
-            if lr is not None:
-                s["lr"] = lr
-                axes_values["lr"] = lr
-            config = RunConfig(**s, **{k: v for k, v in execution.items() if k in ("device", "threads")})
-            runs.append(PlannedRun(config.run_id, config, axes_values, label))
-    spec = Spec(path, study["name"], study.get("description", ""), base, axes, execution, text)
+    text, doc = _read(path)
+    name = path.name
+    try:
+        study, base, axes, execution_table = _validate_tables(doc)
+        execution = execution_table.model_dump()
+        if isinstance(execution["data_dir"], str) and execution["data_dir"]:
+            data_dir = Path(execution["data_dir"]).expanduser()
+            execution["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
+        # what every run's config gets from [execution] (checkpoint_every is the executor's)
+        run_execution = {k: v for k, v in execution.items() if v is not None and k != "checkpoint_every"}
+        runs = _plan(base, axes, run_execution)
+    except _SpecError as exc:
+        line = f"{name}: {exc.place}: {exc.message}"
+        raise ConfigError(" ".join(line.split("\n"))) from None
+    execution["device"] = execution["device"] if execution["device"] is not None else "cpu"
+    execution["diagnostics"] = bool(execution["diagnostics"]) if execution["diagnostics"] is not None else False
+    spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text)
     spec._runs = runs
     return spec
