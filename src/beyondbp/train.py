@@ -27,7 +27,6 @@ from .run.loop import (
     Progress,
     Setup,
     check,
-    compare,
     diverged,
     evaluate,
     load_dataset,
@@ -37,6 +36,7 @@ from .run.loop import (
     run,
     seed_everything,
 )
+from .study.compare import compare  # the one-axis study over rules
 
 __all__ = [
     "ALLOWED",

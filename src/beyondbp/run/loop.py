@@ -498,37 +498,6 @@ def _environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def compare(
-    config: RunConfig,
-    rules: Sequence[str],
-    rule_options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: Progress | None = None,
-) -> list[RunResult]:
-    """Run every rule in ``rules`` with ``config`` otherwise unchanged (same model, data, budget,
-    seed). ``rule_options`` maps a rule name to its options (default: ``config.rule_options``
-    for every rule). Every configuration is checked before the first one trains."""
-    if not rules:
-        raise ConfigError("compare needs at least one rule")
-    if config.checkpoint is not None:
-        raise ConfigError("compare does not save checkpoints; leave checkpoint unset and use run() for one rule")
-    if config.state is not None:
-        raise ConfigError("compare does not resume runs; leave state unset and use run() for one rule")
-    dupes = sorted({r for r in rules if list(rules).count(r) > 1})
-    if dupes:
-        raise ConfigError(f"rule {dupes[0]!r} is listed more than once")
-    per_rule = dict(rule_options or {})
-    configs = [
-        config.replace(rule=r, rule_options=dict(per_rule.get(r, config.rule_options if rule_options is None else {})))
-        for r in rules
-    ]
-    ds = load_dataset(config)
-    for c in configs:
-        check(c, ds)
-    return [run(c, progress, dataset=ds) for c in configs]
-
-
-
-
 def _sparse(learner: rules_mod.Learner) -> bool:
     """Whether the learner simulates SET sparsity (its FLOPs and parameters count apart)."""
     return isinstance(learner, SparseLearner)

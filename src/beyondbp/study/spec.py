@@ -83,16 +83,15 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 
 from .. import data as data_mod
 from .. import models as models_mod
-from .. import train as train_mod
 from ..errors import ConfigError
 from ..options import parse
-from ..train import RunConfig
+from ..run import EXECUTION_FIELDS, RunConfig
 
 __all__ = ["MAX_RUNS", "PlannedRun", "Spec", "load_spec", "default_store_path"]
 
@@ -113,7 +112,7 @@ REFUSED = {
     "contents); leave it out",
 }
 
-_EXECUTION_ONLY = frozenset(EXECUTION_KEYS) | frozenset(getattr(train_mod, "EXECUTION_FIELDS", ()))
+_EXECUTION_ONLY = frozenset(EXECUTION_KEYS) | frozenset(EXECUTION_FIELDS)
 
 #: The settings ``[base]`` and ``[axes]`` accept: what defines a run's result.
 RUN_SETTINGS = tuple(k for k in RunConfig.model_fields if k not in _EXECUTION_ONLY and k not in REFUSED)
@@ -655,6 +654,25 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
         shown = {c.axis: c.value for c in combo}
         runs.append(PlannedRun(run_id, config, shown, grid.label(combo)))
     return runs
+
+
+def plan_axis(config: RunConfig, axis: str, values: Sequence[Any]) -> list[PlannedRun]:
+    """The one-axis study around ``config``: one :class:`PlannedRun` per value of ``axis``, with
+    everything else as ``config`` has it, planned and checked exactly as a spec's grid is
+    (``values`` take the forms a spec's ``[axes]`` list takes; for ``rule``: names or tables
+    ``{"name": ..., "label": ..., "options": {...}}``). This is how :func:`beyondbp.run.compare`
+    plans its runs. :class:`ConfigError` (one line naming the value) on a bad value."""
+    dump = config.model_dump()
+    fields = type(config).model_fields
+    base = {k: v for k, v in dump.items() if k not in EXECUTION_FIELDS and v != fields[k].default}
+    execution = {k: dump[k] for k in EXECUTION_FIELDS if k in dump and dump[k] != fields[k].default}
+    if axis == "rule":
+        base.pop("rule", None)
+        base.pop("rule_options", None)
+    try:
+        return _plan(base, {axis: list(values)}, execution)
+    except _SpecError as exc:
+        raise ConfigError(" ".join(f"{exc.place}: {exc.message}".split("\n"))) from None
 
 
 def load_spec(path: str | Path) -> Spec:

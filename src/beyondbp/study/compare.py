@@ -1,0 +1,49 @@
+"""``compare``: the one-axis study over rules, run in this process on one shared data set.
+
+Its runs are planned by :func:`beyondbp.study.spec.plan_axis`, the planner of study grids, so
+each has the run id and the checks it would have in a study spec with a ``rule`` axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..errors import ConfigError
+from ..run import RunConfig, RunResult, check, load_dataset, run
+from ..run.loop import Progress
+from .spec import plan_axis
+
+__all__ = ["compare"]
+
+
+def compare(
+    config: RunConfig,
+    rules: Sequence[str],
+    rule_options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Progress | None = None,
+) -> list[RunResult]:
+    """Run every rule in ``rules`` with ``config`` otherwise unchanged (same model, data, budget,
+    seed). ``rule_options`` maps a rule name to its options (default: ``config.rule_options``
+    for every rule). A comparison is the one-axis study over ``rule``: its runs are planned by
+    :func:`beyondbp.study.spec.plan_axis`, the planner of study grids, so each has the run id it
+    would have in a study. Every configuration is checked before the first one trains, and the
+    data set is loaded once and shared."""
+    if not rules:
+        raise ConfigError("compare needs at least one rule")
+    if config.checkpoint is not None:
+        raise ConfigError("compare does not save checkpoints; leave checkpoint unset and use run() for one rule")
+    if config.state is not None:
+        raise ConfigError("compare does not resume runs; leave state unset and use run() for one rule")
+    dupes = sorted({r for r in rules if list(rules).count(r) > 1})
+    if dupes:
+        raise ConfigError(f"rule {dupes[0]!r} is listed more than once")
+    per_rule = dict(rule_options or {})
+    entries = [
+        {"name": r, "options": dict(per_rule.get(r, config.rule_options if rule_options is None else {}))}
+        for r in rules
+    ]
+    configs = [planned.config for planned in plan_axis(config, "rule", entries)]
+    ds = load_dataset(config)
+    for c in configs:
+        check(c, ds)
+    return [run(c, progress, dataset=ds) for c in configs]
