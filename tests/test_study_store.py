@@ -180,9 +180,11 @@ def test_another_sqlite_database_is_refused(tmp_path):
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.close()
+    before = path.read_bytes()
     for create in (False, True):
         with pytest.raises(ConfigError, match="not a beyondbp run store .*another SQLite database"):
             Store(path, create=create, study="demo")
+    assert path.read_bytes() == before  # not even switched to WAL
 
 
 def test_missing_store_is_not_created_when_reading(tmp_path):

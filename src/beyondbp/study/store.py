@@ -168,6 +168,9 @@ class Store:
         self._conn = self._open()
         try:
             self._check_meta()
+            if self.create:  # only once the file is known to be ours: these settings write to it
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             self._conn.close()
             raise
@@ -204,9 +207,6 @@ class Store:
                 conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                                        timeout=self.busy_timeout, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if self.create:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
             conn.row_factory = sqlite3.Row
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         except sqlite3.DatabaseError as exc:
