@@ -307,7 +307,8 @@ def run_study(
                 config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every)
                 inflight[pool.submit(config)] = claimed["id"]
                 run = by_id[claimed["id"]]
-                emit("claimed", {"id": run.id, "label": run.label, "axes": run.axes, "counts": _counts(store, ids)})
+                if progress is not None:
+                    emit("claimed", {"id": run.id, "label": run.label, "axes": run.axes, "counts": _counts(store, ids)})
             if not inflight:
                 break
             for handle in pool.wait(list(inflight), timeout=min(1.0, beat_every)):
@@ -315,19 +316,21 @@ def run_study(
                 try:
                     outcome = pool.outcome(handle)
                 except Exception as exc:  # the worker itself died
-                    _worker_died(store, owner, pool, inflight, run_id, exc, emit, ids)
+                    _worker_died(store, owner, pool, inflight, run_id, exc, progress, ids)
                     break
                 status = store.finish(owner, run_id, outcome)
                 if status is not None:
                     summary["ran"] += 1
                     summary["run_seconds"] += float(outcome.get("wall_time") or 0.0)
                 error = outcome.get("error")
-                emit("finished", {"id": run_id, "status": status, "wall_time": outcome.get("wall_time"),
-                                  "error": error.splitlines()[0] if error else None, "counts": _counts(store, ids)})
+                if progress is not None:
+                    emit("finished", {"id": run_id, "status": status, "wall_time": outcome.get("wall_time"),
+                                      "error": error.splitlines()[0] if error else None, "counts": _counts(store, ids)})
             if time.monotonic() - last_beat >= beat_every:
                 store.heartbeat(owner, lease_seconds)
                 last_beat = time.monotonic()
-            emit("tick", {"counts": _counts(store, ids)})
+            if progress is not None:
+                emit("tick", {"counts": _counts(store, ids)})
         summary["counts"] = _counts(store, ids)
         return summary
     except BaseException:
@@ -346,7 +349,7 @@ def run_study(
 
 
 def _worker_died(store: Store, owner: Owner, pool: Any, inflight: dict[Any, str], run_id: str, exc: BaseException,
-                 emit: Progress, ids: set[str]) -> None:
+                 emit: Progress | None, ids: set[str]) -> None:
     """A worker process died: every run in flight is handed back (a broken pool loses them all);
     one whose attempts reached MAX_ATTEMPTS is recorded ``failed`` instead."""
     lost = [run_id, *inflight.values()]
@@ -358,8 +361,9 @@ def _worker_died(store: Store, owner: Owner, pool: Any, inflight: dict[Any, str]
         if attempts.get(rid, 0) >= MAX_ATTEMPTS:
             error = f"the worker running it died {MAX_ATTEMPTS} times (last: {reason})"
             store.finish(owner, rid, {"error": error, "host": socket.gethostname()})
-            emit("finished", {"id": rid, "status": "failed", "wall_time": None, "error": error,
-                              "counts": _counts(store, ids)})
+            if emit is not None:
+                emit("finished", {"id": rid, "status": "failed", "wall_time": None, "error": error,
+                                  "counts": _counts(store, ids)})
         else:
             store.release(owner, [rid], outcome="lost")
 
