@@ -83,7 +83,7 @@ def test_runs_each_run_once_then_only_new_ones(tmp_path):
     assert check_study(load_spec(spec_path)) == []
 
 
-def test_failed_and_diverged_runs_are_recorded_and_the_study_goes_on(tmp_path):
+def test_failed_and_diverged_runs_are_recorded_and_the_study_goes_on(tmp_path, capsys):
     base = f"""
 model = "mlp"
 model_options = {{widths = [8]}}
@@ -111,6 +111,8 @@ steps = 10
     status = study_status(load_spec(spec_path))
     assert len(status["failed"]) == 2 and status["failed"][0]["error"].startswith("DataError")
     assert run_study(load_spec(spec_path))["ran"] == 0  # failed runs are not retried by default
+    code, out, err = cli(capsys, "study", "run", spec_path)
+    assert code == 4 and "ran 0 of 4 runs" in out and err.startswith("error: 2 runs failed; see `beyondbp study status")
     retried = run_study(load_spec(spec_path), retry_failed=True)
     assert retried["ran"] == 2 and retried["counts"]["failed"] == 2 and retried["counts"]["diverged"] == 1
     with Store(tmp_path / "s.db") as store:
@@ -325,3 +327,66 @@ def test_ray_and_local_executors_give_identical_results(tmp_path):
     assert all(r["status"] == "done" for r in local + remote)
     assert [_comparable(r) for r in local] == [_comparable(r) for r in remote]  # bit for bit
     assert check_study(ray_spec) == []
+
+
+def test_a_dead_worker_hands_its_runs_back_and_fails_one_after_max_attempts(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0, 1]"))
+    ids = {r.id for r in spec.runs()}
+
+    class Pool:
+        restarted = 0
+
+        def lost(self):
+            self.restarted += 1
+
+    with Store(tmp_path / "s.db", create=True, study="tiny") as store:
+        store.add_runs(spec.runs())
+        me = Owner.new()
+        first, second = store.claim(me, 60), store.claim(me, 60)
+        store._conn.execute("UPDATE runs SET attempts = ? WHERE id = ?", (runner.MAX_ATTEMPTS, second["id"]))
+        pool, inflight = Pool(), {"other": second["id"]}
+        runner._worker_died(store, me, pool, inflight, first["id"], RuntimeError("A process in the pool died"), None, ids)
+        records = {r["id"]: r for r in store.records()}
+        attempts = {a["run_id"]: a["outcome"] for a in store.attempts()}
+    assert pool.restarted == 1 and inflight == {}
+    assert records[first["id"]]["status"] == "pending" and attempts[first["id"]] == "lost"
+    assert records[second["id"]]["status"] == "failed"
+    assert records[second["id"]]["error"].startswith(f"the worker running it died {runner.MAX_ATTEMPTS} times")
+
+
+def test_the_driver_renews_its_leases_while_runs_are_in_flight(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0]", steps=400, samples=2000, width=64,
+                                execution="threads = 1"))
+    seen: list[float] = []
+
+    def progress(event, info):
+        if event == "tick":
+            with Store(tmp_path / "s.db") as store:  # a reader beside the driver
+                seen.extend(r["lease_expires"] for r in store.rows() if r["status"] == "running")
+
+    assert run_study(spec, progress=progress, lease_seconds=0.4)["ran"] == 1
+    assert len(set(seen)) >= 2 and seen == sorted(seen)  # renewed, never shortened
+
+
+def test_progress_bar_shows_counts_and_eta_on_a_terminal_and_nothing_when_quiet():
+    import io
+
+    from rich.console import Console
+
+    from beyondbp.cli import _StudyBar
+
+    counts = {"pending": 2, "running": 1, "done": 1, "failed": 0, "diverged": 0}
+    for quiet in (False, True):
+        stream = io.StringIO()
+        console = Console(file=stream, force_terminal=True, width=150)
+        with _StudyBar(console, workers=2, quiet=quiet) as bar:
+            bar("start", {"total": 4, "counts": {**counts, "pending": 4, "done": 0, "running": 0}})
+            bar("finished", {"id": "a", "status": "done", "wall_time": 10.0, "error": None, "counts": counts})
+            bar("finished", {"id": "b", "status": "failed", "wall_time": 1.0, "error": "DataError: x",
+                             "counts": {**counts, "failed": 1, "pending": 1}})
+        text = stream.getvalue()
+        if quiet:
+            assert text == ""
+        else:
+            assert "done 1 · running 1 · failed 1" in text and "2/4" in text
+            assert "ETA 5.5s" in text and "run b failed: DataError: x" in text

@@ -891,10 +891,12 @@ def _counts_text(counts: dict[str, int]) -> str:
 class _StudyBar:
     """A rich progress bar (stderr) over a study's runs: finished of total, runs done /
     running / failed, and the time left estimated from the mean time of the runs finished in
-    this session divided among the workers."""
+    this session divided among the workers. Off when stderr is not a terminal; with ``quiet``
+    neither the bar nor the line printed for each failed run."""
 
     def __init__(self, console: Console, workers: int, quiet: bool) -> None:
         self.workers = workers
+        self.quiet = quiet
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -928,7 +930,7 @@ class _StudyBar:
             self.task = self.progress.add_task("runs", total=info["total"], info="", eta="-")
         if event == "finished" and info.get("wall_time") is not None:
             self.times.append(float(info["wall_time"]))
-        if event == "finished" and info.get("status") == "failed":
+        if event == "finished" and info.get("status") == "failed" and not self.quiet:
             self.progress.console.print(f"run {info['id']} failed: {info.get('error')}")
         if "counts" in info and self.task is not None:
             self._update(info["counts"])
