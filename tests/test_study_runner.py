@@ -131,6 +131,7 @@ def test_runs_of_a_dead_owner_are_run_again(tmp_path):
         store.claim(Owner(Owner.new().host, proc.pid, "gone"), 3600)  # its process is gone
     problems = check_study(spec)
     assert len(problems) == 1 and "is marked running but its owner, process" in problems[0]
+    assert study_status(spec)["stale"] == 1
     summary = run_study(spec)
     assert summary["reclaimed"] == 1 and summary["ran"] == 2
     with Store(tmp_path / "s.db") as store:
@@ -390,3 +391,18 @@ def test_progress_bar_shows_counts_and_eta_on_a_terminal_and_nothing_when_quiet(
         else:
             assert "done 1 · running 1 · failed 1" in text and "2/4" in text
             assert "ETA 5.5s" in text and "run b failed: DataError: x" in text
+
+
+def test_an_interrupted_driver_hands_its_runs_back(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0, 1]"))
+
+    def interrupt(event, info):
+        if event == "claimed":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, progress=interrupt)
+    with Store(tmp_path / "s.db") as store:
+        assert set(store.statuses().values()) == {"pending"}
+        assert [a["outcome"] for a in store.attempts()] == ["released"]
+    assert run_study(spec)["ran"] == 2 and check_study(spec) == []

@@ -1001,6 +1001,8 @@ def study_status(
     )
     if status["missing"]:
         console.print(f"{_count(status['missing'], 'run')} of the spec not yet in the store (counted as pending)")
+    if status["stale"]:
+        console.print(f"{_count(status['stale'], 'run')} marked running by a process that is gone; the next `study run` runs them again")
     if status["other"]:
         console.print(f"{_count(status['other'], 'run')} in the store no longer in the spec (not counted)")
     for f in status["failed"]:

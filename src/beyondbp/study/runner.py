@@ -390,7 +390,8 @@ def _store_for(spec: Spec, store_path: str | os.PathLike | None) -> Store:
 def study_status(spec: Spec, store_path: str | os.PathLike | None = None, workers: int = 1) -> dict[str, Any]:
     """Where a study stands: ``counts`` of the spec's runs by status (runs not yet in the store
     count as ``pending`` and are also counted in ``missing``), ``other`` (store runs no longer
-    in the spec), ``time_spent`` (workers' seconds in finished runs), ``mean_wall_time`` (of
+    in the spec), ``stale`` (runs marked running whose owner is dead: the next ``study run``
+    runs them again), ``time_spent`` (workers' seconds in finished runs), ``mean_wall_time`` (of
     done runs), ``time_left`` (that mean × (pending + running) / ``workers``; None before any
     run is done) and ``failed`` (id, label, axes and first error line of each failed run)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -398,6 +399,7 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
     with _store_for(spec, store_path) as store:
         rows = {r["id"]: r for r in store.rows()}
         path = str(store.path)
+        stale = sum(1 for r in rows.values() if r["status"] == "running" and store.dead_reason(r))
     runs = spec.runs()
     counts = {s: 0 for s in STATUSES}
     spent = 0.0
@@ -428,6 +430,7 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
         "counts": counts,
         "missing": missing,
         "other": sum(1 for i in rows if i not in spec_ids),
+        "stale": stale,
         "time_spent": spent,
         "mean_wall_time": mean,
         "time_left": left,
