@@ -356,7 +356,7 @@ def test_a_dead_worker_hands_its_runs_back_and_fails_one_after_max_attempts(tmp_
 
 
 def test_the_driver_renews_its_leases_while_runs_are_in_flight(tmp_path):
-    spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0]", steps=400, samples=2000, width=64,
+    spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0]", steps=800, samples=2000, width=64,
                                 execution="threads = 1"))
     seen: list[float] = []
 

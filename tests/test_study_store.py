@@ -195,3 +195,14 @@ def test_missing_store_is_not_created_when_reading(tmp_path):
 
 def test_statuses_are_the_documented_ones():
     assert STATUSES == ("pending", "running", "done", "failed", "diverged")
+
+
+def test_an_expired_lease_on_this_host_is_dead_even_if_its_pid_is_taken(store):
+    store.add_runs([planned(0)])
+    import os
+
+    reused = Owner(Owner.new().host, os.getppid(), "old")  # a live process, but not the owner
+    store.claim(reused, 3600)
+    assert store.reclaim_dead(Owner.new()) == []
+    store._conn.execute("UPDATE runs SET lease_expires = 0")
+    assert store.reclaim_dead(Owner.new()) == [planned(0).id]

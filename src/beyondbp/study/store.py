@@ -28,8 +28,8 @@ It holds three tables:
 Claims are atomic: :meth:`Store.claim` runs in a ``BEGIN IMMEDIATE`` transaction, so two
 processes on one store never take the same run. A claim is a lease owned by ``(host, pid,
 token)`` that expires unless its owner renews it (:meth:`Store.heartbeat`). A running run whose
-owner is dead — same host and the process is gone, or (any host) the lease expired — is handed
-back to ``pending`` by :meth:`Store.reclaim_dead`, and :meth:`Store.finish` only accepts the
+owner is dead — same host and the process is gone (found at once), or (any host) the lease
+expired — is handed back to ``pending`` by :meth:`Store.reclaim_dead`, and :meth:`Store.finish` only accepts the
 result of the lease's current owner, so a run is never recorded twice.
 
 Only the study's driver process writes the store; workers return their results to it. The time
@@ -355,7 +355,8 @@ class Store:
                 return f"its owner (process {row['lease_pid']}, another token) is gone"
             if not pid_alive(int(row["lease_pid"])):
                 return f"its owner, process {row['lease_pid']} on this host, is no longer running"
-            return None
+        # a live owner renews its leases every quarter lease: an expired one means the owner died
+        # on another host, hangs, or (this host) its process id now belongs to another process
         if row["lease_expires"] is not None and row["lease_expires"] < now:
             return f"the lease of its owner, process {row['lease_pid']} on {row['lease_host']}, expired"
         return None
