@@ -179,7 +179,11 @@ class _Ray:
             kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
             if address is None:
                 kwargs.update(include_dashboard=False, num_cpus=max(workers * threads, available_cores()))
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # an unreachable address, a cluster of another version, ...
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+                raise ConfigError(f"could not start or reach {where}: {' '.join(str(exc).split())}") from None
             self.started = True
         self.task = ray.remote(num_cpus=threads, max_retries=0)(execute)
 
