@@ -279,6 +279,7 @@ def run_study(
     owner = Owner.new()
     inflight: dict[Any, str] = {}
     pool: _Local | _Ray | None = None
+    interrupted = False
     summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0}
     try:
         summary["added"] = len(store.add_runs(runs))
@@ -338,13 +339,13 @@ def run_study(
         summary["counts"] = _counts(store, ids)
         return summary
     except BaseException:
+        interrupted = True
         if inflight:  # interrupted: hand the runs back for the next study run
             store.release(owner, list(inflight.values()))
-            inflight.clear()
         raise
     finally:
         if pool is not None:
-            pool.close(cancel=bool(inflight))
+            pool.close(cancel=interrupted)
         summary["wall_time"] = time.perf_counter() - started
         summary["store_seconds"] = store.seconds
         store.close()
