@@ -899,7 +899,7 @@ class _StudyBar:
         self.quiet = quiet
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
@@ -923,7 +923,9 @@ class _StudyBar:
         eta = "-"
         if self.times:
             eta = _duration(sum(self.times) / len(self.times) * left / self.workers)
-        self.progress.update(self.task, completed=finished, info=_counts_text(counts), eta=eta)
+        info = (f"done {counts['done']} · running {counts['running']} · failed {counts['failed']} · "
+                f"diverged {counts['diverged']}")
+        self.progress.update(self.task, completed=finished, info=info, eta=eta)
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "start":
