@@ -1,4 +1,4 @@
-"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study fit``.
+"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
@@ -6,6 +6,9 @@
     beyondbp train --model gpt --data shakespeare-char --rule dfa --tokens 2e6 --n-layer 4 --d-model 128
     beyondbp sample --checkpoint gpt.pt --prompt "ROMEO:" --tokens 300 --temperature 0.8 --seed 0
     beyondbp study fit points.csv --params N --tokens D --loss loss --exclude-top 5 --bootstrap 200
+    beyondbp study run spec.toml --workers 2          # or --executor ray [--address ADDR]
+    beyondbp study status spec.toml [--json]
+    beyondbp study check spec.toml
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
@@ -19,7 +22,9 @@ the new results, never a mix. An existing non-empty ``--out`` (also compare's de
 Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
 2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
 are still written, marked ``diverged`` with the step, but no checkpoint is saved; ``compare``
-finishes the other rules first; 130 interrupted.
+finishes the other rules first; 130 interrupted. ``study check`` exits 1 when the store has
+problems (one line each); ``study run`` exits 4 when some runs failed (the study still ran the
+others). A bad spec is refused before the run store is opened or created.
 """
 
 from __future__ import annotations
@@ -721,7 +726,7 @@ def _sparsity_line(result: Any) -> str:
 # -- study fit ----------------------------------------------------------------------------------
 study_app = typer.Typer(
     name="study",
-    help="Scaling studies: fit scaling laws to (parameters, tokens, FLOPs, loss) points.",
+    help="Scaling studies: run a spec's grid into a run store, see its status, check it; fit scaling laws.",
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -854,6 +859,181 @@ def study_fit(
     if intervals is not None:
         detail += f" · {intervals.n_resamples} bootstrap resamples (seed {seed})"
     console.print(detail)
+
+
+# -- study run / status / check ------------------------------------------------------------------
+EXIT_RUNS_FAILED = 4
+EXIT_CHECK_FAILED = 1
+
+SpecArg = Annotated[Path, typer.Argument(help="The study's spec file (TOML).")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Run store (default: the spec's path with .db).")]
+
+
+def _load_spec(path: Path) -> Any:
+    """The spec, fully validated (before any store is opened or created)."""
+    from .study.spec import load_spec
+
+    if not path.is_file():
+        raise ConfigError(f"spec {str(path)!r} does not exist or is not a file")
+    return load_spec(path)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return (f"done {counts.get('done', 0)} · running {counts.get('running', 0)} · failed {counts.get('failed', 0)} · "
+            f"diverged {counts.get('diverged', 0)} · pending {counts.get('pending', 0)}")
+
+
+class _StudyBar:
+    """A rich progress bar (stderr) over a study's runs: finished of total, runs done /
+    running / failed, and the time left estimated from the mean time of the runs finished in
+    this session divided among the workers. Off when stderr is not a terminal; with ``quiet``
+    neither the bar nor the line printed for each failed run."""
+
+    def __init__(self, console: Console, workers: int, quiet: bool) -> None:
+        self.workers = workers
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=console,
+            disable=quiet or not console.is_terminal,
+        )
+        self.task: Any = None
+        self.times: list[float] = []
+
+    def __enter__(self) -> "_StudyBar":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def _update(self, counts: dict[str, int]) -> None:
+        finished = counts["done"] + counts["failed"] + counts["diverged"]
+        left = counts["pending"] + counts["running"]
+        eta = "-"
+        if self.times:
+            eta = _duration(sum(self.times) / len(self.times) * left / self.workers)
+        info = (f"done {counts['done']} · running {counts['running']} · failed {counts['failed']} · "
+                f"diverged {counts['diverged']}")
+        self.progress.update(self.task, completed=finished, info=info, eta=eta)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            self.task = self.progress.add_task("runs", total=info["total"], info="", eta="-")
+        if event == "finished" and info.get("wall_time") is not None:
+            self.times.append(float(info["wall_time"]))
+        if event == "finished" and info.get("status") == "failed" and not self.quiet:
+            self.progress.console.print(f"run {info['id']} failed: {info.get('error')}")
+        if "counts" in info and self.task is not None:
+            self._update(info["counts"])
+
+
+@study_app.command("run")
+def study_run(
+    spec: SpecArg,
+    executor: Annotated[str, typer.Option("--executor", help="local (a process pool) or ray.")] = "local",
+    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; threads per run = cores // N).")] = 1,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
+    store: StoreOpt = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar and no summary line.")] = False,
+    debug: DebugOpt = False,
+) -> int:
+    """Run the study's runs that are not finished yet (done and diverged runs are never re-run).
+
+    Exit status 4 when some runs failed (their errors: `study status`)."""
+    from .study.runner import run_study
+
+    parsed = _load_spec(spec)
+    _check_path_text(store, "--store")
+    with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
+        summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
+                            progress=bar, retry_failed=retry_failed)
+    counts = summary["counts"]
+    if not quiet:
+        _console().print(
+            f"study {parsed.name}: ran {summary['ran']} of {summary['total']} runs ({summary['added']} new) in "
+            f"{_duration(summary['wall_time'])} · {_counts_text(counts)} · store {summary['store']}"
+        )
+    if counts["failed"]:
+        print(f"error: {_count(counts['failed'], 'run')} failed; see `beyondbp study status {spec}`", file=sys.stderr)
+        return EXIT_RUNS_FAILED
+    return 0
+
+
+@study_app.command("status")
+def study_status(
+    spec: SpecArg,
+    store: StoreOpt = None,
+    workers: Annotated[int, typer.Option("--workers", help="Workers assumed for the time left.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Counts of the study's runs by status, time spent, and time left (estimated)."""
+    from .study.runner import study_status as status_of
+
+    parsed = _load_spec(spec)
+    _check_path_text(store, "--store")
+    status = status_of(parsed, store, workers=workers)
+    if as_json:
+        typer.echo(json.dumps(jsonable.plain(status), indent=2))
+        return
+    console = _console()
+    counts = status["counts"]
+    console.print(f"study {status['study']} · {_count(status['total'], 'run')} · store {status['store']}")
+    table = Table()
+    for name in ("status", "runs"):
+        table.add_column(name, justify="left" if name == "status" else "right")
+    for name, n in counts.items():
+        table.add_row(name, str(n))
+    console.print(table)
+    console.print(
+        f"time spent {_duration(status['time_spent'])} (workers' time in finished runs) · time left "
+        f"{_duration(status['time_left'])} (mean of done runs × runs left / {_count(workers, 'worker')})"
+    )
+    if status["missing"]:
+        console.print(f"{_count(status['missing'], 'run')} of the spec not yet in the store (counted as pending)")
+    if status["stale"]:
+        console.print(f"{_count(status['stale'], 'run')} marked running by a process that is gone; the next `study run` runs them again")
+    if status["other"]:
+        console.print(f"{_count(status['other'], 'run')} in the store no longer in the spec (not counted)")
+    for f in status["failed"]:
+        axes = ", ".join(f"{k}={v}" for k, v in f["axes"].items())
+        console.print(f"failed: {f['id']} ({axes}): {f['error']}")
+
+
+@study_app.command("check")
+def study_check(spec: SpecArg, store: StoreOpt = None, debug: DebugOpt = False) -> int:
+    """Check the study's store: every run present, statuses valid, results recorded, no stale
+    leases of dead owners, ids matching configs, attempts adding up. Exit 1 with one line per
+    problem, 0 when sound."""
+    from .study.runner import check_study
+
+    parsed = _load_spec(spec)
+    _check_path_text(store, "--store")
+    problems = check_study(parsed, store)
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        return EXIT_CHECK_FAILED
+    typer.echo(f"store of study {parsed.name} is sound: {_count(len(parsed.runs()), 'spec run')} checked")
+    return 0
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -1,0 +1,519 @@
+"""Running a study: the spec's runs that are not finished, on a local process pool or on Ray.
+
+:func:`run_study` adds the spec's runs that the store lacks as ``pending`` (so adding a value
+to an axis runs only the new runs), hands back runs whose owner died, then keeps up to
+``workers`` runs in flight: each is claimed atomically with a lease (:meth:`Store.claim`),
+trained by a worker (:func:`execute`, which returns ``RunResult.to_dict()`` or the error text)
+and recorded by this process — the driver is the only one that writes the store. A ``done``
+or ``diverged`` run is never run again; a ``failed`` one only with ``retry_failed``. While runs
+are in flight the driver renews their leases (a heartbeat every quarter of the lease), so
+another ``study run`` on the same store takes only other runs, and takes over these only when
+this driver dies (same host: at once, by process check; another host: when the lease expires).
+
+Executors:
+
+``local``
+    a ``concurrent.futures`` process pool of ``workers`` processes, started with the
+    ``forkserver`` method (``spawn`` where there is none; never ``fork``, which is unsafe once
+    torch has started threads). Each run uses ``threads = max(1, cores // workers)`` torch
+    threads unless the spec's ``[execution] threads`` says otherwise.
+``ray``
+    each run a Ray task (``num_cpus = threads``, default 1) on ``ray.init(address=address)``;
+    no address starts a local Ray instance, which is shut down at the end. Ray is imported only
+    here; without it the executor is refused with one sentence. On a cluster, beyondbp must be
+    installed on every node.
+
+Both give identical results for the same spec (each run is seeded by its config alone).
+
+A worker that dies (killed, out of memory) hands its runs back to ``pending``; a run whose
+attempts reach :data:`MAX_ATTEMPTS` that way is recorded ``failed``. Interrupting the driver
+(Ctrl-C) hands its in-flight runs back too.
+
+Resume: when the run layer has the execution settings ``state`` and ``checkpoint_every``
+(``"state" in RunConfig.model_fields``), every run gets ``state =
+<store dir>/<store stem>.states/<run id>.pt`` and the spec's ``[execution] checkpoint_every``,
+so a run whose worker died resumes from its last state on the next ``study run``.
+
+The library never prints: ``progress(event, info)`` receives ``"start"`` (``total``,
+``counts``, ``added``, ``reclaimed``, ``workers``), ``"claimed"`` (``id``, ``label``, ``axes``,
+``counts``), ``"finished"`` (``id``, ``status``, ``wall_time``, ``error``, ``counts``),
+``"tick"`` (``counts``, about once a second) and ``"end"`` (the summary :func:`run_study` returns).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import platform
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from .spec import Spec, default_store_path
+from .store import FINISHED, STATUSES, Owner, Store
+
+__all__ = ["EXECUTORS", "MAX_ATTEMPTS", "available_cores", "execute", "run_study", "state_dir", "worker_threads"]
+
+EXECUTORS = ("local", "ray")
+#: Attempts after which a run whose worker keeps dying is recorded ``failed``.
+MAX_ATTEMPTS = 3
+#: Default lease of a claimed run, seconds (renewed every quarter of it).
+LEASE_SECONDS = 60.0
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+#: Modules the forkserver imports once, so that pool workers start warm.
+PRELOAD = ["beyondbp.study.runner", "beyondbp.train", "torch._dynamo", "torch.utils.flop_counter"]
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(spec: Spec, executor: str, workers: int) -> int:
+    """Torch threads per run: the spec's ``[execution] threads`` if given, else
+    ``max(1, cores // workers)`` locally and 1 on Ray (one CPU per task)."""
+    given = spec.execution.get("threads")
+    if given:
+        return int(given)
+    return max(1, available_cores() // workers) if executor == "local" else 1
+
+
+def state_dir(store_path: str | os.PathLike) -> Path:
+    """Where runs keep their resume state: ``<store dir>/<store stem>.states``."""
+    path = Path(store_path)
+    return path.parent / f"{path.stem}.states"
+
+
+def _resume_supported() -> bool:
+    from ..train import RunConfig
+
+    return "state" in RunConfig.model_fields
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def execute(config: dict[str, Any]) -> dict[str, Any]:
+    """Train one run in a worker: ``{"result": RunResult.to_dict()}`` or ``{"error": text}``,
+    plus ``wall_time`` (seconds in the run), ``host`` and ``versions`` of this worker."""
+    import torch
+
+    from .._version import __version__
+    from ..train import run
+
+    out: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "versions": {"beyondbp": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "result": None,
+        "error": None,
+    }
+    t0 = time.perf_counter()
+    try:
+        out["result"] = run(config).to_dict()
+    except Exception as exc:  # the study goes on; the error is recorded
+        summary = " ".join(f"{type(exc).__name__}: {exc}".split())
+        out["error"] = summary + "\n" + traceback.format_exc()
+    out["wall_time"] = time.perf_counter() - t0
+    return out
+
+
+# -- executors ---------------------------------------------------------------------------------
+class _Local:
+    """A process pool; ``submit(config) -> handle``, ``wait(handles, timeout) -> done``,
+    ``outcome(handle)`` (raises when the worker died)."""
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self.workers, self.threads = workers, threads
+        self.pool = self._pool()
+
+    def _pool(self) -> cf.ProcessPoolExecutor:
+        methods = multiprocessing.get_all_start_methods()
+        if "forkserver" in methods:
+            ctx = multiprocessing.get_context("forkserver")
+            # the server imports torch and beyondbp once (and torch._dynamo, which the first
+            # optimizer imports: seconds); each worker is a cheap fork of it
+            ctx.set_forkserver_preload(PRELOAD)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,))
+
+    def submit(self, config: dict[str, Any]) -> Any:
+        return self.pool.submit(execute, config)
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return list(done)
+
+    def outcome(self, handle: Any) -> dict[str, Any]:
+        return handle.result()
+
+    def lost(self) -> None:
+        """A worker died: the pool is broken; start a new one."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._pool()
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class _Ray:
+    def __init__(self, ray: Any, threads: int, address: str | None, workers: int) -> None:
+        import logging
+
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
+            if address is None:
+                kwargs.update(include_dashboard=False, num_cpus=max(workers * threads, available_cores()))
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # an unreachable address, a cluster of another version, ...
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+                raise ConfigError(f"could not start or reach {where}: {' '.join(str(exc).split())}") from None
+            self.started = True
+        self.task = ray.remote(num_cpus=threads, max_retries=0)(execute)
+
+    def submit(self, config: dict[str, Any]) -> Any:
+        return self.task.remote(config)
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
+        return list(done)
+
+    def outcome(self, handle: Any) -> dict[str, Any]:
+        return self.ray.get(handle)
+
+    def lost(self) -> None:
+        pass
+
+    def close(self, cancel: bool = False) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray  # noqa: PLC0415 - optional extra, imported only for this executor
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray, which is not installed; install beyondbp[ray] (pip install 'beyondbp[ray]')") from None
+    return ray
+
+
+# -- the driver --------------------------------------------------------------------------------
+def _check_arguments(spec: Spec, executor: str, workers: int, address: str | None) -> None:
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; it must be one of {', '.join(EXECUTORS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
+    if address is not None and executor != "ray":
+        raise ConfigError("an address applies to the ray executor only; add --executor ray or leave --address out")
+    seen: dict[str, Any] = {}
+    for run in spec.runs():
+        if run.id in seen:
+            raise ConfigError(
+                f"spec {str(spec.path)!r}: the runs with axes {seen[run.id].axes} and {run.axes} train the same thing (run id {run.id}); "
+                "remove the duplicate axis value"
+            )
+        seen[run.id] = run
+
+
+def _counts(store: Store, ids: set[str]) -> dict[str, int]:
+    counts = {s: 0 for s in STATUSES}
+    for run_id, status in store.statuses().items():
+        if run_id in ids:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _worker_config(config: dict[str, Any], run_id: str, threads: int, states: Path | None,
+                   checkpoint_every: int | None) -> dict[str, Any]:
+    """What a worker trains: the stored config with this execution's settings."""
+    values = dict(config, threads=threads)
+    if states is not None:
+        values["state"] = str(states / f"{run_id}.pt")
+        if checkpoint_every is not None:
+            values["checkpoint_every"] = int(checkpoint_every)
+    return values
+
+
+def run_study(
+    spec: Spec,
+    store_path: str | os.PathLike | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    progress: Progress | None = None,
+    retry_failed: bool = False,
+    *,
+    lease_seconds: float = LEASE_SECONDS,
+) -> dict[str, Any]:
+    """Run the study's unfinished runs (see the module docstring). Returns a summary: ``store``
+    (its path), ``total`` (runs in the spec), ``added`` (new in the store), ``reclaimed``
+    (handed back from dead owners), ``ran`` (runs recorded by this call), ``counts`` (spec runs
+    by status at the end), ``wall_time`` (seconds), ``store_seconds`` (spent in store calls)
+    and ``run_seconds`` (the workers' time in the runs recorded)."""
+    started = time.perf_counter()
+    _check_arguments(spec, executor, workers, address)
+    ray = _import_ray() if executor == "ray" else None
+    path = Path(store_path) if store_path is not None else default_store_path(spec.path)
+    runs = spec.runs()
+    ids = {r.id for r in runs}
+    threads = worker_threads(spec, executor, workers)
+    emit = progress or (lambda event, info: None)
+
+    store = Store(path, create=True, study=spec.name)
+    owner = Owner.new()
+    inflight: dict[Any, str] = {}
+    pool: _Local | _Ray | None = None
+    interrupted = False
+    summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0}
+    try:
+        summary["added"] = len(store.add_runs(runs))
+        if retry_failed:
+            store.reset_failed(ids)
+        summary["reclaimed"] = len(store.reclaim_dead(owner))
+        states = None
+        if _resume_supported():
+            states = state_dir(path)
+            states.mkdir(parents=True, exist_ok=True)
+        checkpoint_every = spec.execution.get("checkpoint_every")
+        counts = _counts(store, ids)
+        emit("start", {"total": len(runs), "counts": counts, "added": summary["added"],
+                       "reclaimed": summary["reclaimed"], "workers": workers})
+        if counts["pending"] == 0:
+            summary["counts"] = counts
+            return summary
+        pool = _Local(workers, threads) if ray is None else _Ray(ray, threads, address, workers)
+        beat_every = lease_seconds / 4
+        last_beat = time.monotonic()
+        by_id = {r.id: r for r in runs}
+        while True:
+            while len(inflight) < workers:
+                claimed = store.claim(owner, lease_seconds, ids)
+                if claimed is None:
+                    store.reclaim_dead(owner)  # a driver that died meanwhile leaves runs to take
+                    claimed = store.claim(owner, lease_seconds, ids)
+                if claimed is None:
+                    break
+                config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every)
+                inflight[pool.submit(config)] = claimed["id"]
+                run = by_id[claimed["id"]]
+                if progress is not None:
+                    emit("claimed", {"id": run.id, "label": run.label, "axes": run.axes, "counts": _counts(store, ids)})
+            if not inflight:
+                break
+            for handle in pool.wait(list(inflight), timeout=min(1.0, beat_every)):
+                run_id = inflight.pop(handle)
+                try:
+                    outcome = pool.outcome(handle)
+                except Exception as exc:  # the worker itself died
+                    _worker_died(store, owner, pool, inflight, run_id, exc, progress, ids)
+                    break
+                status = store.finish(owner, run_id, outcome)
+                if status is not None:
+                    summary["ran"] += 1
+                    summary["run_seconds"] += float(outcome.get("wall_time") or 0.0)
+                error = outcome.get("error")
+                if progress is not None:
+                    emit("finished", {"id": run_id, "status": status, "wall_time": outcome.get("wall_time"),
+                                      "error": error.splitlines()[0] if error else None, "counts": _counts(store, ids)})
+            if time.monotonic() - last_beat >= beat_every:
+                store.heartbeat(owner, lease_seconds)
+                last_beat = time.monotonic()
+            if progress is not None:
+                emit("tick", {"counts": _counts(store, ids)})
+        summary["counts"] = _counts(store, ids)
+        return summary
+    except BaseException:
+        interrupted = True
+        if inflight:  # interrupted: hand the runs back for the next study run
+            store.release(owner, list(inflight.values()))
+        raise
+    finally:
+        if pool is not None:
+            pool.close(cancel=interrupted)
+        summary["wall_time"] = time.perf_counter() - started
+        summary["store_seconds"] = store.seconds
+        store.close()
+        if "counts" in summary:
+            emit("end", dict(summary))
+
+
+def _worker_died(store: Store, owner: Owner, pool: Any, inflight: dict[Any, str], run_id: str, exc: BaseException,
+                 emit: Progress | None, ids: set[str]) -> None:
+    """A worker process died: every run in flight is handed back (a broken pool loses them all);
+    one whose attempts reached MAX_ATTEMPTS is recorded ``failed`` instead."""
+    lost = [run_id, *inflight.values()]
+    inflight.clear()
+    pool.lost()
+    attempts = {r["id"]: r["attempts"] for r in store.rows() if r["id"] in lost}
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split()) or type(exc).__name__
+    for rid in lost:
+        if attempts.get(rid, 0) >= MAX_ATTEMPTS:
+            error = f"the worker running it died {MAX_ATTEMPTS} times (last: {reason})"
+            store.finish(owner, rid, {"error": error, "host": socket.gethostname()})
+            if emit is not None:
+                emit("finished", {"id": rid, "status": "failed", "wall_time": None, "error": error,
+                                  "counts": _counts(store, ids)})
+        else:
+            store.release(owner, [rid], outcome="lost")
+
+
+def spec_counts(spec: Spec, store: Store) -> dict[str, int]:
+    """The spec's runs by status; runs not yet in the store count as ``pending``."""
+    statuses = store.statuses()
+    counts = {s: 0 for s in STATUSES}
+    for run in spec.runs():
+        counts[statuses.get(run.id, "pending")] += 1
+    return counts
+
+
+def finished(status: str) -> bool:
+    return status in FINISHED
+
+
+# -- status and integrity ----------------------------------------------------------------------
+def _store_for(spec: Spec, store_path: str | os.PathLike | None) -> Store:
+    path = Path(store_path) if store_path is not None else default_store_path(spec.path)
+    return Store(path, study=spec.name)  # read-only; a missing store is an error, not created
+
+
+def study_status(spec: Spec, store_path: str | os.PathLike | None = None, workers: int = 1) -> dict[str, Any]:
+    """Where a study stands: ``counts`` of the spec's runs by status (runs not yet in the store
+    count as ``pending`` and are also counted in ``missing``), ``other`` (store runs no longer
+    in the spec), ``stale`` (runs marked running whose owner is dead: the next ``study run``
+    runs them again), ``time_spent`` (workers' seconds in finished runs), ``mean_wall_time`` (of
+    done runs), ``time_left`` (that mean × (pending + running) / ``workers``; None before any
+    run is done) and ``failed`` (id, label, axes and first error line of each failed run)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
+    with _store_for(spec, store_path) as store:
+        rows = {r["id"]: r for r in store.rows()}
+        path = str(store.path)
+        stale = sum(1 for r in rows.values() if r["status"] == "running" and store.dead_reason(r))
+    runs = spec.runs()
+    counts = {s: 0 for s in STATUSES}
+    spent = 0.0
+    done_times: list[float] = []
+    failed = []
+    missing = 0
+    for run in runs:
+        row = rows.get(run.id)
+        if row is None:
+            missing += 1
+            counts["pending"] += 1
+            continue
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        if row["status"] in ("done", "diverged", "failed") and row["wall_time"] is not None:
+            spent += float(row["wall_time"])
+        if row["status"] == "done" and row["wall_time"] is not None:
+            done_times.append(float(row["wall_time"]))
+        if row["status"] == "failed":
+            failed.append({"id": run.id, "label": run.label, "axes": run.axes,
+                           "error": (row["error"] or "").splitlines()[0] if row["error"] else ""})
+    mean = sum(done_times) / len(done_times) if done_times else None
+    left = None if mean is None else mean * (counts["pending"] + counts["running"]) / workers
+    spec_ids = {r.id for r in runs}
+    return {
+        "study": spec.name,
+        "store": path,
+        "total": len(runs),
+        "counts": counts,
+        "missing": missing,
+        "other": sum(1 for i in rows if i not in spec_ids),
+        "stale": stale,
+        "time_spent": spent,
+        "mean_wall_time": mean,
+        "time_left": left,
+        "workers": workers,
+        "failed": failed,
+    }
+
+
+def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list[str]:
+    """Problems in a study's store, one sentence each (empty when sound): spec runs missing,
+    unknown statuses, finished runs without their result (or failed ones without their error),
+    running runs whose owner is dead, runs whose stored config does not hash to their id,
+    attempts that do not add up (a run recorded finished more than once, a count that differs
+    from the attempts logged), and SQLite's own integrity check."""
+    from ..train import RunConfig
+
+    problems: list[str] = []
+    with _store_for(spec, store_path) as store:
+        integrity = store.integrity()
+        if integrity != "ok":
+            problems.append(f"SQLite integrity check failed: {integrity}")
+        rows = store.rows()
+        attempts = store.attempts()
+        dead = {r["id"]: store.dead_reason(r) for r in rows if r["status"] == "running"}
+    by_id = {r["id"]: r for r in rows}
+    for run in spec.runs():
+        if run.id not in by_id:
+            problems.append(f"run {run.id} ({_axes_text(run.axes)}) of the spec is missing from the store; `study run` adds it")
+    logged: dict[str, list[dict[str, Any]]] = {}
+    for a in attempts:
+        logged.setdefault(a["run_id"], []).append(a)
+    for a in attempts:
+        if a["run_id"] not in by_id:
+            problems.append(f"attempt {a['attempt']} is logged for run {a['run_id']}, which is not in the store")
+    for row in rows:
+        rid, status = row["id"], row["status"]
+        where = f"run {rid}"
+        if status not in STATUSES:
+            problems.append(f"{where} has status {status!r}, which is not one of {', '.join(STATUSES)}")
+        try:
+            config = json.loads(row["config"])
+            real_id = RunConfig(**config).run_id
+            if real_id != rid:
+                problems.append(f"{where}: its stored config hashes to run id {real_id}, not {rid}")
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{where}: its stored config is not a valid run config ({' '.join(str(exc).split())})")
+        if status in ("done", "diverged"):
+            try:
+                result = json.loads(row["result"]) if row["result"] else None
+            except ValueError:
+                result = None
+            if not isinstance(result, dict):
+                problems.append(f"{where} is {status} but has no readable result")
+            elif (result.get("status") == "diverged") != (status == "diverged"):
+                problems.append(f"{where} is {status} but its result's status is {result.get('status')!r}")
+            if status == "diverged" and row["diverged_at_step"] is None:
+                problems.append(f"{where} is diverged but the step is not recorded")
+        if status == "failed" and not row["error"]:
+            problems.append(f"{where} failed but its error text is missing")
+        if status == "running" and dead.get(rid):
+            problems.append(f"{where} is marked running but {dead[rid]}; the next `study run` runs it again")
+        own = logged.get(rid, [])
+        if len(own) != row["attempts"]:
+            problems.append(f"{where} counts {row['attempts']} attempts but {len(own)} are logged")
+        if [a["attempt"] for a in own] != list(range(1, len(own) + 1)):
+            problems.append(f"{where}: its logged attempts are not numbered 1 to {len(own)}")
+        finishes = [a for a in own if a["outcome"] in ("done", "diverged", "failed")]
+        open_ = [a for a in own if a["outcome"] is None]
+        if sum(1 for a in finishes if a["outcome"] in FINISHED) > 1:
+            problems.append(f"{where} was recorded finished {sum(1 for a in finishes if a['outcome'] in FINISHED)} times")
+        if status in ("done", "diverged", "failed") and (not own or own[-1]["outcome"] != status):
+            problems.append(f"{where} is {status} but its last attempt's outcome is {own[-1]['outcome'] if own else 'missing'!r}")
+        if status == "running" and len(open_) != 1:
+            problems.append(f"{where} is running but {len(open_)} of its attempts are open")
+        if status != "running" and open_:
+            problems.append(f"{where} is {status} but {len(open_)} of its attempts are still open")
+    return problems
+
+
+def _axes_text(axes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in axes.items()) or "no axes"

@@ -1,0 +1,534 @@
+"""The run store of a study: one SQLite file (WAL mode) that records every run of the grid.
+
+A store belongs to one study (its ``[study] name``); opening it for another study is refused.
+It holds three tables:
+
+``meta``
+    ``format`` (``beyondbp-study-store``), ``version`` (of this layout), ``study`` (the name) and
+    ``created_at``. The file's SQLite ``application_id`` is set too, so a store is recognised
+    before any table is read.
+``runs``
+    one row per run: ``id`` (``RunConfig.run_id``), ``position`` (the order runs were added,
+    which is the spec's order), ``label``, ``axes`` and ``config`` (JSON), ``status``
+    (``pending`` / ``running`` / ``done`` / ``failed`` / ``diverged``), ``attempts``, the lease
+    (``lease_host``, ``lease_pid``, ``lease_token``, ``lease_expires``, ``heartbeat``),
+    ``started_at`` / ``finished_at`` (Unix seconds), and once finished ``result``
+    (``RunResult.to_dict()`` as JSON), ``final`` (its final metrics), ``n_params``,
+    ``flops_per_step``, ``flops_total`` (``flops_per_step × steps``), ``eval_flops``,
+    ``wall_time`` (seconds the worker spent in the run), ``seed``, ``versions`` (beyondbp,
+    torch and Python of the worker, JSON), ``host`` (where it ran), ``error`` (text of a failed
+    run) and ``diverged_at_step``.
+``attempts``
+    one row per time a run was claimed: ``run_id``, ``attempt`` (1, 2, ...), the owner's
+    ``host``, ``pid`` and ``token``, ``started_at``, ``ended_at`` and ``outcome`` (``done``,
+    ``failed``, ``diverged``, ``lost`` — its owner died or its lease expired and it was handed
+    back —, ``released`` — its owner stopped and handed it back —, or empty while it runs).
+    A run's ``attempts`` column counts its rows here; ``study check`` verifies that.
+
+Claims are atomic: :meth:`Store.claim` runs in a ``BEGIN IMMEDIATE`` transaction, so two
+processes on one store never take the same run. A claim is a lease owned by ``(host, pid,
+token)`` that expires unless its owner renews it (:meth:`Store.heartbeat`). A running run whose
+owner is dead — same host and the process is gone (found at once), or (any host) the lease
+expired — is handed back to ``pending`` by :meth:`Store.reclaim_dead`, and :meth:`Store.finish` only accepts the
+result of the lease's current owner, so a run is never recorded twice.
+
+Only the study's driver process writes the store; workers return their results to it. The time
+spent inside the store's methods is added up in :attr:`Store.seconds` (for the benchmark).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from ..errors import ConfigError
+
+__all__ = ["STATUSES", "FINISHED", "Owner", "Store", "pid_alive"]
+
+#: Every status a run can have.
+STATUSES = ("pending", "running", "done", "failed", "diverged")
+#: Statuses of runs that are never run again (``failed`` ones are, with ``--retry-failed``).
+FINISHED = ("done", "diverged")
+#: Outcomes of an attempt (besides empty while it runs).
+OUTCOMES = ("done", "failed", "diverged", "lost", "released")
+
+FORMAT = "beyondbp-study-store"
+VERSION = 1
+#: SQLite ``PRAGMA application_id`` of a run store ("bbps").
+APPLICATION_ID = 0x62627073
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    axes TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_host TEXT, lease_pid INTEGER, lease_token TEXT, lease_expires REAL, heartbeat REAL,
+    started_at REAL, finished_at REAL,
+    result TEXT, final TEXT,
+    n_params INTEGER, flops_per_step INTEGER, flops_total INTEGER, eval_flops INTEGER,
+    wall_time REAL, seed INTEGER, versions TEXT, host TEXT, error TEXT, diverged_at_step INTEGER
+);
+CREATE INDEX runs_status ON runs (status, position);
+CREATE TABLE attempts (
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT NOT NULL,
+    started_at REAL NOT NULL, ended_at REAL, outcome TEXT,
+    PRIMARY KEY (run_id, attempt)
+);
+"""
+
+T = TypeVar("T")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (a zombie counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease: this machine's host name, this process's id and a random token (so a
+    later process that happens to get the same pid is not taken for the owner)."""
+
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def new(cls) -> "Owner":
+        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(8))
+
+
+def _timed(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: "Store", *args: Any, **kwargs: Any) -> T:
+        t0 = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    return wrapper
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass
+class Store:
+    """A study's run store at ``path``.
+
+    ``Store(path)`` opens an existing store read-only (what ``status``, ``check`` and reports
+    need); ``Store(path, create=True, study=NAME)`` opens it for writing and creates it if it
+    does not exist. With ``study`` given, a store of another study is refused. A file that is
+    not a beyondbp run store is refused with one sentence (:class:`ConfigError`); so is a
+    missing one unless ``create``.
+    """
+
+    path: Path
+    create: bool = False
+    study: str | None = None
+    busy_timeout: float = 60.0
+    seconds: float = field(default=0.0, init=False)
+    _conn: sqlite3.Connection = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        t0 = time.perf_counter()
+        self._conn = self._open()
+        try:
+            self._check_meta()
+            if self.create:  # only once the file is known to be ours: these settings write to it
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            self._conn.close()
+            raise
+        self.seconds += time.perf_counter() - t0
+
+    # -- opening --------------------------------------------------------------------------------
+    def _refuse(self, why: str) -> ConfigError:
+        return ConfigError(f"{str(self.path)!r} is not a beyondbp run store ({why}); give the store of this study with --store, or a new path")
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise self._refuse("it is not a regular file")
+        exists = path.exists()
+        if not exists and not self.create:
+            raise ConfigError(f"run store {str(path)!r} does not exist; `beyondbp study run` creates it")
+        if exists:
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(len(SQLITE_HEADER))
+            except OSError as exc:
+                raise ConfigError(f"run store {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+            if head != SQLITE_HEADER:
+                raise self._refuse("it is not an SQLite database" if head else "it is empty")
+        else:
+            from .. import files
+
+            files.check_writable(path, "run store")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.create:
+                conn = sqlite3.connect(str(path), timeout=self.busy_timeout, isolation_level=None)
+            else:
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                       timeout=self.busy_timeout, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.row_factory = sqlite3.Row
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"run store {str(path)!r} cannot be opened: {exc}") from None
+        if app_id == 0 and self.create:
+            self._initialise(conn)
+        return conn
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        """Create the tables of an empty database (once, even with concurrent creators)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = conn.execute("PRAGMA application_id").fetchone()[0] == 0
+                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if fresh and tables == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    meta = {"format": FORMAT, "version": str(VERSION), "study": self.study or "",
+                            "created_at": str(time.time())}
+                    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"run store {str(self.path)!r} cannot be created: {exc}") from None
+
+    def _check_meta(self) -> None:
+        try:
+            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
+            if app_id != APPLICATION_ID:
+                raise self._refuse("it is another SQLite database")
+            meta = {r["key"]: r["value"] for r in self._conn.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as exc:
+            raise self._refuse(str(exc)) from None
+        if meta.get("format") != FORMAT:
+            raise self._refuse("its format mark is missing")
+        if meta.get("version") != str(VERSION):
+            raise ConfigError(
+                f"run store {str(self.path)!r} has layout version {meta.get('version')}, and this beyondbp reads version {VERSION}"
+            )
+        self.meta = meta
+        if self.study is not None and meta.get("study") != self.study:
+            raise ConfigError(
+                f"run store {str(self.path)!r} belongs to study {meta.get('study')!r}, not {self.study!r}; "
+                "give this study its own store with --store"
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (committed, or rolled back on error)."""
+        if not self.create:
+            raise ConfigError(f"run store {str(self.path)!r} was opened read-only")
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+
+    # -- writing --------------------------------------------------------------------------------
+    @_timed
+    def add_runs(self, runs: Iterable[Any]) -> list[str]:
+        """Insert the planned runs (``PlannedRun``) not yet in the store, as ``pending``, after
+        the existing ones; return the ids added."""
+        runs = list(runs)
+
+        def add(conn: sqlite3.Connection) -> list[str]:
+            have = {r[0] for r in conn.execute("SELECT id FROM runs")}
+            position = conn.execute("SELECT coalesce(max(position), -1) FROM runs").fetchone()[0]
+            added = []
+            for run in runs:
+                if run.id in have:
+                    continue
+                position += 1
+                config = run.config.model_dump()
+                conn.execute(
+                    "INSERT INTO runs (id, position, label, axes, config, status, seed) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                    (run.id, position, run.label, _dumps(run.axes), _dumps(config), config.get("seed")),
+                )
+                have.add(run.id)
+                added.append(run.id)
+            return added
+
+        return self._write(add)
+
+    @_timed
+    def claim(self, owner: Owner, lease_seconds: float, ids: Iterable[str] | None = None) -> dict[str, Any] | None:
+        """Atomically take the first ``pending`` run (in store order; among ``ids`` when given)
+        for ``owner``: mark it ``running`` with a lease of ``lease_seconds``, count the attempt.
+        Returns ``{"id", "config", "attempt"}``, or None when no such run is pending."""
+        wanted = None if ids is None else set(ids)
+
+        def take(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            for row in conn.execute("SELECT id, config, attempts FROM runs WHERE status = 'pending' ORDER BY position"):
+                if wanted is not None and row["id"] not in wanted:
+                    continue
+                now = time.time()
+                attempt = row["attempts"] + 1
+                conn.execute(
+                    "UPDATE runs SET status = 'running', attempts = ?, lease_host = ?, lease_pid = ?, lease_token = ?, "
+                    "lease_expires = ?, heartbeat = ?, started_at = ?, finished_at = NULL WHERE id = ?",
+                    (attempt, owner.host, owner.pid, owner.token, now + lease_seconds, now, now, row["id"]),
+                )
+                conn.execute(
+                    "INSERT INTO attempts (run_id, attempt, host, pid, token, started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (row["id"], attempt, owner.host, owner.pid, owner.token, now),
+                )
+                return {"id": row["id"], "config": json.loads(row["config"]), "attempt": attempt}
+            return None
+
+        return self._write(take)
+
+    @_timed
+    def heartbeat(self, owner: Owner, lease_seconds: float) -> int:
+        """Renew the leases of every run ``owner`` holds; return how many."""
+        now = time.time()
+        return self._write(lambda conn: conn.execute(
+            "UPDATE runs SET lease_expires = ?, heartbeat = ? WHERE status = 'running' AND lease_token = ?",
+            (now + lease_seconds, now, owner.token),
+        ).rowcount)
+
+    def _dead(self, row: sqlite3.Row, me: Owner | None, now: float) -> str | None:
+        """Why the owner of a running row is dead (None: it may be alive)."""
+        if row["lease_token"] is None:
+            return "it has no owner"
+        if me is not None and row["lease_token"] == me.token:
+            return None
+        if row["lease_host"] == socket.gethostname():
+            if me is not None and row["lease_pid"] == me.pid:
+                return f"its owner (process {row['lease_pid']}, another token) is gone"
+            if not pid_alive(int(row["lease_pid"])):
+                return f"its owner, process {row['lease_pid']} on this host, is no longer running"
+        # a live owner renews its leases every quarter lease: an expired one means the owner died
+        # on another host, hangs, or (this host) its process id now belongs to another process
+        if row["lease_expires"] is not None and row["lease_expires"] < now:
+            return f"the lease of its owner, process {row['lease_pid']} on {row['lease_host']}, expired"
+        return None
+
+    @_timed
+    def reclaim_dead(self, me: Owner | None = None) -> list[str]:
+        """Hand every ``running`` run whose owner is dead back to ``pending`` (its attempt's
+        outcome becomes ``lost``); return their ids."""
+
+        def reclaim(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
+            lost = []
+            for row in conn.execute("SELECT * FROM runs WHERE status = 'running'").fetchall():
+                if self._dead(row, me, now) is None:
+                    continue
+                conn.execute(
+                    "UPDATE runs SET status = 'pending', lease_host = NULL, lease_pid = NULL, lease_token = NULL, "
+                    "lease_expires = NULL, heartbeat = NULL WHERE id = ?", (row["id"],))
+                conn.execute(
+                    "UPDATE attempts SET ended_at = ?, outcome = 'lost' WHERE run_id = ? AND attempt = ? AND outcome IS NULL",
+                    (now, row["id"], row["attempts"]))
+                lost.append(row["id"])
+            return lost
+
+        return self._write(reclaim)
+
+    @_timed
+    def release(self, owner: Owner, ids: Iterable[str], outcome: str = "released") -> list[str]:
+        """Hand runs that ``owner`` holds back to ``pending`` (it stops, or its worker died)."""
+        ids = list(ids)
+
+        def release(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
+            done = []
+            for run_id in ids:
+                row = conn.execute("SELECT attempts FROM runs WHERE id = ? AND status = 'running' AND lease_token = ?",
+                                   (run_id, owner.token)).fetchone()
+                if row is None:
+                    continue
+                conn.execute(
+                    "UPDATE runs SET status = 'pending', lease_host = NULL, lease_pid = NULL, lease_token = NULL, "
+                    "lease_expires = NULL, heartbeat = NULL WHERE id = ?", (run_id,))
+                conn.execute("UPDATE attempts SET ended_at = ?, outcome = ? WHERE run_id = ? AND attempt = ?",
+                             (now, outcome, run_id, row["attempts"]))
+                done.append(run_id)
+            return done
+
+        return self._write(release)
+
+    @_timed
+    def finish(self, owner: Owner, run_id: str, outcome: dict[str, Any]) -> str | None:
+        """Record what a worker returned for a run ``owner`` holds: ``outcome`` is
+        ``{"result": RunResult.to_dict(), "wall_time", "host", "versions"}`` or ``{"error":
+        text, ...}``. The status becomes ``done``, ``diverged`` or ``failed``; returned. When
+        ``owner`` no longer holds the lease (it was handed to another process), nothing is
+        written and None is returned."""
+
+        def finish(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT attempts FROM runs WHERE id = ? AND status = 'running' AND lease_token = ?",
+                               (run_id, owner.token)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            result = outcome.get("result")
+            values: dict[str, Any] = {
+                "wall_time": outcome.get("wall_time"),
+                "host": outcome.get("host"),
+                "versions": _dumps(outcome.get("versions") or {}),
+                "finished_at": now,
+            }
+            if result is None:
+                status = "failed"
+                values["error"] = str(outcome.get("error") or "unknown error")
+                values["result"] = None
+            else:
+                status = "diverged" if result.get("status") == "diverged" else "done"
+                flops = result.get("flops_per_step")
+                steps = result.get("steps")
+                values.update(
+                    result=_dumps(result),
+                    final=_dumps(result.get("final")),
+                    n_params=result.get("n_params"),
+                    flops_per_step=flops,
+                    flops_total=None if flops is None or steps is None else int(flops) * int(steps),
+                    eval_flops=result.get("eval_flops"),
+                    diverged_at_step=result.get("diverged_at_step") if status == "diverged" else None,
+                    error=None,
+                )
+            values.update(status=status, lease_host=None, lease_pid=None, lease_token=None, lease_expires=None,
+                          heartbeat=None)
+            assignments = ", ".join(f"{k} = ?" for k in values)
+            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values.values(), run_id))
+            conn.execute("UPDATE attempts SET ended_at = ?, outcome = ? WHERE run_id = ? AND attempt = ?",
+                         (now, status, run_id, row["attempts"]))
+            return status
+
+        return self._write(finish)
+
+    @_timed
+    def reset_failed(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Make ``failed`` runs (among ``ids`` when given) ``pending`` again; return their ids."""
+        wanted = None if ids is None else set(ids)
+
+        def reset(conn: sqlite3.Connection) -> list[str]:
+            rows = [r[0] for r in conn.execute("SELECT id FROM runs WHERE status = 'failed'")]
+            rows = [r for r in rows if wanted is None or r in wanted]
+            conn.executemany("UPDATE runs SET status = 'pending', error = NULL WHERE id = ?", [(r,) for r in rows])
+            return rows
+
+        return self._write(reset)
+
+    # -- reading --------------------------------------------------------------------------------
+    @_timed
+    def statuses(self) -> dict[str, str]:
+        """Run id -> status, for every run in the store."""
+        return {r["id"]: r["status"] for r in self._conn.execute("SELECT id, status FROM runs")}
+
+    @_timed
+    def rows(self) -> list[dict[str, Any]]:
+        """Every run's raw row (JSON columns still text), in store order."""
+        return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY position")]
+
+    @_timed
+    def attempts(self) -> list[dict[str, Any]]:
+        """Every attempt (see the module docstring), by run and attempt number."""
+        return [dict(r) for r in self._conn.execute("SELECT * FROM attempts ORDER BY run_id, attempt")]
+
+    def dead_reason(self, row: dict[str, Any]) -> str | None:
+        """Why a ``running`` row's owner is dead, seen from a process that owns nothing (None:
+        it may still be alive)."""
+        return self._dead(row, None, time.time())  # type: ignore[arg-type]
+
+    @_timed
+    def integrity(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` answer (``"ok"`` when sound)."""
+        return "; ".join(r[0] for r in self._conn.execute("PRAGMA integrity_check"))
+
+    @_timed
+    def records(self, status: str | None = None) -> list[dict[str, Any]]:
+        """One dict per run (all, or those with ``status``), in store order::
+
+            {"id", "status", "label", "axes", "config", "result", "error", "attempts", "host",
+             "versions", "wall_time", "n_params", "flops_per_step", "flops_total", "eval_flops",
+             "seed", "diverged_at_step", "started_at", "finished_at"}
+
+        ``config`` is ``RunConfig.model_dump()``, ``result`` ``RunResult.to_dict()`` (None until
+        the run finished, and for failed runs), ``versions`` ``{"beyondbp", "torch", "python"}``,
+        times in seconds (``started_at``/``finished_at`` are Unix times)."""
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"unknown run status {status!r}; it must be one of {', '.join(STATUSES)}")
+        query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY position"
+        out = []
+        for r in self._conn.execute(query, (status,) if status else ()):
+            out.append({
+                "id": r["id"],
+                "status": r["status"],
+                "label": r["label"],
+                "axes": _loads(r["axes"]),
+                "config": _loads(r["config"]),
+                "result": _loads(r["result"]),
+                "error": r["error"],
+                "attempts": r["attempts"],
+                "host": r["host"],
+                "versions": _loads(r["versions"]) or {},
+                "wall_time": r["wall_time"],
+                "n_params": r["n_params"],
+                "flops_per_step": r["flops_per_step"],
+                "flops_total": r["flops_total"],
+                "eval_flops": r["eval_flops"],
+                "seed": r["seed"],
+                "diverged_at_step": r["diverged_at_step"],
+                "started_at": r["started_at"],
+                "finished_at": r["finished_at"],
+            })
+        return out
