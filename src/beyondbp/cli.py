@@ -30,6 +30,7 @@ others). A bad spec is refused before the run store is opened or created.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -1034,6 +1035,49 @@ def study_check(spec: SpecArg, store: StoreOpt = None, debug: DebugOpt = False) 
         return EXIT_CHECK_FAILED
     typer.echo(f"store of study {parsed.name} is sound: {_count(len(parsed.runs()), 'spec run')} checked")
     return 0
+
+
+@study_app.command("report")
+def study_report(
+    spec: SpecArg,
+    store: StoreOpt = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Report folder (default: <spec>-report beside the spec).")] = None,
+    baseline: Annotated[str, typer.Option("--baseline", help="Rule label every other label is judged against.")] = "backprop",
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for every interval.")] = 200,
+    extrapolate: Annotated[float, typer.Option("--extrapolate", help="How far past the largest compute studied the extrapolated verdict looks (×).")] = 10.0,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fit and judge the study: best LR per size and budget, frontier and L(N, D) fits with
+    bootstrap intervals, one verdict per rule against the baseline, written as report.html
+    (self-contained), report.md (with its figures) and report.json."""
+    from .study.report import write_report
+    from .study.runner import study_records
+
+    parsed = _load_spec(spec)
+    _check_path_text(store, "--store")
+    _check_path_text(out, "--out")
+    if isinstance(bootstrap, bool) or bootstrap < 1 or bootstrap > 100_000:
+        raise ConfigError(f"invalid --bootstrap {bootstrap}: it must be a whole number from 1 to 100000")
+    if not math.isfinite(extrapolate) or extrapolate < 1:
+        raise ConfigError(f"invalid --extrapolate {extrapolate}: it must be a finite number of at least 1")
+    folder = Path(out) if out is not None else parsed.path.with_name(parsed.path.stem + "-report")
+    records = study_records(parsed, store)
+    labels = {r["label"] for r in records}
+    if records and baseline not in labels:
+        raise ConfigError(f"baseline {baseline!r} is not a rule label of this study; its labels are: {', '.join(sorted(labels))}")
+    written = write_report(parsed, records, folder, overwrite=overwrite,
+                           analyze_options={"baseline": baseline, "n_bootstrap": bootstrap, "extrapolate": extrapolate})
+    console = _console()
+    missing = len(parsed.runs()) - len(records)
+    done = sum(1 for r in records if r["status"] == "done")
+    console.print(f"study {parsed.name}: {_count(done, 'done run')} of {len(parsed.runs())} reported"
+                  + (f" ({missing} not run yet)" if missing else ""))
+    verdicts = json.loads(written["report.json"].read_text())["analysis"].get("verdicts", {})
+    for label in sorted(verdicts):
+        if verdicts[label].get("sentence"):
+            console.print(verdicts[label]["sentence"], soft_wrap=True)
+    console.print(f"report: {written['report.html']} · {written['report.md']} · {written['report.json']}")
 
 
 # -- entry point --------------------------------------------------------------------------------

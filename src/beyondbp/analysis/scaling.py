@@ -403,7 +403,10 @@ def _best(X: np.ndarray, y: np.ndarray, starts: np.ndarray, delta: float) -> tup
     """Every start run with the batched L-BFGS, then the best few distinct end points polished
     with SciPy's L-BFGS-B at tight tolerances; the lowest objective wins."""
     if len(starts) > _POLISH:
-        ends, values = _batch_lbfgs(starts, X, y, delta)
+        # starts far from the optimum overflow on their way; those end points are non-finite
+        # and ranked last below, so the floating-point warnings carry no information
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            ends, values = _batch_lbfgs(starts, X, y, delta)
         order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="stable")
         picked: list[np.ndarray] = []
         for i in order:
