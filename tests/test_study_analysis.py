@@ -289,3 +289,33 @@ def test_a_learning_rate_with_a_diverged_run_ranks_last():
     (row,) = analyze(recs, n_bootstrap=10, loss_law=False)["best_lr"]
     assert row["best_lr"] == 1e-3 and row["edge"] == "smallest"
     assert {x["lr"]: x["n_diverged"] for x in row["mean_loss_by_lr"]} == {1e-3: 0, 1e-2: 1}
+
+
+def test_a_bootstrap_without_distinct_resamples_gives_undecided():
+    """One seed and four frontier points per label: every admissible resample is the full data,
+    so the intervals have no width; the verdict must not claim a class from them."""
+    recs = []
+    for label, E in (("backprop", 1.0), ("dfa", 1.5)):
+        for i, C in enumerate([1e6, 1e7, 1e8, 1e9]):
+            loss = E + 50.0 * C ** -0.3
+            recs.append(_four_point_record(label, C, loss, i))
+    out = analyze(recs, n_bootstrap=30, loss_law=False)
+    v = out["verdicts"]["dfa"]
+    assert out["fits"]["dfa"]["frontier"]["distinct_resamples"] < 20
+    assert v["class"] == "undecided" and v["point_estimate_class"] == "D"
+    assert "too few distinct resamples" in v["sentence"] and "point estimates alone would say D" in v["sentence"]
+    assert v["extrapolated"]["class"] == "undecided"
+
+
+def _four_point_record(label, C, loss, i):
+    N = 1000 * (i + 1)
+    steps = int(C / (6 * N * 32)) or 1
+    return {
+        "id": f"{label}-{i}", "status": "done", "label": label,
+        "axes": {"rule": label, "model_options": {"widths": [i]}},
+        "config": {"rule": label, "lr": 1e-3, "seed": 0, "batch_size": 32, "steps": steps, "data": "mnist1d"},
+        "result": {"status": "ok", "n_params": N, "flops_per_step": C / steps, "steps": steps,
+                   "final": {"test_loss": loss}, "history": []},
+        "error": None, "n_params": N, "flops_per_step": C / steps, "flops_total": C, "eval_flops": 0,
+        "seed": 0, "diverged_at_step": None,
+    }

@@ -66,7 +66,11 @@ sentence says over which part of the range they do.
 
 With fewer than :data:`MIN_SEEDS` seeds for either label the verdict carries a ``caveat`` (also
 appended to its sentence): a bootstrap over two seeds has only three distinct resamples, so its
-intervals understate the uncertainty.
+intervals understate the uncertainty. When a label's frontier bootstrap has fewer than
+:data:`MIN_DISTINCT_RESAMPLES` distinct resamples (one seed and four frontier points, say:
+every resample must keep all four, so every resample is the full data) its intervals have no
+width to speak of, and the verdict is ``undecided`` whatever the point estimates say; the
+sentence still reports the point estimates, marked as such.
 
 The crossover compute is where the median Δ changes sign on the grid (log-linear interpolation
 between grid points); its interval is the central ``level`` interval of the first sign change
@@ -112,6 +116,8 @@ FRONTIER_MIN_POINTS = 4
 GRID_POINTS = 41
 #: Fewer seeds than this per label gets a caution in the verdict (too few distinct resamples).
 MIN_SEEDS = 3
+#: a frontier bootstrap with fewer distinct resamples than this gives no usable interval
+MIN_DISTINCT_RESAMPLES = 20
 #: Computes on each frontier's plotted curve.
 CURVE_POINTS = 60
 #: Axes that are not part of a best-LR group.
@@ -348,8 +354,11 @@ def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
     lo, hi = min(fc), max(fc)
     grid = np.geomspace(lo, hi * extrapolate, CURVE_POINTS) if hi > lo else np.array([lo])
     med, low, high = _curve_band(_frontier_samples(iv.samples, grid), level)
+    rows = np.column_stack([np.asarray(iv.samples[k], dtype=float) for k in ("E", "A", "alpha")])
+    distinct = len({tuple(np.round(r, 9)) for r in rows[np.all(np.isfinite(rows), axis=1)]})
     out.update(
         fitted=True,
+        distinct_resamples=distinct,
         resampled="seeds" if by_seed else "points",
         note=None if by_seed else "one seed only: the intervals resample frontier points, not seeds",
         fit=fit.to_dict(),
@@ -534,6 +543,18 @@ def _verdict(rule: str, base: str, fr: dict[str, Any], fb: dict[str, Any], sr: A
     studied = _delta_on(np.geomspace(lo, hi, GRID_POINTS), sr, sb, level)
     out.update({"class": studied["class"], "reason": studied["why"], "range": [lo, hi], "studied": studied})
     out["sentence"] = _sentence(rule, base, studied, unit)
+    thin = {name: f.get("distinct_resamples", MIN_DISTINCT_RESAMPLES) for name, f in ((rule, fr), (base, fb))}
+    thin = {name: n for name, n in thin.items() if n < MIN_DISTINCT_RESAMPLES}
+    if thin:
+        estimate = out["class"]
+        why = (
+            f"the frontier bootstrap has too few distinct resamples for an interval "
+            f"({', '.join(f'{name}: {n}' for name, n in thin.items())}; at least {MIN_DISTINCT_RESAMPLES} needed): "
+            "more seeds, sizes or budgets are needed"
+        )
+        out.update({"class": "undecided", "reason": why, "point_estimate_class": estimate})
+        text = out["sentence"].split(" — ", 1)[1] if " — " in out["sentence"] else out["sentence"]
+        out["sentence"] = f"{rule} vs {base}: undecided — {why}; the point estimates alone would say {estimate}: {text}"
     few = {name: f["n_seeds"] for name, f in ((rule, fr), (base, fb)) if f["n_seeds"] < MIN_SEEDS}
     if few:
         out["caveat"] = (
@@ -550,9 +571,12 @@ def _verdict(rule: str, base: str, fr: dict[str, Any], fb: dict[str, Any], sr: A
         i = len(grid) - 1
         later = [c for c in ext["crossover"]["median"] if c > hi]
         beyond = f"median crossover beyond the data at {', '.join(fmt_compute(c) for c in later)} FLOPs" if later else "no crossover beyond the data"
+        if thin:  # no usable interval: the class is undecided here too
+            ext["point_estimate_class"], ext["class"] = ext["class"], "undecided"
+        shown = ext["class"] if not thin else f"undecided (point estimates: {ext['point_estimate_class']})"
         out["extrapolated_sentence"] = (
             f"Extrapolated to {fmt_compute(hi * extrapolate)} FLOPs ({extrapolate:g}× the largest compute studied; "
-            f"beyond the data): {ext['class']}; {_diff_text(rule, ext, i, unit)}; {beyond}."
+            f"beyond the data): {shown}; {_diff_text(rule, ext, i, unit)}; {beyond}."
         )
     return out
 
