@@ -39,13 +39,15 @@ data = "mnist1d"
 data_options = {num_samples = 400}
 batch_size = 32
 lr = 0.01
-diagnostics = true
 
 [axes]
 rule = ["backprop", "dfa"]
 model_options = [{widths = [8]}, {widths = [32]}]
 steps = [20, 40]
 seed = [0, 1]
+
+[execution]
+diagnostics = true
 """
 #: a small grid of starts for L(N, D) (the default 4,500 starts are slow for a test)
 STARTS = list(itertools.product([4.0, 7.0], [4.0, 7.0], [0.0, 0.5], [0.3, 0.5], [0.3, 0.5]))

@@ -117,7 +117,7 @@ GRID_POINTS = 41
 #: Fewer seeds than this per label gets a caution in the verdict (too few distinct resamples).
 MIN_SEEDS = 3
 #: a frontier bootstrap with fewer distinct resamples than this gives no usable interval
-MIN_DISTINCT_RESAMPLES = 20
+MIN_DISTINCT_RESAMPLES = 3
 #: Computes on each frontier's plotted curve.
 CURVE_POINTS = 60
 #: Axes that are not part of a best-LR group.
