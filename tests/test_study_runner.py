@@ -144,7 +144,8 @@ def test_runs_of_a_dead_owner_are_run_again(tmp_path):
 
 def test_two_drivers_on_one_store_never_run_a_run_twice(tmp_path):
     # one thread per run: two drivers share the cores
-    spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1, 2, 3, 4, 5, 6, 7]", steps=100, samples=2000, width=32,
+    # (runs of ~0.3 s: long enough that both drivers, started together, take some)
+    spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1, 2, 3, 4, 5, 6, 7]", steps=300, samples=2000, width=32,
                            execution="threads = 1")
     procs = [beyondbp("study", "run", str(spec_path), "--quiet") for _ in range(2)]
     for p in procs:

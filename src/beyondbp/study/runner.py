@@ -373,19 +373,6 @@ def _worker_died(store: Store, owner: Owner, pool: Any, inflight: dict[Any, str]
             store.release(owner, [rid], outcome="lost")
 
 
-def spec_counts(spec: Spec, store: Store) -> dict[str, int]:
-    """The spec's runs by status; runs not yet in the store count as ``pending``."""
-    statuses = store.statuses()
-    counts = {s: 0 for s in STATUSES}
-    for run in spec.runs():
-        counts[statuses.get(run.id, "pending")] += 1
-    return counts
-
-
-def finished(status: str) -> bool:
-    return status in FINISHED
-
-
 # -- status and integrity ----------------------------------------------------------------------
 def _store_for(spec: Spec, store_path: str | os.PathLike | None) -> Store:
     path = Path(store_path) if store_path is not None else default_store_path(spec.path)

@@ -273,7 +273,10 @@ class Store:
         if not self.create:
             raise ConfigError(f"run store {str(self.path)!r} was opened read-only")
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # read-only file or directory, locked for too long
+            raise ConfigError(f"run store {str(self.path)!r} cannot be written: {exc}") from None
         try:
             out = fn(conn)
         except BaseException:
