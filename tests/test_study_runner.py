@@ -407,3 +407,47 @@ def test_an_interrupted_driver_hands_its_runs_back(tmp_path):
         assert set(store.statuses().values()) == {"pending"}
         assert [a["outcome"] for a in store.attempts()] == ["released"]
     assert run_study(spec)["ran"] == 2 and check_study(spec) == []
+
+
+def _without_timings(result: dict) -> dict:
+    """A run's numbers with the wall-clock fields left out (they differ between any two runs)."""
+    timing = {"elapsed", "total_time", "train_time", "time_per_step", "time_per_token", "timed_steps",
+              "resumed_from_step", "environment", "config", "checkpoint"}
+    out = {k: v for k, v in result.items() if k not in timing}
+    out["history"] = [{k: v for k, v in h.items() if k not in timing} for h in result["history"]]
+    return out
+
+
+def test_a_killed_study_resumes_its_runs_from_their_state_bit_identically(tmp_path, capsys):
+    """With [execution] checkpoint_every, a run killed midway resumes from its last state on the
+    next `study run` and ends with the numbers of a study that was never killed."""
+    results = {}
+    for name in ("killed", "whole"):
+        folder = tmp_path / name
+        folder.mkdir()
+        spec_path = write_spec(folder / "s.toml", "seed = [0, 1]", steps=300, samples=2000, width=64,
+                               execution="checkpoint_every = 25")
+        if name == "killed":
+            states = folder / "s.states"
+            proc = beyondbp("study", "run", str(spec_path), "--quiet", start_new_session=True)
+            try:
+                deadline = time.monotonic() + 240
+                while not (states.is_dir() and any(p.suffix == ".pt" for p in states.iterdir())):
+                    assert proc.poll() is None, proc.communicate()
+                    assert time.monotonic() < deadline, "no run state was ever written"
+                    time.sleep(0.05)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+        code, _, err = cli(capsys, "study", "run", spec_path)
+        assert code == 0, err
+        with Store(folder / "s.db") as store:
+            results[name] = {r["id"]: r["result"] for r in store.records()}
+        assert not any((folder / "s.states").glob("*.pt"))  # states are deleted once runs finish
+    assert results["killed"].keys() == results["whole"].keys()
+    resumed = [i for i, r in results["killed"].items() if r["resumed_from_step"]]
+    assert resumed, "no run resumed from its state"
+    for run_id in results["whole"]:
+        assert results["whole"][run_id]["resumed_from_step"] is None
+        assert _without_timings(results["killed"][run_id]) == _without_timings(results["whole"][run_id])
