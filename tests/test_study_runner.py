@@ -87,13 +87,14 @@ def test_failed_and_diverged_runs_are_recorded_and_the_study_goes_on(tmp_path, c
     base = f"""
 model = "mlp"
 model_options = {{widths = [8]}}
-data_dir = "{tmp_path / 'no-such-dir'}"
 n_train = 320
 n_test = 80
 optimizer = "sgd"
 steps = 10
 """
-    spec_path = write_spec(tmp_path / "s.toml", 'data = ["mnist1d", "fashion-mnist"]\nlr = [0.01, 1e4]', base=base)
+    missing = tmp_path / "no-such-dir"
+    spec_path = write_spec(tmp_path / "s.toml", 'data = ["mnist1d", "fashion-mnist"]\nlr = [0.01, 1e4]', base=base,
+                           execution=f'data_dir = "{missing}"')
     summary = run_study(load_spec(spec_path), workers=1)
     assert summary["ran"] == 4
     assert summary["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 2, "diverged": 1}
@@ -298,7 +299,7 @@ def test_worker_threads_and_execution_settings(tmp_path):
     values = runner._worker_config(config, "abc", 3, tmp_path / "s.states", 25)
     assert values["threads"] == 3 and values["state"] == str(tmp_path / "s.states" / "abc.pt")
     assert values["checkpoint_every"] == 25
-    assert "state" not in runner._worker_config(config, "abc", 3, None, 25)
+    assert runner._worker_config(config, "abc", 3, None, 25).get("state") is None
     assert runner.state_dir(tmp_path / "x" / "s.db") == tmp_path / "x" / "s.states"
 
 

@@ -55,9 +55,22 @@ def _prefix(name: str) -> str:
     return f".{name}.{os.getpid()}."
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (a zombie and another user's live
+    process count as alive; ids ≤ 0 do not)."""
+    if pid <= 0:
+        return False
     if pid == os.getpid():
         return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError:
+        return False
+    return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -79,7 +92,7 @@ def remove_stale_temporaries(directory: str | os.PathLike, name: str) -> list[Pa
         return removed
     for entry in entries:
         m = pattern.match(entry.name)
-        if not m or _alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-__all__ = ["plain"]
+__all__ = ["finite_number", "plain"]
 
 
 def plain(value: Any) -> Any:
@@ -42,3 +42,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} has no JSON form (only numbers, strings, lists, dicts and None)")
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` when it is missing, a bool, not a number, or
+    NaN/±inf (how reports and analyses read numbers out of JSON records)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .files import atomic_write_bytes
 from .jsonable import plain
+from .jsonable import finite_number as _num
 
 __all__ = ["comparison_table", "plot_curves", "read_json", "render_markdown", "write_json"]
 
@@ -48,14 +48,6 @@ def _as_dict(result: Any) -> dict[str, Any]:
     raise TypeError(f"expected a RunResult or its dict, got {type(result).__name__}")
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -111,7 +111,6 @@ __all__ = [
     "Progress",
     "Setup",
     "check",
-    "compare",
     "diverged",
     "evaluate",
     "load_dataset",

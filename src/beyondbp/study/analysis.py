@@ -95,6 +95,7 @@ from ..analysis.scaling import (
 )
 from ..errors import BeyondBPError, ConfigError
 from ..jsonable import plain
+from ..jsonable import finite_number as _num
 
 __all__ = [
     "FRONTIER_MIN_COMPUTES",
@@ -141,14 +142,6 @@ def fmt_compute(c: float | None) -> str:
     return f"{mant}e{int(exp)}"
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _pos(value: Any) -> float | None:

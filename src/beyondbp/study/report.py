@@ -48,6 +48,7 @@ from .. import files
 from ..errors import ConfigError
 from ..jsonable import plain
 from .analysis import analyze, fmt_compute
+from ..jsonable import finite_number as _num
 
 __all__ = ["REPORT_FILES", "write_report", "render"]
 
@@ -69,14 +70,6 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
 
 
 # -- small helpers ------------------------------------------------------------------------------
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _g(value: Any, digits: int = 4) -> str:

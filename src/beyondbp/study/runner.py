@@ -29,10 +29,10 @@ A worker that dies (killed, out of memory) hands its runs back to ``pending``; a
 attempts reach :data:`MAX_ATTEMPTS` that way is recorded ``failed``. Interrupting the driver
 (Ctrl-C) hands its in-flight runs back too.
 
-Resume: when the run layer has the execution settings ``state`` and ``checkpoint_every``
-(``"state" in RunConfig.model_fields``), every run gets ``state =
+Resume: every run gets the execution settings ``state =
 <store dir>/<store stem>.states/<run id>.pt`` and the spec's ``[execution] checkpoint_every``,
-so a run whose worker died resumes from its last state on the next ``study run``.
+so a run whose worker died resumes from its last state on the next ``study run`` (the run
+layer deletes a run's state file once the run has finished).
 
 The library never prints: ``progress(event, info)`` receives ``"start"`` (``total``,
 ``counts``, ``added``, ``reclaimed``, ``workers``), ``"claimed"`` (``id``, ``label``, ``axes``,
@@ -92,12 +92,6 @@ def state_dir(store_path: str | os.PathLike) -> Path:
     """Where runs keep their resume state: ``<store dir>/<store stem>.states``."""
     path = Path(store_path)
     return path.parent / f"{path.stem}.states"
-
-
-def _resume_supported() -> bool:
-    from ..train import RunConfig
-
-    return "state" in RunConfig.model_fields
 
 
 def _worker_init(threads: int) -> None:
@@ -286,10 +280,8 @@ def run_study(
         if retry_failed:
             store.reset_failed(ids)
         summary["reclaimed"] = len(store.reclaim_dead(owner))
-        states = None
-        if _resume_supported():
-            states = state_dir(path)
-            states.mkdir(parents=True, exist_ok=True)
+        states = state_dir(path)
+        states.mkdir(parents=True, exist_ok=True)
         checkpoint_every = spec.execution.get("checkpoint_every")
         counts = _counts(store, ids)
         emit("start", {"total": len(runs), "counts": counts, "added": summary["added"],

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError
+from ..files import pid_alive
 
 __all__ = ["STATUSES", "FINISHED", "Owner", "Store", "pid_alive"]
 
@@ -93,21 +94,6 @@ CREATE TABLE attempts (
 """
 
 T = TypeVar("T")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine (a zombie counts as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
