@@ -319,3 +319,21 @@ def _four_point_record(label, C, loss, i):
         "error": None, "n_params": N, "flops_per_step": C / steps, "flops_total": C, "eval_flops": 0,
         "seed": 0, "diverged_at_step": None,
     }
+
+
+def test_the_studied_range_ends_where_a_label_stopped_improving():
+    """Runs beyond a label's last frontier point did worse: the fitted law there is an
+    extrapolation, so the verdict's studied range stops at that point."""
+    recs = []
+    for seed in (0, 1, 2):
+        for i, C in enumerate([1e6, 1e7, 1e8, 1e9, 1e10]):
+            recs.append(_four_point_record("backprop", C, 1.0 + 50.0 * C ** -0.3 + 0.001 * seed, i) | {"seed": seed})
+            worse = 1.2 + 50.0 * min(C, 1e8) ** -0.3 + (0.5 if C > 1e8 else 0.0) + 0.001 * seed
+            recs.append(_four_point_record("dfa", C, worse, i) | {"seed": seed})
+    for r in recs:
+        r["config"] = dict(r["config"], seed=r["seed"])
+        r["id"] = f"{r['id']}-{r['seed']}"
+    out = analyze(recs, n_bootstrap=20, loss_law=False)
+    assert out["fits"]["dfa"]["frontier_range"][1] == pytest.approx(1e8, rel=0.01)
+    assert out["fits"]["dfa"]["compute_range"][1] == pytest.approx(1e10, rel=0.01)
+    assert out["verdicts"]["dfa"]["range"][1] == pytest.approx(1e8, rel=0.01)

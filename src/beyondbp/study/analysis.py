@@ -39,7 +39,10 @@ Fits per label.
 A fit that cannot be made is recorded as ``{"fitted": False, "reason": ...}``, never an error.
 
 The verdict, per label against the baseline (``backprop`` by default). The studied range is
-the overlap of the two labels' compute ranges (best-LR runs), ``[C_lo, C_hi]``; on
+the overlap of the two labels' efficient frontiers, ``[C_lo, C_hi]``: each from its cheapest
+frontier point to the last compute at which the label's best-LR runs still improved (beyond
+it the data's frontier is flat, and the fitted law would be extrapolated; a label whose largest
+runs did worse than its smaller ones is judged only as far as it improved); on
 :data:`GRID_POINTS` log-spaced computes in it, and on a second grid from ``C_hi`` to
 ``extrapolate × C_hi`` (marked extrapolated), the loss difference
 ``Δ(C) = L_rule(C) − L_baseline(C)`` is computed for every bootstrap resample pair (resample
@@ -649,9 +652,14 @@ def analyze(
         mine = [p for p in points if p["label"] == label and p["index"] in kept]
         ranges[label] = (min(p["C"] for p in mine), max(p["C"] for p in mine))
         frontier, samples[label] = _fit_frontier(mine, n_bootstrap, seed, level, extrapolate)
+        if frontier["points"]:  # beyond a label's last frontier point its runs stopped improving:
+            # the data's frontier is flat there, so the fitted law is an extrapolation
+            front = [q["C"] for q in frontier["points"]]
+            ranges[label] = (min(front), max(front))
         fits[label] = {
             "n_runs": len(mine),
-            "compute_range": list(ranges[label]),
+            "compute_range": [min(p["C"] for p in mine), max(p["C"] for p in mine)],
+            "frontier_range": list(ranges[label]),
             "frontier": frontier,
             "loss_law": _fit_loss_law(mine, n_bootstrap, seed, level, loss_law_starts) if loss_law
             else {"fitted": False, "reason": "not asked for (loss_law=False)"},

@@ -351,7 +351,7 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
             "Classes (Filipovich et al. 2022): A, the rule reaches a lower loss than backprop over the whole compute range; "
             "B, backprop better at small compute, the rule at scale; C, the rule better at small compute, backprop at scale; "
             "D, backprop better over the whole range; undecided, the intervals do not separate where it matters. The class "
-            "is decided on the studied range (the overlap of both labels' compute); the extrapolated class is reported apart."
+            "is decided on the studied range (the overlap of both labels' efficient frontiers: from the cheapest best-LR run to the compute where the label last improved; past that point the fitted law is an extrapolation); the extrapolated class is reported apart."
         )))  # fmt: skip
     else:
         out.append(("p", "No verdict: it needs finished runs of the baseline and of at least one other label."))
