@@ -9,6 +9,7 @@
     beyondbp study run spec.toml --workers 2          # or --executor ray [--address ADDR]
     beyondbp study status spec.toml [--json]
     beyondbp study check spec.toml
+    beyondbp study report spec.toml [--out DIR]        # fits, verdicts: report.html / .md / .json
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
