@@ -221,7 +221,7 @@ def test_cli_status_check_and_errors(tmp_path, capsys):
     assert not (tmp_path / "s.db").exists()
 
     code, out, err = cli(capsys, "study", "run", spec_path, "--workers", "2")
-    assert code == 0 and "ran 2 of 2 runs (2 new)" in out and err == ""  # not a TTY: no bar
+    assert code == 0 and "ran 2 of 2 runs (2 added to the store)" in out and err == ""  # not a TTY: no bar
     code, out, _ = cli(capsys, "study", "status", spec_path, "--workers", "2")
     assert code == 0 and "study tiny · 2 runs" in out and "time left 0.0s" in out
     assert any(line.split("│")[1:3] == [" done     ", "    2 "] for line in out.splitlines() if "done" in line)
@@ -452,3 +452,48 @@ def test_a_killed_study_resumes_its_runs_from_their_state_bit_identically(tmp_pa
     for run_id in results["whole"]:
         assert results["whole"][run_id]["resumed_from_step"] is None
         assert _without_timings(results["killed"][run_id]) == _without_timings(results["whole"][run_id])
+
+
+def test_ctrl_c_hands_runs_back_in_one_line_and_stops_the_workers(tmp_path, capsys):
+    """SIGINT to the whole process group (what Ctrl-C sends): exit 130, one line saying how to
+    continue, no traceback from the forkserver or the workers, no process left behind, and a
+    store that `study check` finds sound."""
+    spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1, 2, 3]", steps=3000, samples=2000, width=64)
+    store_path = tmp_path / "s.db"
+    proc = beyondbp("study", "run", str(spec_path), "--workers", "2", start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no run ever started"
+            try:
+                with Store(store_path) as store:
+                    if "running" in store.statuses().values():
+                        break
+            except ConfigError:  # not created yet
+                pass
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"interrupted: the runs in flight were handed back to the store; `beyondbp study run {spec_path}` continues the study"
+    ]
+    time.sleep(2.0)
+    with pytest.raises(ProcessLookupError):  # the forkserver and the workers are gone too
+        os.killpg(proc.pid, 0)
+    code, out, _ = cli(capsys, "study", "check", spec_path)
+    assert code == 0, out
+
+
+def test_a_store_in_a_missing_folder_is_refused(tmp_path, capsys):
+    spec_path = write_spec(tmp_path / "s.toml", "seed = [0]")
+    code, _, err = cli(capsys, "study", "run", spec_path, "--store", tmp_path / "nodir" / "x.db")
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "nodir").exists()

@@ -346,6 +346,7 @@ NHeadOpt = Annotated[Optional[int], typer.Option("--n-head", help="gpt: attentio
 DModelOpt = Annotated[Optional[int], typer.Option("--d-model", help="gpt: model width (default 128).")]
 EvalWindowsOpt = Annotated[Optional[int], typer.Option("--eval-windows", help="Language models: validation windows for the final loss (default: the whole split).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out directory (and an existing --checkpoint file).")]
+OutOverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out directory; everything in it is deleted.")]
 ZetaOpt = Annotated[Optional[float], typer.Option("--zeta", help="SET fraction of connections rewired after each epoch (default 0.3; 0 = static sparse).")]
 
 
@@ -557,7 +558,7 @@ def compare(
     model_opt: ModelOptOpt = None,
     data_opt: DataOptOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default results/compare-<data>-<model>).")] = None,
-    overwrite: OverwriteOpt = False,
+    overwrite: OutOverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Train each rule on the same model, data, budget and seed; print and save a comparison.
@@ -964,13 +965,18 @@ def study_run(
 
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")
-    with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
-        summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
-                            progress=bar, retry_failed=retry_failed)
+    try:
+        with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
+            summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
+                                progress=bar, retry_failed=retry_failed)
+    except KeyboardInterrupt:
+        print(f"interrupted: the runs in flight were handed back to the store; `beyondbp study run {spec}` "
+              "continues the study", file=sys.stderr)
+        raise
     counts = summary["counts"]
     if not quiet:
         _console().print(
-            f"study {parsed.name}: ran {summary['ran']} of {summary['total']} runs ({summary['added']} new) in "
+            f"study {parsed.name}: ran {summary['ran']} of {summary['total']} runs ({summary['added']} added to the store) in "
             f"{_duration(summary['wall_time'])} · {_counts_text(counts)} · store {summary['store']}"
         )
     if counts["failed"]:
@@ -1012,7 +1018,8 @@ def study_status(
     if status["missing"]:
         console.print(f"{_count(status['missing'], 'run')} of the spec not yet in the store (counted as pending)")
     if status["stale"]:
-        console.print(f"{_count(status['stale'], 'run')} marked running by a process that is gone; the next `study run` runs them again")
+        them = "it" if status["stale"] == 1 else "them"
+        console.print(f"{_count(status['stale'], 'run')} marked running by a process that is gone; the next `study run` runs {them} again")
     if status["other"]:
         console.print(f"{_count(status['other'], 'run')} in the store no longer in the spec (not counted)")
     for f in status["failed"]:
@@ -1046,7 +1053,7 @@ def study_report(
     baseline: Annotated[str, typer.Option("--baseline", help="Rule label every other label is judged against.")] = "backprop",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for every interval.")] = 200,
     extrapolate: Annotated[float, typer.Option("--extrapolate", help="How far past the largest compute studied the extrapolated verdict looks (×).")] = 10.0,
-    overwrite: OverwriteOpt = False,
+    overwrite: OutOverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fit and judge the study: best LR per size and budget, frontier and L(N, D) fits with

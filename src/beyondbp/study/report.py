@@ -404,7 +404,7 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
 
     out.append(("h2", "Learning curves"))
     if "curves.png" in figures:
-        out.append(("img", "curves.png", "Validation loss over training of the best-LR runs", figures["curves.png"]))
+        out.append(("img", "curves.png", "Final-metric loss over training of the best-LR runs", figures["curves.png"]))
     else:
         out.append(("p", "No evaluation history recorded."))
 
@@ -412,7 +412,7 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
     if "alignment.png" in figures:
         out.append(("img", "alignment.png", "Cosine between each rule's update and the backprop gradient over training", figures["alignment.png"]))
     else:
-        out.append(("p", "No run recorded alignment diagnostics (set diagnostics = true in the spec's base to record them)."))
+        out.append(("p", "No run recorded alignment diagnostics (set diagnostics = true in the spec's [execution] table to record them)."))
 
     problems = []
     for d in analysis.get("diverged") or []:

@@ -47,7 +47,9 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -125,6 +127,24 @@ def execute(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- executors ---------------------------------------------------------------------------------
+def _start_forkserver_without_sigint() -> None:
+    """Start the forkserver with SIGINT ignored, so that it and the workers it forks inherit
+    that: Ctrl-C reaches the whole process group, and only the driver must handle it (it hands
+    the runs in flight back and stops the workers), not a server busy importing torch, which
+    would die printing a ``KeyboardInterrupt`` traceback. (Python keeps an inherited SIG_IGN
+    for SIGINT instead of installing its own handler.)"""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Local:
     """A process pool; ``submit(config) -> handle``, ``wait(handles, timeout) -> done``,
     ``outcome(handle)`` (raises when the worker died)."""
@@ -132,6 +152,23 @@ class _Local:
     def __init__(self, workers: int, threads: int) -> None:
         self.workers, self.threads = workers, threads
         self.pool = self._pool()
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        """Start every worker before any run is claimed, holding Ctrl-C until they are up: a
+        worker interrupted halfway through its start would outlive the driver and die later
+        printing a traceback. The interrupt is raised as soon as the workers are running."""
+        caught: list[int] = []
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum)) if main else None
+        try:
+            cf.wait([self.pool.submit(time.sleep, 0.05) for _ in range(self.workers)])
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if caught:
+            self.close(cancel=True)
+            raise KeyboardInterrupt
 
     def _pool(self) -> cf.ProcessPoolExecutor:
         methods = multiprocessing.get_all_start_methods()
@@ -140,6 +177,7 @@ class _Local:
             # the server imports torch and beyondbp once (and torch._dynamo, which the first
             # optimizer imports: seconds); each worker is a cheap fork of it
             ctx.set_forkserver_preload(PRELOAD)
+            _start_forkserver_without_sigint()
         else:
             ctx = multiprocessing.get_context("spawn")
         return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,))
@@ -158,9 +196,17 @@ class _Local:
         """A worker died: the pool is broken; start a new one."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._pool()
+        self._start_workers()
 
     def close(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        if cancel:  # interrupted: the runs were handed back, so stop their workers now
+            workers = list(getattr(self.pool, "_processes", {}).values())  # no public handle on them
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers:
+                if process.is_alive():
+                    process.terminate()
+            return
+        self.pool.shutdown(wait=True)
 
 
 class _Ray:

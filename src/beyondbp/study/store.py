@@ -185,7 +185,11 @@ class Store:
             from .. import files
 
             files.check_writable(path, "run store")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():  # a mistyped --store must not start a new study elsewhere
+                raise ConfigError(
+                    f"the folder of run store {str(path)!r} does not exist; give a store in an existing folder "
+                    "(or create the folder first)"
+                )
         try:
             if self.create:
                 conn = sqlite3.connect(str(path), timeout=self.busy_timeout, isolation_level=None)
