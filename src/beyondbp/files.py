@@ -71,13 +71,6 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def remove_stale_temporaries(directory: str | os.PathLike, name: str) -> list[Path]:
