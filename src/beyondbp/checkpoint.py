@@ -34,7 +34,7 @@ from .files import atomic_write_bytes
 from .jsonable import plain
 from .rules.base import is_rule_tensor
 
-__all__ = ["FORMAT", "VERSION", "load", "read", "save"]
+__all__ = ["FORMAT", "VERSION", "load", "load_safely", "read", "save"]
 
 FORMAT = "beyondbp-checkpoint"
 VERSION = 1
@@ -70,18 +70,28 @@ def save(
     return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
 
 
+def load_safely(path: str | os.PathLike) -> Any:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True`` (tensors and plain values
+    only); any failure becomes a ``ValueError`` whose message is one short reason, never torch's
+    advice to load the file unsafely. Checkpoints and run states both read through it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in reason:
+            reason = "it holds objects other than tensors and plain values"
+        raise ValueError(reason) from None
+
+
 def read(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict at ``path`` (validated as a beyondbp checkpoint, not as a model)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {str(path)!r}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in reason:  # never pass on torch's advice to load the file unsafely
-            reason = "it holds objects other than tensors and plain values"
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({reason})") from None
+        payload = load_safely(path)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a beyondbp checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

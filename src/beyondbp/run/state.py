@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import load_safely
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, remove_stale_temporaries
 
@@ -100,13 +101,10 @@ def read(path: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
     if not path.is_file():
         raise ConfigError(f"the state path {str(path)!r} exists but is not a regular file; give a file path")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in reason:
-            reason = "it holds objects other than tensors and plain values"
+        payload = load_safely(path)
+    except ValueError as exc:
         raise ConfigError(
-            f"the state file {str(path)!r} is damaged or not a torch file ({reason}); delete it to start the run afresh"
+            f"the state file {str(path)!r} is damaged or not a torch file ({exc}); delete it to start the run afresh"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{str(path)!r} is not a beyondbp run state (no '{FORMAT}' header); give another state path")
