@@ -72,7 +72,7 @@ def test_a_spec_plans_every_combination_with_per_rule_lrs_labels_and_merged_tabl
     assert all(r.config.model_options == {"widths": [64, 64], "activation": "tanh"} for r in wide)  # merged
     assert all(r.config.threads == 1 for r in runs)
     assert spec.execution == {"device": "cpu", "threads": 1, "checkpoint_every": 10, "data_dir": None,
-                              "diagnostics": False, "eval_batch_size": None}
+                              "diagnostics": False, "eval_batch_size": None, "keep_models": False}
     assert spec.name == "demo" and spec.description == "a small grid" and spec.text == GOOD
     assert default_store_path(spec.path) == tmp_path / "spec.db"
 

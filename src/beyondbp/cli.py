@@ -10,6 +10,7 @@
     beyondbp study status spec.toml [--json]
     beyondbp study check spec.toml
     beyondbp study report spec.toml [--out DIR]        # fits, verdicts: report.html / .md / .json
+    beyondbp analyze spec.toml [--out DIR]             # representations: CKA, RSA, shape metrics, identification
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
@@ -1086,6 +1087,87 @@ def study_report(
         if verdicts[label].get("sentence"):
             console.print(verdicts[label]["sentence"], soft_wrap=True)
     console.print(f"report: {written['report.html']} · {written['report.md']} · {written['report.json']}")
+
+
+# -- analyze ------------------------------------------------------------------------------------
+@app.command()
+def analyze(
+    sources: Annotated[list[str], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of checkpoints, or checkpoint files.", show_default=False)],
+    store: StoreOpt = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Output folder (default: <first source>-representations beside it).")] = None,
+    stimuli: Annotated[int, typer.Option("--stimuli", help="Probe stimuli drawn from the test split.")] = 1000,
+    measures: Annotated[Optional[str], typer.Option("--measures", help="Comma-separated measures (default: all; see --list-measures).")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Noisy passes per stimulus for the stochastic metric.")] = 10,
+    noise: Annotated[str, typer.Option("--noise", help="Noise of the stochastic responses: input (Gaussian on the input) or dropout (the model's own).")] = "input",
+    noise_level: Annotated[float, typer.Option("--noise-level", help="Input noise, in standard deviations of the probe set.")] = 0.1,
+    snr_batches: Annotated[int, typer.Option("--snr-batches", help="Training minibatches for the gradient SNR (0: skip it).")] = 8,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for identification intervals.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the probe draw, the noise and the bootstrap.")] = 0,
+    list_measures: Annotated[bool, typer.Option("--list-measures", help="List the measures and exit.")] = False,
+    overwrite: OutOverwriteOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare trained networks' hidden representations (CKA, RSA, shape metrics, stochastic
+    shape metric, encoding models), test whether each measure identifies the rule that trained a
+    network, and measure gradient SNR: writes representations.md / .json and heatmap and MDS
+    PNGs."""
+    from .analysis.identification import write_outputs
+    from .analysis.representations import MEASURES
+    from .study.representations import analyze as analyze_networks
+    from .study.representations import find_networks
+
+    console = _console()
+    if list_measures:
+        for name, m in MEASURES.items():
+            console.print(f"{name:22s} {m.description}", soft_wrap=True)
+        return
+    _check_path_text(store, "--store")
+    _check_path_text(out, "--out")
+    if isinstance(bootstrap, bool) or bootstrap < 1 or bootstrap > 100_000:
+        raise ConfigError(f"invalid --bootstrap {bootstrap}: it must be a whole number from 1 to 100000")
+    names = None if measures is None else [m.strip() for m in measures.split(",") if m.strip()]
+    if names is not None:
+        unknown = [m for m in names if m not in MEASURES]
+        if unknown or not names:
+            raise ConfigError(f"unknown measure {unknown[0]!r} in --measures; measures are: {', '.join(MEASURES)}"
+                              if unknown else "--measures is empty; name at least one measure")
+    first = Path(sources[0])
+    folder = Path(out) if out is not None else first.with_name((first.stem if first.suffix else first.name) + "-representations")
+    _check_out(folder, overwrite)
+    networks = find_networks(sources, store)
+    title = f"Representations of {len(networks)} networks ({', '.join(sorted({n.label for n in networks}))})"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_console(stderr=True), disable=quiet, transient=True) as bar:
+        task = bar.add_task("networks", total=len(networks))
+        state = {"measures": None}
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "network":
+                bar.update(task, completed=info["index"], description=f"network {info['label']} s{info.get('index')}")
+            elif event == "measure":
+                if state["measures"] is None:
+                    bar.update(task, completed=len(networks))
+                    state["measures"] = bar.add_task("measures", total=None)
+                bar.update(state["measures"], advance=1, description=f"{info['measure']} {info['layer']}")
+
+        result = analyze_networks(networks, stimuli=stimuli, repeats=repeats, noise=noise, noise_level=noise_level,
+                                  measures=names, snr_batches=snr_batches, bootstrap=bootstrap, seed=seed,
+                                  title=title, progress=progress)
+    written = write_outputs(result, folder, overwrite=overwrite)
+    table = Table(title="identification accuracy (nearest neighbour / reference), chance in brackets")
+    for col in ("measure", *result["layers"]):
+        table.add_column(col)
+    for m, per_layer in result["identification"].items():
+        cells = []
+        for layer in result["layers"]:
+            r = per_layer[layer]
+            cells.append(f"{r['nn']['accuracy']:.2f} ({r['nn']['chance']:.2f}) / "
+                         f"{r['reference']['mean']['accuracy']:.2f} ({r['reference']['mean']['chance']:.2f})")
+        table.add_row(m, *cells)
+    console.print(table)
+    md = next((p for p in written if Path(p).name == "representations.md"), None)
+    console.print(f"written: {md if md is not None else folder}")
 
 
 # -- entry point --------------------------------------------------------------------------------

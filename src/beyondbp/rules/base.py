@@ -224,6 +224,14 @@ class Learner:
         finally:
             self.model.train(was_training)
 
+    def hidden_responses(self, x: Tensor) -> list[Tensor] | None:
+        """The hidden layers' responses to ``x`` as the rule sees them, when that differs from the
+        model's own forward pass (Forward-Forward runs its layers on length-normalised input with
+        the neutral label); ``None`` (the default) means the model's forward pass is what the rule
+        trains, and representation analyses read the activations of that pass. Computed in the
+        model's current mode; the caller chooses the mode and ``torch.no_grad``."""
+        return None
+
     # The three measuring methods below are final: a subclass overrides ``_estimate``,
     # ``_backprop_gradients`` or ``_diagnostics`` instead, and the public method runs it inside
     # :meth:`measuring`, so that no rule can forget to leave the model as it was.

@@ -240,6 +240,13 @@ class FFLearner(Learner):
         metrics.update({f"{k}_loss": float(v.detach()) for k, v in losses.items()})
         return metrics
 
+    def hidden_responses(self, x: Tensor) -> list[Tensor] | None:
+        """The FF layers' outputs ``z_k`` for ``x`` with the neutral label (what the readout and
+        goodness see), each computed from the normalised output below; ``None`` once detached."""
+        if not self._active:
+            return None
+        return self.layer_outputs(self.embed(x, None))
+
     def predict(self, x: Tensor) -> Tensor:
         """Class scores ``(N, C)``: summed ``G_k − θ_k`` per candidate label, or readout logits."""
         self._check_live()

@@ -34,6 +34,10 @@ Resume: every run gets the execution settings ``state =
 so a run whose worker died resumes from its last state on the next ``study run`` (the run
 layer deletes a run's state file once the run has finished).
 
+Models: with ``[execution] keep_models = true`` every run also gets ``checkpoint =
+<store dir>/<store stem>.models/<run id>.pt``: the run layer writes its final model there
+(atomically) when it finishes, for ``beyondbp analyze``.
+
 The library never prints: ``progress(event, info)`` receives ``"start"`` (``total``,
 ``counts``, ``added``, ``reclaimed``, ``workers``), ``"claimed"`` (``id``, ``label``, ``axes``,
 ``counts``), ``"finished"`` (``id``, ``status``, ``wall_time``, ``error``, ``counts``),
@@ -94,6 +98,12 @@ def state_dir(store_path: str | os.PathLike) -> Path:
     """Where runs keep their resume state: ``<store dir>/<store stem>.states``."""
     path = Path(store_path)
     return path.parent / f"{path.stem}.states"
+
+
+def model_dir(store_path: str | os.PathLike) -> Path:
+    """Where runs save their final models with ``keep_models``: ``<store dir>/<store stem>.models``."""
+    path = Path(store_path)
+    return path.parent / f"{path.stem}.models"
 
 
 def _worker_init(threads: int) -> None:
@@ -280,9 +290,11 @@ def _counts(store: Store, ids: set[str]) -> dict[str, int]:
 
 
 def _worker_config(config: dict[str, Any], run_id: str, threads: int, states: Path | None,
-                   checkpoint_every: int | None) -> dict[str, Any]:
+                   checkpoint_every: int | None, models: Path | None = None) -> dict[str, Any]:
     """What a worker trains: the stored config with this execution's settings."""
     values = dict(config, threads=threads)
+    if models is not None:
+        values["checkpoint"] = str(models / f"{run_id}.pt")
     if states is not None:
         values["state"] = str(states / f"{run_id}.pt")
         if checkpoint_every is not None:
@@ -329,6 +341,9 @@ def run_study(
         states = state_dir(path)
         states.mkdir(parents=True, exist_ok=True)
         checkpoint_every = spec.execution.get("checkpoint_every")
+        models = model_dir(path) if spec.execution.get("keep_models") else None
+        if models is not None:
+            models.mkdir(parents=True, exist_ok=True)
         counts = _counts(store, ids)
         emit("start", {"total": len(runs), "counts": counts, "added": summary["added"],
                        "reclaimed": summary["reclaimed"], "workers": workers})
@@ -347,7 +362,7 @@ def run_study(
                     claimed = store.claim(owner, lease_seconds, ids)
                 if claimed is None:
                     break
-                config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every)
+                config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every, models)
                 inflight[pool.submit(config)] = claimed["id"]
                 run = by_id[claimed["id"]]
                 if progress is not None:

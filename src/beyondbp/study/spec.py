@@ -21,6 +21,7 @@ A study is a TOML file::
     device = "cpu"
     threads = 1
     checkpoint_every = 100          # optimizer steps between resume-state writes
+    keep_models = true              # save each finished run's model (for `beyondbp analyze`)
 
 Each combination is a :class:`PlannedRun`: its :class:`~beyondbp.train.RunConfig`, its id
 (``RunConfig.run_id``) and the value it takes on every axis (``axes``; the rule axis holds the
@@ -45,7 +46,8 @@ The tables
 * ``[execution]``: ``device``, ``threads`` (unset: the executor chooses, so that workers ×
   threads fit the cores), ``checkpoint_every``, ``data_dir`` (relative paths are taken from the
   spec's folder), ``diagnostics`` (record gradient alignment; it does not change the training)
-  and ``eval_batch_size``. These say how a run executes, not what it computes, so they are
+  ``eval_batch_size`` and ``keep_models`` (true: every run saves its final model as a checkpoint in
+  ``<store dir>/<store stem>.models/<run id>.pt``, which ``beyondbp analyze`` reads). These say how a run executes, not what it computes, so they are
   refused in ``[base]`` and ``[axes]`` with a pointer here. ``checkpoint``, ``state`` and
   ``init_from`` are refused everywhere: the run store manages resume state, and a study's runs
   train from scratch.
@@ -101,12 +103,12 @@ MAX_RUNS = 100_000
 TABLE_SETTINGS = ("rule_options", "model_options", "data_options")
 
 #: What ``[execution]`` accepts.
-EXECUTION_KEYS = ("device", "threads", "checkpoint_every", "data_dir", "diagnostics", "eval_batch_size")
+EXECUTION_KEYS = ("device", "threads", "checkpoint_every", "data_dir", "diagnostics", "eval_batch_size", "keep_models")
 
 #: Run settings a study refuses everywhere, and why.
 REFUSED = {
-    "checkpoint": "a study keeps its results in the run store and saves no model per run; leave it out "
-    "(checkpoint_every in [execution] writes resume state)",
+    "checkpoint": "a study names its runs' checkpoints itself; leave it out and set keep_models = true in "
+    "[execution] to save every run's model (checkpoint_every writes resume state)",
     "state": "the run store manages each run's resume-state file; leave it out and set checkpoint_every in [execution]",
     "init_from": "a study's runs train from scratch (a run's id would name the checkpoint's path, not its "
     "contents); leave it out",
@@ -168,6 +170,14 @@ class _Execution(_Table):
     data_dir: Any = None
     diagnostics: Any = None
     eval_batch_size: Any = None
+    keep_models: Any = None
+
+    @field_validator("keep_models")
+    @classmethod
+    def _flag(cls, v: Any) -> Any:
+        if not isinstance(v, bool):
+            raise ValueError(f"must be true or false (save every run's final model), got {_show(v)}")
+        return v
 
     @field_validator("checkpoint_every")
     @classmethod
@@ -687,14 +697,16 @@ def load_spec(path: str | Path) -> Spec:
         if isinstance(execution["data_dir"], str) and execution["data_dir"]:
             data_dir = Path(execution["data_dir"]).expanduser()
             execution["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
-        # what every run's config gets from [execution] (checkpoint_every is the executor's)
-        run_execution = {k: v for k, v in execution.items() if v is not None and k != "checkpoint_every"}
+        # what every run's config gets from [execution] (checkpoint_every and keep_models are the executor's)
+        run_execution = {k: v for k, v in execution.items()
+                         if v is not None and k not in ("checkpoint_every", "keep_models")}
         runs = _plan(base, axes, run_execution)
     except _SpecError as exc:
         line = f"{name}: {exc.place}: {exc.message}"
         raise ConfigError(" ".join(line.split("\n"))) from None
     execution["device"] = execution["device"] if execution["device"] is not None else "cpu"
     execution["diagnostics"] = bool(execution["diagnostics"]) if execution["diagnostics"] is not None else False
+    execution["keep_models"] = bool(execution["keep_models"])
     spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text)
     spec._runs = runs
     return spec
