@@ -1144,7 +1144,7 @@ def analyze(
 
         def progress(event: str, info: dict[str, Any]) -> None:
             if event == "network":
-                bar.update(task, completed=info["index"], description=f"network {info['label']} s{info.get('index')}")
+                bar.update(task, completed=info["index"], description=f"network {info['label']} seed {info['seed']}")
             elif event == "measure":
                 if state["measures"] is None:
                     bar.update(task, completed=len(networks))

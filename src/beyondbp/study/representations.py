@@ -346,7 +346,7 @@ def analyze(
         noisy: list[list[np.ndarray]] = []
         snr: dict[str, Any] = {}
         for i, net in enumerate(nets):
-            emit("network", {"index": i, "total": len(nets), "id": net.id, "label": net.label})
+            emit("network", {"index": i, "total": len(nets), "id": net.id, "label": net.label, "seed": net.seed})
             learner = load_network(net, dataset)
             layers = [r.numpy() for r in layer_responses(learner, x)]
             if det and len(layers) != len(det[0]):
