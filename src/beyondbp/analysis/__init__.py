@@ -1,0 +1,1 @@
+from .gradients import gradient_snr, snr_table
