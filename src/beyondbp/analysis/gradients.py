@@ -29,6 +29,8 @@ redraw something per minibatch (brSF's feedback magnitudes), its own draw from t
 generators, so the rule's own randomness counts as update noise. Backprop's gradient on
 minibatch ``b`` is computed from the same global RNG state as the rule's update on ``b`` (the
 same dropout masks where the forward passes are the same) and does not advance any stream.
+Every minibatch is measured on the same model state: buffers (BatchNorm running statistics,
+rule tensors), ``.grad`` and module modes are put back after each minibatch's computation.
 Afterwards the weights, buffers, ``.grad`` of every parameter, module modes, the global torch
 RNG (CPU and the model's CUDA devices), the global NumPy and Python ``random`` states and the
 rule's generators are exactly as before (measured as :meth:`Learner.measuring` does; the
