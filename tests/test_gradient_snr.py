@@ -194,6 +194,8 @@ def test_backprop_learner_gives_ratio_one_and_matches_autograd():
     # asking for some layers by name gives the same numbers for those
     only = gradient_snr(learner, batches, layers=["fc2.weight"])["layers"]
     assert list(only) == ["fc2.weight"] and only["fc2.weight"] == result["layers"]["fc2.weight"]
+    bias = gradient_snr(learner, batches, layers=["fc1.bias"])["layers"]["fc1.bias"]
+    assert bias["ratio"] == 1.0 and math.isfinite(bias["rule"]) and bias["rule"] > 0
 
 
 # -- every rule on a tiny MLP -----------------------------------------------------------------------

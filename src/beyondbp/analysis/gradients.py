@@ -219,8 +219,9 @@ def gradient_snr(learner: Learner, batches: Sequence[Any], layers: Sequence[str]
     ``learner``: an attached :class:`Learner` in its current state (no step is taken; its
     model's train/eval mode is used as is). ``batches``: at least 2 minibatches ``(inputs,
     targets)`` of one size, on the model's device. ``layers``: weight names as
-    :meth:`Learner.estimate` keys them (``"net.0.weight"``); default: every trained layer's
-    weight (see the module docstring, also for inf/nan and skipped layers).
+    :meth:`Learner.estimate` keys them (``"net.0.weight"``; any parameter name of the model,
+    e.g. a bias, may be asked for); default: every trained layer's weight (see the module
+    docstring, also for inf/nan and skipped layers).
 
     Returns ``{"layers": {name: {"rule": snr, "backprop": snr, "ratio": rule / backprop}},
     "batches": n, "batch_size": b, "skipped": {name: reason}}``, layers in model order.
