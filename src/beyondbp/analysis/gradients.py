@@ -224,7 +224,8 @@ def gradient_snr(learner: Learner, batches: Sequence[Any], layers: Sequence[str]
     docstring, also for inf/nan and skipped layers).
 
     Returns ``{"layers": {name: {"rule": snr, "backprop": snr, "ratio": rule / backprop}},
-    "batches": n, "batch_size": b, "skipped": {name: reason}}``, layers in model order.
+    "batches": n, "batch_size": b, "skipped": {name: reason}}``, layers in model order (or as
+    listed in ``layers``).
     """
     if not isinstance(learner, Learner):
         raise ConfigError(f"gradient_snr expects an attached beyondbp Learner, got {type(learner).__name__}")
