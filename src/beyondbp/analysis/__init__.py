@@ -1,0 +1,3 @@
+from .gradients import gradient_snr, snr_table
+
+__all__ = ["gradient_snr", "snr_table"]
