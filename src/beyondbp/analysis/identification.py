@@ -39,6 +39,15 @@ Bootstrap over seeds
     :func:`numpy.percentile`). The draws use their own :class:`numpy.random.Generator` seeded
     with ``seed``; the global NumPy and torch generators are never touched.
 
+    Because copies add no new network, a replicate of S seeds holds on average only
+    S·(1 − (1 − 1/S)^S) distinct ones (2.7 of 4), so each network has fewer other networks of its
+    rule to find and the replicates sit below the estimate: the point estimate is often near
+    the top of its interval. In a simulation (9 rules × 4 seeds, Gaussian clusters, 150 data
+    sets, 400 replicates each) the percentile interval still covered the expected accuracy of a
+    fresh set of 4 seeds in 81–82 % of data sets for nearest neighbour and 92–95 % for reference
+    identification; Efron's bias-corrected percentile interval covered less (69–81 %), so it is
+    not offered. Read the interval as a rough range, not an exact 95 % statement.
+
 Classical MDS (Torgerson 1952; Gower 1966)
     The symmetrised distances ``S = (D + Dᵀ) / 2`` (diagonal set to 0) are double-centred,
     ``B = −½ J S∘S J`` with ``J = I − 11ᵀ/n``, and the coordinates are the top eigenvectors of
