@@ -45,7 +45,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .. import files
-from ..errors import ConfigError
 from ..jsonable import plain
 from .analysis import analyze, fmt_compute
 from ..jsonable import finite_number as _num
