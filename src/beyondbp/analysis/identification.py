@@ -448,7 +448,7 @@ def _figure(width: float, height: float, dpi: int = 110) -> Any:
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.12)
     fig.clear()
     return buf.getvalue()
 
@@ -537,6 +537,18 @@ def _heatmap_figure(M: np.ndarray, order: np.ndarray, rules: Sequence[str], bloc
     return _png(fig)
 
 
+def _suptitle(fig: Any, text: str, width: float, height: float, top_in: float) -> None:
+    """A figure title that fits: on two lines (title, then what and where) when one is too wide,
+    placed in the ``top_in`` inches above the panels."""
+    if len(text) * 0.13 > width and ": " in text:
+        text = text.replace(": ", "\n", 1)
+    fig.suptitle(text, fontsize=16, y=1 - 0.12 / height, va="top")
+
+
+def _title_room(text: str, width: float) -> float:
+    return 1.25 if len(text) * 0.13 > width else 0.8
+
+
 def _grid_shape(k: int) -> tuple[int, int]:
     cols = min(4, k) if k > 4 else k
     cols = max(cols, 1)
@@ -549,9 +561,14 @@ def _grid_figure(distances: Mapping[str, Mapping[str, np.ndarray]], measure_name
 
     k = len(measure_names)
     rows, cols = _grid_shape(k)
-    fig = _figure(3.5 * cols + 0.9, 3.45 * rows + 1.0)
-    gs = fig.add_gridspec(rows, cols, left=0.1, right=0.95, bottom=0.1 if rows > 1 else 0.22, top=0.92,
-                          wspace=0.28, hspace=0.2)
+    text = f"{title}: distances between networks, {_layer_text(layer)}"
+    left, right, bottom = 1.15, 0.7, 1.05
+    width = max(3.6 * cols + left + right, 6.5)
+    top = _title_room(text, width)
+    height = 3.45 * rows + top + bottom
+    fig = _figure(width, height)
+    gs = fig.add_gridspec(rows, cols, left=left / width, right=1 - right / width, bottom=bottom / height,
+                          top=1 - top / height, wspace=0.3, hspace=0.22)
     for p, name in enumerate(measure_names):
         r, c = divmod(p, cols)
         ax = fig.add_subplot(gs[r, c])
@@ -563,7 +580,7 @@ def _grid_figure(distances: Mapping[str, Mapping[str, np.ndarray]], measure_name
         bar.update_ticks()
         bar.ax.tick_params(labelsize=10)
         ax.set_title(name, fontsize=14)
-    fig.suptitle(f"{title}: distances between networks, {_layer_text(layer)}", fontsize=16)
+    _suptitle(fig, text, width, height, top)
     return _png(fig)
 
 
@@ -572,10 +589,15 @@ def _mds_figure(distances: Mapping[str, Mapping[str, np.ndarray]], measure_names
     k = len(measure_names)
     rows, cols = _grid_shape(k)
     spare = rows * cols > k  # an empty panel holds the legend; otherwise it goes on the right
-    width = 3.3 * cols + (0.4 if spare else 2.0)
-    fig = _figure(width, 3.25 * rows + 0.8)
-    right = 0.99 if spare else 1 - 1.9 / width
-    gs = fig.add_gridspec(rows, cols, left=0.01, right=right, bottom=0.02, top=0.91, wspace=0.08, hspace=0.18)
+    text = f"{title}: classical MDS of the networks, {_layer_text(layer)}"
+    legend_in = 0.2 if spare else 2.0
+    width = max(3.3 * cols + 0.2 + legend_in, 6.5)
+    top = _title_room(text, width)
+    height = 3.25 * rows + top + 0.15
+    right = 1 - legend_in / width
+    fig = _figure(width, height)
+    gs = fig.add_gridspec(rows, cols, left=0.1 / width, right=right, bottom=0.15 / height, top=1 - top / height,
+                          wspace=0.08, hspace=0.2)
     colours = _rule_colours(rules)
     net_rules = np.array([str(net["rule"]) for net in networks])
     handles, names = [], []
@@ -606,7 +628,7 @@ def _mds_figure(distances: Mapping[str, Mapping[str, np.ndarray]], measure_names
     else:
         fig.legend(handles, names, loc="center left", bbox_to_anchor=(right + 0.01, 0.5), fontsize=13, title="rule",
                    title_fontsize=13, frameon=False, markerscale=1.3)
-    fig.suptitle(f"{title}: classical MDS of the networks, {_layer_text(layer)}", fontsize=16)
+    _suptitle(fig, text, width, height, top)
     return _png(fig)
 
 
@@ -729,7 +751,7 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
                 continue
             for layer, v in (entry.get("layers") or {}).items():
                 v = v if isinstance(v, Mapping) else {}
-                rows.append([key, rule_of.get(str(key), "—"), layer, _fmt_g(v.get("rule")), _fmt_g(v.get("backprop")),
+                rows.append([key, rule_of.get(str(key), str(key) if str(key) in rules else "—"), layer, _fmt_g(v.get("rule")), _fmt_g(v.get("backprop")),
                              _fmt_g(v.get("ratio")), entry.get("batches", "—"), entry.get("batch_size", "—")])
         parts.append(_table(["network", "rule", "layer", "rule SNR", "backprop SNR", "ratio", "batches",
                              "batch size"], rows))
