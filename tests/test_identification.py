@@ -338,3 +338,32 @@ def test_writer_bad_result_is_one_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no 'networks' entry"):
         idf.write_outputs({"layers": []}, tmp_path / "out")
     assert os.listdir(tmp_path) == []
+
+
+def test_files_output_directory_helpers(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert files.check_output_directory(out, False, "output directory", "thing") is False  # missing
+    out.mkdir()
+    assert files.check_output_directory(out, False, "output directory", "thing") is False  # empty
+    (out / "r.json").write_text(json.dumps({"mark": 1}))
+    (out / "a.png").write_bytes(b"x")
+    assert files.is_previous_output(out, "r.json", "mark", ["r.json"])
+    assert files.check_output_directory(out, False, "output directory", "thing",
+                                        lambda d: files.is_previous_output(d, "r.json", "mark", ["r.json"])) is True
+    assert not files.is_previous_output(out, "r.json", "other", ["r.json"])
+    (out / "sub").mkdir()
+    assert not files.is_previous_output(out, "r.json", "mark", ["r.json"])
+    (out / "sub").rmdir()
+    (out / "b.png").symlink_to(out / "a.png")
+    assert not files.is_previous_output(out, "r.json", "mark", ["r.json"])
+    with pytest.raises(ConfigError, match="exists, is not empty and does not hold a previous thing"):
+        files.check_output_directory(out, False, "output directory", "thing")
+    assert files.check_output_directory(out, True, "output directory", "thing") is True
+    with pytest.raises(ConfigError, match="the output directory is empty"):
+        files.check_output_directory("", False, "output directory", "thing")
+    (tmp_path / "link").symlink_to(out)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        idf.write_outputs({}, tmp_path / "link", overwrite=True)
+    monkeypatch.chdir(out)
+    with pytest.raises(ConfigError, match="current directory"):
+        idf.write_outputs({}, tmp_path, overwrite=True)
