@@ -20,18 +20,21 @@ creating (and removing) a temporary file where the output will go — ``os.acces
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .errors import ConfigError
 
 __all__ = [
     "atomic_write_bytes",
+    "check_output_directory",
     "check_writable",
+    "is_previous_output",
     "publish_directory",
     "remove_stale_temporaries",
     "temporary_directory",
@@ -182,3 +185,48 @@ def check_writable(path: str | os.PathLike, what: str, directory: bool = False) 
         raise ConfigError(f"{what} {str(path)!r} cannot be written: {reason} in {str(ancestor)!r}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def is_previous_output(directory: str | os.PathLike, record: str, marker: str, names: Iterable[str],
+                       suffixes: Iterable[str] = (".png",)) -> bool:
+    """Whether ``directory`` holds an output beyondbp wrote and nothing else: its JSON file
+    ``record`` is an object whose ``marker`` key is 1, and every entry is a regular file named in
+    ``names`` or ending in one of ``suffixes``."""
+    directory = Path(directory)
+    names, suffixes = set(names), tuple(suffixes)
+    try:
+        entries = list(directory.iterdir())
+        with open(directory / record, encoding="utf-8") as fh:
+            marked = json.load(fh).get(marker) == 1
+    except (OSError, ValueError, AttributeError):
+        return False
+    return marked and all(
+        e.is_file() and not e.is_symlink() and (e.name in names or e.name.endswith(suffixes)) for e in entries
+    )
+
+
+def check_output_directory(out: str | os.PathLike, overwrite: bool, what: str, holds: str,
+                           previous: Callable[[Path], bool] | None = None) -> bool:
+    """Refuse (``ConfigError``, one sentence naming ``what``, e.g. "report directory") an output
+    directory that is empty text or '.', a symbolic link, the current directory or one containing
+    it, a file, or a non-empty directory that is not a previous output (``previous(out)``) unless
+    ``overwrite``; return whether an existing directory is to be replaced. ``holds`` names what
+    the directory is for ("report")."""
+    out = Path(out)
+    if str(out).strip() in ("", "."):
+        raise ConfigError(f"the {what} is empty (or '.'); give a directory for the {holds}")
+    if out.is_symlink():
+        raise ConfigError(f"{what} {str(out)!r} is a symbolic link; give the directory itself")
+    cwd = Path.cwd().resolve()
+    if out.exists() and (out.resolve() == cwd or out.resolve() in cwd.parents):
+        raise ConfigError(f"{what} {str(out)!r} is the current directory or contains it; give a directory for the {holds}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{what} {str(out)!r} exists and is not a directory; give a directory for the {holds}")
+    if out.is_dir() and any(out.iterdir()):
+        if overwrite or (previous is not None and previous(out)):
+            return True
+        raise ConfigError(
+            f"{what} {str(out)!r} exists, is not empty and does not hold a previous {holds}; "
+            "pass --overwrite to replace it"
+        )
+    return False

@@ -45,7 +45,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .. import files
-from ..errors import ConfigError
 from ..jsonable import plain
 from .analysis import analyze, fmt_compute
 from ..jsonable import finite_number as _num
@@ -546,38 +545,14 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[st
 
 def _is_previous_report(directory: Path) -> bool:
     """Whether ``directory`` holds a report written by :func:`write_report` and nothing else."""
-    try:
-        entries = list(directory.iterdir())
-        with open(directory / "report.json", encoding="utf-8") as fh:
-            marked = json.load(fh).get(_MARKER) == 1
-    except (OSError, ValueError, AttributeError):
-        return False
-    return marked and all(
-        e.is_file() and not e.is_symlink() and (e.name in REPORT_FILES or e.suffix == ".png") for e in entries
-    )
+    return files.is_previous_output(directory, "report.json", _MARKER, REPORT_FILES)
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> bool:
     """Refuse a symbolic link, a file, the current directory or one containing it, or a
     non-empty directory that is not a previous report (unless ``overwrite``); return whether an
     existing directory is to be replaced."""
-    if str(out).strip() in ("", "."):
-        raise ConfigError("the report directory is empty (or '.'); give a directory for the report")
-    if out.is_symlink():
-        raise ConfigError(f"report directory {str(out)!r} is a symbolic link; give the directory itself")
-    cwd = Path.cwd().resolve()
-    if out.exists() and (out.resolve() == cwd or out.resolve() in cwd.parents):
-        raise ConfigError(f"report directory {str(out)!r} is the current directory or contains it; give a directory for the report")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"report directory {str(out)!r} exists and is not a directory; give a directory for the report")
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite or _is_previous_report(out):
-            return True
-        raise ConfigError(
-            f"report directory {str(out)!r} exists, is not empty and does not hold a previous report; "
-            "pass --overwrite to replace it"
-        )
-    return False
+    return files.check_output_directory(out, overwrite, "report directory", "report", _is_previous_report)
 
 
 def write_report(
