@@ -91,3 +91,116 @@ def test_layer_responses_are_the_activations_and_leave_the_model_alone(study):
         h2 = torch.relu(model.fc2(h1))
     assert torch.equal(out[0], h1.double()) and torch.equal(out[1], h2.double())
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def _models(study: Path) -> list[Path]:
+    return sorted(model_dir(study.with_suffix(".db")).glob("*.pt"))
+
+
+FAST = ("--stimuli", "60", "--repeats", "3", "--bootstrap", "40", "--snr-batches", "2", "--quiet")
+
+
+def test_analyze_a_study_end_to_end(study, tmp_path, capsys):
+    from beyondbp.analysis.representations import MEASURES, linear_cka
+
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "analyze", study, "--out", out, *FAST)
+    assert code == 0, err
+    assert "identification accuracy" in stdout and "representations.md" in stdout
+    result = json.loads((out / "representations.json").read_text())
+    assert [n["rule"] for n in result["networks"]] == ["backprop"] * 2 + ["dfa"] * 2 + ["softhebb"] * 2
+    assert result["layers"] == ["layer1", "layer2"]
+    assert set(result["distances"]) == set(MEASURES) == set(result["identification"])
+    for per_layer in result["identification"].values():
+        for r in per_layer.values():
+            assert 0.0 <= r["nn"]["accuracy"] <= 1.0
+            assert r["nn"]["chance"] == pytest.approx(1 / 5)  # one other network of the same rule among 5
+    assert set(result["gradient_snr_networks"]) == {n["id"] for n in result["networks"]}
+    assert set(result["gradient_snr"]) == {"backprop", "dfa", "softhebb"}
+    assert (out / "representations.md").read_text().count("|") > 20
+    assert any(p.suffix == ".png" for p in out.iterdir())
+    # the pipeline's numbers are the measure's: CKA of the first two networks recomputed by hand
+    nets = {n.id: n for n in find_networks([study])}
+    ids = [n["id"] for n in result["networks"]]
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    first = nets[ids[0]]
+    dataset = load_dataset(first.config)
+    x = dataset.x_test[torch.randperm(len(dataset.x_test), generator=g)[:60]].float()
+    r0 = layer_responses(load_network(nets[ids[0]], dataset), x)[1].numpy()
+    r1 = layer_responses(load_network(nets[ids[1]], dataset), x)[1].numpy()
+    d = np.asarray(result["distances"]["cka"]["layer2"])
+    assert d[0, 1] == pytest.approx(1 - linear_cka(r0, r1), abs=1e-9)
+
+
+def test_analyze_leaves_the_global_random_state_alone(study):
+    import random
+
+    from beyondbp.study.representations import analyze
+
+    torch.manual_seed(123)
+    np.random.seed(7)
+    random.seed(5)
+    states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    analyze(find_networks([study]), stimuli=40, repeats=2, bootstrap=10, snr_batches=2, measures=["cka", "stochastic"])
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
+
+
+def test_forward_forward_networks_are_read_through_the_rule(tmp_path):
+    spec = write_spec(tmp_path / "ff.toml", 'rule = ["ff"]\nseed = [0]', name="ff")
+    run_study(load_spec(spec), workers=1)
+    net = find_networks([spec])[0]
+    learner = load_network(net, load_dataset(net.config))
+    x = torch.randn(5, 40)
+    out = layer_responses(learner, x)
+    with torch.no_grad():
+        expected = learner.layer_outputs(learner.embed(x, None))
+    assert len(out) == 2 and all(torch.equal(a, b.double()) for a, b in zip(out, expected))
+    with torch.no_grad():  # not the plain forward pass: FF's layers see normalised, label-embedded input
+        plain = torch.relu(learner.model.fc1(x))
+    assert not torch.allclose(out[0], plain.double())
+
+
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(study, tmp_path, capsys):
+    models = _models(study)
+    out = tmp_path / "o"
+
+    def refused(*args: object, says: str) -> None:
+        code, _, err = cli(capsys, "analyze", *args, "--out", out, *FAST)
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+        assert not out.exists()
+
+    refused(models[0], says="at least two networks")
+    nets = find_networks([study])
+    by_label = {}
+    for n in nets:
+        by_label.setdefault(n.label, []).append(n.checkpoint)
+    refused(by_label["backprop"][0], by_label["dfa"][0], says="at least two seeds")
+    refused(tmp_path / "missing.pt", says="does not exist")
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty", says="holds no checkpoint")
+    refused(study, "--measures", "cka,nope", says="unknown measure 'nope'")
+    refused(study, "--stimuli", "100000", says="test samples")
+    refused(study, "--noise", "thermal", says="unknown noise")
+    refused(study, "--noise", "dropout", says="needs models with dropout")
+    no_models = write_spec(tmp_path / "plain.toml", 'seed = [0, 1]', execution="", name="plain")
+    refused(no_models, says="no run store")
+    run_study(load_spec(no_models), workers=1)
+    refused(no_models, says="no saved model")
+    # a diverged network: NaN weights give non-finite responses
+    from beyondbp import checkpoint as ckpt
+
+    payload = ckpt.read(by_label["dfa"][0])
+    payload["model"] = {k: (v * float("nan") if k.endswith("fc1.weight") else v) for k, v in payload["model"].items()}
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    torch.save(payload, bad / "nan.pt")
+    for p in by_label["backprop"] + by_label["dfa"][1:]:
+        (bad / p.name).write_bytes(p.read_bytes())
+    refused(bad, says="non-finite responses")
+    # an existing folder is not overwritten unasked
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    code, _, err = cli(capsys, "analyze", study, "--out", out, *FAST)
+    assert code == 2 and "--overwrite" in err and (out / "mine.txt").read_text() == "keep"

@@ -110,6 +110,25 @@ def test_bootstrap_interval_on_a_noisy_case_is_ordered_and_seed_dependent():
     assert idf.bootstrap(D, labels, groups, "nn", n_boot=300, seed=0) == (low, high)
 
 
+def test_bootstrap_resamples_recordings_by_seed_and_centres_on_the_estimate():
+    # the named statistics resample whole seeds of recordings over the full candidate pool:
+    # the interval holds the estimate, and equals the percentiles of seed-resampled credit means
+    D, labels, groups = _clustered(noise=1.5, seed=2)
+    for stat, point in (("nn", idf.nearest_neighbour(D, labels)),
+                        ("reference_mean", idf.reference_identification(D, labels, "mean"))):
+        low, high = idf.bootstrap(D, labels, groups, stat, n_boot=2000, seed=0)
+        assert low <= point <= high and (high - low > 0 or point in (0.0, 1.0))
+    codes = {s: [i for i, g in enumerate(groups) if g == s] for s in sorted(set(groups))}
+    excluded = np.eye(len(labels), dtype=bool)
+    credit = idf._nn_credit(np.asarray(D), idf._codes(labels)[0], excluded)
+    rng = np.random.default_rng(0)
+    seeds = sorted(codes)
+    draws = rng.integers(0, len(seeds), size=(500, len(seeds)))
+    means = [np.mean(np.concatenate([credit[codes[seeds[c]]] for c in row])) for row in draws]
+    assert idf.bootstrap(D, labels, groups, "nn", n_boot=500, seed=0) == pytest.approx(
+        tuple(np.percentile(means, [2.5, 97.5])), abs=1e-12)
+
+
 def test_bootstrap_copies_never_count_as_their_own_neighbour_or_candidate():
     # anti-clustered: every other network of the same rule is farther than every other rule's,
     # so the estimate is 0; a copy (distance D[i, i] = 0) counted as neighbour/candidate would raise it

@@ -268,6 +268,23 @@ def _snr_batches(dataset: Any, batch_size: int, n: int, seed: int) -> list[tuple
             for idx in (torch.randperm(len(dataset.x_train), generator=g)[:size] for _ in range(n))]
 
 
+def _snr_by_label(snr: dict[str, Any], nets: Sequence[Network]) -> dict[str, Any]:
+    """Per class and layer, the median over its networks (seeds) of the rule's SNR, backprop's
+    SNR and their ratio (medians: an SNR can be inf when a layer's update has no noise)."""
+    out: dict[str, Any] = {}
+    for label in sorted({n.label for n in nets}):
+        rows = [snr[n.id] for n in nets if n.label == label and n.id in snr]
+        if not rows:
+            continue
+        layers: dict[str, Any] = {}
+        for layer in rows[0]["layers"]:
+            values = [r["layers"][layer] for r in rows if layer in r["layers"]]
+            layers[layer] = {k: float(np.median([v[k] for v in values])) for k in ("rule", "backprop", "ratio")}
+        out[label] = {"layers": layers, "batches": rows[0]["batches"], "batch_size": rows[0]["batch_size"],
+                      "networks": len(rows), "summary": "median over seeds"}
+    return out
+
+
 # -- the analysis ------------------------------------------------------------------------------
 def _check_networks(networks: Sequence[Network]) -> None:
     if len(networks) < 2:
@@ -387,8 +404,7 @@ def analyze(
             for layer in layer_names:
                 s, d = identification[s_name][layer], identification[d_name][layer]
                 pairs.append({"layer": layer, "stochastic": s_name, "deterministic": d_name,
-                              "nn": (s["nn"]["accuracy"], d["nn"]["accuracy"]),
-                              "reference": (s["reference"]["mean"]["accuracy"], d["reference"]["mean"]["accuracy"])})
+                              "nn": (s["nn"], d["nn"]), "reference": (s["reference"], d["reference"])})
     return {
         "title": title,
         "networks": [{"id": n.id, "rule": n.label, "seed": n.seed, "label": f"{n.label} s{n.seed}",
@@ -399,7 +415,8 @@ def analyze(
         "distances": distances,
         "identification": identification,
         "stochastic_vs_deterministic": pairs,
-        "gradient_snr": snr,
+        "gradient_snr": _snr_by_label(snr, nets),
+        "gradient_snr_networks": snr,
         "settings": {"stimuli": stimuli, "repeats": repeats, "noise": noise, "noise_level": noise_level,
                      "snr_batches": snr_batches, "bootstrap": bootstrap, "seed": seed, "data": nets[0].config.data,
                      "data_options": dict(nets[0].config.data_options)},
