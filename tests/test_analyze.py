@@ -167,7 +167,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(study, tmp_path, 
     out = tmp_path / "o"
 
     def refused(*args: object, says: str) -> None:
-        code, _, err = cli(capsys, "analyze", *args, "--out", out, *FAST)
+        code, _, err = cli(capsys, "analyze", *FAST, "--out", out, *args)
         assert code == 2 and err.count("\n") == 1 and says in err, err
         assert not out.exists()
 
