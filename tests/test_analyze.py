@@ -204,3 +204,21 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(study, tmp_path, 
     (out / "mine.txt").write_text("keep")
     code, _, err = cli(capsys, "analyze", study, "--out", out, *FAST)
     assert code == 2 and "--overwrite" in err and (out / "mine.txt").read_text() == "keep"
+
+
+def test_the_study_report_includes_the_analysis_beside_the_spec(study, tmp_path, capsys):
+    folder = study.with_name("s-representations")
+    code, _, err = cli(capsys, "analyze", study, *FAST, "--measures", "cka,procrustes")
+    assert code == 0, err
+    assert (folder / "representations.json").is_file()
+    code, _, err = cli(capsys, "analyze", study, *FAST, "--measures", "cka")  # its own previous output is replaced
+    assert code == 0, err
+    report = tmp_path / "report"
+    code, _, err = cli(capsys, "study", "report", study, "--out", report, "--bootstrap", "5")
+    assert code == 0, err
+    md = (report / "report.md").read_text()
+    assert "## Representations" in md and "| cka | layer1 |" in md and "representations_layer1.png" in md
+    assert (report / "representations_layer2.png").is_file()
+    assert "data:image/png;base64" in (report / "report.html").read_text()
+    code, _, err = cli(capsys, "study", "report", study, "--out", tmp_path / "r2", "--representations", tmp_path)
+    assert code == 2 and "holds no `beyondbp analyze` output" in err and not (tmp_path / "r2").exists()

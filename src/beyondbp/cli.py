@@ -1054,6 +1054,7 @@ def study_report(
     baseline: Annotated[str, typer.Option("--baseline", help="Rule label every other label is judged against.")] = "backprop",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for every interval.")] = 200,
     extrapolate: Annotated[float, typer.Option("--extrapolate", help="How far past the largest compute studied the extrapolated verdict looks (×).")] = 10.0,
+    representations: Annotated[Optional[str], typer.Option("--representations", help="A `beyondbp analyze` output folder to include (default: <spec>-representations beside the spec, when it exists).")] = None,
     overwrite: OutOverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -1075,8 +1076,18 @@ def study_report(
     labels = {r["label"] for r in records}
     if records and baseline not in labels:
         raise ConfigError(f"baseline {baseline!r} is not a rule label of this study; its labels are: {', '.join(sorted(labels))}")
+    from .analysis.identification import read_outputs
+
+    if representations is not None:
+        _check_path_text(representations, "--representations")
+        found = read_outputs(representations)
+        if found is None:
+            raise ConfigError(f"--representations {str(representations)!r} holds no `beyondbp analyze` output")
+    else:  # `beyondbp analyze SPEC`'s default folder, when it exists
+        found = read_outputs(parsed.path.with_name(parsed.path.stem + "-representations"))
     written = write_report(parsed, records, folder, overwrite=overwrite,
-                           analyze_options={"baseline": baseline, "n_bootstrap": bootstrap, "extrapolate": extrapolate})
+                           analyze_options={"baseline": baseline, "n_bootstrap": bootstrap, "extrapolate": extrapolate},
+                           representations=found)
     console = _console()
     missing = len(parsed.runs()) - len(records)
     done = sum(1 for r in records if r["status"] == "done")
@@ -1112,7 +1123,7 @@ def analyze(
     shape metric, encoding models), test whether each measure identifies the rule that trained a
     network, and measure gradient SNR: writes representations.md / .json and heatmap and MDS
     PNGs."""
-    from .analysis.identification import write_outputs
+    from .analysis.identification import check_output, write_outputs
     from .analysis.representations import MEASURES
     from .study.representations import analyze as analyze_networks
     from .study.representations import find_networks
@@ -1134,7 +1145,7 @@ def analyze(
                               if unknown else "--measures is empty; name at least one measure")
     first = Path(sources[0])
     folder = Path(out) if out is not None else first.with_name((first.stem if first.suffix else first.name) + "-representations")
-    _check_out(folder, overwrite)
+    check_output(folder, overwrite)
     networks = find_networks(sources, store)
     title = f"Representations of {len(networks)} networks ({', '.join(sorted({n.label for n in networks}))})"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

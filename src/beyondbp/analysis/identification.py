@@ -77,11 +77,13 @@ __all__ = [
     "OUTPUT_JSON",
     "OUTPUT_MD",
     "bootstrap",
+    "check_output",
     "identify",
     "mds",
     "nearest_neighbour",
     "nn_chance",
     "reference_chance",
+    "read_outputs",
     "reference_identification",
     "render_outputs",
     "write_outputs",
@@ -841,6 +843,31 @@ def render_outputs(result: Mapping[str, Any]) -> dict[str, bytes]:
 
 def _is_previous_output(directory: Path) -> bool:
     return files.is_previous_output(directory, OUTPUT_JSON, _MARKER, (OUTPUT_JSON, OUTPUT_MD))
+
+
+def check_output(out: str | Path, overwrite: bool = False) -> bool:
+    """Refuse, before any work, an ``out`` that :func:`write_outputs` would refuse (see there);
+    True when ``out`` holds a previous output that will be replaced."""
+    out = Path(out)
+    replace = files.check_output_directory(out, overwrite, "output directory", "representations output",
+                                           _is_previous_output)
+    files.check_writable(out, "output directory", directory=True)
+    return replace
+
+
+def read_outputs(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    """The result JSON and the figures (name -> PNG bytes) of a previous :func:`write_outputs`
+    in ``folder``; None when ``folder`` holds none."""
+    folder = Path(folder)
+    if not folder.is_dir() or not _is_previous_output(folder):
+        return None
+    try:
+        result = json.loads((folder / OUTPUT_JSON).read_text(encoding="utf-8"))
+        figures = {name: (folder / name).read_bytes() for name in result.get("figures", [])
+                   if isinstance(name, str) and name.endswith(".png") and (folder / name).is_file()}
+    except (OSError, ValueError):
+        return None
+    return result, figures
 
 
 def write_outputs(result: Mapping[str, Any], out: str | Path, overwrite: bool = False) -> list[Path]:

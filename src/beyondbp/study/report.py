@@ -19,7 +19,9 @@ others hollow, diverged runs as crosses along the top) with each label's fitted 
 fitted-parameter table with intervals (or why a fit was not made), the per-size best-LR table,
 the L(N, D) iso-loss contours, learning curves of the best-LR runs, gradient alignment to
 backprop over training (``cos/all`` from the runs' diagnostics, where recorded), the diverged,
-failed and excluded runs, library versions and hosts, and the spec's text.
+failed and excluded runs, library versions and hosts, the identification table and distance
+heatmaps of a ``beyondbp analyze`` output when one is given (``representations``), and the
+spec's text.
 
 Writing is all or nothing: every file goes into a temporary sibling of ``out_dir`` (through
 :mod:`beyondbp.files`), which replaces ``out_dir`` only once complete. An existing non-empty
@@ -322,7 +324,40 @@ def _fit_rows(analysis: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
     return rows, reasons
 
 
-def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any], figures: Mapping[str, bytes]) -> list[tuple]:
+def _interval_text(entry: Mapping[str, Any]) -> str:
+    iv = entry.get("interval") or [None, None]
+    return f"{_g(entry.get('accuracy'), 2)} [{_g(iv[0], 2)}, {_g(iv[1], 2)}]"
+
+
+def _representation_blocks(result: Mapping[str, Any], figures: Mapping[str, bytes]) -> list[tuple]:
+    """The section a ``beyondbp analyze`` output adds: its identification table and the
+    per-layer heatmap grids (figures ``heatmaps_<layer>.png``, renamed ``representations_*``)."""
+    out: list[tuple] = [("h2", "Representations")]
+    nets = result.get("networks") or []
+    settings = result.get("settings") or {}
+    out.append(("p", (
+        f"From `beyondbp analyze`: {len(nets)} networks compared layer by layer on {settings.get('stimuli')} test "
+        "stimuli. Identification accuracy: is the nearest other network (nearest neighbour) or the best-scoring rule "
+        "(reference identification, Han et al. 2023) the network's own rule? Intervals resample the recordings by "
+        "seed; chance in its own column."
+    )))  # fmt: skip
+    rows = []
+    for measure, per_layer in (result.get("identification") or {}).items():
+        for layer, r in per_layer.items():
+            rows.append([measure, layer, _interval_text(r["nn"]), _g(r["nn"].get("chance"), 2),
+                         _interval_text(r["reference"]), _g(r["reference"].get("chance"), 2)])
+    if rows:
+        out.append(("table", ["measure", "layer", "nearest neighbour", "chance", "reference", "chance"], rows))
+    for layer in result.get("layers") or []:
+        name = f"heatmaps_{layer}.png"
+        if name in figures:
+            out.append(("img", f"representations_{layer}.png", f"Network x network distances of every measure, {layer}",
+                        figures[name]))
+    return out
+
+
+def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any], figures: Mapping[str, bytes],
+            representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None) -> list[tuple]:
     name = getattr(spec, "name", None) or "study"
     out: list[tuple] = [("h1", f"Study report: {name}")]
     desc = getattr(spec, "description", "") or ""
@@ -431,6 +466,9 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
         envs[(str(rec.get("host") or "—"), str(v.get("beyondbp", "—")), str(v.get("torch", "—")), str(v.get("python", "—")))] += 1
     out.append(("table", ["host", "beyondbp", "torch", "python", "runs"], [[*k, str(n)] for k, n in sorted(envs.items())]))
 
+    if representations is not None:
+        out.extend(_representation_blocks(*representations))
+
     text = getattr(spec, "text", None)
     if text:
         out.append(("h2", "The spec"))
@@ -512,8 +550,10 @@ def _summary(rec: Mapping[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any]) -> dict[str, bytes]:
-    """Every file of the report, name -> bytes, in memory (what :func:`write_report` writes)."""
+def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any],
+           representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None) -> dict[str, bytes]:
+    """Every file of the report, name -> bytes, in memory (what :func:`write_report` writes);
+    ``representations`` = (result, figures) of a ``beyondbp analyze`` output adds its section."""
     figures: dict[str, bytes] = {}
     for name, draw in (
         ("frontier.png", lambda: _frontier_figure(analysis, records)),
@@ -524,7 +564,10 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[st
         png = draw()
         if png is not None:
             figures[name] = png
-    blocks = _blocks(spec, records, analysis, figures)
+    blocks = _blocks(spec, records, analysis, figures, representations)
+    for b in blocks:
+        if b[0] == "img" and b[1].startswith("representations_"):
+            figures[b[1]] = b[3]
     title = f"Study report: {getattr(spec, 'name', None) or 'study'}"
     payload = plain({
         _MARKER: 1,
@@ -562,6 +605,7 @@ def write_report(
     analysis: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     analyze_options: Mapping[str, Any] | None = None,
+    representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.html``, ``report.md``, ``report.json`` and the figures into ``out_dir``, all
     or nothing, and return name -> path of every file written. ``analysis`` defaults to
@@ -573,7 +617,7 @@ def write_report(
     records = list(records)
     if analysis is None:
         analysis = analyze(records, **dict(analyze_options or {}))
-    contents = render(spec, records, analysis)
+    contents = render(spec, records, analysis, representations)
     tmp = files.temporary_directory(out)
     try:
         for name, data in contents.items():
