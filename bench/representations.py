@@ -25,6 +25,7 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -71,6 +72,7 @@ def main(argv=None):
     parser.add_argument("--measures", default=",".join(MEASURES))
     parser.add_argument("--threads", type=int, default=1, help="numpy/torch threads (set before numpy starts)")
     parser.add_argument("--growth", action="store_true", help="also time one pair at growing stimuli / widths")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = [m for m in args.measures.split(",") if m]
@@ -85,7 +87,7 @@ def main(argv=None):
     print()
     print("| measure | defaults | seconds (all layers) | CPU seconds | per pair (ms) |")
     print("|---|---|---|---|---|")
-    total = 0.0
+    total = total_cpu = 0.0
     pairs = args.networks * (args.networks - 1) // 2 * args.layers
     for name in names:
         m = MEASURES[name]
@@ -96,11 +98,13 @@ def main(argv=None):
             wall += w
             cpu += c
         total += wall
+        total_cpu += cpu
         per = wall / (pairs if m.symmetric else 2 * pairs) * 1e3
         defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "-"
         print(f"| {name} | {defaults} | {wall:.1f} | {cpu:.1f} | {per:.1f} |", flush=True)
-    print(f"| **total** | | **{total:.1f}** | | |")
-    print(f"\ngoal: total < 120 s -> {'met' if total < 120 else 'NOT met'}")
+    print(f"| **total** | | **{total:.1f}** | **{total_cpu:.1f}** | |")
+    print(f"\ngoal: total < 120 s -> wall {'met' if total < 120 else 'NOT met'}, "
+          f"CPU {'met' if total_cpu < 120 else 'NOT met'} (wall > CPU: other processes had the cores)")
 
     if args.growth:
         for label, sizes, key in (("stimuli (width 128)", (500, 1000, 2000), "stimuli"),

@@ -549,6 +549,7 @@ def _gauss_pair(a: _GaussPrep, b: _GaussPrep, alpha: float, max_iter: int, tol: 
         res = mx - my @ t
         j = (alpha * float(np.sum(res * res)) + const - 2.0 * (2.0 - alpha) * float(sv.sum())) / n
         if it == max_iter or prev - j <= tol * max(abs(prev), 1e-300):
+            j = min(j, prev)   # a step that did not decrease it (rounding) is not taken
             break
         prev = j
         # T-step: maximise tr(T^T [alpha My^T Mx + (2 - alpha) sum_s G_s^T Q_s^T F_s]) with
@@ -617,7 +618,8 @@ def stochastic_shape_distance(
     ``n r d^2 + n r^3``.
 
     ``dims``: if set and smaller than a network's width, its responses are first projected on
-    the ``dims`` leading principal components of its pooled responses (all repeats and stimuli):
+    the ``dims`` leading principal components of its pooled responses (all repeats of the
+    stimuli used):
     a reduction of cost that changes the value unless the responses lie in that subspace.
     ``max_stimuli``: if set, only that many stimuli (evenly spaced indices) are used. Widths that
     differ are zero-padded.
@@ -833,7 +835,7 @@ class Measure:
     options: tuple[str, ...] = ()
 
 
-_KENDALL_STIMULI = 400
+_KENDALL_STIMULI = 300
 _STOCH_DIMS = None
 _STOCH_STIMULI = 500
 _STOCH_ITER = 50
