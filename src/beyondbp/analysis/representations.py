@@ -270,20 +270,25 @@ def linear_cka(X: Any, Y: Any, unbiased: bool = False, method: str = "auto") -> 
 # RDMs and RSA
 
 
-def _rdm(x: np.ndarray, metric: str) -> np.ndarray:
+def _rdm(x: np.ndarray, metric: str, symmetrise: bool = True) -> np.ndarray:
     if metric == "correlation":
         z = x - x.mean(axis=1, keepdims=True)
         norms = np.sqrt(np.einsum("ij,ij->i", z, z))
         live = norms > 0
         z[live] /= norms[live, None]
         z[~live] = 0.0
-        d = 1.0 - z @ z.T
+        d = z @ z.T
+        np.subtract(1.0, d, out=d)
     else:
         sq = np.einsum("ij,ij->i", x, x)
-        d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-        np.maximum(d2, 0.0, out=d2)
-        d = np.sqrt(d2)
-    d = 0.5 * (d + d.T)
+        d = x @ x.T
+        d *= -2.0
+        d += sq[:, None]
+        d += sq[None, :]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+    if symmetrise:
+        d = 0.5 * (d + d.T)
     np.fill_diagonal(d, 0.0)
     return d
 
@@ -303,12 +308,13 @@ def rdm(X: Any, metric: str = "correlation") -> np.ndarray:
 
 
 def _upper(d: np.ndarray) -> np.ndarray:
-    return d[np.triu_indices(d.shape[0], k=1)]
+    """Upper triangle (k=1), row by row (the order of numpy.triu_indices)."""
+    return d[np.triu(np.ones(d.shape, dtype=bool), k=1)]
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
     """Ranks 1..m with ties given their average rank (as scipy.stats.rankdata)."""
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)
     sv = v[order]
     if np.any(sv[1:] == sv[:-1]):
         return stats.rankdata(v, method="average")
@@ -337,7 +343,7 @@ class _RsaPrep:
 
 
 def _rsa_prep(x: np.ndarray, metric: str, compare: str) -> _RsaPrep:
-    v = _upper(_rdm(x, metric))
+    v = _upper(_rdm(x, metric, symmetrise=False))
     if compare == "spearman":
         return _RsaPrep(_standardise(_ranks(v)))
     if compare == "pearson":
@@ -483,13 +489,16 @@ class _GaussPrep:
     fac2: float         # sum_s ||fac[s]||_F^2 = sum_s tr(cov_s)
 
 
-def _gauss_prep(x: np.ndarray, dims: int | None, max_stimuli: int | None) -> _GaussPrep:
+def _gauss_prep(x: np.ndarray, dims: int | None, max_stimuli: int | None, covariances: bool = True) -> _GaussPrep:
     r, n, _ = x.shape
     idx = _subset(n, max_stimuli)
     if idx is not None:
         x = x[:, idx, :]
     mu = x.mean(axis=0)                                   # (n, p)
-    fac = np.transpose(x - mu, (1, 0, 2)) / math.sqrt(r - 1)   # (n, r, p)
+    if covariances:
+        fac = np.transpose(x - mu, (1, 0, 2)) / math.sqrt(r - 1)   # (n, r, p)
+    else:  # alpha = 2 never looks at them
+        fac = np.zeros((mu.shape[0], 0, mu.shape[1]))
     mu = mu - mu.mean(axis=0)
     p = mu.shape[1]
     if dims is not None and dims < p:
@@ -525,24 +534,29 @@ def _gauss_pair(a: _GaussPrep, b: _GaussPrep, alpha: float, max_iter: int, tol: 
         res = mx - my @ t
         j = float(np.sum(res * res)) * alpha / n
         return math.sqrt(max(j, 0.0))
-    fx, fy = _pad(a.fac, d), _pad(b.fac, d)
-    fy_rows = fy.reshape(-1, d)
+    # Zero-padding the factors to width d only adds zero columns: the Bures terms need the
+    # block T[:q, :p] of T (q, p the two widths), so the factors are used unpadded.
+    fx, fy = a.fac, b.fac
+    p, q = fx.shape[2], fy.shape[2]
+    fy_rows = fy.reshape(-1, q)
     const = (2.0 - alpha) * (a.fac2 + b.fac2)
     prev = math.inf
     j = math.inf
     for it in range(max_iter + 1):
-        gt = (fy_rows @ t).reshape(fy.shape)                     # aligned factors G_s T
-        m = np.einsum("srd,sqd->srq", fx, gt)                    # F_s (G_s T)^T, (n, r_x, r_y)
+        gt = (fy_rows @ t[:q, :p]).reshape(fy.shape[0], fy.shape[1], p)   # aligned factors G_s T
+        m = fx @ np.transpose(gt, (0, 2, 1))                     # F_s (G_s T)^T, (n, r_x, r_y)
         u, sv, vt = np.linalg.svd(m, full_matrices=False)
         res = mx - my @ t
         j = (alpha * float(np.sum(res * res)) + const - 2.0 * (2.0 - alpha) * float(sv.sum())) / n
         if it == max_iter or prev - j <= tol * max(abs(prev), 1e-300):
+            j = min(j, prev)   # a step that did not decrease it (rounding) is not taken
             break
         prev = j
         # T-step: maximise tr(T^T [alpha My^T Mx + (2 - alpha) sum_s G_s^T Q_s^T F_s]) with
         # Q_s = U_s V_s^T, the partial isometry attaining ||F_s T^T G_s^T||_* for the current T.
-        qtf = np.einsum("srq,srd->sqd", u @ vt, fx)              # Q_s^T F_s, (n, r_y, d)
-        c = alpha * cmean + (2.0 - alpha) * (fy_rows.T @ qtf.reshape(-1, d))
+        qtf = np.transpose(u @ vt, (0, 2, 1)) @ fx               # Q_s^T F_s, (n, r_y, p)
+        c = alpha * cmean
+        c[:q, :p] += (2.0 - alpha) * (fy_rows.T @ qtf.reshape(-1, p))
         t = _polar(c)
     return math.sqrt(max(j, 0.0))
 
@@ -604,7 +618,8 @@ def stochastic_shape_distance(
     ``n r d^2 + n r^3``.
 
     ``dims``: if set and smaller than a network's width, its responses are first projected on
-    the ``dims`` leading principal components of its pooled responses (all repeats and stimuli):
+    the ``dims`` leading principal components of its pooled responses (all repeats of the
+    stimuli used):
     a reduction of cost that changes the value unless the responses lie in that subspace.
     ``max_stimuli``: if set, only that many stimuli (evenly spaced indices) are used. Widths that
     differ are zero-padded.
@@ -616,7 +631,8 @@ def stochastic_shape_distance(
     x = _repeated(X, "X", 3)
     y = _repeated(Y, "Y", 3)
     _same_stimuli(x.shape[1], y.shape[1])
-    return _gauss_pair(_gauss_prep(x, dims, max_stimuli), _gauss_prep(y, dims, max_stimuli),
+    cov = alpha < 2.0
+    return _gauss_pair(_gauss_prep(x, dims, max_stimuli, cov), _gauss_prep(y, dims, max_stimuli, cov),
                        alpha, max_iter, tol)
 
 
@@ -720,37 +736,49 @@ def _enc_y(y: np.ndarray, index: list[np.ndarray]) -> _EncY:
 
 
 def _enc_pair(ex: _EncX, ey: _EncY, grid: np.ndarray) -> float:
-    """Held-out R^2 of Y predicted from X (see encoding_r2), from the prepared statistics."""
+    """Held-out R^2 of Y predicted from X (see encoding_r2), from the prepared statistics.
+
+    For a training set T (eigenbasis V, eigenvalues e of its centred scatter) and a validation
+    fold v, with everything centred by T's means: ``Z = V^T X~_T^T Y~_T``, ``W = V D Z`` with
+    ``D = diag(1 / (e + lambda))``, and the validation error
+    ``||Y~_v - X~_v W||^2 = ||Y~_v||^2 - 2 sum_k D_k (V^T X~_v^T Y~_v * Z)_k. + D^T (H * Z Z^T) D``
+    with ``H = V^T X~_v^T X~_v V``: all from per-fold sums, for every lambda at once.
+    """
     k = len(ex.parts)
     s = [ex.parts[f].T @ ey.parts[f] for f in range(k)]          # X_f^T Y_f, (p, q)
-    zcache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    q = s[0].shape[1]
 
-    def sse(train: tuple[int, ...], v: int, penalties: np.ndarray) -> np.ndarray:
+    def sse(train: tuple[int, ...], vals: list[int], penalties: list[np.ndarray]) -> list[np.ndarray]:
         fit = ex.fits[train]
-        if train not in zcache:
-            ym = sum(ey.sy[f] for f in train) / fit.n
-            sc = sum(s[f] for f in train) - fit.n * np.outer(fit.mean, ym)
-            z = fit.vecs.T @ sc                                   # V^T X~^T Y~, (p, q)
-            zcache[train] = (ym, z, z @ z.T)
-        ym, z, zz = zcache[train]
         xm = fit.mean
-        nv = ex.n[v]
-        cv = s[v] - np.outer(ex.sx[v], ym) - np.outer(xm, ey.sy[v]) + nv * np.outer(xm, ym)
-        a = np.einsum("kj,kj->k", fit.vecs.T @ cv, z)
-        yy = ey.yy[v] - 2.0 * float(ym @ ey.sy[v]) + nv * float(ym @ ym)
-        hz = ex.h[(train, v)] * zz
-        dd = 1.0 / (fit.vals[None, :] + penalties[:, None] * fit.scale)    # (L, p)
-        return yy - 2.0 * (dd @ a) + np.einsum("lk,kj,lj->l", dd, hz, dd)
+        ym = sum(ey.sy[f] for f in train) / fit.n
+        blocks = [sum(s[f] for f in train) - fit.n * np.outer(xm, ym)]
+        for v in vals:
+            blocks.append(s[v] - np.outer(ex.sx[v], ym) - np.outer(xm, ey.sy[v] - ex.n[v] * ym))
+        rot = fit.vecs.T @ np.hstack(blocks)                     # V^T [X~^T Y~ (train), (val)...]
+        z = rot[:, :q]
+        zz = z @ z.T
+        out = []
+        for i, v in enumerate(vals):
+            a = np.einsum("kj,kj->k", rot[:, (i + 1) * q:(i + 2) * q], z)
+            yy = ey.yy[v] - 2.0 * float(ym @ ey.sy[v]) + ex.n[v] * float(ym @ ym)
+            dd = 1.0 / (fit.vals[None, :] + penalties[i][:, None] * fit.scale)    # (L, p)
+            quad = np.einsum("lk,lk->l", dd @ (ex.h[(train, v)] * zz), dd)
+            out.append(yy - 2.0 * (dd @ a) + quad)
+        return out
 
+    inner = np.zeros((k, grid.size))      # inner[o]: summed validation error for outer fold o
+    for o in range(k):
+        for v in range(o + 1, k):
+            # T = all folds but o and v serves outer fold o (validating on v) and outer v (on o)
+            e_v, e_o = sse(tuple(f for f in range(k) if f not in (o, v)), [v, o], [grid, grid])
+            inner[o] += e_v
+            inner[v] += e_o
     total_sse = 0.0
     total_sst = 0.0
     for o in range(k):
-        rest = [f for f in range(k) if f != o]
-        inner = np.zeros(grid.size)
-        for v in rest:
-            inner += sse(tuple(f for f in rest if f != v), v, grid)
-        best = grid[int(np.argmin(inner))]
-        total_sse += float(sse(tuple(rest), o, np.asarray([best]))[0])
+        best = grid[int(np.argmin(inner[o]))]
+        total_sse += float(sse(tuple(f for f in range(k) if f != o), [o], [np.asarray([best])])[0][0])
         yo = ey.parts[o]
         total_sst += float(np.sum((yo - yo.mean(axis=0)) ** 2))
     if total_sst <= 0.0:
@@ -807,8 +835,8 @@ class Measure:
     options: tuple[str, ...] = ()
 
 
-_KENDALL_STIMULI = 400
-_STOCH_DIMS = 32
+_KENDALL_STIMULI = 300
+_STOCH_DIMS = None
 _STOCH_STIMULI = 500
 _STOCH_ITER = 50
 _STOCH_TOL = 1e-6
@@ -836,7 +864,7 @@ MEASURES: dict[str, Measure] = {
                 "distance", True, False),
         Measure("stochastic",
                 f"2-Wasserstein stochastic shape distance, alpha 1 (Duong et al. 2023); "
-                f"{_STOCH_DIMS} PCs, {_STOCH_STIMULI} stimuli, {_STOCH_ITER} iterations by default",
+                f"on {_STOCH_STIMULI} evenly spaced stimuli, at most {_STOCH_ITER} iterations by default",
                 "distance", True, True,
                 {"dims": _STOCH_DIMS, "max_stimuli": _STOCH_STIMULI, "max_iter": _STOCH_ITER, "tol": _STOCH_TOL},
                 ("dims", "max_stimuli", "max_iter", "tol")),
@@ -898,9 +926,11 @@ def distance_matrix(name: str, reps: list, **options: Any) -> np.ndarray:
         max_stimuli = _check_max_stimuli(opts.get("max_stimuli"))
         arrays = [_repeated(r, f"reps[{i}]", 3) for i, r in enumerate(reps)]
         _same_counts([a.shape[1] for a in arrays])
-        preps = [_gauss_prep(a, dims, max_stimuli) for a in arrays]
         if name == "stochastic_mean":
-            return _pairwise(preps, lambda a, b: _gauss_pair(a, b, 2.0, 0, 0.0) / math.sqrt(2.0), True)
+            # d_2 / sqrt(2) is the Euclidean Procrustes distance of the (centred) means
+            means = [_shape_prep(_gauss_prep(a, dims, max_stimuli, False).mean, 1.0) for a in arrays]
+            return _pairwise(means, lambda a, b: _shape_pair(a, b, "euclidean"), True)
+        preps = [_gauss_prep(a, dims, max_stimuli) for a in arrays]
         max_iter, tol = _check_iter(opts["max_iter"], opts["tol"])
         return _pairwise(preps, lambda a, b: _gauss_pair(a, b, 1.0, max_iter, tol), True)
 
