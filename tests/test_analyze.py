@@ -222,3 +222,25 @@ def test_the_study_report_includes_the_analysis_beside_the_spec(study, tmp_path,
     assert "data:image/png;base64" in (report / "report.html").read_text()
     code, _, err = cli(capsys, "study", "report", study, "--out", tmp_path / "r2", "--representations", tmp_path)
     assert code == 2 and "holds no `beyondbp analyze` output" in err and not (tmp_path / "r2").exists()
+
+
+def test_networks_trained_on_different_data_are_refused(study, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for p in _models(study)[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    for seed in (0, 1):
+        code, _, err = cli(capsys, "train", "--model", "mlp", "--data", "digits", "--steps", "3", "--seed", seed,
+                           "--out", tmp_path / f"t{seed}", "--checkpoint", folder / f"digits{seed}.pt")
+        assert code == 0, err
+    code, _, err = cli(capsys, "analyze", folder, "--out", tmp_path / "o", *FAST)
+    assert code == 2 and "trained on different data" in err and not (tmp_path / "o").exists()
+
+
+def test_list_measures_names_every_measure(capsys):
+    from beyondbp.analysis.representations import MEASURES
+
+    code, out, _ = cli(capsys, "analyze", "--list-measures")
+    assert code == 0 and all(name in out for name in MEASURES)
+    code, _, err = cli(capsys, "analyze")
+    assert code == 2 and "name at least one source" in err

@@ -1103,7 +1103,7 @@ def study_report(
 # -- analyze ------------------------------------------------------------------------------------
 @app.command()
 def analyze(
-    sources: Annotated[list[str], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of checkpoints, or checkpoint files.", show_default=False)],
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of checkpoints, or checkpoint files.", show_default=False)] = None,
     store: StoreOpt = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Output folder (default: <first source>-representations beside it).")] = None,
     stimuli: Annotated[int, typer.Option("--stimuli", help="Probe stimuli drawn from the test split.")] = 1000,
@@ -1133,6 +1133,9 @@ def analyze(
         for name, m in MEASURES.items():
             console.print(f"{name:22s} {m.description}", soft_wrap=True)
         return
+    if not sources:
+        raise ConfigError("name at least one source of trained networks: a study spec (.toml) run with "
+                          "keep_models = true, a folder of checkpoints, or checkpoint files")
     _check_path_text(store, "--store")
     _check_path_text(out, "--out")
     if isinstance(bootstrap, bool) or bootstrap < 1 or bootstrap > 100_000:
