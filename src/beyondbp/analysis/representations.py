@@ -548,7 +548,7 @@ def _gauss_pair(a: _GaussPrep, b: _GaussPrep, alpha: float, max_iter: int, tol: 
         u, sv, vt = np.linalg.svd(m, full_matrices=False)
         res = mx - my @ t
         j = (alpha * float(np.sum(res * res)) + const - 2.0 * (2.0 - alpha) * float(sv.sum())) / n
-        if it == max_iter or prev - j <= tol * max(abs(prev), 1e-300):
+        if it == max_iter or (math.isfinite(prev) and prev - j <= tol * abs(prev)):
             j = min(j, prev)   # a step that did not decrease it (rounding) is not taken
             break
         prev = j
@@ -838,7 +838,8 @@ class Measure:
 _KENDALL_STIMULI = 300
 _STOCH_DIMS = None
 _STOCH_STIMULI = 500
-_STOCH_ITER = 50
+_SPEARMAN_STIMULI = 1000
+_STOCH_ITER = 1
 _STOCH_TOL = 1e-6
 
 MEASURES: dict[str, Measure] = {
@@ -848,8 +849,9 @@ MEASURES: dict[str, Measure] = {
                 "distance", True, False),
         Measure("cka_unbiased", "1 - linear CKA with the unbiased HSIC estimator (Song et al. 2012)",
                 "distance", True, False),
-        Measure("rsa_spearman", "1 - Spearman correlation of the correlation-distance RDMs",
-                "distance", True, False, {"max_stimuli": None}, ("max_stimuli",)),
+        Measure("rsa_spearman",
+                f"1 - Spearman correlation of the correlation-distance RDMs (on {_SPEARMAN_STIMULI} evenly spaced stimuli by default)",
+                "distance", True, False, {"max_stimuli": _SPEARMAN_STIMULI}, ("max_stimuli",)),
         Measure("rsa_kendall",
                 f"1 - Kendall tau_a of the correlation-distance RDMs (on {_KENDALL_STIMULI} evenly spaced stimuli by default)",
                 "distance", True, False, {"max_stimuli": _KENDALL_STIMULI}, ("max_stimuli",)),
@@ -864,7 +866,7 @@ MEASURES: dict[str, Measure] = {
                 "distance", True, False),
         Measure("stochastic",
                 f"2-Wasserstein stochastic shape distance, alpha 1 (Duong et al. 2023); "
-                f"on {_STOCH_STIMULI} evenly spaced stimuli, at most {_STOCH_ITER} iterations by default",
+                f"on {_STOCH_STIMULI} evenly spaced stimuli, {_STOCH_ITER} alternating update from the means' alignment by default",
                 "distance", True, True,
                 {"dims": _STOCH_DIMS, "max_stimuli": _STOCH_STIMULI, "max_iter": _STOCH_ITER, "tol": _STOCH_TOL},
                 ("dims", "max_stimuli", "max_iter", "tol")),
