@@ -297,7 +297,7 @@ def test_stochastic_separates_equal_means_with_different_noise():
 def test_stochastic_symmetric_and_triangle_inequality():
     rng = _rng(20)
     for _ in range(6):
-        reps = [_noisy(rng, rng.standard_normal((15, 3)), 5, rng.uniform(0.1, 1.0)) for _ in range(3)]
+        reps = [_noisy(rng, rng.standard_normal((15, 3)), r, rng.uniform(0.1, 1.0)) for r in (4, 5, 6)]
         d = {(i, j): R.stochastic_shape_distance(reps[i], reps[j]) for i in range(3) for j in range(3) if i != j}
         for i, j in itertools.combinations(range(3), 2):
             assert d[i, j] == pytest.approx(d[j, i], rel=1e-6)

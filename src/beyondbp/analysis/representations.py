@@ -609,18 +609,21 @@ def stochastic_shape_distance(
     tends to it as the noise vanishes. (This is the paper's interpolated metric; its library is
     netrep, ahwillia/netrep.)
 
-    The minimisation over T is not closed-form for alpha < 2: as in the paper it alternates
-    between the best per-stimulus rotations of the Bures terms (``B^2 = min_Q ||A^{1/2} -
-    B^{1/2} Q||^2``) and the best common T (an orthogonal Procrustes problem), starting from the
-    alignment of the means, until the objective decreases by less than ``tol`` (relative) or
-    ``max_iter`` updates; the objective never increases, but the result is a local minimum.
-    Covariances are handled as factors (repeats x features), so the cost per iteration is
-    ``n r d^2 + n r^3``.
+    The minimisation over T is not closed-form for alpha < 2: as in the authors' library it
+    alternates between the best per-stimulus rotations of the Bures terms (``B^2 = min_Q
+    ||A^{1/2} - B^{1/2} Q||^2``) and the best common T (an orthogonal Procrustes problem),
+    starting from the alignment of the means, until an update lowers the objective by less than
+    ``tol`` (relative) or after ``max_iter`` updates. The objective never increases; the value
+    returned is the objective at the T reached (exact for that T, the Bures terms being computed
+    exactly as ``tr A + tr B - 2 ||F G^T||_*`` from factors ``A = F^T F``, ``B = G^T G`` of
+    repeats x features), so it is an upper bound on the minimum, a local minimum when converged;
+    stopped early, the triangle inequality can fail by that gap. Cost per update ``n r_x r_y
+    (p + q) + n r p q`` (r repeats, p, q widths).
 
     ``dims``: if set and smaller than a network's width, its responses are first projected on
     the ``dims`` leading principal components of its pooled responses (all repeats of the
-    stimuli used):
-    a reduction of cost that changes the value unless the responses lie in that subspace.
+    stimuli used): a reduction of cost that changes the value unless the responses lie in that
+    subspace.
     ``max_stimuli``: if set, only that many stimuli (evenly spaced indices) are used. Widths that
     differ are zero-padded.
     """
