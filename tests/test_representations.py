@@ -344,6 +344,14 @@ def test_encoding_r2_linear_map_and_noise():
     assert R.encoding_r2(x, rng.standard_normal((200, 6))) <= 0.05
 
 
+def test_encoding_r2_of_constant_inputs():
+    rng = _rng(30)
+    y = rng.standard_normal((30, 3))
+    assert R.encoding_r2(rng.standard_normal((30, 4)), np.ones((30, 2))) == 0.0   # nothing to predict
+    r2 = R.encoding_r2(np.ones((30, 4)), y)      # predicts the training mean
+    assert math.isfinite(r2) and r2 <= 0.0
+
+
 def test_encoding_r2_equals_sklearn_ridge_with_a_fixed_penalty():
     from sklearn.linear_model import Ridge
     rng = _rng(23)

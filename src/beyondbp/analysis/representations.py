@@ -725,7 +725,9 @@ def _enc_x(x: np.ndarray, index: list[np.ndarray]) -> _EncX:
             scatter = 0.5 * (scatter + scatter.T)
             vals, vecs = np.linalg.eigh(scatter)
             vals = np.maximum(vals, 0.0)
-            fits[train] = _Fit(train, nt, mean, vecs, vals, float(vals.sum()) / p)
+            scale = float(vals.sum()) / p
+            # constant training features: W = 0 for any penalty (the prediction is the mean)
+            fits[train] = _Fit(train, nt, mean, vecs, vals, scale if scale > 0.0 else 1.0)
         fit = fits[train]
         xm = fit.mean
         gv = g[v] - np.outer(sx[v], xm) - np.outer(xm, sx[v]) + n[v] * np.outer(xm, xm)
@@ -806,7 +808,8 @@ def encoding_r2(X: Any, Y: Any, alphas: Any = None, folds: int = 5, seed: int = 
     The result is the variance-weighted R^2 pooled over outer folds and units:
     ``1 - sum_o ||Y_o - Y^_o||^2 / sum_o ||Y_o - mean(Y_o)||^2`` (each test fold's own mean
     in the denominator). It is at most 1 and can be negative (worse than the test mean). If
-    ``Y`` is constant (nothing to predict) this returns 0.0. Needs ``n >= 2 * folds`` stimuli.
+    ``Y`` is constant (nothing to predict) this returns 0.0; features constant over a training
+    set predict its mean. Needs ``n >= 2 * folds`` stimuli.
     """
     grid, folds, seed = _check_encoding(alphas, folds, seed)
     need = max(3, 2 * folds)
