@@ -297,12 +297,29 @@ def test_stochastic_separates_equal_means_with_different_noise():
 def test_stochastic_symmetric_and_triangle_inequality():
     rng = _rng(20)
     for _ in range(6):
-        reps = [_noisy(rng, rng.standard_normal((15, 3)), 5, rng.uniform(0.1, 1.0)) for _ in range(3)]
+        reps = [_noisy(rng, rng.standard_normal((15, 3)), r, rng.uniform(0.1, 1.0)) for r in (4, 5, 6)]
         d = {(i, j): R.stochastic_shape_distance(reps[i], reps[j]) for i in range(3) for j in range(3) if i != j}
         for i, j in itertools.combinations(range(3), 2):
             assert d[i, j] == pytest.approx(d[j, i], rel=1e-6)
         for i, j, k in itertools.permutations(range(3)):
             assert d[i, k] <= d[i, j] + d[j, k] + 1e-8
+
+
+def test_stochastic_alternating_updates_decrease_the_objective():
+    """Small means and anisotropic noise: the means' alignment is not the best one for the
+    covariances, the updates lower the distance monotonically and then settle."""
+    rng = _rng(29)
+
+    def net():
+        mean = 0.1 * rng.standard_normal((12, 4))
+        mix = rng.standard_normal((4, 4)) * np.array([3.0, 1.0, 0.3, 0.1])
+        return mean[None] + rng.standard_normal((6, 12, 4)) @ mix
+
+    x, y = net(), net()
+    ds = [R.stochastic_shape_distance(x, y, max_iter=k, tol=0.0) for k in (0, 1, 2, 5, 20, 200)]
+    assert all(b <= a + 1e-12 for a, b in zip(ds, ds[1:]))
+    assert ds[-1] < ds[0] - 1e-3
+    assert R.stochastic_shape_distance(x, y) == pytest.approx(ds[-1], rel=1e-6)
 
 
 def test_stochastic_rotation_invariant_and_options():
@@ -325,6 +342,14 @@ def test_encoding_r2_linear_map_and_noise():
     x = rng.standard_normal((200, 10))
     assert R.encoding_r2(x, x @ rng.standard_normal((10, 6)) + 3.0) == pytest.approx(1.0, abs=1e-6)
     assert R.encoding_r2(x, rng.standard_normal((200, 6))) <= 0.05
+
+
+def test_encoding_r2_of_constant_inputs():
+    rng = _rng(30)
+    y = rng.standard_normal((30, 3))
+    assert R.encoding_r2(rng.standard_normal((30, 4)), np.ones((30, 2))) == 0.0   # nothing to predict
+    r2 = R.encoding_r2(np.ones((30, 4)), y)      # predicts the training mean
+    assert math.isfinite(r2) and r2 <= 0.0
 
 
 def test_encoding_r2_equals_sklearn_ridge_with_a_fixed_penalty():

@@ -548,7 +548,7 @@ def _gauss_pair(a: _GaussPrep, b: _GaussPrep, alpha: float, max_iter: int, tol: 
         u, sv, vt = np.linalg.svd(m, full_matrices=False)
         res = mx - my @ t
         j = (alpha * float(np.sum(res * res)) + const - 2.0 * (2.0 - alpha) * float(sv.sum())) / n
-        if it == max_iter or prev - j <= tol * max(abs(prev), 1e-300):
+        if it == max_iter or (math.isfinite(prev) and prev - j <= tol * abs(prev)):
             j = min(j, prev)   # a step that did not decrease it (rounding) is not taken
             break
         prev = j
@@ -609,18 +609,21 @@ def stochastic_shape_distance(
     tends to it as the noise vanishes. (This is the paper's interpolated metric; its library is
     netrep, ahwillia/netrep.)
 
-    The minimisation over T is not closed-form for alpha < 2: as in the paper it alternates
-    between the best per-stimulus rotations of the Bures terms (``B^2 = min_Q ||A^{1/2} -
-    B^{1/2} Q||^2``) and the best common T (an orthogonal Procrustes problem), starting from the
-    alignment of the means, until the objective decreases by less than ``tol`` (relative) or
-    ``max_iter`` updates; the objective never increases, but the result is a local minimum.
-    Covariances are handled as factors (repeats x features), so the cost per iteration is
-    ``n r d^2 + n r^3``.
+    The minimisation over T is not closed-form for alpha < 2: as in the authors' library it
+    alternates between the best per-stimulus rotations of the Bures terms (``B^2 = min_Q
+    ||A^{1/2} - B^{1/2} Q||^2``) and the best common T (an orthogonal Procrustes problem),
+    starting from the alignment of the means, until an update lowers the objective by less than
+    ``tol`` (relative) or after ``max_iter`` updates. The objective never increases; the value
+    returned is the objective at the T reached (exact for that T, the Bures terms being computed
+    exactly as ``tr A + tr B - 2 ||F G^T||_*`` from factors ``A = F^T F``, ``B = G^T G`` of
+    repeats x features), so it is an upper bound on the minimum, a local minimum when converged;
+    stopped early, the triangle inequality can fail by that gap. Cost per update ``n r_x r_y
+    (p + q) + n r p q`` (r repeats, p, q widths).
 
     ``dims``: if set and smaller than a network's width, its responses are first projected on
     the ``dims`` leading principal components of its pooled responses (all repeats of the
-    stimuli used):
-    a reduction of cost that changes the value unless the responses lie in that subspace.
+    stimuli used): a reduction of cost that changes the value unless the responses lie in that
+    subspace.
     ``max_stimuli``: if set, only that many stimuli (evenly spaced indices) are used. Widths that
     differ are zero-padded.
     """
@@ -722,7 +725,9 @@ def _enc_x(x: np.ndarray, index: list[np.ndarray]) -> _EncX:
             scatter = 0.5 * (scatter + scatter.T)
             vals, vecs = np.linalg.eigh(scatter)
             vals = np.maximum(vals, 0.0)
-            fits[train] = _Fit(train, nt, mean, vecs, vals, float(vals.sum()) / p)
+            scale = float(vals.sum()) / p
+            # constant training features: W = 0 for any penalty (the prediction is the mean)
+            fits[train] = _Fit(train, nt, mean, vecs, vals, scale if scale > 0.0 else 1.0)
         fit = fits[train]
         xm = fit.mean
         gv = g[v] - np.outer(sx[v], xm) - np.outer(xm, sx[v]) + n[v] * np.outer(xm, xm)
@@ -803,7 +808,8 @@ def encoding_r2(X: Any, Y: Any, alphas: Any = None, folds: int = 5, seed: int = 
     The result is the variance-weighted R^2 pooled over outer folds and units:
     ``1 - sum_o ||Y_o - Y^_o||^2 / sum_o ||Y_o - mean(Y_o)||^2`` (each test fold's own mean
     in the denominator). It is at most 1 and can be negative (worse than the test mean). If
-    ``Y`` is constant (nothing to predict) this returns 0.0. Needs ``n >= 2 * folds`` stimuli.
+    ``Y`` is constant (nothing to predict) this returns 0.0; features constant over a training
+    set predict its mean. Needs ``n >= 2 * folds`` stimuli.
     """
     grid, folds, seed = _check_encoding(alphas, folds, seed)
     need = max(3, 2 * folds)
@@ -838,7 +844,8 @@ class Measure:
 _KENDALL_STIMULI = 300
 _STOCH_DIMS = None
 _STOCH_STIMULI = 500
-_STOCH_ITER = 50
+_SPEARMAN_STIMULI = 1000
+_STOCH_ITER = 1
 _STOCH_TOL = 1e-6
 
 MEASURES: dict[str, Measure] = {
@@ -848,8 +855,9 @@ MEASURES: dict[str, Measure] = {
                 "distance", True, False),
         Measure("cka_unbiased", "1 - linear CKA with the unbiased HSIC estimator (Song et al. 2012)",
                 "distance", True, False),
-        Measure("rsa_spearman", "1 - Spearman correlation of the correlation-distance RDMs",
-                "distance", True, False, {"max_stimuli": None}, ("max_stimuli",)),
+        Measure("rsa_spearman",
+                f"1 - Spearman correlation of the correlation-distance RDMs (on {_SPEARMAN_STIMULI} evenly spaced stimuli by default)",
+                "distance", True, False, {"max_stimuli": _SPEARMAN_STIMULI}, ("max_stimuli",)),
         Measure("rsa_kendall",
                 f"1 - Kendall tau_a of the correlation-distance RDMs (on {_KENDALL_STIMULI} evenly spaced stimuli by default)",
                 "distance", True, False, {"max_stimuli": _KENDALL_STIMULI}, ("max_stimuli",)),
@@ -864,7 +872,7 @@ MEASURES: dict[str, Measure] = {
                 "distance", True, False),
         Measure("stochastic",
                 f"2-Wasserstein stochastic shape distance, alpha 1 (Duong et al. 2023); "
-                f"on {_STOCH_STIMULI} evenly spaced stimuli, at most {_STOCH_ITER} iterations by default",
+                f"on {_STOCH_STIMULI} evenly spaced stimuli, {_STOCH_ITER} alternating update from the means' alignment by default",
                 "distance", True, True,
                 {"dims": _STOCH_DIMS, "max_stimuli": _STOCH_STIMULI, "max_iter": _STOCH_ITER, "tol": _STOCH_TOL},
                 ("dims", "max_stimuli", "max_iter", "tol")),
