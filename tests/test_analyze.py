@@ -244,3 +244,14 @@ def test_list_measures_names_every_measure(capsys):
     assert code == 0 and all(name in out for name in MEASURES)
     code, _, err = cli(capsys, "analyze")
     assert code == 2 and "name at least one source" in err
+
+
+def test_a_class_is_the_axes_but_the_seed_and_those_the_rule_fixes():
+    from beyondbp.study.representations import _axes_label, _follows_rule
+
+    per_rule_lr = [{"axes": {"rule": r, "lr": lr, "seed": s}} for r, lr in (("backprop", 1e-3), ("dfa", 3e-4)) for s in (0, 1)]
+    hidden = _follows_rule(per_rule_lr)
+    assert hidden == {"lr"} and [_axes_label(r["axes"], hidden) for r in per_rule_lr] == ["backprop"] * 2 + ["dfa"] * 2
+    swept = [{"axes": {"rule": r, "lr": lr, "seed": 0}} for r in ("backprop", "dfa") for lr in (1e-3, 3e-4)]
+    hidden = _follows_rule(swept)
+    assert hidden == set() and _axes_label(swept[0]["axes"], hidden) == "rule=backprop, lr=0.001"

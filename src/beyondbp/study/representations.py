@@ -5,8 +5,9 @@ Sources of trained networks (:func:`find_networks`):
 
 * a study spec (``.toml``) whose ``[execution]`` has ``keep_models = true``: every ``done`` run
   whose model is saved in ``<store dir>/<store stem>.models/<run id>.pt``. A network's *class*
-  is what its run takes on every axis except ``seed`` (with only a rule axis: the rule's label),
-  its *group* the seed;
+  is what its run takes on every axis except ``seed`` and those fixed by the rule label (a
+  per-rule ``lr`` table), so with a rule axis alone it is the rule's label; its *group* is the
+  seed;
 * a folder of beyondbp checkpoints (``*.pt``), or checkpoint files: class = the checkpoint's
   rule name, group = its run's seed.
 
@@ -33,8 +34,8 @@ Then, per measure of :data:`beyondbp.analysis.representations.MEASURES` and per 
 network × network distance matrix and the identification statistics of
 :func:`beyondbp.analysis.identification.identify` (nearest neighbour, reference
 identification as in Han, Poggio and Cheung 2023, bootstrap intervals over seeds); the
-stochastic metric is set against its deterministic counterpart (Euclidean Procrustes distance)
-as in Duong et al. 2023. The gradient signal-to-noise ratio of every network's rule against
+stochastic metric (α = 1) is set against its deterministic counterpart on the same noisy
+responses' means and the same stimuli (``stochastic_mean``, α = 2) as in Duong et al. 2023. The gradient signal-to-noise ratio of every network's rule against
 backprop's (:func:`beyondbp.analysis.gradients.gradient_snr`) is measured on ``snr_batches``
 training minibatches of the network's own batch size.
 
@@ -67,8 +68,10 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, n
 
 NOISES = ("input", "dropout")
 
-#: The stochastic metric and its deterministic counterpart, compared in the output.
-STOCHASTIC_PAIRS = (("stochastic", "procrustes_euclidean"),)
+#: The stochastic metric and its deterministic counterpart, compared in the output: the same
+#: Gaussian moments of the same noisy responses on the same stimuli, α = 1 (means and
+#: covariances) against α = 2 (means only), as Duong et al. compare them.
+STOCHASTIC_PAIRS = (("stochastic", "stochastic_mean"),)
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -107,11 +110,27 @@ def _from_checkpoint(path: Path) -> Network:
     return Network(id=path.stem, label=config.rule, seed=config.seed, config=config, checkpoint=path)
 
 
-def _axes_label(axes: dict[str, Any]) -> str:
-    shown = {k: v for k, v in axes.items() if k != "seed"}
+def _axes_label(axes: dict[str, Any], hidden: set[str]) -> str:
+    shown = {k: v for k, v in axes.items() if k != "seed" and k not in hidden}
     if list(shown) == ["rule"]:
         return str(shown["rule"])
     return ", ".join(f"{k}={v}" for k, v in shown.items()) or "all"
+
+
+def _follows_rule(records: Sequence[dict[str, Any]]) -> set[str]:
+    """Axes whose value is fixed by the rule label (a per-rule ``lr``): not part of a class name."""
+    if not records or "rule" not in records[0]["axes"]:
+        return set()
+    out = set()
+    for axis in records[0]["axes"]:
+        if axis in ("rule", "seed"):
+            continue
+        seen: dict[str, set[str]] = {}
+        for r in records:
+            seen.setdefault(str(r["axes"].get("rule")), set()).add(repr(r["axes"].get(axis)))
+        if all(len(v) == 1 for v in seen.values()):
+            out.add(axis)
+    return out
 
 
 def _from_spec(path: Path, store: Path | None) -> list[Network]:
@@ -139,9 +158,10 @@ def _from_spec(path: Path, store: Path | None) -> list[Network]:
             f"files from {str(models)!r} directly"
         )
     out = []
+    hidden = _follows_rule(found)
     for r in found:
         config = RunConfig(**r["config"])
-        out.append(Network(id=r["id"], label=_axes_label(r["axes"]), seed=config.seed, config=config,
+        out.append(Network(id=r["id"], label=_axes_label(r["axes"], hidden), seed=config.seed, config=config,
                            checkpoint=models / f"{r['id']}.pt", axes=dict(r["axes"])))
     return out
 
@@ -266,6 +286,15 @@ def _snr_batches(dataset: Any, batch_size: int, n: int, seed: int) -> list[tuple
     size = min(batch_size, len(dataset.x_train))
     return [(dataset.x_train[idx], dataset.y_train[idx])
             for idx in (torch.randperm(len(dataset.x_train), generator=g)[:size] for _ in range(n))]
+
+
+def _measure_options(name: str, names: Sequence[str]) -> dict[str, Any]:
+    """``stochastic_mean`` on the stimuli ``stochastic`` uses, so that the pair differs only in α."""
+    from ..analysis import representations as reps
+
+    if name == "stochastic_mean":
+        return {"max_stimuli": reps.MEASURES["stochastic"].defaults.get("max_stimuli")}
+    return {}
 
 
 def _snr_by_label(snr: dict[str, Any], nets: Sequence[Network]) -> dict[str, Any]:
@@ -395,7 +424,7 @@ def analyze(
             for k, layer in enumerate(layer_names):
                 emit("measure", {"measure": m, "layer": layer})
                 inputs = [noisy[i][k] if reps.MEASURES[m].stochastic else det[i][k] for i in range(len(nets))]
-                d = np.asarray(reps.distance_matrix(m, inputs), dtype=float)
+                d = np.asarray(reps.distance_matrix(m, inputs, **_measure_options(m, names)), dtype=float)
                 distances[m][layer] = d
                 identification[m][layer] = ident.identify(d, labels, groups, n_boot=bootstrap, seed=seed)
     pairs = []
