@@ -51,15 +51,18 @@ from beyondbp.options import describe, parse
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
+from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "describe_options", "names", "options", "options_class"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe_options", "names", "options", "options_class"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "gpt": GPT,
     "lenet": LeNet,
     "mlp": MLP,
+    "snn_cnn": SNNConv,
+    "snn_mlp": SNNMLP,
     "softhebb_conv": SoftHebbConv,
     "softhebb_mlp": SoftHebbMLP,
 }
