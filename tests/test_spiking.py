@@ -323,6 +323,20 @@ def test_snn_mlp_layers_match_the_tutorial():
     assert isinstance(mem.encoder, spiking.RateEncoder)
 
 
+@pytest.mark.parametrize("readout", ["count", "membrane"])
+def test_snn_mlp_without_hidden_layers_feeds_the_constant_current_to_its_output_neurons(readout):
+    m = models.build("snn-mlp", (4,), 3, widths=[], T=3, readout=readout, beta=1, threshold=2, alpha=3)
+    assert [n for n, _ in m.named_children()] == ["encoder", "flatten", "out", "out_neurons", "readout"]
+    assert m.out_neurons.constant_input and m.out_neurons.beta == 1.0
+    x = torch.randn(2, 4)
+    current = m.out(x)
+    want = current * torch.tensor([1.0, 2.0, 3.0]).mean() if readout == "membrane" else None
+    if want is not None:  # β = 1: U_t = t·I, mean over 3 steps = 2·I
+        torch.testing.assert_close(m(x), want)
+    else:
+        assert m(x).shape == (2, 3) and m.out_neurons.threshold == 2.0 and m.out_neurons.alpha == 3.0
+
+
 def test_snn_cnn_geometry():
     m = models.build("snn-cnn", (1, 28, 28), 10)
     assert (m.conv1.out_channels, m.conv1.kernel_size, m.conv2.out_channels) == (12, (5, 5), 64)

@@ -21,7 +21,15 @@ leaky integrator (``readout="membrane"``: logits = mean membrane over time); see
 :mod:`beyondbp.spiking.encoding`. With the ``direct`` encoder (the default, as in the tutorials)
 the first spiking layer takes the constant current itself, so ``fc1`` / ``conv1`` (and ``pool1``)
 run once per sample rather than ``T`` times. Defaults as the tutorials: ``T=25``, ``beta=0.95``,
-threshold 1, subtract reset, arctan surrogate (α = 2).
+threshold 1, subtract reset, arctan surrogate (α = 2). The tutorials accompany "Training Spiking
+Neural Networks Using Lessons From Deep Learning" (Eshraghian, Ward, Neftci, Wang, Lenz, Dwivedi,
+Bennamoun, Jeong, Lu; Proceedings of the IEEE 2023).
+
+Options: ``T`` (>= 1), ``beta`` (in (0, 1]), ``threshold`` (> 0), ``reset`` (``"subtract"`` /
+``"zero"``), ``detach_reset``, ``surrogate`` (see :mod:`beyondbp.spiking.surrogate`), ``alpha``
+(``None``: the surrogate's default), ``encoder`` (``"direct"`` / ``"rate"`` / ``"latency"``),
+``readout`` (``"count"`` / ``"membrane"``), ``neuron`` (``"lif"`` / ``"alif"`` for the hidden
+layers), and ``widths`` (snn-mlp) or ``channels`` (snn-cnn).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Spiking networks: surrogate spike functions, LIF / ALIF neurons, encoders, readouts, statistics.
 
-Everything here is a plain ``nn.Module`` or ``torch.autograd.Function`` and imports only torch,
-numpy and beyondbp's errors/options; beyondbp's spiking models (``snn-mlp``, ``snn-cnn`` in
+Everything here is a plain ``nn.Module`` or ``torch.autograd.Function`` and imports only torch
+and :mod:`beyondbp.errors` (tests/test_architecture.py keeps it a leaf); beyondbp's spiking models (``snn-mlp``, ``snn-cnn`` in
 :mod:`beyondbp.models.snn`) are built from these pieces and standard ``nn.Linear`` /
 ``nn.Conv2d`` layers, so every rule that wraps those layers trains them.
 
