@@ -144,7 +144,7 @@ class _OverTime(nn.Module):
                 f"{type(self).__name__} with time_steps={self.time_steps} expects time-major input of shape "
                 f"[T*B, ...], got {tuple(x.shape)}."
             )
-        return x.view(self.time_steps, -1, *x.shape[1:])
+        return x.reshape(self.time_steps, -1, *x.shape[1:])
 
     def extra_repr(self) -> str:
         return f"T={self.time_steps}"

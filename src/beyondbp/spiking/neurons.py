@@ -100,14 +100,14 @@ def _check_common(time_steps: Any, beta: Any, owner: str) -> None:
 
 
 def _to_sequence(module: nn.Module, x: Tensor) -> Tensor:
-    """``[T·B, ...] -> [T, B, ...]`` (a view), or a ConfigError when ``T`` does not divide the rows."""
+    """``[T·B, ...] -> [T, B, ...]`` (a view when contiguous), or a ConfigError when ``T`` does not divide the rows."""
     steps = module.time_steps
     if x.dim() < 1 or x.shape[0] % steps != 0:
         raise ConfigError(
             f"{type(module).__name__} with time_steps={steps} expects time-major input of shape [T*B, ...], "
             f"got {tuple(x.shape)} whose first dimension is not a multiple of {steps}."
         )
-    return x.view(steps, x.shape[0] // steps, *x.shape[1:])
+    return x.reshape(steps, x.shape[0] // steps, *x.shape[1:])
 
 
 class SpikingNeuron(nn.Module):
