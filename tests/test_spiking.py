@@ -595,12 +595,13 @@ def test_cli_train_snn_mlp_prints_spike_rates(capsys):
     assert "spikes on the test set" in out and "lif1 rate" in out and "out_neurons rate" in out
 
 
-def test_cli_compare_prints_spike_rates_per_rule(capsys):
+def test_cli_compare_prints_spike_rates_per_rule(capsys, tmp_path):
     from beyondbp.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["compare", "--model", "snn-mlp", "--rules", "backprop,kp", "--data", "digits", "--model-opt", "T=3",
-              "--model-opt", "widths=[16]", "--epochs", "1", "--n-train", "128", "--n-test", "64"])
+              "--model-opt", "widths=[16]", "--epochs", "1", "--n-train", "128", "--n-test", "64",
+              "--out", str(tmp_path / "cmp")])
     out, err = capsys.readouterr()
     assert info.value.code == 0, err
     assert "backprop: spikes on the test set" in out and "kp: spikes on the test set" in out
