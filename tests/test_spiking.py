@@ -150,9 +150,10 @@ def test_detached_reset_changes_only_gradients(reset):
     assert not torch.allclose(results[False][2], results[True][2])
 
 
+@pytest.mark.parametrize("path", ["run", "forward"])
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("detach", [False, True])
-def test_lif_bptt_gradient_equals_the_hand_derived_recurrence(reset, detach):
+def test_lif_bptt_gradient_equals_the_hand_derived_recurrence(reset, detach, path):
     """dL/dI_t for L = Σ_t c_t·S_t, from the reverse-time recurrence of the module docstring's
     equations: δ_t = dL/dU_t, dL/dI_t = δ_t,
     subtract: δ_t = σ'_t (c_t − θ δ_{t+1} [not detached]) + β δ_{t+1}
@@ -163,7 +164,12 @@ def test_lif_bptt_gradient_equals_the_hand_derived_recurrence(reset, detach):
     c = torch.randn(T, 2, 5, dtype=torch.float64)
     lif = LIF(T, beta=beta, threshold=theta, reset=reset, detach_reset=detach, surrogate="arctan")
     trace = lif.run(currents, record_membrane=True)
-    (trace.spikes * c).sum().backward()
+    if path == "run":  # the step-by-step graph
+        (trace.spikes * c).sum().backward()
+    else:  # the fused sequence node of LIF.forward
+        spikes = lif(currents.reshape(T * 2, 5)).view(T, 2, 5)
+        assert torch.equal(spikes, trace.spikes)
+        (spikes * c).sum().backward()
     u, s = trace.membrane.detach(), trace.spikes.detach()
     dsig = sg.ArcTan.derivative(u - theta, 2.0)
     delta_next = torch.zeros_like(u[0])
@@ -177,6 +183,24 @@ def test_lif_bptt_gradient_equals_the_hand_derived_recurrence(reset, detach):
         want[t] = delta
         delta_next = delta
     torch.testing.assert_close(currents.grad, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("surrogate", sg.names())
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("constant", [False, True])
+def test_lif_forward_fused_equals_the_step_by_step_graph(surrogate, reset, detach, constant):
+    torch.manual_seed(4)
+    T, B = 9, 4
+    lif = LIF(T, beta=0.8, reset=reset, detach_reset=detach, constant_input=constant, surrogate=surrogate)
+    x = ((torch.rand(B, 7) if constant else torch.rand(T * B, 7)) * 1.5).double().requires_grad_(True)
+    c = torch.randn(T * B, 7, dtype=torch.float64)
+    fused = lif(x)
+    (g_fused,) = torch.autograd.grad((fused * c).sum(), x)
+    stepwise = lif.run(x if constant else x.view(T, B, 7)).spikes.reshape(T * B, 7)
+    (g_step,) = torch.autograd.grad((stepwise * c).sum(), x)
+    assert fused.sum() > 0 and torch.equal(fused, stepwise)
+    torch.testing.assert_close(g_fused, g_step, rtol=1e-12, atol=1e-13)
 
 
 def alif_by_hand(currents, beta, theta0, rho, gamma):

@@ -58,6 +58,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 
 from ..errors import ConfigError
 from . import surrogate as surrogate_mod
@@ -187,8 +189,79 @@ class SpikingNeuron(nn.Module):
         return ", ".join(parts)
 
 
+class _LIFSequence(Function):
+    """The whole LIF sequence as one autograd node (what :meth:`LIF.forward` uses).
+
+    Forward: the loop of the module docstring without autograd, keeping the membranes ``U_t``.
+    Backward, from ``g_t = dL/dS_t``, in reverse time with ``δ_t = dL/dU_t`` (``δ_T = 0`` past
+    the end) and ``σ'_t = σ'(U_t − θ)``; the bracketed terms vanish with ``detach_reset``:
+
+        subtract:  δ_t = σ'_t (g_t − [θ δ_{t+1}]) + β δ_{t+1}
+        zero:      δ_t = σ'_t (g_t − [β U_t δ_{t+1}]) + β (1 − S_t) δ_{t+1}
+
+    and ``dL/dI_t = δ_t`` (summed over ``t`` for a constant input). The same gradients as the
+    step-by-step graph of :meth:`SpikingNeuron.run` (tests/test_spiking.py checks both against
+    each other and against this recurrence), with one node instead of ~10 per step.
+    """
+
+    @staticmethod
+    def forward(ctx, current: Tensor, layer: "LIF") -> Tensor:  # type: ignore[override]
+        steps = layer.time_steps if layer.constant_input else current.shape[0]
+        shape = current.shape if layer.constant_input else current.shape[1:]
+        membranes = current.new_empty((steps, *shape))
+        spikes = current.new_empty((steps, *shape))
+        beta, theta = layer.beta, layer.threshold
+        for t in range(steps):
+            i_t = current if layer.constant_input else current[t]
+            u = membranes[t]
+            if t == 0:
+                u.copy_(i_t)
+            elif layer.reset == "subtract":
+                torch.add(i_t, membranes[t - 1], alpha=beta, out=u).sub_(spikes[t - 1], alpha=theta)
+            else:
+                torch.mul(membranes[t - 1], 1 - spikes[t - 1], out=u).mul_(beta).add_(i_t)
+            torch.gt(u, theta, out=spikes[t])
+        ctx.save_for_backward(membranes, spikes)
+        ctx.settings = (beta, theta, layer.reset, not layer.detach_reset, layer._spike_fn.derivative, layer.alpha,
+                        layer.constant_input)
+        return spikes
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        membranes, spikes = ctx.saved_tensors
+        beta, theta, reset, keep, derivative, alpha, constant = ctx.settings
+        grad_in = torch.empty_like(membranes)
+        delta: Tensor | None = None
+        for t in range(membranes.shape[0] - 1, -1, -1):
+            u = membranes[t]
+            slope = derivative(u - theta, alpha)
+            if delta is None:
+                d = grad[t] * slope
+            elif reset == "subtract":
+                g = grad[t] - theta * delta if keep else grad[t]
+                d = torch.addcmul(beta * delta, slope, g)
+            else:
+                g = grad[t] - beta * u * delta if keep else grad[t]
+                d = torch.addcmul(beta * (1 - spikes[t]) * delta, slope, g)
+            grad_in[t] = d
+            delta = d
+        if constant:
+            return grad_in.sum(0), None
+        return grad_in, None
+
+
 class LIF(SpikingNeuron):
-    """Leaky integrate-and-fire neurons (see the module docstring for the equations)."""
+    """Leaky integrate-and-fire neurons (see the module docstring for the equations).
+
+    :meth:`forward` runs the sequence as one autograd node (``_LIFSequence``: same values and
+    gradients as :meth:`run`'s step-by-step graph, cheaper); :meth:`run` and :meth:`step` build
+    the graph step by step (and can start from a given state or record the membrane)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        current = x if self.constant_input else _to_sequence(self, x)
+        spikes = _LIFSequence.apply(current, self)
+        return spikes.reshape(-1, *spikes.shape[2:])
 
     def step(self, current: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
         if state is None:
