@@ -178,15 +178,20 @@ class Rule:
         (an integer ``time_steps`` attribute) when the rule does not handle them."""
         if self.handles_time_steps:
             return
-        for path, module in model.named_modules():
-            steps = getattr(module, "time_steps", None)
-            if path and isinstance(steps, int) and not isinstance(steps, bool):
-                raise UnsupportedModuleError(
-                    f"rule '{self.name}' cannot train module '{path}' of type {type(module).__name__}, which runs "
-                    f"{steps} time steps flattened into the batch ([T*B, ...]), because the rule projects one "
-                    "sample's error or label onto each row of a layer; train spiking models with backprop (BPTT) "
-                    "or a feedback-path rule (fa, usf, brsf, frsf, kp, pfa)"
-                )
+        found = [
+            (path, module) for path, module in model.named_modules()
+            if path and isinstance(getattr(module, "time_steps", None), int) and not isinstance(module.time_steps, bool)
+        ]
+        if not found:
+            return
+        # name a neuron layer (it has a ``step`` method) rather than an encoder or readout when there is one
+        path, module = next(((p, m) for p, m in found if callable(getattr(m, "step", None))), found[0])
+        raise UnsupportedModuleError(
+            f"rule '{self.name}' cannot train module '{path}' of type {type(module).__name__}, which runs "
+            f"{module.time_steps} time steps flattened into the batch ([T*B, ...]), because the rule projects one "
+            "sample's error or label onto each row of a layer; train spiking models with backprop (BPTT) "
+            "or a feedback-path rule (fa, usf, brsf, frsf, kp, pfa)"
+        )
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         """Refuse, by module path and type, any parameterised layer this rule cannot train (and
