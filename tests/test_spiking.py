@@ -503,7 +503,7 @@ def test_feedback_path_rules_wrap_the_spiking_layers_and_learn(name, digits):
     if name != "backprop":
         assert set(learner.trained_layers()) == {"fc1", "out"}
     acc = train_digits(learner, digits_tuple(digits), epochs=3)
-    assert acc >= 0.75, f"{name} on snn-mlp: {acc:.3f}"  # chance 0.10; ~0.9 measured
+    assert acc >= 0.75, f"{name} on snn-mlp: {acc:.3f}"  # chance 0.10; 0.87 (fa) to 0.94 (backprop) measured
 
 
 @pytest.mark.parametrize("name", ["backprop", "fa", "kp"])
@@ -536,7 +536,7 @@ def test_local_rules_that_attach_to_snn_mlp_train_it(name, digits):
     model = models.build("snn-mlp", (1, 8, 8), 10, T=4, widths=(64,))
     learner = bbp.rules.get(name).attach(model)
     acc = train_digits(learner, digits_tuple(digits), epochs=4)
-    assert acc >= 0.5, f"{name} on snn-mlp: {acc:.3f}"
+    assert acc >= 0.5, f"{name} on snn-mlp: {acc:.3f}"  # il 0.93, softhebb 0.76 measured
 
 
 @pytest.mark.parametrize("name", ["dfa", "drtp", "ff"])
