@@ -203,3 +203,18 @@ def test_models_know_no_rule():
             if ident and rule_names & set(ident.lower().split("_")):
                 offenders.append(f"{name}: {ident}")
     assert offenders == []
+
+
+def test_spiking_is_a_leaf():
+    """``beyondbp.spiking`` (neurons, surrogates, encoders) imports only errors and options from
+    the package: models and the run loop use it, never the reverse, and no rule imports it."""
+    graph = import_graph()
+    spiking = [m for m in graph if m == "beyondbp.spiking" or m.startswith("beyondbp.spiking.")]
+    assert "beyondbp.spiking.neurons" in spiking
+    offenders = {
+        m: sorted(t for t in graph[m] if not t.startswith("beyondbp.spiking") and t not in ("beyondbp.errors", "beyondbp.options"))
+        for m in spiking
+    }
+    assert {m: v for m, v in offenders.items() if v} == {}
+    rules_using = sorted(m for m, targets in graph.items() if m.startswith("beyondbp.rules") and any(t.startswith("beyondbp.spiking") for t in targets))
+    assert rules_using == []

@@ -504,6 +504,8 @@ def train(
     )
     if result.sparsity:
         console.print(_sparsity_line(result))
+    if result.spikes:
+        console.print(_spikes_line(result), soft_wrap=True)
     if result.diverged:
         console.print(_diverged_line(result))
     if result.checkpoint:
@@ -611,6 +613,8 @@ def compare(
     for r in results:
         if r.sparsity:
             console.print(f"{r.rule}: {_sparsity_line(r)}")
+        if r.spikes:
+            console.print(f"{r.rule}: {_spikes_line(r)}", soft_wrap=True)
     if results[0].tokens is not None:
         console.print(language_model_table(results))
         console.print(_baselines_line(results[0]))
@@ -715,6 +719,15 @@ def sample(
     check_options(tokens, temperature, top_k, seed)
     model, codec = load_language_model(checkpoint)
     typer.echo(sample_text(model, codec, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed))
+
+
+def _spikes_line(result: Any) -> str:
+    """Per spiking layer: mean firing rate (spikes per neuron per step) and silent neurons."""
+    parts = [
+        f"{name} rate {stats['rate']:.3f}, silent {100 * stats['silent']:.1f}%"
+        for name, stats in result.spikes.items()
+    ]
+    return "spikes on the test set (per neuron per step; silent: never fired): " + " · ".join(parts)
 
 
 def _sparsity_line(result: Any) -> str:

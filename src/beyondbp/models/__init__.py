@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'gpt', 'lenet', 'mlp']
+['cnn1d', 'gpt', 'lenet', 'mlp', 'snn_cnn', 'snn_mlp', 'softhebb_conv', 'softhebb_mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -22,6 +22,15 @@ gpt        causal decoder-only Transformer; ``input_shape=(context,)``, ``num_cl
            ``norm="pre"``, ``tie_weights=False``, ``bias=True``, ``attention="explicit"``,
            ``emb_std=1.0`` — see :mod:`beyondbp.models.gpt` (not an ``nn.Sequential``)
 =========  =====================================================================
+
+Spiking networks (see :mod:`beyondbp.models.snn` and :mod:`beyondbp.spiking`): ``snn-mlp``
+(snnTorch tutorial 5's 784-1000-10 LIF network; ``widths=(1000,)``) and ``snn-cnn``
+(12C5-MP2-64C5-MP2-FC10 with LIF neurons, tutorial 6; ``channels=(12, 64)``), both with ``T=25``,
+``beta=0.95``, ``threshold=1.0``, ``reset="subtract"``, ``detach_reset=False``,
+``surrogate="arctan"``, ``alpha=None`` (the surrogate's default), ``encoder="direct"``,
+``readout="count"``, ``neuron="lif"``. Their Linear / Conv2d layers are standard modules run once
+over all ``T`` time steps (flattened into the batch), so the feedback-path rules wrap them as on
+any model; the run loop reports their spike rates (``RunResult.spikes``).
 
 SoftHebb presets (see :mod:`beyondbp.models.softhebb`): ``softhebb-mlp`` (the authors' MNIST
 net; ``width=2000``, ``activation="triangle"``, ``power=1.0``, ``batchnorm=False``,
@@ -51,15 +60,18 @@ from beyondbp.options import describe, parse
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
+from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "build", "describe_options", "names", "options", "options_class"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe_options", "names", "options", "options_class"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "gpt": GPT,
     "lenet": LeNet,
     "mlp": MLP,
+    "snn_cnn": SNNConv,
+    "snn_mlp": SNNMLP,
     "softhebb_conv": SoftHebbConv,
     "softhebb_mlp": SoftHebbMLP,
 }

@@ -112,6 +112,11 @@ class Rule:
     supported: ClassVar[tuple[type[nn.Module], ...]] = WEIGHT_LAYERS
     #: False for rules that handle every module (backprop).
     refuses_unknown: ClassVar[bool] = True
+    #: False for rules that need one row per sample at every layer (a per-sample error or label
+    #: projected onto each layer), which cannot train models whose layers run ``T`` time steps
+    #: flattened into the batch (``[T·B, ...]``): :meth:`check_model` then refuses any module
+    #: carrying an integer ``time_steps`` attribute (beyondbp's spiking layers, encoders, readouts).
+    handles_time_steps: ClassVar[bool] = True
     #: The rule's options, declared once (see :mod:`beyondbp.options`): types, defaults,
     #: bounds and help. Validation, ``--rule-opt``, ``compare``'s routing and
     #: ``beyondbp rules --options NAME`` all come from it.
@@ -168,8 +173,30 @@ class Rule:
         object.__setattr__(model, ATTACHED_FLAG, self.name)
         return learner
 
+    def check_time_steps(self, model: nn.Module) -> None:
+        """Refuse, by module path and type, a module running time steps flattened into the batch
+        (an integer ``time_steps`` attribute) when the rule does not handle them."""
+        if self.handles_time_steps:
+            return
+        found = [
+            (path, module) for path, module in model.named_modules()
+            if path and isinstance(getattr(module, "time_steps", None), int) and not isinstance(module.time_steps, bool)
+        ]
+        if not found:
+            return
+        # name a neuron layer (it has a ``step`` method) rather than an encoder or readout when there is one
+        path, module = next(((p, m) for p, m in found if callable(getattr(m, "step", None))), found[0])
+        raise UnsupportedModuleError(
+            f"rule '{self.name}' cannot train module '{path}' of type {type(module).__name__}, which runs "
+            f"{module.time_steps} time steps flattened into the batch ([T*B, ...]), because the rule projects one "
+            "sample's error or label onto each row of a layer; train spiking models with backprop (BPTT) "
+            "or a feedback-path rule (fa, usf, brsf, frsf, kp, pfa)"
+        )
+
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
-        """Refuse, by module path and type, any parameterised layer this rule cannot train."""
+        """Refuse, by module path and type, any parameterised layer this rule cannot train (and
+        time-step modules, see :attr:`handles_time_steps`)."""
+        self.check_time_steps(model)
         if not self.refuses_unknown:
             return
         allowed = self.supported + PASSTHROUGH_LAYERS + passthrough

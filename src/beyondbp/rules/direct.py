@@ -319,6 +319,7 @@ class DFA(Rule):
     family: ClassVar[str] = "direct"
     summary = "direct feedback alignment: each hidden layer gets a fixed random projection B·e of the output error"
     paper = "Direct Feedback Alignment Provides Learning in Deep Neural Networks (Nøkland 2016)"
+    handles_time_steps: ClassVar[bool] = False  # one projected error / target per row, one row per sample
 
     class Options(Options):
         seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)

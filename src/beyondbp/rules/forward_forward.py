@@ -375,7 +375,10 @@ class FF(Rule):
         predict: Literal["goodness", "readout"] = opt("goodness", "predict by summed goodness per candidate label, or by the linear readout")
         num_classes: int | None = opt(None, "number of labels embedded in the input; None: the model's output width", ge=2)
 
+    handles_time_steps: ClassVar[bool] = False  # goodness and labels are per row, one row per sample
+
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
+        self.check_time_steps(model)
         split_sequential(model, self.name, self.supported)
 
     @staticmethod

@@ -417,6 +417,11 @@ class RunResult:
     kind — training compute is ``flops_per_step · steps``, evaluation compute is reported
     apart. ``resumed_from_step`` is the step a resumed run restarted from (``None`` for a run
     that ran in one go).
+
+    ``spikes`` holds, for a model with spiking layers (``snn-mlp``, ``snn-cnn``), each layer's
+    mean firing rate and fraction of silent neurons on the test set after training,
+    ``{layer: {"rate": ..., "silent": ...}}`` (:func:`beyondbp.spiking.spike_statistics`,
+    measured in eval mode with the RNG saved and restored); it is empty for other models.
     """
 
     config: dict[str, Any]
@@ -449,6 +454,7 @@ class RunResult:
     run_id: str = ""
     eval_flops: int = 0
     resumed_from_step: int | None = None
+    spikes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(asdict(self))

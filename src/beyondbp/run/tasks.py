@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .. import data as data_mod
 from ..errors import ConfigError
+from ..spiking import spike_statistics
 from .config import LM_CURVE_WINDOWS, LM_EVALS, RunConfig, lm_context
 
 __all__ = ["ClassificationTask", "LanguageModelTask", "Task", "evaluate", "make_task"]
@@ -178,6 +179,11 @@ class ClassificationTask(Task):
 
     def checkpoint_position(self, step: int, periods: int) -> dict[str, Any]:
         return {"epoch": periods, "step": step}
+
+    def result_extras(self, steps: int, flops_per_step: int, time_per_step: float | None) -> dict[str, Any]:
+        """``spikes``: per spiking layer, mean firing rate and fraction of silent neurons on the
+        test set (``{}``, at no cost, for a model without spiking layers)."""
+        return {"spikes": spike_statistics(self.learner.model, self.test_loader)}
 
     # -- resuming: the epoch's shuffling state and how far into the epoch ------------------------
     def state_dict(self) -> dict[str, Any]:
