@@ -712,7 +712,9 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
             "every rule is scored by its networks' mean distance to it, and the recording is identified when "
             "its own rule scores best. Intervals are 95 % percentile bootstrap intervals over seeds"
             + (f" ({n_boot} replicates)" if n_boot else "")
-            + "; a copy of a network drawn twice never counts as its own neighbour or candidate."
+            + ": the recordings are resampled by seed while the candidates stay all the networks, so an "
+            "interval says how much the accuracy depends on which seeds' networks are the recordings, not how "
+            "it would vary with a fresh set of networks."
         )
         rows = []
         for name in measure_names:
