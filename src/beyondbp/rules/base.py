@@ -178,14 +178,20 @@ class Rule:
         (an integer ``time_steps`` attribute) when the rule does not handle them."""
         if self.handles_time_steps:
             return
+        self.refuse_time_steps(model)
+
+    def refuse_time_steps(
+        self, model: nn.Module, reason: str = "the rule projects one sample's error or label onto each row of a layer"
+    ) -> None:
+        """Raise :class:`UnsupportedModuleError` naming the first module that runs time steps
+        flattened into the batch (an integer ``time_steps`` attribute), if there is one."""
         for path, module in model.named_modules():
             steps = getattr(module, "time_steps", None)
             if path and isinstance(steps, int) and not isinstance(steps, bool):
                 raise UnsupportedModuleError(
                     f"rule '{self.name}' cannot train module '{path}' of type {type(module).__name__}, which runs "
-                    f"{steps} time steps flattened into the batch ([T*B, ...]), because the rule projects one "
-                    "sample's error or label onto each row of a layer; train spiking models with backprop (BPTT) "
-                    "or a feedback-path rule (fa, usf, brsf, frsf, kp, pfa)"
+                    f"{steps} time steps flattened into the batch ([T*B, ...]), because {reason}; train spiking "
+                    "models with backprop (BPTT), a feedback-path rule (fa, usf, brsf, frsf, kp, pfa), dfa or ottt"
                 )
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
