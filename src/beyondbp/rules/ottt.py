@@ -260,6 +260,7 @@ class OTTTLearner(Learner):
                 elif kind == "neuron":
                     h, state = module.step(h, states.get(name))
                     states[name] = _detached(state)
+                    del state
                 else:
                     h = module(h)
             loss = (1 - self.ottt.loss_lambda) * self.loss_fn(h, y)
