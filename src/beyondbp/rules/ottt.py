@@ -64,8 +64,10 @@ step's graph before the next step. What survives a step: the neuron states and t
 (one step's size each) and the detached output ``o_t`` (``B × C``, for the readout's logits), so
 the saved activations do not grow with ``T`` (tests/test_ottt.py counts them; the table
 against BPTT is in ``bench/README.md``). A Linear / ConvNd whose input is the same at every step
-(direct encoding) computes its forward once per batch (except with ``update="online"``, where
-the weights change between steps). ``predict`` runs the model's own forward: the forward values
+(direct encoding) computes its forward once per batch, and its weight gradient once too: its
+trace at step ``t`` is ``c_t x`` (``c_t = λ c_{t−1} + 1``), so the steps' errors, scaled by
+``c_t``, are summed and multiplied by ``x`` at the end of the batch (the same sum, one matmul
+instead of ``T``); not with ``update="online"``, where the weights change between steps. ``predict`` runs the model's own forward: the forward values
 are the model's; only the gradients differ from BPTT. The reported ``loss`` is the learner's
 loss function on the readout's logits (comparable with the other rules); ``ottt_loss`` is
 ``Σ_t L_t``.
@@ -107,9 +109,13 @@ class _TraceLayer(Function):
     of the layer, and the weight gradient with the presynaptic trace in place of the input."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, trace: Tensor, weight: Tensor, bias: Tensor | None, conv: Any, cached: Tensor | None):
+    def forward(
+        ctx, x: Tensor, trace: Tensor, weight: Tensor, bias: Tensor | None, conv: Any, cached: Tensor | None,
+        sink: "_Sink | None" = None, scale: float = 1.0,
+    ):
         ctx.save_for_backward(trace, weight)
         ctx.conv = conv
+        ctx.sink, ctx.scale = sink, scale
         ctx.bias_sizes = [bias.shape[0]] if bias is not None else None
         if cached is not None:
             return cached.clone()
@@ -123,6 +129,9 @@ class _TraceLayer(Function):
         trace, weight = ctx.saved_tensors
         need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_w = grad_b = None
+        if ctx.sink is not None and need_w:  # steady input: the weight gradient is formed once, at the end
+            ctx.sink.add(grad, ctx.scale)
+            need_w = False
         if ctx.conv is None:
             if need_x:
                 grad_x = grad.matmul(weight)
@@ -138,7 +147,40 @@ class _TraceLayer(Function):
             grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad, trace, weight, ctx.bias_sizes, stride, padding, dilation, False, [0] * (weight.dim() - 2), groups, mask,
             )
-        return grad_x, None, grad_w, grad_b, None, None
+        return grad_x, None, grad_w, grad_b, None, None, None, None
+
+
+class _Sink:
+    """For a layer whose input ``x`` is the same at every step (direct encoding): its trace at step
+    ``t`` is ``c_t x`` (``c_t = λ c_{t−1} + 1``, or 1 without ``input_trace``), so
+    ``Σ_t δ_tᵀ (c_t x) = (Σ_t c_t δ_t)ᵀ x``: the scaled errors are summed over the steps (one
+    output-sized tensor) and the weight gradient is one matmul / conv-weight-gradient per batch,
+    as in BPTT, instead of one per step."""
+
+    def __init__(self, x: Tensor, module: nn.Module, conv: Any) -> None:
+        self.x, self.module, self.conv = x, module, conv
+        self.total: Tensor | None = None
+        self.scale = 1.0  # c_t of the current step
+
+    def add(self, grad: Tensor, scale: float) -> None:
+        g = grad * scale
+        self.total = g if self.total is None else self.total + g
+
+    def flush(self) -> None:
+        """Add the weight gradient to ``weight.grad`` (as autograd would have)."""
+        if self.total is None:
+            return
+        weight = self.module.weight
+        if self.conv is None:
+            g = self.total.reshape(-1, self.total.shape[-1]).t().matmul(self.x.reshape(-1, self.x.shape[-1]))
+        else:
+            stride, padding, dilation, groups = self.conv
+            _, g, _ = torch.ops.aten.convolution_backward(
+                self.total, self.x, weight, None, stride, padding, dilation, False, [0] * (weight.dim() - 2), groups,
+                [False, True, False],
+            )
+        weight.grad = g if weight.grad is None else weight.grad + g
+        self.total = None
 
 
 def _detached(state: Any) -> Any:
@@ -248,6 +290,7 @@ class OTTTLearner(Learner):
         states: dict[str, Any] = {}
         traces: dict[str, Tensor] = {}
         cached: dict[str, Tensor] = {}
+        sinks: dict[str, _Sink] = {}
         first = next(iter(plan.layers), None)
         outputs = []
         objective = 0.0
@@ -256,7 +299,7 @@ class OTTTLearner(Learner):
             steady = constant  # h is the same at every step and carries no gradient
             for name, module, kind in plan.steps:
                 if kind == "weight":
-                    h, steady = self._layer(name, module, h, steady, traces, cached, online, first), False
+                    h, steady = self._layer(name, module, h, steady, traces, cached, sinks, online, first), False
                 elif kind == "neuron":
                     h, state = module.step(h, states.get(name))
                     states[name] = _detached(state)
@@ -277,6 +320,8 @@ class OTTTLearner(Learner):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             del h, loss
+        for sink in sinks.values():
+            sink.flush()
         with torch.no_grad():
             logits = plan.readout(torch.cat(outputs))
             readout_loss = float(self.loss_fn(logits, y))
@@ -284,7 +329,7 @@ class OTTTLearner(Learner):
 
     def _layer(
         self, name: str, module: nn.Module, h: Tensor, steady: bool, traces: dict[str, Tensor],
-        cached: dict[str, Tensor], online: bool, first: str | None,
+        cached: dict[str, Tensor], sinks: dict[str, "_Sink"], online: bool, first: str | None,
     ) -> Tensor:
         value = h.detach()
         conv = None
@@ -292,19 +337,25 @@ class OTTTLearner(Learner):
             value, padding = conv_padding(module, value)
             h = conv_padding(module, h)[0] if h.requires_grad else value
             conv = (list(module.stride), padding, list(module.dilation), module.groups)
-        if name == first and not self.ottt.input_trace:
+        raw = name == first and not self.ottt.input_trace
+        if steady and not online and module.weight.requires_grad:
+            # the same input at every step: cached forward, the weight gradient formed once (_Sink)
+            cache = cached.get(name)
+            if cache is None:
+                with torch.no_grad():
+                    cache = cached[name] = _TraceLayer.apply(value, value, module.weight, module.bias, conv, None)
+                sinks[name] = _Sink(value, module, conv)  # its scale c_0 = 1
+            elif not raw:
+                sinks[name].scale = sinks[name].scale * self.plan.decay[name] + 1.0
+            sink = sinks[name]
+            return _TraceLayer.apply(h, value, module.weight, module.bias, conv, cache, sink, sink.scale)
+        if raw:
             trace = value
         else:
             previous = traces.get(name)
             trace = value if previous is None else previous * self.plan.decay[name] + value
             traces[name] = trace
-        cache = None
-        if steady and not online:
-            cache = cached.get(name)
-            if cache is None:
-                with torch.no_grad():
-                    cache = cached[name] = _TraceLayer.apply(value, value, module.weight, module.bias, conv, None)
-        return _TraceLayer.apply(h, trace, module.weight, module.bias, conv, cache)
+        return _TraceLayer.apply(h, trace, module.weight, module.bias, conv, None)
 
     # -- the protocol ------------------------------------------------------------------------------
     def step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
