@@ -129,9 +129,8 @@ class _TraceLayer(Function):
         trace, weight = ctx.saved_tensors
         need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_w = grad_b = None
-        if ctx.sink is not None and need_w:  # steady input: the weight gradient is formed once, at the end
+        if ctx.sink is not None:  # steady input: the weight gradient is formed once, at the end
             ctx.sink.add(grad, ctx.scale)
-            need_w = False
         if ctx.conv is None:
             if need_x:
                 grad_x = grad.matmul(weight)
@@ -179,8 +178,23 @@ class _Sink:
                 self.total, self.x, weight, None, stride, padding, dilation, False, [0] * (weight.dim() - 2), groups,
                 [False, True, False],
             )
-        weight.grad = g if weight.grad is None else weight.grad + g
         self.total = None
+        _Deliver.apply(weight, g).backward()  # through autograd, so hooks on the weight see it
+
+
+class _Deliver(Function):
+    """Hands a ready gradient to a parameter through autograd (``.grad`` accumulation and any
+    hooks registered on the parameter, e.g. sparsity masks, as for any other gradient)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, grad: Tensor) -> Tensor:
+        ctx.grad = grad
+        return weight.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _: Tensor):
+        grad, ctx.grad = ctx.grad, None
+        return grad, None
 
 
 def _detached(state: Any) -> Any:
@@ -348,7 +362,8 @@ class OTTTLearner(Learner):
             elif not raw:
                 sinks[name].scale = sinks[name].scale * self.plan.decay[name] + 1.0
             sink = sinks[name]
-            return _TraceLayer.apply(h, value, module.weight, module.bias, conv, cache, sink, sink.scale)
+            # the weight enters detached (it gets its gradient from the sink, once)
+            return _TraceLayer.apply(h, value, module.weight.detach(), module.bias, conv, cache, sink, sink.scale)
         if raw:
             trace = value
         else:
