@@ -539,7 +539,7 @@ def test_local_rules_that_attach_to_snn_mlp_train_it(name, digits):
     assert acc >= 0.5, f"{name} on snn-mlp: {acc:.3f}"  # il 0.93, softhebb 0.76 measured
 
 
-@pytest.mark.parametrize("name", ["dfa", "drtp", "ff"])
+@pytest.mark.parametrize("name", ["drtp", "ff"])
 @pytest.mark.parametrize("kind", ["snn-mlp", "snn-cnn"])
 def test_rules_projecting_per_sample_signals_refuse_spiking_models(name, kind):
     model = models.build(kind, (1, 16, 16), 10, T=4)
@@ -638,7 +638,8 @@ def test_cli_compare_prints_spike_rates_per_rule(capsys, tmp_path):
         (["--model", "snn-mlp", "--model-opt", "beta=1.5"], "beta"),
         (["--model", "snn-mlp", "--model-opt", "surrogate=erf"], "surrogate"),
         (["--model", "snn-cnn"], "at least 16x16"),
-        (["--model", "snn-mlp", "--rule", "dfa"], "time steps"),
+        (["--model", "snn-mlp", "--rule", "drtp"], "time steps"),
+        (["--model", "mlp", "--rule", "ottt"], "spiking models"),
     ],
 )
 def test_cli_bad_spiking_settings_exit_2_with_one_line(capsys, args, match):

@@ -44,7 +44,7 @@ from torch import nn
 from beyondbp.errors import ConfigError
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
-from beyondbp.spiking import ALIF, LIF, LeakyIntegrator, MeanOverTime, SpikeCount, make_encoder
+from beyondbp.spiking import ALIF, LIF, LeakyIntegrator, MeanOverTime, SpikeCount, SpikingNeuron, make_encoder
 
 __all__ = ["SNNConv", "SNNMLP", "SpikingOptions"]
 
@@ -83,6 +83,12 @@ class _Spiking(nn.Sequential):
             o["T"], beta=o["beta"], threshold=o["threshold"], reset=o["reset"], detach_reset=o["detach_reset"],
             surrogate=o["surrogate"], alpha=o["alpha"], constant_input=constant_input,
         )
+
+    def structure(self) -> dict[str, Any]:
+        """The time-step layout (the structure protocol of :func:`beyondbp.rules.common.model_structure`):
+        the ``encoder``, the neuron layers in order (the output layer's last) and the ``readout``."""
+        names = [name for name, module in self.named_children() if isinstance(module, (SpikingNeuron, LeakyIntegrator))]
+        return {"encoder": "encoder", "neurons": names, "readout": "readout"}
 
     def _output(self, constant_input: bool) -> list[tuple[str, nn.Module]]:
         o = self.spiking_options

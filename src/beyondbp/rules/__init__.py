@@ -17,6 +17,7 @@ from .drtp import DRTP
 from .feedback import BRSF, FA, FRSF, KP, USF
 from .forward_forward import FF
 from .inference import IL
+from .ottt import OTTT
 from .product import PFA
 from .softhebb import SoftHebb
 
@@ -61,6 +62,7 @@ def describe() -> list[dict[str, str]]:
 
 for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, DRTP, PFA):
     register(_cls)
+register(OTTT)  # online rule for spiking models (memory constant in the number of time steps)
 for _cls in (FF, IL, SoftHebb):  # local rules: Forward-Forward, inference learning, SoftHebb
     register(_cls)
 

@@ -178,19 +178,25 @@ class Rule:
         (an integer ``time_steps`` attribute) when the rule does not handle them."""
         if self.handles_time_steps:
             return
+        self.refuse_time_steps(model)
+
+    def refuse_time_steps(
+        self, model: nn.Module, reason: str = "the rule projects one sample's error or label onto each row of a layer"
+    ) -> None:
+        """Raise :class:`UnsupportedModuleError` naming a module that runs time steps flattened
+        into the batch (an integer ``time_steps`` attribute), if there is one — a neuron layer
+        (it has a ``step`` method) rather than an encoder or readout when there is one."""
         found = [
             (path, module) for path, module in model.named_modules()
             if path and isinstance(getattr(module, "time_steps", None), int) and not isinstance(module.time_steps, bool)
         ]
         if not found:
             return
-        # name a neuron layer (it has a ``step`` method) rather than an encoder or readout when there is one
         path, module = next(((p, m) for p, m in found if callable(getattr(m, "step", None))), found[0])
         raise UnsupportedModuleError(
             f"rule '{self.name}' cannot train module '{path}' of type {type(module).__name__}, which runs "
-            f"{module.time_steps} time steps flattened into the batch ([T*B, ...]), because the rule projects one "
-            "sample's error or label onto each row of a layer; train spiking models with backprop (BPTT) "
-            "or a feedback-path rule (fa, usf, brsf, frsf, kp, pfa)"
+            f"{module.time_steps} time steps flattened into the batch ([T*B, ...]), because {reason}; train spiking "
+            "models with backprop (BPTT), a feedback-path rule (fa, usf, brsf, frsf, kp, pfa), dfa or ottt"
         )
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:

@@ -248,7 +248,7 @@ class FeedbackPathRule(Rule):
 
 # -- the structure protocol ---------------------------------------------------------------------
 #: Keys a model's ``structure()`` may return (see :func:`model_structure`).
-STRUCTURE_KEYS = ("embedding", "blocks", "block_inner", "hidden", "head")
+STRUCTURE_KEYS = ("embedding", "blocks", "block_inner", "hidden", "head", "encoder", "neurons", "readout")
 
 
 def model_structure(model: nn.Module) -> dict[str, Any]:
@@ -266,6 +266,17 @@ def model_structure(model: nn.Module) -> dict[str, Any]:
     * ``"hidden"`` — the module whose output is the last hidden state before the output head;
     * ``"head"`` — the output head.
 
+    Models that run ``T`` time steps flattened into the batch (``[T·B, ...]``, beyondbp's
+    ``snn-mlp`` and ``snn-cnn``) declare their time-step layout with three more keys:
+
+    * ``"encoder"`` — the module turning a static batch ``(B, ...)`` into the time steps: it
+      returns ``[T·B, ...]``, or the batch itself when every step gets the same input;
+    * ``"neurons"`` — the stateful neuron layers in execution order, the last one being the
+      output layer's; each has an integer ``time_steps``, a decay ``beta`` and a method
+      ``step(current, state) -> (output, state)`` advancing one time step from ``state``
+      (``None``: the zero state), where ``state`` is a tuple of tensors (or ``None`` entries);
+    * ``"readout"`` — the module reducing the output layer's ``[T·B, C]`` sequence to logits.
+
     Returns ``{}`` for a model without the method. Unknown keys, names that are not modules of
     the model, or a ``block_inner`` not matching ``blocks`` are a :class:`ConfigError`.
     """
@@ -278,7 +289,9 @@ def model_structure(model: nn.Module) -> dict[str, Any]:
         raise ConfigError(f"model structure() returned unknown keys {unknown}; allowed: {', '.join(STRUCTURE_KEYS)}")
     modules = dict(model.named_modules())
     names = [layout[k] for k in ("embedding", "hidden", "head") if layout.get(k) is not None]
+    names += [layout[k] for k in ("encoder", "readout") if layout.get(k) is not None]
     names += list(layout.get("blocks") or [])
+    names += list(layout.get("neurons") or [])
     inner = layout.get("block_inner")
     if inner is not None:
         if len(inner) != len(layout.get("blocks") or []):

@@ -65,6 +65,35 @@ point's width, and each point takes its first ``width`` columns. The leading dim
 point that match the error's (batch, or batch × time for sequences) are kept: the projection is per sample (per token). Matrices are created at the
 first training forward pass from ``seed`` and then never change.
 
+Spiking models (``snn-mlp``, ``snn-cnn``, or any model declaring its time-step layout through
+``structure()``: ``encoder``, ``neurons``, ``readout``). Such a model runs ``T`` time steps
+flattened into the batch (rows ``t·B … (t+1)·B − 1`` are step ``t``), and with ``error="auto"``
+the error point is the *output layer's neurons* (the last entry of ``neurons``), so the error
+of step ``t`` is the gradient of the loss with respect to the output layer's spikes at that step:
+
+    e_t = dL/dS_t^out        (readout="count", L = CE(Σ_t S_t^out, y)):  e_t = (softmax(Σ_τ S_τ^out) − onehot(y)) / B
+
+the same vector at every step for a spike-count readout (for ``readout="membrane"``, the output
+layer's membrane ``U_t^out`` with logits its mean over time: ``e_t = (softmax − onehot) / (T·B)``).
+The hidden points are the inputs of the Linear / ConvNd layers, which here are the hidden
+layers' spike outputs ``S_t^l``; each gets ``dL/dS_t^l := B_l e_t`` with one fixed matrix ``B_l``
+per hidden layer (``n_out × width_l``), shared by all time steps. What is detached and what still
+flows: every hidden spike output reaches the next layer detached, so no error crosses from a
+layer to the one before it (nor from the output layer's input current into the last hidden
+layer). Inside a layer ordinary autograd runs: the projected error enters at the spike output,
+passes the surrogate derivative ``σ'(U_t − θ)`` of that step, and flows back in time through the
+layer's own membrane recurrence (``U_{t+1} = β U_t + I_{t+1} − θ S_t``: the leak ``β`` and, unless
+the model sets ``detach_reset``, the reset term) — backprop through time within each layer,
+none between layers — down to the layer's input current and so to its weights (and through
+the pooling between a conv and its neurons). The output layer learns from ``e_t`` through its
+own neurons' surrogate and recurrence (its true gradient given its detached input), as the
+output layer of an ANN learns from ``e``. ``error_at="out"`` (the output Linear) instead reads
+``e_t = dL/dI_t^out``, the error at the output layer's input current, which includes the output
+neurons' surrogate and recurrence and so differs between steps. ``error="logits"`` is refused
+for these models: the logits have one row per sample, the spike outputs ``T`` rows per sample.
+A model running time steps without declaring the layout is refused unless ``error_at`` names a
+module with ``T·B`` rows.
+
 Scale and stability with plain SGD. With SGD, ``scale`` only rescales the hidden layers'
 effective learning rate, so a smaller scale trades blow-ups for slower learning rather than
 fixing them; on convolutional models use a smaller learning rate or Adam, which is insensitive
@@ -119,6 +148,15 @@ def resolve_placement(rule: "DFA", model: nn.Module) -> tuple[str | list[str], s
     elif rule.embed:
         raise ConfigError("DFA embed=True needs a model that names its blocks and embedding (a structure() method, like beyondbp's gpt)")
     error_at = rule.error_at
+    steps = time_step_layout(layout)
+    if error_at is None and steps:
+        if rule.error != "auto":
+            raise ConfigError(
+                f"DFA error={rule.error!r} does not apply to a model running time steps: its logits have one "
+                "row per sample and its spike outputs T rows; use error='auto' (the output layer's spikes at "
+                "each step) or error_at=<module name>"
+            )
+        error_at = layout["neurons"][-1]
     if error_at is None:
         if rule.error == "hidden" or (rule.error == "auto" and layout.get("hidden")):
             if not layout.get("hidden"):
@@ -131,6 +169,11 @@ def resolve_placement(rule: "DFA", model: nn.Module) -> tuple[str | list[str], s
             error_at = layout["head"]
     shared = rule.shared if rule.shared is not None else from_model
     return points, error_at, shared
+
+
+def time_step_layout(layout: dict[str, Any]) -> bool:
+    """Whether a model's ``structure()`` declares a time-step layout (neurons and a readout)."""
+    return bool(layout.get("neurons")) and layout.get("readout") is not None
 
 
 def _forget_compiled_graphs() -> None:
@@ -319,7 +362,8 @@ class DFA(Rule):
     family: ClassVar[str] = "direct"
     summary = "direct feedback alignment: each hidden layer gets a fixed random projection B·e of the output error"
     paper = "Direct Feedback Alignment Provides Learning in Deep Neural Networks (Nøkland 2016)"
-    handles_time_steps: ClassVar[bool] = False  # one projected error / target per row, one row per sample
+    # time-step models (spiking) are trained when they declare their layout (see the docstring)
+    handles_time_steps: ClassVar[bool] = True
 
     class Options(Options):
         seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
@@ -346,6 +390,17 @@ class DFA(Rule):
     def _configure(self) -> None:
         if not isinstance(self.points, str):
             self.points = list(self.points)
+
+    def check_time_steps(self, model: nn.Module) -> None:
+        """Accept a model running time steps when it declares its time-step layout (the error
+        point is then its output layer's neurons) or when ``error_at`` names the error point."""
+        if self.error_at is not None or time_step_layout(model_structure(model)):
+            return
+        self.refuse_time_steps(
+            model, "the model does not declare its time-step layout (a structure() naming 'encoder', 'neurons' "
+            "and 'readout', as snn-mlp and snn-cnn do), so DFA cannot tell which module's output holds the error "
+            "of each step (pass error_at=<module name>)",
+        )
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return DFALearner(self, model, loss_fn)

@@ -329,13 +329,18 @@ class LeakyIntegrator(nn.Module):
         self.beta = float(beta)
         self.constant_input = bool(constant_input)
 
+    def step(self, current: Tensor, state: tuple[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor]]:
+        """One time step from ``state`` (``None``: zero; else the 1-tuple ``(U_{t−1},)``):
+        ``(U_t, (U_t,))`` — the same call shape as :meth:`LIF.step`, for code running its own loop."""
+        membrane = current if state is None else self.beta * state[0] + current
+        return membrane, (membrane,)
+
     def forward(self, x: Tensor) -> Tensor:
         current = x if self.constant_input else _to_sequence(self, x)
-        membrane: Tensor | None = None
+        state: tuple[Tensor] | None = None
         trace = []
         for t in range(self.time_steps):
-            i_t = current if self.constant_input else current[t]
-            membrane = i_t if membrane is None else self.beta * membrane + i_t
+            membrane, state = self.step(current if self.constant_input else current[t], state)
             trace.append(membrane)
         out = torch.stack(trace)
         return out.reshape(-1, *out.shape[2:])
