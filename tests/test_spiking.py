@@ -191,6 +191,52 @@ def alif_by_hand(currents, beta, theta0, rho, gamma):
     return rows
 
 
+@pytest.mark.parametrize("constant", [False, True])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("surrogate", ["arctan", "triangle", "straight_through"])
+@pytest.mark.parametrize("T", [1, 2, 9])
+def test_fused_lif_forward_is_bit_identical_to_the_step_by_step_graph(constant, detach, surrogate, T):
+    """LIF.forward (one fused autograd node for the T steps) against SpikingNeuron.forward (the
+    per-step graph of LIF.step): same spikes and the same input gradients, bit for bit."""
+    torch.manual_seed(3)
+    B, N = 6, 20
+    lif = LIF(T, beta=0.95, detach_reset=detach, surrogate=surrogate, constant_input=constant)
+    base = torch.randn(B if constant else T * B, N) * 1.5
+    w = torch.randn(N, N) / 4
+    results = []
+    for forward in (spiking.SpikingNeuron.forward, LIF.forward):
+        x = base.clone().requires_grad_(True)
+        s = forward(lif, x @ w)
+        ((s.view(-1, N) @ w.T) ** 2 + s * torch.arange(N)).sum().backward()
+        results.append((s.detach(), x.grad))
+    assert results[0][0].sum() > 0
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("name, shape, opts", [
+    ("snn-mlp", (1, 8, 8), dict(widths=[32, 16], T=6)),
+    ("snn-cnn", (1, 16, 16), dict(channels=[4, 8], T=4, beta=0.9)),
+])
+def test_models_train_the_same_with_the_fused_lif(name, shape, opts, monkeypatch):
+    """Whole models: outputs and every parameter gradient of the fused LIF equal the per-step
+    graph's, bit for bit (the fused node changes only how the recurrence is run)."""
+    torch.manual_seed(4)
+    x, y = torch.randn(8, *shape) * 2, torch.randint(0, 10, (8,))
+    model = models.build(name, shape, 10, **opts)
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(LIF, "forward", spiking.SpikingNeuron.forward)
+        model.zero_grad()
+        out = model(x)
+        F.cross_entropy(out, y).backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert results[0][0].sum() > 0
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
 def test_alif_threshold_adapts_as_in_the_lsnn_equations():
     currents = [1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 0.0, 0.0, 1.2, 1.2]
     alif = ALIF(len(currents), beta=0.9, threshold=1.0, adapt_decay=0.5, adapt_scale=1.5)

@@ -187,8 +187,96 @@ class SpikingNeuron(nn.Module):
         return ", ".join(parts)
 
 
+class _LIFSequence(torch.autograd.Function):
+    """The whole ``T``-step LIF recurrence (subtract reset) as one autograd node.
+
+    Computes exactly what :meth:`LIF.step` computes step by step, with the same elementwise
+    operations in the same order, so forward values and gradients are bit-identical to the
+    per-step graph (tests/test_spiking.py checks it); it only avoids the per-step autograd
+    nodes, the ``[T, B, ...]``-sized zero tensors that backprop through ``current[t]`` creates at
+    every step, and the final stack. Saved for backward: the membrane ``U`` ``[T, B, ...]``.
+
+    Backward, from the gradient ``G_t`` of the spikes (``x_t = U_t − θ``, ``σ'`` the surrogate):
+
+        gS_t = G_t − θ gU_{t+1}       (no reset term with detach_reset, nor at t = T − 1)
+        gU_t = gS_t σ'(x_t) + β gU_{t+1}
+        gI_t = gU_t
+
+    With a constant input current the ``gI_t`` are summed in the order autograd sums them for the
+    step-by-step graph: ``gU_{T−1} + … + gU_1``, then the two terms of step 0, ``β gU_1`` and
+    ``gS_0 σ'(x_0)``, separately (step 0's membrane *is* the input there).
+    """
+
+    @staticmethod
+    def forward(ctx, current: Tensor, layer: "LIF") -> Tensor:  # type: ignore[override]
+        constant = layer.constant_input
+        steps = layer.time_steps if constant else current.shape[0]
+        shape = (steps, *(current.shape if constant else current.shape[1:]))
+        membrane = current.new_empty(shape)
+        spikes = current.new_empty(shape)
+        theta, beta = layer.threshold, layer.beta
+        for t in range(steps):
+            u = membrane[t]
+            i_t = current if constant else current[t]
+            if t == 0:
+                u.copy_(i_t)
+            else:
+                torch.mul(membrane[t - 1], beta, out=u)
+                u.add_(i_t)
+                u.sub_(spikes[t - 1], alpha=theta)  # θ·S is exact (S is 0 or 1): the same as − (θ·S)
+            torch.gt(u, theta, out=spikes[t])  # U − θ > 0 exactly when U > θ
+        ctx.save_for_backward(membrane)
+        ctx.layer = layer
+        ctx.constant = constant
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (membrane,) = ctx.saved_tensors
+        layer = ctx.layer
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        theta, beta, steps = layer.threshold, layer.beta, membrane.shape[0]
+        derivative, alpha = layer._spike_fn.derivative, layer.alpha
+        g_next: Tensor | None = None
+        total: Tensor | None = None
+        g_in = None if ctx.constant else torch.empty_like(membrane)
+        for t in range(steps - 1, -1, -1):
+            g_s = grad[t]
+            if g_next is not None and not layer.detach_reset:
+                g_s = g_s - g_next * theta
+            g_x = g_s * derivative(membrane[t] - theta, alpha)  # per step: small, cache-warm tensors
+            if ctx.constant:
+                if t == 0:
+                    if g_next is not None:
+                        total = total + g_next * beta  # type: ignore[operator]
+                        total = total + g_x
+                    else:
+                        total = g_x
+                    break
+                g_u = g_x if g_next is None else g_x + g_next * beta
+                total = g_u if total is None else total + g_u
+            else:
+                g_u = g_x if g_next is None else g_x + g_next * beta
+                g_in[t] = g_u  # type: ignore[index]
+            g_next = g_u
+        return (total if ctx.constant else g_in), None
+
+
 class LIF(SpikingNeuron):
-    """Leaky integrate-and-fire neurons (see the module docstring for the equations)."""
+    """Leaky integrate-and-fire neurons (see the module docstring for the equations).
+
+    ``forward`` runs the subtract-reset recurrence as one fused autograd node
+    (:class:`_LIFSequence`, bit-identical to stepping :meth:`step`); the zero reset, :meth:`run`
+    and :meth:`step` build the step-by-step graph.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.reset != "subtract" or type(self).step is not LIF.step:
+            return super().forward(x)
+        current = x if self.constant_input else _to_sequence(self, x)
+        spikes = _LIFSequence.apply(current, self)
+        return spikes.reshape(-1, *spikes.shape[2:])
 
     def step(self, current: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
         if state is None:
