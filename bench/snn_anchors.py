@@ -26,8 +26,10 @@ step), T = 25, zero initial state. Training: Adam lr 5e-4, batch 128, one epoch.
   ``functional.reset_net`` before each batch): its charge equation with ``decay_input=False`` is
   ``H_t = V_{t−1} − V_{t−1}/τ + X_t``, i.e. the decay ``β = 1 − 1/τ``, so ``τ = 1/(1 − β) = 20``
   gives β = 0.95 (computed as ``v − v/20`` instead of ``0.95·v``: the same real number, rounded
-  differently in float32); ``v_reset=None`` is its soft (subtract) reset. On CPU its LIF runs
-  its own multi-step operator (``torch.ops.sj_lif``).
+  differently in float32); ``v_reset=None`` is its soft (subtract) reset. On CPU, with
+  gradients, SpikingJelly 2.0.0 runs its multi-step LIF as its Torch reference: a per-step loop
+  of PyTorch ops recorded by autograd (the profile shows ``_SurrogateSpike`` and ``StackBackward0``
+  nodes; its fused kernels are CUDA / Triton), and there is no ``backend`` argument any more.
 
 Same initial weights: beyondbp's model is built first (``--seed``) and its parameters are copied
 into the other two, so accuracy differences come from the libraries, not from initial weights;
