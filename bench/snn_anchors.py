@@ -359,7 +359,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def time_steps(model: str, libs: list[str], x: torch.Tensor, y: torch.Tensor, args) -> None:
-    nets = build(model, libs, args.T, args.beta, args.seed)
+    nets = build(model, libs, args.T, args.beta, args.seed, detach_reset=args.detach_reset)
     trainers = {lib: Trainer(lib, net, args.lr) for lib, net in nets.items()}
     for tr in trainers.values():
         for _ in range(args.warmup):
@@ -416,7 +416,7 @@ def train_and_test(model: str, libs: list[str], ds, args) -> None:
     n_test = args.n_test or len(ds.x_test)
     xtr, ytr = ds.x_train[:n_train], ds.y_train[:n_train]
     xte, yte = ds.x_test[:n_test], ds.y_test[:n_test]
-    nets = build(model, libs, args.T, args.beta, args.seed)
+    nets = build(model, libs, args.T, args.beta, args.seed, detach_reset=args.detach_reset)
     g = torch.Generator().manual_seed(args.seed)
     perms = [torch.randperm(n_train, generator=g) for _ in range(args.epochs)]
     rows = []
@@ -432,7 +432,8 @@ def train_and_test(model: str, libs: list[str], ds, args) -> None:
         seconds = time.perf_counter() - t0
         rows.append((lib, tr.accuracy(xte, yte), seconds, steps))
     print(f"\n## {model}: accuracy after {args.epochs} epoch(s) of {n_train} Fashion-MNIST training samples "
-          f"({rows[0][3]} steps), tested on {n_test}")
+          f"({rows[0][3]} steps), tested on {n_test}, seed {args.seed}"
+          + (", beyondbp with detach_reset=True" if args.detach_reset else ""))
     print(f"  {'library':<13} {'test acc':>9} {'Δ vs beyondbp':>14} {'train s':>8} {'ms/step':>8}")
     ref = rows[0][1]
     for lib, acc, seconds, steps in rows:
@@ -459,6 +460,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detach-reset", action="store_true",
+                   help="beyondbp's LIF with detach_reset=True (as snnTorch) for the timing and accuracy runs")
     p.add_argument("--skip-check", action="store_true")
     p.add_argument("--skip-time", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
