@@ -458,7 +458,7 @@ def test_ctrl_c_hands_runs_back_in_one_line_and_stops_the_workers(tmp_path, caps
     """SIGINT to the whole process group (what Ctrl-C sends): exit 130, one line saying how to
     continue, no traceback from the forkserver or the workers, no process left behind, and a
     store that `study check` finds sound."""
-    spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1, 2, 3]", steps=3000, samples=2000, width=64)
+    spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1, 2, 3]", steps=100_000, samples=2000, width=64)  # runs far longer than the test waits
     store_path = tmp_path / "s.db"
     proc = beyondbp("study", "run", str(spec_path), "--workers", "2", start_new_session=True)
     try:
