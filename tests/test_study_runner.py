@@ -460,7 +460,11 @@ def test_ctrl_c_hands_runs_back_in_one_line_and_stops_the_workers(tmp_path, caps
     store that `study check` finds sound."""
     spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1, 2, 3]", steps=100_000, samples=2000, width=64)  # runs far longer than the test waits
     store_path = tmp_path / "s.db"
-    proc = beyondbp("study", "run", str(spec_path), "--workers", "2", start_new_session=True)
+    # A shell without job control (CI scripts, `cmd &`) starts its children with SIGINT ignored,
+    # and Python keeps an inherited SIG_IGN instead of raising KeyboardInterrupt; a terminal
+    # starts them with the default action, which is what the user pressing Ctrl-C has.
+    proc = beyondbp("study", "run", str(spec_path), "--workers", "2", start_new_session=True,
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while True:
