@@ -6,11 +6,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from beyondbp.errors import ConfigError
 from beyondbp.study.spec import PlannedRun
+from beyondbp.study import store as store_mod
 from beyondbp.study.store import STATUSES, Owner, Store
 from beyondbp.train import RunConfig
 
@@ -164,7 +166,8 @@ def test_store_of_another_study_is_refused(tmp_path, store):
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01 random bytes " * 50, b"SQLite format 3\x00" + b"\xff" * 100])
-def test_a_file_that_is_not_a_store_is_refused(tmp_path, content):
+def test_a_file_that_is_not_a_store_is_refused(tmp_path, content, monkeypatch):
+    monkeypatch.setattr(store_mod, "EMPTY_STORE_GRACE", 0.3)  # an empty file stays empty: refused after the grace
     path = tmp_path / "x.db"
     path.write_bytes(content)
     for create in (False, True):
@@ -172,6 +175,30 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path, content):
             Store(path, create=create, study="demo")
         assert "\n" not in str(info.value)
     assert path.read_bytes() == content  # untouched
+
+
+def test_a_store_another_driver_is_creating_is_opened_not_refused(tmp_path):
+    """SQLite creates the file empty on connect and writes it when the tables are created: a
+    second driver that sees the empty file in between waits for it instead of refusing it."""
+    path = tmp_path / "s.db"
+    path.write_bytes(b"")  # the first driver has connected, not yet created its tables
+    errors: list[BaseException] = []
+
+    def second_driver() -> None:
+        try:
+            with Store(path, create=True, study="demo") as other:
+                assert other.meta["study"] == "demo"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=second_driver)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # still waiting on the empty file
+    path.unlink()
+    with Store(path, create=True, study="demo"):  # the first driver creates its store
+        thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
 
 
 def test_another_sqlite_database_is_refused(tmp_path):

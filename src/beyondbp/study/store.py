@@ -66,6 +66,9 @@ VERSION = 1
 #: SQLite ``PRAGMA application_id`` of a run store ("bbps").
 APPLICATION_ID = 0x62627073
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: Seconds a creating opener waits for an empty store file to become a database: SQLite creates
+#: the file empty on connect, and a second driver started at the same moment can see it so.
+EMPTY_STORE_GRACE = 5.0
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -166,6 +169,13 @@ class Store:
     def _refuse(self, why: str) -> ConfigError:
         return ConfigError(f"{str(self.path)!r} is not a beyondbp run store ({why}); give the store of this study with --store, or a new path")
 
+    def _read_head(self) -> bytes:
+        try:
+            with open(self.path, "rb") as fh:
+                return fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise ConfigError(f"run store {str(self.path)!r} cannot be read: {exc.strerror or exc}") from None
+
     def _open(self) -> sqlite3.Connection:
         path = self.path
         if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -174,11 +184,15 @@ class Store:
         if not exists and not self.create:
             raise ConfigError(f"run store {str(path)!r} does not exist; `beyondbp study run` creates it")
         if exists:
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(len(SQLITE_HEADER))
-            except OSError as exc:
-                raise ConfigError(f"run store {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+            head = self._read_head()
+            if not head and self.create:
+                # another driver of the study may have just created the file (SQLite makes it
+                # empty on connect and writes the header when it creates the tables): give it
+                # a moment before calling the file someone else's empty file
+                deadline = time.monotonic() + EMPTY_STORE_GRACE
+                while not head and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    head = self._read_head()
             if head != SQLITE_HEADER:
                 raise self._refuse("it is not an SQLite database" if head else "it is empty")
         else:
