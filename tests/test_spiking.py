@@ -685,7 +685,11 @@ def test_cli_compare_prints_spike_rates_per_rule(capsys, tmp_path):
     [
         (["--model", "snn-mlp", "--model-opt", "T=0"], "T must be an integer >= 1"),
         (["--model", "snn-mlp", "--model-opt", "beta=1.5"], "beta"),
+        (["--model", "snn-mlp", "--model-opt", "beta=0"], "beta must be a number > 0 and <= 1"),
         (["--model", "snn-mlp", "--model-opt", "surrogate=erf"], "surrogate"),
+        (["--model", "snn-mlp", "--model-opt", "encoder=poisson"], "encoder must be one of 'direct', 'rate', 'latency'"),
+        (["--model", "snn-mlp", "--model-opt", "alpha=0"], "alpha must be a number > 0 or null"),
+        (["--model", "snn-cnn", "--data", "mnist1d"], r"image inputs of shape \(channels, height, width\)"),
         (["--model", "snn-cnn"], "at least 16x16"),
         (["--model", "snn-mlp", "--rule", "drtp"], "time steps"),
         (["--model", "mlp", "--rule", "ottt"], "spiking models"),
