@@ -678,6 +678,9 @@ def test_cli_compare_prints_spike_rates_per_rule(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert info.value.code == 0, err
     assert "backprop: spikes on the test set" in out and "kp: spikes on the test set" in out
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    for rule in ("backprop", "kp"):
+        assert re.search(rf"^- {rule}: spikes on the test set .*lif1 rate [0-9.]+, silent [0-9.]+%", table, re.M), table
 
 
 @pytest.mark.parametrize(
