@@ -54,10 +54,14 @@ less disturbed by other processes on a shared machine).
 Accuracy: each library trains its copy for ``--epochs`` over ``--n-train`` training samples
 (default all 60,000) and is tested on ``--n-test`` test samples (default all 10,000); the
 prediction is the class with most output spikes (ties: the lowest index, in every library).
+With ``--seeds 0,1,...`` this is repeated per seed (initial weights and batch order) and a summary
+gives each library's mean ± sd over the seeds and the paired differences beyondbp − anchor
+(mean ± sd, standard error, and |mean| / s.e.).
 
     python bench/snn_anchors.py                                  # both models, check, time, 1 epoch
     python bench/snn_anchors.py --models snn-mlp --n-train 6000 --n-test 2000
     python bench/snn_anchors.py --skip-accuracy --rounds 15      # check and time only
+    python bench/snn_anchors.py --models snn-mlp --skip-check --skip-time --seeds 0,1,2,3,4   # accuracy, mean ± sd
     python bench/snn_anchors.py --profile --models snn-mlp       # torch.profiler of beyondbp's step
 """
 
