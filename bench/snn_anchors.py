@@ -54,16 +54,21 @@ less disturbed by other processes on a shared machine).
 Accuracy: each library trains its copy for ``--epochs`` over ``--n-train`` training samples
 (default all 60,000) and is tested on ``--n-test`` test samples (default all 10,000); the
 prediction is the class with most output spikes (ties: the lowest index, in every library).
+With ``--seeds 0,1,...`` this is repeated per seed (initial weights and batch order) and a summary
+gives each library's mean ± sd over the seeds and the paired differences beyondbp − anchor
+(mean ± sd, standard error, and |mean| / s.e.).
 
     python bench/snn_anchors.py                                  # both models, check, time, 1 epoch
     python bench/snn_anchors.py --models snn-mlp --n-train 6000 --n-test 2000
     python bench/snn_anchors.py --skip-accuracy --rounds 15      # check and time only
+    python bench/snn_anchors.py --models snn-mlp --skip-check --skip-time --seeds 0,1,2,3,4   # accuracy, mean ± sd
     python bench/snn_anchors.py --profile --models snn-mlp       # torch.profiler of beyondbp's step
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -411,13 +416,15 @@ def profile(model: str, x: torch.Tensor, y: torch.Tensor, args) -> None:
 
 # -- accuracy ---------------------------------------------------------------------------------------
 
-def train_and_test(model: str, libs: list[str], ds, args) -> None:
+def train_and_test(model: str, libs: list[str], ds, args, seed: int) -> dict[str, float]:
+    """Train each library's copy (same initial weights and batch order under ``seed``) and test it:
+    {library: test accuracy}."""
     n_train = args.n_train or len(ds.x_train)
     n_test = args.n_test or len(ds.x_test)
     xtr, ytr = ds.x_train[:n_train], ds.y_train[:n_train]
     xte, yte = ds.x_test[:n_test], ds.y_test[:n_test]
-    nets = build(model, libs, args.T, args.beta, args.seed, detach_reset=args.detach_reset)
-    g = torch.Generator().manual_seed(args.seed)
+    nets = build(model, libs, args.T, args.beta, seed, detach_reset=args.detach_reset)
+    g = torch.Generator().manual_seed(seed)
     perms = [torch.randperm(n_train, generator=g) for _ in range(args.epochs)]
     rows = []
     for lib, net in nets.items():
@@ -432,7 +439,7 @@ def train_and_test(model: str, libs: list[str], ds, args) -> None:
         seconds = time.perf_counter() - t0
         rows.append((lib, tr.accuracy(xte, yte), seconds, steps))
     print(f"\n## {model}: accuracy after {args.epochs} epoch(s) of {n_train} Fashion-MNIST training samples "
-          f"({rows[0][3]} steps), tested on {n_test}, seed {args.seed}"
+          f"({rows[0][3]} steps), tested on {n_test}, seed {seed}"
           + (", beyondbp with detach_reset=True" if args.detach_reset else ""))
     print(f"  {'library':<13} {'test acc':>9} {'Δ vs beyondbp':>14} {'train s':>8} {'ms/step':>8}")
     ref = rows[0][1]
@@ -442,6 +449,26 @@ def train_and_test(model: str, libs: list[str], ds, args) -> None:
         worst = max(abs(acc - ref) for _, acc, _, _ in rows[1:])
         print(f"  goal: within 0.5 points of every anchor: {'met' if worst <= 0.005 else 'NOT met'} "
               f"(largest gap {100 * worst:.2f} points)")
+    return {lib: acc for lib, acc, _, _ in rows}
+
+
+def summarise_seeds(model: str, results: dict[int, dict[str, float]]) -> None:
+    """Mean ± sd over seeds of each library's accuracy and of each anchor's paired difference to
+    beyondbp (same seed: same initial weights and batches), with the difference's standard error."""
+    seeds = sorted(results)
+    libs = list(results[seeds[0]])
+    n = len(seeds)
+    print(f"\n## {model}: accuracy over {n} seeds ({', '.join(map(str, seeds))}), points")
+    sd = (lambda v: statistics.stdev(v) if len(v) > 1 else float("nan"))  # noqa: E731
+    for lib in libs:
+        v = [100 * results[s][lib] for s in seeds]
+        print(f"  {lib:<13} mean {statistics.mean(v):6.2f}  sd {sd(v):5.2f}  (" + ", ".join(f"{x:.2f}" for x in v) + ")")
+    for lib in libs[1:]:
+        d = [100 * (results[s]["beyondbp"] - results[s][lib]) for s in seeds]
+        se = sd(d) / math.sqrt(n)
+        print(f"  beyondbp − {lib:<12} mean {statistics.mean(d):+6.2f}  sd {sd(d):5.2f}  s.e. {se:5.2f}  "
+              f"|mean| / s.e. {abs(statistics.mean(d)) / se if se > 0 else float('inf'):.2f}  ("
+              + ", ".join(f"{x:+.2f}" for x in d) + ")")
 
 
 def main() -> None:
@@ -460,6 +487,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds for the accuracy runs (default: --seed); several: mean ± sd summary")
     p.add_argument("--detach-reset", action="store_true",
                    help="beyondbp's LIF with detach_reset=True (as snnTorch) for the timing and accuracy runs")
     p.add_argument("--skip-check", action="store_true")
@@ -498,7 +527,10 @@ def main() -> None:
         if not args.skip_time:
             time_steps(model, libs, x, y, args)
         if not args.skip_accuracy:
-            train_and_test(model, libs, ds, args)
+            seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+            results = {seed: train_and_test(model, libs, ds, args, seed) for seed in seeds}
+            if len(seeds) > 1:
+                summarise_seeds(model, results)
     print(f"# load at the end {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M %Z')}")
 
 

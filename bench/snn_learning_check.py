@@ -60,13 +60,17 @@ def main() -> None:
     ratios = side_by_side(args, [rule for rule, _, _ in rows])
     print(f"snn-mlp 784-1000-10 on fashion-mnist, T={args.T}, beta={args.beta}, Adam lr {args.lr:g}, "
           f"batch {args.batch_size}, {args.epochs} epoch(s), seed {args.seed}, {args.threads} thread(s), {args.device}")
-    print(f"{'rule':10s} {'test acc':>9s} {'ms/step':>9s} {'ratio':>7s} {'GFLOP/step':>11s} {'total s':>8s}  spikes (rate, silent)")
+    base_acc, base_flops = rows[0][1].final["test_accuracy"], rows[0][1].flops_per_step
+    print(f"ratios and differences are to the first rule, {rows[0][0]}; 'time x' is measured side by side")
+    print(f"{'rule':10s} {'test acc':>9s} {'acc x':>6s} {'Δ points':>9s} {'ms/step':>9s} {'time x':>7s} "
+          f"{'GFLOP/step':>11s} {'FLOPs x':>8s} {'total s':>8s}  spikes (rate, silent)")
     for rule, r, total in rows:
         tps = r.time_per_step
-        ratio = f"{ratios[rule]:.2f}x"
+        acc = r.final["test_accuracy"]
         spikes = " · ".join(f"{k} {v['rate']:.3f}, {100 * v['silent']:.1f}%" for k, v in r.spikes.items())
-        print(f"{rule:10s} {100 * r.final['test_accuracy']:8.2f}% {1e3 * (tps or float('nan')):9.2f} {ratio:>7s} "
-              f"{r.flops_per_step / 1e9:11.3f} {total:8.1f}  {spikes}")
+        print(f"{rule:10s} {100 * acc:8.2f}% {acc / base_acc:5.2f}x {100 * (acc - base_acc):+9.2f} "
+              f"{1e3 * (tps or float('nan')):9.2f} {ratios[rule]:6.2f}x {r.flops_per_step / 1e9:11.3f} "
+              f"{r.flops_per_step / base_flops:7.2f}x {total:8.1f}  {spikes}")
 
 
 def side_by_side(args: argparse.Namespace, rules: list[str]) -> dict[str, float]:

@@ -203,6 +203,55 @@ def test_lif_forward_fused_equals_the_step_by_step_graph(surrogate, reset, detac
     torch.testing.assert_close(g_fused, g_step, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("constant", [False, True])
+def test_lif_on_channels_last_input_keeps_the_layout_and_the_numbers(reset, constant):
+    """The fused LIF allocates its sequence in the input's layout (channels-last after snn-cnn's
+    convs): spikes and input gradients are the same numbers as from a contiguous input, bit for bit
+    (a constant input's gradient, summed over the steps, up to the order of that sum)."""
+    torch.manual_seed(5)
+    T, B = 6, 3
+    lif = LIF(T, beta=0.9, reset=reset, constant_input=constant)
+    rows = B if constant else T * B
+    dense = (torch.rand(rows, 5, 4, 3) * 1.5).requires_grad_(True)
+    nhwc = dense.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert not nhwc.is_contiguous()
+    c = torch.randn(T * B, 5, 4, 3)
+    a, b = lif(dense), lif(nhwc)
+    assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+    assert a.sum() > 0 and torch.equal(a, b)
+    (ga,) = torch.autograd.grad((a * c).sum(), dense)
+    (gb,) = torch.autograd.grad((b * c).sum(), nhwc)
+    assert ga.abs().sum() > 0
+    if constant:
+        torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(ga, gb)
+
+
+def test_snn_cnn_channels_last_convs_compute_the_plain_conv_network():
+    """snn-cnn's convs run channels-last (a speed choice): the same spike counts as with plain
+    nn.Conv2d layers, and the same gradients up to float32 rounding (oneDNN sums the input
+    gradient in another order); in float64 (no oneDNN) equal to 1e-12."""
+    from beyondbp.models.snn import ChannelsLastConv2d
+
+    for dtype, tol in [(torch.float32, dict(rtol=1e-4, atol=1e-6)), (torch.float64, dict(rtol=1e-10, atol=1e-12))]:
+        torch.manual_seed(6)
+        fast = models.build("snn-cnn", (1, 16, 16), 10, T=5).to(dtype)
+        plain = models.build("snn-cnn", (1, 16, 16), 10, T=5).to(dtype)
+        plain.load_state_dict(fast.state_dict())
+        assert isinstance(fast.conv1, ChannelsLastConv2d) and isinstance(fast.conv2, ChannelsLastConv2d)
+        plain.conv1.__class__ = plain.conv2.__class__ = nn.Conv2d
+        x, y = torch.randn(8, 1, 16, 16, dtype=dtype) * 2, torch.randint(0, 10, (8,))
+        out_fast, out_plain = fast(x), plain(x)
+        assert out_fast.sum() > 0 and torch.equal(out_fast, out_plain)
+        F.cross_entropy(out_fast, y).backward()
+        F.cross_entropy(out_plain, y).backward()
+        for (n, p), (_, q) in zip(fast.named_parameters(), plain.named_parameters()):
+            assert q.grad.abs().sum() > 0, n
+            torch.testing.assert_close(p.grad, q.grad, **tol, msg=n)
+
+
 def alif_by_hand(currents, beta, theta0, rho, gamma):
     u, s, b, rows = 0.0, 0.0, 0.0, []
     for i in currents:
@@ -629,6 +678,9 @@ def test_cli_compare_prints_spike_rates_per_rule(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert info.value.code == 0, err
     assert "backprop: spikes on the test set" in out and "kp: spikes on the test set" in out
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    for rule in ("backprop", "kp"):
+        assert re.search(rf"^- {rule}: spikes on the test set .*lif1 rate [0-9.]+, silent [0-9.]+%", table, re.M), table
 
 
 @pytest.mark.parametrize(
@@ -636,7 +688,11 @@ def test_cli_compare_prints_spike_rates_per_rule(capsys, tmp_path):
     [
         (["--model", "snn-mlp", "--model-opt", "T=0"], "T must be an integer >= 1"),
         (["--model", "snn-mlp", "--model-opt", "beta=1.5"], "beta"),
+        (["--model", "snn-mlp", "--model-opt", "beta=0"], "beta must be a number > 0 and <= 1"),
         (["--model", "snn-mlp", "--model-opt", "surrogate=erf"], "surrogate"),
+        (["--model", "snn-mlp", "--model-opt", "encoder=poisson"], "encoder must be one of 'direct', 'rate', 'latency'"),
+        (["--model", "snn-mlp", "--model-opt", "alpha=0"], "alpha must be a number > 0 or null"),
+        (["--model", "snn-cnn", "--data", "mnist1d"], r"image inputs of shape \(channels, height, width\)"),
         (["--model", "snn-cnn"], "at least 16x16"),
         (["--model", "snn-mlp", "--rule", "drtp"], "time steps"),
         (["--model", "mlp", "--rule", "ottt"], "spiking models"),

@@ -186,6 +186,9 @@ def write_outputs(out: Path, results: list[Any], title: str, overwrite: bool = F
         report.write_json(results, tmp / "results.json")
         rows = report.comparison_table(results)
         table = f"# {title}\n\n" + report.render_markdown(rows)
+        spiking = [r for r in results if getattr(r, "spikes", None)]
+        if spiking:  # spiking models: firing rate and silent neurons per layer, one line per rule
+            table = table.rstrip("\n") + "\n\n" + "".join(f"- {r.rule}: {_spikes_line(r)}\n" for r in spiking)
         files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table.encode("utf-8")))
         report.plot_curves(results, tmp / "curves.png", title=title)
         files.publish_directory(tmp, out, replace=overwrite)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal, Mapping, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -127,6 +127,11 @@ def _bounds(metadata: list[Any]) -> str:
 def _type_words(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Annotated:  # Annotated[float, Field(gt=0)]: "a number > 0"
+        metadata: list[Any] = []
+        for m in annotation.__metadata__:
+            metadata.extend(getattr(m, "metadata", None) or [m])  # a pydantic FieldInfo holds its bounds
+        return _type_words(args[0]) + _bounds(metadata)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):

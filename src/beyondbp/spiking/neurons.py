@@ -189,6 +189,20 @@ class SpikingNeuron(nn.Module):
         return ", ".join(parts)
 
 
+def _empty_steps(current: Tensor, steps: int, constant: bool) -> Tensor:
+    """An uninitialised ``[T, B, ...]`` tensor for a sequence built from ``current`` (``[T, B, ...]``,
+    or ``[B, ...]`` repeated when ``constant``), in ``current``'s memory layout: channels-last
+    per step when the input comes channels-last from a conv (``snn-cnn``), so neither the LIF
+    loop nor the next conv copies it into another layout. Layout only; the values are the same."""
+    if not constant:
+        return torch.empty_like(current)
+    if current.dim() == 4 and not current.is_contiguous() and current.is_contiguous(memory_format=torch.channels_last):
+        b, c, h, w = current.shape
+        return torch.empty((steps * b, c, h, w), dtype=current.dtype, device=current.device,
+                           memory_format=torch.channels_last).view(steps, b, c, h, w)
+    return current.new_empty((steps, *current.shape))
+
+
 class _LIFSequence(Function):
     """The whole LIF sequence as one autograd node (what :meth:`LIF.forward` uses).
 
@@ -207,9 +221,8 @@ class _LIFSequence(Function):
     @staticmethod
     def forward(ctx, current: Tensor, layer: "LIF") -> Tensor:  # type: ignore[override]
         steps = layer.time_steps if layer.constant_input else current.shape[0]
-        shape = current.shape if layer.constant_input else current.shape[1:]
-        membranes = current.new_empty((steps, *shape))
-        spikes = current.new_empty((steps, *shape))
+        membranes = _empty_steps(current, steps, layer.constant_input)
+        spikes = _empty_steps(current, steps, layer.constant_input)
         beta, theta = layer.beta, layer.threshold
         for t in range(steps):
             i_t = current if layer.constant_input else current[t]
@@ -236,15 +249,15 @@ class _LIFSequence(Function):
         for t in range(membranes.shape[0] - 1, -1, -1):
             u = membranes[t]
             slope = derivative(u - theta, alpha)
+            d = grad_in[t]  # δ_t is written in place
             if delta is None:
-                d = grad[t] * slope
+                torch.mul(grad[t], slope, out=d)
             elif reset == "subtract":
                 g = grad[t] - theta * delta if keep else grad[t]
-                d = torch.addcmul(beta * delta, slope, g)
+                torch.addcmul(beta * delta, slope, g, out=d)
             else:
                 g = grad[t] - beta * u * delta if keep else grad[t]
-                d = torch.addcmul(beta * (1 - spikes[t]) * delta, slope, g)
-            grad_in[t] = d
+                torch.addcmul(beta * (1 - spikes[t]) * delta, slope, g, out=d)
             delta = d
         if constant:
             return grad_in.sum(0), None
