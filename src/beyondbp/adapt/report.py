@@ -113,7 +113,7 @@ def plot_errors(result: dict[str, Any], path: str | Path, title: str = "") -> No
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -141,5 +141,5 @@ def gallery(image: torch.Tensor, path: str | Path, seed: int = 0, title: str = "
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

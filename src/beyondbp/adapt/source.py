@@ -5,10 +5,12 @@
     standardize (fixed mean / std of the clean training pixels, a buffer)
     conv1 3×3, c1 channels, padding 1 -> bn1 -> relu -> maxpool 2      (28 -> 14)
     conv2 3×3, c2 channels, padding 1 -> bn2 -> relu -> maxpool 2      (14 -> 7)
-    conv3 3×3, c3 channels, padding 1 -> bn3 -> relu -> global average pool
-    flatten -> out: Linear(c3, 10)
+    conv3 3×3, c3 channels, padding 1 -> bn3 -> relu -> adaptive average pool to 3×3
+    flatten -> out: Linear(9·c3, 10)
 
-``channels=(32, 64, 64)`` by default (about 60k parameters). The standardisation is inside the
+``channels=(32, 64, 64)`` by default (about 62k parameters). (A global average pool before the
+classifier trained markedly slower: 25.5% against 20.2% clean test error after one epoch on
+20k images.) The standardisation is inside the
 model so that corruptions act on pixels in [0, 1], as in CIFAR-10-C.
 
 Why it lives here and not in :mod:`beyondbp.models`: the adaptation methods need BatchNorm
@@ -19,7 +21,8 @@ layers all the same, and any rule attaches to it.
 
 Training (:func:`train_source`): a plain supervised loop — Adam (lr 1e-3), batch 128,
 cross-entropy, ``epochs`` passes over the clean training set in an order drawn from ``seed``,
-BatchNorm in train mode (its running statistics are what ``source`` uses at test time). The
+BatchNorm in train mode (its running statistics are what ``source`` uses at test time); the
+``beyondbp adapt --train-source`` default is 3 epochs. The
 checkpoint is a standard beyondbp checkpoint (:mod:`beyondbp.checkpoint`) whose meta records
 ``kind="adapt-source"``, the channels, the training settings and the clean test error.
 """
@@ -79,9 +82,9 @@ class BNCNN(nn.Sequential):
                 conv3=nn.Conv2d(c2, c3, 3, padding=1),
                 bn3=nn.BatchNorm2d(c3),
                 act3=nn.ReLU(),
-                pool3=nn.AdaptiveAvgPool2d(1),
+                pool3=nn.AdaptiveAvgPool2d(3),
                 flatten=nn.Flatten(),
-                out=nn.Linear(c3, num_classes),
+                out=nn.Linear(9 * c3, num_classes),
             )
         )
         self.channels = channels
@@ -132,7 +135,7 @@ def train_source(x: torch.Tensor, y: torch.Tensor, *, channels: Sequence[int] = 
             opt.step()
             step += 1
             if progress is not None:
-                progress(step, steps, float(loss))
+                progress(step, steps, float(loss.detach()))
     model.eval()
     return model
 
