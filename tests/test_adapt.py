@@ -30,7 +30,7 @@ def fmnist():
 
 @pytest.fixture(scope="session")
 def source_model(fmnist):
-    """A tiny BN CNN trained for real on 3000 clean images (a few seconds; about 42% clean error)."""
+    """A tiny BN CNN trained for real on 3000 clean images (a few seconds; about 26% clean error)."""
     return adapt.train_source(fmnist.x_train[:3000], fmnist.y_train[:3000], channels=(8, 16, 16), epochs=3,
                               batch_size=64, seed=0)
 
@@ -287,9 +287,9 @@ def test_norm_and_tent_reduce_error_under_strong_noise(source_model, fmnist):
     errors = {m: adapt.evaluate(adapt.make(m, source_model), xc, y, batch_size=128)["error"]
               for m in ("source", "norm", "tent")}
     assert clean < 0.5  # the source model learned the clean task (chance: 0.9)
-    assert errors["source"] > clean + 0.2  # the corruption hurts (measured: 0.42 -> 0.86)
-    assert errors["norm"] < errors["source"] - 0.15, errors  # measured: 0.56
-    assert errors["tent"] < errors["source"] - 0.15, errors  # measured: 0.56
+    assert errors["source"] > clean + 0.2  # the corruption hurts (measured: 0.26 -> 0.70)
+    assert errors["norm"] < errors["source"] - 0.15, errors  # measured: 0.41
+    assert errors["tent"] < errors["source"] - 0.15, errors  # measured: 0.41
 
 
 # ------------------------------------------------------------------------------ command line

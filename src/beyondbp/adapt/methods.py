@@ -37,9 +37,8 @@ Methods (H(p) = −Σ_c p_c log p_c is the entropy of the softmax prediction p o
 
     1. *Soft-Hebbian front layer.* The model's first convolution (``conv1``, initialised from the
        source) is updated on every test batch, without labels, by the library's SoftHebb rule
-       (:mod:`beyondbp.rules.softhebb`: :func:`~beyondbp.rules.softhebb.soft_wta`,
-       :func:`~beyondbp.rules.softhebb.plasticity`,
-       :func:`~beyondbp.rules.softhebb.scaled_update`): with x the layer's input patches and
+       (:mod:`beyondbp.rules.softhebb`'s ``soft_wta``, ``plasticity`` and ``scaled_update``,
+       reached through the registry as ``rules.rule_class("softhebb")``): with x the layer's input patches and
        u = W x its bias-free response, y = softmax(u / τ) across the channels (the arg-max
        channel keeps +y, the others get −y when ``anti_hebbian``), ΔW_i = Σ y_i x − (Σ y_i u_i)
        W_i summed over the batch and positions, and W_i ← W_i + η_i ΔW_i / max|ΔW| with
@@ -81,8 +80,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import rules
 from ..errors import ConfigError, DataError
-from ..rules.softhebb import plasticity, scaled_update, soft_wta
+
+#: SoftHebb's equations, reached through the rule registry (code outside ``rules/`` never imports
+#: a rule's module): ``soft_wta``, ``plasticity``, ``scaled_update``.
+SOFTHEBB = rules.rule_class("softhebb")
 
 __all__ = ["METHODS", "Adapter", "NHL", "Norm", "Source", "Tent", "entropy", "evaluate", "make", "names",
            "parse_methods", "split_batches"]
@@ -114,7 +117,7 @@ class Adapter:
     uses_batch_statistics: ClassVar[bool] = True
 
     def __init__(self, source: nn.Module, episodic: bool = False) -> None:
-        if not _batchnorms(source):
+        if self.uses_batch_statistics and not _batchnorms(source):
             raise ConfigError(f"method {self.name!r} needs a model with BatchNorm layers; this one has none")
         self.episodic = bool(episodic)
         self.model = self._configure(copy.deepcopy(source))
@@ -280,9 +283,9 @@ class NHL(Adapter):
         layer: nn.Conv2d = getattr(self.model, self.hebbian_layer)
         inp = self._front(x)
         u = F.conv2d(inp, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        y = soft_wta(u, self.t_invert, self.anti_hebbian)
-        delta = plasticity(layer, inp, u, y)
-        change = scaled_update(delta, layer.weight, self.hebb_lr, self.hebb_power)
+        y = SOFTHEBB.soft_wta(u, self.t_invert, self.anti_hebbian)
+        delta = SOFTHEBB.plasticity(layer, inp, u, y)
+        change = SOFTHEBB.scaled_update(delta, layer.weight, self.hebb_lr, self.hebb_power)
         layer.weight.add_(change)
         return change
 
