@@ -376,3 +376,16 @@ def test_cli_train_source_and_gallery(capsys, tmp_path):
     assert png.read_bytes()[:8] == PNG
     code, _, err = cli(capsys, "adapt", "--gallery", png)
     assert code == 2 and "already exists" in err
+
+
+def test_nhl_ablations_switch_off_their_step(small_model):
+    x = batch(10, seed=6)
+    both_off = NHL(small_model, hebbian=False, modulate=False)
+    torch.testing.assert_close(both_off(x), Norm(small_model)(x), rtol=1e-5, atol=1e-6)
+    for kwargs, moved_expected in (({"hebbian": False}, {"modulator.weight", "modulator.bias"}),
+                                   ({"modulate": False}, {"conv1.weight"})):
+        nhl = NHL(small_model, **kwargs)
+        before = {k: v.clone() for k, v in nhl.model.state_dict().items()}
+        nhl(x)
+        after = nhl.model.state_dict()
+        assert {k for k in before if not torch.equal(before[k], after[k])} == moved_expected

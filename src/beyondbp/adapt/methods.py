@@ -53,6 +53,9 @@ Methods (H(p) = −Σ_c p_c log p_c is the entropy of the softmax prediction p o
        test-batch statistics (as ``norm``); everything above the neuromodulator (conv2, conv3,
        BatchNorm affine parameters, the classifier) stays at the source values.
 
+    Ablations (``bench/adapt_nhl_ablation.py``): ``hebbian=False`` skips step 1, ``modulate=False``
+    step 2; with both off NHL predicts exactly as ``norm`` (the modulator starts as the identity).
+
     Where this may differ from the authors: the paper's soft Hebbian rule is derived from a
     free-energy argument and may weight or normalise its update differently from SoftHebb's
     (Journé et al. 2023), which is reused here as the issue asks; the neuromodulator's exact
@@ -235,7 +238,8 @@ class NHL(Adapter):
 
     def __init__(self, source: nn.Module, episodic: bool = False, hebbian_layer: str = "conv1",
                  hebb_lr: float = 1e-3, t_invert: float = 1.0, hebb_power: float = 0.5, anti_hebbian: bool = True,
-                 lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+                 lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), hebbian: bool = True,
+                 modulate: bool = True) -> None:
         for what, value in (("hebb_lr", hebb_lr), ("t_invert", t_invert), ("lr", lr)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"nhl {what} must be a positive number, got {value!r}")
@@ -246,6 +250,7 @@ class NHL(Adapter):
         self.hebb_lr, self.t_invert, self.hebb_power = float(hebb_lr), float(t_invert), float(hebb_power)
         self.anti_hebbian = bool(anti_hebbian)
         self.lr, self.betas = float(lr), tuple(betas)
+        self.hebbian, self.modulate = bool(hebbian), bool(modulate)
         super().__init__(source, episodic)
 
     def _configure(self, model: nn.Module) -> nn.Module:
@@ -290,12 +295,14 @@ class NHL(Adapter):
         return change
 
     def _adapt_and_predict(self, x: Tensor) -> Tensor:
-        self.hebbian_update(x)
-        with torch.enable_grad():
-            loss = entropy(self.model(x)).mean(0)
-            loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.hebbian:
+            self.hebbian_update(x)
+        if self.modulate:
+            with torch.enable_grad():
+                loss = entropy(self.model(x)).mean(0)
+                loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             return self.model(x)
 
