@@ -26,7 +26,9 @@ Methods (H(p) = −Σ_c p_c log p_c is the entropy of the softmax prediction p o
     per batch one step of Adam (lr 1e-3, β = (0.9, 0.999), no weight decay) on the mean entropy
     L = (1/N) Σ_n H(p_n). The prediction returned is the one of the forward pass that computed
     L (before the step), as ``forward_and_adapt`` does in the authors' code. ``episodic`` resets
-    the model and the Adam state to the source before every batch.
+    the model and the Adam state to the source before every batch; with ``steps=1`` episodic
+    TENT therefore predicts exactly as ``norm`` (its step only affects later batches, and there
+    are none from that state).
 
 ``nhl``
     "Neuro-Modulated Hebbian Learning for Fully Test-Time Adaptation" (Tang, Zhang, Xu, Chen,
