@@ -659,6 +659,13 @@ class SoftHebb(Rule):
     paper = "Hebbian Deep Learning Without Feedback (Journé, Garcia Rodriguez, Guo, Moraitis 2023)"
     supported: ClassVar[tuple[type[nn.Module], ...]] = SOFTHEBB_LAYERS
 
+    #: The rule's equations as plain functions, for code outside ``rules/`` that reuses them
+    #: through the registry (``rules.rule_class("softhebb").plasticity``), e.g. the soft-Hebbian
+    #: front layer of :mod:`beyondbp.adapt`'s NHL.
+    soft_wta = staticmethod(soft_wta)
+    plasticity = staticmethod(plasticity)
+    scaled_update = staticmethod(scaled_update)
+
     class Options(Options):
         t_invert: PerLayer = opt(
             None, "inverse temperature 1/τ of the soft WTA: one number or one per Hebbian layer; None: per-layer paper values for the model",
