@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import os
 from pathlib import Path
 
 import numpy as np
@@ -281,23 +278,27 @@ def test_permutations_are_seeded_and_differ():
 
 
 # -- CLI ----------------------------------------------------------------------------------------
-def _cli(*args, cwd=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    return subprocess.run([sys.executable, "-m", "beyondbp", "continual", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+def _cli(capsys, *args):
+    """Run ``beyondbp continual ARGS`` in this process; (exit status, stdout, stderr)."""
+    from beyondbp.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["continual", *args])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
 
 
-def test_cli_happy_path(tmp_path):
+def test_cli_happy_path(tmp_path, capsys):
     out = tmp_path / "res"
-    p = _cli("--tasks", "permuted-mnist1d:2", "--methods", "finetune,hlop", "--rule", "fa",
-             "--model-opt", "widths=[32]", "--seed", "0", "--out", str(out), "--quiet")
-    assert p.returncode == 0, p.stderr
-    assert "ACC" in p.stdout and "hlop" in p.stdout
+    code, stdout, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--methods", "finetune,hlop", "--rule", "fa",
+             "--model-opt", "widths=[32]", "--train-size", "600", "--test-size", "200", "--seed", "0", "--out", str(out), "--quiet")
+    assert code == 0, stderr
+    assert "ACC" in stdout and "hlop" in stdout
     data = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in data] == ["finetune", "hlop"] and data[0]["rule"] == "fa"
     assert (out / "matrix.png").exists() and "BWT" in (out / "table.md").read_text()
-    again = _cli("--tasks", "permuted-mnist1d:2", "--out", str(out))
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    code, _, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--out", str(out))
+    assert code == 2 and "--overwrite" in stderr
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -307,8 +308,29 @@ def test_cli_happy_path(tmp_path):
     (["--methods", "hlop", "--rule", "ff"], "δ·xᵀ"),
     (["--tasks", "permuted-mnist1d:2", "--model", "lenet"], "lenet needs image inputs"),
 ])
-def test_cli_bad_input_exits_2(tmp_path, args, needle):
-    p = _cli(*args, "--out", str(tmp_path / "o"))
-    assert p.returncode == 2
-    assert p.stderr.startswith("error:") and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
+def test_cli_bad_input_exits_2(tmp_path, capsys, args, needle):
+    code, _, stderr = _cli(capsys, *args, "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert stderr.startswith("error:") and needle in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_hlop_protects_a_spiking_mlp():
+    """snn-mlp: Linear layers run over all T steps flattened into the batch; every step's
+    presynaptic input is a row of the Hebbian update and of the projection."""
+    seq = C.build_sequence("permuted-fashion-mnist:2", train_size=1500, test_size=300, seed=1)
+    snaps = {}
+
+    def runs(method):
+        def inspect(t, model):
+            with torch.no_grad():
+                snaps[(method, t)] = model.eval()(seq.tasks[0].x_test).clone()
+            model.train()
+
+        return C.run_method(seq, method, model="snn-mlp", model_options={"widths": [64], "T": 4, "readout": "membrane"},
+                            lr=0.05, batch_size=32, inspect=inspect, seed=0)
+
+    ft, hl = runs("finetune"), runs("hlop")
+    drift = {m: float((snaps[(m, 1)] - snaps[(m, 0)]).abs().mean()) for m in ("finetune", "hlop")}
+    assert ft["matrix"][0][0] > 40 and hl["matrix"][1][1] > 40
+    assert drift["hlop"] < 0.35 * drift["finetune"], drift

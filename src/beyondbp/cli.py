@@ -1,4 +1,4 @@
-"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study``.
+"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study``, ``analyze``, ``continual``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
@@ -11,6 +11,7 @@
     beyondbp study check spec.toml
     beyondbp study report spec.toml [--out DIR]        # fits, verdicts: report.html / .md / .json
     beyondbp analyze spec.toml [--out DIR]             # representations: CKA, RSA, shape metrics, identification
+    beyondbp continual --methods finetune,gpm,hlop,multitask --rule fa --tasks permuted-fashion-mnist:10 --out DIR
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,

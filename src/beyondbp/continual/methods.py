@@ -26,7 +26,9 @@ EWC adds its penalty's gradient) and HLOP's lateral neurons take their Hebbian s
               for the first / hidden / last weight layer at task 0, then ``70`` more per layer
               per task, 20 fewer from task 3, 6 and 9 on (70, 70, 50, 50, 50, 30, 30, 30, 10);
               Hebbian learning rate 0.001 for the first layer and 0.01 for the others, 5 Hebbian
-              iterations per batch, momentum 0.9, clamp ±10. These sizes belong to their
+              iterations per batch, momentum 0.9, clamp ±10, and the step-size guard
+              ``lr ≤ 1/mean‖x‖²`` of :mod:`~beyondbp.continual.projection` (``guard=False`` turns
+              it off: the official rule). These sizes belong to their
               784-800-800-10 network; for a layer whose input width ``n`` differs from theirs (784
               for the first layer, 800 for the others) every count is scaled by ``n / theirs``
               and rounded, and no layer gets more neurons than its input width.
@@ -262,7 +264,8 @@ class HLOP(_Projection):
     name = "hlop"
 
     def __init__(self, lr_first: float = 0.001, lr: float = 0.01, iterations: int = 5, momentum: float = 0.9,
-                 clamp: float = 10.0, sizes: list[int] | None = None, increment: int | None = None) -> None:
+                 clamp: float = 10.0, sizes: list[int] | None = None, increment: int | None = None,
+                 guard: bool = True) -> None:
         for v, what in ((lr_first, "lr_first"), (lr, "lr"), (clamp, "clamp")):
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise ConfigError(f"hlop: {what} must be a positive number, got {v!r}")
@@ -278,6 +281,7 @@ class HLOP(_Projection):
         self.lr_first, self.lr, self.iterations = float(lr_first), float(lr), iterations
         self.momentum, self.clamp = float(momentum), float(clamp)
         self.sizes_option, self.increment = (list(sizes) if sizes else None), increment
+        self.guard = bool(guard)
 
     def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
         super().setup(model, learner, seq, seed)
@@ -292,7 +296,7 @@ class HLOP(_Projection):
             self.role[name] = role
             self.subspaces[name] = HebbianSubspace(
                 input_dim(m), self.lr_first if k == 0 else self.lr, self.iterations, self.momentum, self.clamp,
-                seed=seed * 7919 + k)
+                seed=seed * 7919 + k, guard=self.guard)
 
     def _count(self, name: str, t: int) -> int:
         n = self.subspaces[name].n
