@@ -93,6 +93,23 @@ def test_frozen_neurons_stay_frozen_and_new_ones_learn_the_residual():
     assert sub.basis().shape == (2, n)
 
 
+def test_projection_basis_is_an_exact_projector_for_unconverged_neurons():
+    g = torch.Generator().manual_seed(4)
+    sub = HebbianSubspace(12, lr=0.01)
+    sub.add(5)
+    sub.H = torch.randn(5, 12, generator=g) * 2.0  # far from orthonormal, as after a short task
+    sub.freeze()
+    M = sub.basis().double()
+    P = M.T @ M
+    torch.testing.assert_close(P @ P, P, atol=1e-6, rtol=0)
+    assert torch.linalg.eigvalsh(P).min() > -1e-6  # never an ascent direction
+    cos = _principal_cosines(M.float(), sub.H)
+    assert M.shape == (5, 12) and cos.min() > 1 - 1e-5  # same span as the neurons
+    # new neurons start orthogonal to the frozen span
+    sub.add(3)
+    assert (sub.H[5:].double() @ M.T).abs().max() < 1e-5
+
+
 def test_subspace_never_exceeds_the_input_width():
     sub = HebbianSubspace(5, lr=0.01)
     assert sub.add(4) == 4 and sub.add(4) == 1 and sub.add(4) == 0
@@ -334,3 +351,24 @@ def test_hlop_protects_a_spiking_mlp():
     drift = {m: float((snaps[(m, 1)] - snaps[(m, 0)]).abs().mean()) for m in ("finetune", "hlop")}
     assert ft["matrix"][0][0] > 40 and hl["matrix"][1][1] > 40
     assert drift["hlop"] < 0.35 * drift["finetune"], drift
+
+
+def test_continual_is_a_leaf_only_the_cli_imports_it():
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "beyondbp"
+    offenders = []
+    for path in src.rglob("*.py"):
+        rel = path.relative_to(src)
+        if rel.parts[0] == "continual" or rel.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(n == "continual" or "continual" in n.split(".") for n in names):
+                offenders.append(str(rel))
+    assert offenders == []
