@@ -307,12 +307,16 @@ def _cli(capsys, *args):
 
 def test_cli_happy_path(tmp_path, capsys):
     out = tmp_path / "res"
-    code, stdout, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--methods", "finetune,hlop", "--rule", "fa",
+    code, stdout, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--methods", "finetune,hlop,multitask", "--rule", "fa",
              "--model-opt", "widths=[32]", "--train-size", "600", "--test-size", "200", "--seed", "0", "--out", str(out), "--quiet")
     assert code == 0, stderr
     assert "ACC" in stdout and "hlop" in stdout
-    data = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in data] == ["finetune", "hlop"] and data[0]["rule"] == "fa"
+    def strict(token):
+        raise AssertionError(f"results.json holds {token}, which is not JSON")
+
+    data = json.loads((out / "results.json").read_text(), parse_constant=strict)
+    assert [r["method"] for r in data] == ["finetune", "hlop", "multitask"] and data[0]["rule"] == "fa"
+    assert data[2]["matrix"][0][0] is None and data[2]["bwt"] is None  # multitask: last row only
     assert (out / "matrix.png").exists() and "BWT" in (out / "table.md").read_text()
     code, _, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--out", str(out))
     assert code == 2 and "--overwrite" in stderr

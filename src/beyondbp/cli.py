@@ -1282,8 +1282,7 @@ def _continual_write(out: Path, results: list[dict[str, Any]], title: str, overw
     _check_out(out, overwrite)
     tmp = files.temporary_directory(out)
     try:
-        text = json.dumps(jsonable.sanitize(results) if hasattr(jsonable, "sanitize") else results, indent=1,
-                          default=float)
+        text = json.dumps(jsonable.plain(results), indent=1)  # NaN (unmeasured entries) -> null
         files.atomic_write_bytes(tmp / "results.json", lambda fh: fh.write(text.encode("utf-8")))
         table = markdown_table(results, title)
         files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table.encode("utf-8")))
