@@ -105,8 +105,11 @@ def plot_matrices(results: Sequence[dict[str, Any]], path: str | Path, title: st
                         ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=6,
                                 color="white" if R[i, j] < 60 else "black")
         ax.set_title(f"{r['method']} / {r['rule']}\nACC {r['acc']:.1f}  BWT {_fmt(r['bwt'])}", fontsize=9)
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
         ax.set_xlabel("task j")
-        ax.set_ylabel("after training task i")
+        if ax is axes[0][0]:
+            ax.set_ylabel("after training task i")
     fig.suptitle(title, fontsize=10)
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="accuracy (%)")
