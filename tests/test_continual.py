@@ -376,3 +376,13 @@ def test_continual_is_a_leaf_only_the_cli_imports_it():
             if any(n == "continual" or "continual" in n.split(".") for n in names):
                 offenders.append(str(rel))
     assert offenders == []
+
+
+def test_hlop_sizes_follow_the_schedule_scaled_to_the_layer_width(seq2):
+    meth = C.make_method("hlop")
+    C.run_method(seq2, meth, model_options={"widths": [400], "bias": False}, seed=0)
+    # fc1: 784 inputs (official width) -> 80 + 70; out: 400 inputs -> round(100/2) + round(70/2)
+    assert meth.sizes() == {"fc1": 150, "out": 50 + 35}
+    given = C.make_method("hlop", sizes=[10, 5], increment=3)
+    C.run_method(seq2, given, model_options={"widths": [16], "bias": False}, seed=0)
+    assert given.sizes() == {"fc1": 13, "out": 8}

@@ -31,7 +31,10 @@ EWC adds its penalty's gradient) and HLOP's lateral neurons take their Hebbian s
               it off: the official rule). These sizes belong to their
               784-800-800-10 network; for a layer whose input width ``n`` differs from theirs (784
               for the first layer, 800 for the others) every count is scaled by ``n / theirs``
-              and rounded, and no layer gets more neurons than its input width.
+              and rounded, and no layer gets more neurons than its input width. Options:
+              ``sizes`` (one count per Linear/Conv2d layer for task 0, used as given),
+              ``increment`` (neurons added per layer at every later task, as given),
+              ``lr_first``, ``lr``, ``iterations``, ``momentum``, ``clamp``, ``guard``.
 ``multitask`` Joint training on the union of all tasks' training sets (shuffled together) for
               ``epochs_per_task`` epochs, i.e. the same number of steps as the sequence: the
               upper bound. Only the last row of its accuracy matrix exists.
@@ -299,18 +302,14 @@ class HLOP(_Projection):
                 seed=seed * 7919 + k, guard=self.guard)
 
     def _count(self, name: str, t: int) -> int:
-        n = self.subspaces[name].n
-        if t == 0:
-            if self.sizes_option is not None:
-                return self.sizes_option[list(self.layers).index(name)]
-            base = HLOP_FIRST[self.role[name]]
-        else:
-            if self.increment is not None:
-                return max(0, self.increment - 20 * (t // 3)) if self.sizes_option is None else self.increment
-            if self.sizes_option is not None:
-                return hlop_increment(t)
-            base = hlop_increment(t)
-        return int(round(base * n / HLOP_REFERENCE_WIDTH[self.role[name]]))
+        """Neurons to add to layer ``name`` at the start of task ``t``: ``sizes`` / ``increment``
+        as given when set, otherwise the official schedule scaled to the layer's input width."""
+        if t == 0 and self.sizes_option is not None:
+            return self.sizes_option[list(self.layers).index(name)]
+        if t > 0 and self.increment is not None:
+            return self.increment
+        base = HLOP_FIRST[self.role[name]] if t == 0 else hlop_increment(t)
+        return int(round(base * self.subspaces[name].n / HLOP_REFERENCE_WIDTH[self.role[name]]))
 
     def begin_task(self, t: int) -> None:
         for name, sub in self.subspaces.items():
