@@ -1,4 +1,4 @@
-"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study``, ``analyze``, ``adapt``.
+"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study``, ``analyze``, ``adapt``, ``continual``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
@@ -14,6 +14,7 @@
     beyondbp adapt --train-source --checkpoint src.pt [--epochs 3]   # test-time adaptation (Fashion-MNIST-C):
     beyondbp adapt --checkpoint src.pt --methods all --corruptions all --severity 5 --out DIR [--episodic]
     beyondbp adapt --gallery gallery.png
+    beyondbp continual --methods finetune,gpm,hlop,multitask --rule fa --tasks permuted-fashion-mnist:10 --out DIR
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
@@ -1395,3 +1396,134 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# -- continual learning -------------------------------------------------------------------------
+CONTINUAL_FILES = ("results.json", "table.md", "matrix.png")
+
+
+def _continual_list(text: str, flag: str, known: list[str]) -> list[str]:
+    names = [v.strip() for v in text.split(",")]
+    if not text.strip() or any(not v for v in names):
+        raise ConfigError(f"malformed {flag} {text!r}: expected comma-separated names, e.g. {','.join(known[:2])}")
+    for v in names:
+        if v not in known:
+            raise ConfigError(f"unknown name {v!r} in {flag}; known: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a name is listed twice in {flag} {text!r}")
+    return names
+
+
+def _continual_method_options(items: list[str] | None, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """``--method-opt METHOD:key=value`` (or ``key=value`` for every listed method)."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for item in items or []:
+        key, value = parse_assignment(item, "--method-opt")
+        method, sep, name = key.partition(":")
+        targets = [method] if sep else list(methods)
+        if sep and method not in out:
+            raise ConfigError(f"--method-opt {item!r} names method {method!r}, which is not among --methods")
+        for m in targets:
+            out[m][name if sep else key] = value
+    return out
+
+
+def _continual_write(out: Path, results: list[dict[str, Any]], title: str, overwrite: bool) -> list[Path]:
+    """results.json, table.md and matrix.png into ``out``, all or nothing (temp dir renamed)."""
+    from .continual import markdown_table, plot_matrices
+
+    _check_out(out, overwrite)
+    tmp = files.temporary_directory(out)
+    try:
+        text = json.dumps(jsonable.plain(results), indent=1)  # NaN (unmeasured entries) -> null
+        files.atomic_write_bytes(tmp / "results.json", lambda fh: fh.write(text.encode("utf-8")))
+        table = markdown_table(results, title)
+        files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table.encode("utf-8")))
+        plot_matrices(results, tmp / "matrix.png", title)
+        files.publish_directory(tmp, out, replace=overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in CONTINUAL_FILES]
+
+
+@app.command()
+def continual(
+    tasks: Annotated[str, typer.Option("--tasks", help="FAMILY[:N]: permuted-fashion-mnist:10, permuted-mnist1d:10, split-fashion-mnist:task or split-fashion-mnist:class.")] = "permuted-fashion-mnist:10",
+    methods: Annotated[str, typer.Option("--methods", "--method", help="Comma-separated methods: finetune, ewc, gpm, hlop, multitask.")] = "finetune,hlop",
+    rules: Annotated[str, typer.Option("--rules", "--rule", help="Comma-separated rules; every method runs under every rule.")] = "backprop",
+    model: Annotated[str, typer.Option("--model", help="Model name (mlp: 800-800 without biases unless --model-opt says otherwise).")] = "mlp",
+    model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE (repeatable).")] = None,
+    rule_opt: Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE or RULE:KEY=VALUE (repeatable).")] = None,
+    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10 (repeatable).")] = None,
+    epochs_per_task: Annotated[int, typer.Option("--epochs-per-task", help="Epochs over each task's training set.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="SGD learning rate.")] = 0.1,
+    train_size: Annotated[Optional[int], typer.Option("--train-size", help="Training samples per task (seeded subset; default all).")] = None,
+    test_size: Annotated[Optional[int], typer.Option("--test-size", help="Test samples per task (seeded subset; default all).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data set's files.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the model init, permutations, shuffles and methods.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="torch threads (0: keep torch's setting).")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default results/continual-<family>).")] = None,
+    overwrite: OutOverwriteOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-task progress lines.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Continual learning: train a task sequence with each method under each rule; print ACC, BWT
+    and FWT, and write the accuracy matrices (results.json, table.md, matrix.png)."""
+    from .continual import METHODS, build_sequence, make_method, parse_tasks, run_method
+    from .continual.methods import build_model, default_model_options
+
+    family, n_tasks, setting = parse_tasks(tasks)
+    method_names = _continual_list(methods, "--methods", list(METHODS))
+    rule_names = _continual_list(rules, "--rules", rules_mod.names())
+    model_options = parse_assignments(model_opt, "--model-opt")
+    rule_options = split_rule_options(rule_opt, rule_names)
+    method_options = _continual_method_options(method_opt, method_names)
+    n_threads = _threads(threads)
+    if seed < 0:
+        raise ConfigError(f"invalid --seed {seed}: it must be a whole number of at least 0")
+    # every method/rule pair is checked before anything trains
+    for m in method_names:
+        for r in rule_names:
+            rule_obj = rules_mod.get(r, **rule_options[r])
+            make_method(m, **method_options[m]).check_rule(rule_obj.name)
+    target = out if out is not None else Path("results") / f"continual-{family}-{setting}"
+    _check_out(target, overwrite)
+    if n_threads is not None:
+        import torch
+
+        torch.set_num_threads(n_threads)
+    seq = build_sequence(tasks, seed=seed, train_size=train_size, test_size=test_size, data_dir=data_dir)
+    build_model(seq, model, default_model_options(model, model_options))
+    console = _console()
+    err = _console(stderr=True)
+    console.print(seq.describe())
+    results: list[dict[str, Any]] = []
+    for r in rule_names:
+        for m in method_names:
+            def progress(t: int, row: list[float], m: str = m, r: str = r) -> None:
+                if not quiet:
+                    err.print(f"{m}/{r}: after task {t}: " + " ".join(f"{v:.1f}" for v in row))
+
+            results.append(run_method(
+                seq, make_method(m, **method_options[m]), rule=r, rule_options=rule_options[r], model=model,
+                model_options=model_options, epochs_per_task=epochs_per_task, batch_size=batch_size, lr=lr,
+                seed=seed, progress=progress,
+            ))
+            results[-1]["method_options"] = method_options[m]
+            results[-1]["rule_options"] = rule_options[r]
+    title = f"Continual learning: {seq.describe()}, model {model}, seed {seed}"
+    written = _continual_write(target, results, title, overwrite)
+    table = Table(title=f"{family} ({setting}-incremental), {n_tasks} tasks")
+    for col in ("method", "rule", "ACC %", "BWT pts", "FWT pts", "seconds"):
+        table.add_column(col, justify="left" if col in ("method", "rule") else "right")
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else f"{v:.2f}"
+
+    for res in results:
+        table.add_row(res["method"], res["rule"], cell(res["acc"]), cell(res["bwt"]), cell(res["fwt"]),
+                      f"{res['seconds']:.0f}")
+    console.print(table)
+    console.print(f"written: {', '.join(str(p) for p in written)}")

@@ -1,0 +1,520 @@
+"""Continual-learning methods and the loop that trains a task sequence with any rule.
+
+Every method trains through the rule's own ``learner.step(batch, optimizer)``; the optimizer it
+is given is the user's SGD wrapped so that, after the rule's backward pass has filled ``.grad``
+and before the parameters move, the method may change the gradients (GPM and HLOP project them,
+EWC adds its penalty's gradient) and HLOP's lateral neurons take their Hebbian steps.
+
+``finetune``  Plain sequential training, nothing protects old tasks ("naive fine-tuning").
+``ewc``       Elastic weight consolidation ("Overcoming catastrophic forgetting in neural
+              networks", Kirkpatrick et al., PNAS 2017). After task ``t`` the diagonal Fisher
+              ``F_t = E[(∂ log p(y|x)/∂θ)²]`` is estimated from ``fisher_samples = 200`` training
+              samples of task ``t``, one sample at a time, with the *true labels* (the "empirical"
+              Fisher) and true backprop gradients of the (masked) loss, whatever rule trains the
+              network; later tasks add ``λ Σ_t F_t (θ − θ*_t)`` to every parameter's gradient
+              (the gradient of ``λ/2 Σ_t Σ_i F_{t,i}(θ_i − θ*_{t,i})²``), ``λ = lam = 100``.
+              Difference from the paper: with plain SGD at learning rate η this explicit step
+              overshoots (and diverges) wherever ``η λ ΣF > 2``, so each parameter's penalty
+              gradient is divided by ``max(1, η λ Σ_t F_t)`` — one step never moves a parameter
+              past the anchors' Fisher-weighted mean. Where ``η λ ΣF ≤ 1`` it is the plain
+              penalty.
+``gpm``       Gradient Projection Memory (Saha, Garg, Roy 2021); see
+              :mod:`beyondbp.continual.projection` (300 samples, thresholds 0.95 / 0.99).
+``hlop``      Hebbian Learning based Orthogonal Projection (Xiao et al., ICLR 2024); see
+              :mod:`beyondbp.continual.projection`. Defaults from the authors' permuted-MNIST
+              script (``spiking_train_pmnist.py``): lateral neurons per layer ``[80, 200, 100]``
+              for the first / hidden / last weight layer at task 0, then ``70`` more per layer
+              per task, 20 fewer from task 3, 6 and 9 on (70, 70, 50, 50, 50, 30, 30, 30, 10);
+              Hebbian learning rate 0.001 for the first layer and 0.01 for the others, 5 Hebbian
+              iterations per batch, momentum 0.9, clamp ±10, and the step-size guard
+              ``lr ≤ 1/mean‖x‖²`` of :mod:`~beyondbp.continual.projection` (``guard=False`` turns
+              it off: the official rule). These sizes belong to their
+              784-800-800-10 network; for a layer whose input width ``n`` differs from theirs (784
+              for the first layer, 800 for the others) every count is scaled by ``n / theirs``
+              and rounded, and no layer gets more neurons than its input width. Options:
+              ``sizes`` (one count per Linear/Conv2d layer for task 0, used as given),
+              ``increment`` (neurons added per layer at every later task, as given),
+              ``lr_first``, ``lr``, ``iterations``, ``momentum``, ``clamp``, ``guard``.
+``multitask`` Joint training on the union of all tasks' training sets (shuffled together) for
+              ``epochs_per_task`` epochs, i.e. the same number of steps as the sequence: the
+              upper bound. Only the last row of its accuracy matrix exists.
+
+Rules: finetune and multitask take any rule; ewc, gpm and hlop take the rules whose weight
+update is δ·xᵀ-shaped (``projection.COMPOSABLE_RULES``), others are refused with one sentence.
+
+Defaults of :func:`run_method` follow the official HLOP permuted-MNIST script: SGD, learning
+rate 0.1, batch 64, 1 epoch per task, a new optimizer for every task; model ``mlp`` with widths
+``(800, 800)`` and no biases unless the caller sets ``model_options``. Where the official network
+is a spiking MLP (LIF neurons, 20 time steps), ``--model mlp`` is a ReLU MLP; ``snn-mlp`` runs
+the same methods on the library's spiking MLP.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from beyondbp import models as models_mod
+from beyondbp import rules as rules_mod
+from beyondbp.continual.metrics import summary
+from beyondbp.continual.projection import (
+    GradientProjector,
+    HebbianSubspace,
+    InputRecorder,
+    check_composable,
+    gpm_extend,
+    input_dim,
+    projectable_layers,
+)
+from beyondbp.continual.tasks import TaskSequence
+from beyondbp.errors import ConfigError, DataError
+from beyondbp.rules.base import is_rule_tensor
+
+__all__ = ["METHODS", "Method", "build_model", "default_model_options", "evaluate", "make_method", "run_method"]
+
+
+class _Optimizer:
+    """The caller's optimizer with a hook run after backward, before the parameters move."""
+
+    def __init__(self, inner: torch.optim.Optimizer, before_step: Callable[[], None]) -> None:
+        self.inner = inner
+        self.before_step = before_step
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.inner.param_groups
+
+    @property
+    def state(self) -> Any:
+        return self.inner.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Any = None) -> Any:
+        self.before_step()
+        return self.inner.step(closure)
+
+
+class Method:
+    """Base: naive fine-tuning (every hook does nothing)."""
+
+    name = "finetune"
+    sequential = True
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise ConfigError(f"method '{self.name}' takes no options, got {sorted(options)}")
+
+    def check_rule(self, rule_name: str) -> None:
+        """Refuse a rule the method cannot compose with."""
+
+    def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
+        self.model, self.learner, self.seq, self.seed = model, learner, seq, seed
+
+    def begin_task(self, t: int) -> None:
+        pass
+
+    def before_step(self) -> None:
+        """After the rule's backward, before ``optimizer.step()``."""
+
+    def end_task(self, t: int, x: Tensor, y: Tensor) -> None:
+        pass
+
+    def recording(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class Finetune(Method):
+    name = "finetune"
+
+
+class Multitask(Method):
+    name = "multitask"
+    sequential = False
+
+
+class EWC(Method):
+    name = "ewc"
+
+    def __init__(self, lam: float = 100.0, fisher_samples: int = 200) -> None:
+        if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and lam >= 0 and math.isfinite(lam)):
+            raise ConfigError(f"ewc: lam must be a finite number >= 0, got {lam!r}")
+        if isinstance(fisher_samples, bool) or not isinstance(fisher_samples, int) or fisher_samples < 1:
+            raise ConfigError(f"ewc: fisher_samples must be a positive integer, got {fisher_samples!r}")
+        self.lam = float(lam)
+        self.fisher_samples = fisher_samples
+        self.anchors: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
+
+    def check_rule(self, rule_name: str) -> None:
+        check_composable(rule_name, self.name)
+
+    def _params(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad and not is_rule_tensor(n)}
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        if not self.anchors or self.lam == 0:
+            return
+        lr = float(getattr(self, "lr", 0.0))
+        for name, p in self._params().items():
+            pen = torch.zeros_like(p)
+            coef = torch.zeros_like(p)
+            for fisher, star in self.anchors:
+                pen += fisher[name] * (p - star[name])
+                coef += fisher[name]
+            pen.mul_(self.lam)
+            if lr > 0:  # never step a parameter past its anchors: lr·λ·ΣF capped at 1
+                pen.div_(torch.clamp(coef.mul_(self.lam * lr), min=1.0))
+            if p.grad is None:
+                p.grad = pen
+            else:
+                p.grad.add_(pen)
+
+    def end_task(self, t: int, x: Tensor, y: Tensor) -> None:
+        g = torch.Generator().manual_seed(self.seed * 1000 + t)
+        idx = torch.randperm(x.shape[0], generator=g)[: self.fisher_samples]
+        params = self._params()
+        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        for i in idx.tolist():
+            grads = self.learner.backprop_gradients((x[i : i + 1], y[i : i + 1]))
+            for n in fisher:
+                if grads.get(n) is not None:
+                    fisher[n] += grads[n].detach() ** 2
+        for n in fisher:
+            fisher[n] /= len(idx)
+        self.anchors.append((fisher, {n: p.detach().clone() for n, p in params.items()}))
+
+
+class _Projection(Method):
+    """Shared by GPM and HLOP: the layers, their input recorder and the gradient projector."""
+
+    def check_rule(self, rule_name: str) -> None:
+        check_composable(rule_name, self.name)
+
+    def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
+        super().setup(model, learner, seq, seed)
+        self.layers = projectable_layers(model)
+        self.recorder = InputRecorder(self.layers)
+        self.projector = GradientProjector(self.layers)
+
+    def close(self) -> None:
+        self.recorder.remove()
+
+
+class GPM(_Projection):
+    name = "gpm"
+
+    def __init__(self, samples: int = 300, threshold_first: float = 0.95, threshold: float = 0.99) -> None:
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"gpm: samples must be a positive integer, got {samples!r}")
+        for v, what in ((threshold_first, "threshold_first"), (threshold, "threshold")):
+            if not (isinstance(v, (int, float)) and 0 < v <= 1):
+                raise ConfigError(f"gpm: {what} must be in (0, 1], got {v!r}")
+        self.samples, self.threshold_first, self.threshold = samples, float(threshold_first), float(threshold)
+
+    def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
+        super().setup(model, learner, seq, seed)
+        self.U = {name: torch.zeros(input_dim(m), 0) for name, m in self.layers.items()}
+
+    def before_step(self) -> None:
+        self.projector.project()
+
+    @torch.no_grad()
+    def end_task(self, t: int, x: Tensor, y: Tensor) -> None:
+        g = torch.Generator().manual_seed(self.seed * 1000 + t)
+        idx = torch.randperm(x.shape[0], generator=g)[: self.samples]
+        was = self.model.training
+        self.model.eval()
+        self.recorder.clear()
+        self.recorder.recording = True
+        try:
+            self.model(x[idx])
+        finally:
+            self.recorder.recording = False
+            self.model.train(was)
+        for k, name in enumerate(self.layers):
+            th = self.threshold_first if k == 0 else self.threshold
+            self.U[name] = gpm_extend(self.U[name], self.recorder.rows[name].T, th)
+            self.projector.set_basis(name, self.U[name].T.contiguous())
+        self.recorder.clear()
+
+    def sizes(self) -> dict[str, int]:
+        return {n: int(u.shape[1]) for n, u in self.U.items()}
+
+
+#: The official permuted-MNIST schedule (first, hidden, last layer) and their layer widths.
+HLOP_FIRST = (80, 200, 100)
+HLOP_INCREMENT = 70
+HLOP_REFERENCE_WIDTH = (784, 800, 800)
+
+
+def hlop_increment(t: int) -> int:
+    """Neurons added per layer (before scaling) at the start of task ``t ≥ 1``: 70, reduced by 20
+    at tasks 3, 6, 9, ... (never below 0)."""
+    return max(0, HLOP_INCREMENT - 20 * (t // 3))
+
+
+class HLOP(_Projection):
+    name = "hlop"
+
+    def __init__(self, lr_first: float = 0.001, lr: float = 0.01, iterations: int = 5, momentum: float = 0.9,
+                 clamp: float = 10.0, sizes: list[int] | None = None, increment: int | None = None,
+                 guard: bool = True) -> None:
+        for v, what in ((lr_first, "lr_first"), (lr, "lr"), (clamp, "clamp")):
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise ConfigError(f"hlop: {what} must be a positive number, got {v!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ConfigError(f"hlop: iterations must be a positive integer, got {iterations!r}")
+        if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+            raise ConfigError(f"hlop: momentum must be in [0, 1), got {momentum!r}")
+        if sizes is not None and (not isinstance(sizes, (list, tuple)) or any(
+                isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes)):
+            raise ConfigError(f"hlop: sizes must be a list of positive integers (one per layer), got {sizes!r}")
+        if increment is not None and (isinstance(increment, bool) or not isinstance(increment, int) or increment < 0):
+            raise ConfigError(f"hlop: increment must be an integer >= 0, got {increment!r}")
+        self.lr_first, self.lr, self.iterations = float(lr_first), float(lr), iterations
+        self.momentum, self.clamp = float(momentum), float(clamp)
+        self.sizes_option, self.increment = (list(sizes) if sizes else None), increment
+        self.guard = bool(guard)
+
+    def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
+        super().setup(model, learner, seq, seed)
+        n_layers = len(self.layers)
+        if self.sizes_option is not None and len(self.sizes_option) != n_layers:
+            raise ConfigError(f"hlop: sizes has {len(self.sizes_option)} entries but the model has {n_layers} "
+                              f"Linear/Conv2d layers ({', '.join(self.layers)})")
+        self.subspaces: dict[str, HebbianSubspace] = {}
+        self.role: dict[str, int] = {}
+        for k, (name, m) in enumerate(self.layers.items()):
+            role = 0 if k == 0 else (2 if k == n_layers - 1 else 1)
+            self.role[name] = role
+            self.subspaces[name] = HebbianSubspace(
+                input_dim(m), self.lr_first if k == 0 else self.lr, self.iterations, self.momentum, self.clamp,
+                seed=seed * 7919 + k, guard=self.guard)
+
+    def _count(self, name: str, t: int) -> int:
+        """Neurons to add to layer ``name`` at the start of task ``t``: ``sizes`` / ``increment``
+        as given when set, otherwise the official schedule scaled to the layer's input width."""
+        if t == 0 and self.sizes_option is not None:
+            return self.sizes_option[list(self.layers).index(name)]
+        if t > 0 and self.increment is not None:
+            return self.increment
+        base = HLOP_FIRST[self.role[name]] if t == 0 else hlop_increment(t)
+        return int(round(base * self.subspaces[name].n / HLOP_REFERENCE_WIDTH[self.role[name]]))
+
+    def begin_task(self, t: int) -> None:
+        for name, sub in self.subspaces.items():
+            sub.add(self._count(name, t))  # freezes the previous tasks' neurons
+            self.projector.set_basis(name, sub.basis())
+
+    def recording(self) -> bool:
+        return True
+
+    def before_step(self) -> None:
+        self.projector.project()
+        for name, rows in self.recorder.rows.items():
+            self.subspaces[name].update(rows)
+        self.recorder.clear()
+
+    def end_task(self, t: int, x: Tensor, y: Tensor) -> None:
+        for sub in self.subspaces.values():
+            sub.freeze()
+
+    def sizes(self) -> dict[str, int]:
+        return {n: s.size for n, s in self.subspaces.items()}
+
+
+METHODS: dict[str, type[Method]] = {"finetune": Finetune, "ewc": EWC, "gpm": GPM, "hlop": HLOP, "multitask": Multitask}
+
+
+def make_method(name: str, **options: Any) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown continual-learning method {name!r}; known methods: {', '.join(METHODS)}")
+    try:
+        return METHODS[name](**options)
+    except TypeError as exc:
+        raise ConfigError(f"method '{name}': bad options {sorted(options)} ({exc})") from None
+
+
+def _class_mask(classes: tuple[int, ...] | None, num_classes: int) -> Tensor | None:
+    if classes is None:
+        return None
+    m = torch.full((num_classes,), float("-inf"))
+    m[list(classes)] = 0.0
+    return m
+
+
+class _MaskedLoss:
+    """Cross-entropy on logits plus the current mask (0 on allowed classes, −∞ elsewhere)."""
+
+    def __init__(self) -> None:
+        self.mask: Tensor | None = None
+
+    def __call__(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.mask is not None:
+            out = out + self.mask
+        return F.cross_entropy(out, y)
+
+
+@torch.no_grad()
+def evaluate(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:
+    """Accuracy (%) of ``learner.predict`` on ``(x, y)``, logits masked when ``mask`` is given."""
+    correct = 0
+    for i in range(0, x.shape[0], chunk):
+        out = learner.predict(x[i : i + chunk])
+        if mask is not None:
+            out = out + mask
+        correct += int((out.argmax(1) == y[i : i + chunk]).sum())
+    return 100.0 * correct / max(1, x.shape[0])
+
+
+def default_model_options(model: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    opts = dict(given or {})
+    if model == "mlp":
+        opts.setdefault("widths", (800, 800))
+        opts.setdefault("bias", False)
+    return opts
+
+
+def build_model(seq: TaskSequence, model: str, opts: dict[str, Any]) -> nn.Module:
+    """Build ``model`` for ``seq`` and check, on two test inputs, that it maps them to
+    ``(batch, num_classes)`` logits (a DataError otherwise); draws from the global RNG."""
+    net = models_mod.build(model, seq.input_shape, seq.num_classes, **opts)
+    with torch.no_grad():
+        try:
+            out = net(seq.tasks[0].x_test[:2])
+        except RuntimeError as exc:
+            raise DataError(f"model '{model}' does not accept {seq.family} inputs of shape "
+                            f"{tuple(seq.input_shape)} ({str(exc).splitlines()[0]})") from None
+    if out.dim() != 2 or out.shape[1] != seq.num_classes:
+        raise DataError(f"model '{model}' gives outputs of shape {tuple(out.shape)}, not (batch, {seq.num_classes})")
+    return net
+
+
+def run_method(
+    seq: TaskSequence,
+    method: str | Method,
+    *,
+    rule: str = "backprop",
+    rule_options: dict[str, Any] | None = None,
+    model: str = "mlp",
+    model_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
+    epochs_per_task: int = 1,
+    batch_size: int = 64,
+    lr: float = 0.1,
+    seed: int = 0,
+    progress: Callable[[int, list[float]], None] | None = None,
+    inspect: Callable[[int, nn.Module], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``seq`` with one method under one rule; return the accuracy matrix and metrics.
+
+    ``progress(t, row)`` receives each row of the accuracy matrix as it is measured;
+    ``inspect(t, model)`` is called with the model after each task (sequential methods), before
+    it is evaluated — for tests and analyses; it must leave the model as it found it."""
+    meth = method if isinstance(method, Method) else make_method(method, **(method_options or {}))
+    if len(seq) < 2:
+        raise ConfigError(f"a task sequence needs at least 2 tasks, got {len(seq)}")
+    for v, what in ((epochs_per_task, "epochs_per_task"), (batch_size, "batch_size")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{what} must be a positive integer, got {v!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    rule_obj = rules_mod.get(rule, **(rule_options or {}))
+    meth.check_rule(rule_obj.name)
+    meth.lr = float(lr)
+    torch.manual_seed(seed)
+    opts = default_model_options(model, model_options)
+    net = build_model(seq, model, opts)
+    loss = _MaskedLoss()
+    learner = rule_obj.attach(net, loss_fn=loss)
+    n = len(seq)
+    masks = [_class_mask(t.classes, seq.num_classes) if seq.masked else None for t in seq.tasks]
+    start = time.perf_counter()
+    try:
+        meth.setup(net, learner, seq, seed)
+        b = [evaluate(learner, t.x_test, t.y_test, masks[j]) for j, t in enumerate(seq.tasks)]
+        R = [[math.nan] * n for _ in range(n)]
+        params = learner.optimizer_parameters()
+        if meth.sequential:
+            for t, task in enumerate(seq.tasks):
+                meth.begin_task(t)
+                inner = torch.optim.SGD(params, lr=float(lr))
+                opt = _Optimizer(inner, meth.before_step)
+                g = torch.Generator().manual_seed(seed * 1_000_003 + t)
+                for _ in range(epochs_per_task):
+                    order = torch.randperm(task.x_train.shape[0], generator=g)
+                    for i in range(0, len(order), batch_size):
+                        idx = order[i : i + batch_size]
+                        loss.mask = masks[t]
+                        rec = getattr(meth, "recorder", None)
+                        if rec is not None:
+                            rec.clear()
+                            rec.recording = meth.recording()
+                        try:
+                            learner.step((task.x_train[idx], task.y_train[idx]), opt)
+                        finally:
+                            if rec is not None:
+                                rec.recording = False
+                        loss.mask = None
+                loss.mask = masks[t]
+                meth.end_task(t, task.x_train, task.y_train)
+                loss.mask = None
+                if inspect is not None:
+                    inspect(t, net)
+                R[t] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+                if progress is not None:
+                    progress(t, R[t])
+        else:
+            xs = torch.cat([t.x_train for t in seq.tasks])
+            ys = torch.cat([t.y_train for t in seq.tasks])
+            owner = torch.cat([torch.full((t.x_train.shape[0],), k) for k, t in enumerate(seq.tasks)])
+            mask_table = torch.stack(masks) if seq.masked else None
+            inner = torch.optim.SGD(params, lr=float(lr))
+            g = torch.Generator().manual_seed(seed * 1_000_003)
+            for _ in range(epochs_per_task):
+                order = torch.randperm(xs.shape[0], generator=g)
+                for i in range(0, len(order), batch_size):
+                    idx = order[i : i + batch_size]
+                    loss.mask = mask_table[owner[idx]] if mask_table is not None else None
+                    learner.step((xs[idx], ys[idx]), inner)
+                    loss.mask = None
+            R[n - 1] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+            if progress is not None:
+                progress(n - 1, R[n - 1])
+    finally:
+        meth.close()
+        learner.detach()
+    seconds = time.perf_counter() - start
+    metrics = summary(R, b)
+    if not meth.sequential:
+        metrics["bwt"] = metrics["fwt"] = None
+    result = {
+        "method": meth.name,
+        "rule": rule_obj.name,
+        "model": model,
+        "model_options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "tasks": seq.family,
+        "setting": seq.setting,
+        "num_tasks": n,
+        "matrix": R,
+        "random_init": b,
+        **metrics,
+        "seconds": seconds,
+        "seed": seed,
+        "epochs_per_task": epochs_per_task,
+        "batch_size": batch_size,
+        "lr": lr,
+    }
+    if hasattr(meth, "sizes"):
+        result["subspace_sizes"] = meth.sizes()
+    return result
