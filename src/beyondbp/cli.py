@@ -1463,7 +1463,7 @@ def continual(
     test_size: Annotated[Optional[int], typer.Option("--test-size", help="Test samples per task (seeded subset; default all).")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data set's files.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the model init, permutations, shuffles and methods.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="torch threads (0: keep torch's setting).")] = 0,
+    threads: ThreadsOpt = 1,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default results/continual-<family>).")] = None,
     overwrite: OutOverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-task progress lines.")] = False,
