@@ -78,6 +78,18 @@ def reference_forward(params: dict[str, torch.Tensor], x: torch.Tensor, detach: 
     return counts, torch.stack(hidden)
 
 
+class ReferenceMLP(torch.nn.Module):
+    """:func:`reference_forward` (reset detached) as a trainable module, parameters named as beyondbp's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, 1000)
+        self.out = torch.nn.Linear(1000, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reference_forward(dict(self.named_parameters()), x, True)[0]
+
+
 def grads_of(net, lib, x, y):
     net.zero_grad(set_to_none=True)
     out = net(x)
@@ -173,12 +185,14 @@ def silent_outputs(net, ds) -> str:
             f"{100 * float(tie.float().mean()):.1f} %; accuracy on the untied {100 * acc_ok:.2f} %")
 
 
-def chaos(ds, seed: int, eps: float, detach: bool, replicates: int, anchor: bool, anchor_replicates: int = 0) -> None:
+def chaos(ds, seed: int, eps: float, detach: bool, replicates: int, anchor: bool, anchor_replicates: int = 0,
+          first: int = 1, base_run: bool = True, ref_replicates: int = 0) -> None:
     runs = {}
     base = sa.build("snn-mlp", ["beyondbp", "snntorch"] if sa.snn is not None else ["beyondbp"], T, BETA, seed,
                     detach_reset=detach)
-    runs[f"beyondbp detach={detach}"] = ("beyondbp", base["beyondbp"])
-    for r in range(1, replicates + 1):
+    if base_run:
+        runs[f"beyondbp detach={detach}"] = ("beyondbp", base["beyondbp"])
+    for r in range(first, first + replicates):
         pert = sa.build("snn-mlp", ["beyondbp"], T, BETA, seed, detach_reset=detach)["beyondbp"]
         g = torch.Generator().manual_seed(12345 + r)
         with torch.no_grad():
@@ -187,7 +201,7 @@ def chaos(ds, seed: int, eps: float, detach: bool, replicates: int, anchor: bool
         runs[f"beyondbp detach={detach}, weights x (1 + {eps:g} N(0,1)), perturbation {r}"] = ("beyondbp", pert)
     if anchor and "snntorch" in base:
         runs["snnTorch"] = ("snntorch", base["snntorch"])
-    for r in range(1, anchor_replicates + 1):
+    for r in range(first, first + anchor_replicates):
         st = sa.build("snn-mlp", ["beyondbp", "snntorch"], T, BETA, seed)["snntorch"]
         g = torch.Generator().manual_seed(12345 + r)
         with torch.no_grad():
@@ -196,6 +210,14 @@ def chaos(ds, seed: int, eps: float, detach: bool, replicates: int, anchor: bool
                     w = getattr(getattr(st, m), p)
                     w.mul_(1 + eps * torch.randn(w.shape, generator=g))
         runs[f"snnTorch, weights x (1 + {eps:g} N(0,1)), perturbation {r}"] = ("snntorch", st)
+    for r in range(first, first + ref_replicates):
+        ref = ReferenceMLP()
+        src = sa.build("snn-mlp", ["beyondbp"], T, BETA, seed)["beyondbp"]
+        g = torch.Generator().manual_seed(12345 + r)
+        with torch.no_grad():
+            for (name, w), (_, v) in zip(ref.named_parameters(), src.named_parameters()):
+                w.copy_(v.mul(1 + eps * torch.randn(v.shape, generator=g)) if r > 0 else v)
+        runs[f"step-by-step reference, weights x (1 + {eps:g} N(0,1)), perturbation {r}"] = ("reference", ref)
     xprobe = ds.x_test[:500]
     print(f"\n## seed {seed}: one epoch; loss = mean over 25 steps; rate = hidden firing rate on 500 test images")
     for name, (lib, net) in runs.items():
@@ -275,6 +297,10 @@ def main() -> None:
     p.add_argument("--every", type=int, default=25)
     p.add_argument("--replicates", type=int, default=1, help="--chaos: perturbed beyondbp runs (default 1)")
     p.add_argument("--anchor-replicates", type=int, default=0, help="--chaos: perturbed snnTorch runs (default 0)")
+    p.add_argument("--first-replicate", type=int, default=1, help="--chaos: number of the first perturbation (default 1)")
+    p.add_argument("--no-base", action="store_true", help="--chaos: skip the unperturbed beyondbp run")
+    p.add_argument("--ref-replicates", type=int, default=0,
+                   help="--chaos: perturbed runs of the step-by-step reference network (perturbation 0: none)")
     p.add_argument("--no-anchor", action="store_true", help="--chaos: skip the snnTorch run")
     p.add_argument("--no-detach", action="store_true", help="beyondbp with detach_reset=False (reference likewise)")
     args = p.parse_args()
@@ -287,7 +313,7 @@ def main() -> None:
         lockstep(ds, args.seed, args.every, args.eps)
     if args.chaos:
         chaos(ds, args.seed, args.eps, not args.no_detach, args.replicates, not args.no_anchor,
-              args.anchor_replicates)
+              args.anchor_replicates, args.first_replicate, not args.no_base, args.ref_replicates)
 
 
 if __name__ == "__main__":
