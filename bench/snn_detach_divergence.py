@@ -14,7 +14,11 @@ step 1? Two experiments (benchmark-only environment of ``snn_anchors.py``, one t
 ``--chaos``  train for one epoch (all 60,000 images): beyondbp ``detach_reset=True``, the same
              from weights multiplied by ``1 + 1e-7·N(0, 1)`` (``--eps``), and snnTorch from the
              same initial weights; prints each run's loss (mean over 25 steps) and hidden firing
-             rate along the way, and the test accuracy of each (``--replicates N``: N perturbed runs).
+             rate along the way, the test accuracy of each and the share of test images with no
+             output spike (``--replicates N``: N perturbed beyondbp runs; ``--anchor-replicates``
+             and ``--ref-replicates``: perturbed snnTorch and reference runs, perturbation r drawn
+             from generator seed 12345 + r, r from ``--first-replicate``; r = 0 for the reference
+             means unperturbed; ``--no-base`` / ``--no-anchor`` skip the unperturbed runs).
 ``--lockstep`` beyondbp and snnTorch, and beyondbp and its perturbed twin, trained side by side:
              how their parameters drift apart step by step (max relative difference).
 
