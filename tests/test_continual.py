@@ -323,7 +323,7 @@ def test_cli_happy_path(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--methods", "replay"], "unknown name 'replay'"),
+    (["--methods", "replay"], "unknown method 'replay'"),
     (["--tasks", "rotated-mnist:3"], "unknown task family"),
     (["--tasks", "permuted-mnist1d:1"], "at least 2 tasks"),
     (["--methods", "hlop", "--rule", "ff"], "δ·xᵀ"),

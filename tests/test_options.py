@@ -113,3 +113,26 @@ def test_bad_model_options_are_one_sentence_errors(name, options, words):
     if set(options) <= set(cls.Options.model_fields):  # direct construction: the same declaration
         with pytest.raises(ConfigError):
             cls(shape, 10, **options)
+
+
+def test_parse_names_keeps_order_and_expands_all():
+    from beyondbp.options import parse_names
+
+    assert parse_names(" b, a ", "method", ["a", "b", "c"]) == ["b", "a"]
+    assert parse_names("all", "method", ("a", "b"), allow_all=True) == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, allow_all, message", [
+    ("", False, "malformed list of methods ''"),
+    ("a,,b", False, "malformed list of methods 'a,,b'"),
+    ("a,z", False, "unknown method 'z'; known methods: a, b, c"),
+    ("all", False, "unknown method 'all'; known methods: a, b, c"),
+    ("z", True, "unknown method 'z'; known methods: a, b, c (or 'all')"),
+    ("a,b,a", False, "method 'a' is listed twice in 'a,b,a'; name each once"),
+])
+def test_parse_names_refuses_in_one_sentence(text, allow_all, message):
+    from beyondbp.options import parse_names
+
+    with pytest.raises(ConfigError) as info:
+        parse_names(text, "method", ["a", "b", "c"], allow_all=allow_all)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)

@@ -54,6 +54,7 @@ from . import data as data_mod
 from . import files
 from . import jsonable
 from . import models as models_mod
+from . import options as options_mod
 from . import report
 from . import rules as rules_mod
 from .errors import BeyondBPError, ConfigError, DataError
@@ -1403,15 +1404,7 @@ CONTINUAL_FILES = ("results.json", "table.md", "matrix.png")
 
 
 def _continual_list(text: str, flag: str, known: list[str]) -> list[str]:
-    names = [v.strip() for v in text.split(",")]
-    if not text.strip() or any(not v for v in names):
-        raise ConfigError(f"malformed {flag} {text!r}: expected comma-separated names, e.g. {','.join(known[:2])}")
-    for v in names:
-        if v not in known:
-            raise ConfigError(f"unknown name {v!r} in {flag}; known: {', '.join(known)}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"a name is listed twice in {flag} {text!r}")
-    return names
+    return options_mod.parse_names(text, {"--methods": "method", "--rules": "rule"}[flag], known)
 
 
 def _continual_method_options(items: list[str] | None, methods: list[str]) -> dict[str, dict[str, Any]]:

@@ -162,3 +162,24 @@ def describe(cls: type[Options]) -> list[dict[str, str]]:
             "help": field.description or "",
         })
     return rows
+
+
+def parse_names(text: str, what: str, known: list[str] | tuple[str, ...], *, allow_all: bool = False) -> list[str]:
+    """A comma-separated list of names (``"fa,dfa"``; ``"all"`` for every known name when
+    ``allow_all``) -> the names in the order given, each checked against ``known``: an empty
+    list or item, an unknown name and a name given twice are refused with one sentence that
+    says what ``what`` (``"method"``, ``"corruption"``, ...) may be."""
+    known = list(known)
+    allowed = ", ".join(known) + (" (or 'all')" if allow_all else "")
+    items = [t.strip() for t in str(text).split(",")]
+    if allow_all and items == ["all"]:
+        return known
+    if not str(text).strip() or any(not t for t in items):
+        raise ConfigError(f"malformed list of {what}s {text!r}: give comma-separated names from: {allowed}")
+    for item in items:
+        if item not in known:
+            raise ConfigError(f"unknown {what} {item!r}; known {what}s: {allowed}")
+    for item in items:
+        if items.count(item) > 1:
+            raise ConfigError(f"{what} {item!r} is listed twice in {text!r}; name each once")
+    return items

@@ -68,6 +68,7 @@ import scipy.ndimage as ndi
 import torch
 
 from ..errors import ConfigError, DataError
+from ..options import parse_names
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "SIDE", "corrupt", "names", "parse_corruptions", "parse_severities"]
 
@@ -297,17 +298,7 @@ def corrupt(images: torch.Tensor | np.ndarray, name: str, severity: int, seed: i
 
 def parse_corruptions(text: str) -> list[str]:
     """``"all"`` or a comma-separated list of corruption names -> the names (validated)."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if items == ["all"]:
-        return names()
-    if not items:
-        raise ConfigError(f"no corruption named; give 'all' or some of: {', '.join(CORRUPTIONS)}")
-    for item in items:
-        if item not in CORRUPTIONS:
-            raise ConfigError(f"unknown corruption {item!r}; corruptions are: {', '.join(CORRUPTIONS)} (or 'all')")
-    if len(set(items)) != len(items):
-        raise ConfigError(f"corruption listed twice in {text!r}; name each once")
-    return items
+    return parse_names(text, "corruption", CORRUPTIONS, allow_all=True)
 
 
 def parse_severities(text: str) -> list[int]:

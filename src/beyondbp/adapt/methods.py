@@ -87,6 +87,7 @@ from torch import Tensor, nn
 
 from .. import rules
 from ..errors import ConfigError, DataError
+from ..options import parse_names
 
 #: SoftHebb's equations, reached through the rule registry (code outside ``rules/`` never imports
 #: a rule's module): ``soft_wta``, ``plasticity``, ``scaled_update``.
@@ -325,17 +326,7 @@ def make(name: str, source: nn.Module, episodic: bool = False, **opts: Any) -> A
 
 def parse_methods(text: str) -> list[str]:
     """``"all"`` or a comma-separated list of method names -> the names (validated)."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if items == ["all"]:
-        return names()
-    if not items:
-        raise ConfigError(f"no method named; give 'all' or some of: {', '.join(METHODS)}")
-    for item in items:
-        if item not in METHODS:
-            raise ConfigError(f"unknown method {item!r}; methods are: {', '.join(METHODS)} (or 'all')")
-    if len(set(items)) != len(items):
-        raise ConfigError(f"method listed twice in {text!r}; name each once")
-    return items
+    return parse_names(text, "method", METHODS, allow_all=True)
 
 
 def split_batches(n: int, batch_size: int) -> list[slice]:
