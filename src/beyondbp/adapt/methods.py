@@ -181,18 +181,16 @@ class Source(Adapter):
         return self.model(x)
 
 
-class Norm(Adapter):
+class Norm(Source):
+    """The source model with every BatchNorm normalising by the test batch's statistics."""
+
     name = "norm"
+    uses_batch_statistics = True
 
     def _configure(self, model: nn.Module) -> nn.Module:
-        model.eval()
-        model.requires_grad_(False)
+        model = super()._configure(model)
         use_batch_statistics(model)
         return model
-
-    @torch.no_grad()
-    def _adapt_and_predict(self, x: Tensor) -> Tensor:
-        return self.model(x)
 
 
 class Tent(Adapter):
