@@ -21,7 +21,13 @@ Executors:
     each run a Ray task (``num_cpus = threads``, default 1) on ``ray.init(address=address)``;
     no address starts a local Ray instance, which is shut down at the end. Ray is imported only
     here; without it the executor is refused with one sentence. On a cluster, beyondbp must be
-    installed on every node.
+    installed on every node. Token authentication (Ray 2.59 and 2.60 turn it on for a ``ray start
+    --head`` wherever ``~/.ray/auth_token`` exists, which any local ``ray.init()`` writes): for an
+    address on this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``) the driver sends
+    the token found in ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` when
+    ``RAY_AUTH_MODE`` is unset, as ``ray.init(address="auto")`` does; to another machine it sends
+    one only with ``RAY_AUTH_MODE=token``. A cluster that refuses the driver's token, or its lack
+    of one, is reported in one sentence saying what to set.
 
 Both give identical results for the same spec (each run is seeded by its config alone).
 
@@ -47,6 +53,7 @@ The library never prints: ``progress(event, info)`` receives ``"start"`` (``tota
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ipaddress
 import json
 import multiprocessing
 import os
@@ -58,6 +65,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from .spec import Spec, default_store_path
@@ -229,9 +237,13 @@ class _Ray:
             kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
             if address is None:
                 kwargs.update(include_dashboard=False, num_cpus=max(workers * threads, available_cores()))
+            if address is not None and _is_loopback(address):
+                _use_local_token()
             try:
                 ray.init(**kwargs)
             except Exception as exc:  # an unreachable address, a cluster of another version, ...
+                if address is not None and _auth_failed(ray, exc):
+                    raise ConfigError(_auth_advice(address)) from None
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ConfigError(f"could not start or reach {where}: {' '.join(str(exc).split())}") from None
             self.started = True
@@ -253,6 +265,81 @@ class _Ray:
     def close(self, cancel: bool = False) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+# -- Ray token authentication ----------------------------------------------------------------
+_TOKEN_PLACES = "in RAY_AUTH_TOKEN, in ~/.ray/auth_token or in the file RAY_AUTH_TOKEN_PATH names"
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a Ray address (``host:port`` or ``ray://host:port``) names this machine's loopback."""
+    host = urlsplit(address if "://" in address else f"//{address}").hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_source() -> str | None:
+    """Where Ray finds this process's authentication token (its own order), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if named:
+        return f"the file RAY_AUTH_TOKEN_PATH names ({named})" if Path(named).expanduser().is_file() else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def _use_local_token() -> None:
+    """For a cluster on this machine, send the token ``ray start`` left here, as
+    ``ray.init(address="auto")`` does for the cluster it finds itself: token mode is turned on
+    when ``RAY_AUTH_MODE`` is unset and a token is available (sending one to a cluster without
+    authentication does no harm). Ray never does this for an explicit address, and neither do we
+    for one on another machine: the token is not sent there unasked."""
+    if "RAY_AUTH_MODE" in os.environ or _token_source() is None:
+        return
+    try:  # Ray's own helper also refreshes its cached configuration
+        from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication, or one that moved the helper
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _auth_failed(ray: Any, exc: BaseException) -> bool:
+    """Whether ``ray.init`` failed because the cluster refused this process's token (or its lack
+    of one): Ray raises ``AuthenticationError`` itself, or names it in a ``ConnectionError``'s cause."""
+    error_type = getattr(getattr(ray, "exceptions", None), "AuthenticationError", None)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if error_type is not None and isinstance(current, error_type):
+            return True
+        if "AuthenticationError" in str(current) or "InvalidAuthToken" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _auth_advice(address: str) -> str:
+    """One sentence: why the cluster refused this process, and what to set."""
+    where = f"the Ray cluster at {address!r}"
+    head = "the cluster's token (`ray get-auth-token` on its head node)"
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        return (f"{where} requires an authentication token, which this process did not send: run with "
+                f"RAY_AUTH_MODE=token and {head} {_TOKEN_PLACES}")
+    source = _token_source()
+    if source is None:
+        return f"{where} requires an authentication token and RAY_AUTH_MODE=token found none: put {head} {_TOKEN_PLACES}"
+    return f"{where} rejected the authentication token from {source}: use {head} instead"
 
 
 def _import_ray() -> Any:
