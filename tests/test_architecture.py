@@ -207,6 +207,16 @@ def test_nothing_outside_rules_reaches_into_a_rule_module():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_the_rule_test_kit_is_a_top_floor():
+    """``beyondbp.testing`` (the rule contract, issue 22) is for test suites: nothing in the
+    package imports it, and it reaches rules through the registry only."""
+    graph = import_graph()
+    assert "beyondbp.rules" in graph["beyondbp.testing"]
+    importers = sorted(m for m, targets in graph.items() if "beyondbp.testing" in targets)
+    assert importers == []
+    assert not graph["beyondbp.testing"] & set(rule_modules())
+
+
 def test_models_know_no_rule():
     """No model defines a method or attribute named after a rule (``dfa_points``,
     ``softhebb_defaults``): what rules need comes through ``structure()`` or module types."""
