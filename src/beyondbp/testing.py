@@ -391,7 +391,7 @@ def check_attach_keeps_the_global_rng(rule_cls: type[Rule]) -> None:
     except UnsupportedModuleError as exc:
         model = rule_cls.example_model(INPUT_SHAPE, NUM_CLASSES)
         if model is None:
-            raise exc
+            raise
         state = torch.random.get_rng_state()
         rule_cls().attach(model)
     assert torch.equal(torch.random.get_rng_state(), state), "attach consumed the global torch RNG"
@@ -427,7 +427,7 @@ def check_refuses_an_unsupported_layer(rule_cls: type[Rule]) -> None:
     except UnsupportedModuleError as exc:
         model = rule_cls.example_model(INPUT_SHAPE, NUM_CLASSES)
         if model is None:
-            raise exc
+            raise
     model.add_module("extra", nn.Sequential())
     model.extra.add_module("rnn", nn.LSTM(4, 4))
     before_state, before_hooks = snapshot(model), hook_counts(model)
