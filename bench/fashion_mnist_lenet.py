@@ -37,7 +37,7 @@ Differences to keep in mind when comparing:
   the run loop marks such a run ``diverged`` (and stops it) when an epoch's mean loss exceeds
   100 × max(first step's loss, log 10), as well as when it is not finite.
 * FA and KP draw ``B`` with ``init="kaiming_uniform"`` since 2026-11-29 (``xavier_uniform``
-  before; see ``rules/feedback.py`` for why and the measurements). The PFA/FA numbers below
+  before; see ``rules/feedback_alignment.py`` for why and the measurements). The PFA/FA numbers below
   and the tables in ``bench/README.md`` dated earlier used ``xavier_uniform``.
 * ``ms/step`` is each run's own median step time, measured run after run (not interleaved),
   so on a shared machine it moves with the load; ``bench/step_time.py`` gives fair ratios.

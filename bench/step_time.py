@@ -33,7 +33,7 @@ MLP. Rules without a target (added later) are printed with "-". PFA (the issue's
 <= 1.3x) has extra rows for its variants — ``pfa-k1`` (random B, expansion 1), ``pfa-ortho``,
 ``pfa-identity`` — when they are named in ``--rules``; by multiply-add count its default
 expansion k = 10 costs about 11x backprop on the MLP (R's gradient alone is k·min(batch, N_out)
-/ (3·batch) of a backprop step per layer, see ``beyondbp.rules.product``), so 1.3x is out of
+/ (3·batch) of a backprop step per layer, see ``beyondbp.rules.pfa``), so 1.3x is out of
 reach there; k = 1 costs ~1.8x, the identity variant (= Kolen-Pollack) ~1x.
 
 SoftHebb: the ``softhebb`` row times its Hebbian step (this script never ends an epoch, so the

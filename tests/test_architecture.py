@@ -166,10 +166,33 @@ def module_level_graph() -> dict[str, set[str]]:
 
 def test_rules_are_leaves():
     """A rule imports only base, common, _autograd and errors: no rule imports another rule."""
-    assert len(rule_modules()) >= 7 and "beyondbp.rules.feedback" in rule_modules()
+    assert len(rule_modules()) >= 7 and "beyondbp.rules.feedback_alignment" in rule_modules()
     graph = module_level_graph()
     offenders = {m: sorted(graph[m] - RULE_MAY_IMPORT) for m in rule_modules()}
     assert {m: v for m, v in offenders.items() if v} == {}
+
+
+#: Rule modules not named after one registered rule: the long name of a one-rule module, or
+#: what a module of several rules holds (FA and its sign-symmetry and Kolen-Pollack relatives).
+RULE_MODULE_NAMES = {"forward_forward": {"ff"}, "feedback_alignment": {"fa", "usf", "brsf", "frsf", "kp"}}
+
+
+def test_rule_files_are_named_after_their_rule():
+    """``rules/<name>.py`` holds the rule registered as ``<name>`` (issue 22: ``direct.py`` held
+    dfa, ``product.py`` pfa, ``inference.py`` il), and every rule module holds a registered rule
+    (no shim left behind by a rename)."""
+    import beyondbp as bbp
+
+    held: dict[str, set[str]] = {}
+    for name in bbp.rules.names():
+        held.setdefault(bbp.rules.rule_class(name).__module__, set()).add(name)
+    misnamed = {
+        module: sorted(names)
+        for module, names in held.items()
+        if names != {module.rsplit(".", 1)[-1]} and RULE_MODULE_NAMES.get(module.rsplit(".", 1)[-1]) != names
+    }
+    assert misnamed == {}
+    assert sorted(held) == rule_modules()
 
 
 def test_nothing_outside_rules_reaches_into_a_rule_module():
@@ -182,6 +205,16 @@ def test_nothing_outside_rules_reaches_into_a_rule_module():
         if not name.startswith("beyondbp.rules")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_rule_test_kit_is_a_top_floor():
+    """``beyondbp.testing`` (the rule contract, issue 22) is for test suites: nothing in the
+    package imports it, and it reaches rules through the registry only."""
+    graph = import_graph()
+    assert "beyondbp.rules" in graph["beyondbp.testing"]
+    importers = sorted(m for m, targets in graph.items() if "beyondbp.testing" in targets)
+    assert importers == []
+    assert not graph["beyondbp.testing"] & set(rule_modules())
 
 
 def test_models_know_no_rule():

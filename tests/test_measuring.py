@@ -45,10 +45,10 @@ def attach(name: str, seed: int = 0) -> Learner:
             return bbp.rules.get(name).attach(build(norm, dropout, act))
         except UnsupportedModuleError as exc:
             refusals.append(str(exc))
-    hook = getattr(bbp.rules.rule_class(name), "example_model", None)
-    if hook is not None:  # e.g. ottt, which trains spiking models only
-        torch.manual_seed(seed)
-        return bbp.rules.get(name).attach(hook((1, 8, 8), 10))
+    torch.manual_seed(seed)
+    model = bbp.rules.rule_class(name).example_model((1, 8, 8), 10)
+    if model is not None:  # e.g. ottt, which trains spiking models only
+        return bbp.rules.get(name).attach(model)
     raise AssertionError(f"rule {name} refuses every test model: {refusals}")
 
 

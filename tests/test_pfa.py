@@ -16,7 +16,7 @@ from torch import nn
 import beyondbp as bbp
 from beyondbp import data, models
 from beyondbp.errors import ConfigError, UnsupportedModuleError
-from beyondbp.rules.product import PFA, choose_route
+from beyondbp.rules.pfa import PFA, choose_route
 
 VARIANTS = [("random", {}), ("random", {"expansion": 3}), ("orthogonal", {}), ("identity", {})]
 

@@ -12,13 +12,13 @@ from typing import Any
 from ..errors import ConfigError
 from .backprop import Backprop
 from .base import Learner, Rule, default_loss
-from .direct import DFA
+from .dfa import DFA
 from .drtp import DRTP
-from .feedback import BRSF, FA, FRSF, KP, USF
+from .feedback_alignment import BRSF, FA, FRSF, KP, USF
 from .forward_forward import FF
-from .inference import IL
+from .il import IL
 from .ottt import OTTT
-from .product import PFA
+from .pfa import PFA
 from .softhebb import SoftHebb
 
 _REGISTRY: dict[str, type[Rule]] = {}

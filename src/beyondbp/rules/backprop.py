@@ -23,6 +23,8 @@ class Backprop(Rule):
     summary = "backpropagation: exact gradients through the transposed forward weights"
     paper = "Learning representations by back-propagating errors (Rumelhart, Hinton, Williams 1986)"
     refuses_unknown = False
+    plain_backward = True  # it is the user's own loss.backward(); optimizer.step()
+    exact_gradients = True  # its update is the gradient the other rules are compared with
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return Learner(self, model, loss_fn)

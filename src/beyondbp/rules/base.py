@@ -222,6 +222,40 @@ class Rule:
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> "Learner":
         raise NotImplementedError
 
+    # -- capabilities: what the rule contract (beyondbp.testing) needs to know -----------------
+    # Together with ``refuses_unknown`` and ``handles_time_steps`` above, these tell the
+    # contract suite (:func:`beyondbp.testing.check_rule`) which checks apply to a rule and how
+    # to set it up. Every registered rule declares ``plain_backward``; the others have defaults
+    # that leave every check on.
+
+    #: Whether a user's own loop — ``optimizer.zero_grad(); loss_fn(model(x), y).backward();
+    #: optimizer.step()`` with the model attached and no ``learner.step`` — trains exactly as
+    #: ``learner.step`` does (True for the rules that change only the backward pass: backprop,
+    #: the feedback-path rules, dfa). The contract then checks it bit for bit, with an LR
+    #: scheduler, and checks that an attached model's forward pass is the original one.
+    #: ``None`` (undeclared): inferred, True when the rule's learner does not override
+    #: :meth:`Learner.step`.
+    plain_backward: ClassVar[bool | None] = None
+    #: True only for a rule whose update *is* backprop's gradient (backprop itself): it trains
+    #: every parameter by ordinary autograd (``trained_layers()`` may be empty) and its
+    #: ``estimate`` equals ``backprop_gradients``. For every other rule the contract checks
+    #: that it names the layers it trains and that its ``estimate`` is not backprop's gradient.
+    exact_gradients: ClassVar[bool] = False
+
+    @classmethod
+    def example_model(cls, input_shape: tuple[int, ...], num_classes: int) -> nn.Module | None:
+        """A model this rule can train, for rules that refuse the contract suite's MLP and LeNet
+        (``None``, the default: the rule trains those). Built right after
+        ``torch.manual_seed(seed)``, so it must take its initial weights from the global RNG;
+        a rule module may import :mod:`beyondbp.models` inside this method only."""
+        return None
+
+    @classmethod
+    def example_optimizer(cls, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer of the contract's learning and determinism checks, built from
+        ``learner.optimizer_parameters()`` (default ``Adam(lr=3e-3)``)."""
+        return torch.optim.Adam(list(parameters), lr=3e-3)
+
 
 class Learner:
     """A rule bound to a model. The default implementation is plain backpropagation."""

@@ -227,6 +227,8 @@ class FeedbackPathRule(Rule):
     #: True for rules that rebuild the feedback at every forward: their ``feedback(module,
     #: out=...)`` writes it into a buffer the learner reuses across steps.
     rebuilds_feedback: ClassVar[bool] = False
+    #: Only the backward pass changes: a user's own ``loss.backward()`` loop trains as ``learner.step``.
+    plain_backward: ClassVar[bool | None] = True
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
         return FeedbackPathLearner(self, model, loss_fn)

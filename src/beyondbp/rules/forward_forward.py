@@ -357,6 +357,7 @@ class FF(Rule):
     family: ClassVar[str] = "local"
     summary = "Forward-Forward: each layer separates positive from negative data by its own goodness"
     paper = "The Forward-Forward Algorithm: Some Preliminary Investigations (Hinton 2022)"
+    plain_backward = False  # owns its step (layer-local goodness losses)
     supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
 
     class Options(Options):

@@ -407,6 +407,7 @@ class OTTT(Rule):
     family: ClassVar[str] = "online"
     summary = "online training through time: per-step loss and gradient, presynaptic traces, memory constant in T (spiking models)"
     paper = "Online Training Through Time for Spiking Neural Networks (Xiao, Meng, Zhang, He, Lin 2022)"
+    plain_backward = False  # owns its step (one time step at a time)
     handles_time_steps: ClassVar[bool] = True
 
     class Options(Options):

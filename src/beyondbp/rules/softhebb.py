@@ -657,6 +657,7 @@ class SoftHebb(Rule):
         "classifier trained by cross-entropy"
     )
     paper = "Hebbian Deep Learning Without Feedback (Journé, Garcia Rodriguez, Guo, Moraitis 2023)"
+    plain_backward = False  # owns its step (Hebbian phase, then the classifier)
     supported: ClassVar[tuple[type[nn.Module], ...]] = SOFTHEBB_LAYERS
 
     #: The rule's equations as plain functions, for code outside ``rules/`` that reuses them

@@ -14,7 +14,7 @@ import beyondbp as bbp
 from beyondbp import data, models
 from beyondbp.analysis.alignment import cosine
 from beyondbp.errors import ConfigError, UnsupportedModuleError
-from beyondbp.rules.inference import IL, ILLearner
+from beyondbp.rules.il import IL, ILLearner
 
 
 @pytest.fixture(scope="module")

@@ -290,6 +290,7 @@ class IL(Rule):
     family: ClassVar[str] = "local"
     summary = "inference learning: relax hidden activities on a predictive-coding energy, then local updates"
     paper = "A Theoretical Framework for Inference Learning (Alonso, Millidge, Krichmar, Neftci 2022)"
+    plain_backward = False  # owns its step (relaxation of the hidden activities, then local updates)
     supported: ClassVar[tuple[type[nn.Module], ...]] = WEIGHT_TYPES
 
     class Options(Options):

@@ -362,6 +362,7 @@ class DFA(Rule):
     family: ClassVar[str] = "direct"
     summary = "direct feedback alignment: each hidden layer gets a fixed random projection B·e of the output error"
     paper = "Direct Feedback Alignment Provides Learning in Deep Neural Networks (Nøkland 2016)"
+    plain_backward = True  # only the backward pass changes: a user's own loss.backward() loop trains as learner.step
     # time-step models (spiking) are trained when they declare their layout (see the docstring)
     handles_time_steps: ClassVar[bool] = True
 

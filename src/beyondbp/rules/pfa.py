@@ -287,6 +287,7 @@ class PFA(FeedbackPathRule):
     name = "pfa"
     summary = "product feedback alignment: the error returns through fixed random B then learned R; B·R tracks W"
     paper = "Deep Learning without Weight Symmetry (Li Ji-An, Benna 2024)"
+    plain_backward = True  # only the backward pass changes: a user's own loss.backward() loop trains as learner.step
 
     class Options(Options):
         seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)
