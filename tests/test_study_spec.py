@@ -10,7 +10,7 @@ import pytest
 
 from beyondbp.errors import ConfigError
 from beyondbp.study.spec import MAX_RUNS, PlannedRun, default_store_path, load_spec
-from beyondbp.train import RunConfig
+from beyondbp.training import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

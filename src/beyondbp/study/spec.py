@@ -23,7 +23,7 @@ A study is a TOML file::
     checkpoint_every = 100          # optimizer steps between resume-state writes
     keep_models = true              # save each finished run's model (for `beyondbp analyze`)
 
-Each combination is a :class:`PlannedRun`: its :class:`~beyondbp.train.RunConfig`, its id
+Each combination is a :class:`PlannedRun`: its :class:`~beyondbp.training.RunConfig`, its id
 (``RunConfig.run_id``) and the value it takes on every axis (``axes``; the rule axis holds the
 rule's label).
 
@@ -31,7 +31,7 @@ The tables
 ----------
 * ``[study]``: ``name`` (required: 1 to 64 letters, digits, ``.``, ``_`` or ``-``, starting with a
   letter or digit, since it names files and labels) and ``description``.
-* ``[base]``: any run setting (:class:`~beyondbp.train.RunConfig`'s fields) except the
+* ``[base]``: any run setting (:class:`~beyondbp.training.RunConfig`'s fields) except the
   execution settings below. ``model`` and ``data`` are needed here or as axes.
 * ``[axes]``: any run setting, each a non-empty list of distinct values (compared normalised:
   ``1`` and ``1.0`` are the same value). An axis overrides ``[base]``'s value of the same
@@ -65,7 +65,7 @@ it: ``[base]`` keys (left out), ``[execution]`` keys (left out), axis values (re
 value of their axis, or the axis left out) — one entry (``[axes] lr[2]``), or a combination
 (``[axes] rule='fa', rule_options[1]``); ``[base]`` itself when none does. Not checked here:
 whether a rule can be attached to the model built for the data (that needs the data set and the
-model; ``beyondbp.train.check`` does it, and a run that fails it is recorded as failed).
+model; ``beyondbp.training.check`` does it, and a run that fails it is recorded as failed).
 
 Identity
 --------
@@ -93,7 +93,7 @@ from .. import data as data_mod
 from .. import models as models_mod
 from ..errors import ConfigError
 from ..options import parse
-from ..run import EXECUTION_FIELDS, RunConfig
+from ..training import EXECUTION_FIELDS, RunConfig
 
 __all__ = ["MAX_RUNS", "PlannedRun", "Spec", "load_spec", "default_store_path"]
 
@@ -670,7 +670,7 @@ def plan_axis(config: RunConfig, axis: str, values: Sequence[Any]) -> list[Plann
     """The one-axis study around ``config``: one :class:`PlannedRun` per value of ``axis``, with
     everything else as ``config`` has it, planned and checked exactly as a spec's grid is
     (``values`` take the forms a spec's ``[axes]`` list takes; for ``rule``: names or tables
-    ``{"name": ..., "label": ..., "options": {...}}``). This is how :func:`beyondbp.run.compare`
+    ``{"name": ..., "label": ..., "options": {...}}``). This is how :func:`beyondbp.compare`
     plans its runs. :class:`ConfigError` (one line naming the value) on a bad value."""
     dump = config.model_dump()
     fields = type(config).model_fields
