@@ -2,7 +2,7 @@
 
 Used to find out why ``fa`` measures 15.36 % test error after BioTorch's 100-epoch protocol
 against BioTorch's published 13.06 % (see ``bench/README.md``). Each ``VARIANT`` is
-``RULE:INIT:LR[:WEIGHT_DECAY[:SEED]]`` and is trained by ``beyondbp.train.run`` with the protocol
+``RULE:INIT:LR[:WEIGHT_DECAY[:SEED]]`` and is trained by ``beyondbp.training.run`` with the protocol
 of ``fashion_mnist_lenet.py`` (LeNet-5, Fashion-MNIST zero-padded to 32x32, SGD momentum 0.9,
 batch 64, learning rate /10 at 50 % and 75 % of ``--epochs``; weight decay 1e-3 unless the
 variant gives one; seed 0 unless given). ``INIT`` is one of:
@@ -20,7 +20,7 @@ variant gives one; seed 0 unless given). ``INIT`` is one of:
   what ``nn.init.xavier_uniform_`` and FA's ``init="xavier_uniform"`` give on beyondbp's LeNet.
 
 The re-initialisation happens between building the model and training it, through a wrapper
-around ``beyondbp.train.prepare`` (it draws from the seeded global RNG, so runs are
+around ``beyondbp.training.prepare`` (it draws from the seeded global RNG, so runs are
 reproducible). ``--diagnostics`` records ``beyondbp.analysis.alignment`` after every epoch
 (on the first 64 test images; it never changes the training) and prints the last epoch's.
 ``--at-init`` trains nothing and prints, per layer, the norm of the rule's update over the
@@ -42,8 +42,8 @@ import time
 import torch
 from torch import nn
 
-import beyondbp.train as train
-from beyondbp.train import RunConfig, run
+import beyondbp.training as train
+from beyondbp.training import RunConfig, run
 
 INITS = ("pytorch", "pytorch-xavier-b", "biotorch", "xavier-linear")
 _STATE = {"init": "pytorch"}

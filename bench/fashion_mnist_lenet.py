@@ -3,7 +3,7 @@
 Protocol (BioTorch's MNIST / Fashion-MNIST benchmark, Sanfiz & Akrout 2021, as far as it is
 published): LeNet-5, inputs zero-padded from 28x28 to 32x32, SGD with momentum 0.9 and weight
 decay 1e-3, batch 64, the learning rate divided by 10 at 50 % and 75 % of training, 100 epochs.
-Each rule is trained by ``beyondbp.train.run`` with those settings (``--epochs`` and
+Each rule is trained by ``beyondbp.training.run`` with those settings (``--epochs`` and
 ``--n-train`` give a shorter run) and its test error is printed next to BioTorch's:
 
     BP 9.2   FA 13.06   DFA 12.81   uSF 9.69   brSF 10.02   frSF 9.61   (top-1 error %, 100 epochs)
@@ -59,7 +59,7 @@ import torch
 
 import beyondbp as bbp
 from beyondbp.errors import BeyondBPError
-from beyondbp.train import RunConfig, run
+from beyondbp.training import RunConfig, run
 
 #: BioTorch 0.0.16 Benchmarks.md, Fashion-MNIST, LeNet, top-1 error % after 100 epochs.
 BIOTORCH_ERROR = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "usf": 9.69, "brsf": 10.02, "frsf": 9.61}

@@ -9,7 +9,7 @@ backprop, next to the uniform, unigram and bigram baselines of the same split.
     python bench/shakespeare_rules.py                                # 2e5 tokens, 5 rules
     python bench/shakespeare_rules.py --tokens 2e6 --n-layer 4 --d-model 128 --context 128
 
-Runs go through ``beyondbp.train.run`` (the same loop as ``beyondbp train``). Wall times of
+Runs go through ``beyondbp.training.run`` (the same loop as ``beyondbp train``). Wall times of
 separate runs on a shared machine are noisy; ``bench/transformer_step.py`` measures step time
 interleaved.
 """
@@ -22,7 +22,7 @@ import time
 import torch
 
 from beyondbp import data, rules
-from beyondbp.train import RunConfig, run
+from beyondbp.training import RunConfig, run
 
 DEFAULT_RULES = "backprop,dfa,fa,usf,pfa"
 

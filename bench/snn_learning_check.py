@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from beyondbp.run import RunConfig, run
+from beyondbp.training import RunConfig, run
 
 
 def main() -> None:

@@ -12,11 +12,11 @@ import torch
 
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError
-from beyondbp.run.tasks import evaluate
+from beyondbp.training.tasks import evaluate
 from beyondbp.study.representations import find_networks, layer_responses, load_network
 from beyondbp.study.runner import model_dir, run_study, study_records
 from beyondbp.study.spec import load_spec
-from beyondbp.run.loop import load_dataset
+from beyondbp.training.loop import load_dataset
 
 BASE = """
 model = "mlp"

@@ -98,7 +98,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_reader_sees_the_imports_it_should():
     graph = import_graph()
     assert "beyondbp.rules.base" in graph["beyondbp.rules.backprop"]
-    assert "beyondbp.train" in graph["beyondbp.cli"]  # imported inside a function
+    assert "beyondbp.training" in graph["beyondbp.cli"]  # imported inside a function
     tree = ast.parse("import a\nif TYPE_CHECKING:\n    import b\nelse:\n    import c\n")
     runtime = {a.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
     assert runtime == {"a", "c"}  # annotations-only imports are not dependencies
@@ -251,3 +251,42 @@ def test_spiking_is_a_leaf():
     assert {m: v for m, v in offenders.items() if v} == {}
     rules_using = sorted(m for m, targets in graph.items() if m.startswith("beyondbp.rules") and any(t.startswith("beyondbp.spiking") for t in targets))
     assert rules_using == []
+
+
+def test_one_home_for_the_run_layer():
+    """The run layer lives in ``beyondbp.training`` alone: no re-export shim (the former
+    ``beyondbp.train``), and it never imports upward (study, analysis, cli, reporting)."""
+    files = module_files()
+    assert "beyondbp.train" not in files and "beyondbp.run" not in files
+    graph = import_graph()
+    training = [m for m in graph if m == "beyondbp.training" or m.startswith("beyondbp.training.")]
+    assert "beyondbp.training.loop" in training
+    upward = ("beyondbp.study", "beyondbp.analysis", "beyondbp.cli", "beyondbp.report", "beyondbp.reporting", "beyondbp.continual", "beyondbp.adapt")
+    offenders = {m: sorted(t for t in graph[m] if t.startswith(upward)) for m in training}
+    assert {m: v for m, v in offenders.items() if v} == {}
+
+
+def test_top_level_exports_the_run_layer_without_shadowing_a_package():
+    import importlib
+    import inspect
+
+    import beyondbp as bbp
+    from beyondbp.study.compare import compare
+    from beyondbp.training import RunConfig, RunResult, run
+
+    assert bbp.run is run and inspect.isfunction(bbp.run)
+    assert bbp.RunConfig is RunConfig and bbp.RunResult is RunResult and bbp.compare is compare
+    assert importlib.import_module("beyondbp.training") is bbp.training
+    assert {"run", "RunConfig", "RunResult", "compare", "training"} <= set(bbp.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        bbp.nope  # noqa: B018
+
+
+def test_importing_the_package_does_not_import_torch():
+    """``import beyondbp`` is cheap: torch and the modules that need it load on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, beyondbp; print('torch' in sys.modules); beyondbp.RunConfig; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

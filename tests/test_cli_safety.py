@@ -30,7 +30,7 @@ import torch
 from beyondbp import checkpoint, files
 from beyondbp.cli import EXIT_DIVERGED, main, write_outputs
 from beyondbp.errors import ConfigError
-from beyondbp.train import RunConfig, run
+from beyondbp.training import RunConfig, run
 
 TINY = ["--model", "mlp", "--data", "mnist1d", "--n-train", "300", "--n-test", "100", "--epochs", "1",
         "--model-opt", "widths=[16,16]"]
@@ -271,7 +271,7 @@ def test_the_run_loops_step_the_schedule_without_torchs_order_warning():
     "lr_scheduler.step() before optimizer.step()" warning off the user's terminal."""
     import inspect
 
-    from beyondbp.run import loop as train_mod
+    from beyondbp.training import loop as train_mod
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)

@@ -6,7 +6,8 @@ import pytest
 
 from beyondbp.errors import ConfigError
 from beyondbp.study.spec import load_spec, plan_axis
-from beyondbp.train import RunConfig, compare
+from beyondbp import compare
+from beyondbp.training import RunConfig
 
 BASE = dict(model="mlp", model_options={"widths": [8]}, data="mnist1d",
             data_options={"num_samples": 200}, steps=3, batch_size=16, lr=3e-3, seed=2)

@@ -354,7 +354,7 @@ def test_sample_text_roundtrips_through_a_codec():
 
 # -- language-model runs through the run loop ------------------------------------------------------
 def _lm_config(tmp_path, **kw):
-    from beyondbp.train import RunConfig
+    from beyondbp.training import RunConfig
 
     path = tmp_path / "input.txt"
     if not path.exists():
@@ -367,7 +367,7 @@ def _lm_config(tmp_path, **kw):
 
 
 def test_language_model_run_uses_a_token_budget(tmp_path):
-    from beyondbp.train import run
+    from beyondbp.training import run
 
     config = _lm_config(tmp_path, checkpoint=str(tmp_path / "lm.pt"))
     result = run(config)
@@ -387,7 +387,7 @@ def test_language_model_run_uses_a_token_budget(tmp_path):
 
 
 def test_language_model_run_with_steps_and_dfa(tmp_path):
-    from beyondbp.train import run
+    from beyondbp.training import run
 
     result = run(_lm_config(tmp_path, rule="dfa", tokens=None, steps=12))
     assert result.steps == 12 and result.tokens == 12 * 8 * 16 and len(result.history) == 10

@@ -17,7 +17,7 @@ from torch import nn
 import beyondbp as bbp
 from beyondbp.errors import UnsupportedModuleError
 from beyondbp.rules import Learner
-from beyondbp.train import RunConfig, run
+from beyondbp.training import RunConfig, run
 
 MEASURES = ["estimate", "backprop_gradients", "diagnostics"]
 

@@ -136,3 +136,21 @@ def test_parse_names_refuses_in_one_sentence(text, allow_all, message):
     with pytest.raises(ConfigError) as info:
         parse_names(text, "method", ["a", "b", "c"], allow_all=allow_all)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_run_settings_are_declared_once():
+    """Every RunConfig setting carries its help, and what it accepts, the execution set and the
+    study's [execution] keys are read off those declarations (no second table to keep in step)."""
+    from beyondbp import options
+    from beyondbp.study.spec import EXECUTION_KEYS
+    from beyondbp.training import ALLOWED, EXECUTION_FIELDS, RunConfig
+
+    fields = RunConfig.model_fields
+    assert all(f.description for f in fields.values()), [k for k, f in fields.items() if not f.description]
+    assert ALLOWED == {k: options.accepts(RunConfig, k) for k in fields}
+    assert EXECUTION_FIELDS == set(options.execution_names(RunConfig))
+    assert {"device", "threads", "state", "checkpoint"} <= EXECUTION_FIELDS and "lr" not in EXECUTION_FIELDS
+    assert set(EXECUTION_KEYS) == (EXECUTION_FIELDS - {"checkpoint", "state"}) | {"keep_models"}
+    # a declared bound is enforced with the declared words
+    with pytest.raises(ConfigError, match=r"invalid zeta 1\.0: it must be a number in \[0, 1\)"):
+        RunConfig(model="mlp", data="mnist1d", sparsity="set", zeta=1.0)

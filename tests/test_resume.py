@@ -20,7 +20,7 @@ from beyondbp import checkpoint
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError
 from beyondbp.report import read_json
-from beyondbp.run import RunConfig, run
+from beyondbp.training import RunConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ SIGKILL_SCRIPT = """
 import sys, time, torch
 torch.set_num_threads(1)
 from beyondbp import data
-from beyondbp.run import RunConfig, run
+from beyondbp.training import RunConfig, run
 config = RunConfig.from_dict(__import__("json").loads(sys.argv[1]))
 run(config, lambda e, info: time.sleep(0.05) if e == "step" else None, dataset=data.load("digits").subset(96, 50))
 """

@@ -436,7 +436,7 @@ RUN = dict(model="mlp", data="digits", epochs=2, optimizer="sgd", lr=0.05, n_tra
 
 
 def test_run_config_validates_sparsity_options():
-    from beyondbp.train import RunConfig
+    from beyondbp.training import RunConfig
 
     assert RunConfig(**RUN).sparsity is None
     cfg = RunConfig(**RUN, sparsity="set", epsilon=13, zeta=0.2)
@@ -448,7 +448,7 @@ def test_run_config_validates_sparsity_options():
 
 @pytest.mark.parametrize("rule", ["dfa", "pfa"])
 def test_run_with_set_reports_active_parameters_and_effective_flops(rule):
-    from beyondbp.train import RunConfig, run
+    from beyondbp.training import RunConfig, run
 
     dense = run(RunConfig(**RUN, rule=rule))
     result = run(RunConfig(**RUN, rule=rule, sparsity="set", epsilon=5))

@@ -645,7 +645,7 @@ def test_spike_statistics_leave_model_and_rng_untouched():
 
 
 def test_a_run_reports_spike_rates_for_spiking_models_only(digits):
-    from beyondbp.run import RunConfig, run
+    from beyondbp.training import RunConfig, run
 
     config = dict(data="digits", epochs=1, batch_size=64, lr=3e-3, n_train=256, n_test=100)
     snn = run(RunConfig(rule="fa", model="snn-mlp", model_options={"T": 4, "widths": [32]}, **config))

@@ -321,7 +321,7 @@ def as_record(planned, result):
 
 
 def test_tiny_real_study(spec, tmp_path):
-    from beyondbp.train import run
+    from beyondbp.training import run
 
     planned = spec.runs()
     assert len(planned) == 16

@@ -10,7 +10,7 @@ import pytest
 
 from beyondbp.errors import ConfigError
 from beyondbp.study.spec import MAX_RUNS, PlannedRun, default_store_path, load_spec
-from beyondbp.train import RunConfig
+from beyondbp.training import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +203,8 @@ def test_unknown_key_in_study_and_execution(tmp_path):
     assert error(tmp_path, GOOD.replace("[study]\n", "[study]\nowner = 'me'\n")) == (
         "spec.toml: [study] owner: unknown key; [study] takes name and description")
     message = error(tmp_path, GOOD + "retries = 3\n")
-    assert message.startswith("spec.toml: [execution] retries: unknown execution setting; [execution] takes device, threads")
+    assert message == ("spec.toml: [execution] retries: unknown execution setting; [execution] takes data_dir, eval_batch_size, "
+                       "diagnostics, device, threads, checkpoint_every, keep_models")
     assert error(tmp_path, GOOD + "lr = 0.1\n").startswith(
         "spec.toml: [execution] lr: lr is a run setting, not an execution setting; put it in [base] or [axes]")
 

@@ -14,7 +14,7 @@ from beyondbp.errors import ConfigError
 from beyondbp.study.spec import PlannedRun
 from beyondbp.study import store as store_mod
 from beyondbp.study.store import STATUSES, Owner, Store
-from beyondbp.train import RunConfig
+from beyondbp.training import RunConfig
 
 RECORD_KEYS = {
     "id", "status", "label", "axes", "config", "result", "error", "attempts", "host", "versions", "wall_time",

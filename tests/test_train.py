@@ -14,7 +14,8 @@ import torch
 from beyondbp import checkpoint, models, rules
 from beyondbp.compute import StepTimer, count_flops, measure_steps
 from beyondbp.errors import CheckpointError, ConfigError
-from beyondbp.train import DIVERGENCE_FACTOR, RunConfig, RunResult, check, compare, diverged, evaluate, run
+from beyondbp import compare
+from beyondbp.training import DIVERGENCE_FACTOR, RunConfig, RunResult, check, diverged, evaluate, run
 
 WIDTHS = [32, 16]
 DIMS = [64, *WIDTHS, 10]  # digits: 8×8 inputs, 10 classes
@@ -390,13 +391,13 @@ def test_momentum_is_part_of_the_identity_when_sgd_reads_it():
 
 
 def test_the_run_id_is_the_same_in_another_process():
-    # The id hashes the documented canonical form (beyondbp.run.config's docstring): changing
+    # The id hashes the documented canonical form (beyondbp.training.config's docstring): changing
     # that form changes every id and breaks the link between existing run stores and their runs.
     # This hard-coded value is there to make such a change deliberate.
     expected = "221d6f6974c4b7a3"
     assert ident().run_id == expected
     code = (
-        "from beyondbp.run import RunConfig; print(RunConfig(rule='dfa', model='mlp', model_options={'widths': [64, 32]},"
+        "from beyondbp.training import RunConfig; print(RunConfig(rule='dfa', model='mlp', model_options={'widths': [64, 32]},"
         " data='mnist1d', epochs=3, lr=0.01, seed=7).run_id)"
     )
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -438,7 +439,7 @@ def test_the_run_sees_batches_in_the_order_of_the_shuffling_loader(digits, n_tra
     """Epoch after epoch, the task hands out exactly what ``for x, y in loader`` would: the
     loader's sampler draws once more as an epoch's iterator runs out, and the next epoch's
     order depends on that draw."""
-    from beyondbp.run.tasks import ClassificationTask
+    from beyondbp.training.tasks import ClassificationTask
 
     ds = digits.subset(n_train, 10)
     config = tiny(batch_size=16, epochs=3)

@@ -460,7 +460,7 @@ def train(
     """Train one model with one rule and report accuracy, FLOPs and time per step.
 
     Exit status 3 when the run diverged (results are still written, marked diverged)."""
-    from . import train as train_mod
+    from . import training as train_mod
 
     _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
     _check_path_text(init_from, "--init-from")
@@ -576,7 +576,8 @@ def compare(
 
     A diverged rule is marked in every output and the others still run; the exit status is
     then 3."""
-    from . import train as train_mod
+    from . import training as train_mod
+    from .study.compare import compare as compare_rules
 
     names = parse_rules(rules)
     _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
@@ -597,7 +598,7 @@ def compare(
     out = out if out is not None else Path("results") / f"compare-{c0.data}-{c0.model}"
     _check_out(out, overwrite)
     with _Bars(_console(stderr=True)) as bars:  # the library compares; the CLI only renders
-        results = train_mod.compare(c0, names, rule_options=per_rule, progress=bars)
+        results = compare_rules(c0, names, rule_options=per_rule, progress=bars)
 
     budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
     if c0.tokens is not None:

@@ -55,7 +55,7 @@ def opt(default: Any, help: str, *, accepts: str | None = None, execution: bool 
     """A declared option: its default, one line of help, and pydantic constraints (``ge``,
     ``gt``, ``le``, ``lt``, ...). ``accepts`` replaces the generated "must be ..." text.
     ``execution=True`` marks an option that only says how something runs (where a cache lives),
-    never what it computes: a run's identity leaves it out (:meth:`beyondbp.run.RunConfig.identity`)."""
+    never what it computes: a run's identity leaves it out (:meth:`beyondbp.training.RunConfig.identity`)."""
     extra: dict[str, Any] = {}
     if accepts:
         extra["accepts"] = accepts

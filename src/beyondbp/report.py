@@ -160,7 +160,7 @@ def table_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
 def status_suffix(row: Any) -> str:
     """``" (diverged at step N)"`` for a run that blew up, ``" (<status>)"`` for another
     status other than ok, else ``""`` (used by every table and the plot legend). ``row`` is a
-    table row, a result dict or a :class:`~beyondbp.train.RunResult`."""
+    table row, a result dict or a :class:`~beyondbp.training.RunResult`."""
 
     def get(key: str, default: Any = None) -> Any:
         return row.get(key, default) if isinstance(row, Mapping) else getattr(row, key, default)

@@ -625,12 +625,3 @@ def _masker(layer: _SparseLayer):
         return grad * layer.fmask.to(device=grad.device, dtype=grad.dtype)
 
     return hook
-
-
-
-def dense_layer_flops(model: nn.Module, x: Tensor) -> dict[str, int]:
-    """Forward FLOPs per module (``FlopCounterMode`` keys) of ``model`` on ``x``, for reports."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}

@@ -519,12 +519,6 @@ def _heatmap(ax: Any, M: np.ndarray, rules: Sequence[str], blocks: Sequence[tupl
     return im
 
 
-def _measure_label(name: str, measures: Mapping[str, Any]) -> str:
-    info = measures.get(name) or {}
-    desc = info.get("description") if isinstance(info, Mapping) else None
-    return f"{name} ({desc})" if desc else name
-
-
 def _layer_text(layer: str) -> str:
     return layer if "layer" in layer.lower() else f"layer {layer}"
 

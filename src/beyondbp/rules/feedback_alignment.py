@@ -17,7 +17,7 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     drawn from the same law as PyTorch's default layer init, U(±1/sqrt(fan_in)), so
     ``‖B‖ ≈ ‖W‖`` at attach for a model that keeps PyTorch's init — what BioTorch gets by
     re-initialising ``W`` and ``B`` with the same Xavier law. Xavier ``B`` alone
-    (``init="xavier_uniform"``, BioTorch's law, the default until 2026-11-29) is up to ~2.3×
+    (``init="xavier_uniform"``, BioTorch's law) is up to ~2.3×
     larger than a PyTorch-initialised ``W`` per layer, so the backward error grows by that factor
     at every layer it crosses and LeNet blew up with SGD; frSF and brSF keep ``xavier_uniform``
     (it never blew up for them and gave the lower error), uSF keeps ``scale="xavier"``. The
@@ -51,7 +51,7 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     Default ``init="kaiming_uniform"``: ``B`` is drawn from the same law as PyTorch's default
     layer init, U(±1/sqrt(fan_in)), so ``‖B‖ ≈ ‖W‖`` at attach for a model that keeps PyTorch's
     init — what BioTorch gets by re-initialising ``W`` and ``B`` with the same Xavier law. With
-    ``"xavier_uniform"`` (the default until 2026-11-29) ``B`` is larger than ``W`` and, since it
+    ``"xavier_uniform"`` ``B`` is larger than ``W`` and, since it
     learns through the optimizer, feeds back larger errors at every step: LeNet diverged with
     SGD (``bench/README.md``, "FA, KP, frSF, uSF: the feedback init").
 

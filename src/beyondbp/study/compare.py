@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..run import RunConfig, RunResult, check, load_dataset, run
-from ..run.loop import Progress
+from ..training import RunConfig, RunResult, check, load_dataset, run
+from ..training.loop import Progress
 from .spec import plan_axis
 
 __all__ = ["compare"]

@@ -58,8 +58,8 @@ from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
 from ..errors import CheckpointError, ConfigError
-from ..run import RunConfig
-from ..run.loop import load_dataset, prepare
+from ..training import RunConfig
+from ..training.loop import load_dataset, prepare
 
 __all__ = ["Network", "analyze", "find_networks", "layer_responses", "load_network"]
 

@@ -82,7 +82,7 @@ LEASE_SECONDS = 60.0
 Progress = Callable[[str, dict[str, Any]], None]
 
 #: Modules the forkserver imports once, so that pool workers start warm.
-PRELOAD = ["beyondbp.study.runner", "beyondbp.train", "torch._dynamo", "torch.utils.flop_counter"]
+PRELOAD = ["beyondbp.study.runner", "beyondbp.training", "torch._dynamo", "torch.utils.flop_counter"]
 
 
 def available_cores() -> int:
@@ -126,7 +126,7 @@ def execute(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from .._version import __version__
-    from ..train import run
+    from ..training import run
 
     out: dict[str, Any] = {
         "host": socket.gethostname(),
@@ -586,7 +586,7 @@ def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list
     running runs whose owner is dead, runs whose stored config does not hash to their id,
     attempts that do not add up (a run recorded finished more than once, a count that differs
     from the attempts logged), and SQLite's own integrity check."""
-    from ..train import RunConfig
+    from ..training import RunConfig
 
     problems: list[str] = []
     with _store_for(spec, store_path) as store:

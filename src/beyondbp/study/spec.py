@@ -23,7 +23,7 @@ A study is a TOML file::
     checkpoint_every = 100          # optimizer steps between resume-state writes
     keep_models = true              # save each finished run's model (for `beyondbp analyze`)
 
-Each combination is a :class:`PlannedRun`: its :class:`~beyondbp.train.RunConfig`, its id
+Each combination is a :class:`PlannedRun`: its :class:`~beyondbp.training.RunConfig`, its id
 (``RunConfig.run_id``) and the value it takes on every axis (``axes``; the rule axis holds the
 rule's label).
 
@@ -31,7 +31,7 @@ The tables
 ----------
 * ``[study]``: ``name`` (required: 1 to 64 letters, digits, ``.``, ``_`` or ``-``, starting with a
   letter or digit, since it names files and labels) and ``description``.
-* ``[base]``: any run setting (:class:`~beyondbp.train.RunConfig`'s fields) except the
+* ``[base]``: any run setting (:class:`~beyondbp.training.RunConfig`'s fields) except the
   execution settings below. ``model`` and ``data`` are needed here or as axes.
 * ``[axes]``: any run setting, each a non-empty list of distinct values (compared normalised:
   ``1`` and ``1.0`` are the same value). An axis overrides ``[base]``'s value of the same
@@ -65,7 +65,7 @@ it: ``[base]`` keys (left out), ``[execution]`` keys (left out), axis values (re
 value of their axis, or the axis left out) — one entry (``[axes] lr[2]``), or a combination
 (``[axes] rule='fa', rule_options[1]``); ``[base]`` itself when none does. Not checked here:
 whether a rule can be attached to the model built for the data (that needs the data set and the
-model; ``beyondbp.train.check`` does it, and a run that fails it is recorded as failed).
+model; ``beyondbp.training.check`` does it, and a run that fails it is recorded as failed).
 
 Identity
 --------
@@ -93,7 +93,7 @@ from .. import data as data_mod
 from .. import models as models_mod
 from ..errors import ConfigError
 from ..options import parse
-from ..run import EXECUTION_FIELDS, RunConfig
+from ..training import EXECUTION_FIELDS, MAX_COUNT, RunConfig
 
 __all__ = ["MAX_RUNS", "PlannedRun", "Spec", "load_spec", "default_store_path"]
 
@@ -102,8 +102,11 @@ MAX_RUNS = 100_000
 
 TABLE_SETTINGS = ("rule_options", "model_options", "data_options")
 
-#: What ``[execution]`` accepts.
-EXECUTION_KEYS = ("device", "threads", "checkpoint_every", "data_dir", "diagnostics", "eval_batch_size", "keep_models")
+#: Run settings the run store sets for each run itself (never the user, in a study).
+_STORE_MANAGED = ("checkpoint", "state")
+#: What ``[execution]`` accepts: the run's execution settings (declared on :class:`RunConfig`)
+#: that the store does not manage, and ``keep_models``.
+EXECUTION_KEYS = (*(k for k in RunConfig.model_fields if k in EXECUTION_FIELDS and k not in _STORE_MANAGED), "keep_models")
 
 #: Run settings a study refuses everywhere, and why.
 REFUSED = {
@@ -121,7 +124,6 @@ RUN_SETTINGS = tuple(k for k in RunConfig.model_fields if k not in _EXECUTION_ON
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-_MAX_COUNT = 2**40
 _DEFAULT_RULE = RunConfig.model_fields["rule"].default
 
 
@@ -161,30 +163,28 @@ class _Study(_Table):
         return v
 
 
-class _Execution(_Table):
+class _ExecutionChecks(_Table):
+    """Checks of ``[execution]`` beyond :class:`RunConfig`'s own (its fields are
+    :data:`EXECUTION_KEYS`, added by :data:`_Execution`)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    device: Any = None
-    threads: Any = None
-    checkpoint_every: Any = None
-    data_dir: Any = None
-    diagnostics: Any = None
-    eval_batch_size: Any = None
-    keep_models: Any = None
-
-    @field_validator("keep_models")
+    @field_validator("keep_models", check_fields=False)
     @classmethod
     def _flag(cls, v: Any) -> Any:
         if not isinstance(v, bool):
             raise ValueError(f"must be true or false (save every run's final model), got {_show(v)}")
         return v
 
-    @field_validator("checkpoint_every")
+    @field_validator("checkpoint_every", check_fields=False)
     @classmethod
     def _steps(cls, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_COUNT:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
             raise ValueError(f"must be a whole number of at least 1 (optimizer steps between resume-state writes), got {_show(v)}")
         return v
+
+
+_Execution = create_model("_Execution", __base__=_ExecutionChecks, **{k: (Any, None) for k in EXECUTION_KEYS})
 
 
 class _RuleEntry(_Table):
@@ -670,7 +670,7 @@ def plan_axis(config: RunConfig, axis: str, values: Sequence[Any]) -> list[Plann
     """The one-axis study around ``config``: one :class:`PlannedRun` per value of ``axis``, with
     everything else as ``config`` has it, planned and checked exactly as a spec's grid is
     (``values`` take the forms a spec's ``[axes]`` list takes; for ``rule``: names or tables
-    ``{"name": ..., "label": ..., "options": {...}}``). This is how :func:`beyondbp.run.compare`
+    ``{"name": ..., "label": ..., "options": {...}}``). This is how :func:`beyondbp.compare`
     plans its runs. :class:`ConfigError` (one line naming the value) on a bad value."""
     dump = config.model_dump()
     fields = type(config).model_fields

@@ -1,20 +1,17 @@
-"""The run layer: one run's settings (:mod:`~beyondbp.run.config`), the one loop that trains and
-measures it (:mod:`~beyondbp.run.loop`, driven by a task from :mod:`~beyondbp.run.tasks`), and
-its resume state (:mod:`~beyondbp.run.state`).
+"""The run layer: one run's settings (:mod:`~beyondbp.training.config`), the one loop that trains and
+measures it (:mod:`~beyondbp.training.loop`, driven by a task from :mod:`~beyondbp.training.tasks`), and
+its resume state (:mod:`~beyondbp.training.state`).
 
->>> from beyondbp.run import RunConfig, run
+>>> from beyondbp.training import RunConfig, run
 >>> config = RunConfig(rule="dfa", model="mlp", data="mnist1d", epochs=5, seed=0)
 >>> config.run_id                                               # doctest: +SKIP
 >>> result = run(config)                                        # doctest: +SKIP
 
-See :mod:`beyondbp.run.loop` for what a run does, :mod:`beyondbp.run.config` for the identity
-of a run (which settings define its result, and its id), and :mod:`beyondbp.run.state` for
-resuming a killed run. :mod:`beyondbp.train` re-exports these names for older code.
-
-Import from this package with ``from beyondbp.run import ...`` (or
-``importlib.import_module("beyondbp.run")``): the attribute ``beyondbp.run`` of the top-level
-package is the function :func:`run` (``bbp.run(config)``), so ``import beyondbp.run as m``
-binds that function, not this package.
+See :mod:`beyondbp.training.loop` for what a run does, :mod:`beyondbp.training.config` for the
+identity of a run (which settings define its result, and its id), and
+:mod:`beyondbp.training.state` for resuming a killed run. The top-level package exports
+:func:`run`, :class:`RunConfig` and :class:`RunResult` from here (``beyondbp.run(config)``), and
+:func:`beyondbp.compare` (the one-axis study over rules, :mod:`beyondbp.study.compare`).
 """
 
 from .config import (

@@ -1,6 +1,6 @@
 """What the one run loop trains on and how it evaluates: a task object per kind of data.
 
-The loop (:mod:`beyondbp.run.loop`) knows nothing about data sets. It asks the task for
+The loop (:mod:`beyondbp.training.loop`) knows nothing about data sets. It asks the task for
 
 * ``total_steps`` and the ``"start"`` event's fields (:meth:`start_info`);
 * the next training batch (:meth:`next_batch`, already on the device) and its weight in the

@@ -19,7 +19,7 @@ steps (after that step's evaluation, if one falls there), one ``torch.save`` fil
 It is written atomically (:func:`beyondbp.files.atomic_write_bytes`: a temporary file, then
 ``os.replace``), so a kill at any moment leaves either the previous state or the new one.
 :func:`read` loads it with ``torch.load(weights_only=True)``; a file that belongs to another
-run (another :attr:`~beyondbp.run.RunConfig.run_id`) or is not a run state is refused with a
+run (another :attr:`~beyondbp.training.RunConfig.run_id`) or is not a run state is refused with a
 :class:`~beyondbp.errors.ConfigError`. When the run ends (done or diverged) the loop deletes it.
 
 Resuming restores all of the above in the order the loop needs (:func:`restore`); with the same

@@ -1,6 +1,6 @@
 """The run loop: one (rule, model, data, budget, seed) trained and measured, whatever the rule.
 
->>> from beyondbp.run import RunConfig, run
+>>> from beyondbp.training import RunConfig, run
 >>> config = RunConfig(rule="dfa", model="mlp", data="mnist1d", epochs=5, seed=0)
 >>> result = run(config)                                        # doctest: +SKIP
 >>> result.final["test_accuracy"], result.flops_per_step, result.time_per_step  # doctest: +SKIP
@@ -23,7 +23,7 @@ What :func:`run` does, in order:
    and a resume state for this run on disk, everything is then restored from it (see
    "Resuming" below);
 5. trains with ``learner.step((x, y), optimizer)``, one batch at a time from the run's task
-   (:mod:`beyondbp.run.tasks`: shuffled batches of a classification set, whose order comes
+   (:mod:`beyondbp.training.tasks`: shuffled batches of a classification set, whose order comes
    from ``seed``; random windows of a token stream), and at the end of every period (an
    epoch; a language model's evaluation interval) merges ``learner.on_epoch_end(period)``,
    evaluates (test loss and accuracy with ``learner.predict``; validation loss for a language
@@ -40,7 +40,7 @@ What :func:`run` does, in order:
    by its own start.
 
 There is one loop for every kind of data: what differs (batches, periods, evaluation, the
-result's data record) lives in the task object (:func:`beyondbp.run.tasks.make_task`).
+result's data record) lives in the task object (:func:`beyondbp.training.tasks.make_task`).
 
 Language models (data ``shakespeare-char`` or ``text``, model ``gpt``) are budgeted in tokens:
 ``tokens`` (default 10⁶) or ``steps``, never ``epochs``. A step trains on ``batch_size`` random
@@ -66,9 +66,9 @@ intermediate and final window counts) runs under the FLOP counter, and every eva
 its kind's count. Counting never changes what is computed.
 
 Resuming. With ``state=PATH`` and ``checkpoint_every=k`` the loop writes the run's whole state
-(:mod:`beyondbp.run.state`) atomically every ``k`` optimizer steps, after that step's
+(:mod:`beyondbp.training.state`) atomically every ``k`` optimizer steps, after that step's
 evaluation if one falls there. When :func:`run` starts and ``PATH`` holds the state of the
-same run (same :attr:`~beyondbp.run.RunConfig.run_id`) it continues from there, and ends with
+same run (same :attr:`~beyondbp.training.RunConfig.run_id`) it continues from there, and ends with
 the same weights, history and final metrics, bit for bit, as a run that was never stopped
 (timings aside); a state of another run is refused. The result's ``resumed_from_step`` says
 where it restarted. When the run ends (done or diverged) the state file is deleted; a run
@@ -622,7 +622,7 @@ def _save_state(
     config: RunConfig, setup: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, task: Task,
     meter: "_StepMeter", at: _Progress,
 ) -> None:
-    """Write the run's whole state to ``config.state`` (see :mod:`beyondbp.run.state`)."""
+    """Write the run's whole state to ``config.state`` (see :mod:`beyondbp.training.state`)."""
     learner = setup.learner
     state_mod.write(config.state, {
         "run_id": config.run_id,
