@@ -24,8 +24,9 @@ What :func:`run` does, in order:
    "Resuming" below);
 5. trains with ``learner.step((x, y), optimizer)``, one batch at a time from the run's task
    (:mod:`beyondbp.run.tasks`: shuffled batches of a classification set, whose order comes
-   from ``seed``; random windows of a token stream), and at the end of every period (an
-   epoch; a language model's evaluation interval) merges ``learner.on_epoch_end(period)``,
+   from ``seed``; random windows of a token stream), calls ``learner.on_epoch_start(period)``
+   before every period (an epoch; a language model's evaluation interval; also when a resumed
+   run continues inside one), and at the end of every period merges ``learner.on_epoch_end(period)``,
    evaluates (test loss and accuracy with ``learner.predict``; validation loss for a language
    model) and, if ``diagnostics``, records ``learner.diagnostics(batch)`` on the first
    ``batch_size`` test samples, with the model in eval mode (dropout off, BatchNorm
@@ -575,6 +576,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
         del saved
     status = "ok"
     model.train()
+    learner.on_epoch_start(at.periods)  # this loop reports its epochs (also when resumed inside one)
     while at.step < task.total_steps:
         batch = task.next_batch()
         metrics = meter.step(at.step, learner, batch, optimizer)
@@ -604,6 +606,8 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
                 status = "diverged"
                 break
             model.train()
+            if at.step < task.total_steps:
+                learner.on_epoch_start(at.periods)
         if config.checkpoint_every and at.step % config.checkpoint_every == 0 and at.step < task.total_steps:
             at.elapsed = time.perf_counter() - started
             _save_state(config, setup, optimizer, scheduler, task, meter, at)
