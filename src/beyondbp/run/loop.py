@@ -199,7 +199,11 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     setup = prepare(config, dataset)
     try:
         if config.init_from is not None:
-            ckpt.load(config.init_from, setup.model, setup.learner)
+            payload = ckpt.read(config.init_from)
+            if init_from_other_rule(payload, config) is not None:
+                ckpt.load(payload, setup.model, weights_only=True)
+            else:
+                ckpt.load(payload, setup.model, setup.learner)
         if config.checkpoint is not None:
             files.check_writable(config.checkpoint, "checkpoint path")
         if config.state is not None:
@@ -263,8 +267,19 @@ def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, 
     record: dict[str, Any] = {"path": str(config.init_from)}
     payload = ckpt.read(config.init_from)  # read once: inspected here, loaded below
     saved_state = payload.get("optimizer")
+    other_rule = init_from_other_rule(payload, config)
     reason = _optimizer_mismatch(saved_state, optimizer)
-    if reason is None:
+    if other_rule is not None:
+        # another rule's state (KP's learned feedback, DFA's B, ...) is not this rule's: weights only
+        meta = ckpt.load(payload, setup.model, weights_only=True)
+        record["loaded"] = "weights only"
+        record["checkpoint_rule"] = other_rule
+        record["rule_state"] = (
+            f"not loaded: the checkpoint was trained by rule '{other_rule}', this run's rule '{config.rule}' "
+            "starts with its own state"
+        )
+        record["optimizer_state"] = f"not loaded: the checkpoint was trained by rule '{other_rule}'"
+    elif reason is None:
         chosen = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         meta = ckpt.load(payload, setup.model, setup.learner, optimizer)
         for group, settings in zip(optimizer.param_groups, chosen):
@@ -273,13 +288,22 @@ def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, 
             for key in [k for k in group if k != "params" and k not in settings]:
                 del group[key]
             group.update(settings)
+        record["loaded"] = "weights and rule state"
         record["optimizer_state"] = "loaded"
     else:
         meta = ckpt.load(payload, setup.model, setup.learner)
+        record["loaded"] = "weights and rule state"
         record["optimizer_state"] = f"not loaded: {reason}"
     saved_config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     record["checkpoint_optimizer"] = {k: saved_config[k] for k in ("optimizer", "lr", "momentum", "weight_decay") if k in saved_config}
     return optimizer, record
+
+
+def init_from_other_rule(payload: Mapping[str, Any], config: RunConfig) -> str | None:
+    """The rule that trained an ``init_from`` checkpoint when it is not ``config.rule`` (then only
+    the weights are loaded), else None (also when the checkpoint does not name its rule)."""
+    saved = payload["meta"].get("rule")
+    return saved if isinstance(saved, str) and saved != config.rule else None
 
 
 def _optimizer_mismatch(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
