@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import beyondbp as bbp
 from beyondbp import adapt, checkpoint
 from beyondbp import continual as C
 from beyondbp.cli import EXIT_DIVERGED, main
 from beyondbp.errors import CheckpointError
-from beyondbp.train import RunConfig, run
+
+RunConfig, run = bbp.RunConfig, bbp.run  # the top-level entry points (stable across the package layout)
 
 torch.set_num_threads(1)
 
