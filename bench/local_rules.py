@@ -64,6 +64,7 @@ def train(learner, ds, epochs: int, batch: int, optimizer, seed: int) -> dict:
     diverged, seconds, last_losses = False, 0.0, []
     for epoch in range(epochs):
         t0 = time.perf_counter()
+        learner.on_epoch_start(epoch)
         for x, y in ds.train_loader(batch, shuffle=True, seed=seed + epoch):
             loss = learner.step((x, y), optimizer)["loss"]
             if not math.isfinite(loss):

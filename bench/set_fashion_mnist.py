@@ -154,6 +154,7 @@ def main() -> None:
         perm = torch.randperm(len(x), generator=order)
         for m, (learner, opt) in runs.items():  # same batches, same order, for all three
             learner.model.train()
+            learner.on_epoch_start(epoch)
             t0 = time.perf_counter()
             for i in range(0, len(x) - BATCH + 1, BATCH):
                 idx = perm[i : i + BATCH]

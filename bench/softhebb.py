@@ -76,6 +76,7 @@ def train(learner, ds, epochs: int, batch: int, lr: float, seed: int, first_batc
         learner.model.train()
         size = first_batch if (epoch == 0 and first_batch) else batch
         t0, c0 = time.perf_counter(), time.process_time()
+        learner.on_epoch_start(epoch)
         for x, y in ds.train_loader(size, shuffle=True, seed=seed + epoch):
             losses.append(learner.step((x, y), opt)["loss"])
         learner.on_epoch_end(epoch)

@@ -188,7 +188,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(study, tmp_path, 
     refused(no_models, says="no run store")
     run_study(load_spec(no_models), workers=1)
     refused(no_models, says="no saved model")
-    # a diverged network: NaN weights give non-finite responses
+    # a diverged network: its NaN weights are refused when the checkpoint is read
     from beyondbp import checkpoint as ckpt
 
     payload = ckpt.read(by_label["dfa"][0])
@@ -198,7 +198,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(study, tmp_path, 
     torch.save(payload, bad / "nan.pt")
     for p in by_label["backprop"] + by_label["dfa"][1:]:
         (bad / p.name).write_bytes(p.read_bytes())
-    refused(bad, says="non-finite responses")
+    refused(bad, says="holds NaN or infinite values in model tensor 'fc1.weight'")
     # an existing folder is not overwritten unasked
     out.mkdir()
     (out / "mine.txt").write_text("keep")

@@ -72,8 +72,27 @@ def test_unknown_option_is_a_config_error_naming_the_allowed_options():
 
 def test_backprop_takes_no_options_and_says_so():
     with pytest.raises(ConfigError) as info:
-        bbp.rules.get("backprop", seed=1)
+        bbp.rules.get("backprop", scale=1)
     assert "none" in str(info.value)
+
+
+@pytest.mark.parametrize("name", bbp.rules.names())
+def test_every_rule_accepts_a_seed_as_the_tour_writes_it(name):
+    """rules.get(name, seed=0), as the README's tour writes it, works for every rule; a rule
+    without randomness ignores it (it is not among its options), and a bad seed is refused alike."""
+    rule = bbp.rules.get(name, seed=0)
+    declared = "seed" in bbp.rules.rule_class(name).option_names()
+    assert rule.options() == bbp.rules.get(name).options() if declared else "seed" not in rule.options()
+    if not declared:
+        assert bbp.rules.get(name, seed=7).options() == bbp.rules.get(name).options()
+    for bad in (-1, 2**32, 1.5, True, "0"):
+        with pytest.raises(ConfigError, match=f"rule '{name}' option seed must be an integer"):
+            bbp.rules.get(name, seed=bad)
+
+
+def test_a_seed_given_to_a_rule_without_randomness_does_not_change_the_run_id():
+    base = bbp.RunConfig(rule="usf", model="mlp", data="digits", epochs=1)
+    assert base.replace(rule_options={"seed": 5}).run_id == base.run_id
 
 
 @pytest.mark.parametrize(

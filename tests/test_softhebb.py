@@ -308,6 +308,7 @@ def test_phases_follow_epochs_and_steps():
     opt = torch.optim.Adam(learner.optimizer_parameters(), lr=1e-2)
     x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
     hebb0, cls0 = net[0].weight.detach().clone(), net[2].weight.detach().clone()
+    learner.on_epoch_start(0)  # a loop that reports its epochs: the paper's protocol
     m = learner.step((x, y), opt)
     assert m["hebbian_phase"] == 1.0 and math.isfinite(m["loss"])
     assert {"norm_dev/0", "winners/0"} <= set(m)
@@ -601,6 +602,41 @@ def test_a_plain_loop_takes_the_same_hebbian_steps_as_learner_step():
     assert all(torch.equal(h_plain[k], s_plain[k]) for k in h_plain)
 
 
+def test_a_learner_step_loop_that_reports_no_epochs_learns_digits():
+    """The README's loop (learner.step over epochs, no on_epoch_start / on_epoch_end) gets the
+    plain-loop protocol: the classifier trains from the first step (issue 21: it stayed at
+    chance, 0.10, in a Hebbian phase that never ended)."""
+    ds = data.load("digits")
+    torch.manual_seed(0)
+    net = SoftHebbMLP(ds.input_shape, ds.num_classes, width=128)
+    learner = SoftHebb().attach(net)
+    opt = torch.optim.Adam(learner.optimizer_parameters(), lr=1e-3)
+    for epoch in range(5):
+        for x, y in ds.train_loader(64, seed=epoch):
+            learner.step((x, y), opt)
+    assert learner.plain_steps_done == learner.hebbian_steps_done == 115 and learner.hebbian_phase
+    acc = float((learner.predict(ds.x_test).argmax(1) == ds.y_test).float().mean())
+    assert acc >= 0.8, acc  # chance is 0.10
+
+
+def test_a_learner_step_loop_that_reports_no_epochs_ends_the_phase_after_the_documented_steps(monkeypatch):
+    monkeypatch.setattr("beyondbp.rules.softhebb.PLAIN_LOOP_HEBBIAN_STEPS", 3)
+    net = hebbian_net(dtype=torch.float32)
+    learner = SoftHebb().attach(net)
+    opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
+    x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
+    phases = [learner.step((x, y), opt)["hebbian_phase"] for _ in range(5)]
+    assert phases == [1.0, 1.0, 1.0, 0.0, 0.0] and learner.hebbian_steps_done == 3
+    # a loop that reports its epochs is governed by hebbian_epochs, whatever its step count
+    reporting = SoftHebb().attach(hebbian_net(dtype=torch.float32))
+    opt = torch.optim.SGD(reporting.optimizer_parameters(), lr=0.1)
+    reporting.on_epoch_start(0)
+    phases = [reporting.step((x, y), opt)["hebbian_phase"] for _ in range(5)]
+    reporting.on_epoch_end(0)
+    reporting.on_epoch_start(1)
+    assert phases == [1.0] * 5 and reporting.step((x, y), opt)["hebbian_phase"] == 0.0
+
+
 def test_the_plain_loop_default_switch_and_what_counts_as_a_step(monkeypatch):
     monkeypatch.setattr("beyondbp.rules.softhebb.PLAIN_LOOP_HEBBIAN_STEPS", 3)
     net = hebbian_net(dtype=torch.float32)
@@ -696,6 +732,7 @@ def test_the_classifier_is_the_layer_that_runs_last():
     opt = torch.optim.SGD(learner.optimizer_parameters(), lr=0.1)
     x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
     head0, body0 = net.head.weight.detach().clone(), net.body.weight.detach().clone()
+    learner.on_epoch_start(0)  # the paper's protocol
     learner.step((x, y), opt)  # Hebbian: the body learns, the head does not
     assert not torch.equal(net.body.weight, body0) and torch.equal(net.head.weight, head0)
     body1 = net.body.weight.detach().clone()

@@ -13,8 +13,10 @@ file in the target directory, then ``os.replace`` — a crash or an error never 
 half-written checkpoint behind — with the permissions of the user's umask.
 :func:`load` reads it with ``torch.load(weights_only=True)`` and checks, before changing
 anything, that the key set and every tensor's shape agree with the model (and the optimizer);
-a mismatch, a missing file or a corrupt file is a :class:`~beyondbp.errors.CheckpointError`
-naming the first offending key.
+a mismatch, a missing file, a corrupt file or one holding NaN or infinite values (weights,
+rule state or optimizer state: a diverged or damaged model; :func:`read` refuses it, so every
+command that loads a checkpoint does) is a :class:`~beyondbp.errors.CheckpointError` naming the
+first offending key.
 
 Rules whose tensors live in the model (FA, sign-symmetry, KP: ``<layer>.bbp_feedback``) must be
 attached to the model *before* :func:`load`, so that the model's state dict has those keys.
@@ -101,7 +103,34 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     for key, kind in (("model", dict), ("rule_state", dict), ("meta", dict)):
         if not isinstance(payload.get(key), kind):
             raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its '{key}' entry is not a dict")
+    _check_finite(payload, path)
     return payload
+
+
+def _non_finite(tensors: Mapping[str, Any]) -> str | None:
+    """The first key whose value is a floating-point tensor holding a NaN or an infinity."""
+    for key, value in tensors.items():
+        if isinstance(value, Tensor) and (value.is_floating_point() or value.is_complex()):
+            if not bool(torch.isfinite(value).all()):
+                return str(key)
+    return None
+
+
+def _check_finite(payload: Mapping[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose weights, rule state or optimizer state hold NaN or infinity (a
+    diverged or damaged model): every command that loads one goes through :func:`read`."""
+    places = [("model tensor", payload["model"]), ("rule state entry", payload["rule_state"])]
+    optimizer = payload.get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict):
+        places += [(f"optimizer state of parameter {pid!r},", state) for pid, state in optimizer["state"].items()
+                   if isinstance(state, dict)]
+    for what, tensors in places:
+        key = _non_finite(tensors)
+        if key is not None:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds NaN or infinite values in {what} '{key}' (a diverged or damaged "
+                "model), so it is refused; load a checkpoint of a model with finite weights"
+            )
 
 
 def _shape(t: Any) -> tuple[int, ...] | None:
@@ -162,14 +191,25 @@ def load(
     model: nn.Module,
     learner: Any | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    *,
+    weights_only: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint into ``model`` (and ``learner``'s rule state, ``optimizer``); return meta.
 
     ``path`` may also be what :func:`read` returned, so a caller that inspected the file does not
     read it twice. Everything is checked before anything is changed: a mismatch leaves the model
-    as it was.
+    as it was. ``weights_only`` loads the model's own tensors only: rule tensors (``*.bbp_*``)
+    on either side, the rule state and the optimizer state are left as they are (how a run
+    starts from a checkpoint that another rule trained).
     """
     payload = path if isinstance(path, Mapping) else read(path)
+    if weights_only:
+        if optimizer is not None:
+            raise CheckpointError("a weights-only load takes no optimizer")
+        saved = {k: v for k, v in payload["model"].items() if not is_rule_tensor(k)}
+        _check_state(saved, {k: v for k, v in model.state_dict().items() if not is_rule_tensor(k)}, "model")
+        model.load_state_dict(saved, strict=False)
+        return dict(payload["meta"])
     _check_state(payload["model"], model.state_dict(), "model")
     if optimizer is not None:
         _check_optimizer(payload.get("optimizer"), optimizer)

@@ -491,6 +491,12 @@ def train(
     console = _console()
     if result.resumed_from_step is not None:
         console.print(f"resumed from step {result.resumed_from_step} ({config.state})")
+    if result.init_from.get("loaded") == "weights only":
+        console.print(
+            f"--init-from {config.init_from}: weights only — the checkpoint was trained by rule "
+            f"'{result.init_from['checkpoint_rule']}', so rule '{config.rule}' starts with its own state "
+            "and no optimizer state"
+        )
     if result.tokens is not None:
         _print_language_model_run(console, result, written)
         _exit_if_diverged([result])
@@ -1514,10 +1520,23 @@ def continual(
         table.add_column(col, justify="left" if col in ("method", "rule") else "right")
 
     def cell(v: float | None) -> str:
-        return "—" if v is None else f"{v:.2f}"
+        return "—" if v is None or v != v else f"{v:.2f}"  # None or NaN: not measured
 
     for res in results:
-        table.add_row(res["method"], res["rule"], cell(res["acc"]), cell(res["bwt"]), cell(res["fwt"]),
+        method_cell = res["method"]
+        if res.get("diverged"):
+            task = res["diverged_at_task"]
+            method_cell += f" [diverged at {f'task {task}, ' if task is not None else ''}step {res['diverged_at_step']}]"
+        table.add_row(method_cell, res["rule"], cell(res["acc"]), cell(res["bwt"]), cell(res["fwt"]),
                       f"{res['seconds']:.0f}")
     console.print(table)
     console.print(f"written: {', '.join(str(p) for p in written)}")
+    _exit_if_continual_diverged(results)
+
+
+def _exit_if_continual_diverged(results: list[dict[str, Any]]) -> None:
+    """Exit status 3, as ``train`` and ``compare``, when a method/rule pair diverged."""
+    bad = [f"{r['method']}/{r['rule']}" for r in results if r.get("diverged")]
+    if bad:
+        print(f"error: diverged: {', '.join(bad)} (exit status {EXIT_DIVERGED})", file=sys.stderr)
+        raise SystemExit(EXIT_DIVERGED)

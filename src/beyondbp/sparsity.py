@@ -317,6 +317,9 @@ class SparseLearner(Learner):
         self.inner.after_step()
         self._apply_weight_masks()
 
+    def on_epoch_start(self, epoch: int) -> None:
+        self.inner.on_epoch_start(epoch)
+
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         metrics = dict(self.inner.on_epoch_end(epoch))
         if self.config.zeta > 0 and any(layer.evolve for layer in self.sparse_layers.values()):

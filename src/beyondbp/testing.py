@@ -318,6 +318,7 @@ def train(learner: Learner, x: Tensor, y: Tensor, epochs: int, seed: int = 0) ->
     losses = []
     for epoch in range(epochs):
         perm = torch.randperm(len(x), generator=order)
+        learner.on_epoch_start(epoch)  # the run loop's protocol (SoftHebb's paper order)
         for i in range(0, len(x), BATCH):
             idx = perm[i : i + BATCH]
             metrics = learner.step((x[idx], y[idx]), optimizer)

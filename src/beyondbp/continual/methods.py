@@ -47,6 +47,13 @@ rate 0.1, batch 64, 1 epoch per task, a new optimizer for every task; model ``ml
 ``(800, 800)`` and no biases unless the caller sets ``model_options``. Where the official network
 is a spiking MLP (LIF neurons, 20 time steps), ``--model mlp`` is a ReLU MLP; ``snn-mlp`` runs
 the same methods on the library's spiking MLP.
+
+Divergence, as the run loop defines it (:func:`beyondbp.training.loop.diverged`): after every epoch
+of every task, an epoch-mean training loss that is not finite or exceeds 100 × max(first
+step's loss, log(classes)) stops the method's training; the result says ``"diverged": True``
+with ``diverged_at_task`` (None for ``multitask``) and ``diverged_at_step`` (optimizer steps),
+and the rows of the accuracy matrix from that task on are left unmeasured (NaN). ``beyondbp
+continual`` then exits with status 3 once every other method/rule pair has run.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ from beyondbp.continual.projection import (
 from beyondbp.continual.tasks import TaskSequence
 from beyondbp.errors import ConfigError, DataError
 from beyondbp.rules.base import is_rule_tensor
+from beyondbp.training.loop import diverged as _diverged
 
 __all__ = ["METHODS", "Method", "build_model", "default_model_options", "evaluate", "make_method", "run_method"]
 
@@ -400,6 +408,33 @@ def build_model(seq: TaskSequence, model: str, opts: dict[str, Any]) -> nn.Modul
     return net
 
 
+class _DivergenceWatch:
+    """Divergence as the run loop defines it (:func:`beyondbp.training.loop.diverged`): an epoch's
+    mean training loss that is not finite or exceeds 100 × max(first step's loss,
+    log(classes)), checked at the end of every epoch of every task."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.first: float | None = None
+        self.total, self.count, self.steps = 0.0, 0, 0
+        self.at: tuple[int | None, int] | None = None  # (task, step) where divergence was found
+
+    def add(self, loss: float, n: int) -> None:
+        loss = float(loss)
+        if self.first is None:
+            self.first = loss
+        self.total += loss * n
+        self.count += n
+        self.steps += 1
+
+    def epoch_end(self, task: int | None) -> bool:
+        mean = self.total / max(self.count, 1)
+        self.total, self.count = 0.0, 0
+        if self.at is None and _diverged(mean, self.first if self.first is not None else math.nan, self.num_classes):
+            self.at = (task, self.steps)
+        return self.at is not None
+
+
 def run_method(
     seq: TaskSequence,
     method: str | Method,
@@ -445,6 +480,7 @@ def run_method(
         b = [evaluate(learner, t.x_test, t.y_test, masks[j]) for j, t in enumerate(seq.tasks)]
         R = [[math.nan] * n for _ in range(n)]
         params = learner.optimizer_parameters()
+        watch = _DivergenceWatch(seq.num_classes)
         if meth.sequential:
             for t, task in enumerate(seq.tasks):
                 meth.begin_task(t)
@@ -461,11 +497,16 @@ def run_method(
                             rec.clear()
                             rec.recording = meth.recording()
                         try:
-                            learner.step((task.x_train[idx], task.y_train[idx]), opt)
+                            metrics = learner.step((task.x_train[idx], task.y_train[idx]), opt)
                         finally:
                             if rec is not None:
                                 rec.recording = False
                         loss.mask = None
+                        watch.add(metrics["loss"], len(idx))
+                    if watch.epoch_end(t):
+                        break
+                if watch.at is not None:
+                    break  # diverged: no later task trains, no later row is measured
                 loss.mask = masks[t]
                 meth.end_task(t, task.x_train, task.y_train)
                 loss.mask = None
@@ -486,11 +527,15 @@ def run_method(
                 for i in range(0, len(order), batch_size):
                     idx = order[i : i + batch_size]
                     loss.mask = mask_table[owner[idx]] if mask_table is not None else None
-                    learner.step((xs[idx], ys[idx]), inner)
+                    metrics = learner.step((xs[idx], ys[idx]), inner)
                     loss.mask = None
-            R[n - 1] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
-            if progress is not None:
-                progress(n - 1, R[n - 1])
+                    watch.add(metrics["loss"], len(idx))
+                if watch.epoch_end(None):  # joint training: no task of its own
+                    break
+            if watch.at is None:
+                R[n - 1] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+                if progress is not None:
+                    progress(n - 1, R[n - 1])
     finally:
         meth.close()
         learner.detach()
@@ -514,7 +559,10 @@ def run_method(
         "epochs_per_task": epochs_per_task,
         "batch_size": batch_size,
         "lr": lr,
+        "diverged": watch.at is not None,
     }
+    if watch.at is not None:
+        result["diverged_at_task"], result["diverged_at_step"] = watch.at
     if hasattr(meth, "sizes"):
         result["subspace_sizes"] = meth.sizes()
     return result

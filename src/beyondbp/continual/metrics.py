@@ -66,17 +66,26 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}" if v < 0 else f"{v:.2f}"
 
 
+def _method_label(r: dict[str, Any]) -> str:
+    """The method's name, marked when its training diverged (its later rows are unmeasured)."""
+    if r.get("diverged"):
+        task = r.get("diverged_at_task")
+        where = f"task {task}, step" if task is not None else "step"
+        return f"{r['method']} (diverged at {where} {r.get('diverged_at_step')})"
+    return str(r["method"])
+
+
 def markdown_table(results: Sequence[dict[str, Any]], title: str) -> str:
     """One row per result: method, rule, ACC, BWT, FWT, seconds; then each accuracy matrix."""
     lines = [f"# {title}", "", "| method | rule | ACC (%) | BWT (pts) | FWT (pts) | seconds |",
              "|---|---|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['method']} | {r['rule']} | {_fmt(r['acc'])} | {_fmt(r['bwt'])} | "
+        lines.append(f"| {_method_label(r)} | {r['rule']} | {_fmt(r['acc'])} | {_fmt(r['bwt'])} | "
                      f"{_fmt(r['fwt'])} | {r['seconds']:.0f} |")
     for r in results:
         R = np.asarray(r["matrix"], dtype=float)
         n = R.shape[0]
-        lines += ["", f"## {r['method']} / {r['rule']}: R[i, j] (row: after task i; column: task j)", "",
+        lines += ["", f"## {_method_label(r)} / {r['rule']}: R[i, j] (row: after task i; column: task j)", "",
                   "| after \\ task | " + " | ".join(str(j) for j in range(n)) + " |",
                   "|---" * (n + 1) + "|"]
         for i in range(n):
@@ -104,7 +113,9 @@ def plot_matrices(results: Sequence[dict[str, Any]], path: str | Path, title: st
                     if not math.isnan(R[i, j]):
                         ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=6,
                                 color="white" if R[i, j] < 60 else "black")
-        ax.set_title(f"{r['method']} / {r['rule']}\nACC {r['acc']:.1f}  BWT {_fmt(r['bwt'])}", fontsize=9)
+        acc_text = "—" if r["acc"] is None or math.isnan(r["acc"]) else f"{r['acc']:.1f}"
+        ax.set_title(f"{r['method']} / {r['rule']}\nACC {acc_text}  BWT {_fmt(r['bwt'])}"
+                     + ("  diverged" if r.get("diverged") else ""), fontsize=9)
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
         ax.set_xlabel("task j")

@@ -101,8 +101,20 @@ def check_batch(batch: Any) -> Batch:
     return x, y
 
 
+class _Seed(Options):
+    """The ``seed`` every rule accepts: rules without a declared ``seed`` option (no randomness:
+    backprop, usf, il, ottt, softhebb) check it and ignore it."""
+
+    seed: int = opt(0, "ignored: the rule draws no random numbers", ge=0, lt=2**32)
+
+
 class Rule:
-    """A credit-assignment rule with its options. Subclasses set the class metadata."""
+    """A credit-assignment rule with its options. Subclasses set the class metadata.
+
+    ``Rule(**options)`` checks ``options`` against :attr:`Options`; every rule also accepts
+    ``seed`` (an integer in [0, 2³²)), which a rule that draws no random numbers and declares no
+    ``seed`` option ignores (it is not among its :meth:`options`).
+    """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
@@ -123,6 +135,11 @@ class Rule:
     Options: ClassVar[type[Options]] = NoOptions
 
     def __init__(self, **options: Any) -> None:
+        if "seed" in options and "seed" not in self.Options.model_fields:
+            # Every rule takes a seed (rules.get(name, seed=0) works for all); a rule without
+            # randomness checks it like the others do and ignores it.
+            parse_options(_Seed, {"seed": options["seed"]}, f"rule '{self.name}'")
+            options = {k: v for k, v in options.items() if k != "seed"}
         parsed = parse_options(self.Options, options, f"rule '{self.name}'")
         for key in self.Options.model_fields:
             setattr(self, key, getattr(parsed, key))
@@ -397,6 +414,11 @@ class Learner:
 
     def after_step(self) -> None:
         """Called after every optimizer step (e.g. to re-apply sparsity masks)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the run loop before the first step of every epoch (and when a resumed run
+        continues inside one): a loop that calls it reports its epochs, and calls
+        :meth:`on_epoch_end` after each."""
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         """Called by the run loop after every epoch; may return metrics."""

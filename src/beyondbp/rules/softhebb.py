@@ -35,7 +35,8 @@ another; its README reports that training all layers at once, as here, does as w
 A training step is either
 
 * ``learner.step(batch, optimizer)`` (the run loop uses it): in the Hebbian phase it makes the
-  Hebbian step and does not use the optimizer; after it, one classifier step; or
+  Hebbian step, and also a classifier step unless the loop reports its epochs (see below);
+  after it, one classifier step; or
 * one forward pass of the model in training mode with autograd on, in the user's own loop
   (``loss = loss_fn(model(x), y); loss.backward(); optimizer.step()``): the forward hooks the
   rule installs make the Hebbian step during that forward pass (the same update as
@@ -46,16 +47,23 @@ A training step is either
   ``torch.no_grad`` or made by the learner itself (``predict``, ``estimate``, ``diagnostics``)
   are not steps.
 
-When the Hebbian phase ends:
+Which loop: the paper's protocol or the plain-loop protocol.
 
-* ``hebbian_steps=N``: after N Hebbian steps of either kind, whatever the loop;
-* otherwise (default) after ``hebbian_epochs`` epochs (default 1), counted by
-  :meth:`on_epoch_end`, which the run loop calls after each epoch (a run therefore needs more
-  epochs than ``hebbian_epochs``: e.g. ``epochs = 1 + classifier epochs``); a user's own
-  ``backward()`` loop, which need not report epochs, also ends it after
-  ``PLAIN_LOOP_HEBBIAN_STEPS`` = 1000 of its Hebbian steps (about one epoch of MNIST or
-  CIFAR-10 at batch size 64; the authors use one unsupervised epoch). A ``learner.step`` loop
-  that never calls ``on_epoch_end`` stays in the Hebbian phase unless ``hebbian_steps`` is given.
+* A loop that *reports its epochs* — it calls :meth:`on_epoch_start` before each epoch and
+  :meth:`on_epoch_end` after it, as the run loop (``beyondbp train``, ``compare``, studies)
+  does — gets the paper's protocol: ``learner.step`` in the Hebbian phase makes the Hebbian
+  step only and leaves the classifier and the optimizer alone, and the phase lasts
+  ``hebbian_epochs`` epochs (default 1; a run therefore needs more epochs than that: e.g.
+  ``epochs = 1 + classifier epochs``), or ``hebbian_steps`` steps when given.
+* Any other loop — the README's ``for x, y in loader: learner.step((x, y), opt)`` over epochs,
+  or a user's own ``loss.backward(); opt.step()`` loop, neither of which need report epochs —
+  gets the plain-loop protocol, so that it learns whatever its length: every Hebbian step
+  also trains the classifier with the optimizer (``learner.step`` makes the same update, bit
+  for bit, as a plain-loop step), and the phase ends after ``hebbian_steps`` Hebbian steps
+  when given, otherwise after ``PLAIN_LOOP_HEBBIAN_STEPS`` = 1000 of them (about one epoch of
+  MNIST or CIFAR-10 at batch size 64; the authors use one unsupervised epoch) or at the
+  ``hebbian_epochs``-th :meth:`on_epoch_end`, whichever comes first. ``plain_steps_done``
+  counts these steps.
 
 Attaching to any model: the rule finds the ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers
 in the order the forward pass runs them, read from a ``torch.fx`` trace of the model (no input
@@ -142,8 +150,9 @@ _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.R
 GENERIC_T_INVERT = 0.5
 GENERIC_LR = 0.01
 GENERIC_INIT_RADIUS = 10.0
-#: Hebbian steps of a plain ``loss.backward(); optimizer.step()`` loop after which the phase
-#: switches when ``hebbian_steps`` is not given and no epoch end has been reported.
+#: Hebbian steps of a loop that does not report its epochs (a plain ``loss.backward();
+#: optimizer.step()`` loop, or ``learner.step`` without ``on_epoch_start``) after which the phase
+#: switches when ``hebbian_steps`` is not given and no epoch end has ended it before.
 PLAIN_LOOP_HEBBIAN_STEPS = 1000
 
 
@@ -353,7 +362,8 @@ class SoftHebbLearner(Learner):
         model.__deepcopy__ = self._refuse_copy
         self.epochs_done = 0
         self.hebbian_steps_done = 0
-        self.plain_steps_done = 0
+        self.plain_steps_done = 0  # Hebbian steps of a loop that does not report its epochs
+        self.reports_epochs = False  # set by on_epoch_start: the paper's protocol (module docstring)
 
     # -- phase -----------------------------------------------------------------------------------
     @property
@@ -363,6 +373,11 @@ class SoftHebbLearner(Learner):
         if rule.hebbian_steps is not None:
             return self.hebbian_steps_done < rule.hebbian_steps
         return self.epochs_done < rule.hebbian_epochs and self.plain_steps_done < PLAIN_LOOP_HEBBIAN_STEPS
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """The loop reports its epochs: ``learner.step`` follows the paper's protocol (the
+        classifier waits for the end of the Hebbian phase; see the module docstring)."""
+        self.reports_epochs = True
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         was_hebbian = self.hebbian_phase
@@ -448,12 +463,12 @@ class SoftHebbLearner(Learner):
             self._apply_hebbian(updates)
             self.plain_steps_done += 1
 
-    def _hebbian_updates(self, x: Tensor) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
+    def _hebbian_updates(self, x: Tensor, with_grad: bool = False) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
         """Run the model forward on ``x``; collect ``(ΔW, η_i / max|ΔW|)`` of every learning
-        Hebbian layer."""
+        Hebbian layer (``with_grad``: the output keeps its graph, for a classifier step)."""
         self._collect = {}
         try:
-            with torch.no_grad():
+            with torch.set_grad_enabled(with_grad):
                 out = self.model(x)
             return self._collect, out
         finally:
@@ -483,13 +498,26 @@ class SoftHebbLearner(Learner):
                 with self._all_trainable():
                     return super().step(batch, optimizer)
             if self.hebbian_phase:
+                if not self.reports_epochs:  # the plain-loop protocol: the classifier trains too
+                    self.check_optimizer(optimizer)
                 if self.hebbian_steps_done == 0:
                     self._prepare_hebbian_layers()
-                updates, out = self._hebbian_updates(x)
+                train_classifier = not self.reports_epochs and bool(self._classifier_trainable)
+                if train_classifier:
+                    optimizer.zero_grad(set_to_none=True)
+                updates, out = self._hebbian_updates(x, with_grad=train_classifier)
                 self._apply_hebbian(updates)
-                with torch.no_grad():  # the label loss of the (untrained) classifier, for reporting only
+                if train_classifier:
                     loss = self.loss_fn(out, y)
-                metrics = {"loss": float(loss), "hebbian_phase": 1.0}
+                    loss.backward()
+                    optimizer.step()
+                    self.after_step()
+                else:
+                    with torch.no_grad():  # the label loss of the classifier, for reporting only
+                        loss = self.loss_fn(out, y)
+                if not self.reports_epochs:
+                    self.plain_steps_done += 1
+                metrics = {"loss": float(loss.detach()), "hebbian_phase": 1.0}
                 for name, dev in self.norm_deviation().items():
                     metrics[f"norm_dev/{name}"] = dev
                 for name, frac in self._winners.items():

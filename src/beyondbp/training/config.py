@@ -100,7 +100,8 @@ class RunConfig(BaseModel):
     ``momentum`` is used by ``optimizer="sgd"`` only. ``milestones`` and ``gamma`` are used by
     ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end
     (not after a diverged run); ``init_from`` is a checkpoint whose model and rule state are
-    loaded before training. Its optimizer state (momentum buffers, Adam moments) is loaded too
+    loaded before training — only its weights when another rule trained it (its rule state,
+    e.g. KP's learned feedback, is not this rule's; the new rule starts with its own). Its optimizer state (momentum buffers, Adam moments) is loaded too
     when it was saved by the same kind of optimizer over the same parameters; the run's own
     ``optimizer``, ``lr``, ``momentum`` and ``weight_decay`` are always the ones used — the
     checkpoint's never replace them — and the result's ``init_from`` records what was loaded.

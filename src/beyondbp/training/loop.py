@@ -24,8 +24,9 @@ What :func:`run` does, in order:
    "Resuming" below);
 5. trains with ``learner.step((x, y), optimizer)``, one batch at a time from the run's task
    (:mod:`beyondbp.training.tasks`: shuffled batches of a classification set, whose order comes
-   from ``seed``; random windows of a token stream), and at the end of every period (an
-   epoch; a language model's evaluation interval) merges ``learner.on_epoch_end(period)``,
+   from ``seed``; random windows of a token stream), calls ``learner.on_epoch_start(period)``
+   before every period (an epoch; a language model's evaluation interval; also when a resumed
+   run continues inside one), and at the end of every period merges ``learner.on_epoch_end(period)``,
    evaluates (test loss and accuracy with ``learner.predict``; validation loss for a language
    model) and, if ``diagnostics``, records ``learner.diagnostics(batch)`` on the first
    ``batch_size`` test samples, with the model in eval mode (dropout off, BatchNorm
@@ -198,7 +199,11 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     setup = prepare(config, dataset)
     try:
         if config.init_from is not None:
-            ckpt.load(config.init_from, setup.model, setup.learner)
+            payload = ckpt.read(config.init_from)
+            if init_from_other_rule(payload, config) is not None:
+                ckpt.load(payload, setup.model, weights_only=True)
+            else:
+                ckpt.load(payload, setup.model, setup.learner)
         if config.checkpoint is not None:
             files.check_writable(config.checkpoint, "checkpoint path")
         if config.state is not None:
@@ -262,8 +267,19 @@ def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, 
     record: dict[str, Any] = {"path": str(config.init_from)}
     payload = ckpt.read(config.init_from)  # read once: inspected here, loaded below
     saved_state = payload.get("optimizer")
+    other_rule = init_from_other_rule(payload, config)
     reason = _optimizer_mismatch(saved_state, optimizer)
-    if reason is None:
+    if other_rule is not None:
+        # another rule's state (KP's learned feedback, DFA's B, ...) is not this rule's: weights only
+        meta = ckpt.load(payload, setup.model, weights_only=True)
+        record["loaded"] = "weights only"
+        record["checkpoint_rule"] = other_rule
+        record["rule_state"] = (
+            f"not loaded: the checkpoint was trained by rule '{other_rule}', this run's rule '{config.rule}' "
+            "starts with its own state"
+        )
+        record["optimizer_state"] = f"not loaded: the checkpoint was trained by rule '{other_rule}'"
+    elif reason is None:
         chosen = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         meta = ckpt.load(payload, setup.model, setup.learner, optimizer)
         for group, settings in zip(optimizer.param_groups, chosen):
@@ -272,13 +288,22 @@ def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, 
             for key in [k for k in group if k != "params" and k not in settings]:
                 del group[key]
             group.update(settings)
+        record["loaded"] = "weights and rule state"
         record["optimizer_state"] = "loaded"
     else:
         meta = ckpt.load(payload, setup.model, setup.learner)
+        record["loaded"] = "weights and rule state"
         record["optimizer_state"] = f"not loaded: {reason}"
     saved_config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     record["checkpoint_optimizer"] = {k: saved_config[k] for k in ("optimizer", "lr", "momentum", "weight_decay") if k in saved_config}
     return optimizer, record
+
+
+def init_from_other_rule(payload: Mapping[str, Any], config: RunConfig) -> str | None:
+    """The rule that trained an ``init_from`` checkpoint when it is not ``config.rule`` (then only
+    the weights are loaded), else None (also when the checkpoint does not name its rule)."""
+    saved = payload["meta"].get("rule")
+    return saved if isinstance(saved, str) and saved != config.rule else None
 
 
 def _optimizer_mismatch(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
@@ -575,6 +600,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
         del saved
     status = "ok"
     model.train()
+    learner.on_epoch_start(at.periods)  # this loop reports its epochs (also when resumed inside one)
     while at.step < task.total_steps:
         batch = task.next_batch()
         metrics = meter.step(at.step, learner, batch, optimizer)
@@ -604,6 +630,8 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
                 status = "diverged"
                 break
             model.train()
+            if at.step < task.total_steps:
+                learner.on_epoch_start(at.periods)
         if config.checkpoint_every and at.step % config.checkpoint_every == 0 and at.step < task.total_steps:
             at.elapsed = time.perf_counter() - started
             _save_state(config, setup, optimizer, scheduler, task, meter, at)
