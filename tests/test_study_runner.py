@@ -292,9 +292,12 @@ def test_ray_executor_is_refused_in_one_sentence_without_ray(tmp_path, monkeypat
 def test_worker_threads_and_execution_settings(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0]"))
     cores = runner.available_cores()
-    assert runner.worker_threads(spec, "local", 1) == cores
+    # one torch thread per run by default, as `beyondbp train`, whatever the cores and workers
+    assert runner.worker_threads(spec, "local", 1) == 1
     assert runner.worker_threads(spec, "local", 2 * cores) == 1
     assert runner.worker_threads(spec, "ray", 4) == 1
+    threaded = load_spec(write_spec(tmp_path / "t.toml", "seed = [0]", execution="threads = 2"))
+    assert runner.worker_threads(threaded, "local", 1) == 2
     config = spec.runs()[0].config.model_dump()
     values = runner._worker_config(config, "abc", 3, tmp_path / "s.states", 25)
     assert values["threads"] == 3 and values["state"] == str(tmp_path / "s.states" / "abc.pt")

@@ -973,7 +973,7 @@ class _StudyBar:
 def study_run(
     spec: SpecArg,
     executor: Annotated[str, typer.Option("--executor", help="local (a process pool) or ray.")] = "local",
-    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; threads per run = cores // N).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; each run uses 1 torch thread unless [execution] threads says otherwise).")] = 1,
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     store: StoreOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,

@@ -15,8 +15,9 @@ Executors:
 ``local``
     a ``concurrent.futures`` process pool of ``workers`` processes, started with the
     ``forkserver`` method (``spawn`` where there is none; never ``fork``, which is unsafe once
-    torch has started threads). Each run uses ``threads = max(1, cores // workers)`` torch
-    threads unless the spec's ``[execution] threads`` says otherwise.
+    torch has started threads). Each run uses one torch thread, as ``beyondbp train`` does,
+    unless the spec's ``[execution] threads`` says otherwise (extra threads per run, on top of
+    the runs in parallel, oversubscribe the cores and made a 4-run spec take 22 s instead of 9).
 ``ray``
     each run a Ray task (``num_cpus = threads``, default 1) on ``ray.init(address=address)``;
     no address starts a local Ray instance, which is shut down at the end. Ray is imported only
@@ -86,12 +87,12 @@ def available_cores() -> int:
 
 
 def worker_threads(spec: Spec, executor: str, workers: int) -> int:
-    """Torch threads per run: the spec's ``[execution] threads`` if given, else
-    ``max(1, cores // workers)`` locally and 1 on Ray (one CPU per task)."""
+    """Torch threads per run: the spec's ``[execution] threads`` if given, else 1 (as
+    ``beyondbp train``'s default), with either executor and any number of workers."""
     given = spec.execution.get("threads")
     if given:
         return int(given)
-    return max(1, available_cores() // workers) if executor == "local" else 1
+    return 1
 
 
 def state_dir(store_path: str | os.PathLike) -> Path:
