@@ -322,8 +322,8 @@ class _Bars:
 
 
 # -- shared options -----------------------------------------------------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", help=f"Model name: {', '.join(models_mod.names())}.")]
-DataOpt = Annotated[str, typer.Option("--data", help=f"Data set name: {', '.join(data_mod.names())}.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name (`beyondbp models` lists them and their options).")]
+DataOpt = Annotated[str, typer.Option("--data", help="Data set name (`beyondbp data` lists them and their options).")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data files (for sets read from disk).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training budget in epochs (default 10).")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training budget in optimizer steps (instead of --epochs).")]
@@ -402,6 +402,54 @@ def _print_rule_options(name: str, markdown: bool) -> None:
     for r in rows:
         table.add_row(r["name"], r["accepts"], r["default"], r["help"])
     _console().print(table)
+
+
+def _print_catalogue(kind: str, registry: Any, name: str | None, markdown: bool) -> None:
+    """``beyondbp models`` / ``beyondbp data``: every entry of ``registry`` (a name, a line, its
+    options), or with ``name`` its options as ``rules --options`` lists a rule's."""
+    flag = {"model": "--model-opt", "data set": "--data-opt"}[kind]
+    if name is None:
+        rows = registry.describe()
+        cols, cells = (kind.split()[0], "description", "options"), [(r["name"], r["summary"], r["options"] or "-") for r in rows]
+        title = f"beyondbp {'models' if kind == 'model' else 'data'} (options: --options NAME)"
+    else:
+        rows = registry.describe_options(name)
+        if not rows:
+            typer.echo(f"{kind} '{name}' takes no options")
+            return
+        cols, cells = ("option", "accepts", "default", "help"), [(r["name"], r["accepts"], r["default"], r["help"]) for r in rows]
+        title = f"options of {kind} {name} ({flag} KEY=VALUE, values as JSON)"
+    if markdown:
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        typer.echo("\n".join(lines))
+        return
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    _console().print(table)
+
+
+@app.command("models")
+def models_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of model NAME: what each accepts, its default and help.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the models (--model NAME): name, description, options (or one model's options)."""
+    _print_catalogue("model", models_mod, options, markdown)
+
+
+@app.command("data")
+def data_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of data set NAME: what each accepts, its default and help.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the data sets (--data NAME): name, description, options (or one set's options)."""
+    _print_catalogue("data set", data_mod, options, markdown)
 
 
 def rules_markdown(rows: list[dict[str, str]] | None = None) -> str:
