@@ -50,14 +50,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import data as data_mod
 from . import files
-from . import jsonable
-from . import models as models_mod
-from . import options as options_mod
-from . import report
-from . import rules as rules_mod
+from ._lazy import lazy
 from .errors import BeyondBPError, ConfigError, DataError
+
+# imported on first use, so that --help and usage errors answer without importing torch
+data_mod = lazy("beyondbp.data")
+jsonable = lazy("beyondbp.jsonable")
+models_mod = lazy("beyondbp.models")
+options_mod = lazy("beyondbp.options")
+report = lazy("beyondbp.report")
+rules_mod = lazy("beyondbp.rules")
 
 app = typer.Typer(
     name="beyondbp",
