@@ -1020,6 +1020,31 @@ class _StudyBar:
             self._update(info["counts"])
 
 
+def _print_dry_run(parsed: Any, store: Optional[Path], executor: str, workers: int, address: Optional[str],
+                   retry_failed: bool) -> None:
+    """``study run --dry-run``: the runs, what each would take, and the store (nothing written)."""
+    from .study.runner import dry_run
+
+    plan = dry_run(parsed, store, executor=executor, workers=workers, address=address, retry_failed=retry_failed)
+    console = _console()
+    table = Table(title=f"study {plan['study']}: {plan['to_run']} of {_count(len(plan['runs']), 'run')} would run (dry run)")
+    for name in ("run", "label", "axes", "status", "steps", "estimate"):
+        table.add_column(name, justify="right" if name in ("steps", "estimate") else "left", overflow="fold")
+    for r in plan["runs"]:
+        axes = ", ".join(f"{k}={v}" for k, v in r["axes"].items()) or "-"
+        status = r["status"] if r["will_run"] else f"{r['status']} (skipped)"
+        estimate = _duration(r["seconds"]) if r["will_run"] else "-"
+        table.add_row(r["id"], r["label"], axes, status, "-" if r["steps"] is None else str(r["steps"]), estimate)
+    console.print(table)
+    console.print(
+        f"estimated time {_duration(plan['estimate'])} with {_count(plan['workers'], 'worker')} "
+        f"({plan['threads']} torch thread(s) per run; from {_count(plan['probes'], 'probe')} of a few steps on this machine, "
+        "at its present load)"
+    )
+    where = "exists" if plan["store_exists"] else "not created yet: `beyondbp study run` without --dry-run creates it"
+    console.print(f"store {plan['store']} ({where})")
+
+
 @study_app.command("run")
 def study_run(
     spec: SpecArg,
@@ -1029,6 +1054,7 @@ def study_run(
     store: StoreOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar and no summary line.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, an estimated time (from a short probe) and the store; run nothing, create nothing.")] = False,
     debug: DebugOpt = False,
 ) -> int:
     """Run the study's runs that are not finished yet (done and diverged runs are never re-run).
@@ -1038,6 +1064,9 @@ def study_run(
 
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")
+    if dry_run:
+        _print_dry_run(parsed, store, executor, workers, address, retry_failed)
+        return 0
     try:
         with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
             summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
@@ -1077,7 +1106,8 @@ def study_status(
         return
     console = _console()
     counts = status["counts"]
-    console.print(f"study {status['study']} · {_count(status['total'], 'run')} · store {status['store']}")
+    console.print(f"study {status['study']} · {_count(status['total'], 'run')} · store {status['store']}"
+                  + ("" if status["store_exists"] else " (not created yet: `beyondbp study run` creates it)"))
     table = Table()
     for name in ("status", "runs"):
         table.add_column(name, justify="left" if name == "status" else "right")
