@@ -1460,7 +1460,8 @@ def main(argv: list[str] | None = None) -> None:
     except BeyondBPError as exc:
         if debug:
             raise
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        for problem in getattr(exc, "problems", None) or [str(exc)]:  # ConfigErrors: one line each
+            print(f"error: {_one_line(problem)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
