@@ -161,6 +161,21 @@ def parse_rules(text: str) -> list[str]:
     return names
 
 
+def parse_seeds(text: str | None, seed: int | None) -> list[int] | None:
+    """``--seeds 0,1,2`` -> [0, 1, 2] (None when not given); refused together with ``--seed``."""
+    if text is None:
+        return None
+    if seed is not None:
+        raise ConfigError("give either --seed or --seeds, not both")
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConfigError(f"invalid --seeds {text!r}: give comma-separated whole numbers of at least 0, e.g. 0,1,2")
+        values.append(int(part))
+    return values
+
+
 def parse_milestones(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -575,7 +590,7 @@ def train(
 
 
 def _exit_if_diverged(results: list[Any]) -> None:
-    bad = [r.rule for r in results if r.diverged]
+    bad = list(dict.fromkeys(r.rule for r in results if r.diverged))
     if bad:
         print(f"error: diverged: {', '.join(bad)} (exit status {EXIT_DIVERGED})", file=sys.stderr)
         raise SystemExit(EXIT_DIVERGED)
@@ -621,6 +636,7 @@ def compare(
     data_opt: DataOptOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default results/compare-<data>-<model>).")] = None,
     overwrite: OutOverwriteOpt = False,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2, instead of --seed: every rule runs with each, and the table shows mean ± sd.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train each rule on the same model, data, budget and seed; print and save a comparison.
@@ -629,6 +645,7 @@ def compare(
     then 3."""
     from . import train as train_mod
 
+    seed_list = parse_seeds(seeds, seed)
     names = parse_rules(rules)
     _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
     per_rule = split_rule_options(rule_opt, names)
@@ -648,12 +665,14 @@ def compare(
     out = out if out is not None else Path("results") / f"compare-{c0.data}-{c0.model}"
     _check_out(out, overwrite)
     with _Bars(_console(stderr=True)) as bars:  # the library compares; the CLI only renders
-        results = train_mod.compare(c0, names, rule_options=per_rule, progress=bars)
+        results = train_mod.compare(c0, names, rule_options=per_rule, progress=bars, seeds=seed_list)
 
     budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
     if c0.tokens is not None:
         budget = f"{c0.tokens:g} tokens, context {train_mod.lm_context(c0)}"
-    title = f"{c0.model} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, batch {c0.batch_size}, seed {c0.seed}"
+    seed_text = f"seed {c0.seed}" if seed_list is None else f"mean ± sd over seeds {','.join(map(str, seed_list))}"
+    title = (f"{report.architecture(results[0])} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, "
+             f"batch {c0.batch_size}, {seed_text}")
     written = write_outputs(out, results, title, overwrite)
     rows = report.comparison_table(results)
     titles, cells = report.table_cells(rows)
