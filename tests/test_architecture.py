@@ -290,3 +290,13 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, beyondbp; print('torch' in sys.modules); beyondbp.RunConfig; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_every_submodule_loads_on_first_access():
+    """``bbp.sparsity.SET`` (as the README writes it) works in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import beyondbp as bbp; print(bbp.sparsity.SET.__name__, bbp.spiking.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["SET", "beyondbp.spiking"]

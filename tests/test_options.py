@@ -100,9 +100,9 @@ def test_every_model_declares_its_options_once_with_defaults_and_help(name):
     ("cnn1d", {"channels": True}, "option channels must be an integer >= 1, got True"),
     ("gpt", {"d_model": 30, "n_head": 4}, "d_model (30) must be divisible by n_head (4)"),
     ("gpt", {"emb_std": math.nan}, "option emb_std must be a number > 0, got nan"),
-    ("softhebb_conv", {"channels": [8, 8]}, "option channels must be three integers >= 1, got [8, 8]"),
-    ("softhebb_mlp", {"power": 0}, "option power must be a number > 0, got 0"),
-    ("snn_mlp", {"alpha": 0}, "option alpha must be a number > 0 or null (None), got 0"),
+    ("softhebb-conv", {"channels": [8, 8]}, "option channels must be three integers >= 1, got [8, 8]"),
+    ("softhebb-mlp", {"power": 0}, "option power must be a number > 0, got 0"),
+    ("snn-mlp", {"alpha": 0}, "option alpha must be a number > 0 or null (None), got 0"),
 ])
 def test_bad_model_options_are_one_sentence_errors(name, options, words):
     shape = (16,) if name == "gpt" else (1, 16, 16)

@@ -377,7 +377,7 @@ def test_direct_encoder_and_readouts():
 
 
 def test_models_are_registered_with_their_options():
-    assert {"snn_mlp", "snn_cnn"} <= set(models.names())
+    assert {"snn-mlp", "snn-cnn"} <= set(models.names())
     opts = models.options("snn-mlp")
     assert opts["T"] == 25 and opts["beta"] == 0.95 and opts["threshold"] == 1.0 and opts["widths"] == (1000,)
     assert opts["surrogate"] == "arctan" and opts["encoder"] == "direct" and opts["readout"] == "count"

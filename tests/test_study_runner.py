@@ -214,8 +214,13 @@ def test_sigkill_midway_then_run_again_finishes_every_run_exactly_once(tmp_path,
 
 def test_cli_status_check_and_errors(tmp_path, capsys):
     spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1]")
-    code, _, err = cli(capsys, "study", "status", spec_path)  # no store yet: an error, not created
-    assert code == 2 and err.startswith("error: run store") and "does not exist" in err
+    code, out, err = cli(capsys, "study", "status", spec_path)  # never run: it answers, and creates nothing
+    assert code == 0 and err == "" and "not created yet" in out and "2 runs of the spec not yet in the store" in out
+    code, out, _ = cli(capsys, "study", "status", spec_path, "--json")
+    status = json.loads(out)
+    assert status["store_exists"] is False and status["counts"]["pending"] == 2 and status["missing"] == 2
+    assert status["store"] == str(tmp_path / "s.db") and status["time_left"] is None
+    assert not (tmp_path / "s.db").exists()
     code, _, err = cli(capsys, "study", "check", spec_path)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.db").exists()
@@ -292,9 +297,12 @@ def test_ray_executor_is_refused_in_one_sentence_without_ray(tmp_path, monkeypat
 def test_worker_threads_and_execution_settings(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0]"))
     cores = runner.available_cores()
-    assert runner.worker_threads(spec, "local", 1) == cores
+    # one torch thread per run by default, as `beyondbp train`, whatever the cores and workers
+    assert runner.worker_threads(spec, "local", 1) == 1
     assert runner.worker_threads(spec, "local", 2 * cores) == 1
     assert runner.worker_threads(spec, "ray", 4) == 1
+    threaded = load_spec(write_spec(tmp_path / "t.toml", "seed = [0]", execution="threads = 2"))
+    assert runner.worker_threads(threaded, "local", 1) == 2
     config = spec.runs()[0].config.model_dump()
     values = runner._worker_config(config, "abc", 3, tmp_path / "s.states", 25)
     assert values["threads"] == 3 and values["state"] == str(tmp_path / "s.states" / "abc.pt")
@@ -501,3 +509,23 @@ def test_a_store_in_a_missing_folder_is_refused(tmp_path, capsys):
     code, _, err = cli(capsys, "study", "run", spec_path, "--store", tmp_path / "nodir" / "x.db")
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "nodir").exists()
+
+
+def test_dry_run_lists_runs_estimates_time_and_creates_nothing(tmp_path, capsys):
+    spec_path = write_spec(tmp_path / "s.toml", "seed = [0, 1]\nlr = [1e-3, 3e-3]", steps=40)
+    code, out, err = cli(capsys, "study", "run", spec_path, "--dry-run")
+    assert code == 0, err
+    assert "4 of 4 runs would run (dry run)" in out and "estimated time" in out and "not created yet" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # no store, no states folder
+    plan = runner.dry_run(load_spec(spec_path))
+    assert plan["to_run"] == 4 and plan["probes"] == 1  # seeds and rates share one probe
+    assert all(r["steps"] == 40 and r["seconds"] > 0 for r in plan["runs"])
+    assert plan["estimate"] == pytest.approx(sum(r["seconds"] for r in plan["runs"]) + plan["warmup"])
+
+    code, _, err = cli(capsys, "study", "run", spec_path, "--quiet")  # finished runs are not run again
+    assert code == 0, err
+    write_spec(spec_path, "seed = [0, 1, 2]\nlr = [1e-3, 3e-3]", steps=40)
+    plan = runner.dry_run(load_spec(spec_path), workers=2)
+    assert plan["store_exists"] and plan["to_run"] == 2
+    assert [r["status"] for r in plan["runs"] if r["will_run"]] == ["new", "new"]
+    assert plan["estimate"] == pytest.approx(sum(r["seconds"] for r in plan["runs"] if r["will_run"]) / 2 + plan["warmup"])

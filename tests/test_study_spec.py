@@ -408,3 +408,47 @@ def test_errors_of_base_model_and_data(tmp_path):
 ])
 def test_more_malformed_kinds(tmp_path, text, expected):
     assert error(tmp_path, text).startswith(expected)
+
+
+# -- every mistake at once ---------------------------------------------------------------------
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    from beyondbp.errors import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as info:
+        load_spec(write(tmp_path, text))
+    assert str(info.value) == "\n".join(info.value.problems)
+    assert all("\n" not in p and p.startswith("spec.toml: ") for p in info.value.problems)
+    return info.value.problems
+
+
+def test_spec_errors_in_several_tables_are_reported_together(tmp_path):
+    text = ('[study]\nname = "s"\ncolour = "red"\n\n[base]\nmodel = "mlp"\ndata = "mnist1d"\nsteps = 5\nlearning_rate = 0.1\n\n'
+            '[axes]\nseed = [0]\n\n[execution]\nthreads = 1\nspeed = 3\n')
+    problems = _problems(tmp_path, text)
+    assert len(problems) == 3
+    assert problems[0].startswith("spec.toml: [study] colour: unknown key")
+    assert problems[1].startswith("spec.toml: [base] learning_rate: unknown run setting")
+    assert problems[2].startswith("spec.toml: [execution] speed: unknown execution setting")
+
+
+def test_spec_errors_in_several_axes_and_values_are_reported_together(tmp_path):
+    problems = _problems(tmp_path, minimal(axes='seed = 3\nrule = [1]\nmodel_options = [7]\n'))
+    assert [p.split(": ")[1] for p in problems] == ["[axes] rule[0]", "[axes] seed", "[axes] model_options[0]"]
+    problems = _problems(tmp_path, minimal(axes="lr = [1e-3, -0.1]\nepochs = [1, 0]\n", base="steps = 5"
+                                           ).replace("steps = 5\n", "", 1).replace("steps = 5", ""))
+    places = sorted(p.split(": ")[1] for p in problems)
+    assert places == ["[axes] epochs[1]", "[axes] lr[1]"], problems
+    assert any("invalid lr -0.1" in p for p in problems) and any("epochs" in p and "0" in p for p in problems)
+
+
+def test_cli_prints_every_spec_error_on_its_own_line(tmp_path, capsys):
+    from beyondbp.cli import main
+
+    spec = write(tmp_path, minimal(axes="lr = [1e-3, -0.1]\nbatch_size = [64, 0]\n"))
+    with pytest.raises(SystemExit) as info:
+        main(["study", "run", str(spec)])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert info.value.code == 2 and out == "" and len(lines) == 2
+    assert all(line.startswith("error: spec.toml: [axes] ") for line in lines), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]

@@ -52,15 +52,20 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    try:
+    if name in _LAZY:
         module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'beyondbp' has no attribute {name!r}") from None
-    value = importlib.import_module(module)
-    if attr is not None:
-        value = getattr(value, attr)
-    globals()[name] = value  # later accesses skip this function
-    return value
+        value = importlib.import_module(module)
+        if attr is not None:
+            value = getattr(value, attr)
+        globals()[name] = value  # later accesses skip this function
+        return value
+    if not name.startswith("_"):  # any other submodule: beyondbp.sparsity, beyondbp.spiking, ...
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module 'beyondbp' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``beyondbp`` command line: ``rules``, ``train``, ``compare``, ``sample``, ``study``, ``analyze``, ``adapt``, ``continual``.
+"""The ``beyondbp`` command line: ``rules``, ``models``, ``data``, ``train``, ``compare``, ``sample``, ``study``, ``analyze``, ``adapt``, ``continual``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
@@ -50,14 +50,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import data as data_mod
 from . import files
-from . import jsonable
-from . import models as models_mod
-from . import options as options_mod
-from . import report
-from . import rules as rules_mod
+from ._lazy import lazy
 from .errors import BeyondBPError, ConfigError, DataError
+
+# imported on first use, so that --help and usage errors answer without importing torch
+data_mod = lazy("beyondbp.data")
+jsonable = lazy("beyondbp.jsonable")
+models_mod = lazy("beyondbp.models")
+options_mod = lazy("beyondbp.options")
+report = lazy("beyondbp.report")
+rules_mod = lazy("beyondbp.rules")
 
 app = typer.Typer(
     name="beyondbp",
@@ -156,6 +159,21 @@ def parse_rules(text: str) -> list[str]:
             raise ConfigError(f"rule {r!r} is listed twice in --rules")
         seen.add(r)
     return names
+
+
+def parse_seeds(text: str | None, seed: int | None) -> list[int] | None:
+    """``--seeds 0,1,2`` -> [0, 1, 2] (None when not given); refused together with ``--seed``."""
+    if text is None:
+        return None
+    if seed is not None:
+        raise ConfigError("give either --seed or --seeds, not both")
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConfigError(f"invalid --seeds {text!r}: give comma-separated whole numbers of at least 0, e.g. 0,1,2")
+        values.append(int(part))
+    return values
 
 
 def parse_milestones(text: str | None) -> list[float] | None:
@@ -322,8 +340,8 @@ class _Bars:
 
 
 # -- shared options -----------------------------------------------------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", help=f"Model name: {', '.join(models_mod.names())}.")]
-DataOpt = Annotated[str, typer.Option("--data", help=f"Data set name: {', '.join(data_mod.names())}.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name (`beyondbp models` lists them and their options).")]
+DataOpt = Annotated[str, typer.Option("--data", help="Data set name (`beyondbp data` lists them and their options).")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data files (for sets read from disk).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training budget in epochs (default 10).")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training budget in optimizer steps (instead of --epochs).")]
@@ -402,6 +420,54 @@ def _print_rule_options(name: str, markdown: bool) -> None:
     for r in rows:
         table.add_row(r["name"], r["accepts"], r["default"], r["help"])
     _console().print(table)
+
+
+def _print_catalogue(kind: str, registry: Any, name: str | None, markdown: bool) -> None:
+    """``beyondbp models`` / ``beyondbp data``: every entry of ``registry`` (a name, a line, its
+    options), or with ``name`` its options as ``rules --options`` lists a rule's."""
+    flag = {"model": "--model-opt", "data set": "--data-opt"}[kind]
+    if name is None:
+        rows = registry.describe()
+        cols, cells = (kind.split()[0], "description", "options"), [(r["name"], r["summary"], r["options"] or "-") for r in rows]
+        title = f"beyondbp {'models' if kind == 'model' else 'data'} (options: --options NAME)"
+    else:
+        rows = registry.describe_options(name)
+        if not rows:
+            typer.echo(f"{kind} '{name}' takes no options")
+            return
+        cols, cells = ("option", "accepts", "default", "help"), [(r["name"], r["accepts"], r["default"], r["help"]) for r in rows]
+        title = f"options of {kind} {name} ({flag} KEY=VALUE, values as JSON)"
+    if markdown:
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        typer.echo("\n".join(lines))
+        return
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    _console().print(table)
+
+
+@app.command("models")
+def models_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of model NAME: what each accepts, its default and help.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the models (--model NAME): name, description, options (or one model's options)."""
+    _print_catalogue("model", models_mod, options, markdown)
+
+
+@app.command("data")
+def data_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of data set NAME: what each accepts, its default and help.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the data sets (--data NAME): name, description, options (or one set's options)."""
+    _print_catalogue("data set", data_mod, options, markdown)
 
 
 def rules_markdown(rows: list[dict[str, str]] | None = None) -> str:
@@ -530,7 +596,7 @@ def train(
 
 
 def _exit_if_diverged(results: list[Any]) -> None:
-    bad = [r.rule for r in results if r.diverged]
+    bad = list(dict.fromkeys(r.rule for r in results if r.diverged))
     if bad:
         print(f"error: diverged: {', '.join(bad)} (exit status {EXIT_DIVERGED})", file=sys.stderr)
         raise SystemExit(EXIT_DIVERGED)
@@ -576,6 +642,7 @@ def compare(
     data_opt: DataOptOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default results/compare-<data>-<model>).")] = None,
     overwrite: OutOverwriteOpt = False,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2, instead of --seed: every rule runs with each, and the table shows mean ± sd.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train each rule on the same model, data, budget and seed; print and save a comparison.
@@ -585,6 +652,7 @@ def compare(
     from . import training as train_mod
     from .study.compare import compare as compare_rules
 
+    seed_list = parse_seeds(seeds, seed)
     names = parse_rules(rules)
     _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
     per_rule = split_rule_options(rule_opt, names)
@@ -604,12 +672,14 @@ def compare(
     out = out if out is not None else Path("results") / f"compare-{c0.data}-{c0.model}"
     _check_out(out, overwrite)
     with _Bars(_console(stderr=True)) as bars:  # the library compares; the CLI only renders
-        results = compare_rules(c0, names, rule_options=per_rule, progress=bars)
+        results = compare_rules(c0, names, rule_options=per_rule, progress=bars, seeds=seed_list)
 
     budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
     if c0.tokens is not None:
         budget = f"{c0.tokens:g} tokens, context {train_mod.lm_context(c0)}"
-    title = f"{c0.model} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, batch {c0.batch_size}, seed {c0.seed}"
+    seed_text = f"seed {c0.seed}" if seed_list is None else f"mean ± sd over seeds {','.join(map(str, seed_list))}"
+    title = (f"{report.architecture(results[0])} on {c0.data}, {budget}, {c0.optimizer} lr {c0.lr:g}, "
+             f"batch {c0.batch_size}, {seed_text}")
     written = write_outputs(out, results, title, overwrite)
     rows = report.comparison_table(results)
     titles, cells = report.table_cells(rows)
@@ -976,15 +1046,41 @@ class _StudyBar:
             self._update(info["counts"])
 
 
+def _print_dry_run(parsed: Any, store: Optional[Path], executor: str, workers: int, address: Optional[str],
+                   retry_failed: bool) -> None:
+    """``study run --dry-run``: the runs, what each would take, and the store (nothing written)."""
+    from .study.runner import dry_run
+
+    plan = dry_run(parsed, store, executor=executor, workers=workers, address=address, retry_failed=retry_failed)
+    console = _console()
+    table = Table(title=f"study {plan['study']}: {plan['to_run']} of {_count(len(plan['runs']), 'run')} would run (dry run)")
+    for name in ("run", "label", "axes", "status", "steps", "estimate"):
+        table.add_column(name, justify="right" if name in ("steps", "estimate") else "left", overflow="fold")
+    for r in plan["runs"]:
+        axes = ", ".join(f"{k}={v}" for k, v in r["axes"].items()) or "-"
+        status = r["status"] if r["will_run"] else f"{r['status']} (skipped)"
+        estimate = _duration(r["seconds"]) if r["will_run"] else "-"
+        table.add_row(r["id"], r["label"], axes, status, "-" if r["steps"] is None else str(r["steps"]), estimate)
+    console.print(table)
+    console.print(
+        f"estimated time {_duration(plan['estimate'])} with {_count(plan['workers'], 'worker')} "
+        f"({plan['threads']} torch thread(s) per run; from {_count(plan['probes'], 'probe')} of a few steps on this machine, "
+        "at its present load)"
+    )
+    where = "exists" if plan["store_exists"] else "not created yet: `beyondbp study run` without --dry-run creates it"
+    console.print(f"store {plan['store']} ({where})")
+
+
 @study_app.command("run")
 def study_run(
     spec: SpecArg,
     executor: Annotated[str, typer.Option("--executor", help="local (a process pool) or ray.")] = "local",
-    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; threads per run = cores // N).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; each run uses 1 torch thread unless [execution] threads says otherwise).")] = 1,
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     store: StoreOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar and no summary line.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, an estimated time (from a short probe) and the store; run nothing, create nothing.")] = False,
     debug: DebugOpt = False,
 ) -> int:
     """Run the study's runs that are not finished yet (done and diverged runs are never re-run).
@@ -994,6 +1090,9 @@ def study_run(
 
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")
+    if dry_run:
+        _print_dry_run(parsed, store, executor, workers, address, retry_failed)
+        return 0
     try:
         with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
             summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
@@ -1033,7 +1132,8 @@ def study_status(
         return
     console = _console()
     counts = status["counts"]
-    console.print(f"study {status['study']} · {_count(status['total'], 'run')} · store {status['store']}")
+    console.print(f"study {status['study']} · {_count(status['total'], 'run')} · store {status['store']}"
+                  + ("" if status["store_exists"] else " (not created yet: `beyondbp study run` creates it)"))
     table = Table()
     for name in ("status", "runs"):
         table.add_column(name, justify="left" if name == "status" else "right")
@@ -1386,7 +1486,8 @@ def main(argv: list[str] | None = None) -> None:
     except BeyondBPError as exc:
         if debug:
             raise
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        for problem in getattr(exc, "problems", None) or [str(exc)]:  # ConfigErrors: one line each
+            print(f"error: {_one_line(problem)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

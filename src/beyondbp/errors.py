@@ -16,6 +16,19 @@ class ConfigError(BeyondBPError, ValueError):
     """A bad option value: unknown name, number out of range, incompatible choices."""
 
 
+class ConfigErrors(ConfigError):
+    """Several independent configuration mistakes found at once (e.g. in a study spec):
+    ``problems`` holds one sentence each; the message is them joined by newlines. The command
+    line prints each as its own ``error:`` line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = [str(p) for p in problems]
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self):  # pickles (process pools, Ray) with its list, not the joined text
+        return (type(self), (self.problems,))
+
+
 class UnsupportedModuleError(BeyondBPError, TypeError):
     """A rule was attached to a model containing a layer type it cannot train."""
 

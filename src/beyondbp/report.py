@@ -30,7 +30,7 @@ from .files import atomic_write_bytes
 from .jsonable import plain
 from .jsonable import finite_number as _num
 
-__all__ = ["comparison_table", "plot_curves", "read_json", "render_markdown", "write_json"]
+__all__ = ["architecture", "comparison_table", "curves_figure", "plot_curves", "read_json", "render_markdown", "write_json"]
 
 RATIO_OF = {
     "accuracy_ratio": "test_accuracy",
@@ -61,8 +61,71 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def architecture(result: Any) -> str:
+    """The network of a run in a few words, e.g. ``mlp 40-256-256-10 (78,090 parameters)``:
+    layer widths for models with ``widths``, else the options it was given."""
+    from .models import options as model_options
+
+    d = _as_dict(result)
+    config = d.get("config") or {}
+    model = str(config.get("model", "?"))
+    given = dict(config.get("model_options") or {})
+    try:
+        opts = {**model_options(model), **given}
+    except Exception:  # noqa: BLE001 - an unknown model (old JSON): just its name and options
+        opts = given
+    data = d.get("data") or {}
+    shape, classes = data.get("input_shape"), data.get("num_classes")
+    if "widths" in opts and shape and classes:
+        inputs = 1
+        for n in shape:
+            inputs *= int(n)
+        text = f"{model} " + "-".join(str(int(w)) for w in [inputs, *opts["widths"], classes])
+        extra = {k: v for k, v in given.items() if k != "widths"}
+    else:
+        text, extra = model, given
+    if extra:
+        text += " " + ", ".join(f"{k}={v}" for k, v in extra.items())
+    n = d.get("n_params")
+    return f"{text} ({n:,} parameters)" if isinstance(n, int) else text
+
+
+def _sd(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    if len(kept) < 2:
+        return None
+    m = sum(kept) / len(kept)
+    return (sum((v - m) ** 2 for v in kept) / (len(kept) - 1)) ** 0.5
+
+
+#: The row keys averaged over a rule's seeds (each gets a ``<key>_sd`` too).
+AVERAGED = ("test_accuracy", "final_train_loss", "test_loss", "flops_per_step", "time_per_step", "cos_all", "cos_mean",
+            "angle_mean")
+
+
+def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One rule's runs (several seeds) as one row: means, sample standard deviations
+    (``<key>_sd``), ``n_runs`` and ``seeds``; diverged when any run diverged (the earliest step)."""
+    row = dict(rows[0])
+    for key in AVERAGED:
+        row[key] = _mean(r[key] for r in rows)
+        row[key + "_sd"] = _sd(r[key] for r in rows)
+    bad = [r for r in rows if r["diverged"]]
+    row["diverged"] = bool(bad)
+    row["diverged_at_step"] = min((r["diverged_at_step"] for r in bad if r["diverged_at_step"] is not None), default=None)
+    row["status"] = "diverged" if bad else next((r["status"] for r in rows if r["status"] != "ok"), "ok")
+    row["diverged_runs"] = len(bad)
+    row["has_diagnostics"] = any(r["has_diagnostics"] for r in rows)
+    row["n_runs"] = len(rows)
+    row["seeds"] = [r["seed"] for r in rows]
+    return row
+
+
 def comparison_table(results: Sequence[Any]) -> list[dict[str, Any]]:
-    """One row per run: rule, final metrics, measured cost, ratios to the baseline, diagnostics."""
+    """One row per run: rule, final metrics, measured cost, ratios to the baseline, diagnostics.
+    When a rule has several runs (``compare`` with several seeds), one row per rule instead:
+    the mean over its runs, ``<key>_sd`` the sample standard deviation of each averaged value,
+    ``n_runs`` and ``seeds``; ratios are those of the means."""
     dicts = [_as_dict(r) for r in results]
     if not dicts:
         return []
@@ -86,7 +149,13 @@ def comparison_table(results: Sequence[Any]) -> list[dict[str, Any]]:
             "cos_mean": _mean(cos_layers),
             "angle_mean": _mean(angles),
             "has_diagnostics": bool(diag),
+            "seed": (d.get("config") or {}).get("seed"),
         })
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["rule"], []).append(row)
+    if any(len(g) > 1 for g in groups.values()):
+        rows = [_over_seeds(g) for g in groups.values()]
     names = [r["rule"] for r in rows]
     base = rows[names.index("backprop")] if "backprop" in names else rows[0]
     for row in rows:
@@ -117,6 +186,21 @@ def _fmt(value: float | None, kind: str) -> str:
     if kind == "deg":
         return f"{value:.1f}°"
     return str(value)
+
+
+def _fmt_spread(mean: float | None, sd: float, kind: str) -> str:
+    """``mean ± sd`` in the unit of ``kind``."""
+    if mean is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * mean:.1f} ± {100 * sd:.1f}%"
+    if kind == "time":
+        return f"{mean * 1e3:.3f} ± {sd * 1e3:.3f} ms"
+    if kind == "flops":
+        return f"{_fmt(mean, kind)} ± {_fmt(sd, kind)}"
+    if kind == "deg":
+        return f"{mean:.1f} ± {sd:.1f}°"
+    return f"{_fmt(mean, kind)} ± {_fmt(sd, kind)}"
 
 
 #: (column title, row key, format) in display order.
@@ -150,6 +234,9 @@ def table_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
         line = []
         for _, key, kind in columns:
             text = str(r.get(key, "")) if kind == "str" else _fmt(r.get(key), kind)
+            sd = r.get(key + "_sd")
+            if sd is not None and kind != "str" and not (kind == "flops" and sd == 0):
+                text = _fmt_spread(r.get(key), sd, kind)
             if key == "rule":
                 text += status_suffix(r)
             line.append(text)
@@ -192,46 +279,74 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | None = None) -> Path:
-    """PNG of test accuracy and training loss per epoch, one line per run; written atomically.
+def _per_epoch(runs: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[list[Any], list[float], list[float]]:
+    """Epochs, and the mean and sample sd (0 for one run) of ``key`` over ``runs`` at each epoch
+    (the runs that reached it)."""
+    by_epoch: dict[Any, list[float]] = {}
+    for r in runs:
+        for h in r.get("history") or []:
+            v = _num(h.get(key))
+            by_epoch.setdefault(h.get("epoch"), [])
+            if v is not None:
+                by_epoch[h.get("epoch")].append(scale * v)
+    epochs = list(by_epoch)
+    means = [_mean(by_epoch[e]) for e in epochs]
+    sds = [_sd(by_epoch[e]) or 0.0 for e in epochs]
+    return epochs, [float("nan") if m is None else m for m in means], sds
 
-    Uses matplotlib's Agg canvas directly, so it never changes the caller's pyplot backend.
-    """
+
+def plot_curves(results: Sequence[Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """PNG of test accuracy, training loss and test loss per epoch, one line per rule (several
+    runs of a rule, e.g. seeds: their mean, with a band of ± one standard deviation); written
+    atomically (the figure: :func:`curves_figure`)."""
+    fig = curves_figure(results, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def curves_figure(results: Sequence[Any], title: str | None = None) -> Any:
+    """The matplotlib ``Figure`` :func:`plot_curves` writes: three panels (test accuracy,
+    training loss, test loss). Uses matplotlib's Agg canvas directly, so it never changes the
+    caller's pyplot backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 4), dpi=110)
+    fig = Figure(figsize=(15, 4.4), dpi=110)
     FigureCanvasAgg(fig)
-    ax_acc, ax_loss = fig.subplots(1, 2)
-    plotted: list[float] = []
+    ax_acc, ax_loss, ax_test = fig.subplots(1, 3)
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in (_as_dict(x) for x in results):
-        hist = r.get("history") or []
-        epochs = [h.get("epoch") for h in hist]
-        acc = [_num(h.get("test_accuracy")) for h in hist]
-        loss = [_num(h.get("train_loss")) for h in hist]
-        label = str(r.get("rule", "?")) + status_suffix(r)
-        ax_acc.plot(epochs, [float("nan") if a is None else 100 * a for a in acc], marker=".", label=label)
-        ax_loss.plot(epochs, [float("nan") if v is None else v for v in loss], marker=".", label=label)
-        plotted += [v for v in loss if v is not None]
-    ax_acc.set_xlabel("epoch")
+        groups.setdefault(str(r.get("rule", "?")), []).append(r)
+    plotted: list[float] = []
+    for rule, runs in groups.items():
+        diverged = [r for r in runs if r.get("diverged") or r.get("status") == "diverged"]
+        label = rule + (status_suffix(diverged[0] if diverged else runs[0]) if len(runs) == 1 else
+                        (f" (diverged: {len(diverged)} of {len(runs)})" if diverged else ""))
+        for ax, key, scale in ((ax_acc, "test_accuracy", 100.0), (ax_loss, "train_loss", 1.0), (ax_test, "test_loss", 1.0)):
+            epochs, means, sds = _per_epoch(runs, key, scale)
+            line, = ax.plot(epochs, means, marker=".", label=label)
+            if len(runs) > 1:
+                ax.fill_between(epochs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
+            if key == "train_loss":
+                plotted += [m for m in means if m == m]
     ax_acc.set_ylabel("test accuracy (%)")
-    ax_acc.grid(alpha=0.3)
-    ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (each rule's own objective)")
+    ax_test.set_ylabel("test loss (cross-entropy)")
     if plotted and min(plotted) > 0:
         # local rules (FF, SoftHebb) minimise objectives on other scales than cross-entropy
         ax_loss.set_yscale("log")
-    ax_loss.grid(alpha=0.3)
-    for ax in (ax_acc, ax_loss):
+    for ax in (ax_acc, ax_loss, ax_test):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, lambda fh: fh.write(buf.getvalue()))
+    return fig
 
 
 def results_json(results: Sequence[Any]) -> str:

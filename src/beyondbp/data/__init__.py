@@ -61,6 +61,7 @@ __all__ = [
     "TEXT_SETS",
     "Dataset",
     "TextDataset",
+    "describe",
     "describe_options",
     "is_text",
     "load",
@@ -84,6 +85,16 @@ _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Op
 #: Sets that load as a :class:`TextDataset` (language modelling, token budgets).
 TEXT_SETS = ("shakespeare-char", "text")
 
+#: One line per set, for ``beyondbp data``.
+_SUMMARIES = {
+    "digits": "scikit-learn's bundled 8x8 digits, 1437 / 360 (nothing to download)",
+    "fashion-mnist": "Fashion-MNIST IDX files, 60000 / 10000 (Debian's dataset-fashion-mnist, or --data-dir)",
+    "mnist": "MNIST IDX files, 60000 / 10000 (--data-dir pointing at the four files)",
+    "mnist1d": "MNIST-1D generated locally, 4000 / 1000, length 40 (nothing to download)",
+    "shakespeare-char": "tiny-shakespeare at character level, shipped inside the package (language models)",
+    "text": "any file at byte level, given by --data-dir (language models)",
+}
+
 
 def names() -> list[str]:
     """The names :func:`load` accepts, sorted."""
@@ -106,6 +117,11 @@ def _key(name: Any) -> str:
     if key not in _SETS:
         raise ConfigError(f"Unknown data set {name!r}; valid names are: {', '.join(names())}.")
     return key
+
+
+def describe() -> list[dict[str, str]]:
+    """Name, one-line summary and option names of every data set, sorted by name."""
+    return [{"name": n, "summary": _SUMMARIES[n], "options": ", ".join(_SETS[n][1].model_fields)} for n in names()]
 
 
 def options_class(name: str) -> type[options_mod.Options]:

@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'gpt', 'lenet', 'mlp', 'snn_cnn', 'snn_mlp', 'softhebb_conv', 'softhebb_mlp']
+['cnn1d', 'gpt', 'lenet', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -56,37 +56,56 @@ import torch
 from torch import nn
 
 from beyondbp.errors import ConfigError
-from beyondbp.options import describe, parse
+from beyondbp.options import describe as _describe_declaration, parse
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe_options", "names", "options", "options_class"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe", "describe_options", "names",
+           "options", "options_class"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "gpt": GPT,
     "lenet": LeNet,
     "mlp": MLP,
-    "snn_cnn": SNNConv,
-    "snn_mlp": SNNMLP,
-    "softhebb_conv": SoftHebbConv,
-    "softhebb_mlp": SoftHebbMLP,
+    "snn-cnn": SNNConv,
+    "snn-mlp": SNNMLP,
+    "softhebb-conv": SoftHebbConv,
+    "softhebb-mlp": SoftHebbMLP,
+}
+
+#: One line per model, for ``beyondbp models``.
+_SUMMARIES = {
+    "cnn1d": "the MNIST-1D authors' 1-D convnet (three Conv1d layers, linear head)",
+    "gpt": "causal decoder-only Transformer for the text sets (see Language models)",
+    "lenet": "LeNet-5 for 28x28 images (BioTorch's form)",
+    "mlp": "multilayer perceptron: Flatten, hidden Linear layers with an activation, Linear head",
+    "snn-cnn": "spiking convnet 12C5-MP2-64C5-MP2-FC10 with LIF neurons (snnTorch tutorial 6)",
+    "snn-mlp": "spiking MLP with LIF neurons, 784-1000-10 by default (snnTorch tutorial 5)",
+    "softhebb-conv": "SoftHebb's three Hebbian conv blocks and a linear classifier",
+    "softhebb-mlp": "SoftHebb's soft winner-take-all layer and a linear classifier (MNIST preset)",
 }
 
 
 def names() -> list[str]:
-    """The names :func:`build` accepts, sorted."""
+    """The names :func:`build` accepts, sorted, spelled as on the command line (``snn-mlp``);
+    ``_`` for ``-`` and any case are accepted too."""
     return sorted(_MODELS)
 
 
 def _lookup(name: Any) -> tuple[str, type[nn.Module]]:
-    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else None
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
     if key not in _MODELS:
         raise ConfigError(f"Unknown model {name!r}; valid names are: {', '.join(names())}.")
     return key, _MODELS[key]
+
+
+def describe() -> list[dict[str, str]]:
+    """Name, one-line summary and option names of every model, sorted by name."""
+    return [{"name": n, "summary": _SUMMARIES[n], "options": ", ".join(_MODELS[n].Options.model_fields)} for n in names()]
 
 
 def options_class(name: str) -> type:
@@ -104,7 +123,7 @@ def options(name: str) -> dict[str, Any]:
 def describe_options(name: str) -> list[dict[str, str]]:
     """Name, what it accepts, default and help of every option of model ``name``."""
     key, cls = _lookup(name)
-    return describe(cls.Options)
+    return _describe_declaration(cls.Options)
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) -> nn.Module:

@@ -143,7 +143,7 @@ class SNNMLP(_Spiking):
             T=T, beta=beta, threshold=threshold, reset=reset, detach_reset=detach_reset, surrogate=surrogate,
             alpha=alpha, encoder=encoder, readout=readout, neuron=neuron,
         ))
-        parse(self.Options, opts, "model 'snn_mlp'")
+        parse(self.Options, opts, "model 'snn-mlp'")
         input_shape = check_shape(input_shape, "snn-mlp")
         num_classes = check_classes(num_classes, "snn-mlp")
         super().__init__()
@@ -184,7 +184,7 @@ class SNNConv(_Spiking):
             T=T, beta=beta, threshold=threshold, reset=reset, detach_reset=detach_reset, surrogate=surrogate,
             alpha=alpha, encoder=encoder, readout=readout, neuron=neuron,
         ))
-        parse(self.Options, opts, "model 'snn_cnn'")
+        parse(self.Options, opts, "model 'snn-cnn'")
         input_shape = check_shape(input_shape, "snn-cnn")
         num_classes = check_classes(num_classes, "snn-cnn")
         if len(input_shape) != 3:

@@ -115,7 +115,7 @@ class SoftHebbMLP(nn.Sequential):
         o = parse(
             self.Options,
             dict(width=width, activation=activation, power=power, batchnorm=batchnorm, init_radius=init_radius),
-            "model 'softhebb_mlp'",
+            "model 'softhebb-mlp'",
         )
         power, init_radius = o.power, o.init_radius
 
@@ -169,7 +169,7 @@ class SoftHebbConv(nn.Sequential):
             raise ConfigError(
                 f"softhebb-conv needs image inputs of shape (channels, height, width), got {input_shape}."
             )
-        o = parse(self.Options, dict(channels=channels, dropout=dropout, init_radius=init_radius), "model 'softhebb_conv'")
+        o = parse(self.Options, dict(channels=channels, dropout=dropout, init_radius=init_radius), "model 'softhebb-conv'")
         init_radius = o.init_radius
         c_in, h, w = input_shape
         if min(h, w) < 8:

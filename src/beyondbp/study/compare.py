@@ -21,13 +21,18 @@ def compare(
     rules: Sequence[str],
     rule_options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Progress | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[RunResult]:
     """Run every rule in ``rules`` with ``config`` otherwise unchanged (same model, data, budget,
     seed). ``rule_options`` maps a rule name to its options (default: ``config.rule_options``
     for every rule). A comparison is the one-axis study over ``rule``: its runs are planned by
     :func:`beyondbp.study.spec.plan_axis`, the planner of study grids, so each has the run id it
     would have in a study. Every configuration is checked before the first one trains, and the
-    data set is loaded once and shared."""
+    data set is loaded once and shared.
+
+    ``seeds`` (distinct whole numbers >= 0) repeats the comparison with each seed instead of
+    ``config.seed``; the results come rule by rule, each rule's in the order of ``seeds``
+    (:func:`beyondbp.report.comparison_table` then gives each rule's mean and spread)."""
     if not rules:
         raise ConfigError("compare needs at least one rule")
     if config.checkpoint is not None:
@@ -42,7 +47,19 @@ def compare(
         {"name": r, "options": dict(per_rule.get(r, config.rule_options if rule_options is None else {}))}
         for r in rules
     ]
-    configs = [planned.config for planned in plan_axis(config, "rule", entries)]
+    if seeds is None:
+        seed_list = [config.seed]
+    else:
+        seed_list = list(seeds)
+        if not seed_list:
+            raise ConfigError("compare needs at least one seed")
+        for s in seed_list:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ConfigError(f"invalid seed {s!r}: seeds must be whole numbers of at least 0")
+        if len(set(seed_list)) != len(seed_list):
+            raise ConfigError(f"seed {next(s for s in seed_list if seed_list.count(s) > 1)} is listed more than once")
+    per_seed = [[planned.config for planned in plan_axis(config.replace(seed=s), "rule", entries)] for s in seed_list]
+    configs = [per_seed[j][i] for i in range(len(entries)) for j in range(len(seed_list))]  # rule by rule
     ds = load_dataset(config)
     for c in configs:
         check(c, ds)

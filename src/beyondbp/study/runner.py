@@ -15,8 +15,9 @@ Executors:
 ``local``
     a ``concurrent.futures`` process pool of ``workers`` processes, started with the
     ``forkserver`` method (``spawn`` where there is none; never ``fork``, which is unsafe once
-    torch has started threads). Each run uses ``threads = max(1, cores // workers)`` torch
-    threads unless the spec's ``[execution] threads`` says otherwise.
+    torch has started threads). Each run uses one torch thread, as ``beyondbp train`` does,
+    unless the spec's ``[execution] threads`` says otherwise (extra threads per run, on top of
+    the runs in parallel, oversubscribe the cores and made a 4-run spec take 22 s instead of 9).
 ``ray``
     each run a Ray task (``num_cpus = threads``, default 1) on ``ray.init(address=address)``;
     no address starts a local Ray instance, which is shut down at the end. Ray is imported only
@@ -71,7 +72,7 @@ from ..errors import ConfigError
 from .spec import Spec, default_store_path
 from .store import FINISHED, STATUSES, Owner, Store
 
-__all__ = ["EXECUTORS", "MAX_ATTEMPTS", "available_cores", "execute", "run_study", "state_dir", "worker_threads"]
+__all__ = ["EXECUTORS", "MAX_ATTEMPTS", "available_cores", "dry_run", "execute", "run_study", "state_dir", "worker_threads"]
 
 EXECUTORS = ("local", "ray")
 #: Attempts after which a run whose worker keeps dying is recorded ``failed``.
@@ -94,12 +95,12 @@ def available_cores() -> int:
 
 
 def worker_threads(spec: Spec, executor: str, workers: int) -> int:
-    """Torch threads per run: the spec's ``[execution] threads`` if given, else
-    ``max(1, cores // workers)`` locally and 1 on Ray (one CPU per task)."""
+    """Torch threads per run: the spec's ``[execution] threads`` if given, else 1 (as
+    ``beyondbp train``'s default), with either executor and any number of workers."""
     given = spec.execution.get("threads")
     if given:
         return int(given)
-    return max(1, available_cores() // workers) if executor == "local" else 1
+    return 1
 
 
 def state_dir(store_path: str | os.PathLike) -> Path:
@@ -513,6 +514,119 @@ def _worker_died(store: Store, owner: Owner, pool: Any, inflight: dict[Any, str]
             store.release(owner, [rid], outcome="lost")
 
 
+# -- dry run -----------------------------------------------------------------------------------
+#: Optimizer steps of each probe run of :func:`dry_run`, and the most distinct runs it probes.
+PROBE_STEPS = 20
+MAX_PROBES = 4
+#: Settings that do not change the cost of a step: runs differing only in these share a probe.
+_COST_FREE = ("seed", "lr", "epochs", "steps", "tokens", "momentum", "weight_decay", "lr_schedule", "milestones", "gamma")
+
+
+def _probe_key(config: Any) -> str:
+    values = {k: v for k, v in config.model_dump().items() if k not in _COST_FREE}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def _probe(config: Any, threads: int) -> tuple[float, float, float] | None:
+    """(seconds per training step, seconds besides the steps — setup and one evaluation —, wall
+    seconds) of a few steps of ``config``, or None when it cannot be probed (the run itself
+    would fail: the study records that)."""
+    from ..training import run
+
+    try:
+        short = config.replace(steps=PROBE_STEPS, epochs=None, tokens=None, threads=threads, diagnostics=False,
+                               state=None, checkpoint=None, checkpoint_every=None)
+        result = run(short)
+    except Exception:  # noqa: BLE001 - a probe that fails says only that no estimate is possible
+        return None
+    if result.time_per_step is None:
+        return None
+    total = float(result.total_time)
+    return float(result.time_per_step), max(0.0, total - PROBE_STEPS * float(result.time_per_step)), total
+
+
+def dry_run(spec: Spec, store_path: str | os.PathLike | None = None, executor: str = "local", workers: int = 1,
+            address: str | None = None, retry_failed: bool = False, probe: bool = True) -> dict[str, Any]:
+    """What :func:`run_study` would do, without creating or changing the store: ``store`` (its
+    path) and ``store_exists``; ``runs``, one entry per spec run (``id``, ``label``, ``axes``,
+    ``status``: the store's, or ``"new"``; ``will_run``; ``steps``: its optimizer steps;
+    ``seconds``: its estimated time or None); ``to_run`` (how many will run); ``estimate``
+    (estimated wall-clock seconds for them with ``workers`` at once, or None) and ``probes``
+    (how many short probe runs measured it).
+
+    The estimate: for up to :data:`MAX_PROBES` distinct kinds of run to run (runs differing
+    only in seed, learning rate, budget or optimizer settings are one kind), a probe of
+    :data:`PROBE_STEPS` optimizer steps on this machine, with the threads the runs would use,
+    gives the time per step and the cost besides the steps (data, model, FLOP counting, one
+    evaluation); a run then takes its steps × the time per step + that cost for each of its
+    epochs (evaluation points); kinds not probed take the mean of the probed ones. The estimate
+    is the runs' sum divided by ``workers``, plus ``warmup``: what the first run in a fresh
+    process pays once (imports, first kernels), measured by one warm-up probe. It holds for the
+    machine's load at the time of the probe. Probes run in this process and write nothing."""
+    _check_arguments(spec, executor, workers, address)
+    from ..training import load_dataset
+    from ..training.tasks import make_task
+
+    import torch
+
+    target = Path(store_path) if store_path is not None else default_store_path(spec.path)
+    exists = target.exists() or target.is_symlink()
+    statuses: dict[str, str] = {}
+    if exists:
+        with _store_for(spec, store_path) as store:
+            statuses = store.statuses()
+    threads = worker_threads(spec, executor, workers)
+    measured: dict[str, tuple[float, float, float] | None] = {}
+    warmup = 0.0
+    datasets: dict[str, Any] = {}
+    entries = []
+    for planned in spec.runs():
+        status = statuses.get(planned.id, "new")
+        will_run = status in ("new", "pending", "running") or (status == "failed" and retry_failed)
+        entry: dict[str, Any] = {"id": planned.id, "label": planned.label, "axes": planned.axes, "status": status,
+                                 "will_run": will_run, "steps": None, "seconds": None}
+        entries.append(entry)
+        if not (will_run and probe):
+            continue
+        config = planned.config
+        try:
+            data_key = json.dumps([config.data, config.data_dir, config.data_options, config.n_train, config.n_test],
+                                  sort_keys=True, default=str)
+            if data_key not in datasets:
+                datasets[data_key] = load_dataset(config)
+            task = make_task(config, datasets[data_key], torch.device("cpu"))
+            entry["steps"] = int(task.total_steps)
+            entry["_evals"] = int(task.start_info().get("epochs") or 1)
+        except Exception:  # noqa: BLE001 - the run would fail; no estimate for it
+            continue
+        key = _probe_key(config)
+        if key not in measured and len(measured) < MAX_PROBES:
+            first = None if measured else _probe(config, threads)  # the first run in a process pays one-time costs
+            measured[key] = _probe(config, threads)
+            if first is not None and measured[key] is not None:
+                warmup = max(0.0, first[2] - measured[key][2])
+        entry["_key"] = key
+    known = [m for m in measured.values() if m is not None]
+    for entry in entries:
+        key, evals = entry.pop("_key", None), entry.pop("_evals", 1)
+        if key is None or entry["steps"] is None:
+            continue
+        cost = measured.get(key)
+        if cost is None and key not in measured and known:  # a kind not probed: the probed kinds' mean
+            cost = (sum(k[0] for k in known) / len(known), sum(k[1] for k in known) / len(known), 0.0)
+        if cost is not None:
+            entry["seconds"] = entry["steps"] * cost[0] + evals * cost[1]
+    to_run = [e for e in entries if e["will_run"]]
+    seconds = [e["seconds"] for e in to_run]
+    estimate = None
+    if not to_run:
+        estimate = 0.0
+    elif all(x is not None for x in seconds):
+        estimate = sum(seconds) / workers + warmup
+    return {"study": spec.name, "store": str(target), "store_exists": exists, "runs": entries, "to_run": len(to_run),
+            "estimate": estimate, "warmup": warmup, "probes": len(known), "workers": workers, "threads": threads}
+
+
 # -- status and integrity ----------------------------------------------------------------------
 def _store_for(spec: Spec, store_path: str | os.PathLike | None) -> Store:
     path = Path(store_path) if store_path is not None else default_store_path(spec.path)
@@ -525,13 +639,19 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
     in the spec), ``stale`` (runs marked running whose owner is dead: the next ``study run``
     runs them again), ``time_spent`` (workers' seconds in finished runs), ``mean_wall_time`` (of
     done runs), ``time_left`` (that mean × (pending + running) / ``workers``; None before any
-    run is done) and ``failed`` (id, label, axes and first error line of each failed run)."""
+    run is done) and ``failed`` (id, label, axes and first error line of each failed run).
+    ``store_exists`` is False for a study never run: every run is then pending and missing, and
+    the store is not created."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
-    with _store_for(spec, store_path) as store:
-        rows = {r["id"]: r for r in store.rows()}
-        path = str(store.path)
-        stale = sum(1 for r in rows.values() if r["status"] == "running" and store.dead_reason(r))
+    target = Path(store_path) if store_path is not None else default_store_path(spec.path)
+    if not target.exists() and not target.is_symlink():  # never run: nothing to read, nothing created
+        rows, path, stale = {}, str(target), 0
+    else:
+        with _store_for(spec, store_path) as store:
+            rows = {r["id"]: r for r in store.rows()}
+            path = str(store.path)
+            stale = sum(1 for r in rows.values() if r["status"] == "running" and store.dead_reason(r))
     runs = spec.runs()
     counts = {s: 0 for s in STATUSES}
     spent = 0.0
@@ -558,6 +678,7 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
     return {
         "study": spec.name,
         "store": path,
+        "store_exists": bool(rows) or Path(path).exists(),
         "total": len(runs),
         "counts": counts,
         "missing": missing,

@@ -57,8 +57,10 @@ refused), every value of every axis and every combination, through ``RunConfig``
 study refuses exactly what a run refuses, with the same words) plus the model's and the data
 set's option declarations; grids above :data:`MAX_RUNS` runs are refused, and so are two axis
 entries that give the same run (the same ``run_id``: e.g. a rule option equal to its default).
-Every error is a :class:`~beyondbp.errors.ConfigError` of one line,
-``<file name>: <place>: <what is wrong>; <what is allowed>``, e.g.
+Every mistake is one line, ``<file name>: <place>: <what is wrong>; <what is allowed>``, and all
+that are found are raised together (a :class:`~beyondbp.errors.ConfigError`, or for several a
+:class:`~beyondbp.errors.ConfigErrors` listing them in ``problems``): the tables are checked
+independently, then every axis, then every combination (each distinct message once), e.g.
 ``spec.toml: [axes] lr[2]: invalid lr -0.1: it must be a finite number greater than 0``. The
 place of an error found by ``RunConfig`` is the set of entries each of whose change alone alters
 it: ``[base]`` keys (left out), ``[execution]`` keys (left out), axis values (replaced by another
@@ -91,7 +93,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field
 
 from .. import data as data_mod
 from .. import models as models_mod
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 from ..options import parse
 from ..training import EXECUTION_FIELDS, MAX_COUNT, RunConfig
 
@@ -132,6 +134,25 @@ class _SpecError(Exception):
         super().__init__(place, message)
         self.place = place
         self.message = message
+
+
+class _SpecErrors(_SpecError):
+    """Several independent mistakes, each a :class:`_SpecError` (the first gives place and message)."""
+
+    def __init__(self, errors: list[_SpecError]) -> None:
+        super().__init__(errors[0].place, errors[0].message)
+        self.errors = [e for err in errors for e in (err.errors if isinstance(err, _SpecErrors) else [err])]
+
+
+#: The most distinct errors of the grid's combinations reported at once (each is blamed on its place).
+MAX_GRID_ERRORS = 20
+
+
+def _raise_all(errors: list[_SpecError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise _SpecErrors(errors)
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -199,9 +220,21 @@ _Axes = create_model("_Axes", __config__=ConfigDict(extra="forbid"), **{k: (Any,
 
 def _ordered_errors(exc: ValidationError, data: dict[str, Any]) -> dict[str, Any]:
     """The first of pydantic's errors in the file's order of keys."""
+    return _all_errors(exc, data)[0]
+
+
+def _all_errors(exc: ValidationError, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors in the file's order of keys, one per key."""
     order = {k: i for i, k in enumerate(data)}
-    errors = exc.errors(include_url=False)
-    return min(errors, key=lambda e: order.get(e["loc"][0], len(order)) if e["loc"] else -1)
+    errors = sorted(exc.errors(include_url=False),
+                    key=lambda e: order.get(e["loc"][0], len(order)) if e["loc"] else -1)
+    seen, kept = set(), []
+    for e in errors:
+        key = e["loc"][0] if e["loc"] else None
+        if key not in seen:
+            seen.add(key)
+            kept.append(e)
+    return kept
 
 
 def _kind(value: Any) -> str:
@@ -237,38 +270,44 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
         if err["type"] == "missing":
             raise _SpecError("[study]", f"missing; every spec starts with a [study] table giving its name ({_NAME_RULE})") from None
         raise _SpecError(f"[{key}]", f"must be a table, got {_kind(doc.get(key))}") from None
+    errors: list[_SpecError] = []  # the tables are checked independently: every mistake at once
+    study = execution = None
     try:
         study = _Study(**top.study)
     except ValidationError as exc:
-        err = _ordered_errors(exc, top.study)
-        key = str(err["loc"][0])
-        if err["type"] == "extra_forbidden":
-            raise _SpecError(f"[study] {key}", "unknown key; [study] takes name and description") from None
-        if err["type"] == "missing":
-            raise _SpecError("[study] name", f"missing; give the study a name ({_NAME_RULE})") from None
-        if err["type"] == "value_error":
-            raise _SpecError(f"[study] {key}", str(err["ctx"]["error"])) from None
-        raise _SpecError(f"[study] {key}", f"must be a string, got {_kind(top.study[key])}") from None
+        for err in _all_errors(exc, top.study):
+            key = str(err["loc"][0])
+            if err["type"] == "extra_forbidden":
+                errors.append(_SpecError(f"[study] {key}", "unknown key; [study] takes name and description"))
+            elif err["type"] == "missing":
+                errors.append(_SpecError("[study] name", f"missing; give the study a name ({_NAME_RULE})"))
+            elif err["type"] == "value_error":
+                errors.append(_SpecError(f"[study] {key}", str(err["ctx"]["error"])))
+            else:
+                errors.append(_SpecError(f"[study] {key}", f"must be a string, got {_kind(top.study[key])}"))
     for table, model, values in (("base", _Base, top.base), ("axes", _Axes, top.axes)):
         try:
             model(**values)
         except ValidationError as exc:
-            key = str(_ordered_errors(exc, values)["loc"][0])
-            raise _SpecError(f"[{table}] {key}", _unknown_setting(key, table)) from None
+            for err in _all_errors(exc, values):
+                key = str(err["loc"][0])
+                errors.append(_SpecError(f"[{table}] {key}", _unknown_setting(key, table)))
     try:
         execution = _Execution(**top.execution)
     except ValidationError as exc:
-        err = _ordered_errors(exc, top.execution)
-        key = str(err["loc"][0])
-        if err["type"] == "extra_forbidden":
-            if key in REFUSED:
-                why = REFUSED[key]
-            elif key in RUN_SETTINGS:
-                why = f"{key} is a run setting, not an execution setting; put it in [base] or [axes]"
+        for err in _all_errors(exc, top.execution):
+            key = str(err["loc"][0])
+            if err["type"] == "extra_forbidden":
+                if key in REFUSED:
+                    why = REFUSED[key]
+                elif key in RUN_SETTINGS:
+                    why = f"{key} is a run setting, not an execution setting; put it in [base] or [axes]"
+                else:
+                    why = f"unknown execution setting; [execution] takes {', '.join(EXECUTION_KEYS)}"
+                errors.append(_SpecError(f"[execution] {key}", why))
             else:
-                why = f"unknown execution setting; [execution] takes {', '.join(EXECUTION_KEYS)}"
-            raise _SpecError(f"[execution] {key}", why) from None
-        raise _SpecError(f"[execution] {key}", str(err["ctx"]["error"])) from None
+                errors.append(_SpecError(f"[execution] {key}", str(err["ctx"]["error"])))
+    _raise_all(errors)
     return study, top.base, top.axes, execution
 
 
@@ -578,19 +617,23 @@ class _Grid:
             return None, str(exc)
         return config, None
 
-    def blame(self, combo: tuple[_Choice, ...], message: str) -> str:
+    def blame(self, combo: tuple[_Choice, ...], message: str, others: frozenset[str] = frozenset()) -> str:
         """The place of an error: the entries whose change alters the outcome (a [base] or
         [execution] key left out, an axis value replaced by another of its axis or left out);
-        else [base]'s model or data if swapping it does, else [base] itself."""
-        base = [k for k in self.base if k not in ("model", "data")
-                and self.check(self.settings(combo, ("base", k)))[1] != message]
-        execution = [k for k in self.execution if self.check(self.settings(combo, ("execution", k)))[1] != message]
+        else [base]'s model or data if swapping it does, else [base] itself. A change that only
+        trades it for another of the grid's errors (``others``) does not count."""
+        def alters(settings: dict[str, Any]) -> bool:
+            outcome = self.check(settings)[1]
+            return outcome != message and outcome not in others
+
+        base = [k for k in self.base if k not in ("model", "data") and alters(self.settings(combo, ("base", k)))]
+        execution = [k for k in self.execution if alters(self.settings(combo, ("execution", k)))]
         chosen = []
         for i, choice in enumerate(combo):
             alternatives = [(c,) for c in self.axes[i] if c is not choice][:4] + [()]  # () leaves the axis out
             for alternative in alternatives:
                 settings = self.settings(combo[:i] + alternative + combo[i + 1:])
-                if "model" in settings and "data" in settings and self.check(settings)[1] != message:
+                if "model" in settings and "data" in settings and alters(settings):
                     chosen.append(choice)
                     break
         parts = []
@@ -619,26 +662,37 @@ def _describe_combo(combo: tuple[_Choice, ...], other: tuple[_Choice, ...]) -> s
 
 
 def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any]) -> list[PlannedRun]:
+    errors: list[_SpecError] = []  # the axes are checked independently, then the combinations: every mistake at once
     if "rule" in axes and "rule_options" in base:
-        raise _SpecError(
+        errors.append(_SpecError(
             "[base] rule_options",
             "with a rule axis, give each rule's options in its entry ({name = 'dfa', options = {...}}), "
             "since [base] rule_options would apply to every rule",
-        )
+        ))
     choices: list[list[_Choice]] = []
     labels: list[str] = []
+    rule_choices: list[_Choice] = []
     if "rule" in axes:
-        rule_choices = _rule_choices(axes["rule"])
-        labels = [c.label for c in rule_choices]
+        try:
+            rule_choices = _rule_choices(axes["rule"])
+            labels = [c.label for c in rule_choices]
+        except _SpecError as exc:
+            errors.append(exc)
     base_rule = base.get("rule", _DEFAULT_RULE)
     base_label = base_rule if isinstance(base_rule, str) else repr(base_rule)
     for axis, values in axes.items():
-        if axis == "rule":
-            choices.append(rule_choices)
-        elif axis == "lr":
-            choices.append(_lr_choices(values, labels or [base_label]))
-        else:
-            choices.append(_axis_choices(axis, values))
+        try:
+            if axis == "rule":
+                choices.append(rule_choices)
+            elif axis == "lr":
+                if "rule" in axes and not labels:
+                    continue  # the rule axis is wrong: per-rule rates cannot be checked against its labels
+                choices.append(_lr_choices(values, labels or [base_label]))
+            else:
+                choices.append(_axis_choices(axis, values))
+        except _SpecError as exc:
+            errors.append(exc)
+    _raise_all(errors)
     grid = _Grid(base, execution, choices, isinstance(axes.get("lr"), dict), base_label)
     total = grid.size()
     if total > MAX_RUNS:
@@ -648,21 +702,28 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
         )
     runs: list[PlannedRun] = []
     seen: dict[str, tuple[_Choice, ...]] = {}
+    failing: dict[str, tuple[_Choice, ...]] = {}  # each distinct mistake once, blamed on its place below
     for combo in grid.combinations():
         config, message = grid.check(grid.settings(combo))
         if config is None:
-            raise _SpecError(grid.blame(combo, message), message)
+            if message not in failing and len(failing) < MAX_GRID_ERRORS:
+                failing[message] = combo
+            continue
         run_id = config.run_id
         if run_id in seen:
             first = seen[run_id]
-            raise _SpecError(
+            errors.append(_SpecError(
                 f"[axes] {_describe_combo(first, combo)} and {_describe_combo(combo, first)}",
                 f"give the same run (id {run_id}): their settings differ only where the run ignores them or "
                 "repeat a default; keep one of them",
-            )
+            ))
+            continue
         seen[run_id] = combo
         shown = {c.axis: c.value for c in combo}
         runs.append(PlannedRun(run_id, config, shown, grid.label(combo)))
+    messages = frozenset(failing)
+    errors[:0] = [_SpecError(grid.blame(combo, message, messages - {message}), message) for message, combo in failing.items()]
+    _raise_all(errors)
     return runs
 
 
@@ -682,12 +743,16 @@ def plan_axis(config: RunConfig, axis: str, values: Sequence[Any]) -> list[Plann
     try:
         return _plan(base, {axis: list(values)}, execution)
     except _SpecError as exc:
-        raise ConfigError(" ".join(f"{exc.place}: {exc.message}".split("\n"))) from None
+        problems = [" ".join(f"{e.place}: {e.message}".split("\n")) for e in getattr(exc, "errors", [exc])]
+        raise (ConfigError(problems[0]) if len(problems) == 1 else ConfigErrors(problems)) from None
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate the study spec at ``path``; :class:`ConfigError` (one line naming the
-    file and the place) on the first problem. Nothing is run or written."""
+    """Read and validate the study spec at ``path``. Every problem found is one line naming the
+    file and the place; all of them are raised together as one :class:`ConfigErrors` (a
+    :class:`ConfigError` whose ``problems`` lists the lines; its text is them joined by newlines).
+    The tables, then each axis, then the combinations are checked; a table that cannot be read
+    stops the checks after it. Nothing is run or written."""
     path = Path(path)
     text, doc = _read(path)
     name = path.name
@@ -702,8 +767,8 @@ def load_spec(path: str | Path) -> Spec:
                          if v is not None and k not in ("checkpoint_every", "keep_models")}
         runs = _plan(base, axes, run_execution)
     except _SpecError as exc:
-        line = f"{name}: {exc.place}: {exc.message}"
-        raise ConfigError(" ".join(line.split("\n"))) from None
+        problems = [" ".join(f"{name}: {e.place}: {e.message}".split("\n")) for e in getattr(exc, "errors", [exc])]
+        raise (ConfigError(problems[0]) if len(problems) == 1 else ConfigErrors(problems)) from None
     execution["device"] = execution["device"] if execution["device"] is not None else "cpu"
     execution["diagnostics"] = bool(execution["diagnostics"]) if execution["diagnostics"] is not None else False
     execution["keep_models"] = bool(execution["keep_models"])
