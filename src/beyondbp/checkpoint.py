@@ -34,7 +34,7 @@ from .files import atomic_write_bytes
 from .jsonable import plain
 from .rules.base import is_rule_tensor
 
-__all__ = ["FORMAT", "VERSION", "load", "load_safely", "read", "save"]
+__all__ = ["FORMAT", "VERSION", "check_state", "load", "load_safely", "read", "save"]
 
 FORMAT = "beyondbp-checkpoint"
 VERSION = 1
@@ -55,7 +55,13 @@ def save(
     optimizer: torch.optim.Optimizer | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint of ``model`` (and the learner's rule state, the optimizer) to ``path``."""
+    """Write a checkpoint of ``model`` (and the learner's rule state, the optimizer) to ``path``.
+
+    A ``path`` that is a directory, or one that cannot be written, is a :class:`CheckpointError`
+    (one sentence); nothing is left behind."""
+    target = Path(path)
+    if target.is_dir():
+        raise CheckpointError(f"checkpoint path {str(target)!r} is a directory; give a file path")
     rule_state = {} if learner is None else dict(learner.rule_state())
     payload = {
         "format": FORMAT,
@@ -67,7 +73,11 @@ def save(
     }
     if learner is not None and "rule" not in payload["meta"]:
         payload["meta"]["rule"] = learner.rule.name
-    return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    try:
+        return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointError(f"checkpoint {str(target)!r} cannot be written: {reason}") from None
 
 
 def load_safely(path: str | os.PathLike) -> Any:
@@ -106,6 +116,13 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
 
 def _shape(t: Any) -> tuple[int, ...] | None:
     return tuple(t.shape) if isinstance(t, Tensor) else None
+
+
+def check_state(saved: Mapping[str, Any], current: Mapping[str, Any], what: str, hint: str = "") -> None:
+    """:class:`CheckpointError` unless ``saved`` (a state dict read from a file) has exactly the
+    keys of ``current`` with the same shapes; ``current`` may live on the meta device, so a model
+    described by a checkpoint can be checked against it before it is allocated."""
+    _check_state(saved, current, what, hint)
 
 
 def _check_state(saved: Mapping[str, Any], current: Mapping[str, Any], what: str, hint: str = "") -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "MAX_COUNT",
     "RunConfig",
     "RunResult",
+    "check_count",
     "effective_rule_options",
     "lm_context",
 ]
@@ -136,6 +137,24 @@ def _describe_validation_error(exc: ValidationError) -> str:
 MAX_COUNT = 2**40
 
 
+def check_count(value: Any, what: str, accepts: str = "a whole number of at least 1", low: int = 1) -> int:
+    """``value`` as a count bounded as :class:`RunConfig` bounds its own (batch sizes, budgets,
+    sample counts): a whole number from ``low`` to :data:`MAX_COUNT`. Otherwise
+    :class:`ConfigError`: "invalid <what> <value>: it must be <accepts>" (or "at most 2**40").
+    The command line checks its own count flags (``continual``, ``adapt``, ``sample``) with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"invalid {what} {value!r}: it must be {accepts}")
+    value = int(value)
+    if value > MAX_COUNT:
+        raise ConfigError(f"invalid {what} {value!r}: it must be at most 2**40")
+    if value < low:
+        raise ConfigError(f"invalid {what} {value!r}: it must be {accepts}")
+    return value
+
+
 #: Settings that say how a run executes, not what it computes; left out of ``RunConfig.identity``
 #: (see the module docstring). ``eval_batch_size`` only groups the evaluation's samples (its
 #: numbers agree up to float rounding); ``diagnostics`` are measured without changing training.
@@ -207,6 +226,14 @@ class RunConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """A config from a mapping of settings; :class:`ConfigError` for anything else."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"a run config must be a mapping of setting names to values, not {type(values).__name__}"
+            )
+        if any(not isinstance(k, str) for k in values):
+            key = next(k for k in values if not isinstance(k, str))
+            raise ConfigError(f"run setting names must be strings, got {key!r}")
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -240,16 +267,15 @@ class RunConfig(BaseModel):
     def _whole(cls, v: Any, info: Any) -> Any:
         if v is None:
             return v
+        if info.field_name != "seed":
+            return check_count(v, info.field_name, ALLOWED[info.field_name])
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             else:
                 raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
         v = int(v)
-        low = 0 if info.field_name == "seed" else 1
-        if v > MAX_COUNT and info.field_name != "seed":
-            raise ValueError(f"invalid {info.field_name} {v!r}: it must be at most 2**40")
-        if v < low or (info.field_name == "seed" and v >= 2**32):
+        if v < 0 or v >= 2**32:
             raise ValueError(f"invalid {info.field_name} {v!r}: it must be {ALLOWED[info.field_name]}")
         return v
 
