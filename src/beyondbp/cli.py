@@ -1378,14 +1378,13 @@ def _adapt_counts(batch_size: int, n_test: int | None, n_train: int | None, epoc
 
 def _adapt_sizes(n: int | None, available: int, batch_size: int | None, flag: str = "--n-test",
                  split: str = "test") -> None:
-    """``--n-test`` / ``--n-train`` within the data set, and a test batch no larger than the images
-    adapted on."""
+    """``--n-test`` / ``--n-train`` within the data set, and a test batch no larger than its test
+    split (a batch larger than ``--n-test`` is all of those images)."""
     if n is not None and n > available:
         raise ConfigError(f"invalid {flag} {n}: it must be at most {available}, the {split} images of fashion-mnist")
-    used = available if n is None else n
-    if batch_size is not None and batch_size > used:
-        raise ConfigError(f"invalid --batch-size {batch_size}: it must be at most {used}, the test images adapted on "
-                          "(--n-test)")
+    if batch_size is not None and batch_size > available:
+        raise ConfigError(f"invalid --batch-size {batch_size}: it must be at most {available}, the test images of "
+                          "fashion-mnist")
 
 
 @app.command("adapt")

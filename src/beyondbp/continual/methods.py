@@ -404,12 +404,13 @@ def build_model(seq: TaskSequence, model: str, opts: dict[str, Any]) -> nn.Modul
 def check_budget(seq: TaskSequence, epochs_per_task: Any, batch_size: Any) -> None:
     """Refuse (:class:`ConfigError`, one sentence) epochs and batch sizes that are not counts
     bounded as a run's are (:func:`beyondbp.run.config.check_count`), and a batch size larger
-    than a task's training set."""
+    than a task's whole training split (:attr:`TaskSequence.full_train`; a batch larger than a
+    ``train_size`` subset is the whole subset)."""
     check_count(epochs_per_task, "epochs_per_task")
     check_count(batch_size, "batch_size")
-    smallest = min(t.x_train.shape[0] for t in seq.tasks)
-    if batch_size > smallest:
-        raise ConfigError(f"invalid batch_size {batch_size}: it must be at most {smallest}, "
+    limit = seq.full_train or min(t.x_train.shape[0] for t in seq.tasks)
+    if batch_size > limit:
+        raise ConfigError(f"invalid batch_size {batch_size}: it must be at most {limit}, "
                           "the training samples of a task")
 
 

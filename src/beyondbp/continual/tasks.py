@@ -69,6 +69,9 @@ class TaskSequence:
     input_shape: tuple[int, ...]
     num_classes: int
     meta: dict[str, Any] = field(default_factory=dict)
+    #: training samples of the smallest task before any ``train_size`` subset (0: unknown); the
+    #: largest batch size a run on the sequence accepts
+    full_train: int = 0
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -192,10 +195,13 @@ def build_sequence(
                 y_test=yte,
             ))
         meta = {"permutation": "numpy.random.default_rng([seed, k]).permutation(D), every task permuted"}
+        full_train = ds.num_train
     else:
+        full_train = ds.num_train
         for k in range(n):
             classes = (2 * k, 2 * k + 1)
             sel_tr = (ds.y_train == classes[0]) | (ds.y_train == classes[1])
+            full_train = min(full_train, int(sel_tr.sum()))
             sel_te = (ds.y_test == classes[0]) | (ds.y_test == classes[1])
             xtr, ytr = _take(ds.x_train[sel_tr], ds.y_train[sel_tr], train_size, seed + 2 * k)
             xte, yte = _take(ds.x_test[sel_te], ds.y_test[sel_te], test_size, seed + 2 * k + 1)
@@ -204,4 +210,4 @@ def build_sequence(
         meta = {"splits": [list(t.classes or ()) for t in out]}
     meta.update(seed=seed, data=ds.description, train_size=train_size, test_size=test_size)
     return TaskSequence(family=family, setting=setting, tasks=out, input_shape=shape,
-                        num_classes=ds.num_classes, meta=meta)
+                        num_classes=ds.num_classes, meta=meta, full_train=full_train)
