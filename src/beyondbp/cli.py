@@ -23,7 +23,9 @@ shows the traceback instead). Outputs are written only after every run has finis
 temporary sibling directory that is renamed into place, so ``--out`` holds either the old or
 the new results, never a mix. An existing non-empty ``--out`` (also compare's default
 ``results/compare-<data>-<model>``) or an existing ``--checkpoint`` file is refused unless
-``--overwrite`` is given. Progress bars go to stderr, tables to stdout.
+``--overwrite`` is given. Progress bars go to stderr, tables to stdout; when stderr is not a
+terminal, ``train``, ``compare``, ``study run``, ``continual`` and ``sample`` print instead a
+plain ``progress [...]`` line every $BEYONDBP_PROGRESS_INTERVAL seconds (default 30).
 
 Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
 2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
