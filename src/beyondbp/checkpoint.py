@@ -57,11 +57,14 @@ def save(
 ) -> Path:
     """Write a checkpoint of ``model`` (and the learner's rule state, the optimizer) to ``path``.
 
-    A ``path`` that is a directory, or one that cannot be written, is a :class:`CheckpointError`
-    (one sentence); nothing is left behind."""
+    A ``path`` that is a directory, or lies under a file, is a :class:`CheckpointError` (one
+    sentence); a failed write (``OSError``) leaves nothing behind."""
     target = Path(path)
     if target.is_dir():
         raise CheckpointError(f"checkpoint path {str(target)!r} is a directory; give a file path")
+    blocking = next((p for p in target.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise CheckpointError(f"checkpoint {str(target)!r} cannot be written: {str(blocking)!r} is not a directory")
     rule_state = {} if learner is None else dict(learner.rule_state())
     payload = {
         "format": FORMAT,
@@ -73,11 +76,7 @@ def save(
     }
     if learner is not None and "rule" not in payload["meta"]:
         payload["meta"]["rule"] = learner.rule.name
-    try:
-        return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise CheckpointError(f"checkpoint {str(target)!r} cannot be written: {reason}") from None
+    return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
 
 
 def load_safely(path: str | os.PathLike) -> Any:

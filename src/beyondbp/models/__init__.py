@@ -63,7 +63,7 @@ from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_size", "describe_options", "names", "options", "options_class"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size", "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
@@ -128,19 +128,32 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) 
 
 def check_size(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) -> int:
     """Check ``opts`` as :func:`build` does and return the bytes of the model's parameters and
-    buffers, counted on the meta device (nothing allocated); :class:`ConfigError` when they
-    exceed this machine's physical memory. :func:`build` calls it first; a study spec calls it
-    for every model of its grid (:func:`beyondbp.study.spec.load_spec`)."""
+    buffers (:func:`tensor_bytes`); :class:`ConfigError` when they exceed this machine's
+    physical memory (:func:`check_memory`). :func:`build` calls it first."""
+    needed = tensor_bytes(name, input_shape, num_classes, **opts)
+    check_memory(name, needed)
+    return needed
+
+
+def tensor_bytes(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) -> int:
+    """Bytes of the parameters and buffers of the model :func:`build` would build, counted on the
+    meta device (nothing allocated, the global RNG untouched); options checked first."""
     key, cls = _lookup(name)
     parse(cls.Options, opts, f"model {key!r}")  # unknown names, types and bounds, one sentence
-    needed = _tensor_bytes(cls, input_shape, num_classes, opts)
+    return _tensor_bytes(cls, input_shape, num_classes, opts)
+
+
+def check_memory(name: str, needed: int) -> None:
+    """:class:`ConfigError` when a model ``name`` of ``needed`` bytes (:func:`tensor_bytes`) would
+    not fit this machine's physical memory. A study spec calls it for every model of its grid
+    (:func:`beyondbp.study.spec.load_spec`)."""
+    key, _ = _lookup(name)
     available = _physical_memory()
     if available is not None and needed > available:
         raise ConfigError(
             f"model {key!r} with these options would need {_gib(needed)} for its weights and buffers alone, "
             f"more than this machine's {_gib(available)} of memory; choose smaller sizes."
         )
-    return needed
 
 
 def _tensor_bytes(cls: type[nn.Module], input_shape: Sequence[int], num_classes: int, opts: dict[str, Any]) -> int:

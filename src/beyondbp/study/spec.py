@@ -708,9 +708,9 @@ def _nominal_shape(config: RunConfig) -> tuple[tuple[int, ...], int]:
 
 def _check_model_memory(runs: list[PlannedRun]) -> None:
     """Refuse a grid with a model whose weights and buffers alone exceed this machine's memory
-    (:func:`beyondbp.models.check_size`, the check every run's build makes, counted on the meta
+    (:func:`beyondbp.models.check_memory`, the check every run's build makes, sized on the meta
     device), when the spec is read: otherwise each such run would be recorded failed. Each
-    distinct model is sized once."""
+    distinct model is sized once; one that cannot be built for its data is left to the run."""
     sized: dict[Any, str | None] = {}
     failing: list[tuple[PlannedRun, str]] = []
     for run in runs:
@@ -718,9 +718,13 @@ def _check_model_memory(runs: list[PlannedRun]) -> None:
         shape, classes = _nominal_shape(config)
         key = (config.model, repr(_normal(config.model_options)), shape, classes)
         if key not in sized:
+            sized[key] = None
             try:
-                models_mod.check_size(config.model, shape, classes, **config.model_options)
-                sized[key] = None
+                needed = models_mod.tensor_bytes(config.model, shape, classes, **config.model_options)
+            except Exception:  # noqa: BLE001 - e.g. a model that does not take this data: the run reports it, as before
+                continue
+            try:
+                models_mod.check_memory(config.model, needed)
             except ConfigError as exc:
                 sized[key] = str(exc)
         if sized[key] is not None:
