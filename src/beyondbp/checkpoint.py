@@ -36,7 +36,7 @@ from .files import atomic_write_bytes
 from .jsonable import plain
 from .rules.base import is_rule_tensor
 
-__all__ = ["FORMAT", "VERSION", "load", "load_safely", "read", "save"]
+__all__ = ["FORMAT", "VERSION", "check_state", "load", "load_safely", "read", "save"]
 
 FORMAT = "beyondbp-checkpoint"
 VERSION = 1
@@ -57,7 +57,16 @@ def save(
     optimizer: torch.optim.Optimizer | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint of ``model`` (and the learner's rule state, the optimizer) to ``path``."""
+    """Write a checkpoint of ``model`` (and the learner's rule state, the optimizer) to ``path``.
+
+    A ``path`` that is a directory, or lies under a file, is a :class:`CheckpointError` (one
+    sentence); a failed write (``OSError``) leaves nothing behind."""
+    target = Path(path)
+    if target.is_dir():
+        raise CheckpointError(f"checkpoint path {str(target)!r} is a directory; give a file path")
+    blocking = next((p for p in target.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise CheckpointError(f"checkpoint {str(target)!r} cannot be written: {str(blocking)!r} is not a directory")
     rule_state = {} if learner is None else dict(learner.rule_state())
     payload = {
         "format": FORMAT,
@@ -135,6 +144,13 @@ def _check_finite(payload: Mapping[str, Any], path: Path) -> None:
 
 def _shape(t: Any) -> tuple[int, ...] | None:
     return tuple(t.shape) if isinstance(t, Tensor) else None
+
+
+def check_state(saved: Mapping[str, Any], current: Mapping[str, Any], what: str, hint: str = "") -> None:
+    """:class:`CheckpointError` unless ``saved`` (a state dict read from a file) has exactly the
+    keys of ``current`` with the same shapes; ``current`` may live on the meta device, so a model
+    described by a checkpoint can be checked against it before it is allocated."""
+    _check_state(saved, current, what, hint)
 
 
 def _check_state(saved: Mapping[str, Any], current: Mapping[str, Any], what: str, hint: str = "") -> None:

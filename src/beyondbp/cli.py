@@ -23,7 +23,9 @@ shows the traceback instead). Outputs are written only after every run has finis
 temporary sibling directory that is renamed into place, so ``--out`` holds either the old or
 the new results, never a mix. An existing non-empty ``--out`` (also compare's default
 ``results/compare-<data>-<model>``) or an existing ``--checkpoint`` file is refused unless
-``--overwrite`` is given. Progress bars go to stderr, tables to stdout.
+``--overwrite`` is given. Progress bars go to stderr, tables to stdout; when stderr is not a
+terminal, ``train``, ``compare``, ``study run``, ``continual`` and ``sample`` print instead a
+plain ``progress [...]`` line every $BEYONDBP_PROGRESS_INTERVAL seconds (default 30).
 
 Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
 2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
@@ -40,6 +42,8 @@ import math
 import os
 import shutil
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -286,11 +290,104 @@ def _diverged_line(result: Any) -> str:
     return line
 
 
-class _Bars:
-    """Drives a rich progress bar (stderr) from the run loop's progress events."""
+#: Environment variable: seconds between the plain progress lines printed when stderr is not a
+#: terminal (default :data:`PROGRESS_INTERVAL`).
+PROGRESS_INTERVAL_ENV = "BEYONDBP_PROGRESS_INTERVAL"
+PROGRESS_INTERVAL = 30.0
+
+
+def _progress_interval() -> float:
+    text = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not text:
+        return PROGRESS_INTERVAL
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"invalid {PROGRESS_INTERVAL_ENV} {text!r}: it must be a number of seconds greater than 0 "
+                          f"(default {PROGRESS_INTERVAL:g})")
+    return value
+
+
+def _left(done: int, total: int, since: float) -> str:
+    """`` · about <time> left`` from the pace since ``since`` (nothing before the first unit)."""
+    if done <= 0 or total <= done:
+        return ""
+    return f" · about {_duration((time.monotonic() - since) * (total - done) / done)} left"
+
+
+class _Heartbeat:
+    """Where stderr is not a terminal (nohup, a scheduler, CI) rich's bars draw nothing: this
+    prints the latest progress as one plain line, ``progress [<elapsed>] <text>``, every
+    $BEYONDBP_PROGRESS_INTERVAL seconds (default 30) from a background thread, so that a log
+    shows the work is alive and how far it is."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.interval = _progress_interval()
+        self.text = ""
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._beat, name="beyondbp-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.text:
+                self.console.print(f"progress [{_duration(time.monotonic() - self.started)}] {self.text}", soft_wrap=True)
+
+
+class _Ticker:
+    """Progress of work counted in units (continual's training steps, sample's tokens): a rich
+    bar on a terminal, else :class:`_Heartbeat` lines; nothing with ``quiet``."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=console, disable=quiet or not console.is_terminal, transient=True)
+        self.heartbeat = None if quiet or console.is_terminal else _Heartbeat(console)
+        self.task: Any = None
+        self.current: tuple[str, int] | None = None
+        self.since = time.monotonic()
+
+    def __enter__(self) -> "_Ticker":
+        self.progress.__enter__()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.progress.__exit__(*exc)
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        if self.current != (description, total):
+            self.current, self.since = (description, total), time.monotonic()
+        if self.task is None:
+            self.task = self.progress.add_task(description, total=total)
+        self.progress.update(self.task, description=description, completed=done, total=total)
+        if self.heartbeat is not None:
+            self.heartbeat.text = (f"{description}: {done:,} of {total:,} ({100 * done / max(total, 1):.0f}%)"
+                                   + _left(done, total, self.since))
+
+
+class _Bars:
+    """Drives a rich progress bar (stderr) from the run loop's progress events; where stderr is
+    not a terminal, :class:`_Heartbeat` lines instead."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.heartbeat = None if console.is_terminal else _Heartbeat(console)
+        self.state: dict[str, Any] = {}
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -305,12 +402,37 @@ class _Bars:
 
     def __enter__(self) -> "_Bars":
         self.progress.__enter__()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.progress.__exit__(*exc)
 
+    def _beat(self, event: str, info: dict[str, Any]) -> None:
+        """The heartbeat's line: rule, step of total, loss, the last evaluation, time left."""
+        st = self.state
+        if event == "start":
+            st.clear()
+            base = info.get("resumed_from_step") or 0
+            st.update(rule=info["rule"], total=info["total_steps"], step=base, base=base, since=time.monotonic())
+        elif event == "step":
+            st.update(step=info["step"], loss=f" · loss {info['loss']:.4f}")
+        elif event == "epoch" and "tokens" in info:
+            st["note"] = f" · {info['tokens']:,} tokens, val {info['val_loss']:.4f} nats/token"
+        elif event == "epoch":
+            acc = info.get("test_accuracy")
+            st["note"] = f" · epoch {info['epoch']}" + (f", test acc {100 * acc:.1f}%" if acc == acc else "")
+        if "rule" in st:
+            step, total = st["step"], st["total"]
+            self.heartbeat.text = (f"{st['rule']}: step {step:,} of {total:,} ({100 * step / max(total, 1):.0f}%)"
+                                   f"{st.get('loss', '')}{st.get('note', '')}" + _left(step - st["base"], total - st["base"], st["since"]))
+
     def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.heartbeat is not None:
+            self._beat(event, info)
         if event == "start":
             self.task = self.progress.add_task(f"{info['rule']:>9}", total=info["total_steps"], info="")
         elif event == "step":
@@ -801,9 +923,12 @@ def sample(
     """Generate text from a language-model checkpoint and print it."""
     from .generate import check_options, load_language_model, sample_text
 
-    check_options(tokens, temperature, top_k, seed)
+    check_options(tokens, temperature, top_k, seed)  # also: the tokens fit in memory
     model, codec = load_language_model(checkpoint)
-    typer.echo(sample_text(model, codec, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed))
+    with _Ticker(_console(stderr=True)) as tick:
+        text = sample_text(model, codec, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed,
+                           progress=lambda done, total: tick("sampling tokens", done, total))
+    typer.echo(text)
 
 
 def _spikes_line(result: Any) -> str:
@@ -999,12 +1124,13 @@ def _counts_text(counts: dict[str, int]) -> str:
 class _StudyBar:
     """A rich progress bar (stderr) over a study's runs: finished of total, runs done /
     running / failed, and the time left estimated from the mean time of the runs finished in
-    this session divided among the workers. Off when stderr is not a terminal; with ``quiet``
-    neither the bar nor the line printed for each failed run."""
+    this session divided among the workers. Where stderr is not a terminal, :class:`_Heartbeat`
+    lines instead of the bar; with ``quiet`` neither, nor the line printed for each failed run."""
 
     def __init__(self, console: Console, workers: int, quiet: bool) -> None:
         self.workers = workers
         self.quiet = quiet
+        self.heartbeat = None if quiet or console.is_terminal else _Heartbeat(console)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(bar_width=20),
@@ -1020,9 +1146,13 @@ class _StudyBar:
 
     def __enter__(self) -> "_StudyBar":
         self.progress.__enter__()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.progress.__exit__(*exc)
 
     def _update(self, counts: dict[str, int]) -> None:
@@ -1034,6 +1164,10 @@ class _StudyBar:
         info = (f"done {counts['done']} · running {counts['running']} · failed {counts['failed']} · "
                 f"diverged {counts['diverged']}")
         self.progress.update(self.task, completed=finished, info=info, eta=eta)
+        if self.heartbeat is not None:
+            total = finished + left
+            self.heartbeat.text = (f"runs {finished} of {total} finished · {info} · time left "
+                                   f"{'unknown' if eta == '-' else eta}")
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "start":
@@ -1340,6 +1474,28 @@ def _adapt_write_png(path: Path, overwrite: bool, draw: Any) -> None:
     files.atomic_write_bytes(path, draw)
 
 
+def _adapt_counts(batch_size: int, n_test: int | None, n_train: int | None, epochs: int) -> None:
+    """adapt's count flags, bounded as a run's counts are."""
+    from .training.config import check_count
+
+    check_count(batch_size, "--batch-size")
+    check_count(epochs, "--epochs")
+    for value, flag in ((n_test, "--n-test"), (n_train, "--n-train")):
+        if value is not None:
+            check_count(value, flag)
+
+
+def _adapt_sizes(n: int | None, available: int, batch_size: int | None, flag: str = "--n-test",
+                 split: str = "test") -> None:
+    """``--n-test`` / ``--n-train`` within the data set, and a test batch no larger than its test
+    split (a batch larger than ``--n-test`` is all of those images)."""
+    if n is not None and n > available:
+        raise ConfigError(f"invalid {flag} {n}: it must be at most {available}, the {split} images of fashion-mnist")
+    if batch_size is not None and batch_size > available:
+        raise ConfigError(f"invalid --batch-size {batch_size}: it must be at most {available}, the test images of "
+                          "fashion-mnist")
+
+
 @app.command("adapt")
 def adapt_command(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Source model: written by --train-source, only read by an adaptation run.")] = None,
@@ -1382,6 +1538,7 @@ def adapt_command(
         raise ConfigError(f"invalid --n-train {n_train}: it must be at least 2")
     if epochs < 1:
         raise ConfigError(f"invalid --epochs {epochs}: it must be at least 1")
+    _adapt_counts(batch_size, n_test, n_train, epochs)
     try:
         channel_list = [int(c) for c in channels.split(",")]
     except ValueError:
@@ -1410,6 +1567,7 @@ def adapt_command(
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=_console(stderr=True), disable=quiet, transient=True) as bar:
                 task = bar.add_task("training the source model", total=None)
+                _adapt_sizes(n_train, len(ds.x_train), None, "--n-train", "training")
                 xt, yt = (ds.x_train, ds.y_train) if n_train is None else (ds.x_train[:n_train], ds.y_train[:n_train])
                 model = adapt_mod.train_source(
                     xt, yt, channels=channel_list, epochs=epochs, seed=seed,
@@ -1422,6 +1580,7 @@ def adapt_command(
             return
         model, meta = adapt_mod.load_source(checkpoint)
         x, y = ds.x_test, ds.y_test
+        _adapt_sizes(n_test, len(x), batch_size)
         if n_test is not None:
             x, y = x[:n_test], y[:n_test]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -1548,6 +1707,17 @@ def _continual_write(out: Path, results: list[dict[str, Any]], title: str, overw
     return [out / name for name in CONTINUAL_FILES]
 
 
+def _continual_counts(epochs_per_task: int, batch_size: int, train_size: int | None, test_size: int | None) -> None:
+    """continual's count flags, bounded as a run's counts are (before any data is loaded)."""
+    from .training.config import check_count
+
+    check_count(epochs_per_task, "--epochs-per-task")
+    check_count(batch_size, "--batch-size")
+    for value, flag in ((train_size, "--train-size"), (test_size, "--test-size")):
+        if value is not None:
+            check_count(value, flag, "a whole number of at least 1 (default: all samples)")
+
+
 @app.command()
 def continual(
     tasks: Annotated[str, typer.Option("--tasks", help="FAMILY[:N]: permuted-fashion-mnist:10, permuted-mnist1d:10, split-fashion-mnist:task or split-fashion-mnist:class.")] = "permuted-fashion-mnist:10",
@@ -1573,7 +1743,7 @@ def continual(
     """Continual learning: train a task sequence with each method under each rule; print ACC, BWT
     and FWT, and write the accuracy matrices (results.json, table.md, matrix.png)."""
     from .continual import METHODS, build_sequence, make_method, parse_tasks, run_method
-    from .continual.methods import build_model, default_model_options
+    from .continual.methods import build_model, check_budget, default_model_options
 
     family, n_tasks, setting = parse_tasks(tasks)
     method_names = _continual_list(methods, "--methods", list(METHODS))
@@ -1584,6 +1754,7 @@ def continual(
     n_threads = _threads(threads)
     if seed < 0:
         raise ConfigError(f"invalid --seed {seed}: it must be a whole number of at least 0")
+    _continual_counts(epochs_per_task, batch_size, train_size, test_size)
     # every method/rule pair is checked before anything trains
     for m in method_names:
         for r in rule_names:
@@ -1595,25 +1766,32 @@ def continual(
         import torch
 
         torch.set_num_threads(n_threads)
-    seq = build_sequence(tasks, seed=seed, train_size=train_size, test_size=test_size, data_dir=data_dir)
+    seq = build_sequence(tasks, seed=seed, train_size=train_size, test_size=test_size, data_dir=data_dir,
+                         joint="multitask" in method_names)  # refused here when it cannot fit in memory
+    check_budget(seq, epochs_per_task, batch_size)
     build_model(seq, model, default_model_options(model, model_options))
     console = _console()
     err = _console(stderr=True)
     console.print(seq.describe())
     results: list[dict[str, Any]] = []
-    for r in rule_names:
-        for m in method_names:
-            def progress(t: int, row: list[float], m: str = m, r: str = r) -> None:
-                if not quiet:
-                    err.print(f"{m}/{r}: after task {t}: " + " ".join(f"{v:.1f}" for v in row))
+    with _Ticker(err, quiet) as tick:
+        for r in rule_names:
+            for m in method_names:
+                def progress(t: int, row: list[float], m: str = m, r: str = r) -> None:
+                    if not quiet:
+                        tick.progress.console.print(f"{m}/{r}: after task {t}: " + " ".join(f"{v:.1f}" for v in row))
 
-            results.append(run_method(
-                seq, make_method(m, **method_options[m]), rule=r, rule_options=rule_options[r], model=model,
-                model_options=model_options, epochs_per_task=epochs_per_task, batch_size=batch_size, lr=lr,
-                seed=seed, progress=progress,
-            ))
-            results[-1]["method_options"] = method_options[m]
-            results[-1]["rule_options"] = rule_options[r]
+                def on_step(info: dict[str, Any], m: str = m, r: str = r) -> None:
+                    where = "all tasks" if info["task"] is None else f"task {info['task'] + 1} of {info['tasks']}"
+                    tick(f"{m}/{r} {where}, steps", info["step"], info["steps"])
+
+                results.append(run_method(
+                    seq, make_method(m, **method_options[m]), rule=r, rule_options=rule_options[r], model=model,
+                    model_options=model_options, epochs_per_task=epochs_per_task, batch_size=batch_size, lr=lr,
+                    seed=seed, progress=progress, on_step=on_step,
+                ))
+                results[-1]["method_options"] = method_options[m]
+                results[-1]["rule_options"] = rule_options[r]
     title = f"Continual learning: {seq.describe()}, model {model}, seed {seed}"
     written = _continual_write(target, results, title, overwrite)
     table = Table(title=f"{family} ({setting}-incremental), {n_tasks} tasks")

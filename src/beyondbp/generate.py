@@ -16,21 +16,31 @@ tensors (``*.bbp_*``) are not needed to sample and are left out.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from .errors import CheckpointError, ConfigError
+from .resources import check_fits
 from .rules.base import is_rule_tensor
+from .training.config import check_count
 
-__all__ = ["load_language_model", "sample", "sample_text"]
+__all__ = ["BYTES_PER_TOKEN", "load_language_model", "sample", "sample_text"]
+
+#: Memory a sampled token takes until the text is returned, about: its id (int64), the list of
+#: ids decoding makes and the text. ``check_options`` refuses a number of tokens whose total
+#: exceeds the machine's memory (:func:`beyondbp.resources.check_fits`).
+BYTES_PER_TOKEN = 40
 
 
 def check_options(n_tokens: Any, temperature: Any, top_k: Any, seed: Any) -> None:
     """Raise :class:`ConfigError` (one sentence) for a bad sampling setting."""
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
         raise ConfigError(f"the number of tokens to sample must be a non-negative integer, got {n_tokens!r}")
+    check_count(n_tokens, "number of tokens to sample", "a whole number of at least 0", low=0)
+    check_fits(BYTES_PER_TOKEN * n_tokens, f"sampling {n_tokens:,} tokens",
+               "ask for fewer tokens")
     if (
         isinstance(temperature, bool)
         or not isinstance(temperature, (int, float))
@@ -53,11 +63,13 @@ def sample(
     top_k: int | None = None,
     seed: int = 0,
     context: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """``idx`` (``(T,)`` or ``(N, T)`` int64 ids, ``T >= 1``) followed by ``n_tokens`` sampled ids.
 
     ``context`` defaults to ``model.context`` (the longest input the model takes). The model is
     run in eval mode without gradients; its training mode is restored afterwards.
+    ``progress(done, n_tokens)`` is called after every sampled token when given.
     """
     check_options(n_tokens, temperature, top_k, seed)
     if not isinstance(idx, Tensor) or idx.dtype != torch.int64 or idx.dim() not in (1, 2) or idx.shape[-1] < 1:
@@ -69,13 +81,17 @@ def sample(
         raise ConfigError("pass context=: the model does not say how many tokens it reads")
     device = next((p.device for p in model.parameters()), seq.device)
     seq = seq.to(device)
+    start = seq.shape[1]
+    out = torch.empty((seq.shape[0], start + n_tokens), dtype=seq.dtype, device=device)  # filled in place
+    out[:, :start] = seq
     gen = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for _ in range(n_tokens):
-                logits = model(seq[:, -context:])[:, -1, :].double()
+            for i in range(n_tokens):
+                end = start + i
+                logits = model(out[:, max(0, end - context):end])[:, -1, :].double()
                 if temperature == 0:
                     nxt = logits.argmax(dim=-1, keepdim=True)
                 else:
@@ -84,10 +100,12 @@ def sample(
                         kth = logits.topk(top_k, dim=-1).values[:, -1:]
                         logits = logits.masked_fill(logits < kth, float("-inf"))
                     nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
-                seq = torch.cat([seq, nxt], dim=1)
+                out[:, end:end + 1] = nxt
+                if progress is not None:
+                    progress(i + 1, n_tokens)
     finally:
         model.train(was_training)
-    return seq[0] if squeeze else seq
+    return out[0] if squeeze else out
 
 
 def sample_text(
@@ -99,6 +117,7 @@ def sample_text(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """The prompt followed by ``n_tokens`` sampled tokens, decoded with ``codec`` (anything with
     ``encode(str) -> Tensor`` and ``decode(ids) -> str``). An empty prompt starts from token 0
@@ -106,7 +125,7 @@ def sample_text(
     if not isinstance(prompt, str):
         raise ConfigError(f"the prompt must be a string, got {type(prompt).__name__}")
     ids = codec.encode(prompt) if prompt else torch.zeros(1, dtype=torch.int64)
-    out = sample(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    out = sample(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed, progress=progress)
     text = codec.decode(out[len(ids):].cpu())
     return prompt + text
 

@@ -157,9 +157,18 @@ def load_source(path: str | os.PathLike) -> tuple[BNCNN, dict[str, Any]]:
             f"checkpoint {str(path)!r} is not an adaptation source model (train one with beyondbp adapt --train-source)"
         )
     try:
-        model = BNCNN(meta["channels"], num_classes=int(meta["num_classes"]))
-    except (KeyError, TypeError, ValueError, ConfigError):
+        # the meta record's sizes are checked against the tensors the file holds before the model
+        # is built: built on the meta device (nothing allocated), so that a meta record claiming
+        # huge channels cannot make this allocate what the file does not hold
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            skeleton = BNCNN(meta["channels"], num_classes=int(meta["num_classes"]))
+    except (KeyError, TypeError, ValueError, ConfigError, OverflowError, RuntimeError):
         raise CheckpointError(f"checkpoint {str(path)!r} has a malformed source-model meta record") from None
+    try:
+        checkpoint.check_state(payload["model"], skeleton.state_dict(), "model")
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match its own meta record ({exc})") from None
+    model = BNCNN(meta["channels"], num_classes=int(meta["num_classes"]))
     checkpoint.load(payload, model)
     model.eval()
     return model, dict(meta)

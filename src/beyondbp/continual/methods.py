@@ -82,8 +82,9 @@ from beyondbp.continual.tasks import TaskSequence
 from beyondbp.errors import ConfigError, DataError
 from beyondbp.rules.base import is_rule_tensor
 from beyondbp.training.loop import diverged as _diverged
+from beyondbp.training.config import check_count
 
-__all__ = ["METHODS", "Method", "build_model", "default_model_options", "evaluate", "make_method", "run_method"]
+__all__ = ["METHODS", "Method", "build_model", "check_budget", "default_model_options", "evaluate", "make_method", "run_method"]
 
 
 class _Optimizer:
@@ -435,6 +436,19 @@ class _DivergenceWatch:
         return self.at is not None
 
 
+def check_budget(seq: TaskSequence, epochs_per_task: Any, batch_size: Any) -> None:
+    """Refuse (:class:`ConfigError`, one sentence) epochs and batch sizes that are not counts
+    bounded as a run's are (:func:`beyondbp.training.config.check_count`), and a batch size larger
+    than a task's whole training split (:attr:`TaskSequence.full_train`; a batch larger than a
+    ``train_size`` subset is the whole subset)."""
+    check_count(epochs_per_task, "epochs_per_task")
+    check_count(batch_size, "batch_size")
+    limit = seq.full_train or min(t.x_train.shape[0] for t in seq.tasks)
+    if batch_size > limit:
+        raise ConfigError(f"invalid batch_size {batch_size}: it must be at most {limit}, "
+                          "the training samples of a task")
+
+
 def run_method(
     seq: TaskSequence,
     method: str | Method,
@@ -450,18 +464,20 @@ def run_method(
     seed: int = 0,
     progress: Callable[[int, list[float]], None] | None = None,
     inspect: Callable[[int, nn.Module], None] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``seq`` with one method under one rule; return the accuracy matrix and metrics.
 
     ``progress(t, row)`` receives each row of the accuracy matrix as it is measured;
     ``inspect(t, model)`` is called with the model after each task (sequential methods), before
-    it is evaluated — for tests and analyses; it must leave the model as it found it."""
+    it is evaluated — for tests and analyses; it must leave the model as it found it.
+    ``on_step(info)`` is called after every training step with ``task`` (its index, or None
+    for joint training), ``tasks``, ``step`` (done in this task, or in joint training) and
+    ``steps`` (its total)."""
     meth = method if isinstance(method, Method) else make_method(method, **(method_options or {}))
     if len(seq) < 2:
         raise ConfigError(f"a task sequence needs at least 2 tasks, got {len(seq)}")
-    for v, what in ((epochs_per_task, "epochs_per_task"), (batch_size, "batch_size")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{what} must be a positive integer, got {v!r}")
+    check_budget(seq, epochs_per_task, batch_size)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
     rule_obj = rules_mod.get(rule, **(rule_options or {}))
@@ -487,10 +503,13 @@ def run_method(
                 inner = torch.optim.SGD(params, lr=float(lr))
                 opt = _Optimizer(inner, meth.before_step)
                 g = torch.Generator().manual_seed(seed * 1_000_003 + t)
+                steps = epochs_per_task * -(-task.x_train.shape[0] // batch_size)
+                step = 0
                 for _ in range(epochs_per_task):
                     order = torch.randperm(task.x_train.shape[0], generator=g)
                     for i in range(0, len(order), batch_size):
                         idx = order[i : i + batch_size]
+                        step += 1
                         loss.mask = masks[t]
                         rec = getattr(meth, "recorder", None)
                         if rec is not None:
@@ -503,6 +522,8 @@ def run_method(
                                 rec.recording = False
                         loss.mask = None
                         watch.add(metrics["loss"], len(idx))
+                        if on_step is not None:
+                            on_step({"task": t, "tasks": n, "step": step, "steps": steps})
                     if watch.epoch_end(t):
                         break
                 if watch.at is not None:
@@ -522,6 +543,7 @@ def run_method(
             mask_table = torch.stack(masks) if seq.masked else None
             inner = torch.optim.SGD(params, lr=float(lr))
             g = torch.Generator().manual_seed(seed * 1_000_003)
+            steps, step = epochs_per_task * -(-xs.shape[0] // batch_size), 0
             for _ in range(epochs_per_task):
                 order = torch.randperm(xs.shape[0], generator=g)
                 for i in range(0, len(order), batch_size):
@@ -530,6 +552,9 @@ def run_method(
                     metrics = learner.step((xs[idx], ys[idx]), inner)
                     loss.mask = None
                     watch.add(metrics["loss"], len(idx))
+                    step += 1
+                    if on_step is not None:
+                        on_step({"task": None, "tasks": n, "step": step, "steps": steps})
                 if watch.epoch_end(None):  # joint training: no task of its own
                     break
             if watch.at is None:

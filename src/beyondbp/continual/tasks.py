@@ -34,8 +34,10 @@ from torch import Tensor
 
 from beyondbp import data as data_mod
 from beyondbp.errors import ConfigError
+from beyondbp.resources import check_fits
+from beyondbp.training.config import check_count
 
-__all__ = ["FAMILIES", "Task", "TaskSequence", "build_sequence", "parse_tasks"]
+__all__ = ["FAMILIES", "Task", "TaskSequence", "build_sequence", "parse_tasks", "sequence_bytes"]
 
 #: family name -> (data set, setting, fixed number of tasks or None)
 FAMILIES: dict[str, tuple[str, str, int | None]] = {
@@ -67,6 +69,9 @@ class TaskSequence:
     input_shape: tuple[int, ...]
     num_classes: int
     meta: dict[str, Any] = field(default_factory=dict)
+    #: training samples of the smallest task before any ``train_size`` subset (0: unknown); the
+    #: largest batch size a run on the sequence accepts
+    full_train: int = 0
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -106,7 +111,23 @@ def parse_tasks(text: str) -> tuple[str, int, str]:
         raise ConfigError(f"the number of tasks in {text!r} must be an integer, got {arg!r}") from None
     if n < 2:
         raise ConfigError(f"a task sequence needs at least 2 tasks, got {n}")
+    check_count(n, "number of tasks", "a whole number of at least 2", low=2)
     return family, n, setting
+
+
+#: Bytes of one entry of the accuracy matrix once measured (a Python float and its list slot).
+MATRIX_ENTRY_BYTES = 32
+
+
+def sequence_bytes(n_tasks: int, n_train: int, n_test: int, sample_bytes: int, joint: bool = False) -> int:
+    """Memory a sequence of ``n_tasks`` tasks holds, about: every task's permuted train and test
+    inputs (``sample_bytes`` each), the ``n_tasks × n_tasks`` accuracy matrix and, with
+    ``joint`` (the multitask baseline), the concatenation of all training sets with its labels
+    and owners (int64 each)."""
+    need = n_tasks * (n_train + n_test) * sample_bytes + MATRIX_ENTRY_BYTES * n_tasks * n_tasks
+    if joint:
+        need += n_tasks * n_train * (sample_bytes + 16)
+    return need
 
 
 def _take(x: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tensor]:
@@ -125,20 +146,40 @@ def build_sequence(
     train_size: int | None = None,
     test_size: int | None = None,
     data_dir: str | None = None,
+    joint: bool = False,
 ) -> TaskSequence:
     """The task sequence named by ``tasks`` (see the module docstring).
 
     ``seed`` fixes the permutations; ``train_size`` / ``test_size`` keep a seeded subset of that
-    many samples per task (None: all of them). The data set is loaded once.
+    many samples per task (None: all of them; more than the data set has is refused). The data
+    set is loaded once. Before any task is built, the memory the sequence will hold
+    (:func:`sequence_bytes`; ``joint``: the multitask baseline will run on it) is compared with
+    the machine's, and a sequence that cannot fit is refused (:class:`ConfigError`).
     """
     family, n, setting = parse_tasks(tasks)
     dataset_name = FAMILIES[family][0]
     for value, what in ((train_size, "train_size"), (test_size, "test_size")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{what} must be a positive integer or None, got {value!r}")
+        if value is not None:
+            check_count(value, what, "a whole number of at least 1, or nothing for all samples")
     ds = data_mod.load(dataset_name, data_dir=data_dir) if data_dir else data_mod.load(dataset_name)
     shape = tuple(ds.input_shape)
     dim = math.prod(shape)
+    sizes = {}
+    for what, value, available in (("train_size", train_size, ds.num_train), ("test_size", test_size, ds.num_test)):
+        if value is not None and value > available:
+            raise ConfigError(f"{what}={value} exceeds the {available} {what[:-5]} samples of {dataset_name!r}; "
+                              f"ask for at most {available}")
+        sizes[what] = available if value is None else value
+    if family.startswith("permuted-"):
+        per_task = (sizes["train_size"], sizes["test_size"])
+    else:  # two of ten classes per task
+        per_task = tuple(min(v, -(-a // 5)) for v, a in ((sizes["train_size"], ds.num_train),
+                                                        (sizes["test_size"], ds.num_test)))
+    need = sequence_bytes(n, *per_task, dim * ds.x_train.element_size(), joint=joint)
+    check_fits(need, f"the sequence {tasks.strip()!r} ({n:,} tasks of {per_task[0]:,} train / {per_task[1]:,} test samples)",
+               "use fewer tasks or smaller --train-size / --test-size")
     out: list[Task] = []
     if family.startswith("permuted-"):
         xtr, ytr = _take(ds.x_train, ds.y_train, train_size, seed)
@@ -154,10 +195,13 @@ def build_sequence(
                 y_test=yte,
             ))
         meta = {"permutation": "numpy.random.default_rng([seed, k]).permutation(D), every task permuted"}
+        full_train = ds.num_train
     else:
+        full_train = ds.num_train
         for k in range(n):
             classes = (2 * k, 2 * k + 1)
             sel_tr = (ds.y_train == classes[0]) | (ds.y_train == classes[1])
+            full_train = min(full_train, int(sel_tr.sum()))
             sel_te = (ds.y_test == classes[0]) | (ds.y_test == classes[1])
             xtr, ytr = _take(ds.x_train[sel_tr], ds.y_train[sel_tr], train_size, seed + 2 * k)
             xte, yte = _take(ds.x_test[sel_te], ds.y_test[sel_te], test_size, seed + 2 * k + 1)
@@ -166,4 +210,4 @@ def build_sequence(
         meta = {"splits": [list(t.classes or ()) for t in out]}
     meta.update(seed=seed, data=ds.description, train_size=train_size, test_size=test_size)
     return TaskSequence(family=family, setting=setting, tasks=out, input_shape=shape,
-                        num_classes=ds.num_classes, meta=meta)
+                        num_classes=ds.num_classes, meta=meta, full_train=full_train)

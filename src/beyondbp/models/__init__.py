@@ -49,7 +49,6 @@ the rule.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import torch
@@ -57,14 +56,15 @@ from torch import nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.options import describe as _describe_declaration, parse
+from beyondbp.resources import physical_memory, show_bytes
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe", "describe_options", "names",
-           "options", "options_class"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size", "describe",
+           "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
@@ -133,14 +133,7 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) 
     option value, or an input shape the model cannot take.
     """
     key, cls = _lookup(name)
-    parse(cls.Options, opts, f"model {key!r}")  # unknown names, types and bounds, one sentence
-    needed = _tensor_bytes(cls, input_shape, num_classes, opts)
-    available = _physical_memory()
-    if available is not None and needed > available:
-        raise ConfigError(
-            f"model {key!r} with these options would need {_gib(needed)} for its weights and buffers alone, "
-            f"more than this machine's {_gib(available)} of memory; choose smaller sizes."
-        )
+    needed = check_size(key, input_shape, num_classes, **opts)
     try:
         return cls(input_shape, num_classes, **opts)
     except (RuntimeError, MemoryError) as exc:
@@ -150,6 +143,36 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) 
                 "and this machine could not allocate it; choose smaller sizes."
             ) from None
         raise
+
+
+def check_size(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) -> int:
+    """Check ``opts`` as :func:`build` does and return the bytes of the model's parameters and
+    buffers (:func:`tensor_bytes`); :class:`ConfigError` when they exceed this machine's
+    physical memory (:func:`check_memory`). :func:`build` calls it first."""
+    needed = tensor_bytes(name, input_shape, num_classes, **opts)
+    check_memory(name, needed)
+    return needed
+
+
+def tensor_bytes(name: str, input_shape: Sequence[int], num_classes: int, **opts: Any) -> int:
+    """Bytes of the parameters and buffers of the model :func:`build` would build, counted on the
+    meta device (nothing allocated, the global RNG untouched); options checked first."""
+    key, cls = _lookup(name)
+    parse(cls.Options, opts, f"model {key!r}")  # unknown names, types and bounds, one sentence
+    return _tensor_bytes(cls, input_shape, num_classes, opts)
+
+
+def check_memory(name: str, needed: int) -> None:
+    """:class:`ConfigError` when a model ``name`` of ``needed`` bytes (:func:`tensor_bytes`) would
+    not fit this machine's physical memory. A study spec calls it for every model of its grid
+    (:func:`beyondbp.study.spec.load_spec`)."""
+    key, _ = _lookup(name)
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"model {key!r} with these options would need {_gib(needed)} for its weights and buffers alone, "
+            f"more than this machine's {_gib(available)} of memory; choose smaller sizes."
+        )
 
 
 def _tensor_bytes(cls: type[nn.Module], input_shape: Sequence[int], num_classes: int, opts: dict[str, Any]) -> int:
@@ -162,11 +185,8 @@ def _tensor_bytes(cls: type[nn.Module], input_shape: Sequence[int], num_classes:
 
 
 def _physical_memory() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return None
+    return physical_memory()
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+    return show_bytes(n)

@@ -31,6 +31,9 @@ Executors:
     of one, is reported in one sentence saying what to set.
 
 Both give identical results for the same spec (each run is seeded by its config alone).
+``workers`` is at most the CPU cores this process may use, except on a Ray cluster given by
+address (each worker started here is a process running at least one torch thread; more of them
+than cores only slow every run down).
 
 A worker that dies (killed, out of memory) hands its runs back to ``pending``; a run whose
 attempts reach :data:`MAX_ATTEMPTS` that way is recorded ``failed``. Interrupting the driver
@@ -69,6 +72,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..training.config import check_count
 from .spec import Spec, default_store_path
 from .store import FINISHED, STATUSES, Owner, Store
 
@@ -357,6 +361,14 @@ def _check_arguments(spec: Spec, executor: str, workers: int, address: str | Non
         raise ConfigError(f"unknown executor {executor!r}; it must be one of {', '.join(EXECUTORS)}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
+    if address is None and workers > available_cores():
+        # each worker is a process (local, or a task of the Ray started here) running at least one
+        # torch thread: more of them than cores only slows every run down
+        raise ConfigError(
+            f"invalid number of workers {workers}: it must be at most {available_cores()}, the CPU cores this "
+            "process may use"
+        )
+    check_count(workers, "number of workers")
     if address is not None and executor != "ray":
         raise ConfigError("an address applies to the ray executor only; add --executor ray or leave --address out")
     seen: dict[str, Any] = {}

@@ -56,7 +56,9 @@ Checks, all before anything runs: the tables and their keys (pydantic models, un
 refused), every value of every axis and every combination, through ``RunConfig`` itself (so a
 study refuses exactly what a run refuses, with the same words) plus the model's and the data
 set's option declarations; grids above :data:`MAX_RUNS` runs are refused, and so are two axis
-entries that give the same run (the same ``run_id``: e.g. a rule option equal to its default).
+entries that give the same run (the same ``run_id``: e.g. a rule option equal to its default),
+and a model whose weights alone would not fit this machine's memory (sized on the meta device,
+nothing allocated; every such run would fail).
 Every mistake is one line, ``<file name>: <place>: <what is wrong>; <what is allowed>``, and all
 that are found are raised together (a :class:`~beyondbp.errors.ConfigError`, or for several a
 :class:`~beyondbp.errors.ConfigErrors` listing them in ``problems``): the tables are checked
@@ -95,7 +97,7 @@ from .. import data as data_mod
 from .. import models as models_mod
 from ..errors import ConfigError, ConfigErrors
 from ..options import parse
-from ..training import EXECUTION_FIELDS, MAX_COUNT, RunConfig
+from ..training import EXECUTION_FIELDS, MAX_COUNT, RunConfig, lm_context
 
 __all__ = ["MAX_RUNS", "PlannedRun", "Spec", "load_spec", "default_store_path"]
 
@@ -747,6 +749,57 @@ def plan_axis(config: RunConfig, axis: str, values: Sequence[Any]) -> list[Plann
         raise (ConfigError(problems[0]) if len(problems) == 1 else ConfigErrors(problems)) from None
 
 
+#: The axes that decide a run's model size (for the place of a model-memory error).
+_MODEL_AXES = ("model", "model_options", "data", "data_options", "context")
+
+
+def _nominal_shape(config: RunConfig) -> tuple[tuple[int, ...], int]:
+    """A run's input shape and number of classes as far as they are known without loading its
+    data: exact for the bundled and generated sets and the IDX images, a lower bound (a
+    vocabulary of 2) for a character-level corpus read from ``data_dir``."""
+    name = config.data.strip().lower().replace("_", "-")
+    if data_mod.is_text(name):
+        vocab = 256 if name == "text" else (65 if not config.data_dir else 2)
+        return (lm_context(config),), vocab
+    if name == "mnist1d":
+        return (int({**data_mod.options(name), **config.data_options}["length"]),), 10
+    if name == "digits":
+        return (1, 8, 8), 10
+    return (1, 28, 28), 10  # fashion-mnist, mnist
+
+
+def _check_model_memory(runs: list[PlannedRun]) -> None:
+    """Refuse a grid with a model whose weights and buffers alone exceed this machine's memory
+    (:func:`beyondbp.models.check_memory`, the check every run's build makes, sized on the meta
+    device), when the spec is read: otherwise each such run would be recorded failed. Each
+    distinct model is sized once; one that cannot be built for its data is left to the run."""
+    sized: dict[Any, str | None] = {}
+    failing: list[tuple[PlannedRun, str]] = []
+    for run in runs:
+        config = run.config
+        shape, classes = _nominal_shape(config)
+        key = (config.model, repr(_normal(config.model_options)), shape, classes)
+        if key not in sized:
+            sized[key] = None
+            try:
+                needed = models_mod.tensor_bytes(config.model, shape, classes, **config.model_options)
+            except Exception:  # noqa: BLE001 - e.g. a model that does not take this data: the run reports it, as before
+                continue
+            try:
+                models_mod.check_memory(config.model, needed)
+            except ConfigError as exc:
+                sized[key] = str(exc)
+        if sized[key] is not None:
+            failing.append((run, sized[key]))
+    if not failing:
+        return
+    run, message = failing[0]
+    chosen = [f"{k}={run.axes[k]!r}" for k in _MODEL_AXES if k in run.axes]
+    place = "[axes] " + ", ".join(chosen) if chosen and len(failing) < len(runs) else "[base] model_options"
+    more = f" ({len(failing)} of {len(runs)} runs)" if len(failing) > 1 else ""
+    raise _SpecError(place, message.rstrip(".") + more)
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate the study spec at ``path``. Every problem found is one line naming the
     file and the place; all of them are raised together as one :class:`ConfigErrors` (a
@@ -766,6 +819,7 @@ def load_spec(path: str | Path) -> Spec:
         run_execution = {k: v for k, v in execution.items()
                          if v is not None and k not in ("checkpoint_every", "keep_models")}
         runs = _plan(base, axes, run_execution)
+        _check_model_memory(runs)
     except _SpecError as exc:
         problems = [" ".join(f"{name}: {e.place}: {e.message}".split("\n")) for e in getattr(exc, "errors", [exc])]
         raise (ConfigError(problems[0]) if len(problems) == 1 else ConfigErrors(problems)) from None

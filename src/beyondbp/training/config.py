@@ -54,6 +54,7 @@ __all__ = [
     "MAX_COUNT",
     "RunConfig",
     "RunResult",
+    "check_count",
     "effective_rule_options",
     "lm_context",
 ]
@@ -92,6 +93,25 @@ def _describe_validation_error(exc: ValidationError) -> str:
 MAX_COUNT = 2**40
 
 _COUNT = "a whole number of at least 1"
+
+def check_count(value: Any, what: str, accepts: str = "a whole number of at least 1", low: int = 1) -> int:
+    """``value`` as a count bounded as :class:`RunConfig` bounds its own (batch sizes, budgets,
+    sample counts): a whole number from ``low`` to :data:`MAX_COUNT`. Otherwise
+    :class:`ConfigError`: "invalid <what> <value>: it must be <accepts>" (or "at most 2**40").
+    The command line checks its own count flags (``continual``, ``adapt``, ``sample``) with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"invalid {what} {value!r}: it must be {accepts}")
+    value = int(value)
+    if value > MAX_COUNT:
+        raise ConfigError(f"invalid {what} {value!r}: it must be at most 2**40")
+    if value < low:
+        raise ConfigError(f"invalid {what} {value!r}: it must be {accepts}")
+    return value
+
+
 
 class RunConfig(BaseModel):
     """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
@@ -180,6 +200,14 @@ class RunConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """A config from a mapping of settings; :class:`ConfigError` for anything else."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"a run config must be a mapping of setting names to values, not {type(values).__name__}"
+            )
+        if any(not isinstance(k, str) for k in values):
+            key = next(k for k in values if not isinstance(k, str))
+            raise ConfigError(f"run setting names must be strings, got {key!r}")
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> "RunConfig":
