@@ -92,7 +92,8 @@ def test_a_damaged_page_fails_check_and_the_other_commands_refuse_the_store(stud
 
     code, out, err = cli(capsys, "study", "check", spec)
     assert code == EXIT_CHECK_FAILED == 5 and err == ""
-    assert any("SQLite's integrity check failed" in line for line in out.splitlines())
+    found = [line for line in out.splitlines() if line.startswith("SQLite's")]
+    assert len(found) == 1 and "check failed" in found[0] and f"page {page}" in found[0]
     for command in (["run", "--quiet"], ["status"], ["report", "--out", tmp_path / "r", "--bootstrap", "10"]):
         code, _, err = cli(capsys, "study", *command, spec)
         line = one_error(err)
@@ -315,7 +316,7 @@ def test_read_only_commands_leave_no_files_beside_the_store(tmp_path, capsys, le
     content = store_path.read_bytes()
     for command in (["status"], ["status", "--json"], ["check"],
                     ["report", "--out", tmp_path / "r", "--bootstrap", "10"]):
-        code, out, err = cli(capsys, "study", *command, spec, "--store", store_path)
+        code, _, err = cli(capsys, "study", *command, spec, "--store", store_path)
         assert code == 0, (command, err)
         assert _listing(folder) == before, command
     assert store_path.read_bytes() == content

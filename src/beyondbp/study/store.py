@@ -329,7 +329,7 @@ class Store:
         if app_id != APPLICATION_ID:
             raise self._refuse("it is another SQLite database")
         if self.verify:
-            problems = self.damage(full=False)
+            problems = self.damage(full=False, limit=1)
             if problems:
                 raise self._damaged(problems[0])
         try:
@@ -353,20 +353,29 @@ class Store:
                 "give this study its own store with --store"
             )
 
-    def damage(self, full: bool = True) -> list[str]:
+    def damage(self, full: bool = True, limit: int = 20) -> list[str]:
         """What is wrong with the file, one sentence each (empty when sound): SQLite's
         ``PRAGMA integrity_check`` (``quick_check`` with ``full=False``: it skips verifying that
         indexes match their tables) and the tables and columns of this layout (:data:`COLUMNS`).
-        The rows themselves are checked by ``study check`` (:func:`beyondbp.study.runner.check_study`)."""
+        SQLite's report is cut after ``limit`` findings. The rows themselves are checked by
+        ``study check`` (:func:`beyondbp.study.runner.check_study`)."""
         problems: list[str] = []
-        pragma = "integrity_check" if full else "quick_check"
-        try:
-            lines = [str(r[0]) for r in self._conn.execute(f"PRAGMA {pragma}(20)")]
-        except sqlite3.DatabaseError as exc:
-            lines = [str(exc)]
-        lines = [" ".join(line.split()) for line in lines if line.strip() != "*** in database main ***"]
-        if lines != ["ok"]:
-            problems.append(f"SQLite's {pragma.replace('_', ' ')} failed: {'; '.join(lines)}")
+        found: tuple[str, list[str]] | None = None
+        # the integrity check can stop at "database disk image is malformed" where the quick
+        # check names the page: then the quick check's findings are reported
+        for pragma in ("integrity_check", "quick_check") if full else ("quick_check",):
+            try:
+                rows = [str(r[0]) for r in self._conn.execute(f"PRAGMA {pragma}({int(limit)})")]
+            except sqlite3.DatabaseError as exc:
+                found = found or (pragma, [str(exc)])
+                continue
+            lines = [" ".join(line.split()) for row in rows for line in row.splitlines()
+                     if line.strip() and line.strip() != "*** in database main ***"]
+            if lines != ["ok"]:
+                found = (pragma, lines)
+            break
+        if found is not None:
+            problems.append(f"SQLite's {found[0].replace('_', ' ')} failed: {'; '.join(found[1])}")
         try:
             for table, columns in COLUMNS.items():
                 have = [r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")]
