@@ -331,7 +331,12 @@ def run_study(
     (its path), ``total`` (runs in the spec), ``added`` (new in the store), ``reclaimed``
     (handed back from dead owners), ``ran`` (runs recorded by this call), ``counts`` (spec runs
     by status at the end), ``wall_time`` (seconds), ``store_seconds`` (spent in store calls)
-    and ``run_seconds`` (the workers' time in the runs recorded)."""
+    and ``run_seconds`` (the workers' time in the runs recorded).
+
+    Refused before the store is created or opened: an ``[execution] device`` this machine lacks
+    (:func:`~beyondbp.study.spec.check_device`; not when the runs go to a Ray cluster at
+    ``address``) and a ``<store>.states`` (with ``keep_models``, ``<store>.models``) that is not a
+    folder. A damaged store is refused when it is opened (see :mod:`beyondbp.study.store`)."""
     started = time.perf_counter()
     _check_arguments(spec, executor, workers, address)
     ray = _import_ray() if executor == "ray" else None
