@@ -284,7 +284,7 @@ class Store:
             st = path.stat()
             return st.st_ino, st.st_size, st.st_mtime_ns
 
-        if in_wal_mode() and not wal_file.exists():
+        if in_wal_mode() and not wal_file.exists() and hasattr(sqlite3.Connection, "deserialize"):
             # no process has it open; a mode=ro connection would create -wal and -shm and leave them
             for _ in range(5):
                 before = signature()
