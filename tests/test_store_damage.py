@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from beyondbp import RunConfig, run
 from beyondbp.cli import EXIT_CHECK_FAILED, main
 from beyondbp.errors import ConfigError
-from beyondbp.run import state as state_mod
+
+try:  # the run layer's package (beyondbp.run, renamed beyondbp.training)
+    from beyondbp.training import state as state_mod
+except ImportError:
+    from beyondbp.run import state as state_mod
 from beyondbp.study.runner import check_study
 from beyondbp.study.spec import load_spec
 from beyondbp.study.store import Owner, Store
@@ -253,8 +258,6 @@ def test_deeply_nested_toml_is_one_sentence(tmp_path, capsys, depth):
 
 
 def test_a_state_file_with_a_header_but_missing_contents_is_refused(tmp_path, capsys):
-    from beyondbp.train import RunConfig
-
     config = RunConfig(model="mlp", data="mnist1d", data_options={"num_samples": 200}, steps=2)
     path = tmp_path / "s.pt"
     torch.save({"format": state_mod.FORMAT, "version": state_mod.VERSION, "run_id": config.run_id}, path)
@@ -266,8 +269,6 @@ def test_a_state_file_with_a_header_but_missing_contents_is_refused(tmp_path, ca
 
 
 def test_a_state_file_whose_entries_lack_their_keys_is_refused(tmp_path):
-    from beyondbp.train import RunConfig, run
-
     config = RunConfig(model="mlp", data="mnist1d", data_options={"num_samples": 200}, steps=4,
                        state=str(tmp_path / "s.pt"), checkpoint_every=2)
     payload = {"run_id": config.run_id, "config": {}, "model": {}, "rule_state": {}, "generators": [], "learner": {},

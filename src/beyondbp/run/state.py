@@ -19,11 +19,12 @@ steps (after that step's evaluation, if one falls there), one ``torch.save`` fil
 It is written atomically (:func:`beyondbp.files.atomic_write_bytes`: a temporary file, then
 ``os.replace``), so a kill at any moment leaves either the previous state or the new one.
 :func:`read` loads it with ``torch.load(weights_only=True)``; a file that belongs to another
-run (another :attr:`~beyondbp.run.RunConfig.run_id`), is not a run state, or lacks any of the
-entries above (:data:`CONTENTS`) is refused with a :class:`~beyondbp.errors.ConfigError`, and
-so is a state path whose folder does not exist (the run does not create folders: a mistyped
-path must not train into a new one, as a study's ``--store`` is refused the same way). When the
-run ends (done or diverged) the loop deletes it.
+run (another :attr:`~beyondbp.run.RunConfig.run_id`) or is not a run state is refused with a
+:class:`~beyondbp.errors.ConfigError`. When the run ends (done or diverged) the loop deletes it.
+
+A state file lacking any of the entries above (:data:`CONTENTS`) is refused the same way, and so
+is a state path whose folder does not exist: the run does not create folders (a mistyped path
+must not train into a new one; a study's ``--store`` is refused the same way).
 
 Resuming restores all of the above in the order the loop needs (:func:`restore`); with the same
 machine and library versions the resumed run's weights, history and final metrics are
