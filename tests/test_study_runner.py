@@ -192,7 +192,7 @@ def test_sigkill_midway_then_run_again_finishes_every_run_exactly_once(tmp_path,
     assert killed and finished
 
     code, out, _ = cli(capsys, "study", "check", spec_path)  # the stale leases are reported
-    assert code == 1 and sum("is marked running but" in line for line in out.splitlines()) == len(killed)
+    assert code == 5 and sum("is marked running but" in line for line in out.splitlines()) == len(killed)
 
     code, out, err = cli(capsys, "study", "run", spec_path, "--workers", "2")
     assert code == 0, err
@@ -239,7 +239,7 @@ def test_cli_status_check_and_errors(tmp_path, capsys):
     status = json.loads(out)
     assert status["missing"] == 1 and status["counts"]["pending"] == 1 and status["time_left"] > 0
     code, out, _ = cli(capsys, "study", "check", spec_path)
-    assert code == 1 and len(out.strip().splitlines()) == 1 and "missing from the store" in out
+    assert code == 5 and len(out.strip().splitlines()) == 1 and "missing from the store" in out
 
     write_spec(spec_path, "seed = [0, 1]")
     with Store(tmp_path / "s.db", create=True, study="tiny") as store:  # tamper with the store
@@ -247,7 +247,7 @@ def test_cli_status_check_and_errors(tmp_path, capsys):
         store._conn.execute("UPDATE runs SET status = 'finished', attempts = 3 WHERE position = 1")
     code, out, _ = cli(capsys, "study", "check", spec_path)
     lines = out.strip().splitlines()
-    assert code == 1
+    assert code == 5
     assert any("its stored config hashes to run id" in line for line in lines)
     assert any("has status 'finished', which is not one of" in line for line in lines)
     assert any("counts 3 attempts but 1 are logged" in line for line in lines)

@@ -30,9 +30,10 @@ plain ``progress [...]`` line every $BEYONDBP_PROGRESS_INTERVAL seconds (default
 Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
 2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
 are still written, marked ``diverged`` with the step, but no checkpoint is saved; ``compare``
-finishes the other rules first; 130 interrupted. ``study check`` exits 1 when the store has
+finishes the other rules first; 130 interrupted. ``study check`` exits 5 when the store has
 problems (one line each); ``study run`` exits 4 when some runs failed (the study still ran the
-others). A bad spec is refused before the run store is opened or created.
+others). A bad spec is refused before the run store is opened or created; ``study run``,
+``status`` and ``report`` refuse a damaged store (exit 2, naming the file and how to recover).
 """
 
 from __future__ import annotations
@@ -961,6 +962,18 @@ study_app = typer.Typer(
 app.add_typer(study_app, name="study")
 
 
+def _check_utf8(path: Path) -> None:
+    """Refuse (one sentence, with the line) a file that is not UTF-8 text."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"CSV file {str(path)!r}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8"
+        ) from None
+
+
 def _read_csv_columns(path: Path, columns: dict[str, str]) -> dict[str, list[float]]:
     """The named columns of a CSV file with a header row, as floats; ``columns`` maps each
     column name to the flag that named it (for the messages)."""
@@ -968,6 +981,7 @@ def _read_csv_columns(path: Path, columns: dict[str, str]) -> dict[str, list[flo
 
     if not path.is_file():
         raise DataError(f"CSV file {str(path)!r} does not exist or is not a file")
+    _check_utf8(path)
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -1090,7 +1104,8 @@ def study_fit(
 
 # -- study run / status / check ------------------------------------------------------------------
 EXIT_RUNS_FAILED = 4
-EXIT_CHECK_FAILED = 1
+#: Exit status of ``study check`` when the store has problems (damage, missing runs, stale leases).
+EXIT_CHECK_FAILED = 5
 
 SpecArg = Annotated[Path, typer.Argument(help="The study's spec file (TOML).")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Run store (default: the spec's path with .db).")]
@@ -1205,6 +1220,16 @@ def _print_dry_run(parsed: Any, store: Optional[Path], executor: str, workers: i
     console.print(f"store {plan['store']} ({where})")
 
 
+_STATUSES = ("pending", "running", "done", "failed", "diverged")  # beyondbp.study.store.STATUSES (not imported: fast help)
+
+
+def _warn_unknown_status(n: int, spec: Path) -> None:
+    """Say that spec runs whose stored status is unknown (a damaged store) were skipped."""
+    if n:
+        print(f"warning: {_count(n, 'run')} of the spec skipped: {'its' if n == 1 else 'their'} status in the store is "
+              f"unknown; `beyondbp study check {spec}` names {'it' if n == 1 else 'them'}", file=sys.stderr)
+
+
 @study_app.command("run")
 def study_run(
     spec: SpecArg,
@@ -1241,6 +1266,7 @@ def study_run(
             f"study {parsed.name}: ran {summary['ran']} of {summary['total']} runs ({summary['added']} added to the store) in "
             f"{_duration(summary['wall_time'])} · {_counts_text(counts)} · store {summary['store']}"
         )
+    _warn_unknown_status(sum(n for s, n in counts.items() if s not in _STATUSES), spec)
     if counts["failed"]:
         print(f"error: {_count(counts['failed'], 'run')} failed; see `beyondbp study status {spec}`", file=sys.stderr)
         return EXIT_RUNS_FAILED
@@ -1261,6 +1287,7 @@ def study_status(
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")
     status = status_of(parsed, store, workers=workers)
+    _warn_unknown_status(status["unknown_status"], spec)
     if as_json:
         typer.echo(json.dumps(jsonable.plain(status), indent=2))
         return
@@ -1292,9 +1319,10 @@ def study_status(
 
 @study_app.command("check")
 def study_check(spec: SpecArg, store: StoreOpt = None, debug: DebugOpt = False) -> int:
-    """Check the study's store: every run present, statuses valid, results recorded, no stale
-    leases of dead owners, ids matching configs, attempts adding up. Exit 1 with one line per
-    problem, 0 when sound."""
+    """Check the study's store: SQLite's integrity check, every table and column present, every
+    run present, statuses valid, configs and results readable JSON, results recorded, no stale
+    leases of dead owners, ids matching configs, attempts adding up. Exit 5 with one line per
+    problem, 0 when sound (2: bad input, such as a missing store)."""
     from .study.runner import check_study
 
     parsed = _load_spec(spec)
@@ -1334,7 +1362,13 @@ def study_report(
     if not math.isfinite(extrapolate) or extrapolate < 1:
         raise ConfigError(f"invalid --extrapolate {extrapolate}: it must be a finite number of at least 1")
     folder = Path(out) if out is not None else parsed.path.with_name(parsed.path.stem + "-report")
-    records = study_records(parsed, store)
+    files.check_writable(folder, "report folder", directory=True)
+    skipped: list[tuple[str, str]] = []
+    records = study_records(parsed, store, skipped=skipped)
+    for reason in sorted({why for _, why in skipped}):
+        n = sum(1 for _, why in skipped if why == reason)
+        print(f"warning: {_count(n, 'run')} of the spec left out of the report ({reason}); "
+              f"`beyondbp study check {spec}` names {'it' if n == 1 else 'them'}", file=sys.stderr)
     labels = {r["label"] for r in records}
     if records and baseline not in labels:
         raise ConfigError(f"baseline {baseline!r} is not a rule label of this study; its labels are: {', '.join(sorted(labels))}")
@@ -1351,11 +1385,16 @@ def study_report(
                            analyze_options={"baseline": baseline, "n_bootstrap": bootstrap, "extrapolate": extrapolate},
                            representations=found)
     console = _console()
-    missing = len(parsed.runs()) - len(records)
+    missing = len(parsed.runs()) - len(records) - len(skipped)
     done = sum(1 for r in records if r["status"] == "done")
     console.print(f"study {parsed.name}: {_count(done, 'done run')} of {len(parsed.runs())} reported"
                   + (f" ({missing} not run yet)" if missing else ""))
-    verdicts = json.loads(written["report.json"].read_text())["analysis"].get("verdicts", {})
+    analysis = json.loads(written["report.json"].read_text())["analysis"]
+    verdicts = analysis.get("verdicts", {})
+    excluded = analysis.get("excluded") or []
+    if excluded:
+        print(f"warning: {_count(len(excluded), 'done run')} left out of the fits ({'first: ' if len(excluded) > 1 else ''}"
+              f"{excluded[0].get('reason')}); report.md lists {'it' if len(excluded) == 1 else 'them'}", file=sys.stderr)
     for label in sorted(verdicts):
         if verdicts[label].get("sentence"):
             console.print(verdicts[label]["sentence"], soft_wrap=True)

@@ -73,7 +73,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..training.config import check_count
-from .spec import Spec, default_store_path
+from .spec import Spec, check_device, default_store_path
 from .store import FINISHED, STATUSES, Owner, Store
 
 __all__ = ["EXECUTORS", "MAX_ATTEMPTS", "available_cores", "dry_run", "execute", "run_study", "state_dir", "worker_threads"]
@@ -117,6 +117,20 @@ def model_dir(store_path: str | os.PathLike) -> Path:
     """Where runs save their final models with ``keep_models``: ``<store dir>/<store stem>.models``."""
     path = Path(store_path)
     return path.parent / f"{path.stem}.models"
+
+
+def _check_run_folders(store_path: Path, keep_models: bool) -> None:
+    """Refuse, before the store is created, a ``<store>.states`` (or, with ``keep_models``,
+    ``<store>.models``) that exists and is not a directory."""
+    folders = [("resume-state folder", state_dir(store_path))]
+    if keep_models:
+        folders.append(("model folder", model_dir(store_path)))
+    for what, folder in folders:
+        if folder.is_symlink() and not folder.is_dir() or (folder.exists() and not folder.is_dir()):
+            raise ConfigError(
+                f"the {what} {str(folder)!r} of run store {str(store_path)!r} exists and is not a folder; "
+                "move it aside or give another store with --store"
+            )
 
 
 def _worker_init(threads: int) -> None:
@@ -417,16 +431,24 @@ def run_study(
     (its path), ``total`` (runs in the spec), ``added`` (new in the store), ``reclaimed``
     (handed back from dead owners), ``ran`` (runs recorded by this call), ``counts`` (spec runs
     by status at the end), ``wall_time`` (seconds), ``store_seconds`` (spent in store calls)
-    and ``run_seconds`` (the workers' time in the runs recorded)."""
+    and ``run_seconds`` (the workers' time in the runs recorded).
+
+    Refused before the store is created or opened: an ``[execution] device`` this machine lacks
+    (:func:`~beyondbp.study.spec.check_device`; not when the runs go to a Ray cluster at
+    ``address``) and a ``<store>.states`` (with ``keep_models``, ``<store>.models``) that is not a
+    folder. A damaged store is refused when it is opened (see :mod:`beyondbp.study.store`)."""
     started = time.perf_counter()
     _check_arguments(spec, executor, workers, address)
     ray = _import_ray() if executor == "ray" else None
+    if executor == "local" or address is None:  # runs on this machine (a cluster may have the device)
+        check_device(spec)
     path = Path(store_path) if store_path is not None else default_store_path(spec.path)
     runs = spec.runs()
     ids = {r.id for r in runs}
     threads = worker_threads(spec, executor, workers)
     emit = progress or (lambda event, info: None)
 
+    _check_run_folders(path, bool(spec.execution.get("keep_models")))
     store = Store(path, create=True, study=spec.name)
     owner = Owner.new()
     inflight: dict[Any, str] = {}
@@ -651,9 +673,10 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
     in the spec), ``stale`` (runs marked running whose owner is dead: the next ``study run``
     runs them again), ``time_spent`` (workers' seconds in finished runs), ``mean_wall_time`` (of
     done runs), ``time_left`` (that mean × (pending + running) / ``workers``; None before any
-    run is done) and ``failed`` (id, label, axes and first error line of each failed run).
-    ``store_exists`` is False for a study never run: every run is then pending and missing, and
-    the store is not created."""
+    run is done), ``failed`` (id, label, axes and first error line of each failed run) and
+    ``unknown_status`` (spec runs whose stored status is none of :data:`STATUSES`: damage,
+    counted nowhere else). ``store_exists`` is False for a study never run: every run is then
+    pending and missing, and the store is not created."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
     target = Path(store_path) if store_path is not None else default_store_path(spec.path)
@@ -670,13 +693,17 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
     done_times: list[float] = []
     failed = []
     missing = 0
+    unknown = 0
     for run in runs:
         row = rows.get(run.id)
         if row is None:
             missing += 1
             counts["pending"] += 1
             continue
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        if row["status"] not in STATUSES:  # damage: counted apart (`study check` names them)
+            unknown += 1
+            continue
+        counts[row["status"]] += 1
         if row["status"] in ("done", "diverged", "failed") and row["wall_time"] is not None:
             spent += float(row["wall_time"])
         if row["status"] == "done" and row["wall_time"] is not None:
@@ -701,15 +728,23 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
         "time_left": left,
         "workers": workers,
         "failed": failed,
+        "unknown_status": unknown,
     }
 
 
-def study_records(spec: Spec, store_path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def study_records(spec: Spec, store_path: str | os.PathLike | None = None,
+                  skipped: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """The store's records (:meth:`Store.records`) of the spec's current runs, in the spec's
     order; runs the store holds that are no longer in the spec are left out, runs of the spec
-    not yet in the store are absent. A missing store is an error, not created."""
+    not yet in the store are absent. A missing store is an error, not created. Spec runs whose
+    row :meth:`Store.records` skipped (unknown status, malformed result) are absent too and, when
+    ``skipped`` is a list, appended to it as ``(run id, why)``."""
     with _store_for(spec, store_path) as store:
         by_id = {r["id"]: r for r in store.records()}
+        left_out = store.skipped
+    if skipped is not None:
+        ids = {run.id for run in spec.runs()}
+        skipped.extend(item for item in left_out if item[0] in ids)
     return [by_id[run.id] for run in spec.runs() if run.id in by_id]
 
 
@@ -721,14 +756,17 @@ def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list
     from the attempts logged), and SQLite's own integrity check."""
     from ..training import RunConfig
 
-    problems: list[str] = []
-    with _store_for(spec, store_path) as store:
-        integrity = store.integrity()
-        if integrity != "ok":
-            problems.append(f"SQLite integrity check failed: {integrity}")
-        rows = store.rows()
-        attempts = store.attempts()
-        dead = {r["id"]: store.dead_reason(r) for r in rows if r["status"] == "running"}
+    path = Path(store_path) if store_path is not None else default_store_path(spec.path)
+    with Store(path, study=spec.name, verify=False) as store:
+        problems = store.damage(full=True)
+        if any(not p.startswith("SQLite") for p in problems):
+            return problems  # tables or columns missing: the rows cannot be checked
+        try:
+            rows = store.rows()
+            attempts = store.attempts()
+            dead = {r["id"]: store.dead_reason(r) for r in rows if r["status"] == "running"}
+        except ConfigError as exc:  # pages too damaged to read
+            return [*problems, str(exc)]
     by_id = {r["id"]: r for r in rows}
     for run in spec.runs():
         if run.id not in by_id:
@@ -744,6 +782,14 @@ def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list
         where = f"run {rid}"
         if status not in STATUSES:
             problems.append(f"{where} has status {status!r}, which is not one of {', '.join(STATUSES)}")
+        for column in ("axes", "result", "final", "versions"):
+            try:
+                value = json.loads(row[column]) if row[column] is not None else None
+            except ValueError:
+                problems.append(f"{where}: its {column} is not JSON")
+                continue
+            if column in ("axes", "result") and value is not None and not isinstance(value, dict):
+                problems.append(f"{where}: its {column} is not a JSON object")
         try:
             config = json.loads(row["config"])
             real_id = RunConfig(**config).run_id

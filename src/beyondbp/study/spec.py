@@ -99,10 +99,12 @@ from ..errors import ConfigError, ConfigErrors
 from ..options import parse
 from ..training import EXECUTION_FIELDS, MAX_COUNT, RunConfig, lm_context
 
-__all__ = ["MAX_RUNS", "PlannedRun", "Spec", "load_spec", "default_store_path"]
+__all__ = ["MAX_DEPTH", "MAX_RUNS", "PlannedRun", "Spec", "check_device", "load_spec", "default_store_path"]
 
 #: The largest grid a spec may ask for.
 MAX_RUNS = 100_000
+#: How deeply a spec's values may nest (arrays and tables inside each other).
+MAX_DEPTH = 32
 
 TABLE_SETTINGS = ("rule_options", "model_options", "data_options")
 
@@ -543,6 +545,10 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         ) from None
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(
+            f"{name}: its arrays or tables are nested too deeply to read; a spec nests at most {MAX_DEPTH} levels"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
@@ -555,7 +561,48 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
             place = "TOML"
         message = message.rstrip(".")
         raise ConfigError(f"{name}: {place}: not valid TOML ({message}); see https://toml.io for the syntax") from None
+    _check_depth(name, doc)
     return text, doc
+
+
+def _check_depth(name: str, doc: dict[str, Any]) -> None:
+    """Refuse values nested deeper than :data:`MAX_DEPTH` (checked without recursion), which no
+    setting needs and which would exhaust the recursion of the checks below."""
+    stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    while stack:
+        value, place, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{name}: {place}: values nest more than {MAX_DEPTH} levels deep; no setting needs that many")
+        if isinstance(value, dict):
+            stack.extend((v, f"{place}.{k}" if place else f"[{k}]", depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, place, depth + 1) for v in value)
+
+
+def check_device(spec: "Spec") -> None:
+    """Refuse (:class:`ConfigError`, one sentence) a spec whose ``[execution] device`` this
+    machine lacks (``cuda`` without a CUDA GPU, ``cuda:N`` beyond the GPUs torch sees, ``mps``
+    where it is not available): its runs would all fail. ``study run`` calls it before the
+    store is created when the runs execute on this machine (not for a Ray cluster at an
+    address, whose nodes may have the device); ``load_spec`` does not, so a study run on a GPU
+    machine can still be reported on another."""
+    device = str(spec.execution.get("device") or "cpu")
+    if device == "cpu":
+        return
+    import torch
+
+    where = f"{spec.path.name}: [execution] device"
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            seen = "no CUDA GPU" if count == 0 else f"{count} CUDA GPU{'s' if count > 1 else ''} (cuda:0 to cuda:{count - 1})"
+            raise ConfigError(
+                f"{where}: {device!r} is not available on this machine (torch sees {seen}); "
+                "use 'cpu', or run the study where that device exists"
+            )
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where}: 'mps' is not available on this machine; use 'cpu', or run the study where it exists")
 
 
 class _Grid:

@@ -22,8 +22,12 @@ It holds three tables:
     one row per time a run was claimed: ``run_id``, ``attempt`` (1, 2, ...), the owner's
     ``host``, ``pid`` and ``token``, ``started_at``, ``ended_at`` and ``outcome`` (``done``,
     ``failed``, ``diverged``, ``lost`` — its owner died or its lease expired and it was handed
-    back —, ``released`` — its owner stopped and handed it back —, or empty while it runs).
-    A run's ``attempts`` column counts its rows here; ``study check`` verifies that.
+    back, or the run's row was lost from a damaged store and added again —, ``released`` — its
+    owner stopped and handed it back —, or empty while it runs). A run's ``attempts`` column
+    counts its rows here; ``study check`` verifies that. A run whose row is missing while its
+    attempts are still logged (a damaged store) is added again by :meth:`Store.add_runs`: its
+    earlier attempts become ``lost`` and its attempt numbers continue after them, so it is run
+    again.
 
 Claims are atomic: :meth:`Store.claim` runs in a ``BEGIN IMMEDIATE`` transaction, so two
 processes on one store never take the same run. A claim is a lease owned by ``(host, pid,
@@ -34,6 +38,21 @@ result of the lease's current owner, so a run is never recorded twice.
 
 Only the study's driver process writes the store; workers return their results to it. The time
 spent inside the store's methods is added up in :attr:`Store.seconds` (for the benchmark).
+
+Damage. Every opening runs SQLite's ``PRAGMA quick_check`` and checks that the tables and
+columns above are all there; a store that fails is refused with one sentence naming the file
+and how to recover (:class:`ConfigError`), before anything reads or writes it. ``Store(path,
+verify=False)`` opens it anyway, for :meth:`Store.damage` (what ``study check`` reports). An
+SQLite error inside any method (a page damaged after the check) is a :class:`ConfigError` too.
+:meth:`Store.records` refuses a row whose JSON columns do not parse, and skips (listing them in
+:attr:`Store.skipped`) rows with an unknown status or a result that is not a JSON object.
+
+Read-only opening leaves no files beside the store: a writer switches the file back from WAL
+to rollback-journal mode when it closes as the last connection, so a reader opens it with
+``mode=ro`` (creating nothing); a file still in WAL mode that no process has open (no ``-wal``
+file) — which a read-only SQLite connection could only read by creating ``-wal`` and ``-shm``
+and leaving them — is read from a consistent in-memory copy instead; while a writer has it open
+its ``-wal`` and ``-shm`` exist and the reader shares them.
 """
 
 from __future__ import annotations
@@ -99,6 +118,24 @@ CREATE TABLE attempts (
 T = TypeVar("T")
 
 
+def _schema_columns() -> dict[str, tuple[str, ...]]:
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+        return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        conn.close()
+
+
+#: The tables of a store and their columns (a store lacking any of them is damaged).
+COLUMNS = _schema_columns()
+#: Columns of ``runs`` holding JSON (``result`` and ``final`` may be NULL).
+JSON_COLUMNS = ("axes", "config", "result", "final", "versions")
+
+
 @dataclass(frozen=True)
 class Owner:
     """Who holds a lease: this machine's host name, this process's id and a random token (so a
@@ -119,6 +156,11 @@ def _timed(method: Callable[..., T]) -> Callable[..., T]:
         t0 = time.perf_counter()
         try:
             return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:  # a page damaged after the opening check, a lock held too long
+            raise ConfigError(
+                f"run store {str(self.path)!r} failed ({' '.join(str(exc).split())}); if it is damaged, "
+                "`beyondbp study check` lists its problems"
+            ) from None
         finally:
             self.seconds += time.perf_counter() - t0
 
@@ -141,15 +183,20 @@ class Store:
     need); ``Store(path, create=True, study=NAME)`` opens it for writing and creates it if it
     does not exist. With ``study`` given, a store of another study is refused. A file that is
     not a beyondbp run store is refused with one sentence (:class:`ConfigError`); so is a
-    missing one unless ``create``.
+    missing one unless ``create``, and a damaged one (SQLite's quick check or the tables) unless
+    ``verify=False`` (what ``study check`` uses, to list the damage with :meth:`damage`).
     """
 
     path: Path
     create: bool = False
     study: str | None = None
     busy_timeout: float = 60.0
+    verify: bool = True
     seconds: float = field(default=0.0, init=False)
+    #: ``(run id, why)`` of the rows the last :meth:`records` call skipped.
+    skipped: list[tuple[str, str]] = field(default_factory=list, init=False)
     _conn: sqlite3.Connection = field(init=False, repr=False)
+    _meta_problem: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -168,6 +215,12 @@ class Store:
     # -- opening --------------------------------------------------------------------------------
     def _refuse(self, why: str) -> ConfigError:
         return ConfigError(f"{str(self.path)!r} is not a beyondbp run store ({why}); give the store of this study with --store, or a new path")
+
+    def _damaged(self, why: str) -> ConfigError:
+        return ConfigError(
+            f"run store {str(self.path)!r} is damaged ({why}); `beyondbp study check` lists its problems: restore "
+            "the store from a backup, or move it aside and run the study again into a new store"
+        )
 
     def _read_head(self) -> bytes:
         try:
@@ -208,8 +261,7 @@ class Store:
             if self.create:
                 conn = sqlite3.connect(str(path), timeout=self.busy_timeout, isolation_level=None)
             else:
-                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                       timeout=self.busy_timeout, isolation_level=None)
+                conn = self._connect_readonly(path)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.row_factory = sqlite3.Row
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -218,6 +270,34 @@ class Store:
         if app_id == 0 and self.create:
             self._initialise(conn)
         return conn
+
+    def _connect_readonly(self, path: Path) -> sqlite3.Connection:
+        """A read-only connection that creates no file beside the store (see the module docstring)."""
+        wal_file = path.with_name(path.name + "-wal")
+
+        def in_wal_mode() -> bool:
+            with open(path, "rb") as fh:
+                head = fh.read(20)
+            return len(head) == 20 and head[18] == 2  # the file format write version: 2 is WAL
+
+        def signature() -> tuple[int, int, int]:
+            st = path.stat()
+            return st.st_ino, st.st_size, st.st_mtime_ns
+
+        if in_wal_mode() and not wal_file.exists() and hasattr(sqlite3.Connection, "deserialize"):
+            # no process has it open; a mode=ro connection would create -wal and -shm and leave them
+            for _ in range(5):
+                before = signature()
+                data = bytearray(path.read_bytes())
+                if signature() == before and not wal_file.exists():  # nobody wrote it meanwhile
+                    data[18:20] = b"\x01\x01"  # read the copy in rollback mode: no WAL files needed
+                    conn = sqlite3.connect(":memory:", isolation_level=None)
+                    conn.deserialize(bytes(data))
+                    return conn
+                if wal_file.exists():
+                    break  # a writer has it open now: share its files
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=self.busy_timeout, isolation_level=None)
 
     def _initialise(self, conn: sqlite3.Connection) -> None:
         """Create the tables of an empty database (once, even with concurrent creators)."""
@@ -244,11 +324,22 @@ class Store:
     def _check_meta(self) -> None:
         try:
             app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
-            if app_id != APPLICATION_ID:
-                raise self._refuse("it is another SQLite database")
-            meta = {r["key"]: r["value"] for r in self._conn.execute("SELECT key, value FROM meta")}
         except sqlite3.DatabaseError as exc:
             raise self._refuse(str(exc)) from None
+        if app_id != APPLICATION_ID:
+            raise self._refuse("it is another SQLite database")
+        if self.verify:
+            problems = self.damage(full=False, limit=1)
+            if problems:
+                raise self._damaged(problems[0])
+        try:
+            meta = {r["key"]: r["value"] for r in self._conn.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as exc:
+            if self.verify:
+                raise self._damaged(f"its meta table cannot be read: {exc}") from None
+            self.meta: dict[str, str] = {}
+            self._meta_problem = f"its meta table cannot be read ({exc})"
+            return
         if meta.get("format") != FORMAT:
             raise self._refuse("its format mark is missing")
         if meta.get("version") != str(VERSION):
@@ -262,7 +353,54 @@ class Store:
                 "give this study its own store with --store"
             )
 
+    def damage(self, full: bool = True, limit: int = 20) -> list[str]:
+        """What is wrong with the file, one sentence each (empty when sound): SQLite's
+        ``PRAGMA integrity_check`` (``quick_check`` with ``full=False``: it skips verifying that
+        indexes match their tables) and the tables and columns of this layout (:data:`COLUMNS`).
+        SQLite's report is cut after ``limit`` findings. The rows themselves are checked by
+        ``study check`` (:func:`beyondbp.study.runner.check_study`)."""
+        problems: list[str] = []
+        found: tuple[str, list[str]] | None = None
+        # the integrity check can stop at "database disk image is malformed" where the quick
+        # check names the page: then the quick check's findings are reported
+        for pragma in ("integrity_check", "quick_check") if full else ("quick_check",):
+            try:
+                rows = [str(r[0]) for r in self._conn.execute(f"PRAGMA {pragma}({int(limit)})")]
+            except sqlite3.DatabaseError as exc:
+                found = found or (pragma, [str(exc)])
+                continue
+            lines = [" ".join(line.split()) for row in rows for line in row.splitlines()
+                     if line.strip() and line.strip() != "*** in database main ***"]
+            if lines != ["ok"]:
+                found = (pragma, lines)
+            break
+        if found is not None:
+            problems.append(f"SQLite's {found[0].replace('_', ' ')} failed: {'; '.join(found[1])}")
+        try:
+            for table, columns in COLUMNS.items():
+                have = [r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")]
+                if not have:
+                    problems.append(f"its table {table!r} is missing")
+                    continue
+                missing = [c for c in columns if c not in have]
+                if missing:
+                    problems.append(f"its table {table!r} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"its tables cannot be listed ({exc})")
+        if self._meta_problem:
+            problems.append(self._meta_problem)
+        return problems
+
     def close(self) -> None:
+        if self.create:
+            # the last connection switches the file back to rollback-journal mode, so readers can
+            # open it read-only without creating -wal and -shm files; with another connection open
+            # (another driver, a reader) the switch fails at once and the file stays in WAL mode
+            try:
+                self._conn.execute("PRAGMA busy_timeout = 0")
+                self._conn.execute("PRAGMA journal_mode = DELETE")
+            except sqlite3.DatabaseError:
+                pass
         self._conn.close()
 
     def __enter__(self) -> "Store":
@@ -299,16 +437,24 @@ class Store:
         def add(conn: sqlite3.Connection) -> list[str]:
             have = {r[0] for r in conn.execute("SELECT id FROM runs")}
             position = conn.execute("SELECT coalesce(max(position), -1) FROM runs").fetchone()[0]
+            # attempts of runs whose row is gone (a damaged store): numbering continues after them
+            logged = {r[0]: r[1] for r in conn.execute("SELECT run_id, max(attempt) FROM attempts GROUP BY run_id")}
             added = []
+            now = time.time()
             for run in runs:
                 if run.id in have:
                     continue
                 position += 1
                 config = run.config.model_dump()
+                earlier = int(logged.get(run.id) or 0)
                 conn.execute(
-                    "INSERT INTO runs (id, position, label, axes, config, status, seed) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                    (run.id, position, run.label, _dumps(run.axes), _dumps(config), config.get("seed")),
+                    "INSERT INTO runs (id, position, label, axes, config, status, attempts, seed) "
+                    "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (run.id, position, run.label, _dumps(run.axes), _dumps(config), earlier, config.get("seed")),
                 )
+                if earlier:  # what they recorded is lost with the row: the run is run again
+                    conn.execute("UPDATE attempts SET outcome = 'lost', ended_at = coalesce(ended_at, ?) WHERE run_id = ?",
+                                 (now, run.id))
                 have.add(run.id)
                 added.append(run.id)
             return added
@@ -326,6 +472,12 @@ class Store:
             for row in conn.execute("SELECT id, config, attempts FROM runs WHERE status = 'pending' ORDER BY position"):
                 if wanted is not None and row["id"] not in wanted:
                     continue
+                try:
+                    config = json.loads(row["config"])
+                except (TypeError, ValueError):
+                    config = None
+                if not isinstance(config, dict):
+                    raise self._damaged(f"the config of run {row['id']} is not a JSON object")
                 now = time.time()
                 attempt = row["attempts"] + 1
                 conn.execute(
@@ -337,7 +489,7 @@ class Store:
                     "INSERT INTO attempts (run_id, attempt, host, pid, token, started_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (row["id"], attempt, owner.host, owner.pid, owner.token, now),
                 )
-                return {"id": row["id"], "config": json.loads(row["config"]), "attempt": attempt}
+                return {"id": row["id"], "config": config, "attempt": attempt}
             return None
 
         return self._write(take)
@@ -511,23 +663,42 @@ class Store:
 
         ``config`` is ``RunConfig.model_dump()``, ``result`` ``RunResult.to_dict()`` (None until
         the run finished, and for failed runs), ``versions`` ``{"beyondbp", "torch", "python"}``,
-        times in seconds (``started_at``/``finished_at`` are Unix times)."""
+        times in seconds (``started_at``/``finished_at`` are Unix times).
+
+        A row whose ``axes``, ``config``, ``result`` or ``versions`` is not JSON is damage: it is
+        refused (:class:`ConfigError`, naming the run). Rows with an unknown status, or whose
+        axes, config or result parse but are not JSON objects, are left out and listed, with the
+        reason, in :attr:`skipped` (reset by each call)."""
         if status is not None and status not in STATUSES:
             raise ConfigError(f"unknown run status {status!r}; it must be one of {', '.join(STATUSES)}")
         query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY position"
         out = []
+        self.skipped = []
         for r in self._conn.execute(query, (status,) if status else ()):
+            parsed: dict[str, Any] = {}
+            for column in ("axes", "config", "result", "versions"):
+                try:
+                    parsed[column] = _loads(r[column])
+                except (TypeError, ValueError):
+                    raise self._damaged(f"the {column} of run {r['id']} is not JSON") from None
+            if r["status"] not in STATUSES:
+                self.skipped.append((r["id"], f"unknown status {r['status']!r}"))
+                continue
+            wrong = [c for c in ("axes", "config", "result") if parsed[c] is not None and not isinstance(parsed[c], dict)]
+            if wrong or parsed["axes"] is None or parsed["config"] is None:
+                self.skipped.append((r["id"], f"its {wrong[0] if wrong else 'axes or config'} is not a JSON object"))
+                continue
             out.append({
                 "id": r["id"],
                 "status": r["status"],
                 "label": r["label"],
-                "axes": _loads(r["axes"]),
-                "config": _loads(r["config"]),
-                "result": _loads(r["result"]),
+                "axes": parsed["axes"],
+                "config": parsed["config"],
+                "result": parsed["result"],
                 "error": r["error"],
                 "attempts": r["attempts"],
                 "host": r["host"],
-                "versions": _loads(r["versions"]) or {},
+                "versions": parsed["versions"] if isinstance(parsed["versions"], dict) else {},
                 "wall_time": r["wall_time"],
                 "n_params": r["n_params"],
                 "flops_per_step": r["flops_per_step"],

@@ -590,7 +590,13 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     meter = _StepMeter(device, task.total_steps)
     at = _Progress()
     if saved is not None:
-        _restore(saved, setup, optimizer, scheduler, task, meter, at)
+        try:
+            _restore(saved, setup, optimizer, scheduler, task, meter, at)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"the state file {config.state!r} is damaged and cannot be restored "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); delete it to start the run afresh") from None
     resumed_from = at.step if saved is not None else None
     started = clock - at.elapsed
 

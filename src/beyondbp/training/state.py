@@ -22,6 +22,10 @@ It is written atomically (:func:`beyondbp.files.atomic_write_bytes`: a temporary
 run (another :attr:`~beyondbp.training.RunConfig.run_id`) or is not a run state is refused with a
 :class:`~beyondbp.errors.ConfigError`. When the run ends (done or diverged) the loop deletes it.
 
+A state file lacking any of the entries above (:data:`CONTENTS`) is refused the same way, and so
+is a state path whose folder does not exist: the run does not create folders (a mistyped path
+must not train into a new one; a study's ``--store`` is refused the same way).
+
 Resuming restores all of the above in the order the loop needs (:func:`restore`); with the same
 machine and library versions the resumed run's weights, history and final metrics are
 bit-identical to an uninterrupted run's. Step timings are kept too (``time_per_step`` then
@@ -46,6 +50,23 @@ __all__ = ["FORMAT", "VERSION", "capture_rng", "read", "remove", "restore_rng", 
 
 FORMAT = "beyondbp-run-state"
 VERSION = 1
+
+#: What a state file holds besides its header: each entry's type, and for some the keys it needs.
+CONTENTS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "run_id": (str, ()),
+    "config": (dict, ()),
+    "model": (dict, ()),
+    "rule_state": (dict, ()),
+    "generators": (list, ()),
+    "learner": (dict, ()),
+    "optimizer": (dict, ("state", "param_groups")),
+    "scheduler": (dict, ()),
+    "rng": (dict, ("python", "numpy", "torch")),
+    "data": (dict, ()),
+    "loop": (dict, ("step", "periods", "sums", "seen", "history", "first_loss", "flops_batch", "eval_costs",
+                    "eval_flops", "elapsed")),
+    "meter": (dict, ("flops", "effective_flops", "untimed", "times")),
+}
 
 
 def capture_rng(device: torch.device) -> dict[str, Any]:
@@ -96,6 +117,11 @@ def read(path: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
     Raises :class:`ConfigError` when the file is not a beyondbp run state, is damaged, or
     belongs to another run."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"the folder of state path {str(path)!r} does not exist; give a state file in an existing folder "
+            "(or create the folder first)"
+        )
     if not path.exists():
         return None
     if not path.is_file():
@@ -117,6 +143,15 @@ def read(path: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
             f"the state file {str(path)!r} belongs to run {payload.get('run_id')!r}, not to this run {run_id!r}; "
             "give this run its own state path (or delete the file)"
         )
+    for key, (kind, needed) in CONTENTS.items():
+        value = payload.get(key)
+        missing = [k for k in needed if isinstance(value, dict) and k not in value]
+        if not isinstance(value, kind) or missing:
+            what = f"its {key!r} entry lacks {missing[0]!r}" if missing and isinstance(value, kind) else (
+                f"its {key!r} entry is missing" if value is None else f"its {key!r} entry is not a {kind.__name__}")
+            raise ConfigError(
+                f"the state file {str(path)!r} is damaged ({what}); delete it to start the run afresh"
+            )
     return payload
 
 
