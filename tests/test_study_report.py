@@ -123,7 +123,7 @@ def _decode_png(data: bytes):
 def test_files_written(written):
     out, paths, recs, analysis = written
     assert set(paths) == {"report.html", "report.md", "report.json"} | FIGURES
-    assert sorted(p.name for p in out.iterdir()) == sorted(paths)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*paths, ".beyondbp-manifest.json"])  # the manifest lists what the report wrote
     payload = json.loads((out / "report.json").read_text())
     assert payload["beyondbp_report"] == 1 and payload["spec"]["name"] == "tiny-report"
     assert payload["analysis"]["verdicts"]["dfa"]["sentence"] == analysis["verdicts"]["dfa"]["sentence"]

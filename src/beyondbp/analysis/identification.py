@@ -843,16 +843,25 @@ def render_outputs(result: Mapping[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def _is_previous_output(directory: Path) -> bool:
-    return files.is_previous_output(directory, OUTPUT_JSON, _MARKER, (OUTPUT_JSON, OUTPUT_MD))
+_KIND = "representations"  # the kind recorded in the folder's manifest (files.MANIFEST)
+
+
+def _holds_output(directory: Path) -> bool:
+    """Whether ``directory`` holds an output of :func:`write_outputs` (other files beside it
+    allowed): its manifest or, from before manifests, its JSON's marker says so."""
+    if files.manifest_names(directory, _KIND) is not None:
+        return True
+    try:
+        return json.loads((directory / OUTPUT_JSON).read_text(encoding="utf-8")).get(_MARKER) == 1
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_output(out: str | Path, overwrite: bool = False) -> bool:
     """Refuse, before any work, an ``out`` that :func:`write_outputs` would refuse (see there);
     True when ``out`` holds a previous output that will be replaced."""
     out = Path(out)
-    replace = files.check_output_directory(out, overwrite, "output directory", "representations output",
-                                           _is_previous_output)
+    replace = files.check_output_directory(out, overwrite, "output directory", "representations output", _KIND)
     files.check_writable(out, "output directory", directory=True)
     return replace
 
@@ -861,7 +870,7 @@ def read_outputs(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]] 
     """The result JSON and the figures (name -> PNG bytes) of a previous :func:`write_outputs`
     in ``folder``; None when ``folder`` holds none."""
     folder = Path(folder)
-    if not folder.is_dir() or not _is_previous_output(folder):
+    if not folder.is_dir() or not _holds_output(folder):
         return None
     try:
         result = json.loads((folder / OUTPUT_JSON).read_text(encoding="utf-8"))
@@ -879,8 +888,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path, overwrite: bool = 
     writer (and nothing else) or with ``overwrite=True``; anything else raises ``ConfigError``
     before any work is done."""
     out = Path(out)
-    replace = files.check_output_directory(out, overwrite, "output directory", "representations output",
-                                           _is_previous_output)
+    files.check_output_directory(out, overwrite, "output directory", "representations output", _KIND)
     files.check_writable(out, "output directory", directory=True)
     contents = render_outputs(result)
     try:
@@ -890,7 +898,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path, overwrite: bool = 
     try:
         for name, data in contents.items():
             files.atomic_write_bytes(tmp / name, lambda fh, data=data: fh.write(data))
-        files.publish_directory(tmp, out, replace=replace)
+        files.publish_directory(tmp, out, replace=overwrite, kind=_KIND, holds="representations output")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

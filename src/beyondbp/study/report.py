@@ -25,8 +25,9 @@ spec's text.
 
 Writing is all or nothing: every file goes into a temporary sibling of ``out_dir`` (through
 :mod:`beyondbp.files`), which replaces ``out_dir`` only once complete. An existing non-empty
-``out_dir`` is replaced only when it holds a previous report (its ``report.json`` says so and
-it holds nothing but report files) or with ``overwrite=True``.
+``out_dir`` is replaced only when it holds a previous report and nothing else (its
+``.beyondbp-manifest.json`` lists every file the previous report wrote; a file the user added
+makes a rerun refuse, naming it) or with ``overwrite=True``.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), so the
 caller's pyplot state and backend are never touched, and each figure is cleared once saved.
@@ -56,6 +57,7 @@ __all__ = ["REPORT_FILES", "write_report", "render"]
 #: The text files every report has (figures come beside them as ``*.png``).
 REPORT_FILES = ("report.html", "report.md", "report.json")
 _MARKER = "beyondbp_report"
+_KIND = "report"  # the kind recorded in the folder's manifest (files.MANIFEST)
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
@@ -586,16 +588,11 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[st
     return out
 
 
-def _is_previous_report(directory: Path) -> bool:
-    """Whether ``directory`` holds a report written by :func:`write_report` and nothing else."""
-    return files.is_previous_output(directory, "report.json", _MARKER, REPORT_FILES)
-
-
 def _check_out_dir(out: Path, overwrite: bool) -> bool:
     """Refuse a symbolic link, a file, the current directory or one containing it, or a
     non-empty directory that is not a previous report (unless ``overwrite``); return whether an
     existing directory is to be replaced."""
-    return files.check_output_directory(out, overwrite, "report directory", "report", _is_previous_report)
+    return files.check_output_directory(out, overwrite, "report directory", "report", _KIND)
 
 
 def write_report(
@@ -613,7 +610,7 @@ def write_report(
     holds a previous report, or with ``overwrite=True``; anything else raises ``ConfigError``
     before any work is done."""
     out = Path(out_dir)
-    replace = _check_out_dir(out, overwrite)
+    _check_out_dir(out, overwrite)
     records = list(records)
     if analysis is None:
         analysis = analyze(records, **dict(analyze_options or {}))
@@ -622,7 +619,7 @@ def write_report(
     try:
         for name, data in contents.items():
             files.atomic_write_bytes(tmp / name, _writer(data))
-        files.publish_directory(tmp, out, replace=replace)
+        files.publish_directory(tmp, out, replace=overwrite, kind=_KIND, what="report directory", holds="report")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
