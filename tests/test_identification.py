@@ -393,3 +393,33 @@ def test_files_output_directory_helpers(tmp_path, monkeypatch):
     monkeypatch.chdir(out)
     with pytest.raises(ConfigError, match="current directory"):
         idf.write_outputs({}, tmp_path, overwrite=True)
+
+
+def test_figures_stay_bounded_with_many_long_group_names():
+    """Issue 21 §2: grouping by every setting gave names like "lr=0.001, model_options={...}, steps=..."
+    and PNGs 13,683 px wide. Long names are cut on the figures (kept whole in the tables)."""
+    import struct
+
+    groups = [f"rule=dfa-{i}, lr=0.001, model_options={{'widths': [64, 64, 64]}}, steps={1000 * i}, batch_size=32"
+              for i in range(16)]
+    networks = [{"id": f"n{g}-{s}", "rule": g, "seed": s} for g in range(16) for s in (0, 1)]
+    for net in networks:
+        net["rule"] = groups[net["rule"]]
+    labels, seeds = [n["rule"] for n in networks], [n["seed"] for n in networks]
+    D = np.random.default_rng(0).random((32, 32))
+    D = 0.5 * (D + D.T)
+    np.fill_diagonal(D, 0)
+    result = {
+        "title": "Representations of 32 networks (" + ", ".join(groups) + ")",
+        "networks": networks, "layers": ["layer1"],
+        "measures": {m: {"description": "1 − linear CKA", "symmetric": True} for m in ("cka", "rsa", "procrustes")},
+        "distances": {m: {"layer1": D} for m in ("cka", "rsa", "procrustes")},
+        "identification": {m: {"layer1": idf.identify(D, labels, seeds, n_boot=5)} for m in ("cka", "rsa", "procrustes")},
+        "stochastic_vs_deterministic": [], "gradient_snr": {}, "settings": {},
+    }
+    out = idf.render_outputs(result)
+    sizes = {name: struct.unpack(">II", data[16:24]) for name, data in out.items() if name.endswith(".png")}
+    assert len(sizes) == 5
+    for name, (width, height) in sizes.items():
+        assert width <= 2400 and height <= 2400, (name, width, height)
+    assert groups[3] in out["representations.md"].decode()  # the table keeps the whole name

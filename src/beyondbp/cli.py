@@ -1122,6 +1122,14 @@ def study_report(
 
 
 # -- analyze ------------------------------------------------------------------------------------
+def _group_by_axes(text: str) -> list[str]:
+    """``--group-by rule,lr`` -> ["rule", "lr"]; an empty list or item is refused."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise ConfigError(f"malformed --group-by {text!r}: give comma-separated axes, e.g. rule or rule,lr")
+    return items
+
+
 @app.command()
 def analyze(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of checkpoints, or checkpoint files.", show_default=False)] = None,
@@ -1136,6 +1144,7 @@ def analyze(
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for identification intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the probe draw, the noise and the bootstrap.")] = 0,
     list_measures: Annotated[bool, typer.Option("--list-measures", help="List the measures and exit.")] = False,
+    group_by: Annotated[Optional[str], typer.Option("--group-by", help="What identification tells apart: comma-separated axes (rule, a study axis or a run setting such as lr); default: rule. Networks differing elsewhere are pooled.")] = None,
     overwrite: OutOverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     debug: DebugOpt = False,
@@ -1170,7 +1179,8 @@ def analyze(
     first = Path(sources[0])
     folder = Path(out) if out is not None else first.with_name((first.stem if first.suffix else first.name) + "-representations")
     check_output(folder, overwrite)
-    networks = find_networks(sources, store)
+    axes = None if group_by is None else _group_by_axes(group_by)
+    networks = find_networks(sources, store, group_by=axes)
     title = f"Representations of {len(networks)} networks ({', '.join(sorted({n.label for n in networks}))})"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=_console(stderr=True), disable=quiet, transient=True) as bar:
@@ -1188,7 +1198,7 @@ def analyze(
 
         result = analyze_networks(networks, stimuli=stimuli, repeats=repeats, noise=noise, noise_level=noise_level,
                                   measures=names, snr_batches=snr_batches, bootstrap=bootstrap, seed=seed,
-                                  title=title, progress=progress)
+                                  title=title, progress=progress, group_by=axes)
     written = write_outputs(result, folder, overwrite=overwrite)
     table = Table(title="identification accuracy (nearest neighbour / reference), chance in brackets")
     for col in ("measure", *result["layers"]):
