@@ -804,8 +804,20 @@ def _fit_table(title: str, fit: Any, intervals: Any, names: list[str]) -> Table:
     for name in names:
         low = "-" if intervals is None else f"{intervals.low[name]:.4g}"
         high = "-" if intervals is None else f"{intervals.high[name]:.4g}"
-        table.add_row(labels.get(name, name), f"{getattr(fit, name):.4g}", low, high)
+        outside = intervals is not None and intervals.outside(name)  # a percentile interval need not hold it
+        table.add_row(labels.get(name, name), f"{getattr(fit, name):.4g}" + ("†" if outside else ""), low, high)
+    if intervals is not None and any(intervals.outside(name) for name in names):
+        table.caption = "† the fit to all points lies outside its own bootstrap interval (biased or poorly pinned down)"
     return table
+
+
+def _refuse_degenerate(fit: Any) -> None:
+    """A fit whose data do not pin down the law is refused, as the study report refuses it."""
+    from .analysis import scaling
+
+    why = scaling.degenerate(fit)
+    if why is not None:
+        raise DataError(f"the fit is degenerate: {why}")
 
 
 @study_app.command("fit")
@@ -827,8 +839,8 @@ def study_fit(
 
     if exclude_top < 0:
         raise ConfigError(f"invalid --exclude-top {exclude_top}: it must be a whole number of at least 0")
-    if bootstrap < 0:
-        raise ConfigError(f"invalid --bootstrap {bootstrap}: it must be a whole number of at least 0 (0: no intervals)")
+    if bootstrap < 0 or bootstrap > scaling.MAX_RESAMPLES:
+        raise ConfigError(f"invalid --bootstrap {bootstrap}: it must be a whole number from 0 (no intervals) to {scaling.MAX_RESAMPLES}")
     notes: list[str] = []
     if params is None:
         if tokens is not None:
@@ -840,6 +852,7 @@ def study_fit(
         c_front, l_front = scaling.efficient_frontier(c_all, l_all)
         notes.append(f"frontier: the {len(c_front)} points of {len(c_all)} whose loss is the lowest at or below their compute")
         fit = scaling.fit_frontier(c_front, l_front, exclude_top=exclude_top)
+        _refuse_degenerate(fit)
         intervals = None
         if bootstrap:
             intervals = scaling.bootstrap_frontier(
@@ -862,6 +875,7 @@ def study_fit(
             d_vals = [c / (6.0 * n) for c, n in zip(cols[flops], n_vals)]
             notes.append(f"tokens derived as D = FLOPs / (6 N) from columns {flops!r} and {params!r}")
         fit = scaling.fit_loss_law(n_vals, d_vals, cols[loss], exclude_top=exclude_top)
+        _refuse_degenerate(fit)
         intervals = None
         if bootstrap:
             intervals = scaling.bootstrap(

@@ -300,9 +300,35 @@ def _alignment_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str
 # ("ul", [text]), ("table", headers, rows), ("img", file name, alt text, png bytes), ("pre", text).
 
 
+#: Marks an estimate (the fit to all points) that lies outside its own bootstrap interval.
+OUTSIDE_MARK = "†"
+
+
+def _ordered(texts: Sequence[str]) -> bool:
+    """Whether printed numbers read low ≤ estimate ≤ high (or one of them is not a number)."""
+    try:
+        est, lo, hi = (float(t) for t in texts)
+    except ValueError:
+        return True
+    return lo <= est <= hi
+
+
 def _param(iv: Mapping[str, Any], name: str) -> str:
+    """``estimate (low – high)``. An estimate outside its interval is marked apart with
+    :data:`OUTSIDE_MARK`; one inside is printed with as many digits as it takes to read inside
+    (a short form can round it past a bound)."""
     p = iv.get(name) or {}
-    return f"{_g(p.get('estimate'))} ({_g(p.get('low'))} – {_g(p.get('high'))})"
+    est, lo, hi = _num(p.get("estimate")), _num(p.get("low")), _num(p.get("high"))
+    texts = [_g(est), _g(lo), _g(hi)]
+    if est is not None and lo is not None and hi is not None:
+        if not lo <= est <= hi:
+            texts[0] += OUTSIDE_MARK
+        else:
+            digits = 4
+            while not _ordered(texts) and digits < 17:
+                texts = [f"{v:.{digits}g}" for v in (est, lo, hi)]
+                digits += 1
+    return f"{texts[0]} ({texts[1]} – {texts[2]})"
 
 
 def _fit_rows(analysis: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
@@ -415,6 +441,10 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
     if rows:
         out.append(("table", ["label", "law", "E", "A", "α", "B", "β", "points", "bootstrap"], rows))
         out.append(("p", f"Each cell: estimate (fit to all points) and the {100 * level:g}% bootstrap interval."))
+        if any(OUTSIDE_MARK in cell for row in rows for cell in row):
+            out.append(("p", f"{OUTSIDE_MARK} The fit to all points lies outside its own bootstrap interval: the "
+                             "resampled refits settle elsewhere, so that parameter is biased or poorly pinned down by "
+                             "the data; the estimate and the interval do not describe one fit."))
     if reasons:
         out.append(("ul", ["Not fitted — " + r for r in reasons]))
 
