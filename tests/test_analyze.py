@@ -246,12 +246,61 @@ def test_list_measures_names_every_measure(capsys):
     assert code == 2 and "name at least one source" in err
 
 
-def test_a_class_is_the_axes_but_the_seed_and_those_the_rule_fixes():
-    from beyondbp.study.representations import _axes_label, _follows_rule
+def _net(rule, lr, width, seed, label=None):
+    from beyondbp.training import RunConfig
+    from beyondbp.study.representations import Network
 
-    per_rule_lr = [{"axes": {"rule": r, "lr": lr, "seed": s}} for r, lr in (("backprop", 1e-3), ("dfa", 3e-4)) for s in (0, 1)]
-    hidden = _follows_rule(per_rule_lr)
-    assert hidden == {"lr"} and [_axes_label(r["axes"], hidden) for r in per_rule_lr] == ["backprop"] * 2 + ["dfa"] * 2
-    swept = [{"axes": {"rule": r, "lr": lr, "seed": 0}} for r in ("backprop", "dfa") for lr in (1e-3, 3e-4)]
-    hidden = _follows_rule(swept)
-    assert hidden == set() and _axes_label(swept[0]["axes"], hidden) == "rule=backprop, lr=0.001"
+    config = RunConfig(rule=rule, model="mlp", data="mnist1d", lr=lr, seed=seed, model_options={"widths": [width]})
+    axes = {"rule": label or rule, "lr": lr, "model_options": {"widths": [width]}, "seed": seed}
+    return Network(id=f"{label or rule}-{lr}-{width}-{seed}", label="?", seed=seed, config=config,
+                   checkpoint=Path("x.pt"), axes=axes)
+
+
+def test_networks_are_grouped_by_rule_label_unless_asked_otherwise():
+    """Issue 21 §2: a study with widths and learning rates as axes was analysed as "16 rules"
+    (every varying setting made a class). The class is the rule label; --group-by picks axes."""
+    from beyondbp.study.representations import check_groups, group_networks
+
+    nets = [_net(r, lr, w, s, label) for r, label in (("backprop", None), ("fa", "fa-random"))
+            for lr in (1e-3, 3e-3) for w in (8, 16) for s in (0, 1)]
+    assert sorted({n.label for n in group_networks(nets)}) == ["backprop", "fa-random"]
+    by_lr = group_networks(nets, ["rule", "lr"])
+    assert sorted({n.label for n in by_lr}) == ["backprop, lr=0.001", "backprop, lr=0.003",
+                                                "fa-random, lr=0.001", "fa-random, lr=0.003"]
+    assert sorted({n.label for n in group_networks(nets, ["lr"])}) == ["lr=0.001", "lr=0.003"]
+    assert [n.label for n in nets] == ["?"] * len(nets)  # the given networks are left alone
+    # a grouping that leaves a group with one network, or a single group, is refused in one sentence
+    check_groups(group_networks(nets, ["rule", "lr", "model_options"]), ["rule", "lr", "model_options"])
+    one_seed = [n for n in nets if n.seed == 0]
+    with pytest.raises(ConfigError, match=r"by rule, lr, model_options leaves \"backprop, lr=0.001, model_options=\{'widths': \[8\]\}\" "
+                                          r"with 1 network\(s\) from 1 seed\(s\)"):
+        check_groups(group_networks(one_seed, ["rule", "lr", "model_options"]), ["rule", "lr", "model_options"])
+    with pytest.raises(ConfigError, match="at least two seeds in every group"):
+        check_groups(group_networks(one_seed))  # 4 networks of fa-random, all seed 0
+    with pytest.raises(ConfigError, match="puts them all in one group"):
+        check_groups(group_networks([n for n in nets if n.axes["rule"] == "fa-random"]))
+    with pytest.raises(ConfigError, match="cannot be grouped by seed"):
+        group_networks(nets, ["rule", "seed"])
+    with pytest.raises(ConfigError, match=r"unknown grouping axis 'width'; group by rule, a study axis \(lr, model_options\)"):
+        group_networks(nets, ["width"])
+    with pytest.raises(ConfigError, match="named twice"):
+        group_networks(nets, ["lr", "lr"])
+
+def test_analyze_groups_a_study_with_more_axes_by_rule(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.toml", 'rule = ["backprop", "dfa"]\nlr = [1e-3, 3e-3]\nseed = [0, 1]')
+    assert run_study(load_spec(spec), workers=1)["counts"]["done"] == 8
+    code, stdout, err = cli(capsys, "analyze", spec, "--out", tmp_path / "a", "--measures", "cka", *FAST)
+    assert code == 0, err
+    result = json.loads((tmp_path / "a" / "representations.json").read_text())
+    assert sorted({n["rule"] for n in result["networks"]}) == ["backprop", "dfa"]
+    assert result["identification"]["cka"]["layer1"]["nn"]["chance"] == pytest.approx(3 / 7)
+    assert result["settings"]["group_by"] == ["rule"]
+    code, stdout, err = cli(capsys, "analyze", spec, "--out", tmp_path / "b", "--measures", "cka",
+                            "--group-by", "rule,lr", *FAST)
+    assert code == 0, err
+    result = json.loads((tmp_path / "b" / "representations.json").read_text())
+    assert len({n["rule"] for n in result["networks"]}) == 4 and result["settings"]["group_by"] == ["rule", "lr"]
+    for bad, says in (("rule,lr,seed", "cannot be grouped by seed"), ("rule,", "malformed --group-by"),
+                      ("widths", "unknown grouping axis 'widths'")):
+        code, _, err = cli(capsys, "analyze", spec, "--out", tmp_path / "c", "--group-by", bad, *FAST)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()

@@ -277,7 +277,7 @@ def test_writer_writes_files_that_load(written):
     names = sorted(p.name for p in paths)
     expected = {"representations.json", "representations.md", "heatmaps_fc1.png", "heatmaps_fc2.png", "mds_fc1.png",
                 "mds_fc2.png"} | {f"heatmap_{m}_{l}.png" for m in ("cka", "encoding") for l in ("fc1", "fc2")}
-    assert set(names) == expected == set(os.listdir(out))
+    assert set(names) == expected == set(os.listdir(out)) - {files.MANIFEST}
     data = json.loads((out / "representations.json").read_text())
     assert data["beyondbp_representations"] == 1
     assert np.allclose(np.array(data["distances"]["encoding"]["fc2"]), result["distances"]["encoding"]["fc2"])
@@ -320,12 +320,13 @@ def test_writer_refuses_a_foreign_folder_and_replaces_its_own(tmp_path, monkeypa
     assert os.listdir(out) == ["mine.txt"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
     idf.write_outputs({}, out, overwrite=True)
-    assert sorted(os.listdir(out)) == ["heatmaps_l.png", "representations.json", "representations.md"]
+    assert sorted(os.listdir(out)) == [files.MANIFEST, "heatmaps_l.png", "representations.json", "representations.md"]
     idf.write_outputs({}, out)  # a previous output is replaced without asking
     assert sorted(os.listdir(tmp_path)) == ["out"]
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="pass --overwrite"):
+    (out / "notes.png").write_text("mine")  # a user's file, even one named like a figure, survives a rerun
+    with pytest.raises(ConfigError, match=r"holds files the previous representations output did not write \(notes.png\)"):
         idf.write_outputs({}, out)
+    assert (out / "notes.png").read_text() == "mine"
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="not a directory"):
         idf.write_outputs({}, tmp_path / "file")
@@ -361,23 +362,29 @@ def test_writer_bad_result_is_one_config_error(tmp_path):
 
 def test_files_output_directory_helpers(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    assert files.check_output_directory(out, False, "output directory", "thing") is False  # missing
+    assert files.check_output_directory(out, False, "output directory", "thing", "thing") is False  # missing
     out.mkdir()
-    assert files.check_output_directory(out, False, "output directory", "thing") is False  # empty
+    assert files.check_output_directory(out, False, "output directory", "thing", "thing") is False  # empty
     (out / "r.json").write_text(json.dumps({"mark": 1}))
     (out / "a.png").write_bytes(b"x")
-    assert files.is_previous_output(out, "r.json", "mark", ["r.json"])
-    assert files.check_output_directory(out, False, "output directory", "thing",
-                                        lambda d: files.is_previous_output(d, "r.json", "mark", ["r.json"])) is True
-    assert not files.is_previous_output(out, "r.json", "other", ["r.json"])
+    assert not files.is_previous_output(out, "thing")  # no manifest: not ours
+    files.write_manifest(out, "thing")
+    assert files.manifest_names(out, "thing") == {"r.json", "a.png", files.MANIFEST}
+    assert files.is_previous_output(out, "thing")
+    assert files.check_output_directory(out, False, "output directory", "thing", "thing") is True
+    assert not files.is_previous_output(out, "other")
     (out / "sub").mkdir()
-    assert not files.is_previous_output(out, "r.json", "mark", ["r.json"])
+    assert files.foreign_entries(out, "thing") == ["sub"]
     (out / "sub").rmdir()
     (out / "b.png").symlink_to(out / "a.png")
-    assert not files.is_previous_output(out, "r.json", "mark", ["r.json"])
+    assert files.foreign_entries(out, "thing") == ["b.png"]
+    with pytest.raises(ConfigError, match=r"holds files the previous thing did not write \(b.png\)"):
+        files.check_output_directory(out, False, "output directory", "thing", "thing")
+    (out / "b.png").unlink()
+    (out / files.MANIFEST).write_text("[]")
     with pytest.raises(ConfigError, match="exists, is not empty and does not hold a previous thing"):
-        files.check_output_directory(out, False, "output directory", "thing")
-    assert files.check_output_directory(out, True, "output directory", "thing") is True
+        files.check_output_directory(out, False, "output directory", "thing", "thing")
+    assert files.check_output_directory(out, True, "output directory", "thing", "thing") is True
     with pytest.raises(ConfigError, match="the output directory is empty"):
         files.check_output_directory("", False, "output directory", "thing")
     (tmp_path / "link").symlink_to(out)
@@ -386,3 +393,33 @@ def test_files_output_directory_helpers(tmp_path, monkeypatch):
     monkeypatch.chdir(out)
     with pytest.raises(ConfigError, match="current directory"):
         idf.write_outputs({}, tmp_path, overwrite=True)
+
+
+def test_figures_stay_bounded_with_many_long_group_names():
+    """Issue 21 §2: grouping by every setting gave names like "lr=0.001, model_options={...}, steps=..."
+    and PNGs 13,683 px wide. Long names are cut on the figures (kept whole in the tables)."""
+    import struct
+
+    groups = [f"rule=dfa-{i}, lr=0.001, model_options={{'widths': [64, 64, 64]}}, steps={1000 * i}, batch_size=32"
+              for i in range(16)]
+    networks = [{"id": f"n{g}-{s}", "rule": g, "seed": s} for g in range(16) for s in (0, 1)]
+    for net in networks:
+        net["rule"] = groups[net["rule"]]
+    labels, seeds = [n["rule"] for n in networks], [n["seed"] for n in networks]
+    D = np.random.default_rng(0).random((32, 32))
+    D = 0.5 * (D + D.T)
+    np.fill_diagonal(D, 0)
+    result = {
+        "title": "Representations of 32 networks (" + ", ".join(groups) + ")",
+        "networks": networks, "layers": ["layer1"],
+        "measures": {m: {"description": "1 − linear CKA", "symmetric": True} for m in ("cka", "rsa", "procrustes")},
+        "distances": {m: {"layer1": D} for m in ("cka", "rsa", "procrustes")},
+        "identification": {m: {"layer1": idf.identify(D, labels, seeds, n_boot=5)} for m in ("cka", "rsa", "procrustes")},
+        "stochastic_vs_deterministic": [], "gradient_snr": {}, "settings": {},
+    }
+    out = idf.render_outputs(result)
+    sizes = {name: struct.unpack(">II", data[16:24]) for name, data in out.items() if name.endswith(".png")}
+    assert len(sizes) == 5
+    for name, (width, height) in sizes.items():
+        assert width <= 2400 and height <= 2400, (name, width, height)
+    assert groups[3] in out["representations.md"].decode()  # the table keeps the whole name

@@ -343,3 +343,72 @@ def test_params_survive_an_underflowed_coefficient():
     assert np.all(np.isfinite(p)) and p[2] < -700 and p[0] == pytest.approx(np.log(2.0))
     q = scaling.FrontierFit(E=0.0, A=2.0, alpha=0.3, **common).params
     assert np.all(np.isfinite(q)) and q[1] < -700
+
+
+# -- data that cannot identify the law (issue 21 §2, §4) ------------------------------------------
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ([[1000, 5000, 2.5]] * 10, "every loss is 2.5, so the points cannot identify"),
+        ([[1e308, 1e308, 1e308]] * 10, "every loss is 1e+308"),
+        ([[1000, 10.0 ** (3 + i % 5), 2.0 + i] for i in range(10)], "N takes only 1 distinct value"),
+        ([[1000 * (1 + i % 2), 5000 * (1 + i // 2 % 2), 2.0 + i] for i in range(10)], "only 4 distinct (N, D) value"),
+    ],
+)
+def test_study_fit_refuses_points_that_cannot_identify_the_law(capsys, tmp_path, rows, match):
+    path = write_csv(tmp_path / "points.csv", ["n", "d", "l"], rows)
+    code, out, err = cli(capsys, "study", "fit", path, "--params", "n", "--tokens", "d", "--loss", "l", "--bootstrap", "5")
+    assert code == 2 and out == "" and err.count("\n") == 1 and match in err, err
+
+
+def test_the_frontier_needs_three_distinct_computes_and_differing_losses():
+    with pytest.raises(DataError, match="every loss is 3"):
+        scaling.fit_frontier([1e9, 2e9, 3e9, 4e9], [3.0] * 4)
+    with pytest.raises(DataError, match="C takes only 2 distinct value"):
+        scaling.fit_frontier([1e9, 1e9, 2e9, 2e9], [3.0, 2.9, 2.8, 2.7])
+
+
+def test_study_fit_refuses_a_degenerate_fit(capsys, tmp_path, monkeypatch):
+    """A coefficient that underflowed to 0 (or overflowed): the report refuses such a fit, and so does `study fit`."""
+    common = dict(objective=0.0, n_points=12, n_starts=1, delta=1e-3)
+    assert scaling.degenerate(scaling.LossLawFit(E=2.0, A=2.0, B=3.0, alpha=0.3, beta=0.4, **common)) is None
+    assert scaling.degenerate(scaling.LossLawFit(E=2.0, A=2.0, B=0.0, alpha=0.3, beta=0.4, **common)).startswith("B went to 0")
+    assert scaling.degenerate(scaling.FrontierFit(E=2.0, A=float("inf"), alpha=0.3, **common)).startswith("A went to inf")
+    assert "alpha went to nan" in scaling.degenerate(scaling.FrontierFit(E=2.0, A=1.0, alpha=float("nan"), **common))
+    N, D, loss = synthetic_points(n=30)
+    path = write_csv(tmp_path / "points.csv", ["n", "d", "l"], zip(N, D, loss))
+    monkeypatch.setattr(scaling, "fit_loss_law", lambda *a, **k: scaling.LossLawFit(E=0.0, A=2.0, B=3.0, alpha=0.3, beta=0.4, **common))
+    code, out, err = cli(capsys, "study", "fit", path, "--params", "n", "--tokens", "d", "--loss", "l", "--bootstrap", "0")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "the fit is degenerate: E went to 0" in err, err
+
+
+def test_study_fit_bounds_the_bootstrap_and_counts_its_memory_first(capsys, tmp_path, monkeypatch):
+    N, D, loss = synthetic_points(n=30)
+    path = write_csv(tmp_path / "points.csv", ["n", "d", "l"], zip(N, D, loss))
+    args = ("study", "fit", path, "--params", "n", "--tokens", "d", "--loss", "l", "--bootstrap")
+    code, _, err = cli(capsys, *args, 10**9)
+    assert code == 2 and err.count("\n") == 1 and "from 0 (no intervals) to 100000" in err, err
+    with pytest.raises(ConfigError, match="from 1 to 100000"):
+        scaling.bootstrap(N, D, loss, n_resamples=100_001)
+    assert scaling.bootstrap_bytes(30, 100_000, 5) > scaling.bootstrap_bytes(30, 10, 5) > 0
+    monkeypatch.setattr(scaling, "_memory_budget", lambda: 1 << 20)  # a machine with 1 MiB to spare
+    monkeypatch.setattr(scaling, "fit_loss_law", lambda *a, **k: pytest.fail("fitted before the memory was counted"))
+    with pytest.raises(ConfigError, match=r"would need about .* GiB of memory"):
+        scaling.bootstrap(N, D, loss, n_resamples=50_000)
+
+
+def test_an_estimate_outside_its_interval_is_marked():
+    N, D, loss = synthetic_points(n=30)
+    fit = scaling.fit_loss_law(N, D, loss)
+    iv = scaling.bootstrap(N, D, loss, n_resamples=10, fit=fit)
+    iv.low["A"], iv.high["A"] = fit.A * 1.5, fit.A * 2  # as a biased resampling can put it
+    assert iv.outside("A") and not iv.outside("E")
+    d = iv.to_dict()["intervals"]
+    assert d["A"]["estimate_outside"] is True and d["E"]["estimate_outside"] is False
+    from beyondbp.cli import _fit_table
+    from rich.console import Console
+
+    console = Console(record=True, width=120)
+    console.print(_fit_table("t", fit, iv, ["E", "A", "B", "alpha", "beta"]))
+    text = console.export_text()
+    assert text.count("†") == 2 and "outside its own bootstrap interval" in text  # the A row and the caption

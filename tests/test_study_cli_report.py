@@ -79,3 +79,38 @@ def test_a_foreign_folder_is_not_overwritten(study, capsys):
     code, _, err = cli(capsys, "study", "report", study, "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_rerun_never_deletes_a_file_the_user_put_in_the_report_folder(study, capsys):
+    """Issue 21 §0: `study report; printf x > spec-report/mine.png; study report` deleted mine.png.
+    The folder's manifest lists what the report wrote; anything else makes the rerun refuse."""
+    out = study.parent / "rerun"
+    assert cli(capsys, "study", "report", study, "--out", out, "--bootstrap", 5)[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert ".beyondbp-manifest.json" in before
+    (out / "mine.png").write_bytes(b"x")
+    code, _, err = cli(capsys, "study", "report", study, "--out", out, "--bootstrap", 5)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "mine.png" in err and "--overwrite" in err
+    assert (out / "mine.png").read_bytes() == b"x"
+    assert sorted(p.name for p in out.iterdir()) == sorted(before + ["mine.png"])
+    (out / "mine.png").unlink()
+    assert cli(capsys, "study", "report", study, "--out", out, "--bootstrap", 5)[0] == 0  # its own output is replaced
+
+
+def test_a_file_added_while_the_report_is_computed_survives(study, capsys, monkeypatch):
+    """The folder is checked again when the finished report is moved into place."""
+    from beyondbp.study import report as report_mod
+
+    out = study.parent / "race"
+    assert cli(capsys, "study", "report", study, "--out", out, "--bootstrap", 5)[0] == 0
+    render = report_mod.render
+
+    def render_then_user_writes(*args, **kwargs):
+        (out / "notes.md").write_text("mine")
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(report_mod, "render", render_then_user_writes)
+    code, _, err = cli(capsys, "study", "report", study, "--out", out, "--bootstrap", 5)
+    assert code == 2 and "notes.md" in err
+    assert (out / "notes.md").read_text() == "mine"
+    assert not [p for p in study.parent.iterdir() if p.name.startswith(".rerun") or p.name.startswith(".race")]

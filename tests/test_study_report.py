@@ -123,7 +123,7 @@ def _decode_png(data: bytes):
 def test_files_written(written):
     out, paths, recs, analysis = written
     assert set(paths) == {"report.html", "report.md", "report.json"} | FIGURES
-    assert sorted(p.name for p in out.iterdir()) == sorted(paths)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*paths, ".beyondbp-manifest.json"])  # the manifest lists what the report wrote
     payload = json.loads((out / "report.json").read_text())
     assert payload["beyondbp_report"] == 1 and payload["spec"]["name"] == "tiny-report"
     assert payload["analysis"]["verdicts"]["dfa"]["sentence"] == analysis["verdicts"]["dfa"]["sentence"]
@@ -340,3 +340,32 @@ def test_tiny_real_study(spec, tmp_path):
     text = paths["report.html"].read_text()
     assert analysis["verdicts"]["dfa"]["sentence"].replace("'", "&#x27;") in text
     json.loads(paths["report.json"].read_text())
+
+
+def test_an_estimate_is_inside_its_printed_interval_or_marked_apart(written):
+    """Issue 21 §5: "1.7e-10 (4.2e-11 – 1.5e-10)" — the fit to all points printed beside a
+    bootstrap interval that does not hold it, with nothing to say so."""
+    p = report_mod._param
+    assert p({"A": {"estimate": 1.7e-10, "low": 4.2e-11, "high": 1.5e-10}}, "A") == "1.7e-10† (4.2e-11 – 1.5e-10)"
+    # inside, but the short form would round it past a bound: printed with the digits it takes
+    text = p({"B": {"estimate": 103.549, "low": 68.17, "high": 103.5491}}, "B")
+    est, lo, hi = (float(t) for t in text.replace("(", "").replace(")", "").replace("–", "").split())
+    assert "†" not in text and lo <= est <= hi
+    text = p({"A": {"estimate": 1.26e10, "low": 1.1e9, "high": 1.2549e10}}, "A")  # 1.3e10 (1.1e9 – 1.3e10) before
+    assert "†" in text
+    text = p({"A": {"estimate": 1.2549e10, "low": 1.1e9, "high": 1.2551e10}}, "A")
+    est, lo, hi = (float(t) for t in text.replace("(", "").replace(")", "").replace("–", "").split())
+    assert "†" not in text and lo <= est <= hi
+    assert p({"E": {"estimate": None, "low": 1, "high": 2}}, "E") == "— (1 – 2)"
+    # in the written report: every parameter cell reads inside its interval, or carries the mark and its note
+    out = written[0]
+    md = (out / "report.md").read_text()
+    section = md.split("## Fitted parameters")[1].split("\n## ")[0]
+    cells = [c.strip() for line in section.splitlines() if line.startswith("|") for c in line.split("|") if " – " in c]
+    assert cells
+    for cell in cells:
+        est, rest = cell.split(" (", 1)
+        lo, hi = (float(t) for t in rest.rstrip(")").split(" – "))
+        assert est.endswith("†") or lo <= float(est) <= hi, cell
+    if any("†" in c for c in cells):
+        assert "† The fit to all points lies outside its own bootstrap interval" in section

@@ -529,3 +529,27 @@ def test_dry_run_lists_runs_estimates_time_and_creates_nothing(tmp_path, capsys)
     assert plan["store_exists"] and plan["to_run"] == 2
     assert [r["status"] for r in plan["runs"] if r["will_run"]] == ["new", "new"]
     assert plan["estimate"] == pytest.approx(sum(r["seconds"] for r in plan["runs"] if r["will_run"]) / 2 + plan["warmup"])
+
+
+def test_renaming_a_rule_label_renames_its_finished_runs_everywhere(tmp_path, capsys):
+    """Issue 21 §2: `fa` -> `fa-random` (same settings) kept the old runs under the old label and
+    a report judged one rule as two. Run ids are identity, labels presentation."""
+    spec_path = write_spec(tmp_path / "s.toml", 'rule = ["backprop", "fa"]\nseed = [0, 1]', steps=3, samples=200)
+    assert run_study(load_spec(spec_path), workers=1)["counts"]["done"] == 4
+    spec_path.write_text(spec_path.read_text().replace('"fa"]', '{name = "fa", label = "fa-random"}]'))
+    spec = load_spec(spec_path)
+    assert sorted({r.label for r in spec.runs()}) == ["backprop", "fa-random"]
+    records = runner.study_records(spec)
+    assert len(records) == 4 and all(r["status"] == "done" for r in records)  # nothing to rerun
+    assert sorted({r["label"] for r in records}) == ["backprop", "fa-random"]
+    assert sorted({r["axes"]["rule"] for r in records}) == ["backprop", "fa-random"]
+    code, out, err = cli(capsys, "study", "run", spec_path, "--quiet")
+    assert code == 0, err
+    assert run_study(spec, workers=1)["ran"] == 0
+    report = tmp_path / "report"
+    code, out, err = cli(capsys, "study", "report", spec_path, "--out", report, "--bootstrap", 5)
+    assert code == 0, err
+    data = json.loads((report / "report.json").read_text())
+    assert sorted({r["label"] for r in data["runs"]}) == ["backprop", "fa-random"]
+    assert "fa-random" in (report / "report.md").read_text()
+    assert "'fa'" not in (report / "report.md").read_text() and "| fa |" not in (report / "report.md").read_text()

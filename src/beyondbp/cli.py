@@ -1020,8 +1020,20 @@ def _fit_table(title: str, fit: Any, intervals: Any, names: list[str]) -> Table:
     for name in names:
         low = "-" if intervals is None else f"{intervals.low[name]:.4g}"
         high = "-" if intervals is None else f"{intervals.high[name]:.4g}"
-        table.add_row(labels.get(name, name), f"{getattr(fit, name):.4g}", low, high)
+        outside = intervals is not None and intervals.outside(name)  # a percentile interval need not hold it
+        table.add_row(labels.get(name, name), f"{getattr(fit, name):.4g}" + ("†" if outside else ""), low, high)
+    if intervals is not None and any(intervals.outside(name) for name in names):
+        table.caption = "† the fit to all points lies outside its own bootstrap interval (biased or poorly pinned down)"
     return table
+
+
+def _refuse_degenerate(fit: Any) -> None:
+    """A fit whose data do not pin down the law is refused, as the study report refuses it."""
+    from .analysis import scaling
+
+    why = scaling.degenerate(fit)
+    if why is not None:
+        raise DataError(f"the fit is degenerate: {why}")
 
 
 @study_app.command("fit")
@@ -1043,8 +1055,8 @@ def study_fit(
 
     if exclude_top < 0:
         raise ConfigError(f"invalid --exclude-top {exclude_top}: it must be a whole number of at least 0")
-    if bootstrap < 0:
-        raise ConfigError(f"invalid --bootstrap {bootstrap}: it must be a whole number of at least 0 (0: no intervals)")
+    if bootstrap < 0 or bootstrap > scaling.MAX_RESAMPLES:
+        raise ConfigError(f"invalid --bootstrap {bootstrap}: it must be a whole number from 0 (no intervals) to {scaling.MAX_RESAMPLES}")
     notes: list[str] = []
     if params is None:
         if tokens is not None:
@@ -1056,6 +1068,7 @@ def study_fit(
         c_front, l_front = scaling.efficient_frontier(c_all, l_all)
         notes.append(f"frontier: the {len(c_front)} points of {len(c_all)} whose loss is the lowest at or below their compute")
         fit = scaling.fit_frontier(c_front, l_front, exclude_top=exclude_top)
+        _refuse_degenerate(fit)
         intervals = None
         if bootstrap:
             intervals = scaling.bootstrap_frontier(
@@ -1078,6 +1091,7 @@ def study_fit(
             d_vals = [c / (6.0 * n) for c, n in zip(cols[flops], n_vals)]
             notes.append(f"tokens derived as D = FLOPs / (6 N) from columns {flops!r} and {params!r}")
         fit = scaling.fit_loss_law(n_vals, d_vals, cols[loss], exclude_top=exclude_top)
+        _refuse_degenerate(fit)
         intervals = None
         if bootstrap:
             intervals = scaling.bootstrap(
@@ -1402,6 +1416,14 @@ def study_report(
 
 
 # -- analyze ------------------------------------------------------------------------------------
+def _group_by_axes(text: str) -> list[str]:
+    """``--group-by rule,lr`` -> ["rule", "lr"]; an empty list or item is refused."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise ConfigError(f"malformed --group-by {text!r}: give comma-separated axes, e.g. rule or rule,lr")
+    return items
+
+
 @app.command()
 def analyze(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of checkpoints, or checkpoint files.", show_default=False)] = None,
@@ -1416,6 +1438,7 @@ def analyze(
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for identification intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the probe draw, the noise and the bootstrap.")] = 0,
     list_measures: Annotated[bool, typer.Option("--list-measures", help="List the measures and exit.")] = False,
+    group_by: Annotated[Optional[str], typer.Option("--group-by", help="What identification tells apart: comma-separated axes (rule, a study axis or a run setting such as lr); default: rule. Networks differing elsewhere are pooled.")] = None,
     overwrite: OutOverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     debug: DebugOpt = False,
@@ -1450,7 +1473,8 @@ def analyze(
     first = Path(sources[0])
     folder = Path(out) if out is not None else first.with_name((first.stem if first.suffix else first.name) + "-representations")
     check_output(folder, overwrite)
-    networks = find_networks(sources, store)
+    axes = None if group_by is None else _group_by_axes(group_by)
+    networks = find_networks(sources, store, group_by=axes)
     title = f"Representations of {len(networks)} networks ({', '.join(sorted({n.label for n in networks}))})"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=_console(stderr=True), disable=quiet, transient=True) as bar:
@@ -1468,7 +1492,7 @@ def analyze(
 
         result = analyze_networks(networks, stimuli=stimuli, repeats=repeats, noise=noise, noise_level=noise_level,
                                   measures=names, snr_batches=snr_batches, bootstrap=bootstrap, seed=seed,
-                                  title=title, progress=progress)
+                                  title=title, progress=progress, group_by=axes)
     written = write_outputs(result, folder, overwrite=overwrite)
     table = Table(title="identification accuracy (nearest neighbour / reference), chance in brackets")
     for col in ("measure", *result["layers"]):

@@ -16,6 +16,13 @@ can be shared.
 :func:`check_writable` finds out before a run starts whether a path can be written, by actually
 creating (and removing) a temporary file where the output will go — ``os.access`` answers
 "yes" for root even on a read-only file system.
+
+Outputs that a rerun replaces without ``--overwrite`` (``study report``, ``analyze``) carry a
+manifest, :data:`MANIFEST`, listing every file their writer put there; a rerun replaces the
+folder only when it holds nothing but those files — checked before the work and again when the
+result is moved into place — and otherwise refuses, naming the files it would have deleted.
+The other output folders (``train``/``compare``/``continual``/``adapt --out``) are never
+replaced without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -34,11 +41,15 @@ __all__ = [
     "atomic_write_bytes",
     "check_output_directory",
     "check_writable",
+    "MANIFEST",
+    "foreign_entries",
     "is_previous_output",
+    "manifest_names",
     "publish_directory",
     "remove_stale_temporaries",
     "temporary_directory",
     "umask",
+    "write_manifest",
 ]
 
 
@@ -136,13 +147,23 @@ def temporary_directory(target: str | os.PathLike) -> Path:
     return tmp
 
 
-def publish_directory(tmp: Path, target: str | os.PathLike, replace: bool = False) -> Path:
-    """Move the finished directory ``tmp`` to ``target``. An existing ``target`` is replaced
-    only with ``replace=True`` (an empty one always): it is first renamed aside, then removed
-    once ``tmp`` is in place, so ``target`` never holds a mix of old and new files."""
+def publish_directory(tmp: Path, target: str | os.PathLike, replace: bool = False, kind: str | None = None,
+                      what: str = "output directory", holds: str = "output") -> Path:
+    """Move the finished directory ``tmp`` to ``target``. With ``kind``, a manifest of the files
+    in ``tmp`` is written into it first (:data:`MANIFEST`). An existing non-empty ``target`` is
+    replaced only with ``replace=True`` (the user's ``--overwrite``) or, with ``kind``, when it
+    holds a previous output of that kind and nothing else — checked again here, so a file put
+    there while the output was computed is not deleted. An existing ``target`` is first renamed
+    aside, then removed once ``tmp`` is in place, so ``target`` never holds a mix of old and new
+    files."""
     target = Path(target)
+    if kind is not None:
+        write_manifest(tmp, kind)
     if target.exists() and any(target.iterdir()) and not replace:
-        raise ConfigError(f"output directory {str(target)!r} exists and is not empty; pass --overwrite to replace it")
+        if kind is None:
+            raise ConfigError(f"output directory {str(target)!r} exists and is not empty; pass --overwrite to replace it")
+        if not is_previous_output(target, kind):
+            raise _not_previous(target, what, holds, kind)
     if not target.exists():
         os.replace(tmp, target)
         return target
@@ -187,31 +208,79 @@ def check_writable(path: str | os.PathLike, what: str, directory: bool = False) 
     os.unlink(probe)
 
 
-def is_previous_output(directory: str | os.PathLike, record: str, marker: str, names: Iterable[str],
-                       suffixes: Iterable[str] = (".png",)) -> bool:
-    """Whether ``directory`` holds an output beyondbp wrote and nothing else: its JSON file
-    ``record`` is an object whose ``marker`` key is 1, and every entry is a regular file named in
-    ``names`` or ending in one of ``suffixes``."""
+MANIFEST = ".beyondbp-manifest.json"
+"""The file an output directory's writer leaves in it: which kind of output it is and every file
+it wrote. A rerun replaces the directory without ``--overwrite`` only when the directory holds
+nothing but those files (:func:`foreign_entries`), so a file the user put there is never
+deleted unasked."""
+
+
+def write_manifest(directory: str | os.PathLike, kind: str) -> Path:
+    """Record in ``directory`` (a finished output, before it is published) that it is an output of
+    ``kind`` holding exactly its present entries."""
     directory = Path(directory)
-    names, suffixes = set(names), tuple(suffixes)
+    names = sorted(e.name for e in directory.iterdir() if e.name != MANIFEST)
+    text = json.dumps({"beyondbp_output": kind, "files": names}, indent=2) + "\n"
+    return atomic_write_bytes(directory / MANIFEST, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def manifest_names(directory: str | os.PathLike, kind: str) -> set[str] | None:
+    """The names the manifest in ``directory`` says an output of ``kind`` wrote there (the
+    manifest itself included), or None when there is no readable manifest of that kind."""
     try:
-        entries = list(directory.iterdir())
-        with open(directory / record, encoding="utf-8") as fh:
-            marked = json.load(fh).get(marker) == 1
-    except (OSError, ValueError, AttributeError):
-        return False
-    return marked and all(
-        e.is_file() and not e.is_symlink() and (e.name in names or e.name.endswith(suffixes)) for e in entries
+        with open(Path(directory) / MANIFEST, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("beyondbp_output") != kind:
+        return None
+    names = data.get("files")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return {n for n in names if n and "/" not in n and n not in (".", "..")} | {MANIFEST}
+
+
+def foreign_entries(directory: str | os.PathLike, kind: str) -> list[str] | None:
+    """The entries of ``directory`` that the previous output of ``kind`` did not write (a file
+    not in its manifest, or a listed name that is now a directory or a symbolic link), sorted;
+    None when the directory holds no manifest of that kind."""
+    names = manifest_names(directory, kind)
+    if names is None:
+        return None
+    foreign = []
+    for e in Path(directory).iterdir():
+        if e.name not in names or e.is_symlink() or not e.is_file():
+            foreign.append(e.name)
+    return sorted(foreign)
+
+
+def is_previous_output(directory: str | os.PathLike, kind: str) -> bool:
+    """Whether ``directory`` holds an output of ``kind`` that beyondbp wrote (its manifest says
+    so) and nothing else."""
+    return foreign_entries(directory, kind) == []
+
+
+def _not_previous(out: Path, what: str, holds: str, kind: str | None) -> ConfigError:
+    foreign = foreign_entries(out, kind) if kind else None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return ConfigError(
+            f"{what} {str(out)!r} holds files the previous {holds} did not write ({shown}); "
+            "move them elsewhere, or pass --overwrite to delete everything in it"
+        )
+    return ConfigError(
+        f"{what} {str(out)!r} exists, is not empty and does not hold a previous {holds}; "
+        "pass --overwrite to replace it"
     )
 
 
 def check_output_directory(out: str | os.PathLike, overwrite: bool, what: str, holds: str,
-                           previous: Callable[[Path], bool] | None = None) -> bool:
+                           kind: str | None = None) -> bool:
     """Refuse (``ConfigError``, one sentence naming ``what``, e.g. "report directory") an output
     directory that is empty text or '.', a symbolic link, the current directory or one containing
-    it, a file, or a non-empty directory that is not a previous output (``previous(out)``) unless
-    ``overwrite``; return whether an existing directory is to be replaced. ``holds`` names what
-    the directory is for ("report")."""
+    it, a file, or a non-empty directory that is not a previous output of ``kind`` and nothing
+    else (:func:`is_previous_output`) unless ``overwrite``; return whether an existing directory
+    is to be replaced. ``holds`` names what the directory is for ("report")."""
     out = Path(out)
     if str(out).strip() in ("", "."):
         raise ConfigError(f"the {what} is empty (or '.'); give a directory for the {holds}")
@@ -223,10 +292,7 @@ def check_output_directory(out: str | os.PathLike, overwrite: bool, what: str, h
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} {str(out)!r} exists and is not a directory; give a directory for the {holds}")
     if out.is_dir() and any(out.iterdir()):
-        if overwrite or (previous is not None and previous(out)):
+        if overwrite or (kind is not None and is_previous_output(out, kind)):
             return True
-        raise ConfigError(
-            f"{what} {str(out)!r} exists, is not empty and does not hold a previous {holds}; "
-            "pass --overwrite to replace it"
-        )
+        raise _not_previous(out, what, holds, kind)
     return False

@@ -466,6 +466,16 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+_LABEL_CHARS = 28  # a rule/group name on a figure is cut to this many characters ("…" marks the cut)
+
+
+def _short_label(text: Any) -> str:
+    """A group's name as a figure shows it: at most :data:`_LABEL_CHARS` characters, so that
+    long ``--group-by`` names cannot widen a figure without bound (the tables keep them whole)."""
+    text = str(text)
+    return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "…"
+
+
 def _rule_colours(rules: Sequence[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
@@ -510,9 +520,10 @@ def _heatmap(ax: Any, M: np.ndarray, rules: Sequence[str], blocks: Sequence[tupl
     ax.set_xticks(centres if xticks else [])
     ax.set_yticks(centres if yticks else [])
     if xticks:
-        ax.set_xticklabels(rules, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
+        ax.set_xticklabels([_short_label(r) for r in rules], rotation=45, ha="right", rotation_mode="anchor",
+                           fontsize=fontsize)
     if yticks:
-        ax.set_yticklabels(rules, fontsize=fontsize)
+        ax.set_yticklabels([_short_label(r) for r in rules], fontsize=fontsize)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
@@ -546,9 +557,12 @@ def _heatmap_figure(M: np.ndarray, order: np.ndarray, rules: Sequence[str], bloc
 
 def _suptitle(fig: Any, text: str, width: float, height: float, top_in: float) -> None:
     """A figure title that fits: on two lines (title, then what and where) when one is too wide,
-    placed in the ``top_in`` inches above the panels."""
-    if len(text) * 0.13 > width and ": " in text:
+    placed in the ``top_in`` inches above the panels; a title still too wide for the figure is
+    cut ("…"), so that a long one cannot widen the PNG."""
+    chars = max(int(width / 0.13), 20)
+    if len(text) > chars and ": " in text:
         text = text.replace(": ", "\n", 1)
+    text = "\n".join(line if len(line) <= chars else line[: chars - 1] + "…" for line in text.split("\n"))
     fig.suptitle(text, fontsize=16, y=1 - 0.12 / height, va="top")
 
 
@@ -616,7 +630,7 @@ def _mds_figure(distances: Mapping[str, Mapping[str, np.ndarray]], measure_names
             sel = net_rules == rule
             marker = _MARKERS[i % len(_MARKERS)]
             ax.scatter(X[sel, 0], X[sel, 1], s=110 if marker == "*" else 60, color=colours[rule], marker=marker,
-                       edgecolors="black", linewidths=0.5, label=rule, zorder=3)
+                       edgecolors="black", linewidths=0.5, label=_short_label(rule), zorder=3)
         ax.set_aspect("equal", adjustable="datalim")
         ax.margins(0.08)
         ax.set_xticks([])
@@ -837,16 +851,25 @@ def render_outputs(result: Mapping[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def _is_previous_output(directory: Path) -> bool:
-    return files.is_previous_output(directory, OUTPUT_JSON, _MARKER, (OUTPUT_JSON, OUTPUT_MD))
+_KIND = "representations"  # the kind recorded in the folder's manifest (files.MANIFEST)
+
+
+def _holds_output(directory: Path) -> bool:
+    """Whether ``directory`` holds an output of :func:`write_outputs` (other files beside it
+    allowed): its manifest or, from before manifests, its JSON's marker says so."""
+    if files.manifest_names(directory, _KIND) is not None:
+        return True
+    try:
+        return json.loads((directory / OUTPUT_JSON).read_text(encoding="utf-8")).get(_MARKER) == 1
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_output(out: str | Path, overwrite: bool = False) -> bool:
     """Refuse, before any work, an ``out`` that :func:`write_outputs` would refuse (see there);
     True when ``out`` holds a previous output that will be replaced."""
     out = Path(out)
-    replace = files.check_output_directory(out, overwrite, "output directory", "representations output",
-                                           _is_previous_output)
+    replace = files.check_output_directory(out, overwrite, "output directory", "representations output", _KIND)
     files.check_writable(out, "output directory", directory=True)
     return replace
 
@@ -855,7 +878,7 @@ def read_outputs(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]] 
     """The result JSON and the figures (name -> PNG bytes) of a previous :func:`write_outputs`
     in ``folder``; None when ``folder`` holds none."""
     folder = Path(folder)
-    if not folder.is_dir() or not _is_previous_output(folder):
+    if not folder.is_dir() or not _holds_output(folder):
         return None
     try:
         result = json.loads((folder / OUTPUT_JSON).read_text(encoding="utf-8"))
@@ -873,8 +896,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path, overwrite: bool = 
     writer (and nothing else) or with ``overwrite=True``; anything else raises ``ConfigError``
     before any work is done."""
     out = Path(out)
-    replace = files.check_output_directory(out, overwrite, "output directory", "representations output",
-                                           _is_previous_output)
+    files.check_output_directory(out, overwrite, "output directory", "representations output", _KIND)
     files.check_writable(out, "output directory", directory=True)
     contents = render_outputs(result)
     try:
@@ -884,7 +906,7 @@ def write_outputs(result: Mapping[str, Any], out: str | Path, overwrite: bool = 
     try:
         for name, data in contents.items():
             files.atomic_write_bytes(tmp / name, lambda fh, data=data: fh.write(data))
-        files.publish_directory(tmp, out, replace=replace)
+        files.publish_directory(tmp, out, replace=overwrite, kind=_KIND, holds="representations output")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -52,10 +53,13 @@ from ..errors import ConfigError, DataError
 __all__ = [
     "DEFAULT_DELTA",
     "FrontierFit",
+    "MAX_RESAMPLES",
     "Intervals",
     "LossLawFit",
     "bootstrap",
+    "bootstrap_bytes",
     "bootstrap_frontier",
+    "degenerate",
     "default_frontier_starts",
     "default_starts",
     "efficient_frontier",
@@ -78,6 +82,11 @@ _BATCH_FTOL = 1e-10
 _BATCH_GTOL = 1e-7
 _CHUNK = 400_000
 _POLISH = 8
+#: At most this many bootstrap resamples (each refits from five starts).
+MAX_RESAMPLES = 100_000
+#: Distinct (N, D) pairs, and distinct values of each, that L(N, D) needs; distinct computes
+#: that L(C) needs (the thresholds of the study report, :mod:`beyondbp.study.analysis`).
+_LAW_MIN_PAIRS, _LAW_MIN_EACH, _FRONTIER_MIN_COMPUTES = 6, 2, 3
 
 
 # -- the objective ------------------------------------------------------------------------------
@@ -205,7 +214,8 @@ class FrontierFit:
 @dataclass
 class Intervals:
     """Bootstrap percentile intervals: ``estimate`` (the fit to all the data) and ``low``/``high``
-    per parameter name; ``samples`` holds every resample's fitted parameters (rows)."""
+    per parameter name; ``samples`` holds every resample's fitted parameters (rows). A
+    percentile interval need not contain the estimate (:meth:`outside`)."""
 
     fit: Any
     level: float
@@ -220,6 +230,12 @@ class Intervals:
     def estimate(self) -> dict[str, float]:
         return {name: float(getattr(self.fit, name)) for name in self.low}
 
+    def outside(self, name: str) -> bool:
+        """Whether the fit to all the points lies outside its own percentile interval (the
+        resampled refits settle elsewhere: a biased or poorly identified parameter). Shown
+        apart wherever the estimate is printed beside its interval."""
+        return not (self.low[name] <= self.estimate[name] <= self.high[name])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fit": self.fit.to_dict(),
@@ -227,7 +243,8 @@ class Intervals:
             "n_resamples": self.n_resamples,
             "seed": self.seed,
             "resampled": "groups" if self.by_groups else "points",
-            "intervals": {n: {"estimate": self.estimate[n], "low": self.low[n], "high": self.high[n]} for n in self.low},
+            "intervals": {n: {"estimate": self.estimate[n], "low": self.low[n], "high": self.high[n],
+                              "estimate_outside": self.outside(n)} for n in self.low},
         }
 
 
@@ -273,6 +290,44 @@ def _keep_mask(y: np.ndarray, exclude_top: int, n_params: int) -> np.ndarray:
             f"{n_params} parameters needs at least {need}"
         )
     return keep
+
+
+def _check_identifiable(X: np.ndarray, y: np.ndarray, names: Sequence[str], min_each: int, min_pairs: int) -> None:
+    """Refuse points that cannot identify the law, whatever the optimiser would return: losses
+    that are all equal (every term's coefficient and exponent fit them equally well), too few
+    distinct values of a variable, or too few distinct points."""
+    if float(np.ptp(y)) <= 1e-12 * max(1.0, float(np.abs(y).max())):
+        raise DataError(
+            f"every loss is {math.exp(float(y[0])):.6g}, so the points cannot identify the law's terms; "
+            "give points whose losses differ"
+        )
+    for j, name in enumerate(names):
+        distinct = len(np.unique(X[:, j]))
+        if distinct < min_each:
+            raise DataError(
+                f"{name} takes only {distinct} distinct value(s) among the points, and the law cannot be identified "
+                f"from fewer than {min_each}; give points at more values of {name}"
+            )
+    pairs = len(np.unique(X, axis=0))
+    if pairs < min_pairs:
+        raise DataError(
+            f"the points hold only {pairs} distinct ({', '.join(names)}) value(s), and a law with {X.shape[1] * 2 + 1} "
+            f"parameters needs at least {min_pairs}; give points at more settings"
+        )
+
+
+def degenerate(fit: Any) -> str | None:
+    """Why a fit does not pin down its law (a coefficient that went to 0 or overflowed, an
+    exponent that is not finite), or None: the report's test, for ``study fit`` as well."""
+    names = ("E", "A", "B") if isinstance(fit, LossLawFit) else ("E", "A")
+    bad = [n for n in names if not (math.isfinite(getattr(fit, n)) and 0 < getattr(fit, n) < 1e300)]
+    if bad:
+        return f"{', '.join(bad)} went to {getattr(fit, bad[0]):g}, so the data do not pin down every term of the law"
+    exps = ("alpha", "beta") if isinstance(fit, LossLawFit) else ("alpha",)
+    bad = [n for n in exps if not math.isfinite(getattr(fit, n))]
+    if bad:
+        return f"{bad[0]} went to {getattr(fit, bad[0])!r}, so the data do not pin down the law"
+    return None
 
 
 def _starts_array(starts: Any, width: int, what: str) -> np.ndarray:
@@ -447,6 +502,7 @@ def fit_loss_law(
     _check_options(delta, exclude_top)
     X, y = _features([N, D], loss)
     keep = _keep_mask(y, int(exclude_top), 5)
+    _check_identifiable(X[keep], y[keep], ("N", "D"), _LAW_MIN_EACH, _LAW_MIN_PAIRS)
     grid = default_starts() if starts is None else _starts_array(starts, 5, "(a, b, e, alpha, beta)")
     theta, value = _best(X[keep], y[keep], grid, float(delta))
     a, b, e, alpha, beta = (float(v) for v in theta)
@@ -471,6 +527,7 @@ def fit_frontier(
     _check_options(delta, exclude_top)
     X, y = _features([C], loss, names=("C",))
     keep = _keep_mask(y, int(exclude_top), 3)
+    _check_identifiable(X[keep], y[keep], ("C",), _FRONTIER_MIN_COMPUTES, _FRONTIER_MIN_COMPUTES)
     grid = default_frontier_starts() if starts is None else _starts_array(starts, 3, "(a, e, alpha)")
     theta, value = _best(X[keep], y[keep], grid, float(delta))
     a, e, alpha = (float(v) for v in theta)
@@ -552,9 +609,39 @@ def _resample(
     return ends.reshape(n_resamples, len(starts), -1)[np.arange(n_resamples), best]
 
 
+def bootstrap_bytes(n_points: int, n_resamples: int, n_params: int) -> int:
+    """An upper estimate of the memory (bytes) a bootstrap of ``n_resamples`` resamples of
+    ``n_points`` points takes, for a law of ``n_params`` parameters: five starts per resample,
+    each with its weights, its L-BFGS history (10 pairs) and working vectors, plus one chunk of
+    the batched objective."""
+    starts = 5 * int(n_resamples)
+    per_start = 8 * (2 * n_points + 2 * 10 * n_params + 10 + 12 * n_params)
+    chunk = 8 * 12 * _CHUNK
+    return starts * per_start + int(n_resamples) * n_points * 8 + chunk
+
+
+def _memory_budget() -> int:
+    """Half the memory this machine has available now (8 GiB when that cannot be read)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _check_memory(n_points: int, n_resamples: int, n_params: int) -> None:
+    need, budget = bootstrap_bytes(n_points, n_resamples, n_params), _memory_budget()
+    if need > budget:
+        raise ConfigError(
+            f"{n_resamples} bootstrap resamples of {n_points} points would need about {need / 2**30:.1f} GiB of memory, "
+            f"more than the {budget / 2**30:.1f} GiB this run may use; ask for fewer resamples"
+        )
+
+
 def _check_bootstrap(n_resamples: int, level: float) -> None:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ConfigError(f"invalid number of bootstrap resamples {n_resamples!r}: it must be a whole number of at least 1")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or not 1 <= n_resamples <= MAX_RESAMPLES:
+        raise ConfigError(
+            f"invalid number of bootstrap resamples {n_resamples!r}: it must be a whole number from 1 to {MAX_RESAMPLES}"
+        )
     if not (isinstance(level, (int, float)) and 0 < level < 1):
         raise ConfigError(f"invalid interval level {level!r}: it must lie strictly between 0 and 1, e.g. 0.95")
 
@@ -604,6 +691,7 @@ def bootstrap(
     X, y = _features([N, D], loss)
     g = _groups_array(groups, len(y))
     keep = _keep_mask(y, int(exclude_top), 5)
+    _check_memory(int(keep.sum()), int(n_resamples), 5)
     if fit is None:
         fit = fit_loss_law(N, D, loss, delta=delta, starts=starts, exclude_top=exclude_top)
     thetas = _resample(X[keep], y[keep], None if g is None else g[keep], fit.params, float(delta), int(n_resamples), seed, 6)
@@ -634,6 +722,7 @@ def bootstrap_frontier(
     X, y = _features([C], loss, names=("C",))
     g = _groups_array(groups, len(y))
     keep = _keep_mask(y, int(exclude_top), 3)
+    _check_memory(int(keep.sum()), int(n_resamples), 3)
     if fit is None:
         fit = fit_frontier(C, loss, delta=delta, starts=starts, exclude_top=exclude_top)
     thetas = _resample(X[keep], y[keep], None if g is None else g[keep], fit.params, float(delta), int(n_resamples), seed, 4)

@@ -25,8 +25,9 @@ spec's text.
 
 Writing is all or nothing: every file goes into a temporary sibling of ``out_dir`` (through
 :mod:`beyondbp.files`), which replaces ``out_dir`` only once complete. An existing non-empty
-``out_dir`` is replaced only when it holds a previous report (its ``report.json`` says so and
-it holds nothing but report files) or with ``overwrite=True``.
+``out_dir`` is replaced only when it holds a previous report and nothing else (its
+``.beyondbp-manifest.json`` lists every file the previous report wrote; a file the user added
+makes a rerun refuse, naming it) or with ``overwrite=True``.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), so the
 caller's pyplot state and backend are never touched, and each figure is cleared once saved.
@@ -56,6 +57,7 @@ __all__ = ["REPORT_FILES", "write_report", "render"]
 #: The text files every report has (figures come beside them as ``*.png``).
 REPORT_FILES = ("report.html", "report.md", "report.json")
 _MARKER = "beyondbp_report"
+_KIND = "report"  # the kind recorded in the folder's manifest (files.MANIFEST)
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
@@ -298,9 +300,35 @@ def _alignment_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str
 # ("ul", [text]), ("table", headers, rows), ("img", file name, alt text, png bytes), ("pre", text).
 
 
+#: Marks an estimate (the fit to all points) that lies outside its own bootstrap interval.
+OUTSIDE_MARK = "†"
+
+
+def _ordered(texts: Sequence[str]) -> bool:
+    """Whether printed numbers read low ≤ estimate ≤ high (or one of them is not a number)."""
+    try:
+        est, lo, hi = (float(t) for t in texts)
+    except ValueError:
+        return True
+    return lo <= est <= hi
+
+
 def _param(iv: Mapping[str, Any], name: str) -> str:
+    """``estimate (low – high)``. An estimate outside its interval is marked apart with
+    :data:`OUTSIDE_MARK`; one inside is printed with as many digits as it takes to read inside
+    (a short form can round it past a bound)."""
     p = iv.get(name) or {}
-    return f"{_g(p.get('estimate'))} ({_g(p.get('low'))} – {_g(p.get('high'))})"
+    est, lo, hi = _num(p.get("estimate")), _num(p.get("low")), _num(p.get("high"))
+    texts = [_g(est), _g(lo), _g(hi)]
+    if est is not None and lo is not None and hi is not None:
+        if not lo <= est <= hi:
+            texts[0] += OUTSIDE_MARK
+        else:
+            digits = 4
+            while not _ordered(texts) and digits < 17:
+                texts = [f"{v:.{digits}g}" for v in (est, lo, hi)]
+                digits += 1
+    return f"{texts[0]} ({texts[1]} – {texts[2]})"
 
 
 def _fit_rows(analysis: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
@@ -413,6 +441,10 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
     if rows:
         out.append(("table", ["label", "law", "E", "A", "α", "B", "β", "points", "bootstrap"], rows))
         out.append(("p", f"Each cell: estimate (fit to all points) and the {100 * level:g}% bootstrap interval."))
+        if any(OUTSIDE_MARK in cell for row in rows for cell in row):
+            out.append(("p", f"{OUTSIDE_MARK} The fit to all points lies outside its own bootstrap interval: the "
+                             "resampled refits settle elsewhere, so that parameter is biased or poorly pinned down by "
+                             "the data; the estimate and the interval do not describe one fit."))
     if reasons:
         out.append(("ul", ["Not fitted — " + r for r in reasons]))
 
@@ -586,16 +618,11 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[st
     return out
 
 
-def _is_previous_report(directory: Path) -> bool:
-    """Whether ``directory`` holds a report written by :func:`write_report` and nothing else."""
-    return files.is_previous_output(directory, "report.json", _MARKER, REPORT_FILES)
-
-
 def _check_out_dir(out: Path, overwrite: bool) -> bool:
     """Refuse a symbolic link, a file, the current directory or one containing it, or a
     non-empty directory that is not a previous report (unless ``overwrite``); return whether an
     existing directory is to be replaced."""
-    return files.check_output_directory(out, overwrite, "report directory", "report", _is_previous_report)
+    return files.check_output_directory(out, overwrite, "report directory", "report", _KIND)
 
 
 def write_report(
@@ -613,7 +640,7 @@ def write_report(
     holds a previous report, or with ``overwrite=True``; anything else raises ``ConfigError``
     before any work is done."""
     out = Path(out_dir)
-    replace = _check_out_dir(out, overwrite)
+    _check_out_dir(out, overwrite)
     records = list(records)
     if analysis is None:
         analysis = analyze(records, **dict(analyze_options or {}))
@@ -622,7 +649,7 @@ def write_report(
     try:
         for name, data in contents.items():
             files.atomic_write_bytes(tmp / name, _writer(data))
-        files.publish_directory(tmp, out, replace=replace)
+        files.publish_directory(tmp, out, replace=overwrite, kind=_KIND, what="report directory", holds="report")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -4,12 +4,17 @@ whether a similarity measure can tell the rules apart (``beyondbp analyze``).
 Sources of trained networks (:func:`find_networks`):
 
 * a study spec (``.toml``) whose ``[execution]`` has ``keep_models = true``: every ``done`` run
-  whose model is saved in ``<store dir>/<store stem>.models/<run id>.pt``. A network's *class*
-  is what its run takes on every axis except ``seed`` and those fixed by the rule label (a
-  per-rule ``lr`` table), so with a rule axis alone it is the rule's label; its *group* is the
-  seed;
-* a folder of beyondbp checkpoints (``*.pt``), or checkpoint files: class = the checkpoint's
-  rule name, group = its run's seed.
+  whose model is saved in ``<store dir>/<store stem>.models/<run id>.pt``;
+* a folder of beyondbp checkpoints (``*.pt``), or checkpoint files.
+
+A network's *class* (what identification tries to recover) is its rule label — the spec's
+current label, or the checkpoint's rule name — unless :func:`group_networks` is given other
+axes (``beyondbp analyze --group-by rule,lr``): then it is the network's values on those axes
+(a study axis, or any run setting such as ``lr``; ``seed`` is not allowed, since seeds are what
+the bootstrap resamples). Networks that differ in settings outside the grouping are pooled in
+one class. Every class needs at least two networks, and there must be at least two classes;
+a grouping that leaves less is refused before any network is loaded. A network's *group*
+(the bootstrap's unit) is its seed.
 
 Probe set: ``stimuli`` samples of the networks' common test split, drawn without replacement
 by a ``torch.Generator`` seeded with ``seed`` (every network sees the same stimuli in the same
@@ -61,7 +66,7 @@ from ..errors import CheckpointError, ConfigError
 from ..training import RunConfig
 from ..training.loop import load_dataset, prepare
 
-__all__ = ["Network", "analyze", "find_networks", "layer_responses", "load_network"]
+__all__ = ["Network", "analyze", "check_groups", "find_networks", "group_networks", "layer_responses", "load_network"]
 
 #: Activation module types whose outputs are a model's hidden layers.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
@@ -79,8 +84,9 @@ Progress = Callable[[str, dict[str, Any]], None]
 @dataclass
 class Network:
     """One trained network: ``id`` (the run id, or the checkpoint's file stem), ``label`` (its
-    class: the rule or the study axes but the seed), ``seed``, its run ``config`` and the
-    ``checkpoint`` it is loaded from."""
+    class: the rule label, or its values on the axes of :func:`group_networks`), ``seed``, its
+    run ``config``, the ``checkpoint`` it is loaded from and its study ``axes`` (``rule``: its
+    rule label)."""
 
     id: str
     label: str
@@ -107,30 +113,8 @@ def _from_checkpoint(path: Path) -> Network:
     except CheckpointError as exc:
         raise ConfigError(str(exc)) from None
     config = _config_from(payload["meta"], path)
-    return Network(id=path.stem, label=config.rule, seed=config.seed, config=config, checkpoint=path)
-
-
-def _axes_label(axes: dict[str, Any], hidden: set[str]) -> str:
-    shown = {k: v for k, v in axes.items() if k != "seed" and k not in hidden}
-    if list(shown) == ["rule"]:
-        return str(shown["rule"])
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "all"
-
-
-def _follows_rule(records: Sequence[dict[str, Any]]) -> set[str]:
-    """Axes whose value is fixed by the rule label (a per-rule ``lr``): not part of a class name."""
-    if not records or "rule" not in records[0]["axes"]:
-        return set()
-    out = set()
-    for axis in records[0]["axes"]:
-        if axis in ("rule", "seed"):
-            continue
-        seen: dict[str, set[str]] = {}
-        for r in records:
-            seen.setdefault(str(r["axes"].get("rule")), set()).add(repr(r["axes"].get(axis)))
-        if all(len(v) == 1 for v in seen.values()):
-            out.add(axis)
-    return out
+    return Network(id=path.stem, label=config.rule, seed=config.seed, config=config, checkpoint=path,
+                   axes={"rule": config.rule})
 
 
 def _from_spec(path: Path, store: Path | None) -> list[Network]:
@@ -158,17 +142,84 @@ def _from_spec(path: Path, store: Path | None) -> list[Network]:
             f"files from {str(models)!r} directly"
         )
     out = []
-    hidden = _follows_rule(found)
     for r in found:
         config = RunConfig(**r["config"])
-        out.append(Network(id=r["id"], label=_axes_label(r["axes"], hidden), seed=config.seed, config=config,
-                           checkpoint=models / f"{r['id']}.pt", axes=dict(r["axes"])))
+        out.append(Network(id=r["id"], label=r["label"], seed=config.seed, config=config,
+                           checkpoint=models / f"{r['id']}.pt", axes={**r["axes"], "rule": r["label"]}))
     return out
 
 
-def find_networks(sources: Sequence[str | Path], store: str | Path | None = None) -> list[Network]:
-    """The trained networks named by ``sources`` (see the module docstring); ``store`` replaces
-    a spec's default run store."""
+def _group_value(net: Network, axis: str) -> Any:
+    if axis in net.axes:
+        return net.axes[axis]
+    return getattr(net.config, axis)
+
+
+def _group_text(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def group_networks(networks: Sequence[Network], group_by: Sequence[str] | None = None) -> list[Network]:
+    """The networks with their ``label`` (their class) set from their values on ``group_by``
+    (default ``["rule"]``: the rule label); each axis is ``rule``, a study axis or a run setting.
+    Refuses (``ConfigError``, one sentence) an unknown axis, ``seed`` or an axis named twice;
+    :func:`check_groups` (run by :func:`analyze` before any network is loaded) refuses a grouping
+    that leaves too few networks per group."""
+    axes = list(group_by) if group_by else ["rule"]
+    known = {"rule"} | {a for net in networks for a in net.axes} | set(RunConfig.model_fields)
+    for axis in axes:
+        if axis == "seed":
+            raise ConfigError("networks cannot be grouped by seed: seeds are what the identification bootstrap resamples; "
+                              "group by rule or other axes")
+        if axis not in known:
+            study_axes = sorted({a for net in networks for a in net.axes} - {"rule", "seed"})
+            raise ConfigError(f"unknown grouping axis {axis!r}; group by rule"
+                              + (f", a study axis ({', '.join(study_axes)})" if study_axes else "")
+                              + " or a run setting (lr, batch_size, ...)")
+        if axes.count(axis) > 1:
+            raise ConfigError(f"grouping axis {axis!r} is named twice; name each once")
+    out = []
+    for net in networks:
+        if axes == ["rule"]:
+            label = str(net.axes.get("rule", net.config.rule))
+        else:
+            parts = []
+            for axis in axes:
+                value = _group_value(net, axis)
+                parts.append(str(value) if axis == "rule" else f"{axis}={_group_text(value)}")
+            label = ", ".join(parts)
+        out.append(Network(id=net.id, label=label, seed=net.seed, config=net.config, checkpoint=net.checkpoint,
+                           axes=dict(net.axes)))
+    return out
+
+
+def check_groups(networks: Sequence[Network], group_by: Sequence[str] | None = None) -> None:
+    """Refuse (``ConfigError``, one sentence) a grouping of ``networks`` (their labels, by
+    ``group_by``) that identification cannot use: a group with fewer than two networks or two
+    seeds (the bootstrap resamples seeds), or a single group."""
+    by = ", ".join(group_by) if group_by else "rule"
+    members: dict[str, list[Network]] = {}
+    for net in networks:
+        members.setdefault(net.label, []).append(net)
+    for label, nets in members.items():
+        seeds = {n.seed for n in nets}
+        if len(nets) < 2 or len(seeds) < 2:
+            raise ConfigError(
+                f"identification needs at least two seeds in every group, but grouping the {len(networks)} networks by "
+                f"{by} leaves {label!r} with {len(nets)} network(s) from {len(seeds)} seed(s); train more seeds, "
+                "group by fewer axes (--group-by), or leave it out"
+            )
+    if len(members) < 2:
+        raise ConfigError(f"grouping the {len(networks)} networks by {by} puts them all in one group ({next(iter(members))!r}); "
+                          "identification needs at least 2 groups, so group by an axis that differs between them")
+
+
+def find_networks(sources: Sequence[str | Path], store: str | Path | None = None,
+                  group_by: Sequence[str] | None = None) -> list[Network]:
+    """The trained networks named by ``sources`` (see the module docstring), classed by
+    :func:`group_networks` (``group_by``; default: the rule label); ``store`` replaces a spec's
+    default run store."""
     if not sources:
         raise ConfigError("name at least one source of trained networks: a study spec, a folder of checkpoints or checkpoint files")
     specs = [Path(s) for s in sources if Path(s).suffix == ".toml"]
@@ -192,7 +243,7 @@ def find_networks(sources: Sequence[str | Path], store: str | Path | None = None
         if net.id in seen:
             raise ConfigError(f"network {net.id!r} is named twice ({str(seen[net.id])!r} and {str(net.checkpoint)!r})")
         seen[net.id] = net.checkpoint
-    return networks
+    return group_networks(networks, group_by)
 
 
 # -- loading and responses ---------------------------------------------------------------------
@@ -315,7 +366,7 @@ def _snr_by_label(snr: dict[str, Any], nets: Sequence[Network]) -> dict[str, Any
 
 
 # -- the analysis ------------------------------------------------------------------------------
-def _check_networks(networks: Sequence[Network]) -> None:
+def _check_networks(networks: Sequence[Network], group_by: Sequence[str] | None = None) -> None:
     if len(networks) < 2:
         raise ConfigError(f"comparing representations needs at least two networks, got {len(networks)}")
     first = networks[0]
@@ -326,15 +377,7 @@ def _check_networks(networks: Sequence[Network]) -> None:
                 f"{dict(first.config.data_options)} vs {net.config.data} {dict(net.config.data_options)}); "
                 "representations are compared on one probe set, so every network must share its data"
             )
-    counts: dict[str, set[int]] = {}
-    for net in networks:
-        counts.setdefault(net.label, set()).add(net.seed)
-    for label, seeds in counts.items():
-        if len(seeds) < 2:
-            raise ConfigError(
-                f"identification needs at least two seeds of every rule, but {label!r} has {len(seeds)}; "
-                "train more seeds or leave it out"
-            )
+    check_groups(networks, group_by)
     if first.config.data in ("shakespeare-char", "text"):
         raise ConfigError("analyze compares classifiers' hidden layers; language models are not supported")
 
@@ -352,10 +395,13 @@ def analyze(
     seed: int = 0,
     title: str = "Representations",
     progress: Progress | None = None,
+    group_by: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Every measure between every pair of ``networks`` per hidden layer, the identification
     statistics and gradient SNRs: the ``result`` dict that
-    :func:`beyondbp.analysis.identification.write_outputs` writes."""
+    :func:`beyondbp.analysis.identification.write_outputs` writes. The networks' classes are
+    their ``label``s (set by :func:`group_networks`); ``group_by`` only records, in the
+    result's settings, which axes those labels came from (default: rule)."""
     from ..analysis import identification as ident
     from ..analysis import representations as reps
     from ..analysis.gradients import gradient_snr
@@ -371,7 +417,7 @@ def analyze(
         raise ConfigError(f"stimuli must be a whole number of at least 10, got {stimuli!r}")
     if isinstance(snr_batches, bool) or not isinstance(snr_batches, int) or (snr_batches != 0 and snr_batches < 2):
         raise ConfigError(f"snr_batches must be 0 (no gradient SNR) or a whole number of at least 2, got {snr_batches!r}")
-    _check_networks(networks)
+    _check_networks(networks, group_by)
     order = sorted(range(len(networks)), key=lambda i: (networks[i].label, networks[i].seed, networks[i].id))
     nets = [networks[i] for i in order]
     stochastic = any(reps.MEASURES[m].stochastic for m in names)
@@ -448,5 +494,6 @@ def analyze(
         "gradient_snr_networks": snr,
         "settings": {"stimuli": stimuli, "repeats": repeats, "noise": noise, "noise_level": noise_level,
                      "snr_batches": snr_batches, "bootstrap": bootstrap, "seed": seed, "data": nets[0].config.data,
+                     "group_by": list(group_by) if group_by else ["rule"],
                      "data_options": dict(nets[0].config.data_options)},
     }

@@ -738,14 +738,18 @@ def study_records(spec: Spec, store_path: str | os.PathLike | None = None,
     order; runs the store holds that are no longer in the spec are left out, runs of the spec
     not yet in the store are absent. A missing store is an error, not created. Spec runs whose
     row :meth:`Store.records` skipped (unknown status, malformed result) are absent too and, when
-    ``skipped`` is a list, appended to it as ``(run id, why)``."""
+    ``skipped`` is a list, appended to it as ``(run id, why)``.
+
+    A record's ``label`` and ``axes`` are the spec's current ones, not those stored when the run
+    was added: run ids are identity, labels are presentation, so renaming a rule label in the
+    spec (``fa`` -> ``fa-random``, same settings) renames its finished runs everywhere."""
     with _store_for(spec, store_path) as store:
         by_id = {r["id"]: r for r in store.records()}
         left_out = store.skipped
     if skipped is not None:
         ids = {run.id for run in spec.runs()}
         skipped.extend(item for item in left_out if item[0] in ids)
-    return [by_id[run.id] for run in spec.runs() if run.id in by_id]
+    return [{**by_id[run.id], "label": run.label, "axes": dict(run.axes)} for run in spec.runs() if run.id in by_id]
 
 
 def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list[str]:
