@@ -31,15 +31,15 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
 
 from .. import data as data_mod
 from .. import models as models_mod
 from .. import options as options_mod
-from ..options import opt
+from ..settings import ALLOWED, EXECUTION_FIELDS, MAX_COUNT, NUMBER_KIND, RunSettings, check_count, within
 from .. import rules as rules_mod
 from ..errors import ConfigError
 from ..jsonable import plain
@@ -88,32 +88,7 @@ def _describe_validation_error(exc: ValidationError) -> str:
 
 
 
-#: Upper bound of every count setting (batch sizes, budgets, sample counts): beyond it Python's
-#: own indexing breaks, long before any machine could run it.
-MAX_COUNT = 2**40
-
-_COUNT = "a whole number of at least 1"
-
-def check_count(value: Any, what: str, accepts: str = "a whole number of at least 1", low: int = 1) -> int:
-    """``value`` as a count bounded as :class:`RunConfig` bounds its own (batch sizes, budgets,
-    sample counts): a whole number from ``low`` to :data:`MAX_COUNT`. Otherwise
-    :class:`ConfigError`: "invalid <what> <value>: it must be <accepts>" (or "at most 2**40").
-    The command line checks its own count flags (``continual``, ``adapt``, ``sample``) with it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ConfigError(f"invalid {what} {value!r}: it must be {accepts}")
-    value = int(value)
-    if value > MAX_COUNT:
-        raise ConfigError(f"invalid {what} {value!r}: it must be at most 2**40")
-    if value < low:
-        raise ConfigError(f"invalid {what} {value!r}: it must be {accepts}")
-    return value
-
-
-
-class RunConfig(BaseModel):
+class RunConfig(RunSettings):
     """Everything that defines one run. Invalid values raise :class:`ConfigError` (one sentence).
 
     Give ``epochs`` or ``steps`` (optimizer steps), not both; with neither, ``epochs=10``.
@@ -131,66 +106,6 @@ class RunConfig(BaseModel):
     busy machine slow small models down (``bench/README.md``, "Threads"); large convolutional
     models on an idle machine may want more.
     """
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False)
-
-    # Each setting is declared once, here: type, default, one line of help, bounds, and
-    # ``execution=True`` for settings that say how a run executes rather than what it computes
-    # (they are left out of :meth:`identity`). :data:`ALLOWED`, :data:`EXECUTION_FIELDS`, the
-    # validators below, the command line's shared flags and the study spec's checks all read
-    # these declarations.
-    rule: str = opt("backprop", "the credit-assignment rule (`beyondbp rules` lists them)", accepts="a registered rule name")
-    rule_options: dict[str, Any] = opt({}, "the rule's options", accepts="a mapping of option name to value")
-    model: str = opt(..., "the model (`beyondbp models` lists them)", accepts="a registered model name")
-    model_options: dict[str, Any] = opt({}, "the model's options", accepts="a mapping of option name to value")
-    data: str = opt(..., "the data set (`beyondbp data` lists them)", accepts="a registered data set name")
-    data_dir: str | None = opt(None, "directory of the data set's files (default: its standard place)",
-                               accepts="a directory path or nothing", execution=True)
-    data_options: dict[str, Any] = opt({}, "the data set's options", accepts="a mapping of option name to value")
-    epochs: int | None = opt(None, "training budget in passes over the training set (default 10 when no budget is given)",
-                             ge=1, le=MAX_COUNT, accepts=_COUNT)
-    steps: int | None = opt(None, "training budget in optimizer steps (instead of epochs)", ge=1, le=MAX_COUNT, accepts=_COUNT)
-    batch_size: int = opt(64, "training batch size", ge=1, le=MAX_COUNT, accepts=_COUNT)
-    eval_batch_size: int = opt(1000, "batch size of evaluation passes (changes no number beyond float rounding)",
-                               ge=1, le=MAX_COUNT, accepts=_COUNT, execution=True)
-    optimizer: Literal["sgd", "adam", "adamw"] = opt("adam", "the optimizer", accepts="one of 'sgd', 'adam', 'adamw'")
-    lr: float = opt(1e-3, "learning rate", gt=0, accepts="a finite number greater than 0")
-    momentum: float = opt(0.9, "SGD momentum (used by optimizer sgd only)", ge=0, lt=1, accepts="a number in [0, 1)")
-    weight_decay: float = opt(0.0, "weight decay", ge=0, accepts="a finite number of at least 0")
-    lr_schedule: Literal["none", "step", "cosine"] = opt("none", "learning-rate schedule over the budget",
-                                                         accepts="one of 'none', 'step', 'cosine'")
-    milestones: list[float] = opt([0.5, 0.75], "fractions of the budget at which the step schedule multiplies the rate by gamma",
-                                  accepts="a list of increasing fractions of the budget, each strictly between 0 and 1")
-    gamma: float = opt(0.1, "the step schedule's factor", gt=0, le=1, accepts="a number in (0, 1]")
-    seed: int = opt(0, "seed of everything random in the run", ge=0, le=2**32 - 1, accepts="a whole number from 0 to 2**32 - 1")
-    n_train: int | None = opt(None, "use the first N training samples (default: all)", ge=1, le=MAX_COUNT,
-                              accepts="a whole number of at least 1, or nothing for all samples")
-    n_test: int | None = opt(None, "use the first N test samples (default: all)", ge=1, le=MAX_COUNT,
-                             accepts="a whole number of at least 1, or nothing for all samples")
-    diagnostics: bool = opt(False, "measure each epoch how the rule's update aligns with backprop's (never changes training)",
-                            accepts="true or false", execution=True)
-    checkpoint: str | None = opt(None, "save the trained model there at the end", accepts="a file path or nothing", execution=True)
-    init_from: str | None = opt(None, "start from this checkpoint's model and rule state", accepts="a file path or nothing")
-    device: str = opt("cpu", "where to train", accepts="'cpu', 'cuda', 'cuda:N' or 'mps'", execution=True)
-    threads: int | None = opt(1, "torch threads during the run (nothing: torch's own setting)", ge=1, le=MAX_COUNT,
-                              accepts="a whole number of at least 1, or nothing to keep torch's setting", execution=True)
-    sparsity: Literal["set"] | None = opt(None, "sparse evolutionary training (SET) of the weight layers",
-                                          accepts="'set' or nothing (dense)")
-    epsilon: float = opt(20.0, "SET: density parameter (connections per layer ~ epsilon·(n_in + n_out))", gt=0,
-                         accepts="a finite number greater than 0")
-    zeta: float = opt(0.3, "SET: fraction of connections pruned and regrown after each epoch", ge=0, lt=1,
-                      accepts="a number in [0, 1)")
-    tokens: int | None = opt(None, "a language model's training budget in tokens", ge=1, le=MAX_COUNT,
-                             accepts="a whole number of at least 1 (a language model's training budget), or nothing")
-    context: int | None = opt(None, "tokens per training window of a language model", ge=1, le=MAX_COUNT,
-                              accepts="a whole number of at least 1 (tokens per training window of a language model), or nothing")
-    eval_windows: int | None = opt(None, "validation windows of a language model (default: the whole validation split)",
-                                   ge=1, le=MAX_COUNT, accepts="a whole number of at least 1, or nothing for the whole validation split")
-    state: str | None = opt(None, "file where the run keeps its resume state", accepts="a file path (where the run keeps its resume state) or nothing",
-                            execution=True)
-    checkpoint_every: int | None = opt(None, "write the resume state every N optimizer steps (needs state)", ge=1, le=MAX_COUNT,
-                                       accepts="a whole number of optimizer steps of at least 1 (needs state), or nothing",
-                                       execution=True)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -242,7 +157,7 @@ class RunConfig(BaseModel):
         """Whole-number and number settings: no booleans, no NaN or infinity, a float with an
         integral value accepted for a whole number, bounds as declared."""
         name = info.field_name
-        kind = _NUMBER_KIND.get(name)
+        kind = NUMBER_KIND.get(name)
         if kind is None or v is None:
             return v
         bad = ValueError(f"invalid {name} {v!r}: it must be {ALLOWED[name]}")
@@ -261,7 +176,7 @@ class RunConfig(BaseModel):
             v = float(v)
             if not math.isfinite(v):
                 raise bad
-        if not _within(v, cls.model_fields[name].metadata):
+        if not within(v, cls.model_fields[name].metadata):
             raise bad
         return v
 
@@ -340,31 +255,6 @@ class RunConfig(BaseModel):
         unused = [f"{k}={getattr(self, k)!r}" for k in names if getattr(self, k) != fields[k].default]
         if unused:
             raise ValueError(f"the {what} setting {' and '.join(unused)} needs {needs}; add it or leave it out")
-
-
-#: The kind of number each numeric setting holds (``int`` or ``float``), read off the declarations.
-_NUMBER_KIND: dict[str, type] = {
-    name: kind
-    for name, field in RunConfig.model_fields.items()
-    for kind in (int, float)
-    if field.annotation in (kind, kind | None)
-}
-#: What each setting accepts, in words (error messages, the CLI's help), read off the declarations.
-ALLOWED: dict[str, str] = {name: options_mod.accepts(RunConfig, name) for name in RunConfig.model_fields}
-#: Settings that say how a run executes, not what it computes; left out of ``RunConfig.identity``
-#: (see the module docstring). ``eval_batch_size`` only groups the evaluation's samples (its
-#: numbers agree up to float rounding); ``diagnostics`` are measured without changing training.
-EXECUTION_FIELDS = frozenset(options_mod.execution_names(RunConfig))
-
-
-def _within(value: float, metadata: list[Any]) -> bool:
-    """Whether ``value`` meets the declared bounds (pydantic's ``Ge``/``Gt``/``Le``/``Lt``)."""
-    for m in metadata:
-        for attr, ok in (("ge", value.__ge__), ("gt", value.__gt__), ("le", value.__le__), ("lt", value.__lt__)):
-            bound = getattr(m, attr, None)
-            if type(m).__name__ == attr.capitalize() and bound is not None and not ok(bound):
-                return False
-    return True
 
 
 def _without_execution(values: dict[str, Any], declaration: type[options_mod.Options]) -> dict[str, Any]:
