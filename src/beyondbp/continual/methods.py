@@ -59,7 +59,7 @@ rate 0.1, batch 64, 1 epoch per task, a new optimizer for every task; model ``ml
 is a spiking MLP (LIF neurons, 20 time steps), ``--model mlp`` is a ReLU MLP; ``snn-mlp`` runs
 the same methods on the library's spiking MLP.
 
-Divergence, as the run loop defines it (:func:`beyondbp.training.loop.diverged`): after every epoch
+Divergence, as the run loop defines it (:func:`beyondbp.training.components.diverged`): after every epoch
 of every task, an epoch-mean training loss that is not finite or exceeds 100 × max(first
 step's loss, log(classes)) stops the method's training; the result says ``"diverged": True``
 with ``diverged_at_task`` (None for ``multitask``) and ``diverged_at_step`` (optimizer steps),
@@ -439,7 +439,7 @@ def build_model(seq: TaskSequence, model: str, opts: dict[str, Any]) -> nn.Modul
 
 
 class _DivergenceWatch:
-    """Divergence as the run loop defines it (:func:`beyondbp.training.loop.diverged`): an epoch's
+    """Divergence as the run loop defines it (:func:`beyondbp.training.components.diverged`): an epoch's
     mean training loss that is not finite or exceeds 100 × max(first step's loss,
     log(classes)), checked at the end of every epoch of every task."""
 
