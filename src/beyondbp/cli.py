@@ -28,7 +28,8 @@ the new results, never a mix. An existing non-empty ``--out`` (also compare's de
 Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
 2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
 are still written, marked ``diverged`` with the step, but no checkpoint is saved; ``compare``
-finishes the other rules first; 130 interrupted. ``study check`` exits 1 when the store has
+finishes the other rules first; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, both with
+one line saying how to go on (:mod:`beyondbp.interrupts`). ``study check`` exits 1 when the store has
 problems (one line each); ``study run`` exits 4 when some runs failed (the study still ran the
 others). A bad spec is refused before the run store is opened or created.
 """
