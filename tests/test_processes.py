@@ -342,3 +342,32 @@ def _cpu_ticks_in(pid: int, seconds: float) -> int:
     before = ticks()
     time.sleep(seconds)
     return ticks() - before
+
+
+def test_ray_init_does_not_take_sigterm_away_from_the_driver():
+    """`ray.init` installs its own SIGTERM handler at the C level (it logs a stack and aborts,
+    exit -6, without handing the runs back); the driver puts its Python handler back."""
+    script = """
+import ctypes, os, signal, time
+from beyondbp.interrupts import Stopping, Terminated
+from beyondbp.study import runner
+
+class Ray:
+    def is_initialized(self):
+        return False
+    def init(self, **kwargs):  # what Ray's C++ core does: a handler Python does not know of
+        ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(0))  # SIG_DFL: the process would die
+    def remote(self, **options):
+        return lambda fn: fn
+
+with Stopping():
+    runner._Ray(Ray(), threads=1, address=None, workers=1)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at once
+    except Terminated:
+        print("handled")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "handled", (proc.returncode, proc.stdout, proc.stderr)

@@ -282,10 +282,26 @@ class _Local:
         self.pool.shutdown(wait=True)
 
 
+def _python_signal_handlers() -> dict[int, Any]:
+    """The Python handlers of SIGINT and SIGTERM now (main thread only; else none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: h for sig, h in handlers.items() if callable(h)}
+
+
+def _reinstall(handlers: dict[int, Any]) -> None:
+    """Put the Python handlers back at the C level: ``ray.init`` installs its own SIGTERM
+    handler (it logs a stack and aborts), which would skip handing the runs back."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
 class _Ray:
     def __init__(self, ray: Any, threads: int, address: str | None, workers: int) -> None:
         import logging
 
+        handlers = _python_signal_handlers()
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
@@ -298,6 +314,7 @@ class _Ray:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ConfigError(f"could not start or reach {where}: {' '.join(str(exc).split())}") from None
             self.started = True
+        _reinstall(handlers)
         self.task = ray.remote(num_cpus=threads, max_retries=0)(execute)
 
     def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
