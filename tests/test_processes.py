@@ -371,3 +371,33 @@ with Stopping():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "handled", (proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("command", ["continual", "adapt", "analyze"])
+def test_continual_adapt_and_analyze_say_in_one_line_that_nothing_was_written(tmp_path, monkeypatch, capsys, command):
+    """Interrupted once their work has begun (a KeyboardInterrupt where they load or train),
+    they exit 130 with one line, and their output folder is not created."""
+    import beyondbp.continual
+    import beyondbp.data
+    import beyondbp.study.representations
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    if command == "continual":
+        monkeypatch.setattr(beyondbp.continual, "build_sequence", interrupt)
+        args = ["continual", "--methods", "finetune", "--rules", "backprop", "--tasks", "permuted-mnist1d:2", "--out", out]
+    elif command == "adapt":
+        monkeypatch.setattr(beyondbp.data, "load", interrupt)
+        args = ["adapt", "--checkpoint", tmp_path / "src.pt", "--out", out]
+    else:
+        monkeypatch.setattr(beyondbp.study.representations, "find_networks", interrupt)
+        args = ["analyze", tmp_path / "models", "--out", out]
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    _, err = capsys.readouterr()
+    assert info.value.code == 130
+    assert err.strip().splitlines() == [
+        "interrupted: nothing was written (results are written only at the end); run the command again to start over"]
+    assert not out.exists()
