@@ -389,3 +389,12 @@ def test_nhl_ablations_switch_off_their_step(small_model):
         nhl(x)
         after = nhl.model.state_dict()
         assert {k for k in before if not torch.equal(before[k], after[k])} == moved_expected
+
+
+def test_train_source_refuses_fewer_than_two_images(fmnist):
+    """BatchNorm needs two samples per batch: one training image is refused in one sentence
+    (it used to train nothing and return the untrained model)."""
+    with pytest.raises(DataError, match="at least 2 training images"):
+        adapt.train_source(fmnist.x_train[:1], fmnist.y_train[:1], channels=(4, 4, 4), epochs=1)
+    with pytest.raises(DataError, match="one label per image"):
+        adapt.train_source(fmnist.x_train[:10], fmnist.y_train[:9], channels=(4, 4, 4), epochs=1)

@@ -126,6 +126,13 @@ def test_layers_depend_one_way(low, high):
 RULE_MAY_IMPORT = {"beyondbp.rules.base", "beyondbp.rules.common", "beyondbp.rules._autograd", "beyondbp.errors"}
 #: The shared modules of ``rules/`` (not rules themselves).
 RULE_INFRASTRUCTURE = {"beyondbp.rules", *RULE_MAY_IMPORT}
+#: Pure plasticity equations shared by a rule and the families that reuse them (issue 22, item 6):
+#: rules may import them, and they import nothing from the package.
+EQUATIONS = "beyondbp.plasticity"
+
+
+def is_equations(module: str) -> bool:
+    return module == EQUATIONS or module.startswith(EQUATIONS + ".")
 
 
 def rule_modules() -> list[str]:
@@ -165,11 +172,52 @@ def module_level_graph() -> dict[str, set[str]]:
 
 
 def test_rules_are_leaves():
-    """A rule imports only base, common, _autograd and errors: no rule imports another rule."""
+    """A rule imports only base, common, _autograd, errors and the shared equations of
+    ``beyondbp.plasticity``: no rule imports another rule."""
     assert len(rule_modules()) >= 7 and "beyondbp.rules.feedback_alignment" in rule_modules()
     graph = module_level_graph()
-    offenders = {m: sorted(graph[m] - RULE_MAY_IMPORT) for m in rule_modules()}
+    offenders = {m: sorted(t for t in graph[m] - RULE_MAY_IMPORT if not is_equations(t)) for m in rule_modules()}
     assert {m: v for m, v in offenders.items() if v} == {}
+    assert "beyondbp.plasticity.softhebb" in graph["beyondbp.rules.softhebb"]
+
+
+def test_shared_equations_are_a_leaf_imported_openly():
+    """``beyondbp.plasticity`` (pure equations) imports nothing from the package; SoftHebb's
+    equations are imported from there by the rule and by test-time adaptation's NHL."""
+    graph = import_graph()
+    equations = [m for m in graph if is_equations(m)]
+    assert "beyondbp.plasticity.softhebb" in equations
+    offenders = {m: sorted(t for t in graph[m] if not is_equations(t)) for m in equations}
+    assert {m: v for m, v in offenders.items() if v} == {}
+    assert "beyondbp.plasticity.softhebb" in graph["beyondbp.adapt.methods"]
+
+
+def registry_string_lookups() -> list[str]:
+    """Calls ``rule_class("<name>")`` with a literal rule name in the package outside ``rules/``:
+    reaching one particular rule's class (and the code it carries) through the registry.
+    (``rules.get("backprop")``, a rule built to be attached, is a use of the registry.)"""
+    found = []
+    for name, path in module_files().items():
+        if name.startswith("beyondbp.rules"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)):
+                continue
+            func = node.func
+            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) == "rule_class":
+                found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_rule_is_reached_by_a_registry_string_lookup():
+    """Code outside ``rules/`` that needs one rule's equations imports them openly from
+    ``beyondbp.plasticity`` instead of ``rules.rule_class("softhebb").plasticity``."""
+    assert registry_string_lookups() == []
+    import beyondbp as bbp
+
+    softhebb = bbp.rules.rule_class("softhebb")
+    assert not {"soft_wta", "plasticity", "scaled_update"} & set(vars(softhebb))
 
 
 #: Rule modules not named after one registered rule: the long name of a one-rule module, or

@@ -386,3 +386,29 @@ def test_hlop_sizes_follow_the_schedule_scaled_to_the_layer_width(seq2):
     given = C.make_method("hlop", sizes=[10, 5], increment=3)
     C.run_method(seq2, given, model_options={"widths": [16], "bias": False}, seed=0)
     assert given.sizes() == {"fc1": 13, "out": 8}
+
+
+def test_the_task_mask_travels_with_the_labels():
+    """Task-incremental training masks through the labels (issue 22, item 6): a fixed loss, no
+    mask set on it between steps, equal to the loss with the task's own mask added."""
+    import dataclasses
+
+    from beyondbp.continual.methods import MaskedCrossEntropy, class_masks
+
+    seq = C.build_sequence("split-fashion-mnist:task", train_size=60, test_size=20)
+    table = class_masks(seq)
+    assert table.shape == (10, 10)
+    assert torch.isinf(table[4]).sum() == 8 and table[4][4] == 0 and table[4][5] == 0
+    task = seq.tasks[2]
+    mask = torch.full((10,), float("-inf"))
+    mask[[4, 5]] = 0.0
+    out = torch.randn(len(task.y_train), 10, requires_grad=True)
+    loss = MaskedCrossEntropy(table)
+    assert torch.equal(loss(out, task.y_train), F.cross_entropy(out + mask, task.y_train))
+    assert torch.isfinite(loss(out, task.y_train))
+    cls = C.build_sequence("split-fashion-mnist:class", train_size=60, test_size=20)
+    assert class_masks(cls) is None
+    assert torch.equal(MaskedCrossEntropy(None)(out, task.y_train), F.cross_entropy(out, task.y_train))
+    shared = dataclasses.replace(seq, tasks=[seq.tasks[0], dataclasses.replace(seq.tasks[1], classes=(1, 2))])
+    with pytest.raises(ConfigError, match="must not share classes: class 1"):
+        C.run_method(shared, "finetune", model_options={"widths": [8]})

@@ -17,14 +17,8 @@ import beyondbp as bbp
 from beyondbp import data
 from beyondbp.errors import ConfigError, UnsupportedModuleError
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP, Triangle
-from beyondbp.rules.softhebb import (
-    SoftHebb,
-    adaptive_lr,
-    plasticity,
-    scaled_update,
-    soft_wta,
-    unit_norms,
-)
+from beyondbp.plasticity.softhebb import adaptive_lr, plasticity, scaled_update, soft_wta, unit_norms
+from beyondbp.rules.softhebb import SoftHebb
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,8 @@ plain ``progress [...]`` line every $BEYONDBP_PROGRESS_INTERVAL seconds (default
 Exit status: 0 success; 1 an unexpected error (a bug: please report it with ``--debug``);
 2 bad input; 3 a run diverged (its training loss became non-finite or blew up): its results
 are still written, marked ``diverged`` with the step, but no checkpoint is saved; ``compare``
-finishes the other rules first; 130 interrupted. ``study check`` exits 5 when the store has
+finishes the other rules first; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, both with
+one line saying how to go on (:mod:`beyondbp.interrupts`). ``study check`` exits 5 when the store has
 problems (one line each); ``study run`` exits 4 when some runs failed (the study still ran the
 others). A bad spec is refused before the run store is opened or created; ``study run``,
 ``status`` and ``report`` refuse a damaged store (exit 2, naming the file and how to recover).
@@ -41,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import threading
@@ -57,6 +59,7 @@ from rich.table import Table
 
 from . import files
 from ._lazy import lazy
+from . import interrupts
 from .errors import BeyondBPError, ConfigError, DataError
 
 # imported on first use, so that --help and usage errors answer without importing torch
@@ -670,6 +673,7 @@ def train(
     ))
     _check_out(out, overwrite)
     _check_checkpoint(checkpoint, overwrite)
+    _on_interrupt(lambda: _train_resume_hint(config))
     ds = train_mod.load_dataset(config)
     train_mod.check(config, ds)
     with _Bars(_console(stderr=True)) as bars:
@@ -716,6 +720,18 @@ def train(
     for path in written:
         console.print(f"wrote {path}")
     _exit_if_diverged([result])
+
+
+def _train_resume_hint(config: Any) -> str:
+    """What an interrupted ``train`` says: whether and how the run continues."""
+    again = _same_command()
+    if config.state is None:
+        return "nothing was saved; a run given --state FILE --checkpoint-every N can be continued after an interruption"
+    if config.checkpoint_every is None:
+        return f"no resume state was written (--state keeps one only with --checkpoint-every N); `{again}` starts the run over"
+    if Path(config.state).is_file():
+        return f"`{again}` continues the run from its last saved state ({config.state})"
+    return f"no state was saved yet (the first comes at step {config.checkpoint_every}); `{again}` starts the run over"
 
 
 def _exit_if_diverged(results: list[Any]) -> None:
@@ -794,6 +810,7 @@ def compare(
         c0.replace(rule=r, rule_options=per_rule[r])
     out = out if out is not None else Path("results") / f"compare-{c0.data}-{c0.model}"
     _check_out(out, overwrite)
+    _on_interrupt(_NO_RESUME)
     with _Bars(_console(stderr=True)) as bars:  # the library compares; the CLI only renders
         results = compare_rules(c0, names, rule_options=per_rule, progress=bars, seeds=seed_list)
 
@@ -1205,6 +1222,11 @@ class _StudyBar:
             self.times.append(float(info["wall_time"]))
         if event == "finished" and info.get("status") == "failed" and not self.quiet:
             self.progress.console.print(f"run {info['id']} failed: {info.get('error')}")
+        if event == "lost":  # shown even with --quiet: work was done twice
+            where = f"its worker stopped at step {info['step']}" if info.get("step") else "this process dropped its copy"
+            self.progress.console.print(
+                f"run {info['id']} ({', '.join(f'{k}={v}' for k, v in info['axes'].items()) or 'no axes'}): another "
+                f"`study run` took it over after this process's lease expired (was it stopped?); {where}")
         if "counts" in info and self.task is not None:
             self._update(info["counts"])
 
@@ -1266,14 +1288,11 @@ def study_run(
     if dry_run:
         _print_dry_run(parsed, store, executor, workers, address, retry_failed)
         return 0
-    try:
-        with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
-            summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
-                                progress=bar, retry_failed=retry_failed)
-    except KeyboardInterrupt:
-        print(f"interrupted: the runs in flight were handed back to the store; `beyondbp study run {spec}` "
-              "continues the study", file=sys.stderr)
-        raise
+    resume = ["beyondbp", "study", "run", str(spec), *(["--store", str(store)] if store is not None else [])]
+    _on_interrupt(f"the runs in flight were handed back to the store; `{shlex.join(resume)}` continues the study")
+    with _StudyBar(_console(stderr=True), max(workers, 1), quiet) as bar:
+        summary = run_study(parsed, store_path=store, executor=executor, workers=workers, address=address,
+                            progress=bar, retry_failed=retry_failed)
     counts = summary["counts"]
     if not quiet:
         _console().print(
@@ -1473,6 +1492,7 @@ def analyze(
     first = Path(sources[0])
     folder = Path(out) if out is not None else first.with_name((first.stem if first.suffix else first.name) + "-representations")
     check_output(folder, overwrite)
+    _on_interrupt(_NO_RESUME)
     axes = None if group_by is None else _group_by_axes(group_by)
     networks = find_networks(sources, store, group_by=axes)
     title = f"Representations of {len(networks)} networks ({', '.join(sorted({n.label for n in networks}))})"
@@ -1614,6 +1634,7 @@ def adapt_command(
     elif mode == "adapt":
         _check_path_text(checkpoint, "--checkpoint")
         _check_out(out, overwrite)
+    _on_interrupt(_NO_RESUME)
     console = _console()
     previous_threads = torch.get_num_threads()
     if n_threads is not None:
@@ -1686,12 +1707,48 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: What an interrupted command without resume says (compare, continual, adapt, analyze).
+_NO_RESUME = "nothing was written (results are written only at the end); run the command again to start over"
+
+#: The line an interrupted command prints (see :func:`_on_interrupt`) and the command's words.
+_INTERRUPT: dict[str, Any] = {"hint": None, "args": []}
+
+
+def _on_interrupt(hint: Any) -> None:
+    """What this command prints after ``interrupted: `` when Ctrl-C or SIGTERM stops it (how
+    to resume, what was kept): text, or a function that returns it then."""
+    _INTERRUPT["hint"] = hint
+
+
+def _same_command() -> str:
+    """The command being run, as a shell line."""
+    return shlex.join(["beyondbp", *_INTERRUPT["args"]])
+
+
+def _exit_interrupted(stopping: interrupts.Stopping) -> None:
+    """One line on stderr, then exit 128 + the signal (130 Ctrl-C, 143 SIGTERM)."""
+    hint = _INTERRUPT["hint"]
+    try:
+        hint = hint() if callable(hint) else hint
+    except Exception:  # the hint must never hide the interruption
+        hint = None
+    print(f"interrupted: {hint}" if hint else "interrupted", file=sys.stderr)
+    sys.exit(stopping.status)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turn errors into one line and exit status 2."""
+    """Console entry point: run the app, turn errors into one line and exit status 2; Ctrl-C
+    and SIGTERM into one line and exit status 130 / 143."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args == ["study"]:  # a bare command group shows its help, not a usage error
         args = [*args, "--help"]
     debug = "--debug" in args
+    _INTERRUPT.update(hint=None, args=args)
+    with interrupts.Stopping() as stopping:
+        _main(args, debug, stopping)
+
+
+def _main(args: list[str], debug: bool, stopping: interrupts.Stopping) -> None:
     try:
         rv = app(args=args, prog_name="beyondbp", standalone_mode=False)
     except _USAGE_ERRORS as exc:
@@ -1712,8 +1769,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {_one_line(problem)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_interrupted(stopping)
     except Exception as exc:
         if debug:
             raise
@@ -1722,6 +1778,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if stopping.signum is not None or rv == 130:  # typer returns 130 for a KeyboardInterrupt
+        _exit_interrupted(stopping)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -1825,6 +1883,7 @@ def continual(
             make_method(m, **method_options[m]).check_rule(rule_obj.name)
     target = out if out is not None else Path("results") / f"continual-{family}-{setting}"
     _check_out(target, overwrite)
+    _on_interrupt(_NO_RESUME)
     if n_threads is not None:
         import torch
 

@@ -39,8 +39,8 @@ Methods (H(p) = −Σ_c p_c log p_c is the entropy of the softmax prediction p o
 
     1. *Soft-Hebbian front layer.* The model's first convolution (``conv1``, initialised from the
        source) is updated on every test batch, without labels, by the library's SoftHebb rule
-       (:mod:`beyondbp.rules.softhebb`'s ``soft_wta``, ``plasticity`` and ``scaled_update``,
-       reached through the registry as ``rules.rule_class("softhebb")``): with x the layer's input patches and
+       (``soft_wta``, ``plasticity`` and ``scaled_update`` of :mod:`beyondbp.plasticity.softhebb`,
+       the equations the rule :mod:`beyondbp.rules.softhebb` trains with): with x the layer's input patches and
        u = W x its bias-free response, y = softmax(u / τ) across the channels (the arg-max
        channel keeps +y, the others get −y when ``anti_hebbian``), ΔW_i = Σ y_i x − (Σ y_i u_i)
        W_i summed over the batch and positions, and W_i ← W_i + η_i ΔW_i / max|ΔW| with
@@ -85,13 +85,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import rules
 from ..errors import ConfigError, DataError
 from ..options import parse_names
-
-#: SoftHebb's equations, reached through the rule registry (code outside ``rules/`` never imports
-#: a rule's module): ``soft_wta``, ``plasticity``, ``scaled_update``.
-SOFTHEBB = rules.rule_class("softhebb")
+from ..plasticity.softhebb import plasticity, scaled_update, soft_wta
+from ..training.batches import batch_slices
+from ..training.components import build_optimizer
 
 __all__ = ["METHODS", "Adapter", "NHL", "Norm", "Source", "Tent", "entropy", "evaluate", "make", "names",
            "parse_methods", "split_batches"]
@@ -221,7 +219,7 @@ class Tent(Adapter):
         params = self.parameters()
         if not params:
             raise ConfigError("tent needs BatchNorm layers with affine parameters; this model has none")
-        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=0.0)
+        return build_optimizer("adam", params, lr=self.lr, betas=self.betas)
 
     def _adapt_and_predict(self, x: Tensor) -> Tensor:
         for _ in range(self.steps):
@@ -273,7 +271,7 @@ class NHL(Adapter):
         return net
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.modulator.parameters(), lr=self.lr, betas=self.betas, weight_decay=0.0)
+        return build_optimizer("adam", self.model.modulator.parameters(), lr=self.lr, betas=self.betas)
 
     def _front(self, x: Tensor) -> Tensor:
         """The Hebbian layer's input: ``x`` through every layer before it."""
@@ -289,9 +287,9 @@ class NHL(Adapter):
         layer: nn.Conv2d = getattr(self.model, self.hebbian_layer)
         inp = self._front(x)
         u = F.conv2d(inp, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        y = SOFTHEBB.soft_wta(u, self.t_invert, self.anti_hebbian)
-        delta = SOFTHEBB.plasticity(layer, inp, u, y)
-        change = SOFTHEBB.scaled_update(delta, layer.weight, self.hebb_lr, self.hebb_power)
+        y = soft_wta(u, self.t_invert, self.anti_hebbian)
+        delta = plasticity(layer, inp, u, y)
+        change = scaled_update(delta, layer.weight, self.hebb_lr, self.hebb_power)
         layer.weight.add_(change)
         return change
 
@@ -330,12 +328,7 @@ def parse_methods(text: str) -> list[str]:
 def split_batches(n: int, batch_size: int) -> list[slice]:
     """Consecutive slices of ``batch_size`` covering ``range(n)``; a final slice of one sample
     joins the one before it (batch statistics of one sample are degenerate)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"invalid batch size {batch_size!r}: it must be a whole number of at least 1")
-    bounds = list(range(0, n, batch_size)) + [n]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-        del bounds[-2]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return batch_slices(n, batch_size, join_single=True)
 
 
 def evaluate(adapter: Adapter, x: Tensor, y: Tensor, batch_size: int = 128,

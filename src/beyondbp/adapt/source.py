@@ -19,8 +19,10 @@ rule's contract suite and of ``beyondbp train``'s model list; no rule of the lib
 BN CNN, so it stays with the family that does. It is a plain ``nn.Sequential`` with named
 layers all the same, and any rule attaches to it.
 
-Training (:func:`train_source`): a plain supervised loop — Adam (lr 1e-3), batch 128,
-cross-entropy, ``epochs`` passes over the clean training set in an order drawn from ``seed``,
+Training (:func:`train_source`): a plain supervised loop — Adam (lr 1e-3), batch 128 (a final
+batch of one sample joins the one before it), cross-entropy, ``epochs`` passes over the clean
+training set in an order drawn from ``seed``; seeding, the optimizer, the batches and the
+evaluation come from the run layer (:mod:`beyondbp.training`),
 BatchNorm in train mode (its running statistics are what ``source`` uses at test time); the
 ``beyondbp adapt --train-source`` default is 3 epochs. The
 checkpoint is a standard beyondbp checkpoint (:mod:`beyondbp.checkpoint`) whose meta records
@@ -38,7 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoint
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
+from ..training.batches import ShuffledBatches, evaluate_tensors
+from ..training.components import build_optimizer, seeded
 
 __all__ = ["BNCNN", "Standardize", "SOURCE_KIND", "load_source", "save_source", "train_source"]
 
@@ -97,11 +101,11 @@ def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     """Top-1 error (fraction) of ``model`` in eval mode; the model's mode is restored."""
     was = model.training
     model.eval()
-    wrong = 0
-    for i in range(0, len(x), batch_size):
-        wrong += int((model(x[i:i + batch_size]).argmax(1) != y[i:i + batch_size]).sum())
-    model.train(was)
-    return wrong / max(1, len(x))
+    try:
+        counts = evaluate_tensors(model, x, y, batch_size=batch_size)
+    finally:
+        model.train(was)
+    return (counts["count"] - counts["correct"]) / max(1, len(x))
 
 
 def train_source(x: torch.Tensor, y: torch.Tensor, *, channels: Sequence[int] = (32, 64, 64), num_classes: int = 10, epochs: int = 2,
@@ -116,19 +120,18 @@ def train_source(x: torch.Tensor, y: torch.Tensor, *, channels: Sequence[int] = 
         raise ConfigError(f"invalid epochs {epochs!r}: it must be a whole number of at least 1")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
         raise ConfigError(f"invalid batch size {batch_size!r}: it must be a whole number of at least 2 (BatchNorm)")
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    if len(x) < 2 or len(y) != len(x):
+        raise DataError(f"train_source needs at least 2 training images and one label per image, got {len(x)} "
+                        f"images and {len(y)} labels")
+    # a final batch of one sample joins the one before it (BatchNorm needs two)
+    batches = ShuffledBatches(len(x), batch_size, torch.Generator().manual_seed(int(seed)), join_single=True)
+    with seeded(int(seed)):
         model = BNCNN(channels, num_classes=num_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = build_optimizer("adam", model.parameters(), lr=lr)
     model.train()
-    n = len(x)
-    per_epoch = n // batch_size if n % batch_size < 2 else n // batch_size + 1  # never a batch of one
-    steps, step = epochs * per_epoch, 0
+    steps, step = epochs * len(batches), 0
     for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for b in range(per_epoch):
-            idx = order[b * batch_size:(b + 1) * batch_size if b < per_epoch - 1 else n]
+        for idx in batches.epoch():
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -39,6 +39,17 @@ EWC adds its penalty's gradient) and HLOP's lateral neurons take their Hebbian s
               ``epochs_per_task`` epochs, i.e. the same number of steps as the sequence: the
               upper bound. Only the last row of its accuracy matrix exists.
 
+Task-incremental sequences (``split-fashion-mnist:task``): the training loss adds to every
+sample's logits the mask of its label's task (:class:`MaskedCrossEntropy` over
+:func:`class_masks`; the tasks' classes are disjoint, so a label names its task), and every
+evaluation masks with the evaluated task's classes.
+
+Seeding (``seed_everything(seed)`` before the model is built), the optimizer
+(``build_optimizer("sgd", ...)``), the shuffled batches (:class:`~beyondbp.training.batches.ShuffledBatches`,
+one generator per task seeded with ``seed · 1000003 + t``; ``seed · 1000003`` for joint training)
+and the evaluation (:func:`~beyondbp.training.batches.evaluate_tensors`) come from the run layer
+(:mod:`beyondbp.training`); this module adds the methods' hooks and the accuracy matrix.
+
 Rules: finetune and multitask take any rule; ewc, gpm and hlop take the rules whose weight
 update is δ·xᵀ-shaped (``projection.COMPOSABLE_RULES``), others are refused with one sentence.
 
@@ -48,7 +59,7 @@ rate 0.1, batch 64, 1 epoch per task, a new optimizer for every task; model ``ml
 is a spiking MLP (LIF neurons, 20 time steps), ``--model mlp`` is a ReLU MLP; ``snn-mlp`` runs
 the same methods on the library's spiking MLP.
 
-Divergence, as the run loop defines it (:func:`beyondbp.training.loop.diverged`): after every epoch
+Divergence, as the run loop defines it (:func:`beyondbp.training.components.diverged`): after every epoch
 of every task, an epoch-mean training loss that is not finite or exceeds 100 × max(first
 step's loss, log(classes)) stops the method's training; the result says ``"diverged": True``
 with ``diverged_at_task`` (None for ``multitask``) and ``diverged_at_step`` (optimizer steps),
@@ -81,10 +92,12 @@ from beyondbp.continual.projection import (
 from beyondbp.continual.tasks import TaskSequence
 from beyondbp.errors import ConfigError, DataError
 from beyondbp.rules.base import is_rule_tensor
-from beyondbp.training.loop import diverged as _diverged
+from beyondbp.training.batches import ShuffledBatches, evaluate_tensors
+from beyondbp.training.components import build_optimizer, diverged as _diverged, seed_everything
 from beyondbp.training.config import check_count
 
-__all__ = ["METHODS", "Method", "build_model", "check_budget", "default_model_options", "evaluate", "make_method", "run_method"]
+__all__ = ["METHODS", "MaskedCrossEntropy", "Method", "build_model", "check_budget", "class_masks",
+           "default_model_options", "evaluate", "make_method", "run_method"]
 
 
 class _Optimizer:
@@ -362,28 +375,44 @@ def _class_mask(classes: tuple[int, ...] | None, num_classes: int) -> Tensor | N
     return m
 
 
-class _MaskedLoss:
-    """Cross-entropy on logits plus the current mask (0 on allowed classes, −∞ elsewhere)."""
+def class_masks(seq: TaskSequence) -> Tensor | None:
+    """Task-incremental sequences: row ``c`` is the logit mask of the task that class ``c``
+    belongs to (0 on that task's classes, −∞ elsewhere; all 0 for a class of no task), so that a
+    training label names its own mask. ``None`` for the other settings (nothing is masked).
+    Refuses (:class:`ConfigError`) tasks whose classes overlap: a label would name two masks."""
+    if not seq.masked:
+        return None
+    table = torch.zeros(seq.num_classes, seq.num_classes)
+    owner: dict[int, int] = {}
+    for k, task in enumerate(seq.tasks):
+        for c in task.classes or ():
+            if c in owner:
+                raise ConfigError(f"task-incremental tasks must not share classes: class {c} is in task {owner[c]} "
+                                  f"and task {k}")
+            owner[c] = k
+            table[c] = _class_mask(task.classes, seq.num_classes)
+    return table
 
-    def __init__(self) -> None:
-        self.mask: Tensor | None = None
+
+class MaskedCrossEntropy:
+    """Cross-entropy on logits plus, per sample, the mask of its label's task (``by_class[y]``,
+    :func:`class_masks`); plain cross-entropy when ``by_class`` is ``None``. Fixed when built: the
+    mask travels with the batch's labels, nothing is set between steps."""
+
+    def __init__(self, by_class: Tensor | None) -> None:
+        self.by_class = by_class
 
     def __call__(self, out: Tensor, y: Tensor) -> Tensor:
-        if self.mask is not None:
-            out = out + self.mask
+        if self.by_class is not None:
+            out = out + self.by_class[y]
         return F.cross_entropy(out, y)
 
 
-@torch.no_grad()
 def evaluate(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:
-    """Accuracy (%) of ``learner.predict`` on ``(x, y)``, logits masked when ``mask`` is given."""
-    correct = 0
-    for i in range(0, x.shape[0], chunk):
-        out = learner.predict(x[i : i + chunk])
-        if mask is not None:
-            out = out + mask
-        correct += int((out.argmax(1) == y[i : i + chunk]).sum())
-    return 100.0 * correct / max(1, x.shape[0])
+    """Accuracy (%) of ``learner.predict`` on ``(x, y)``, logits masked when ``mask`` is given
+    (:func:`beyondbp.training.batches.evaluate_tensors` in chunks of ``chunk``)."""
+    counts = evaluate_tensors(learner.predict, x, y, batch_size=chunk, logit_offset=mask)
+    return 100.0 * counts["correct"] / max(1, x.shape[0])
 
 
 def default_model_options(model: str, given: dict[str, Any] | None) -> dict[str, Any]:
@@ -410,7 +439,7 @@ def build_model(seq: TaskSequence, model: str, opts: dict[str, Any]) -> nn.Modul
 
 
 class _DivergenceWatch:
-    """Divergence as the run loop defines it (:func:`beyondbp.training.loop.diverged`): an epoch's
+    """Divergence as the run loop defines it (:func:`beyondbp.training.components.diverged`): an epoch's
     mean training loss that is not finite or exceeds 100 × max(first step's loss,
     log(classes)), checked at the end of every epoch of every task."""
 
@@ -483,11 +512,11 @@ def run_method(
     rule_obj = rules_mod.get(rule, **(rule_options or {}))
     meth.check_rule(rule_obj.name)
     meth.lr = float(lr)
-    torch.manual_seed(seed)
+    by_class = class_masks(seq)
+    seed_everything(seed)
     opts = default_model_options(model, model_options)
     net = build_model(seq, model, opts)
-    loss = _MaskedLoss()
-    learner = rule_obj.attach(net, loss_fn=loss)
+    learner = rule_obj.attach(net, loss_fn=MaskedCrossEntropy(by_class))
     n = len(seq)
     masks = [_class_mask(t.classes, seq.num_classes) if seq.masked else None for t in seq.tasks]
     start = time.perf_counter()
@@ -500,17 +529,14 @@ def run_method(
         if meth.sequential:
             for t, task in enumerate(seq.tasks):
                 meth.begin_task(t)
-                inner = torch.optim.SGD(params, lr=float(lr))
-                opt = _Optimizer(inner, meth.before_step)
-                g = torch.Generator().manual_seed(seed * 1_000_003 + t)
-                steps = epochs_per_task * -(-task.x_train.shape[0] // batch_size)
+                opt = _Optimizer(build_optimizer("sgd", params, lr=float(lr)), meth.before_step)
+                batches = ShuffledBatches(task.x_train.shape[0], batch_size,
+                                          torch.Generator().manual_seed(seed * 1_000_003 + t))
+                steps = epochs_per_task * len(batches)
                 step = 0
                 for _ in range(epochs_per_task):
-                    order = torch.randperm(task.x_train.shape[0], generator=g)
-                    for i in range(0, len(order), batch_size):
-                        idx = order[i : i + batch_size]
+                    for idx in batches.epoch():
                         step += 1
-                        loss.mask = masks[t]
                         rec = getattr(meth, "recorder", None)
                         if rec is not None:
                             rec.clear()
@@ -520,7 +546,6 @@ def run_method(
                         finally:
                             if rec is not None:
                                 rec.recording = False
-                        loss.mask = None
                         watch.add(metrics["loss"], len(idx))
                         if on_step is not None:
                             on_step({"task": t, "tasks": n, "step": step, "steps": steps})
@@ -528,9 +553,7 @@ def run_method(
                         break
                 if watch.at is not None:
                     break  # diverged: no later task trains, no later row is measured
-                loss.mask = masks[t]
                 meth.end_task(t, task.x_train, task.y_train)
-                loss.mask = None
                 if inspect is not None:
                     inspect(t, net)
                 R[t] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
@@ -539,18 +562,12 @@ def run_method(
         else:
             xs = torch.cat([t.x_train for t in seq.tasks])
             ys = torch.cat([t.y_train for t in seq.tasks])
-            owner = torch.cat([torch.full((t.x_train.shape[0],), k) for k, t in enumerate(seq.tasks)])
-            mask_table = torch.stack(masks) if seq.masked else None
-            inner = torch.optim.SGD(params, lr=float(lr))
-            g = torch.Generator().manual_seed(seed * 1_000_003)
-            steps, step = epochs_per_task * -(-xs.shape[0] // batch_size), 0
+            inner = build_optimizer("sgd", params, lr=float(lr))
+            batches = ShuffledBatches(xs.shape[0], batch_size, torch.Generator().manual_seed(seed * 1_000_003))
+            steps, step = epochs_per_task * len(batches), 0
             for _ in range(epochs_per_task):
-                order = torch.randperm(xs.shape[0], generator=g)
-                for i in range(0, len(order), batch_size):
-                    idx = order[i : i + batch_size]
-                    loss.mask = mask_table[owner[idx]] if mask_table is not None else None
+                for idx in batches.epoch():
                     metrics = learner.step((xs[idx], ys[idx]), inner)
-                    loss.mask = None
                     watch.add(metrics["loss"], len(idx))
                     step += 1
                     if on_step is not None:

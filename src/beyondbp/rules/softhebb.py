@@ -139,6 +139,15 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
+from ..plasticity.softhebb import (  # noqa: F401  (re-exported: the rule's equations)
+    adaptive_lr,
+    plasticity,
+    scaled_update,
+    soft_wta,
+    soft_wta_with_winner,
+    unit_norms,
+    update_scale,
+)
 from .base import Batch, Learner, LossFn, Options, Rule, check_batch, opt, param_in_optimizer
 
 #: Layer types a SoftHebb learner can train (Hebbian or classifier).
@@ -156,78 +165,7 @@ GENERIC_INIT_RADIUS = 10.0
 PLAIN_LOOP_HEBBIAN_STEPS = 1000
 
 
-# ---------------------------------------------------------------------------------------------
-# The rule's equations, as plain functions
-# ---------------------------------------------------------------------------------------------
-def soft_wta(u: Tensor, t_invert: float, anti_hebbian: bool = True) -> Tensor:
-    """Post-synaptic activity ``y`` for pre-activations ``u`` of shape ``(N, units, *positions)``.
-
-    ``y = softmax(t_invert · u)`` over the unit dimension (1); with ``anti_hebbian`` every entry
-    except the arg-max unit's (per sample and position) is negated.
-    """
-    return _soft_wta(u, t_invert, anti_hebbian)[0]
-
-
-def _soft_wta(u: Tensor, t_invert: float, anti_hebbian: bool) -> tuple[Tensor, Tensor]:
-    """:func:`soft_wta` and the winner's index per sample and position (keepdim)."""
-    s = torch.softmax(t_invert * u, dim=1)
-    winner = u.max(dim=1, keepdim=True).indices  # = argmax (first maximum), faster across dim 1 on CPU
-    if not anti_hebbian:
-        return s, winner
-    return s.neg().scatter_(1, winner, s.gather(1, winner)), winner
-
-
-def _weight_shape_patches(layer: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``Σ_{n, positions} y_i · patch(x)`` for every unit ``i``, in the layer's weight shape."""
-    if isinstance(layer, nn.Linear):
-        return y.transpose(0, 1).matmul(x)
-    padding = layer.padding
-    if layer.padding_mode != "zeros" or isinstance(padding, str):
-        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-        x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)
-        padding = 0
-    grad_fn = torch.nn.grad.conv1d_weight if isinstance(layer, nn.Conv1d) else torch.nn.grad.conv2d_weight
-    return grad_fn(
-        x, layer.weight.shape, y, stride=layer.stride, padding=padding, dilation=layer.dilation, groups=layer.groups
-    )
-
-
-def plasticity(layer: nn.Module, x: Tensor, u: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
-    """The raw SoftHebb update ``ΔW_i = Σ y_i x − (Σ y_i u_i) W_i`` (before any scaling).
-
-    ``x`` is the layer's input, ``u`` its bias-free pre-activation, ``y`` the post-synaptic
-    activity (:func:`soft_wta`); a Linear layer's leading dimensions are flattened into samples.
-    """
-    w = layer.weight if weight is None else weight
-    if isinstance(layer, nn.Linear):
-        x = x.reshape(-1, x.shape[-1])
-        u = u.reshape(-1, u.shape[-1])
-        y = y.reshape(-1, y.shape[-1])
-    yx = _weight_shape_patches(layer, x, y)  # a fresh tensor: updated in place below
-    yu = (y * u).sum(dim=[d for d in range(y.dim()) if d != 1])  # units are dimension 1
-    return yx.addcmul_(yu.view(-1, *([1] * (w.dim() - 1))), w, value=-1.0)
-
-
-def unit_norms(weight: Tensor) -> Tensor:
-    """The Euclidean norm of every unit's weight vector (row / output-channel kernel)."""
-    return torch.linalg.vector_norm(weight.reshape(weight.shape[0], -1), dim=1)
-
-
-def adaptive_lr(weight: Tensor, lr: float, power: float) -> Tensor:
-    """``η_i = lr · (|‖W_i‖ − 1| + 1e-10)^power``, shaped to broadcast over ``weight``."""
-    rate = lr * (unit_norms(weight) - 1).abs().add(1e-10).pow(power)
-    return rate.view(-1, *([1] * (weight.dim() - 1)))
-
-
-def update_scale(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tensor:
-    """``η_i / max|ΔW|`` per unit, shaped to broadcast over ``weight``."""
-    low, high = torch.aminmax(delta)  # max|ΔW| in one pass (much faster than an ∞-norm on CPU)
-    return adaptive_lr(weight, lr, power).div_(torch.maximum(high, -low) + 1e-30)
-
-
-def scaled_update(delta: Tensor, weight: Tensor, lr: float, power: float) -> Tensor:
-    """The change applied to ``weight``: ``η_i ΔW_i / max|ΔW|``."""
-    return delta * update_scale(delta, weight, lr, power)
+# The rule's equations are pure functions of :mod:`beyondbp.plasticity.softhebb` (imported above).
 
 
 #: A softhebb per-layer option: one positive number, one per Hebbian layer, or None.
@@ -409,7 +347,7 @@ class SoftHebbLearner(Learner):
                 x, u = x.reshape(-1, x.shape[-1]), u.reshape(-1, u.shape[-1])
             if getattr(module, "bias", None) is not None:
                 u = u - module.bias.detach().view(-1, *([1] * (u.dim() - 2)))
-            y, winner = _soft_wta(u, self.t_invert[index], self.softhebb.anti_hebbian)
+            y, winner = soft_wta_with_winner(u, self.t_invert[index], self.softhebb.anti_hebbian)
             delta = plasticity(module, x, u, y, w)
             self._collect[name] = (delta, update_scale(delta, w, self.lr[index], self.softhebb.lr_power))
             won = torch.zeros(u.shape[1], dtype=torch.bool, device=u.device)
@@ -687,13 +625,6 @@ class SoftHebb(Rule):
     paper = "Hebbian Deep Learning Without Feedback (Journé, Garcia Rodriguez, Guo, Moraitis 2023)"
     plain_backward = False  # owns its step (Hebbian phase, then the classifier)
     supported: ClassVar[tuple[type[nn.Module], ...]] = SOFTHEBB_LAYERS
-
-    #: The rule's equations as plain functions, for code outside ``rules/`` that reuses them
-    #: through the registry (``rules.rule_class("softhebb").plasticity``), e.g. the soft-Hebbian
-    #: front layer of :mod:`beyondbp.adapt`'s NHL.
-    soft_wta = staticmethod(soft_wta)
-    plasticity = staticmethod(plasticity)
-    scaled_update = staticmethod(scaled_update)
 
     class Options(Options):
         t_invert: PerLayer = opt(

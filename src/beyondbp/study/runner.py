@@ -37,7 +37,21 @@ than cores only slow every run down).
 
 A worker that dies (killed, out of memory) hands its runs back to ``pending``; a run whose
 attempts reach :data:`MAX_ATTEMPTS` that way is recorded ``failed``. Interrupting the driver
-(Ctrl-C) hands its in-flight runs back too.
+(Ctrl-C, or SIGTERM under :class:`beyondbp.interrupts.Stopping`, as the command line runs it)
+hands its in-flight runs back too, stops the local workers and cancels the Ray tasks.
+
+No process outlives the driver: each local worker ends itself (SIGKILL) the moment the driver
+ends, whatever ended it (SIGKILL included), and, on Linux, when its parent (the forkserver)
+ends (:func:`beyondbp.interrupts.die_with`); the forkserver and multiprocessing's resource
+tracker then exit because nothing holds their pipes open any more. Ray ends the tasks of a
+driver that died.
+
+A lost lease: a driver stopped (SIGSTOP, Ctrl-Z) for longer than its lease can no longer renew
+it, and another ``study run`` may take its runs over. A local worker checks, every quarter of
+the lease (and at once after being stopped itself), that its driver still holds its run, and
+stops training it otherwise; the driver checks too at each heartbeat (cancelling the Ray task).
+Either way the driver reports it (a ``"lost"`` progress event) and never records a run it no
+longer holds, so the run is trained to the end, and recorded, once.
 
 Resume: every run gets the execution settings ``state =
 <store dir>/<store stem>.states/<run id>.pt`` and the spec's ``[execution] checkpoint_every``,
@@ -51,7 +65,9 @@ Models: with ``[execution] keep_models = true`` every run also gets ``checkpoint
 The library never prints: ``progress(event, info)`` receives ``"start"`` (``total``,
 ``counts``, ``added``, ``reclaimed``, ``workers``), ``"claimed"`` (``id``, ``label``, ``axes``,
 ``counts``), ``"finished"`` (``id``, ``status``, ``wall_time``, ``error``, ``counts``),
-``"tick"`` (``counts``, about once a second) and ``"end"`` (the summary :func:`run_study` returns).
+``"lost"`` (``id``, ``label``, ``axes``, ``step``: where this driver's worker stopped it, or
+None, ``counts``: another process took the run over), ``"tick"`` (``counts``, about once a
+second) and ``"end"`` (the summary :func:`run_study` returns).
 """
 
 from __future__ import annotations
@@ -72,16 +88,18 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..interrupts import die_with
 from ..training.config import check_count
 from .spec import Spec, check_device, default_store_path
-from .store import FINISHED, STATUSES, Owner, Store
+from .store import FINISHED, STATUSES, Owner, Store, lease_token
 
 __all__ = ["EXECUTORS", "MAX_ATTEMPTS", "available_cores", "dry_run", "execute", "run_study", "state_dir", "worker_threads"]
 
 EXECUTORS = ("local", "ray")
 #: Attempts after which a run whose worker keeps dying is recorded ``failed``.
 MAX_ATTEMPTS = 3
-#: Default lease of a claimed run, seconds (renewed every quarter of it).
+#: Default lease of a claimed run, seconds (renewed every quarter of it); read when
+#: :func:`run_study` is called, so tests may set it shorter.
 LEASE_SECONDS = 60.0
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -133,15 +151,48 @@ def _check_run_folders(store_path: Path, keep_models: bool) -> None:
             )
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, driver: int | None = None) -> None:
+    if driver is not None:  # a worker never outlives its driver
+        die_with(driver)
     import torch
 
     torch.set_num_threads(threads)
 
 
-def execute(config: dict[str, Any]) -> dict[str, Any]:
+class _LeaseLost(Exception):
+    def __init__(self, step: int) -> None:
+        super().__init__(f"the lease was lost at step {step}")
+        self.step = step
+
+
+class _LeaseWatch:
+    """A run's progress callback in a local worker: at a step, once ``every`` seconds have
+    passed since the last look (at once after this process was stopped that long), read the
+    store; when the run is no longer running under ``token`` (the driver lost its lease and
+    another process took the run), stop the run (raise :class:`_LeaseLost`). A store that
+    cannot be read is no evidence: the run goes on."""
+
+    def __init__(self, store: str, run_id: str, token: str, every: float) -> None:
+        self.store, self.run_id, self.token, self.every = store, run_id, token, every
+        self.last = time.monotonic()
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event != "step" or time.monotonic() - self.last < self.every:
+            return
+        try:
+            holder = lease_token(self.store, self.run_id)
+        except Exception:  # busy, being replaced, ...: look again later
+            holder = self.token
+        self.last = time.monotonic()
+        if holder != self.token:
+            raise _LeaseLost(int(info.get("step", 0)))
+
+
+def execute(config: dict[str, Any], lease: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one run in a worker: ``{"result": RunResult.to_dict()}`` or ``{"error": text}``,
-    plus ``wall_time`` (seconds in the run), ``host`` and ``versions`` of this worker."""
+    plus ``wall_time`` (seconds in the run), ``host`` and ``versions`` of this worker. With
+    ``lease`` (``store``, ``run_id``, ``token``, ``every``: a worker that can read the store),
+    the run stops early when its driver no longer holds it: ``{"abandoned": step}``."""
     import torch
 
     from .._version import __version__
@@ -155,7 +206,9 @@ def execute(config: dict[str, Any]) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     try:
-        out["result"] = run(config).to_dict()
+        out["result"] = run(config, _LeaseWatch(**lease) if lease else None).to_dict()
+    except _LeaseLost as lost:  # another process runs it now: stop, record nothing
+        out["abandoned"] = lost.step
     except Exception as exc:  # the study goes on; the error is recorded
         summary = " ".join(f"{type(exc).__name__}: {exc}".split())
         out["error"] = summary + "\n" + traceback.format_exc()
@@ -192,19 +245,24 @@ class _Local:
         self._start_workers()
 
     def _start_workers(self) -> None:
-        """Start every worker before any run is claimed, holding Ctrl-C until they are up: a
-        worker interrupted halfway through its start would outlive the driver and die later
-        printing a traceback. The interrupt is raised as soon as the workers are running."""
+        """Start every worker before any run is claimed, holding Ctrl-C (and SIGTERM) until
+        they are up: a worker interrupted halfway through its start would die printing a
+        traceback. The signal is delivered again as soon as the workers are running."""
         caught: list[int] = []
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum)) if main else None
+        previous: dict[int, Any] = {}
+        if main:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) not in (signal.SIG_IGN, signal.SIG_DFL):  # only handled ones
+                    previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
         try:
             cf.wait([self.pool.submit(time.sleep, 0.05) for _ in range(self.workers)])
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if caught:
             self.close(cancel=True)
+            signal.raise_signal(caught[0])  # its own handler raises (KeyboardInterrupt for SIGINT)
             raise KeyboardInterrupt
 
     def _pool(self) -> cf.ProcessPoolExecutor:
@@ -217,10 +275,15 @@ class _Local:
             _start_forkserver_without_sigint()
         else:
             ctx = multiprocessing.get_context("spawn")
-        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self.threads,))
+        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(self.threads, os.getpid()))
 
-    def submit(self, config: dict[str, Any]) -> Any:
-        return self.pool.submit(execute, config)
+    def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
+        return self.pool.submit(execute, config, lease)
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Nothing to do: a worker stops a run its driver lost by itself (it reads the store),
+        and :meth:`close` stops the workers of an interrupted driver."""
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -246,10 +309,26 @@ class _Local:
         self.pool.shutdown(wait=True)
 
 
+def _python_signal_handlers() -> dict[int, Any]:
+    """The Python handlers of SIGINT and SIGTERM now (main thread only; else none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: h for sig, h in handlers.items() if callable(h)}
+
+
+def _reinstall(handlers: dict[int, Any]) -> None:
+    """Put the Python handlers back at the C level: ``ray.init`` installs its own SIGTERM
+    handler (it logs a stack and aborts), which would skip handing the runs back."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
 class _Ray:
     def __init__(self, ray: Any, threads: int, address: str | None, workers: int) -> None:
         import logging
 
+        handlers = _python_signal_handlers()
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
@@ -266,10 +345,19 @@ class _Ray:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ConfigError(f"could not start or reach {where}: {' '.join(str(exc).split())}") from None
             self.started = True
+        _reinstall(handlers)
         self.task = ray.remote(num_cpus=threads, max_retries=0)(execute)
 
-    def submit(self, config: dict[str, Any]) -> Any:
-        return self.task.remote(config)
+    def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
+        return self.task.remote(config)  # a task on another node cannot read the store
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Stop these tasks (a run handed back or taken over by another driver)."""
+        for ref in handles:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished, or the cluster is gone
+                pass
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
@@ -425,19 +513,22 @@ def run_study(
     progress: Progress | None = None,
     retry_failed: bool = False,
     *,
-    lease_seconds: float = LEASE_SECONDS,
+    lease_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Run the study's unfinished runs (see the module docstring). Returns a summary: ``store``
     (its path), ``total`` (runs in the spec), ``added`` (new in the store), ``reclaimed``
     (handed back from dead owners), ``ran`` (runs recorded by this call), ``counts`` (spec runs
     by status at the end), ``wall_time`` (seconds), ``store_seconds`` (spent in store calls)
-    and ``run_seconds`` (the workers' time in the runs recorded).
+    and ``run_seconds`` (the workers' time in the runs recorded), ``lost`` (runs another
+    process took over after this one's lease expired). ``lease_seconds`` defaults to
+    :data:`LEASE_SECONDS`.
 
     Refused before the store is created or opened: an ``[execution] device`` this machine lacks
     (:func:`~beyondbp.study.spec.check_device`; not when the runs go to a Ray cluster at
     ``address``) and a ``<store>.states`` (with ``keep_models``, ``<store>.models``) that is not a
     folder. A damaged store is refused when it is opened (see :mod:`beyondbp.study.store`)."""
     started = time.perf_counter()
+    lease_seconds = float(LEASE_SECONDS if lease_seconds is None else lease_seconds)
     _check_arguments(spec, executor, workers, address)
     ray = _import_ray() if executor == "ray" else None
     if executor == "local" or address is None:  # runs on this machine (a cluster may have the device)
@@ -454,7 +545,8 @@ def run_study(
     inflight: dict[Any, str] = {}
     pool: _Local | _Ray | None = None
     interrupted = False
-    summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0}
+    taken: set[Any] = set()  # handles of runs another process took over (announced already)
+    summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0, "lost": 0}
     try:
         summary["added"] = len(store.add_runs(runs))
         if retry_failed:
@@ -476,6 +568,16 @@ def run_study(
         beat_every = lease_seconds / 4
         last_beat = time.monotonic()
         by_id = {r.id: r for r in runs}
+        # a local worker can read the store: it checks that this driver still holds its run
+        watch = None if ray is not None else {"store": str(path.resolve()), "token": owner.token, "every": beat_every}
+
+        def lost(run_id: str, step: int | None) -> None:
+            summary["lost"] += 1
+            if progress is not None:
+                run = by_id[run_id]
+                emit("lost", {"id": run_id, "label": run.label, "axes": run.axes, "step": step,
+                              "counts": _counts(store, ids)})
+
         while True:
             while len(inflight) < workers:
                 claimed = store.claim(owner, lease_seconds, ids)
@@ -485,7 +587,8 @@ def run_study(
                 if claimed is None:
                     break
                 config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every, models)
-                inflight[pool.submit(config)] = claimed["id"]
+                lease = None if watch is None else dict(watch, run_id=claimed["id"])
+                inflight[pool.submit(config, lease)] = claimed["id"]
                 run = by_id[claimed["id"]]
                 if progress is not None:
                     emit("claimed", {"id": run.id, "label": run.label, "axes": run.axes, "counts": _counts(store, ids)})
@@ -493,15 +596,23 @@ def run_study(
                 break
             for handle in pool.wait(list(inflight), timeout=min(1.0, beat_every)):
                 run_id = inflight.pop(handle)
+                if handle in taken:  # another process runs it: whatever came back is not ours
+                    taken.discard(handle)
+                    continue
                 try:
                     outcome = pool.outcome(handle)
                 except Exception as exc:  # the worker itself died
                     _worker_died(store, owner, pool, inflight, run_id, exc, progress, ids)
                     break
+                if "abandoned" in outcome:  # the worker found the run taken over and stopped
+                    lost(run_id, outcome["abandoned"])
+                    continue
                 status = store.finish(owner, run_id, outcome)
-                if status is not None:
-                    summary["ran"] += 1
-                    summary["run_seconds"] += float(outcome.get("wall_time") or 0.0)
+                if status is None:  # taken over before the result came: it is not recorded
+                    lost(run_id, None)
+                    continue
+                summary["ran"] += 1
+                summary["run_seconds"] += float(outcome.get("wall_time") or 0.0)
                 error = outcome.get("error")
                 if progress is not None:
                     emit("finished", {"id": run_id, "status": status, "wall_time": outcome.get("wall_time"),
@@ -509,14 +620,22 @@ def run_study(
             if time.monotonic() - last_beat >= beat_every:
                 store.heartbeat(owner, lease_seconds)
                 last_beat = time.monotonic()
+                held = store.held(owner)  # a run missing was taken over while this process was stopped
+                for handle, run_id in inflight.items():
+                    if run_id not in held and handle not in taken:
+                        taken.add(handle)
+                        pool.cancel([handle])
+                        lost(run_id, None)
             if progress is not None:
                 emit("tick", {"counts": _counts(store, ids)})
         summary["counts"] = _counts(store, ids)
         return summary
     except BaseException:
         interrupted = True
-        if inflight:  # interrupted: hand the runs back for the next study run
+        if inflight:  # interrupted: hand the runs back for the next study run, stop their work
             store.release(owner, list(inflight.values()))
+            if pool is not None:
+                pool.cancel(list(inflight))
         raise
     finally:
         if pool is not None:

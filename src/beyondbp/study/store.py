@@ -150,6 +150,21 @@ class Owner:
         return cls(socket.gethostname(), os.getpid(), secrets.token_hex(8))
 
 
+def lease_token(path: str | os.PathLike, run_id: str, timeout: float = 5.0) -> str | None:
+    """The lease token under which run ``run_id`` of the store at ``path`` is running now, or
+    None when it is not running (anyone's). Opens the file read-only for this one query (a
+    worker checks that its driver still holds the run); SQLite errors propagate."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    try:
+        row = conn.execute("SELECT status, lease_token FROM runs WHERE id = ?", (run_id,)).fetchall()
+    finally:
+        conn.close()
+    if not row or row[0][0] != "running":
+        return None
+    return row[0][1]
+
+
 def _timed(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
     def wrapper(self: "Store", *args: Any, **kwargs: Any) -> T:
@@ -632,6 +647,13 @@ class Store:
     def statuses(self) -> dict[str, str]:
         """Run id -> status, for every run in the store."""
         return {r["id"]: r["status"] for r in self._conn.execute("SELECT id, status FROM runs")}
+
+    @_timed
+    def held(self, owner: Owner) -> set[str]:
+        """Ids of the runs ``owner`` holds now (running under its lease token): a run missing
+        from it that ``owner`` thinks it runs was taken over after its lease expired."""
+        return {r["id"] for r in self._conn.execute(
+            "SELECT id FROM runs WHERE status = 'running' AND lease_token = ?", (owner.token,))}
 
     @_timed
     def rows(self) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """The run layer: one run's settings (:mod:`~beyondbp.training.config`), the one loop that trains and
 measures it (:mod:`~beyondbp.training.loop`, driven by a task from :mod:`~beyondbp.training.tasks`), and
-its resume state (:mod:`~beyondbp.training.state`).
+its resume state (:mod:`~beyondbp.training.state`); the pieces every loop of the library shares
+(seeding, optimizers, schedules and divergence in :mod:`~beyondbp.training.components`,
+batches and evaluation of in-memory tensors in :mod:`~beyondbp.training.batches`).
 
 >>> from beyondbp.training import RunConfig, run
 >>> config = RunConfig(rule="dfa", model="mlp", data="mnist1d", epochs=5, seed=0)
@@ -27,20 +29,18 @@ from .config import (
     effective_rule_options,
     lm_context,
 )
-from .loop import (
+from .batches import ShuffledBatches, batch_slices, evaluate_batches, evaluate_tensors, tensor_batches
+from .components import (
     DIVERGENCE_FACTOR,
-    Progress,
-    Setup,
-    check,
+    OPTIMIZERS,
+    build_optimizer,
     diverged,
-    evaluate,
-    load_dataset,
     make_optimizer,
     make_scheduler,
-    prepare,
-    run,
     seed_everything,
+    seeded,
 )
+from .loop import Progress, Setup, check, evaluate, load_dataset, prepare, run
 from .tasks import ClassificationTask, LanguageModelTask, Task, make_task
 
 __all__ = [
@@ -52,17 +52,23 @@ __all__ = [
     "LM_DEFAULT_TOKENS",
     "LM_EVALS",
     "MAX_COUNT",
+    "OPTIMIZERS",
     "ClassificationTask",
     "LanguageModelTask",
     "Progress",
     "RunConfig",
     "RunResult",
     "Setup",
+    "ShuffledBatches",
     "Task",
+    "batch_slices",
+    "build_optimizer",
     "check",
     "diverged",
     "effective_rule_options",
     "evaluate",
+    "evaluate_batches",
+    "evaluate_tensors",
     "lm_context",
     "load_dataset",
     "make_optimizer",
@@ -71,4 +77,6 @@ __all__ = [
     "prepare",
     "run",
     "seed_everything",
+    "seeded",
+    "tensor_batches",
 ]

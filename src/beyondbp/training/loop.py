@@ -83,12 +83,11 @@ total_steps, loss), ``"epoch"`` (the history entry) and ``"end"`` (result).
 from __future__ import annotations
 
 import math
-import random
 import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -104,6 +103,7 @@ from ..errors import ConfigError
 from ..rules.base import is_rule_tensor
 from ..sparsity import SparseLearner
 from . import state as state_mod
+from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_scheduler, seed_everything
 from .config import RunConfig, RunResult, effective_rule_options, lm_context
 from .tasks import Task, evaluate, make_task
 
@@ -123,13 +123,6 @@ __all__ = [
 ]
 
 Progress = Callable[[str, dict[str, Any]], None]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and every GPU)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def load_dataset(config: RunConfig) -> data_mod.Dataset:
@@ -177,21 +170,6 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup
     return Setup(config=config, dataset=ds, model=model, learner=learner, device=device)
 
 
-#: A finite epoch-mean training loss above this multiple of max(first step's loss, log(classes))
-#: marks a run as diverged (see the module docstring, step 6).
-DIVERGENCE_FACTOR = 100.0
-
-
-def diverged(train_loss: float, first_loss: float, num_classes: int | None) -> bool:
-    """Whether an epoch's mean training loss (cross-entropy) means the run has blown up: not
-    finite, or above ``DIVERGENCE_FACTOR · max(first_loss, log(num_classes))``."""
-    if not math.isfinite(train_loss):
-        return True
-    reference = [v for v in (first_loss, math.log(num_classes) if num_classes and num_classes > 1 else math.nan)
-                 if math.isfinite(v) and v > 0]
-    return bool(reference) and train_loss > DIVERGENCE_FACTOR * max(reference)
-
-
 def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     """Everything :func:`run` would refuse, found without training: names, options, files,
     the model/rule fit, the ``init_from`` checkpoint's shapes, and a ``state`` file that
@@ -211,37 +189,6 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
             files.check_writable(config.state, "state path")
     finally:
         setup.learner.detach()
-
-
-def make_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
-    params = list(params)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """A per-optimizer-step ``LambdaLR`` implementing ``config.lr_schedule`` over ``total_steps``."""
-    total = max(int(total_steps), 1)
-    if config.lr_schedule == "step":
-        bounds = [m * total for m in config.milestones]
-
-        def factor(step: int) -> float:
-            return config.gamma ** sum(step >= b for b in bounds)
-
-    elif config.lr_schedule == "cosine":
-
-        def factor(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-    else:
-
-        def factor(step: int) -> float:
-            return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _emit(progress: Progress | None, event: str, info: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from torch import Tensor
 from .. import data as data_mod
 from ..errors import ConfigError
 from ..spiking import spike_statistics
+from .batches import ShuffledBatches, evaluate_batches, evaluate_tensors
 from .config import LM_CURVE_WINDOWS, LM_EVALS, RunConfig, lm_context
 
 __all__ = ["ClassificationTask", "LanguageModelTask", "Task", "evaluate", "make_task"]
@@ -38,20 +39,8 @@ Batch = tuple[Tensor, Tensor]
 
 def evaluate(learner: Any, loader: Any, device: torch.device) -> dict[str, float]:
     """Mean loss and accuracy of ``learner.predict`` over ``loader`` (per target element)."""
-    total_loss = 0.0
-    correct = 0
-    count = 0
-    with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            out = learner.predict(x)
-            n = y.numel()
-            total_loss += float(learner.loss_fn(out, y)) * n
-            correct += int((out.argmax(dim=-1) == y).sum())
-            count += n
-    if count == 0:
-        return {"test_loss": float("nan"), "test_accuracy": float("nan")}
-    return {"test_loss": total_loss / count, "test_accuracy": correct / count}
+    metrics = evaluate_batches(learner.predict, loader, loss_fn=learner.loss_fn, device=device)
+    return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
 
 
 class Task:
@@ -107,21 +96,23 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """Epochs of shuffled batches of an in-memory :class:`~beyondbp.data.Dataset`; an
-    evaluation of test loss and accuracy after every epoch (and at the end of a step budget)."""
+    """Epochs of shuffled batches of an in-memory :class:`~beyondbp.data.Dataset`
+    (:class:`~beyondbp.training.batches.ShuffledBatches`, seeded with the run's seed, on the
+    stream a shuffling ``DataLoader`` draws); an evaluation of test loss and accuracy after
+    every epoch (and at the end of a step budget)."""
 
     def __init__(self, config: RunConfig, dataset: data_mod.Dataset, device: torch.device) -> None:
         self.config, self.dataset, self.device = config, dataset, device
-        self.loader = dataset.train_loader(config.batch_size, shuffle=True, seed=config.seed)
+        self.batches = ShuffledBatches(dataset.num_train, config.batch_size, config.seed, loader_stream=True)
         self.test_loader = dataset.test_loader(config.eval_batch_size)
-        self.steps_per_epoch = len(self.loader)
+        self.steps_per_epoch = len(self.batches)
         if self.steps_per_epoch == 0:
             raise ConfigError(f"data set {config.data!r} has no training samples")
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         self.num_classes = dataset.num_classes
         self.diag_batch = (dataset.x_test[: config.batch_size].to(device), dataset.y_test[: config.batch_size].to(device))
         self.learner: Any = None  # set by the loop (evaluation predicts through the learner)
-        self._it: Any = None  # the current epoch's iterator (None between epochs)
+        self._epoch: list[Tensor] | None = None  # the current epoch's batches (None between epochs)
         self._index = 0  # batches taken from it
         self._epoch_start: Tensor | None = None  # the shuffling generator's state when it began
 
@@ -131,28 +122,24 @@ class ClassificationTask(Task):
             "epochs": math.ceil(self.total_steps / self.steps_per_epoch),
         }
 
+    def _begin_epoch(self) -> None:
+        self._epoch_start = self.batches.generator.get_state()
+        self._epoch = self.batches.epoch()
+        self._index = 0
+
     def next_batch(self) -> Batch:
-        if self._it is None:
-            self._epoch_start = self.loader.generator.get_state()
-            self._it = iter(self.loader)
-            self._index = 0
-        x, y = next(self._it)
+        if self._epoch is None:
+            self._begin_epoch()
+        idx = self._epoch[self._index]
         self._index += 1
-        return x.to(self.device), y.to(self.device)
+        return self.dataset.x_train[idx].to(self.device), self.dataset.y_train[idx].to(self.device)
 
     def weight(self, batch: Batch) -> int:
         return int(batch[0].shape[0])
 
     def period_ends(self, step: int) -> bool:
-        if self._index >= self.steps_per_epoch:
-            # run the epoch's iterator to its end, as a ``for`` loop over the loader does: its
-            # sampler may draw from the shuffling generator once more on the way out (it does
-            # when the batches divide the samples exactly), and the next epoch's order depends on it
-            next(self._it, None)
-            self._it = None
-            return True
-        if step >= self.total_steps:
-            self._it = None
+        if self._index >= self.steps_per_epoch or step >= self.total_steps:
+            self._epoch = None
             return True
         return False
 
@@ -160,8 +147,11 @@ class ClassificationTask(Task):
         return "test"
 
     def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
-        metrics = evaluate(self.learner, self.test_loader, self.device)
-        return {"epoch": index, "step": step, "train_loss": train_loss, **metrics}
+        ds = self.dataset
+        metrics = evaluate_tensors(self.learner.predict, ds.x_test, ds.y_test, batch_size=self.config.eval_batch_size,
+                                   loss_fn=self.learner.loss_fn, device=self.device)
+        return {"epoch": index, "step": step, "train_loss": train_loss,
+                "test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
 
     def data_info(self) -> dict[str, Any]:
         ds = self.dataset
@@ -188,22 +178,19 @@ class ClassificationTask(Task):
     # -- resuming: the epoch's shuffling state and how far into the epoch ------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "in_epoch": self._it is not None,
+            "in_epoch": self._epoch is not None,
             "epoch_start": self._epoch_start,
             "index": self._index,
-            "generator": self.loader.generator.get_state(),
+            "generator": self.batches.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state["in_epoch"]:
-            self.loader.generator.set_state(state["generator"])
+            self.batches.generator.set_state(state["generator"])
             return
-        # replay the epoch's permutation from its start and skip the batches already trained on
-        self.loader.generator.set_state(state["epoch_start"])
-        self._epoch_start = state["epoch_start"].clone()
-        self._it = iter(self.loader)
-        for _ in range(int(state["index"])):
-            next(self._it)
+        # redraw the epoch's order from its start and skip the batches already trained on
+        self.batches.generator.set_state(state["epoch_start"])
+        self._begin_epoch()
         self._index = int(state["index"])
 
 

@@ -1,0 +1,140 @@
+"""Stopping cleanly on a signal, and worker processes that die with the process they serve.
+
+:class:`Stopping` makes SIGTERM (what ``kill``, ``timeout``, ``docker stop`` and job schedulers
+send) stop the program the way Ctrl-C (SIGINT) does: the signal raises an exception in the main
+thread — ``KeyboardInterrupt`` for SIGINT, :class:`Terminated` (a ``KeyboardInterrupt``) for
+SIGTERM — so every cleanup path written for Ctrl-C runs for both: a study hands its runs in
+flight back to its store and stops its workers, temporary output files are removed. It records
+which signal arrived (:attr:`Stopping.signum`); the command line exits with ``128 + signum``
+(130 for SIGINT, 143 for SIGTERM). A second signal while the first one's cleanup runs is
+ignored, so that the cleanup finishes (the workers of a study die with their driver anyway, see
+:func:`die_with`). A signal that is ignored when :class:`Stopping` starts (a shell without job
+control starts background jobs with SIGINT ignored) stays ignored.
+
+:func:`die_with` is called in a worker process: it ends the worker with SIGKILL as soon as a
+given process (the driver) ends, whatever ended it, SIGKILL included.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["Stopping", "Terminated", "die_with", "exit_status"]
+
+#: The signals :class:`Stopping` turns into an exception.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM under :class:`Stopping`; handled like Ctrl-C."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def exit_status(signum: int | None) -> int:
+    """The exit status of a program stopped by signal ``signum``: 128 + its number (130 for
+    SIGINT, 143 for SIGTERM); 130 when unknown (a ``KeyboardInterrupt`` raised by code)."""
+    return 128 + int(signum if signum is not None else signal.SIGINT)
+
+
+class Stopping:
+    """Context manager: while active (main thread only; elsewhere it does nothing), SIGINT and
+    SIGTERM raise ``KeyboardInterrupt`` / :class:`Terminated` once, later ones are ignored;
+    the previous handlers are put back on exit. ``signum`` is the first signal received."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Stopping":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in SIGNALS:
+            current = signal.getsignal(sig)
+            if current is signal.SIG_IGN:  # the parent asked for it to be ignored: keep that
+                continue
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # already stopping: let the cleanup finish
+            return
+        self.signum = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    @property
+    def status(self) -> int:
+        """The exit status for the signal received (:func:`exit_status`)."""
+        return exit_status(self.signum)
+
+
+def _parent_death_signal(signum: int) -> None:
+    """Linux: have the kernel send ``signum`` to this process when its parent (the thread that
+    forked it) ends. Silently nothing elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        pass
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with(pid: int, poll_seconds: float = 0.5) -> None:
+    """End this process with SIGKILL as soon as process ``pid`` ends (call it in a worker,
+    with the driver's pid). A daemon thread waits on a pidfd of ``pid`` (Linux; elsewhere it
+    checks every ``poll_seconds`` whether ``pid`` or this process's parent is gone). On Linux
+    this process also gets SIGKILL when its parent (a forkserver) ends. If ``pid`` has already
+    ended, this process ends at once."""
+    _parent_death_signal(signal.SIGKILL)
+    parent = os.getppid()
+    fd = None
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        _kill_self()
+    except (AttributeError, OSError):  # no pidfd (not Linux, or Linux < 5.3): poll
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            while True:
+                ready, _, _ = select.select([fd], [], [])
+                if ready:
+                    break
+        else:
+            while True:
+                time.sleep(poll_seconds)
+                if os.getppid() != parent:
+                    break
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        _kill_self()
+
+    threading.Thread(target=watch, name="beyondbp-die-with", daemon=True).start()
