@@ -405,7 +405,7 @@ def test_an_estimate_outside_its_interval_is_marked():
     assert iv.outside("A") and not iv.outside("E")
     d = iv.to_dict()["intervals"]
     assert d["A"]["estimate_outside"] is True and d["E"]["estimate_outside"] is False
-    from beyondbp.cli import _fit_table
+    from beyondbp.cli.fit import _fit_table
     from rich.console import Console
 
     console = Console(record=True, width=120)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from beyondbp import RunConfig, run
-from beyondbp.cli import EXIT_CHECK_FAILED, main
+from beyondbp.cli import main
+from beyondbp.cli.study import EXIT_CHECK_FAILED
 from beyondbp.errors import ConfigError
 
 try:  # the run layer's package (beyondbp.run, renamed beyondbp.training)

@@ -384,7 +384,7 @@ def test_progress_bar_shows_counts_and_eta_on_a_terminal_and_nothing_when_quiet(
 
     from rich.console import Console
 
-    from beyondbp.cli import _StudyBar
+    from beyondbp.cli.study import _StudyBar
 
     counts = {"pending": 2, "running": 1, "done": 1, "failed": 0, "diverged": 0}
     for quiet in (False, True):
