@@ -84,7 +84,7 @@ from beyondbp.rules.base import is_rule_tensor
 from beyondbp.training.loop import diverged as _diverged
 from beyondbp.training.config import check_count
 
-__all__ = ["METHODS", "Method", "build_model", "check_budget", "default_model_options", "evaluate", "make_method", "run_method"]
+__all__ = ["METHODS", "Method", "build_model", "check_budget", "default_model_options", "make_method", "run_method"]
 
 
 class _Optimizer:
@@ -375,7 +375,7 @@ class _MaskedLoss:
 
 
 @torch.no_grad()
-def evaluate(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:
+def task_accuracy(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:
     """Accuracy (%) of ``learner.predict`` on ``(x, y)``, logits masked when ``mask`` is given."""
     correct = 0
     for i in range(0, x.shape[0], chunk):
@@ -493,7 +493,7 @@ def run_method(
     start = time.perf_counter()
     try:
         meth.setup(net, learner, seq, seed)
-        b = [evaluate(learner, t.x_test, t.y_test, masks[j]) for j, t in enumerate(seq.tasks)]
+        b = [task_accuracy(learner, t.x_test, t.y_test, masks[j]) for j, t in enumerate(seq.tasks)]
         R = [[math.nan] * n for _ in range(n)]
         params = learner.optimizer_parameters()
         watch = _DivergenceWatch(seq.num_classes)
@@ -533,7 +533,7 @@ def run_method(
                 loss.mask = None
                 if inspect is not None:
                     inspect(t, net)
-                R[t] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+                R[t] = [task_accuracy(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
                 if progress is not None:
                     progress(t, R[t])
         else:
@@ -558,7 +558,7 @@ def run_method(
                 if watch.epoch_end(None):  # joint training: no task of its own
                     break
             if watch.at is None:
-                R[n - 1] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+                R[n - 1] = [task_accuracy(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
                 if progress is not None:
                     progress(n - 1, R[n - 1])
     finally:
