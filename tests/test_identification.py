@@ -312,7 +312,7 @@ def _tiny(result):
 
 
 def test_writer_refuses_a_foreign_folder_and_replaces_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(idf, "render_outputs", _tiny)
+    monkeypatch.setattr(writer, "render_outputs", _tiny)
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
@@ -340,7 +340,7 @@ def test_writer_leaves_nothing_on_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="NaN"):
         writer.write_outputs(bad, out)
     assert os.listdir(tmp_path) == []
-    monkeypatch.setattr(idf, "render_outputs", _tiny)
+    monkeypatch.setattr(writer, "render_outputs", _tiny)
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
