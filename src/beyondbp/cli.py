@@ -67,7 +67,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 app = typer.Typer(
@@ -1384,7 +1384,7 @@ def study_report(
     """Fit and judge the study: best LR per size and budget, frontier and L(N, D) fits with
     bootstrap intervals, one verdict per rule against the baseline, written as report.html
     (self-contained), report.md (with its figures) and report.json."""
-    from .study.report import write_report
+    from .reporting.study import write_report
     from .study.runner import study_records
 
     parsed = _load_spec(spec)
@@ -1405,7 +1405,7 @@ def study_report(
     labels = {r["label"] for r in records}
     if records and baseline not in labels:
         raise ConfigError(f"baseline {baseline!r} is not a rule label of this study; its labels are: {', '.join(sorted(labels))}")
-    from .analysis.identification import read_outputs
+    from .reporting.similarity import read_outputs
 
     if representations is not None:
         _check_path_text(representations, "--representations")
@@ -1466,10 +1466,10 @@ def analyze(
     shape metric, encoding models), test whether each measure identifies the rule that trained a
     network, and measure gradient SNR: writes representations.md / .json and heatmap and MDS
     PNGs."""
-    from .analysis.identification import check_output, write_outputs
+    from .reporting.similarity import check_output, write_outputs
     from .analysis.representations import MEASURES
-    from .study.representations import analyze as analyze_networks
-    from .study.representations import find_networks
+    from .study.similarity import analyze_networks
+    from .study.similarity import find_networks
 
     console = _console()
     if list_measures:
@@ -1608,6 +1608,7 @@ def adapt_command(
     import torch
 
     from . import adapt as adapt_mod
+    from .reporting import adapt as adapt_report
 
     mode = _adapt_mode(train_source, gallery, checkpoint, out)
     method_names = adapt_mod.parse_methods(methods)
@@ -1643,7 +1644,7 @@ def adapt_command(
         ds = data_mod.load("fashion-mnist", data_dir=data_dir, normalize=False)
         if mode == "gallery":
             image = ds.x_test[0]
-            _adapt_write_png(gallery, overwrite, lambda fh: adapt_mod.gallery(
+            _adapt_write_png(gallery, overwrite, lambda fh: adapt_report.gallery(
                 image, fh, seed=seed, title=f"Fashion-MNIST-C, test image 0, seed {seed}"))
             console.print(f"wrote {gallery}")
             return
@@ -1680,14 +1681,14 @@ def adapt_command(
     result["source"] = {"checkpoint": str(checkpoint), **meta}
     title = (f"Fashion-MNIST-C: test-time adaptation ({'episodic' if episodic else 'online'}, "
              f"batch {batch_size}, {len(x)} images)")
-    table_md = f"# {title}\n\n{result['date']} · `{result['command']}`\n\n" + adapt_mod.markdown_table(result)
+    table_md = f"# {title}\n\n{result['date']} · `{result['command']}`\n\n" + adapt_report.markdown_table(result)
     out = Path(out)
     tmp = files.temporary_directory(out)
     try:
         text = json.dumps(jsonable.plain(result), indent=2) + "\n"
         files.atomic_write_bytes(tmp / "results.json", lambda fh: fh.write(text.encode("utf-8")))
         files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table_md.encode("utf-8")))
-        files.atomic_write_bytes(tmp / "errors.png", lambda fh: adapt_mod.plot_errors(result, fh, title=title))
+        files.atomic_write_bytes(tmp / "errors.png", lambda fh: adapt_report.plot_errors(result, fh, title=title))
         files.publish_directory(tmp, out, replace=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1811,7 +1812,7 @@ def _continual_method_options(items: list[str] | None, methods: list[str]) -> di
 
 def _continual_write(out: Path, results: list[dict[str, Any]], title: str, overwrite: bool) -> list[Path]:
     """results.json, table.md and matrix.png into ``out``, all or nothing (temp dir renamed)."""
-    from .continual import markdown_table, plot_matrices
+    from .reporting.continual import markdown_table, plot_matrices
 
     _check_out(out, overwrite)
     tmp = files.temporary_directory(out)
