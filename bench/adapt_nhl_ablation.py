@@ -24,7 +24,7 @@ import time
 import torch
 
 from beyondbp import adapt, data
-from beyondbp.adapt.methods import NHL, Norm, evaluate
+from beyondbp.adapt.methods import NHL, Norm, stream_error
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     for c in names:
         xc = adapt.corrupt(x, c, args.severity, seed=args.seed)
         for v, build in variants.items():
-            r = evaluate(build(), xc, y, batch_size=args.batch_size)
+            r = stream_error(build(), xc, y, batch_size=args.batch_size)
             errors[v][c] = r["error"]
             seconds[v] += r["seconds_per_batch"]
     print(f"NHL ablation, severity {args.severity}, {len(x)} test images, batch {args.batch_size}, online; "

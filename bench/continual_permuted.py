@@ -25,6 +25,7 @@ import time
 import torch
 
 from beyondbp import continual as C
+from beyondbp.reporting import continual as continual_report
 
 
 def main() -> None:
@@ -70,8 +71,8 @@ def main() -> None:
     title = f"{seq.describe()}, seed {args.seed}"
     base = os.path.splitext(args.out)[0]
     with open(base + ".md", "w") as fh:
-        fh.write(C.markdown_table(results, title))
-    C.plot_matrices(results, base + ".png", title)
+        fh.write(continual_report.markdown_table(results, title))
+    continual_report.plot_matrices(results, base + ".png", title)
 
 
 if __name__ == "__main__":

@@ -282,9 +282,9 @@ def test_same_seed_same_numbers(source_model, fmnist):
 # ------------------------------------------------------------------------------ learning
 def test_norm_and_tent_reduce_error_under_strong_noise(source_model, fmnist):
     x, y = fmnist.x_test[:1000], fmnist.y_test[:1000]
-    clean = adapt.evaluate(adapt.make("source", source_model), x, y)["error"]
+    clean = adapt.stream_error(adapt.make("source", source_model), x, y)["error"]
     xc = adapt.corrupt(x, "gaussian_noise", 5, seed=0)
-    errors = {m: adapt.evaluate(adapt.make(m, source_model), xc, y, batch_size=128)["error"]
+    errors = {m: adapt.stream_error(adapt.make(m, source_model), xc, y, batch_size=128)["error"]
               for m in ("source", "norm", "tent")}
     assert clean < 0.5  # the source model learned the clean task (chance: 0.9)
     assert errors["source"] > clean + 0.2  # the corruption hurts (measured: 0.26 -> 0.70)

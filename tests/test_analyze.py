@@ -13,7 +13,7 @@ import torch
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError
 from beyondbp.training.tasks import evaluate
-from beyondbp.study.representations import find_networks, layer_responses, load_network
+from beyondbp.study.similarity import find_networks, layer_responses, load_network
 from beyondbp.study.runner import model_dir, run_study, study_records
 from beyondbp.study.spec import load_spec
 from beyondbp.training.loop import load_dataset
@@ -136,13 +136,13 @@ def test_analyze_a_study_end_to_end(study, tmp_path, capsys):
 def test_analyze_leaves_the_global_random_state_alone(study):
     import random
 
-    from beyondbp.study.representations import analyze
+    from beyondbp.study.similarity import analyze_networks
 
     torch.manual_seed(123)
     np.random.seed(7)
     random.seed(5)
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    analyze(find_networks([study]), stimuli=40, repeats=2, bootstrap=10, snr_batches=2, measures=["cka", "stochastic"])
+    analyze_networks(find_networks([study]), stimuli=40, repeats=2, bootstrap=10, snr_batches=2, measures=["cka", "stochastic"])
     assert torch.equal(torch.get_rng_state(), states[0])
     assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
 
@@ -248,7 +248,7 @@ def test_list_measures_names_every_measure(capsys):
 
 def _net(rule, lr, width, seed, label=None):
     from beyondbp.training import RunConfig
-    from beyondbp.study.representations import Network
+    from beyondbp.study.similarity import Network
 
     config = RunConfig(rule=rule, model="mlp", data="mnist1d", lr=lr, seed=seed, model_options={"widths": [width]})
     axes = {"rule": label or rule, "lr": lr, "model_options": {"widths": [width]}, "seed": seed}
@@ -259,7 +259,7 @@ def _net(rule, lr, width, seed, label=None):
 def test_networks_are_grouped_by_rule_label_unless_asked_otherwise():
     """Issue 21 §2: a study with widths and learning rates as axes was analysed as "16 rules"
     (every varying setting made a class). The class is the rule label; --group-by picks axes."""
-    from beyondbp.study.representations import check_groups, group_networks
+    from beyondbp.study.similarity import check_groups, group_networks
 
     nets = [_net(r, lr, w, s, label) for r, label in (("backprop", None), ("fa", "fa-random"))
             for lr in (1e-3, 3e-3) for w in (8, 16) for s in (0, 1)]

@@ -309,7 +309,7 @@ def test_one_home_for_the_run_layer():
     graph = import_graph()
     training = [m for m in graph if m == "beyondbp.training" or m.startswith("beyondbp.training.")]
     assert "beyondbp.training.loop" in training
-    upward = ("beyondbp.study", "beyondbp.analysis", "beyondbp.cli", "beyondbp.report", "beyondbp.reporting", "beyondbp.continual", "beyondbp.adapt")
+    upward = ("beyondbp.study", "beyondbp.analysis", "beyondbp.cli", "beyondbp.reporting", "beyondbp.continual", "beyondbp.adapt")
     offenders = {m: sorted(t for t in graph[m] if t.startswith(upward)) for m in training}
     assert {m: v for m, v in offenders.items() if v} == {}
 
@@ -348,3 +348,34 @@ def test_every_submodule_loads_on_first_access():
     code = "import beyondbp as bbp; print(bbp.sparsity.SET.__name__, bbp.spiking.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["SET", "beyondbp.spiking"]
+
+
+def test_reporting_is_the_top_floor():
+    """Every renderer (Markdown, PNG, HTML, the report files) lives in ``beyondbp.reporting``
+    (issue 22): only the command line imports it, and it imports no CLI. The modules that used to
+    render beside their computing are gone (no shim left behind)."""
+    files = module_files()
+    graph = import_graph()
+    reporting = sorted(m for m in graph if m == "beyondbp.reporting" or m.startswith("beyondbp.reporting."))
+    assert {"beyondbp.reporting.runs", "beyondbp.reporting.study", "beyondbp.reporting.similarity"} <= set(reporting)
+    importers = sorted(
+        m for m, targets in graph.items()
+        if m not in reporting and any(t == "beyondbp.reporting" or t.startswith("beyondbp.reporting.") for t in targets)
+    )
+    assert all(m == "beyondbp.cli" or m.startswith("beyondbp.cli.") for m in importers), importers
+    assert importers  # the command line does render through it
+    upward = {m: sorted(t for t in graph[m] if t == "beyondbp.cli" or t.startswith("beyondbp.cli.")) for m in reporting}
+    assert {m: v for m, v in upward.items() if v} == {}
+    gone = {"beyondbp.report", "beyondbp.study.report", "beyondbp.study.analysis", "beyondbp.study.representations",
+            "beyondbp.adapt.report"}
+    assert gone & set(files) == set()
+
+
+def test_one_name_one_module():
+    """A module's name says what it holds: no two ``report.py``, ``analysis`` or
+    ``representations.py`` in the package (issue 22). ``reporting/<name>.py`` renders what
+    ``<name>`` computes (``reporting/study.py`` a study's report), so its names mirror others."""
+    names = [m.rsplit(".", 1)[-1] for m in module_files() if not m.startswith("beyondbp.reporting")]
+    assert "report" not in names
+    repeated = sorted({n for n in names if names.count(n) > 1} & {"analysis", "representations", "similarity", "verdict"})
+    assert repeated == [], repeated

@@ -175,7 +175,7 @@ def test_outputs_replace_the_directory_all_at_once_and_failures_leave_it_untouch
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("beyondbp.report.plot_curves", broken)  # fails after results.json was written
+    monkeypatch.setattr("beyondbp.reporting.runs.plot_curves", broken)  # fails after results.json was written
     with pytest.raises(RuntimeError):
         write_outputs(out, [result], "second", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

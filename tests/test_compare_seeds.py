@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from beyondbp import report
+from beyondbp.reporting import runs as report
 from beyondbp.cli import main
 from beyondbp.study.compare import compare
 from beyondbp.training import RunConfig

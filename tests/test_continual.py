@@ -17,6 +17,7 @@ from beyondbp import rules
 from beyondbp.continual.methods import HLOP, hlop_increment
 from beyondbp.continual.projection import GradientProjector, HebbianSubspace, InputRecorder, layer_inputs
 from beyondbp.errors import ConfigError
+from beyondbp.reporting import continual as continual_report
 
 torch.set_num_threads(1)
 
@@ -38,9 +39,9 @@ def test_metrics_on_a_hand_made_matrix():
 def test_markdown_and_png(tmp_path):
     res = {"method": "hlop", "rule": "fa", "acc": 50.0, "bwt": -1.0, "fwt": None, "seconds": 3.0,
            "matrix": [[50.0, 10.0], [49.0, 51.0]]}
-    md = C.markdown_table([res], "t")
+    md = continual_report.markdown_table([res], "t")
     assert "| hlop | fa | 50.00 | -1.00 | — | 3 |" in md
-    C.plot_matrices([res], tmp_path / "m.png", "t")
+    continual_report.plot_matrices([res], tmp_path / "m.png", "t")
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
 

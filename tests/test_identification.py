@@ -12,6 +12,7 @@ import torch
 
 from beyondbp import files
 from beyondbp.analysis import identification as idf
+from beyondbp.reporting import similarity as writer
 from beyondbp.errors import ConfigError
 
 # -- nearest neighbour ------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def _result(n_boot=20):
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("repr") / "out"
     result = _result()
-    paths = idf.write_outputs(result, out)
+    paths = writer.write_outputs(result, out)
     return out, paths, result
 
 
@@ -300,7 +301,7 @@ def test_writer_writes_files_that_load(written):
 
 def test_heatmap_order_is_rule_then_seed():
     nets = [{"rule": r, "seed": s} for s in (3, 1) for r in ("b", "a")]
-    order, rules, blocks = idf._order(nets)
+    order, rules, blocks = writer._order(nets)
     assert rules == ["b", "a"] and blocks == [(0, 2), (2, 4)]
     assert [(nets[i]["rule"], nets[i]["seed"]) for i in order] == [("b", 1), ("b", 3), ("a", 1), ("a", 3)]
 
@@ -311,25 +312,25 @@ def _tiny(result):
 
 
 def test_writer_refuses_a_foreign_folder_and_replaces_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(idf, "render_outputs", _tiny)
+    monkeypatch.setattr(writer, "render_outputs", _tiny)
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
     with pytest.raises(ConfigError, match="does not hold a previous representations output"):
-        idf.write_outputs({}, out)
+        writer.write_outputs({}, out)
     assert os.listdir(out) == ["mine.txt"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
-    idf.write_outputs({}, out, overwrite=True)
+    writer.write_outputs({}, out, overwrite=True)
     assert sorted(os.listdir(out)) == [files.MANIFEST, "heatmaps_l.png", "representations.json", "representations.md"]
-    idf.write_outputs({}, out)  # a previous output is replaced without asking
+    writer.write_outputs({}, out)  # a previous output is replaced without asking
     assert sorted(os.listdir(tmp_path)) == ["out"]
     (out / "notes.png").write_text("mine")  # a user's file, even one named like a figure, survives a rerun
     with pytest.raises(ConfigError, match=r"holds files the previous representations output did not write \(notes.png\)"):
-        idf.write_outputs({}, out)
+        writer.write_outputs({}, out)
     assert (out / "notes.png").read_text() == "mine"
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="not a directory"):
-        idf.write_outputs({}, tmp_path / "file")
+        writer.write_outputs({}, tmp_path / "file")
 
 
 def test_writer_leaves_nothing_on_error(tmp_path, monkeypatch):
@@ -337,16 +338,16 @@ def test_writer_leaves_nothing_on_error(tmp_path, monkeypatch):
     bad = _result(n_boot=5)
     bad["distances"]["cka"]["fc1"][0, 1] = np.nan
     with pytest.raises(ConfigError, match="NaN"):
-        idf.write_outputs(bad, out)
+        writer.write_outputs(bad, out)
     assert os.listdir(tmp_path) == []
-    monkeypatch.setattr(idf, "render_outputs", _tiny)
+    monkeypatch.setattr(writer, "render_outputs", _tiny)
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(files, "publish_directory", fail)
     with pytest.raises(OSError, match="disk full"):
-        idf.write_outputs({}, out)
+        writer.write_outputs({}, out)
     assert os.listdir(tmp_path) == []
 
 
@@ -354,9 +355,9 @@ def test_writer_bad_result_is_one_config_error(tmp_path):
     result = _result(n_boot=5)
     result["distances"]["cka"]["fc1"] = np.zeros((5, 5))
     with pytest.raises(ConfigError, match="5 × 5 but there are 6 networks"):
-        idf.write_outputs(result, tmp_path / "out")
+        writer.write_outputs(result, tmp_path / "out")
     with pytest.raises(ConfigError, match="no 'networks' entry"):
-        idf.write_outputs({"layers": []}, tmp_path / "out")
+        writer.write_outputs({"layers": []}, tmp_path / "out")
     assert os.listdir(tmp_path) == []
 
 
@@ -389,10 +390,10 @@ def test_files_output_directory_helpers(tmp_path, monkeypatch):
         files.check_output_directory("", False, "output directory", "thing")
     (tmp_path / "link").symlink_to(out)
     with pytest.raises(ConfigError, match="symbolic link"):
-        idf.write_outputs({}, tmp_path / "link", overwrite=True)
+        writer.write_outputs({}, tmp_path / "link", overwrite=True)
     monkeypatch.chdir(out)
     with pytest.raises(ConfigError, match="current directory"):
-        idf.write_outputs({}, tmp_path, overwrite=True)
+        writer.write_outputs({}, tmp_path, overwrite=True)
 
 
 def test_figures_stay_bounded_with_many_long_group_names():
@@ -417,7 +418,7 @@ def test_figures_stay_bounded_with_many_long_group_names():
         "identification": {m: {"layer1": idf.identify(D, labels, seeds, n_boot=5)} for m in ("cka", "rsa", "procrustes")},
         "stochastic_vs_deterministic": [], "gradient_snr": {}, "settings": {},
     }
-    out = idf.render_outputs(result)
+    out = writer.render_outputs(result)
     sizes = {name: struct.unpack(">II", data[16:24]) for name, data in out.items() if name.endswith(".png")}
     assert len(sizes) == 5
     for name, (width, height) in sizes.items():

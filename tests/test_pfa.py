@@ -332,7 +332,7 @@ def test_without_weight_decay_the_mismatch_does_not_decay(digits):
 
 
 def test_path_metrics_reach_the_run_results_and_the_report():
-    from beyondbp import report
+    from beyondbp.reporting import runs as report
     from beyondbp.training import RunConfig, run
 
     result = run(RunConfig(rule="pfa", model="mlp", data="digits", steps=3, diagnostics=True, n_train=200,

@@ -379,7 +379,7 @@ def test_continual_adapt_and_analyze_say_in_one_line_that_nothing_was_written(tm
     they exit 130 with one line, and their output folder is not created."""
     import beyondbp.continual
     import beyondbp.data
-    import beyondbp.study.representations
+    import beyondbp.study.similarity
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -392,7 +392,7 @@ def test_continual_adapt_and_analyze_say_in_one_line_that_nothing_was_written(tm
         monkeypatch.setattr(beyondbp.data, "load", interrupt)
         args = ["adapt", "--checkpoint", tmp_path / "src.pt", "--out", out]
     else:
-        monkeypatch.setattr(beyondbp.study.representations, "find_networks", interrupt)
+        monkeypatch.setattr(beyondbp.study.similarity, "find_networks", interrupt)
         args = ["analyze", tmp_path / "models", "--out", out]
     with pytest.raises(SystemExit) as info:
         main([str(a) for a in args])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from beyondbp import report
+from beyondbp.reporting import runs as report
 
 
 def fake(rule, acc, loss, flops, time, diag=None, epochs=3, status="ok"):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from beyondbp.analysis import encoding
+from beyondbp.analysis import shape as shapes
 from beyondbp.analysis import representations as R
 from beyondbp.errors import ConfigError
 
@@ -171,17 +173,17 @@ def test_procrustes_zero_under_rotation_translation_scaling():
     q = _orth(rng, 10)
     moved = x @ q + rng.standard_normal(10)
     for alpha in (0.0, 0.5, 1.0):
-        assert R.procrustes_distance(x, moved, alpha, "angular") == pytest.approx(0.0, abs=1e-8)
-        assert R.procrustes_distance(x, moved, alpha, "euclidean") == pytest.approx(0.0, abs=1e-8)
+        assert shapes.procrustes_distance(x, moved, alpha, "angular") == pytest.approx(0.0, abs=1e-8)
+        assert shapes.procrustes_distance(x, moved, alpha, "euclidean") == pytest.approx(0.0, abs=1e-8)
     for alpha in (0.0, 1.0):  # between them, the weight of I against C^-1/2 depends on the scale
-        assert R.procrustes_distance(x, 2.5 * moved, alpha, "angular") == pytest.approx(0.0, abs=1e-8)
-    assert R.procrustes_distance(x, 2.5 * moved, 0.5, "angular") > 1e-3
+        assert shapes.procrustes_distance(x, 2.5 * moved, alpha, "angular") == pytest.approx(0.0, abs=1e-8)
+    assert shapes.procrustes_distance(x, 2.5 * moved, 0.5, "angular") > 1e-3
     # zero-padding: a rotation into a wider space is still distance 0
     wide = np.hstack([x, np.zeros((80, 4))]) @ _orth(rng, 14)
-    assert R.procrustes_distance(x, wide, 1.0, "euclidean") == pytest.approx(0.0, abs=1e-8)
+    assert shapes.procrustes_distance(x, wide, 1.0, "euclidean") == pytest.approx(0.0, abs=1e-8)
     # scaling is not free for the Euclidean kind: RMS distance of x and 2x is the RMS norm of x
     xc = x - x.mean(axis=0)
-    assert R.procrustes_distance(x, 2 * x, 1.0, "euclidean") == pytest.approx(
+    assert shapes.procrustes_distance(x, 2 * x, 1.0, "euclidean") == pytest.approx(
         np.linalg.norm(xc) / math.sqrt(80), abs=1e-10)
 
 
@@ -191,10 +193,10 @@ def test_procrustes_euclidean_matches_explicit_alignment():
     x, y = rng.standard_normal((50, 6)), rng.standard_normal((50, 6))
     xc, yc = x - x.mean(0), y - y.mean(0)
     q, _ = orthogonal_procrustes(yc, xc)
-    assert R.procrustes_distance(x, y, 1.0, "euclidean") == pytest.approx(
+    assert shapes.procrustes_distance(x, y, 1.0, "euclidean") == pytest.approx(
         np.linalg.norm(xc - yc @ q) / math.sqrt(50), abs=1e-12)
     cos = np.sum(xc * (yc @ q)) / (np.linalg.norm(xc) * np.linalg.norm(yc))
-    assert R.procrustes_distance(x, y) == pytest.approx(math.acos(cos), abs=1e-12)
+    assert shapes.procrustes_distance(x, y) == pytest.approx(math.acos(cos), abs=1e-12)
 
 
 def test_alpha_zero_is_the_cca_angle():
@@ -204,9 +206,9 @@ def test_alpha_zero_is_the_cca_angle():
     qx, _ = np.linalg.qr(x - x.mean(0))
     qy, _ = np.linalg.qr(y - y.mean(0))
     rho = np.linalg.svd(qx.T @ qy, compute_uv=False)
-    assert R.procrustes_distance(x, y, alpha=0.0) == pytest.approx(math.acos(rho.mean()), abs=1e-10)
+    assert shapes.procrustes_distance(x, y, alpha=0.0) == pytest.approx(math.acos(rho.mean()), abs=1e-10)
     # fully whitened: any invertible linear map of the same responses is distance 0
-    assert R.procrustes_distance(x, x @ rng.standard_normal((6, 6)), alpha=0.0) == pytest.approx(0.0, abs=1e-8)
+    assert shapes.procrustes_distance(x, x @ rng.standard_normal((6, 6)), alpha=0.0) == pytest.approx(0.0, abs=1e-8)
 
 
 @pytest.mark.parametrize("kind", ["angular", "euclidean"])
@@ -216,17 +218,17 @@ def test_procrustes_triangle_inequality(kind, alpha):
     for _ in range(15):
         reps = [rng.standard_normal((20, w)) * rng.uniform(0.5, 2.0) for w in rng.integers(3, 8, size=3)]
         a, b, c = reps
-        dab = R.procrustes_distance(a, b, alpha, kind)
-        dbc = R.procrustes_distance(b, c, alpha, kind)
-        dac = R.procrustes_distance(a, c, alpha, kind)
+        dab = shapes.procrustes_distance(a, b, alpha, kind)
+        dbc = shapes.procrustes_distance(b, c, alpha, kind)
+        dac = shapes.procrustes_distance(a, c, alpha, kind)
         assert dac <= dab + dbc + 1e-10
-        assert R.procrustes_distance(b, a, alpha, kind) == pytest.approx(dab, abs=1e-12)
+        assert shapes.procrustes_distance(b, a, alpha, kind) == pytest.approx(dab, abs=1e-12)
 
 
 def test_angular_range():
     rng = _rng(15)
     for _ in range(5):
-        d = R.procrustes_distance(rng.standard_normal((30, 4)), rng.standard_normal((30, 5)))
+        d = shapes.procrustes_distance(rng.standard_normal((30, 4)), rng.standard_normal((30, 5)))
         assert 0.0 <= d <= math.pi / 2
 
 
@@ -241,8 +243,8 @@ def test_stochastic_mean_only_is_sqrt2_times_euclidean_procrustes_of_means():
     rng = _rng(16)
     x = _noisy(rng, rng.standard_normal((40, 5)), 6, 0.5)
     y = _noisy(rng, rng.standard_normal((40, 7)), 4, 0.2)
-    det = R.procrustes_distance(x.mean(0), y.mean(0), 1.0, "euclidean")
-    assert R.stochastic_shape_distance(x, y, alpha=2.0) == pytest.approx(math.sqrt(2) * det, abs=1e-10)
+    det = shapes.procrustes_distance(x.mean(0), y.mean(0), 1.0, "euclidean")
+    assert shapes.stochastic_shape_distance(x, y, alpha=2.0) == pytest.approx(math.sqrt(2) * det, abs=1e-10)
     d = R.distance_matrix("stochastic_mean", [x, y])
     assert d[0, 1] == pytest.approx(det, abs=1e-10)
 
@@ -252,13 +254,13 @@ def test_stochastic_without_noise_is_the_deterministic_metric():
     mx, my = rng.standard_normal((30, 4)), rng.standard_normal((30, 6))
     x = np.repeat(mx[None], 3, axis=0)
     y = np.repeat(my[None], 5, axis=0)
-    det = R.procrustes_distance(mx, my, 1.0, "euclidean")
-    assert R.stochastic_shape_distance(x, y, alpha=1.0) == pytest.approx(det, abs=1e-10)
+    det = shapes.procrustes_distance(mx, my, 1.0, "euclidean")
+    assert shapes.stochastic_shape_distance(x, y, alpha=1.0) == pytest.approx(det, abs=1e-10)
     # vanishing noise: the Bures terms shrink with it (the aligned means barely move)
     for eps, tol in ((1e-3, 1e-4), (1e-6, 1e-8)):
         xn, yn = _noisy(rng, mx, 5, eps), _noisy(rng, my, 5, eps)
-        det_n = R.procrustes_distance(xn.mean(0), yn.mean(0), 1.0, "euclidean")
-        assert R.stochastic_shape_distance(xn, yn, alpha=1.0) == pytest.approx(det_n, abs=tol)
+        det_n = shapes.procrustes_distance(xn.mean(0), yn.mean(0), 1.0, "euclidean")
+        assert shapes.stochastic_shape_distance(xn, yn, alpha=1.0) == pytest.approx(det_n, abs=tol)
 
 
 def test_stochastic_is_wasserstein_for_fixed_alignment_when_identity_is_optimal():
@@ -275,8 +277,8 @@ def test_stochastic_is_wasserstein_for_fixed_alignment_when_identity_is_optimal(
     x = mean[None] + a * math.sqrt(3) * noise[:, None, :]
     y = mean[None] + b * math.sqrt(3) * noise[:, None, :]
     assert np.allclose(np.cov(x[:, 0, :].T), a * a * np.eye(3))
-    assert R.stochastic_shape_distance(x, y, alpha=1.0) == pytest.approx(math.sqrt(3) * (b - a), abs=1e-10)
-    assert R.stochastic_shape_distance(x, y, alpha=0.0) == pytest.approx(math.sqrt(6) * (b - a), abs=1e-10)
+    assert shapes.stochastic_shape_distance(x, y, alpha=1.0) == pytest.approx(math.sqrt(3) * (b - a), abs=1e-10)
+    assert shapes.stochastic_shape_distance(x, y, alpha=0.0) == pytest.approx(math.sqrt(6) * (b - a), abs=1e-10)
 
 
 def test_stochastic_separates_equal_means_with_different_noise():
@@ -289,16 +291,16 @@ def test_stochastic_separates_equal_means_with_different_noise():
 
     x, y = with_noise(0.1), with_noise(1.0)
     assert np.allclose(x.mean(0), y.mean(0))
-    assert R.procrustes_distance(x.mean(0), y.mean(0), 1.0, "euclidean") == pytest.approx(0.0, abs=1e-8)
+    assert shapes.procrustes_distance(x.mean(0), y.mean(0), 1.0, "euclidean") == pytest.approx(0.0, abs=1e-8)
     assert R.distance_matrix("procrustes_euclidean", [x, y])[0, 1] == pytest.approx(0.0, abs=1e-8)
-    assert R.stochastic_shape_distance(x, y) > 0.5
+    assert shapes.stochastic_shape_distance(x, y) > 0.5
 
 
 def test_stochastic_symmetric_and_triangle_inequality():
     rng = _rng(20)
     for _ in range(6):
         reps = [_noisy(rng, rng.standard_normal((15, 3)), r, rng.uniform(0.1, 1.0)) for r in (4, 5, 6)]
-        d = {(i, j): R.stochastic_shape_distance(reps[i], reps[j]) for i in range(3) for j in range(3) if i != j}
+        d = {(i, j): shapes.stochastic_shape_distance(reps[i], reps[j]) for i in range(3) for j in range(3) if i != j}
         for i, j in itertools.combinations(range(3), 2):
             assert d[i, j] == pytest.approx(d[j, i], rel=1e-6)
         for i, j, k in itertools.permutations(range(3)):
@@ -316,22 +318,22 @@ def test_stochastic_alternating_updates_decrease_the_objective():
         return mean[None] + rng.standard_normal((6, 12, 4)) @ mix
 
     x, y = net(), net()
-    ds = [R.stochastic_shape_distance(x, y, max_iter=k, tol=0.0) for k in (0, 1, 2, 5, 20, 200)]
+    ds = [shapes.stochastic_shape_distance(x, y, max_iter=k, tol=0.0) for k in (0, 1, 2, 5, 20, 200)]
     assert all(b <= a + 1e-12 for a, b in zip(ds, ds[1:]))
     assert ds[-1] < ds[0] - 1e-3
-    assert R.stochastic_shape_distance(x, y) == pytest.approx(ds[-1], rel=1e-6)
+    assert shapes.stochastic_shape_distance(x, y) == pytest.approx(ds[-1], rel=1e-6)
 
 
 def test_stochastic_rotation_invariant_and_options():
     rng = _rng(21)
     x = _noisy(rng, rng.standard_normal((20, 5)), 4, 0.3)
     moved = x @ _orth(rng, 5) + 2.0
-    assert R.stochastic_shape_distance(x, moved) == pytest.approx(0.0, abs=1e-7)
+    assert shapes.stochastic_shape_distance(x, moved) == pytest.approx(0.0, abs=1e-7)
     # dims >= width and max_stimuli >= n change nothing
     y = _noisy(rng, rng.standard_normal((20, 5)), 4, 0.3)
-    base = R.stochastic_shape_distance(x, y)
-    assert R.stochastic_shape_distance(x, y, dims=5, max_stimuli=20) == pytest.approx(base, abs=1e-12)
-    assert R.stochastic_shape_distance(x, y, dims=2, max_stimuli=10) != pytest.approx(base, abs=1e-6)
+    base = shapes.stochastic_shape_distance(x, y)
+    assert shapes.stochastic_shape_distance(x, y, dims=5, max_stimuli=20) == pytest.approx(base, abs=1e-12)
+    assert shapes.stochastic_shape_distance(x, y, dims=2, max_stimuli=10) != pytest.approx(base, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -340,15 +342,15 @@ def test_stochastic_rotation_invariant_and_options():
 def test_encoding_r2_linear_map_and_noise():
     rng = _rng(22)
     x = rng.standard_normal((200, 10))
-    assert R.encoding_r2(x, x @ rng.standard_normal((10, 6)) + 3.0) == pytest.approx(1.0, abs=1e-6)
-    assert R.encoding_r2(x, rng.standard_normal((200, 6))) <= 0.05
+    assert encoding.encoding_r2(x, x @ rng.standard_normal((10, 6)) + 3.0) == pytest.approx(1.0, abs=1e-6)
+    assert encoding.encoding_r2(x, rng.standard_normal((200, 6))) <= 0.05
 
 
 def test_encoding_r2_of_constant_inputs():
     rng = _rng(30)
     y = rng.standard_normal((30, 3))
-    assert R.encoding_r2(rng.standard_normal((30, 4)), np.ones((30, 2))) == 0.0   # nothing to predict
-    r2 = R.encoding_r2(np.ones((30, 4)), y)      # predicts the training mean
+    assert encoding.encoding_r2(rng.standard_normal((30, 4)), np.ones((30, 2))) == 0.0   # nothing to predict
+    r2 = encoding.encoding_r2(np.ones((30, 4)), y)      # predicts the training mean
     assert math.isfinite(r2) and r2 <= 0.0
 
 
@@ -358,8 +360,8 @@ def test_encoding_r2_equals_sklearn_ridge_with_a_fixed_penalty():
     x = rng.standard_normal((60, 5))
     y = x @ rng.standard_normal((5, 3)) + rng.standard_normal((60, 3))
     a = 0.7
-    got = R.encoding_r2(x, y, alphas=[a], folds=4, seed=3)
-    index = R._fold_index(60, 4, 3)
+    got = encoding.encoding_r2(x, y, alphas=[a], folds=4, seed=3)
+    index = encoding._fold_index(60, 4, 3)
     sse = sst = 0.0
     for o in range(4):
         train = np.concatenate([index[f] for f in range(4) if f != o])
@@ -377,9 +379,9 @@ def test_encoding_penalty_chosen_by_inner_cv():
     rng = _rng(24)
     x = rng.standard_normal((100, 8))
     y = x @ rng.standard_normal((8, 4)) + 0.5 * rng.standard_normal((100, 4))
-    good = R.encoding_r2(x, y, alphas=[1e-3])
-    assert R.encoding_r2(x, y, alphas=[1e-3, 1e6]) == pytest.approx(good, abs=1e-12)
-    assert R.encoding_r2(x, y, alphas=[1e6]) < good - 0.3
+    good = encoding.encoding_r2(x, y, alphas=[1e-3])
+    assert encoding.encoding_r2(x, y, alphas=[1e-3, 1e6]) == pytest.approx(good, abs=1e-12)
+    assert encoding.encoding_r2(x, y, alphas=[1e6]) < good - 0.3
 
 
 def test_encoding_deterministic_and_leaves_global_rng():
@@ -389,10 +391,10 @@ def test_encoding_deterministic_and_leaves_global_rng():
     torch.manual_seed(123)
     np_state = np.random.get_state()
     torch_state = torch.get_rng_state()
-    a = R.encoding_r2(x, y, seed=7)
-    b = R.encoding_r2(x, y, seed=7)
+    a = encoding.encoding_r2(x, y, seed=7)
+    b = encoding.encoding_r2(x, y, seed=7)
     assert a == b
-    assert R.encoding_r2(x, y, seed=8) != a
+    assert encoding.encoding_r2(x, y, seed=8) != a
     got = np.random.get_state()
     assert got[0] == np_state[0] and np.array_equal(got[1], np_state[1]) and got[2:] == np_state[2:]
     assert torch.equal(torch.get_rng_state(), torch_state)
@@ -406,10 +408,10 @@ _PAIR = {
     "rsa_spearman": lambda x, y: 1 - R.rsa(x, y, "correlation", "spearman"),
     "rsa_kendall": lambda x, y: 1 - R.rsa(x, y, "correlation", "kendall"),
     "rsa_pearson": lambda x, y: 1 - R.rsa(x, y, "euclidean", "pearson"),
-    "procrustes": lambda x, y: R.procrustes_distance(x, y, 1.0, "angular"),
-    "cca": lambda x, y: R.procrustes_distance(x, y, 0.0, "angular"),
-    "procrustes_euclidean": lambda x, y: R.procrustes_distance(x, y, 1.0, "euclidean"),
-    "encoding": lambda x, y: 1 - R.encoding_r2(y, x),
+    "procrustes": lambda x, y: shapes.procrustes_distance(x, y, 1.0, "angular"),
+    "cca": lambda x, y: shapes.procrustes_distance(x, y, 0.0, "angular"),
+    "procrustes_euclidean": lambda x, y: shapes.procrustes_distance(x, y, 1.0, "euclidean"),
+    "encoding": lambda x, y: 1 - encoding.encoding_r2(y, x),
 }
 
 
@@ -441,7 +443,7 @@ def test_distance_matrix_stochastic_equals_pairwise_calls():
     opts = dict(dims=4, max_stimuli=15, max_iter=30, tol=1e-8)
     d = R.distance_matrix("stochastic", reps, **opts)
     for i, j in itertools.combinations(range(3), 2):
-        assert d[i, j] == d[j, i] == pytest.approx(R.stochastic_shape_distance(reps[i], reps[j], 1.0, **opts), abs=1e-12)
+        assert d[i, j] == d[j, i] == pytest.approx(shapes.stochastic_shape_distance(reps[i], reps[j], 1.0, **opts), abs=1e-12)
     assert np.all(np.diag(d) == 0)
 
 
@@ -472,18 +474,18 @@ def _one_sentence(excinfo):
     lambda: R.rdm(np.ones((5, 2)), metric="cosine"),
     lambda: R.rsa(np.ones((5, 2)), np.ones((5, 2)), compare="tau_b"),
     lambda: R.rsa(np.ones((5, 2)), np.ones((6, 2))),
-    lambda: R.procrustes_distance(np.ones((5, 2)), np.ones((5, 2)), alpha=1.5),
-    lambda: R.procrustes_distance(np.ones((5, 2)), np.ones((5, 2)), alpha=-0.1),
-    lambda: R.procrustes_distance(np.ones((5, 2)), np.ones((5, 2)), kind="riemann"),
-    lambda: R.procrustes_distance(np.ones((5, 2)), np.array([[np.inf, 1.0]] * 5)),
-    lambda: R.stochastic_shape_distance(np.ones((2, 5, 2)), np.ones((2, 5, 2)), alpha=2.5),
-    lambda: R.stochastic_shape_distance(np.ones((5, 2)), np.ones((5, 2))),    # not 3-D
-    lambda: R.stochastic_shape_distance(np.ones((1, 5, 2)), np.ones((1, 5, 2))),   # one repeat
-    lambda: R.stochastic_shape_distance(np.ones((2, 5, 2)), np.ones((2, 6, 2))),
-    lambda: R.stochastic_shape_distance(np.ones((2, 5, 2)), np.ones((2, 5, 2)), dims=0),
-    lambda: R.encoding_r2(np.ones((20, 2)), np.ones((20, 2)), folds=2),
-    lambda: R.encoding_r2(np.ones((20, 2)), np.ones((20, 2)), alphas=[0.0]),
-    lambda: R.encoding_r2(np.ones((8, 2)), np.ones((8, 2))),                  # fewer than 2 * folds
+    lambda: shapes.procrustes_distance(np.ones((5, 2)), np.ones((5, 2)), alpha=1.5),
+    lambda: shapes.procrustes_distance(np.ones((5, 2)), np.ones((5, 2)), alpha=-0.1),
+    lambda: shapes.procrustes_distance(np.ones((5, 2)), np.ones((5, 2)), kind="riemann"),
+    lambda: shapes.procrustes_distance(np.ones((5, 2)), np.array([[np.inf, 1.0]] * 5)),
+    lambda: shapes.stochastic_shape_distance(np.ones((2, 5, 2)), np.ones((2, 5, 2)), alpha=2.5),
+    lambda: shapes.stochastic_shape_distance(np.ones((5, 2)), np.ones((5, 2))),    # not 3-D
+    lambda: shapes.stochastic_shape_distance(np.ones((1, 5, 2)), np.ones((1, 5, 2))),   # one repeat
+    lambda: shapes.stochastic_shape_distance(np.ones((2, 5, 2)), np.ones((2, 6, 2))),
+    lambda: shapes.stochastic_shape_distance(np.ones((2, 5, 2)), np.ones((2, 5, 2)), dims=0),
+    lambda: encoding.encoding_r2(np.ones((20, 2)), np.ones((20, 2)), folds=2),
+    lambda: encoding.encoding_r2(np.ones((20, 2)), np.ones((20, 2)), alphas=[0.0]),
+    lambda: encoding.encoding_r2(np.ones((8, 2)), np.ones((8, 2))),                  # fewer than 2 * folds
     lambda: R.distance_matrix("svcca", [np.ones((5, 2))] * 2),
     lambda: R.distance_matrix("cka", [np.ones((5, 2))]),
     lambda: R.distance_matrix("cka", [np.ones((5, 2)), np.ones((6, 2))]),

@@ -19,7 +19,7 @@ import torch
 from beyondbp import checkpoint
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError
-from beyondbp.report import read_json
+from beyondbp.reporting.runs import read_json
 from beyondbp.training import RunConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]

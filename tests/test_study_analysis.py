@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from beyondbp.errors import ConfigError
-from beyondbp.study.analysis import analyze, classify
+from beyondbp.study.verdict import classify, judge_study
 
 BATCH = 10
 SIZES = (1_000, 3_000, 10_000, 30_000)
@@ -74,7 +74,7 @@ LAWS = {
 
 @pytest.mark.parametrize("outcome", ["A", "B", "C", "D"])
 def test_outcome_classes(outcome):
-    a = analyze(study(LAWS[outcome]), n_bootstrap=30, loss_law=False)
+    a = judge_study(study(LAWS[outcome]), n_bootstrap=30, loss_law=False)
     v = a["verdicts"]["rule"]
     assert v["class"] == outcome, v["sentence"]
     assert v["sentence"].startswith(f"rule vs backprop: {outcome} — ")
@@ -89,7 +89,7 @@ def test_outcome_classes(outcome):
 
 
 def test_undecided_when_noise_is_too_large():
-    a = analyze(study(lambda N, D, C: 1.0 + 102.0 * C**-0.2, noise=0.3, seed=1), n_bootstrap=30, loss_law=False)
+    a = judge_study(study(lambda N, D, C: 1.0 + 102.0 * C**-0.2, noise=0.3, seed=1), n_bootstrap=30, loss_law=False)
     v = a["verdicts"]["rule"]
     assert v["class"] == "undecided", v["sentence"]
 
@@ -107,7 +107,7 @@ def test_classify_rule():
 
 
 def test_recovers_known_frontier():
-    a = analyze(study(LAWS["D"], noise=0.003), n_bootstrap=30, loss_law=False)
+    a = judge_study(study(LAWS["D"], noise=0.003), n_bootstrap=30, loss_law=False)
     fr = a["fits"]["backprop"]["frontier"]
     assert fr["fitted"] and fr["resampled"] == "seeds"
     assert fr["fit"]["E"] == pytest.approx(1.0, abs=0.15)
@@ -123,7 +123,7 @@ def test_recovers_known_loss_law():
     rng = np.random.default_rng(3)
     law = lambda N, D, C: 1.5 + 400.0 / N**0.35 + 600.0 / D**0.3  # noqa: E731
     recs = records_for("backprop", law, noise=0.002, rng=rng, steps=(100, 300, 1000, 3000))
-    a = analyze(recs, n_bootstrap=20)
+    a = judge_study(recs, n_bootstrap=20)
     ll = a["fits"]["backprop"]["loss_law"]
     assert ll["fitted"], ll
     assert ll["fit"]["E"] == pytest.approx(1.5, abs=0.3)
@@ -138,7 +138,7 @@ def test_best_lr_selection_and_edge_warning():
     lrs = (1e-4, 1e-3, 1e-2)
     middle = records_for("backprop", bp_law, lrs=lrs, rng=rng, lr_loss=lambda lr: 0.3 * (math.log10(lr) + 3) ** 2)
     edge = records_for("dfa", bp_law, lrs=lrs, rng=rng, start=1000, lr_loss=lambda lr: 0.3 * (math.log10(lr) + 1) ** 2)
-    a = analyze(middle + edge, n_bootstrap=10, loss_law=False)
+    a = judge_study(middle + edge, n_bootstrap=10, loss_law=False)
     rows = {(r["label"], r["N"], r["D"]): r for r in a["best_lr"]}
     assert len(rows) == 2 * len(SIZES) * len(STEPS)
     for (label, _, _), row in rows.items():
@@ -152,7 +152,7 @@ def test_best_lr_selection_and_edge_warning():
 
 
 def test_single_lr_is_said():
-    a = analyze(study(LAWS["D"]), n_bootstrap=10, loss_law=False)
+    a = judge_study(study(LAWS["D"]), n_bootstrap=10, loss_law=False)
     assert any("single learning rate" in n for n in a["notes"])
     assert all(not r["selected"] and r["edge"] is None for r in a["best_lr"])
     assert not any("not trustworthy" in w for w in a["warnings"])
@@ -162,7 +162,7 @@ def test_too_few_points_give_reasons_not_errors():
     rng = np.random.default_rng(5)
     recs = records_for("backprop", bp_law, rng=rng, sizes=(1_000, 3_000), steps=(100,))
     recs += records_for("dfa", LAWS["D"], rng=rng, sizes=(1_000, 3_000), steps=(100,), start=100)
-    a = analyze(recs, n_bootstrap=10)
+    a = judge_study(recs, n_bootstrap=10)
     for label in ("backprop", "dfa"):
         assert not a["fits"][label]["frontier"]["fitted"]
         assert "too few frontier points" in a["fits"][label]["frontier"]["reason"]
@@ -173,16 +173,16 @@ def test_too_few_points_give_reasons_not_errors():
 
 
 def test_empty_and_baseline_missing():
-    a = analyze([])
+    a = judge_study([])
     assert a["verdicts"] == {} and a["labels"] == [] and a["runs"] == []
     rng = np.random.default_rng(6)
-    a = analyze(records_for("dfa", bp_law, rng=rng), n_bootstrap=10, loss_law=False)
+    a = judge_study(records_for("dfa", bp_law, rng=rng), n_bootstrap=10, loss_law=False)
     assert a["verdicts"] == {} and any("no finished runs of the baseline" in w for w in a["warnings"])
 
 
 def test_one_seed_resamples_points():
     rng = np.random.default_rng(7)
-    a = analyze(records_for("backprop", bp_law, rng=rng, seeds=(0,)), n_bootstrap=10, loss_law=False)
+    a = judge_study(records_for("backprop", bp_law, rng=rng, seeds=(0,)), n_bootstrap=10, loss_law=False)
     fr = a["fits"]["backprop"]["frontier"]
     assert fr["fitted"] and fr["resampled"] == "points" and "one seed" in fr["note"]
 
@@ -193,8 +193,8 @@ def test_diverged_and_failed_runs_are_listed_never_fitted():
     bad = [record(5000 + i, "rule", 30_000, 1000, 0, 1e-3, 1e-3, status="diverged") for i in range(3)]
     bad += [record(6000, "rule", 30_000, 1000, 1, 1e-3, 1e-3, status="failed")]
     bad += [record(6001, "rule", 30_000, 1000, 2, 1e-3, 1e-3, status="pending")]
-    ref = analyze(recs, n_bootstrap=10, loss_law=False)
-    a = analyze(recs + bad, n_bootstrap=10, loss_law=False)
+    ref = judge_study(recs, n_bootstrap=10, loss_law=False)
+    a = judge_study(recs + bad, n_bootstrap=10, loss_law=False)
     assert a["counts"] == {"done": len(recs), "diverged": 3, "failed": 1, "pending": 1}
     assert len(a["diverged"]) == 3 and a["diverged"][0]["diverged_at_step"] == 1000
     assert len(a["failed"]) == 1 and a["failed"][0]["error"] == "boom"
@@ -208,7 +208,7 @@ def test_done_run_without_a_loss_is_excluded_with_reason():
     broken = copy.deepcopy(recs[0])
     broken["id"] = "broken"
     broken["result"]["final"]["test_loss"] = None
-    a = analyze(recs + [broken], n_bootstrap=10, loss_law=False)
+    a = judge_study(recs + [broken], n_bootstrap=10, loss_law=False)
     assert a["excluded"] == [{"id": "broken", "label": "backprop", "reason": "no finite positive loss in the result"}]
 
 
@@ -217,7 +217,7 @@ def test_language_model_records_use_tokens_and_val_loss():
     for r in recs:
         r["result"]["tokens"] = r["result"]["steps"] * 640
         r["result"]["final"]["val_loss"] = r["result"]["final"].pop("test_loss")
-    a = analyze(recs, n_bootstrap=10, loss_law=False)
+    a = judge_study(recs, n_bootstrap=10, loss_law=False)
     run = a["runs"][0]
     assert run["loss_name"] == "val_loss" and run["D"] == recs[0]["result"]["tokens"]
     assert a["unit"] == "nats/token" and "nats/token" in a["verdicts"]["rule"]["sentence"]
@@ -227,18 +227,18 @@ def test_does_not_mutate_input():
     recs = study(LAWS["B"]) + [record(9000, "rule", 1000, 100, 0, 1e-3, 5.0, status="diverged")]
     recs += [record(9001, "rule", 1000, 100, 1, 1e-3, 5.0, status="failed")]
     before = copy.deepcopy(recs)
-    analyze(recs, n_bootstrap=10, loss_law_starts=[[5.0, 5.0, 0.0, 0.3, 0.3]])
+    judge_study(recs, n_bootstrap=10, loss_law_starts=[[5.0, 5.0, 0.0, 0.3, 0.3]])
     assert recs == before
 
 
 def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
     from beyondbp.analysis.scaling import FrontierFit, LossLawFit
-    from beyondbp.study import analysis as analysis_mod
+    from beyondbp.study import verdict as analysis_mod
 
     # a fit whose irreducible loss underflowed to 0 (seen on data where the loss depends on N x D only)
     monkeypatch.setattr(analysis_mod, "fit_loss_law", lambda *a, **k: LossLawFit(0.0, 80.0, 90.0, 0.4, 0.5, 1e-3, 36, 1, 1e-3))
     monkeypatch.setattr(analysis_mod, "fit_frontier", lambda *a, **k: FrontierFit(0.0, 80.0, 0.4, 1e-3, 10, 1, 1e-3))
-    a = analyze(study(LAWS["B"]), n_bootstrap=10)
+    a = judge_study(study(LAWS["B"]), n_bootstrap=10)
     for label in ("backprop", "rule"):
         assert "degenerate: E went to 0" in a["fits"][label]["loss_law"]["reason"]
         assert "degenerate: E went to 0" in a["fits"][label]["frontier"]["reason"]
@@ -250,7 +250,7 @@ def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
 
     monkeypatch.setattr(analysis_mod, "fit_loss_law", fails)
     monkeypatch.setattr(analysis_mod, "fit_frontier", fails)
-    a = analyze(study(LAWS["B"]), n_bootstrap=10)
+    a = judge_study(study(LAWS["B"]), n_bootstrap=10)
     assert a["fits"]["rule"]["loss_law"]["reason"] == "the L(N, D) fit failed: math domain error"
     assert a["fits"]["rule"]["frontier"]["reason"] == "the frontier fit failed: math domain error"
 
@@ -258,23 +258,23 @@ def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
 def test_bad_arguments():
     for kwargs in ({"extrapolate": 0.5}, {"n_bootstrap": 1}, {"level": 1.0}, {"baseline": ""}, {"seed": -1}):
         with pytest.raises(ConfigError):
-            analyze([], **kwargs)
+            judge_study([], **kwargs)
 
 
 def test_few_seeds_give_a_caution():
     rng = np.random.default_rng(8)
     recs = records_for("backprop", bp_law, rng=rng, seeds=(0, 1))
     recs += records_for("rule", LAWS["D"], rng=rng, seeds=(0, 1), start=1000)
-    v = analyze(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+    v = judge_study(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
     assert "few seeds (rule: 2, backprop: 2)" in v["caveat"] and "(caution: few seeds" in v["sentence"]
-    assert "caveat" not in analyze(study(LAWS["D"]), n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+    assert "caveat" not in judge_study(study(LAWS["D"]), n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
 
 
 def test_disjoint_compute_ranges_are_undecided():
     rng = np.random.default_rng(9)
     recs = records_for("backprop", bp_law, rng=rng, sizes=(1_000, 3_000))
     recs += records_for("rule", LAWS["A"], rng=rng, sizes=(100_000, 300_000), start=1000)
-    v = analyze(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+    v = judge_study(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
     assert v["class"] == "undecided" and "do not overlap" in v["sentence"]
 
 
@@ -282,11 +282,11 @@ def test_a_learning_rate_with_a_diverged_run_ranks_last():
     rng = np.random.default_rng(10)
     lrs = (1e-3, 1e-2)
     recs = records_for("backprop", bp_law, lrs=lrs, rng=rng, sizes=(1_000,), steps=(100,), lr_loss=lambda lr: 0.5 * (lr == 1e-3))
-    a = analyze(recs, n_bootstrap=10, loss_law=False)
+    a = judge_study(recs, n_bootstrap=10, loss_law=False)
     assert a["best_lr"][0]["best_lr"] == 1e-2
     # one more seed at lr 1e-2 diverged: 1e-3 wins although its finished runs are worse
     recs.append(record(99, "backprop", 1_000, 100, 3, 1e-2, 5.0, status="diverged"))
-    (row,) = analyze(recs, n_bootstrap=10, loss_law=False)["best_lr"]
+    (row,) = judge_study(recs, n_bootstrap=10, loss_law=False)["best_lr"]
     assert row["best_lr"] == 1e-3 and row["edge"] == "smallest"
     assert {x["lr"]: x["n_diverged"] for x in row["mean_loss_by_lr"]} == {1e-3: 0, 1e-2: 1}
 
@@ -299,7 +299,7 @@ def test_a_bootstrap_without_distinct_resamples_gives_undecided():
         for i, C in enumerate([1e6, 1e7, 1e8, 1e9]):
             loss = E + 50.0 * C ** -0.3
             recs.append(_four_point_record(label, C, loss, i))
-    out = analyze(recs, n_bootstrap=30, loss_law=False)
+    out = judge_study(recs, n_bootstrap=30, loss_law=False)
     v = out["verdicts"]["dfa"]
     assert out["fits"]["dfa"]["frontier"]["distinct_resamples"] < 3
     assert v["class"] == "undecided" and v["point_estimate_class"] == "D"
@@ -333,7 +333,7 @@ def test_the_studied_range_ends_where_a_label_stopped_improving():
     for r in recs:
         r["config"] = dict(r["config"], seed=r["seed"])
         r["id"] = f"{r['id']}-{r['seed']}"
-    out = analyze(recs, n_bootstrap=20, loss_law=False)
+    out = judge_study(recs, n_bootstrap=20, loss_law=False)
     assert out["fits"]["dfa"]["frontier_range"][1] == pytest.approx(1e8, rel=0.01)
     assert out["fits"]["dfa"]["compute_range"][1] == pytest.approx(1e10, rel=0.01)
     assert out["verdicts"]["dfa"]["range"][1] == pytest.approx(1e8, rel=0.01)

@@ -99,7 +99,7 @@ def test_a_rerun_never_deletes_a_file_the_user_put_in_the_report_folder(study, c
 
 def test_a_file_added_while_the_report_is_computed_survives(study, capsys, monkeypatch):
     """The folder is checked again when the finished report is moved into place."""
-    from beyondbp.study import report as report_mod
+    from beyondbp.reporting import study as report_mod
 
     out = study.parent / "race"
     assert cli(capsys, "study", "report", study, "--out", out, "--bootstrap", 5)[0] == 0

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from beyondbp.errors import ConfigError
-from beyondbp.study import report as report_mod
-from beyondbp.study.analysis import analyze
-from beyondbp.study.report import write_report
+from beyondbp.reporting import study as report_mod
+from beyondbp.reporting.study import write_report
+from beyondbp.study.verdict import judge_study
 from beyondbp.study.spec import load_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -83,7 +83,7 @@ def synthetic_records():
 @pytest.fixture(scope="module")
 def synthetic():
     recs = synthetic_records()
-    return recs, analyze(recs, n_bootstrap=10, loss_law_starts=STARTS)
+    return recs, judge_study(recs, n_bootstrap=10, loss_law_starts=STARTS)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_refuses_foreign_directory_and_replaces_previous_report(tmp_path, spec, 
     write_report(spec, recs, out, analysis=analysis, overwrite=True)
     assert not (out / "notes.txt").exists() and (out / "report.html").exists()
     # a previous report is replaced without asking
-    small = analyze(recs[:24], n_bootstrap=5, loss_law=False)
+    small = judge_study(recs[:24], n_bootstrap=5, loss_law=False)
     write_report(spec, recs[:24], out, analysis=small)
     assert json.loads((out / "report.json").read_text())["analysis"]["n_records"] == 24
     assert "loss_law.png" not in os.listdir(out)  # old files do not linger
@@ -326,7 +326,7 @@ def test_tiny_real_study(spec, tmp_path):
     planned = spec.runs()
     assert len(planned) == 16
     records = [as_record(p, run(p.config)) for p in planned]
-    analysis = analyze(records, n_bootstrap=10)
+    analysis = judge_study(records, n_bootstrap=10)
     assert analysis["counts"] == {"done": 16}
     assert analysis["notes"][0].startswith("the study has a single learning rate")
     assert {row["best_lr"] for row in analysis["best_lr"]} == {0.01}

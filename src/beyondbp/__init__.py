@@ -16,7 +16,7 @@ from ._version import __version__
 from .errors import BeyondBPError, CheckpointError, ConfigError, DataError, UnsupportedModuleError
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import checkpoint, compute, data, models, options, report, rules, training
+    from . import checkpoint, compute, data, models, options, reporting, rules, training
     from .study.compare import compare
     from .training import RunConfig, RunResult, run
 
@@ -26,7 +26,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "RunConfig": ("beyondbp.training", "RunConfig"),
     "RunResult": ("beyondbp.training", "RunResult"),
     "compare": ("beyondbp.study.compare", "compare"),
-    **{name: (f"beyondbp.{name}", None) for name in ("checkpoint", "compute", "data", "models", "options", "report", "rules", "training")},
+    **{name: (f"beyondbp.{name}", None) for name in ("checkpoint", "compute", "data", "models", "options", "reporting", "rules", "training")},
 }
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "data",
     "models",
     "options",
-    "report",
+    "reporting",
     "rules",
     "run",
     "training",

@@ -68,7 +68,7 @@ Methods (H(p) = −Σ_c p_c log p_c is the entropy of the softmax prediction p o
 
 Batches. ``norm``, ``tent`` and ``nhl`` estimate BatchNorm statistics from the batch, which a
 single sample makes degenerate (its variance over a channel measures nothing about the shift):
-they refuse a batch of one sample with a :class:`~beyondbp.errors.DataError`. :func:`evaluate`
+they refuse a batch of one sample with a :class:`~beyondbp.errors.DataError`. :func:`stream_error`
 never forms one: a final batch of one sample joins the batch before it. A batch holding NaN or
 infinite values is refused by every method, before anything changes, with a ``DataError``.
 Everything is deterministic on the CPU: same inputs -> same numbers.
@@ -91,8 +91,8 @@ from ..plasticity.softhebb import plasticity, scaled_update, soft_wta
 from ..training.batches import batch_slices
 from ..training.components import build_optimizer
 
-__all__ = ["METHODS", "Adapter", "NHL", "Norm", "Source", "Tent", "entropy", "evaluate", "make", "names",
-           "parse_methods", "split_batches"]
+__all__ = ["METHODS", "Adapter", "NHL", "Norm", "Source", "Tent", "entropy", "make", "names",
+           "parse_methods", "split_batches", "stream_error"]
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -331,13 +331,13 @@ def split_batches(n: int, batch_size: int) -> list[slice]:
     return batch_slices(n, batch_size, join_single=True)
 
 
-def evaluate(adapter: Adapter, x: Tensor, y: Tensor, batch_size: int = 128,
+def stream_error(adapter: Adapter, x: Tensor, y: Tensor, batch_size: int = 128,
              on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Stream ``x`` through ``adapter`` in order, in batches of ``batch_size``; return the top-1
     ``error`` (fraction), the number of ``batches`` and ``seconds_per_batch`` (mean wall-clock
     time of one adapter call: adaptation and prediction)."""
     if len(x) != len(y) or len(x) == 0:
-        raise DataError(f"evaluate needs as many labels as inputs and at least one sample, got {len(x)} and {len(y)}")
+        raise DataError(f"stream_error needs as many labels as inputs and at least one sample, got {len(x)} and {len(y)}")
     wrong, seconds = 0, 0.0
     slices = split_batches(len(x), batch_size)
     for i, s in enumerate(slices):

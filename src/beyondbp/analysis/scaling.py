@@ -85,7 +85,7 @@ _POLISH = 8
 #: At most this many bootstrap resamples (each refits from five starts).
 MAX_RESAMPLES = 100_000
 #: Distinct (N, D) pairs, and distinct values of each, that L(N, D) needs; distinct computes
-#: that L(C) needs (the thresholds of the study report, :mod:`beyondbp.study.analysis`).
+#: that L(C) needs (the thresholds of the study report, :mod:`beyondbp.study.verdict`).
 _LAW_MIN_PAIRS, _LAW_MIN_EACH, _FRONTIER_MIN_COMPUTES = 6, 2, 3
 
 

@@ -22,7 +22,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 from .common import DataDirOpt, DebugOpt, OverwriteOpt, ThreadsOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _console, _on_interrupt, _threads, app
@@ -106,6 +106,7 @@ def adapt_command(
     import torch
 
     from .. import adapt as adapt_mod
+    from ..reporting import adapt as adapt_report
 
     mode = _adapt_mode(train_source, gallery, checkpoint, out)
     method_names = adapt_mod.parse_methods(methods)
@@ -141,7 +142,7 @@ def adapt_command(
         ds = data_mod.load("fashion-mnist", data_dir=data_dir, normalize=False)
         if mode == "gallery":
             image = ds.x_test[0]
-            _adapt_write_png(gallery, overwrite, lambda fh: adapt_mod.gallery(
+            _adapt_write_png(gallery, overwrite, lambda fh: adapt_report.gallery(
                 image, fh, seed=seed, title=f"Fashion-MNIST-C, test image 0, seed {seed}"))
             console.print(f"wrote {gallery}")
             return
@@ -178,14 +179,14 @@ def adapt_command(
     result["source"] = {"checkpoint": str(checkpoint), **meta}
     title = (f"Fashion-MNIST-C: test-time adaptation ({'episodic' if episodic else 'online'}, "
              f"batch {batch_size}, {len(x)} images)")
-    table_md = f"# {title}\n\n{result['date']} · `{result['command']}`\n\n" + adapt_mod.markdown_table(result)
+    table_md = f"# {title}\n\n{result['date']} · `{result['command']}`\n\n" + adapt_report.markdown_table(result)
     out = Path(out)
     tmp = files.temporary_directory(out)
     try:
         text = json.dumps(jsonable.plain(result), indent=2) + "\n"
         files.atomic_write_bytes(tmp / "results.json", lambda fh: fh.write(text.encode("utf-8")))
         files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table_md.encode("utf-8")))
-        files.atomic_write_bytes(tmp / "errors.png", lambda fh: adapt_mod.plot_errors(result, fh, title=title))
+        files.atomic_write_bytes(tmp / "errors.png", lambda fh: adapt_report.plot_errors(result, fh, title=title))
         files.publish_directory(tmp, out, replace=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 from .common import DebugOpt, OutOverwriteOpt, _NO_RESUME, _check_path_text, _console, _on_interrupt, app
@@ -56,10 +56,10 @@ def analyze(
     shape metric, encoding models), test whether each measure identifies the rule that trained a
     network, and measure gradient SNR: writes representations.md / .json and heatmap and MDS
     PNGs."""
-    from ..analysis.identification import check_output, write_outputs
+    from ..reporting.similarity import check_output, write_outputs
     from ..analysis.representations import MEASURES
-    from ..study.representations import analyze as analyze_networks
-    from ..study.representations import find_networks
+    from ..study.similarity import analyze_networks
+    from ..study.similarity import find_networks
 
     console = _console()
     if list_measures:

@@ -21,7 +21,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 from .common import DebugOpt, EXIT_DIVERGED, OutOverwriteOpt, ThreadsOpt, _NO_RESUME, _check_out, _console, _on_interrupt, _threads, app, parse_assignment, parse_assignments, split_rule_options
@@ -51,7 +51,7 @@ def _continual_method_options(items: list[str] | None, methods: list[str]) -> di
 
 def _continual_write(out: Path, results: list[dict[str, Any]], title: str, overwrite: bool) -> list[Path]:
     """results.json, table.md and matrix.png into ``out``, all or nothing (temp dir renamed)."""
-    from ..continual import markdown_table, plot_matrices
+    from ..reporting.continual import markdown_table, plot_matrices
 
     _check_out(out, overwrite)
     tmp = files.temporary_directory(out)

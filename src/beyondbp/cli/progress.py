@@ -21,7 +21,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 from .common import _count, _duration

@@ -19,7 +19,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 from .common import BatchOpt, ContextOpt, DModelOpt, DataDirOpt, DataOpt, DataOptOpt, DebugOpt, DeviceOpt, DiagOpt, EpochsOpt, EpsilonOpt, EvalBatchOpt, EvalWindowsOpt, GammaOpt, LrOpt, MilestonesOpt, ModelOpt, ModelOptOpt, MomentumOpt, NHeadOpt, NLayerOpt, NTestOpt, NTrainOpt, OptimOpt, OutOverwriteOpt, OverwriteOpt, RuleOptOpt, SchedOpt, SeedOpt, SparsityOpt, StepsOpt, ThreadsOpt, TokensOpt, WdOpt, ZetaOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _check_switched_flags, _config_values, _console, _diverged_line, _exit_if_diverged, _on_interrupt, _same_command, _sparsity_line, _spikes_line, _threads, _timed, app, parse_assignments, parse_milestones, parse_rules, parse_seeds, split_rule_options, write_outputs

@@ -24,7 +24,7 @@ data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.report")
+report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
 from .common import DebugOpt, OutOverwriteOpt, _check_path_text, _console, _count, _duration, _on_interrupt, app
@@ -281,7 +281,7 @@ def study_report(
     """Fit and judge the study: best LR per size and budget, frontier and L(N, D) fits with
     bootstrap intervals, one verdict per rule against the baseline, written as report.html
     (self-contained), report.md (with its figures) and report.json."""
-    from ..study.report import write_report
+    from ..reporting.study import write_report
     from ..study.runner import study_records
 
     parsed = _load_spec(spec)
@@ -302,7 +302,7 @@ def study_report(
     labels = {r["label"] for r in records}
     if records and baseline not in labels:
         raise ConfigError(f"baseline {baseline!r} is not a rule label of this study; its labels are: {', '.join(sorted(labels))}")
-    from ..analysis.identification import read_outputs
+    from ..reporting.similarity import read_outputs
 
     if representations is not None:
         _check_path_text(representations, "--representations")

@@ -6,17 +6,18 @@
 >>> res["acc"], res["bwt"]                                                         # doctest: +SKIP
 
 A leaf package: it uses rules, models and data; nothing in the library imports it (the CLI's
-``beyondbp continual`` command does). See :mod:`.tasks`, :mod:`.metrics`, :mod:`.projection` and
+``beyondbp continual`` command does; :mod:`beyondbp.reporting.continual` renders the
+results). See :mod:`.tasks`, :mod:`.metrics`, :mod:`.projection` and
 :mod:`.methods` for the definitions, defaults and papers.
 """
 
-from beyondbp.continual.methods import METHODS, evaluate, make_method, run_method
-from beyondbp.continual.metrics import acc, bwt, fwt, markdown_table, plot_matrices, summary
+from beyondbp.continual.methods import METHODS, make_method, run_method, task_accuracy
+from beyondbp.continual.metrics import acc, bwt, fwt, summary
 from beyondbp.continual.projection import COMPOSABLE_RULES, GradientProjector, HebbianSubspace, gpm_extend
 from beyondbp.continual.tasks import FAMILIES, Task, TaskSequence, build_sequence, parse_tasks
 
 __all__ = [
     "COMPOSABLE_RULES", "FAMILIES", "METHODS", "GradientProjector", "HebbianSubspace", "Task", "TaskSequence",
-    "acc", "build_sequence", "bwt", "evaluate", "fwt", "gpm_extend", "make_method", "markdown_table",
-    "parse_tasks", "plot_matrices", "run_method", "summary",
+    "acc", "build_sequence", "bwt", "fwt", "gpm_extend", "make_method", "parse_tasks", "run_method", "summary",
+    "task_accuracy",
 ]

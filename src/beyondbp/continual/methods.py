@@ -97,7 +97,7 @@ from beyondbp.training.components import build_optimizer, diverged as _diverged,
 from beyondbp.training.config import check_count
 
 __all__ = ["METHODS", "MaskedCrossEntropy", "Method", "build_model", "check_budget", "class_masks",
-           "default_model_options", "evaluate", "make_method", "run_method"]
+           "default_model_options", "make_method", "run_method", "task_accuracy"]
 
 
 class _Optimizer:
@@ -408,7 +408,7 @@ class MaskedCrossEntropy:
         return F.cross_entropy(out, y)
 
 
-def evaluate(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:
+def task_accuracy(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:
     """Accuracy (%) of ``learner.predict`` on ``(x, y)``, logits masked when ``mask`` is given
     (:func:`beyondbp.training.batches.evaluate_tensors` in chunks of ``chunk``)."""
     counts = evaluate_tensors(learner.predict, x, y, batch_size=chunk, logit_offset=mask)
@@ -522,7 +522,7 @@ def run_method(
     start = time.perf_counter()
     try:
         meth.setup(net, learner, seq, seed)
-        b = [evaluate(learner, t.x_test, t.y_test, masks[j]) for j, t in enumerate(seq.tasks)]
+        b = [task_accuracy(learner, t.x_test, t.y_test, masks[j]) for j, t in enumerate(seq.tasks)]
         R = [[math.nan] * n for _ in range(n)]
         params = learner.optimizer_parameters()
         watch = _DivergenceWatch(seq.num_classes)
@@ -556,7 +556,7 @@ def run_method(
                 meth.end_task(t, task.x_train, task.y_train)
                 if inspect is not None:
                     inspect(t, net)
-                R[t] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+                R[t] = [task_accuracy(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
                 if progress is not None:
                     progress(t, R[t])
         else:
@@ -575,7 +575,7 @@ def run_method(
                 if watch.epoch_end(None):  # joint training: no task of its own
                     break
             if watch.at is None:
-                R[n - 1] = [evaluate(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
+                R[n - 1] = [task_accuracy(learner, s.x_test, s.y_test, masks[j]) for j, s in enumerate(seq.tasks)]
                 if progress is not None:
                     progress(n - 1, R[n - 1])
     finally:

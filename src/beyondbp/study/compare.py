@@ -32,7 +32,7 @@ def compare(
 
     ``seeds`` (distinct whole numbers >= 0) repeats the comparison with each seed instead of
     ``config.seed``; the results come rule by rule, each rule's in the order of ``seeds``
-    (:func:`beyondbp.report.comparison_table` then gives each rule's mean and spread)."""
+    (:func:`beyondbp.reporting.runs.comparison_table` then gives each rule's mean and spread)."""
     if not rules:
         raise ConfigError("compare needs at least one rule")
     if config.checkpoint is not None:

@@ -1,10 +1,10 @@
 """Side-by-side comparison of runs: a table of ratios to backprop, learning curves, JSON.
 
->>> from beyondbp import report
->>> rows = report.comparison_table(results)          # results: RunResult objects or their dicts
->>> print(report.render_markdown(rows))               # doctest: +SKIP
->>> report.plot_curves(results, "curves.png")         # doctest: +SKIP
->>> report.write_json(results, "results.json")        # doctest: +SKIP
+>>> from beyondbp.reporting import runs
+>>> rows = runs.comparison_table(results)            # results: RunResult objects or their dicts
+>>> print(runs.render_markdown(rows))                 # doctest: +SKIP
+>>> runs.plot_curves(results, "curves.png")           # doctest: +SKIP
+>>> runs.write_json(results, "results.json")          # doctest: +SKIP
 
 Ratios are ``rule / baseline``: the baseline is the ``backprop`` row when there is one, else
 the first row (each row's ``baseline`` field says which). ``flops_ratio < 1`` means the rule
@@ -26,9 +26,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .files import atomic_write_bytes
-from .jsonable import plain
-from .jsonable import finite_number as _num
+from ..files import atomic_write_bytes
+from ..jsonable import plain
+from ..jsonable import finite_number as _num
 
 __all__ = ["architecture", "comparison_table", "curves_figure", "plot_curves", "read_json", "render_markdown", "write_json"]
 
@@ -64,7 +64,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
 def architecture(result: Any) -> str:
     """The network of a run in a few words, e.g. ``mlp 40-256-256-10 (78,090 parameters)``:
     layer widths for models with ``widths``, else the options it was given."""
-    from .models import options as model_options
+    from ..models import options as model_options
 
     d = _as_dict(result)
     config = d.get("config") or {}

@@ -46,7 +46,7 @@ training minibatches of the network's own batch size.
 
 Measuring changes nothing: networks are rebuilt from their checkpoints in this process, nothing
 is written but the output folder, and the global random state (torch, numpy, ``random``) is as
-it was when :func:`analyze` returns.
+it was when :func:`analyze_networks` returns.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from ..errors import CheckpointError, ConfigError
 from ..training import RunConfig
 from ..training.loop import load_dataset, prepare
 
-__all__ = ["Network", "analyze", "check_groups", "find_networks", "group_networks", "layer_responses", "load_network"]
+__all__ = ["Network", "analyze_networks", "check_groups", "find_networks", "group_networks", "layer_responses", "load_network"]
 
 #: Activation module types whose outputs are a model's hidden layers.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
@@ -164,7 +164,7 @@ def group_networks(networks: Sequence[Network], group_by: Sequence[str] | None =
     """The networks with their ``label`` (their class) set from their values on ``group_by``
     (default ``["rule"]``: the rule label); each axis is ``rule``, a study axis or a run setting.
     Refuses (``ConfigError``, one sentence) an unknown axis, ``seed`` or an axis named twice;
-    :func:`check_groups` (run by :func:`analyze` before any network is loaded) refuses a grouping
+    :func:`check_groups` (run by :func:`analyze_networks` before any network is loaded) refuses a grouping
     that leaves too few networks per group."""
     axes = list(group_by) if group_by else ["rule"]
     known = {"rule"} | {a for net in networks for a in net.axes} | set(RunConfig.model_fields)
@@ -382,7 +382,7 @@ def _check_networks(networks: Sequence[Network], group_by: Sequence[str] | None 
         raise ConfigError("analyze compares classifiers' hidden layers; language models are not supported")
 
 
-def analyze(
+def analyze_networks(
     networks: Sequence[Network],
     *,
     stimuli: int = 1000,
@@ -399,7 +399,7 @@ def analyze(
 ) -> dict[str, Any]:
     """Every measure between every pair of ``networks`` per hidden layer, the identification
     statistics and gradient SNRs: the ``result`` dict that
-    :func:`beyondbp.analysis.identification.write_outputs` writes. The networks' classes are
+    :func:`beyondbp.reporting.similarity.write_outputs` writes. The networks' classes are
     their ``label``s (set by :func:`group_networks`); ``group_by`` only records, in the
     result's settings, which axes those labels came from (default: rule)."""
     from ..analysis import identification as ident

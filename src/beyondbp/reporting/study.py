@@ -1,6 +1,6 @@
 """A study's report: one self-contained HTML page, the same content in Markdown, and JSON.
 
-:func:`write_report` analyses the records (:func:`beyondbp.study.analysis.analyze`, unless an
+:func:`write_report` judges the records (:func:`beyondbp.study.verdict.judge_study`, unless an
 analysis is given) and writes into ``out_dir``:
 
 * ``report.html`` — self-contained: the figures are PNGs inlined as base64 ``data:`` URIs, the
@@ -49,7 +49,7 @@ import numpy as np
 
 from .. import files
 from ..jsonable import plain
-from .analysis import analyze, fmt_compute
+from ..study.verdict import fmt_compute, judge_study
 from ..jsonable import finite_number as _num
 
 __all__ = ["REPORT_FILES", "write_report", "render"]
@@ -636,14 +636,14 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``report.html``, ``report.md``, ``report.json`` and the figures into ``out_dir``, all
     or nothing, and return name -> path of every file written. ``analysis`` defaults to
-    ``analyze(records, **analyze_options)``. A non-empty ``out_dir`` is replaced only when it
+    ``judge_study(records, **analyze_options)``. A non-empty ``out_dir`` is replaced only when it
     holds a previous report, or with ``overwrite=True``; anything else raises ``ConfigError``
     before any work is done."""
     out = Path(out_dir)
     _check_out_dir(out, overwrite)
     records = list(records)
     if analysis is None:
-        analysis = analyze(records, **dict(analyze_options or {}))
+        analysis = judge_study(records, **dict(analyze_options or {}))
     contents = render(spec, records, analysis, representations)
     tmp = files.temporary_directory(out)
     try:

@@ -1,6 +1,6 @@
 """A study's analysis: each rule at its best learning rate, scaling-law fits, the verdict.
 
-:func:`analyze` takes the run records of a study (the dicts of ``Store.records()``) and returns
+:func:`judge_study` takes the run records of a study (the dicts of ``Store.records()``) and returns
 one JSON-ready dict. It never changes the records.
 
 Which runs. Only runs with status ``done`` are fitted. Diverged runs are counted and listed
@@ -106,9 +106,9 @@ __all__ = [
     "GRID_POINTS",
     "LOSS_LAW_MIN_POINTS",
     "MIN_SEEDS",
-    "analyze",
     "classify",
     "fmt_compute",
+    "judge_study",
 ]
 
 #: Distinct (N, D) pairs needed to fit L(N, D) (five parameters).
@@ -591,7 +591,7 @@ def _check_args(baseline: Any, extrapolate: Any, n_bootstrap: Any, seed: Any, le
         raise ConfigError(f"invalid level {level!r}: it must lie strictly between 0 and 1, e.g. 0.95")
 
 
-def analyze(
+def judge_study(
     records: Iterable[Mapping[str, Any]],
     baseline: str = "backprop",
     extrapolate: float = 10.0,

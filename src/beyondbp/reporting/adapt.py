@@ -1,57 +1,16 @@
-"""The adaptation benchmark: every method on every (corruption, severity), its table and plots.
-
-:func:`benchmark` builds one result dict (the CLI and ``bench/`` only render it)::
-
-    {"methods": [...], "corruptions": [...], "severities": [...], "batch_size": 128,
-     "episodic": False, "seed": 0, "samples": 10000,
-     "rows": [{"method", "corruption", "severity", "error", "batches", "seconds_per_batch"}, ...],
-     "mean": {method: {severity: mean error over corruptions}},
-     "seconds_per_batch": {method: mean over the rows}}
-
-Errors are fractions in the dict and percentages in the table. The corrupted sets are generated
-once per (corruption, severity) from ``seed`` and shared by all methods; every method starts
-from the same source model.
-"""
+"""Renderings of the adaptation benchmark (:func:`beyondbp.adapt.benchmark.benchmark`): its
+Markdown table, the error-by-severity plot, and the corruption gallery of one image."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
 
-from .corruptions import CORRUPTIONS, corrupt
-from .methods import evaluate, make
+from ..adapt.corruptions import CORRUPTIONS, corrupt
 
-__all__ = ["benchmark", "gallery", "markdown_table", "plot_errors"]
-
-
-def benchmark(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods: list[str], corruptions: list[str],
-              severities: list[int], batch_size: int = 128, episodic: bool = False, seed: int = 0,
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Error of every method on ``x`` corrupted by every corruption at every severity."""
-    rows: list[dict[str, Any]] = []
-    total, done = len(corruptions) * len(severities) * len(methods), 0
-    for corruption in corruptions:
-        for severity in severities:
-            xc = corrupt(x, corruption, severity, seed=seed)
-            for method in methods:
-                if progress is not None:
-                    progress(f"{method} {corruption} s{severity}", done, total)
-                adapter = make(method, model, episodic=episodic)
-                r = evaluate(adapter, xc, y, batch_size=batch_size)
-                rows.append({"method": method, "corruption": corruption, "severity": severity, **r})
-                done += 1
-    if progress is not None:
-        progress("done", done, total)
-    mean = {m: {s: sum(r["error"] for r in rows if r["method"] == m and r["severity"] == s) / len(corruptions)
-                for s in severities} for m in methods}
-    seconds = {m: sum(r["seconds_per_batch"] for r in rows if r["method"] == m) / (len(corruptions) * len(severities))
-               for m in methods}
-    return {"methods": list(methods), "corruptions": list(corruptions), "severities": list(severities),
-            "batch_size": batch_size, "episodic": bool(episodic), "seed": seed, "samples": len(x),
-            "rows": rows, "mean": mean, "seconds_per_batch": seconds}
+__all__ = ["gallery", "markdown_table", "plot_errors"]
 
 
 def markdown_table(result: dict[str, Any]) -> str:
