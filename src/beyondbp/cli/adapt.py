@@ -25,7 +25,8 @@ options_mod = lazy("beyondbp.options")
 report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
-from .common import DataDirOpt, DebugOpt, OverwriteOpt, ThreadsOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _console, _on_interrupt, _threads, app
+from .settings import torch_threads
+from .common import DataDirOpt, DebugOpt, OverwriteOpt, ThreadsOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _console, _on_interrupt, app
 
 # -- adapt --------------------------------------------------------------------------------------
 def _adapt_mode(train_source: bool, gallery: Optional[Path], checkpoint: Optional[Path], out: Optional[Path]) -> str:
@@ -127,7 +128,7 @@ def adapt_command(
         channel_list = []
     if len(channel_list) != 3 or min(channel_list) < 1:
         raise ConfigError(f"invalid --channels {channels!r}: give three positive whole numbers, e.g. 32,64,64")
-    n_threads = _threads(threads)
+    n_threads = torch_threads(threads)
     if mode == "train":
         _check_checkpoint(checkpoint, overwrite)
     elif mode == "adapt":

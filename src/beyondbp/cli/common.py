@@ -16,6 +16,7 @@ import click
 import typer
 from rich.console import Console
 
+from .settings import setting_type
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
@@ -143,28 +144,6 @@ def parse_seeds(text: str | None, seed: int | None) -> list[int] | None:
     return values
 
 
-def parse_milestones(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"malformed --milestones {text!r}: expected comma-separated fractions, e.g. 0.5,0.75") from None
-
-
-def _threads(value: int) -> int | None:
-    """``--threads``: 0 means "keep torch's setting" (``RunConfig(threads=None)``)."""
-    if value < 0:
-        raise ConfigError(f"invalid --threads {value}: it must be a whole number of at least 0 (0 keeps torch's setting)")
-    return None if value == 0 else value
-
-
-def _config_values(**given: Any) -> dict[str, Any]:
-    """Only the settings the user gave, so RunConfig's defaults apply to the rest (``threads``
-    is always given: ``None`` there means "keep torch's setting")."""
-    return {k: v for k, v in given.items() if v is not None or k == "threads"}
-
-
 def write_outputs(out: Path, results: list[Any], title: str, overwrite: bool = False) -> list[Path]:
     """Write results.json, table.md and curves.png into the directory ``out``, all or nothing:
     into a temporary sibling first, renamed to ``out`` at the end. An existing non-empty ``out``
@@ -231,19 +210,6 @@ def _timed(n: int) -> str:
     return f"median of {_count(n, 'timed step')}" if n else "from untimed steps: too few steps to time"
 
 
-def _check_switched_flags(sparsity: str | None, epsilon: Any, zeta: Any, lr_schedule: str | None, milestones: Any,
-                          gamma: Any) -> None:
-    """Flags that only mean something when another flag turns them on are refused without it."""
-    groups = (
-        (sparsity is not None, {"--epsilon": epsilon, "--zeta": zeta}, "SET sparsity", "--sparsity set"),
-        (lr_schedule == "step", {"--milestones": milestones, "--gamma": gamma}, "the step schedule", "--lr-schedule step"),
-    )
-    for on, flags, what, switch in groups:
-        given = [flag for flag, value in flags.items() if value is not None]
-        if given and not on:
-            raise ConfigError(f"{' and '.join(given)} configure {what}; add {switch} or leave them out")
-
-
 def _diverged_line(result: Any) -> str:
     step = result.diverged_at_step
     where = f"at step {step}" if step is not None else "during training"
@@ -253,42 +219,20 @@ def _diverged_line(result: Any) -> str:
     return line
 
 
-# -- shared options -----------------------------------------------------------------------------
+# -- shared options (the run settings' flags are generated from their declarations: cli/settings.py) --
+ThreadsOpt = setting_type("threads")
+DataDirOpt = setting_type("data_dir")
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name (`beyondbp models` lists them and their options).")]
 DataOpt = Annotated[str, typer.Option("--data", help="Data set name (`beyondbp data` lists them and their options).")]
-DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Directory of the data files (for sets read from disk).")]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training budget in epochs (default 10).")]
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training budget in optimizer steps (instead of --epochs).")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (default 64).")]
-EvalBatchOpt = Annotated[Optional[int], typer.Option("--eval-batch-size", help="Evaluation batch size (default 1000).")]
-OptimOpt = Annotated[Optional[str], typer.Option("--optimizer", help="sgd, adam or adamw (default adam).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3).")]
-MomentumOpt = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum (default 0.9).")]
-WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", help="Weight decay (default 0).")]
-SchedOpt = Annotated[Optional[str], typer.Option("--lr-schedule", help="none, step or cosine (default none).")]
-MilestonesOpt = Annotated[Optional[str], typer.Option("--milestones", help="Step schedule milestones as fractions of the budget (default 0.5,0.75).")]
-GammaOpt = Annotated[Optional[float], typer.Option("--gamma", help="Step schedule factor (default 0.1).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, initial weights and feedback matrices (default 0).")]
-NTrainOpt = Annotated[Optional[int], typer.Option("--n-train", help="Use only the first N training samples.")]
-NTestOpt = Annotated[Optional[int], typer.Option("--n-test", help="Use only the first N test samples.")]
-DiagOpt = Annotated[bool, typer.Option("--diagnostics", help="Record gradient cosine vs backprop and W/B angles every epoch.")]
-ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads during a run (default 1: reproducible, and fastest for small models on a busy machine); 0 keeps torch's own choice.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu (default), cuda, cuda:N or mps.")]
 RuleOptOpt = Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE (JSON values), repeatable.")]
 ModelOptOpt = Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE, e.g. widths=[512,512]; repeatable.")]
 DataOptOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Data option KEY=VALUE, repeatable.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-SparsityOpt = Annotated[Optional[str], typer.Option("--sparsity", help="'set': SET sparse Linear layers (composes with any rule); default dense.")]
-EpsilonOpt = Annotated[Optional[float], typer.Option("--epsilon", help="SET density parameter ε (default 20).")]
-TokensOpt = Annotated[Optional[float], typer.Option("--tokens", help="Language models: training budget in tokens, e.g. 2e6 (default 1e6).")]
-ContextOpt = Annotated[Optional[int], typer.Option("--context", help="Language models: tokens per training window (default 128).")]
 NLayerOpt = Annotated[Optional[int], typer.Option("--n-layer", help="gpt: number of Transformer blocks (default 4).")]
 NHeadOpt = Annotated[Optional[int], typer.Option("--n-head", help="gpt: attention heads (default 4).")]
 DModelOpt = Annotated[Optional[int], typer.Option("--d-model", help="gpt: model width (default 128).")]
-EvalWindowsOpt = Annotated[Optional[int], typer.Option("--eval-windows", help="Language models: validation windows for the final loss (default: the whole split).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out directory (and an existing --checkpoint file).")]
 OutOverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out directory; everything in it is deleted.")]
-ZetaOpt = Annotated[Optional[float], typer.Option("--zeta", help="SET fraction of connections rewired after each epoch (default 0.3; 0 = static sparse).")]
 
 
 def _exit_if_diverged(results: list[Any]) -> None:

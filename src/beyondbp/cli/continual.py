@@ -24,7 +24,8 @@ options_mod = lazy("beyondbp.options")
 report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
-from .common import DebugOpt, EXIT_DIVERGED, OutOverwriteOpt, ThreadsOpt, _NO_RESUME, _check_out, _console, _on_interrupt, _threads, app, parse_assignment, parse_assignments, split_rule_options
+from .settings import torch_threads
+from .common import DebugOpt, EXIT_DIVERGED, OutOverwriteOpt, ThreadsOpt, _NO_RESUME, _check_out, _console, _on_interrupt, app, parse_assignment, parse_assignments, split_rule_options
 from .progress import _Ticker
 
 # -- continual learning -------------------------------------------------------------------------
@@ -112,7 +113,7 @@ def continual(
     model_options = parse_assignments(model_opt, "--model-opt")
     rule_options = split_rule_options(rule_opt, rule_names)
     method_options = _continual_method_options(method_opt, method_names)
-    n_threads = _threads(threads)
+    n_threads = torch_threads(threads)
     if seed < 0:
         raise ConfigError(f"invalid --seed {seed}: it must be a whole number of at least 0")
     _continual_counts(epochs_per_task, batch_size, train_size, test_size)

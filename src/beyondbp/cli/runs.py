@@ -22,48 +22,23 @@ options_mod = lazy("beyondbp.options")
 report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
-from .common import BatchOpt, ContextOpt, DModelOpt, DataDirOpt, DataOpt, DataOptOpt, DebugOpt, DeviceOpt, DiagOpt, EpochsOpt, EpsilonOpt, EvalBatchOpt, EvalWindowsOpt, GammaOpt, LrOpt, MilestonesOpt, ModelOpt, ModelOptOpt, MomentumOpt, NHeadOpt, NLayerOpt, NTestOpt, NTrainOpt, OptimOpt, OutOverwriteOpt, OverwriteOpt, RuleOptOpt, SchedOpt, SeedOpt, SparsityOpt, StepsOpt, ThreadsOpt, TokensOpt, WdOpt, ZetaOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _check_switched_flags, _config_values, _console, _diverged_line, _exit_if_diverged, _on_interrupt, _same_command, _sparsity_line, _spikes_line, _threads, _timed, app, parse_assignments, parse_milestones, parse_rules, parse_seeds, split_rule_options, write_outputs
+from .settings import RUN_FLAGS, check_switched, config_values, with_run_settings
+from .common import DModelOpt, DataOpt, DataOptOpt, DebugOpt, ModelOpt, ModelOptOpt, NHeadOpt, NLayerOpt, OutOverwriteOpt, OverwriteOpt, RuleOptOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _console, _diverged_line, _exit_if_diverged, _on_interrupt, _same_command, _sparsity_line, _spikes_line, _timed, app, parse_assignments, parse_rules, parse_seeds, split_rule_options, write_outputs
 from .progress import _Bars, _Ticker
 
 @app.command()
+@with_run_settings(*RUN_FLAGS, "checkpoint", "init_from", "state", "checkpoint_every")
 def train(
+    settings: dict[str, Any],
     model: ModelOpt,
     data: DataOpt,
     rule: Annotated[str, typer.Option("--rule", help="Rule name (see `beyondbp rules`).")] = "backprop",
-    data_dir: DataDirOpt = None,
-    epochs: EpochsOpt = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    eval_batch_size: EvalBatchOpt = None,
-    optimizer: OptimOpt = None,
-    lr: LrOpt = None,
-    momentum: MomentumOpt = None,
-    weight_decay: WdOpt = None,
-    lr_schedule: SchedOpt = None,
-    milestones: MilestonesOpt = None,
-    gamma: GammaOpt = None,
-    seed: SeedOpt = None,
-    n_train: NTrainOpt = None,
-    n_test: NTestOpt = None,
-    diagnostics: DiagOpt = False,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = 1,
-    sparsity: SparsityOpt = None,
-    epsilon: EpsilonOpt = None,
-    zeta: ZetaOpt = None,
-    tokens: TokensOpt = None,
-    context: ContextOpt = None,
     n_layer: NLayerOpt = None,
     n_head: NHeadOpt = None,
     d_model: DModelOpt = None,
-    eval_windows: EvalWindowsOpt = None,
     rule_opt: RuleOptOpt = None,
     model_opt: ModelOptOpt = None,
     data_opt: DataOptOpt = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Save the trained model here.")] = None,
-    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this checkpoint.")] = None,
-    state: Annotated[Optional[Path], typer.Option("--state", help="Resume-state file: a killed run given the same settings and --state continues from it.")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Write the resume state (--state) every N optimizer steps.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write results.json, table.md, curves.png here.")] = None,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
@@ -73,25 +48,16 @@ def train(
     Exit status 3 when the run diverged (results are still written, marked diverged)."""
     from .. import training as train_mod
 
-    _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
-    _check_path_text(init_from, "--init-from")
-    _check_path_text(state, "--state")
-    config = train_mod.RunConfig(**_config_values(
-        rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
+    check_switched(settings)
+    _check_path_text(settings["init_from"], "--init-from")
+    _check_path_text(settings["state"], "--state")
+    config = train_mod.RunConfig(
+        **config_values(settings), rule=rule, rule_options=parse_assignments(rule_opt, "--rule-opt"),
         model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
-        tokens=parse_tokens(tokens), context=context, eval_windows=eval_windows,
-        data=data, data_dir=data_dir, data_options=parse_assignments(data_opt, "--data-opt"),
-        epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
-        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
-        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=_threads(threads),
-        sparsity=sparsity, epsilon=epsilon, zeta=zeta,
-        checkpoint=None if checkpoint is None else str(checkpoint),
-        init_from=None if init_from is None else str(init_from),
-        state=None if state is None else str(state), checkpoint_every=checkpoint_every,
-    ))
+        data=data, data_options=parse_assignments(data_opt, "--data-opt"),
+    )
     _check_out(out, overwrite)
-    _check_checkpoint(checkpoint, overwrite)
+    _check_checkpoint(settings["checkpoint"], overwrite)
     _on_interrupt(lambda: _train_resume_hint(config))
     ds = train_mod.load_dataset(config)
     train_mod.check(config, ds)
@@ -154,37 +120,15 @@ def _train_resume_hint(config: Any) -> str:
 
 
 @app.command()
+@with_run_settings()
 def compare(
+    settings: dict[str, Any],
     model: ModelOpt,
     data: DataOpt,
     rules: Annotated[str, typer.Option("--rules", help="Comma-separated rule names, e.g. backprop,fa,dfa.")] = "backprop,fa,dfa",
-    data_dir: DataDirOpt = None,
-    epochs: EpochsOpt = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    eval_batch_size: EvalBatchOpt = None,
-    optimizer: OptimOpt = None,
-    lr: LrOpt = None,
-    momentum: MomentumOpt = None,
-    weight_decay: WdOpt = None,
-    lr_schedule: SchedOpt = None,
-    milestones: MilestonesOpt = None,
-    gamma: GammaOpt = None,
-    seed: SeedOpt = None,
-    n_train: NTrainOpt = None,
-    n_test: NTestOpt = None,
-    diagnostics: DiagOpt = False,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = 1,
-    sparsity: SparsityOpt = None,
-    epsilon: EpsilonOpt = None,
-    zeta: ZetaOpt = None,
-    tokens: TokensOpt = None,
-    context: ContextOpt = None,
     n_layer: NLayerOpt = None,
     n_head: NHeadOpt = None,
     d_model: DModelOpt = None,
-    eval_windows: EvalWindowsOpt = None,
     rule_opt: Annotated[
         Optional[list[str]],
         typer.Option("--rule-opt", help="KEY=VALUE for every listed rule that has option KEY, or RULE:KEY=VALUE; repeatable."),
@@ -203,19 +147,13 @@ def compare(
     from .. import training as train_mod
     from ..study.compare import compare as compare_rules
 
-    seed_list = parse_seeds(seeds, seed)
+    seed_list = parse_seeds(seeds, settings["seed"])
     names = parse_rules(rules)
-    _check_switched_flags(sparsity, epsilon, zeta, lr_schedule, milestones, gamma)
+    check_switched(settings)
     per_rule = split_rule_options(rule_opt, names)
-    base = _config_values(
-        model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
-        tokens=parse_tokens(tokens), context=context, eval_windows=eval_windows,
-        data=data, data_dir=data_dir, data_options=parse_assignments(data_opt, "--data-opt"),
-        epochs=epochs, steps=steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
-        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, milestones=parse_milestones(milestones), gamma=gamma, seed=seed,
-        n_train=n_train, n_test=n_test, diagnostics=diagnostics, device=device, threads=_threads(threads),
-        sparsity=sparsity, epsilon=epsilon, zeta=zeta,
+    base = dict(
+        config_values(settings), model=model, model_options=gpt_options(model, model_opt, n_layer, n_head, d_model),
+        data=data, data_options=parse_assignments(data_opt, "--data-opt"),
     )
     c0 = train_mod.RunConfig(**base, rule=names[0], rule_options=per_rule[names[0]])
     for r in names[1:]:  # every rule's options are checked before anything is loaded or trained
@@ -264,15 +202,6 @@ def compare(
 
 
 # -- language models ----------------------------------------------------------------------------
-def parse_tokens(value: float | None) -> int | None:
-    """``--tokens 2e6`` -> 2000000 (a whole number of at least 1)."""
-    if value is None:
-        return None
-    if not value >= 1 or value != int(value):
-        raise ConfigError(f"invalid --tokens {value:g}: it must be a whole number of at least 1, e.g. 2e6")
-    return int(value)
-
-
 def gpt_options(model: str, model_opt: list[str] | None, n_layer: int | None, n_head: int | None,
                 d_model: int | None) -> dict[str, Any]:
     """``--model-opt`` assignments plus the GPT size flags (only valid with ``--model gpt``)."""
