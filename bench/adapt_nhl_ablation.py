@@ -1,7 +1,7 @@
 """NHL's two parts on Fashion-MNIST-C: which one moves the error.
 
 Runs, on the same corrupted test images and from the same source checkpoint (written by
-``beyondbp adapt --train-source``), ``norm`` and four NHL variants of
+``beyondbp adapt source``), ``norm`` and four NHL variants of
 :class:`beyondbp.adapt.methods.NHL`:
 
 * ``nhl``            soft-Hebbian front layer + entropy-tuned neuromodulator (the default)

@@ -314,7 +314,7 @@ def sha(path):
 def test_cli_adapt_happy_path_leaves_checkpoint_bytes_alone(capsys, tmp_path, checkpoint_file):
     digest = sha(checkpoint_file)
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "adapt", "--checkpoint", checkpoint_file, "--methods", "source,norm,tent,nhl",
+    code, stdout, err = cli(capsys, "adapt", "run", "--checkpoint", checkpoint_file, "--methods", "source,norm,tent,nhl",
                             "--corruptions", "contrast,jpeg", "--severity", "4,5", "--n-test", "200",
                             "--batch-size", "64", "--out", out, "--quiet")
     assert code == 0, err
@@ -326,10 +326,10 @@ def test_cli_adapt_happy_path_leaves_checkpoint_bytes_alone(capsys, tmp_path, ch
     assert "| tent |" in (out / "table.md").read_text()
     assert "severity 5" in stdout
     # an existing --out is refused without --overwrite, replaced with it
-    code, _, err = cli(capsys, "adapt", "--checkpoint", checkpoint_file, "--methods", "source", "--corruptions",
+    code, _, err = cli(capsys, "adapt", "run", "--checkpoint", checkpoint_file, "--methods", "source", "--corruptions",
                        "contrast", "--n-test", "50", "--out", out, "--quiet")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "--overwrite" in err
-    code, _, err = cli(capsys, "adapt", "--checkpoint", checkpoint_file, "--methods", "source", "--corruptions",
+    code, _, err = cli(capsys, "adapt", "run", "--checkpoint", checkpoint_file, "--methods", "source", "--corruptions",
                        "contrast", "--n-test", "50", "--episodic", "--out", out, "--overwrite", "--quiet")
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["episodic"] is True
@@ -343,16 +343,16 @@ def test_cli_adapt_happy_path_leaves_checkpoint_bytes_alone(capsys, tmp_path, ch
     (["--batch-size", "1"], "--batch-size"),
 ])
 def test_cli_adapt_bad_input_exits_2_with_one_line(capsys, tmp_path, checkpoint_file, args, words):
-    code, out, err = cli(capsys, "adapt", "--checkpoint", checkpoint_file, "--out", tmp_path / "o", *args)
+    code, out, err = cli(capsys, "adapt", "run", "--checkpoint", checkpoint_file, "--out", tmp_path / "o", *args)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "o").exists()
 
 
 def test_cli_adapt_missing_or_wrong_checkpoint(capsys, tmp_path):
-    code, _, err = cli(capsys, "adapt", "--checkpoint", tmp_path / "nope.pt", "--out", tmp_path / "o")
+    code, _, err = cli(capsys, "adapt", "run", "--checkpoint", tmp_path / "nope.pt", "--out", tmp_path / "o")
     assert code == 2 and "no checkpoint file" in err and err.count("\n") == 1
-    code, _, err = cli(capsys, "adapt", "--out", tmp_path / "o")
+    code, _, err = cli(capsys, "adapt", "run", "--out", tmp_path / "o")
     assert code == 2 and "--checkpoint" in err
     with pytest.raises(CheckpointError, match="not an adaptation source model"):
         from beyondbp import checkpoint as ck
@@ -363,18 +363,18 @@ def test_cli_adapt_missing_or_wrong_checkpoint(capsys, tmp_path):
 
 def test_cli_train_source_and_gallery(capsys, tmp_path):
     ck = tmp_path / "src.pt"
-    code, out, err = cli(capsys, "adapt", "--train-source", "--checkpoint", ck, "--n-train", "300", "--epochs", "1",
+    code, out, err = cli(capsys, "adapt", "source", "--checkpoint", ck, "--n-train", "300", "--epochs", "1",
                          "--channels", "4,4,4", "--quiet")
     assert code == 0, err
     model, meta = adapt.load_source(ck)
     assert meta["n_train"] == 300 and 0 <= meta["clean_test_error"] <= 1 and model.channels == (4, 4, 4)
-    code, _, err = cli(capsys, "adapt", "--train-source", "--checkpoint", ck, "--n-train", "300", "--quiet")
+    code, _, err = cli(capsys, "adapt", "source", "--checkpoint", ck, "--n-train", "300", "--quiet")
     assert code == 2 and "already exists" in err
     png = tmp_path / "g.png"
-    code, _, err = cli(capsys, "adapt", "--gallery", png)
+    code, _, err = cli(capsys, "adapt", "gallery", png)
     assert code == 0, err
     assert png.read_bytes()[:8] == PNG
-    code, _, err = cli(capsys, "adapt", "--gallery", png)
+    code, _, err = cli(capsys, "adapt", "gallery", png)
     assert code == 2 and "already exists" in err
 
 
@@ -398,3 +398,15 @@ def test_train_source_refuses_fewer_than_two_images(fmnist):
         adapt.train_source(fmnist.x_train[:1], fmnist.y_train[:1], channels=(4, 4, 4), epochs=1)
     with pytest.raises(DataError, match="one label per image"):
         adapt.train_source(fmnist.x_train[:10], fmnist.y_train[:9], channels=(4, 4, 4), epochs=1)
+
+
+def test_cli_adapt_is_three_subcommands(capsys):
+    """Issue 22: adapt's three jobs are subcommands (source, run, gallery), not modes behind flags."""
+    with pytest.raises(SystemExit) as info:
+        main(["adapt"])
+    out, _ = capsys.readouterr()
+    assert info.value.code == 0
+    for name in ("source", "run", "gallery"):
+        assert name in out
+    code, _, err = cli(capsys, "adapt", "--train-source")
+    assert code == 2 and err.count("\n") == 1

@@ -379,3 +379,28 @@ def test_one_name_one_module():
     assert "report" not in names
     repeated = sorted({n for n in names if names.count(n) > 1} & {"analysis", "representations", "similarity", "verdict"})
     assert repeated == [], repeated
+
+
+def test_one_writer_of_output_folders():
+    """Every command's output folder is written by ``files.write_directory`` (all or nothing,
+    the user's files never deleted); nothing else builds one from the temporary-directory parts."""
+    offenders = []
+    for name, path in module_files().items():
+        if name == "beyondbp.files":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "temporary_directory(" in text or "publish_directory(" in text:
+            offenders.append(name)
+    assert offenders == []
+
+
+def test_the_command_line_is_split_by_command_group():
+    files = {name: path for name, path in module_files().items() if name.startswith("beyondbp.cli")}
+    assert {"beyondbp.cli", "beyondbp.cli.runs", "beyondbp.cli.study", "beyondbp.cli.adapt", "beyondbp.cli.continual"} <= set(files)
+    long = {name: n for name, path in files.items() if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}
+
+
+def test_no_source_file_is_longer_than_700_lines():
+    long = {name: n for name, path in module_files().items() if (n := len(path.read_text(encoding="utf-8").splitlines())) > 700}
+    assert long == {}

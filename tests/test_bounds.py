@@ -174,7 +174,7 @@ def test_an_adapt_source_whose_meta_claims_huge_sizes_is_refused_without_allocat
 def test_adapt_counts_are_bounded(capsys, tmp_path, args, words):
     path = tmp_path / "source.pt"
     adapt.save_source(path, adapt.BNCNN((2, 2, 2)))
-    code, out, err = cli(capsys, "adapt", "--checkpoint", path, "--methods", "source", "--corruptions", "contrast",
+    code, out, err = cli(capsys, "adapt", "run", "--checkpoint", path, "--methods", "source", "--corruptions", "contrast",
                          "--severity", "1", "--out", tmp_path / "o", "--quiet", *args)
     assert words in one_line_error(code, err)
     assert not (tmp_path / "o").exists()

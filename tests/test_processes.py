@@ -390,7 +390,7 @@ def test_continual_adapt_and_analyze_say_in_one_line_that_nothing_was_written(tm
         args = ["continual", "--methods", "finetune", "--rules", "backprop", "--tasks", "permuted-mnist1d:2", "--out", out]
     elif command == "adapt":
         monkeypatch.setattr(beyondbp.data, "load", interrupt)
-        args = ["adapt", "--checkpoint", tmp_path / "src.pt", "--out", out]
+        args = ["adapt", "run", "--checkpoint", tmp_path / "src.pt", "--out", out]
     else:
         monkeypatch.setattr(beyondbp.study.similarity, "find_networks", interrupt)
         args = ["analyze", tmp_path / "models", "--out", out]

@@ -149,7 +149,7 @@ def test_adapt_from_a_nan_source_checkpoint_is_refused_with_nothing_written(caps
     adapt.save_source(good, adapt.BNCNN((4, 6, 5)))
     bad = poisoned(good, tmp_path / "nan.pt")
     out = tmp_path / "tta"
-    code, _, err = cli(capsys, "adapt", "--checkpoint", bad, "--methods", "source,norm", "--corruptions",
+    code, _, err = cli(capsys, "adapt", "run", "--checkpoint", bad, "--methods", "source,norm", "--corruptions",
                        "contrast", "--severity", "5", "--n-test", "64", "--out", out, "--quiet")
     assert "NaN or infinite values" in one_line_error(code, err)  # used to adapt and write results
     assert not out.exists()

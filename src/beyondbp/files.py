@@ -21,7 +21,7 @@ Outputs that a rerun replaces without ``--overwrite`` (``study report``, ``analy
 manifest, :data:`MANIFEST`, listing every file their writer put there; a rerun replaces the
 folder only when it holds nothing but those files — checked before the work and again when the
 result is moved into place — and otherwise refuses, naming the files it would have deleted.
-The other output folders (``train``/``compare``/``continual``/``adapt --out``) are never
+The other output folders (``train``/``compare``/``continual``/``adapt run --out``) are never
 replaced without ``--overwrite``.
 """
 
@@ -33,7 +33,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 
@@ -177,6 +177,46 @@ def publish_directory(tmp: Path, target: str | os.PathLike, replace: bool = Fals
         raise
     shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def write_directory(out: str | os.PathLike, contents: Mapping[str, bytes | str | Callable[[Path], Any]],
+                    overwrite: bool = False, kind: str | None = None, what: str = "output directory",
+                    holds: str = "output") -> list[Path]:
+    """Write the output directory ``out``, all or nothing — the one writer of every command's
+    output folder. ``contents`` maps each file name to its bytes (or text, written as UTF-8) or
+    to a function that writes the file at the path it is given. Everything is written into a
+    temporary sibling (:func:`temporary_directory`), which then replaces ``out``
+    (:func:`publish_directory`: with ``kind``, a manifest is kept and a previous output of that
+    kind is replaced without ``overwrite``; the user's own files never are); on any error or
+    interruption the temporary directory is removed and ``out`` is as it was. Returns the paths
+    written, in ``contents``' order.
+
+    Args:
+        out: the directory to write.
+        contents: file name -> bytes, text, or ``write(path)``.
+        overwrite: replace a non-empty ``out`` (the user's ``--overwrite``).
+        kind: the kind of output, for the manifest; None keeps none (then any non-empty ``out``
+            needs ``overwrite``).
+        what, holds: words for the refusal ("report directory", "report").
+    """
+    out = Path(out)
+    try:
+        tmp = temporary_directory(out)
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(out)!r} cannot be written: {exc.strerror or type(exc).__name__}") from None
+    try:
+        for name, data in contents.items():
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            if isinstance(data, (bytes, bytearray)):
+                atomic_write_bytes(tmp / name, lambda fh, data=data: fh.write(data))
+            else:
+                data(tmp / name)
+        publish_directory(tmp, out, replace=overwrite, kind=kind, what=what, holds=holds)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in contents]
 
 
 def check_writable(path: str | os.PathLike, what: str, directory: bool = False) -> None:

@@ -24,7 +24,7 @@ batch of one sample joins the one before it), cross-entropy, ``epochs`` passes o
 training set in an order drawn from ``seed``; seeding, the optimizer, the batches and the
 evaluation come from the run layer (:mod:`beyondbp.training`),
 BatchNorm in train mode (its running statistics are what ``source`` uses at test time); the
-``beyondbp adapt --train-source`` default is 3 epochs. The
+``beyondbp adapt source`` default is 3 epochs. The
 checkpoint is a standard beyondbp checkpoint (:mod:`beyondbp.checkpoint`) whose meta records
 ``kind="adapt-source"``, the channels, the training settings and the clean test error.
 """
@@ -157,7 +157,7 @@ def load_source(path: str | os.PathLike) -> tuple[BNCNN, dict[str, Any]]:
     meta = payload["meta"]
     if meta.get("kind") != SOURCE_KIND:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is not an adaptation source model (train one with beyondbp adapt --train-source)"
+            f"checkpoint {str(path)!r} is not an adaptation source model (train one with beyondbp adapt source)"
         )
     try:
         # the meta record's sizes are checked against the tensors the file holds before the model

@@ -11,9 +11,9 @@
     beyondbp study check spec.toml
     beyondbp study report spec.toml [--out DIR]        # fits, verdicts: report.html / .md / .json
     beyondbp analyze spec.toml [--out DIR]             # representations: CKA, RSA, shape metrics, identification
-    beyondbp adapt --train-source --checkpoint src.pt [--epochs 3]   # test-time adaptation (Fashion-MNIST-C):
-    beyondbp adapt --checkpoint src.pt --methods all --corruptions all --severity 5 --out DIR [--episodic]
-    beyondbp adapt --gallery gallery.png
+    beyondbp adapt source --checkpoint src.pt [--epochs 3]   # test-time adaptation (Fashion-MNIST-C):
+    beyondbp adapt run --checkpoint src.pt --methods all --corruptions all --severity 5 --out DIR [--episodic]
+    beyondbp adapt gallery gallery.png
     beyondbp continual --methods finetune,gpm,hlop,multitask --rule fa --tasks permuted-fashion-mnist:10 --out DIR
 
 Every setting is checked before anything trains, including that ``--out`` and
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turn errors into one line and exit status 2; Ctrl-C
     and SIGTERM into one line and exit status 130 / 143."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args == ["study"]:  # a bare command group shows its help, not a usage error
+    if not args or args in (["study"], ["adapt"]):  # a bare command group shows its help, not a usage error
         args = [*args, "--help"]
     debug = "--debug" in args
     _INTERRUPT.update(hint=None, args=args)

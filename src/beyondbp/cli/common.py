@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -150,21 +149,16 @@ def write_outputs(out: Path, results: list[Any], title: str, overwrite: bool = F
     is replaced only with ``overwrite``."""
     out = Path(out)
     _check_out(out, overwrite)
-    tmp = files.temporary_directory(out)
-    try:
-        report.write_json(results, tmp / "results.json")
-        rows = report.comparison_table(results)
-        table = f"# {title}\n\n" + report.render_markdown(rows)
-        spiking = [r for r in results if getattr(r, "spikes", None)]
-        if spiking:  # spiking models: firing rate and silent neurons per layer, one line per rule
-            table = table.rstrip("\n") + "\n\n" + "".join(f"- {r.rule}: {_spikes_line(r)}\n" for r in spiking)
-        files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table.encode("utf-8")))
-        report.plot_curves(results, tmp / "curves.png", title=title)
-        files.publish_directory(tmp, out, replace=overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out / name for name in OUTPUT_FILES]
+    table = f"# {title}\n\n" + report.render_markdown(report.comparison_table(results))
+    spiking = [r for r in results if getattr(r, "spikes", None)]
+    if spiking:  # spiking models: firing rate and silent neurons per layer, one line per rule
+        table = table.rstrip("\n") + "\n\n" + "".join(f"- {r.rule}: {_spikes_line(r)}\n" for r in spiking)
+    contents = {
+        "results.json": lambda path: report.write_json(results, path),
+        "table.md": table,
+        "curves.png": lambda path: report.plot_curves(results, path, title=title),
+    }
+    return files.write_directory(out, contents, overwrite=overwrite)
 
 
 def _check_path_text(path: Path | None, flag: str) -> None:

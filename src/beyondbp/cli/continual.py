@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -55,18 +54,12 @@ def _continual_write(out: Path, results: list[dict[str, Any]], title: str, overw
     from ..reporting.continual import markdown_table, plot_matrices
 
     _check_out(out, overwrite)
-    tmp = files.temporary_directory(out)
-    try:
-        text = json.dumps(jsonable.plain(results), indent=1)  # NaN (unmeasured entries) -> null
-        files.atomic_write_bytes(tmp / "results.json", lambda fh: fh.write(text.encode("utf-8")))
-        table = markdown_table(results, title)
-        files.atomic_write_bytes(tmp / "table.md", lambda fh: fh.write(table.encode("utf-8")))
-        plot_matrices(results, tmp / "matrix.png", title)
-        files.publish_directory(tmp, out, replace=overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out / name for name in CONTINUAL_FILES]
+    contents = {
+        "results.json": json.dumps(jsonable.plain(results), indent=1),  # NaN (unmeasured entries) -> null
+        "table.md": markdown_table(results, title),
+        "matrix.png": lambda path: plot_matrices(results, path, title),
+    }
+    return files.write_directory(out, contents, overwrite=overwrite)
 
 
 def _continual_counts(epochs_per_task: int, batch_size: int, train_size: int | None, test_size: int | None) -> None:

@@ -15,7 +15,6 @@ import io
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -547,15 +546,5 @@ def write_outputs(result: Mapping[str, Any], out: str | Path, overwrite: bool = 
     files.check_output_directory(out, overwrite, "output directory", "representations output", _KIND)
     files.check_writable(out, "output directory", directory=True)
     contents = render_outputs(result)
-    try:
-        tmp = files.temporary_directory(out)
-    except OSError as exc:
-        raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or type(exc).__name__}") from None
-    try:
-        for name, data in contents.items():
-            files.atomic_write_bytes(tmp / name, lambda fh, data=data: fh.write(data))
-        files.publish_directory(tmp, out, replace=overwrite, kind=_KIND, holds="representations output")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    files.write_directory(out, contents, overwrite=overwrite, kind=_KIND, holds="representations output")
     return [out / name for name in sorted(contents)]

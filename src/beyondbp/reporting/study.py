@@ -40,10 +40,9 @@ import html
 import io
 import json
 import math
-import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -645,16 +644,5 @@ def write_report(
     if analysis is None:
         analysis = judge_study(records, **dict(analyze_options or {}))
     contents = render(spec, records, analysis, representations)
-    tmp = files.temporary_directory(out)
-    try:
-        for name, data in contents.items():
-            files.atomic_write_bytes(tmp / name, _writer(data))
-        files.publish_directory(tmp, out, replace=overwrite, kind=_KIND, what="report directory", holds="report")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    files.write_directory(out, contents, overwrite=overwrite, kind=_KIND, what="report directory", holds="report")
     return {name: out / name for name in contents}
-
-
-def _writer(data: bytes) -> Callable[[Any], Any]:
-    return lambda fh: fh.write(data)
