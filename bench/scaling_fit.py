@@ -21,6 +21,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from beyondbp.analysis import scaling
+from beyondbp.analysis.scaling import laws
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_svg_extracted_data.csv"
 
@@ -44,7 +45,7 @@ def main() -> None:
     t0 = time.perf_counter()
     best = None
     for theta0 in sub:
-        res = minimize(scaling._value_and_grad, theta0, args=(X, y, 1e-3), jac=True, method="L-BFGS-B", options=scaling._OPTIONS)
+        res = minimize(laws._value_and_grad, theta0, args=(X, y, 1e-3), jac=True, method="L-BFGS-B", options=laws._OPTIONS)
         if best is None or res.fun < best.fun:
             best = res
     plain = time.perf_counter() - t0

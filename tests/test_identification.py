@@ -121,7 +121,7 @@ def test_bootstrap_resamples_recordings_by_seed_and_centres_on_the_estimate():
         assert low <= point <= high and (high - low > 0 or point in (0.0, 1.0))
     codes = {s: [i for i, g in enumerate(groups) if g == s] for s in sorted(set(groups))}
     excluded = np.eye(len(labels), dtype=bool)
-    credit = idf._nn_credit(np.asarray(D), idf._codes(labels)[0], excluded)
+    credit = idf._nn_credit(np.asarray(D), idf.label_codes(labels)[0], excluded)
     rng = np.random.default_rng(0)
     seeds = sorted(codes)
     draws = rng.integers(0, len(seeds), size=(500, len(seeds)))
@@ -165,18 +165,23 @@ def test_bootstrap_callable_gets_the_copy_mask_and_at_least_two_seeds():
 def test_identify_reports_accuracies_chances_intervals_and_confusion():
     D, labels, groups = _reference_case()[0], ["a", "a", "b", "b"], [0, 1, 0, 1]
     out = idf.identify(D, labels, groups, n_boot=50, seed=0)
-    assert out["rules"] == ["a", "b"] and out["n_networks"] == 4
-    assert out["nn"]["accuracy"] == idf.nearest_neighbour(D, labels)
-    assert out["nn"]["chance"] == pytest.approx(1 / 3)
-    assert out["reference"]["accuracy"] == pytest.approx(0.875)
-    assert out["reference_best"]["accuracy"] == pytest.approx(0.375)
-    assert out["reference"]["chance"] == 0.5
+    assert out.rules == ("a", "b") and out.n_networks == 4
+    assert out.nn.accuracy == idf.nearest_neighbour(D, labels)
+    assert out.nn.chance == pytest.approx(1 / 3)
+    assert out.reference.accuracy == pytest.approx(0.875)
+    assert out.reference_best.accuracy == pytest.approx(0.375)
+    assert out.reference.chance == 0.5
     for key in ("nn", "reference", "reference_best"):
-        low, high = out[key]["interval"]
+        low, high = getattr(out, key).interval
         assert 0.0 <= low <= high <= 1.0
     # NN choices: 0 -> 2 (b); 1 -> 0 (a); 2 -> tie of 0, 1, 3 (a, a, b); 3 -> 0 (a)
-    assert out["confusion"] == {"a": {"a": 1.0, "b": 1.0}, "b": {"a": 1.0 + 2 / 3, "b": 1 / 3}}
-    json.dumps(out, allow_nan=False)
+    assert out.confusion == {"a": {"a": 1.0, "b": 1.0}, "b": {"a": 1.0 + 2 / 3, "b": 1 / 3}}
+    # the JSON form: every key, in the order representations.json has always had
+    data = json.loads(json.dumps(out.to_dict(), allow_nan=False))
+    assert list(data) == ["n_networks", "rules", "n_boot", "seed", "nn", "reference", "reference_best", "confusion"]
+    assert data["rules"] == ["a", "b"] and data["n_boot"] == 50 and data["seed"] == 0
+    assert data["nn"] == {"accuracy": out.nn.accuracy, "chance": out.nn.chance, "interval": list(out.nn.interval)}
+    assert data["confusion"] == out.confusion
 
 
 # -- MDS --------------------------------------------------------------------------------------------
@@ -256,7 +261,8 @@ def _result(n_boot=20):
         "identification": ident,
         "stochastic_vs_deterministic": [
             {"layer": "fc1", "stochastic": "stochastic", "deterministic": "procrustes_euclidean",
-             "nn": (0.5, 0.25), "reference": (ident["cka"]["fc1"]["reference"], 0.5)}],
+             "nn": (idf.IdentificationScore(0.5, 0.2, (0.25, 0.75)), idf.IdentificationScore(0.25, 0.2, (0.0, 0.5))),
+             "reference": (ident["cka"]["fc1"].reference, ident["encoding"]["fc1"].reference)}],
         "gradient_snr": {"fa-0": {"layers": {"fc1.weight": {"rule": 0.5, "backprop": 2.0, "ratio": 0.25}},
                                   "batches": 4, "batch_size": 8}},
         "settings": {"probe": "test", "n_boot": n_boot, "nan": float("nan")},
@@ -290,9 +296,11 @@ def test_writer_writes_files_that_load(written):
     md = (out / "representations.md").read_text()
     assert "# Test | study" in md
     assert "| cka | fc1 |" in md and "| encoding | fc2 |" in md
-    entry = result["identification"]["cka"]["fc1"]["nn"]
-    assert f"{entry['accuracy']:.2f} [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]" in md
-    assert "| fc1 | stochastic | procrustes_euclidean | 0.50 | 0.25 |" in md
+    entry = result["identification"]["cka"]["fc1"].nn
+    assert f"{entry.accuracy:.2f} [{entry.interval[0]:.2f}, {entry.interval[1]:.2f}]" in md
+    assert "| fc1 | stochastic | procrustes_euclidean | 0.50 [0.25, 0.75] | 0.25 [0.00, 0.50] |" in md
+    assert data["identification"]["cka"]["fc1"] == result["identification"]["cka"]["fc1"].to_dict()
+    assert data["stochastic_vs_deterministic"][0]["nn"][1] == {"accuracy": 0.25, "chance": 0.2, "interval": [0.0, 0.5]}
     assert "| fa-0 | fa | fc1.weight | 0.5 | 2 | 0.25 | 4 | 8 |" in md
     for name in names:
         if name.endswith(".png"):

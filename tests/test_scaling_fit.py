@@ -13,6 +13,7 @@ import pytest
 from scipy.special import huber
 
 from beyondbp.analysis import scaling
+from beyondbp.analysis.scaling import intervals, laws
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError, DataError
 
@@ -128,14 +129,14 @@ def test_the_vectorised_objective_matches_the_single_one_with_and_without_weight
     rng = np.random.default_rng(3)
     T = np.column_stack([rng.uniform(0, 10, (6, 2)), rng.uniform(-1, 1, 6), rng.uniform(0, 1, (6, 2))])
     W = rng.integers(0, 3, (6, 40)).astype(float)
-    values, grads = scaling._batch_value_and_grad(T, X, y, 1e-3)
-    wvalues, wgrads = scaling._batch_value_and_grad(T, X, y, 1e-3, W)
+    values, grads = laws._batch_value_and_grad(T, X, y, 1e-3)
+    wvalues, wgrads = laws._batch_value_and_grad(T, X, y, 1e-3, W)
     for i in range(6):
-        v, g = scaling._value_and_grad(T[i], X, y, 1e-3)
+        v, g = laws._value_and_grad(T[i], X, y, 1e-3)
         assert values[i] == pytest.approx(v, rel=1e-10)
         np.testing.assert_allclose(grads[i], g, rtol=1e-8, atol=1e-14)
         rows = np.repeat(np.arange(40), W[i].astype(int))
-        v, g = scaling._value_and_grad(T[i], X[rows], y[rows], 1e-3)
+        v, g = laws._value_and_grad(T[i], X[rows], y[rows], 1e-3)
         assert wvalues[i] == pytest.approx(v, rel=1e-10)
         np.testing.assert_allclose(wgrads[i], g, rtol=1e-8, atol=1e-14)
 
@@ -391,8 +392,8 @@ def test_study_fit_bounds_the_bootstrap_and_counts_its_memory_first(capsys, tmp_
     with pytest.raises(ConfigError, match="from 1 to 100000"):
         scaling.bootstrap(N, D, loss, n_resamples=100_001)
     assert scaling.bootstrap_bytes(30, 100_000, 5) > scaling.bootstrap_bytes(30, 10, 5) > 0
-    monkeypatch.setattr(scaling, "_memory_budget", lambda: 1 << 20)  # a machine with 1 MiB to spare
-    monkeypatch.setattr(scaling, "fit_loss_law", lambda *a, **k: pytest.fail("fitted before the memory was counted"))
+    monkeypatch.setattr(intervals, "_memory_budget", lambda: 1 << 20)  # a machine with 1 MiB to spare
+    monkeypatch.setattr(intervals, "fit_loss_law", lambda *a, **k: pytest.fail("fitted before the memory was counted"))
     with pytest.raises(ConfigError, match=r"would need about .* GiB of memory"):
         scaling.bootstrap(N, D, loss, n_resamples=50_000)
 

@@ -75,23 +75,25 @@ LAWS = {
 @pytest.mark.parametrize("outcome", ["A", "B", "C", "D"])
 def test_outcome_classes(outcome):
     a = judge_study(study(LAWS[outcome]), n_bootstrap=30, loss_law=False)
-    v = a["verdicts"]["rule"]
-    assert v["class"] == outcome, v["sentence"]
-    assert v["sentence"].startswith(f"rule vs backprop: {outcome} — ")
+    v = a.verdicts["rule"]
+    assert v.cls == outcome, v.sentence
+    assert v.sentence.startswith(f"rule vs backprop: {outcome} — ")
     if outcome in ("B", "C"):
-        (cross,) = v["studied"]["crossover"]["median"]
+        (cross,) = v.studied.crossover.median
         assert 5e7 < cross < 2e8
     else:
-        assert v["studied"]["crossover"]["median"] == []
-        assert "no crossover" in v["sentence"]
-    assert "extrapolated" in v and v["extrapolated"]["to"] == pytest.approx(10 * v["range"][1])
-    json.dumps(a, allow_nan=False)
+        assert v.studied.crossover.median == ()
+        assert "no crossover" in v.sentence
+    assert v.extrapolated is not None and v.extrapolated.to == pytest.approx(10 * v.range[1])
+    data = json.loads(json.dumps(a.to_dict(), allow_nan=False))
+    assert data["verdicts"]["rule"]["class"] == outcome and data["verdicts"]["rule"]["sentence"] == v.sentence
+    assert data["verdicts"]["rule"]["extrapolated"]["to"] == v.extrapolated.to
 
 
 def test_undecided_when_noise_is_too_large():
     a = judge_study(study(lambda N, D, C: 1.0 + 102.0 * C**-0.2, noise=0.3, seed=1), n_bootstrap=30, loss_law=False)
-    v = a["verdicts"]["rule"]
-    assert v["class"] == "undecided", v["sentence"]
+    v = a.verdicts["rule"]
+    assert v.cls == "undecided", v.sentence
 
 
 def test_classify_rule():
@@ -108,22 +110,20 @@ def test_classify_rule():
 
 def test_recovers_known_frontier():
     a = judge_study(study(LAWS["D"], noise=0.003), n_bootstrap=30, loss_law=False)
-    fr = a["fits"]["backprop"]["frontier"]
-    assert fr["fitted"] and fr["resampled"] == "seeds"
-    assert fr["fit"]["E"] == pytest.approx(1.0, abs=0.15)
-    assert fr["fit"]["alpha"] == pytest.approx(0.2, abs=0.03)
-    assert fr["fit"]["A"] == pytest.approx(100.0, rel=0.5)
-    iv = fr["intervals"]["alpha"]
-    assert iv["low"] <= iv["estimate"] <= iv["high"]
-    rule = a["fits"]["rule"]["frontier"]["fit"]
-    assert rule["alpha"] == pytest.approx(0.2, abs=0.03)
+    fr = a.fits["backprop"].frontier
+    assert fr.fitted and fr.resampled == "seeds"
+    assert fr.fit.E == pytest.approx(1.0, abs=0.15)
+    assert fr.fit.alpha == pytest.approx(0.2, abs=0.03)
+    assert fr.fit.A == pytest.approx(100.0, rel=0.5)
+    assert fr.intervals.low["alpha"] <= fr.intervals.estimate["alpha"] <= fr.intervals.high["alpha"]
+    assert a.fits["rule"].frontier.fit.alpha == pytest.approx(0.2, abs=0.03)
 
 
 def test_recovers_known_loss_law():
     rng = np.random.default_rng(3)
     law = lambda N, D, C: 1.5 + 400.0 / N**0.35 + 600.0 / D**0.3  # noqa: E731
     recs = records_for("backprop", law, noise=0.002, rng=rng, steps=(100, 300, 1000, 3000))
-    a = judge_study(recs, n_bootstrap=20)
+    a = judge_study(recs, n_bootstrap=20).to_dict()
     ll = a["fits"]["backprop"]["loss_law"]
     assert ll["fitted"], ll
     assert ll["fit"]["E"] == pytest.approx(1.5, abs=0.3)
@@ -138,7 +138,7 @@ def test_best_lr_selection_and_edge_warning():
     lrs = (1e-4, 1e-3, 1e-2)
     middle = records_for("backprop", bp_law, lrs=lrs, rng=rng, lr_loss=lambda lr: 0.3 * (math.log10(lr) + 3) ** 2)
     edge = records_for("dfa", bp_law, lrs=lrs, rng=rng, start=1000, lr_loss=lambda lr: 0.3 * (math.log10(lr) + 1) ** 2)
-    a = judge_study(middle + edge, n_bootstrap=10, loss_law=False)
+    a = judge_study(middle + edge, n_bootstrap=10, loss_law=False).to_dict()
     rows = {(r["label"], r["N"], r["D"]): r for r in a["best_lr"]}
     assert len(rows) == 2 * len(SIZES) * len(STEPS)
     for (label, _, _), row in rows.items():
@@ -152,7 +152,7 @@ def test_best_lr_selection_and_edge_warning():
 
 
 def test_single_lr_is_said():
-    a = judge_study(study(LAWS["D"]), n_bootstrap=10, loss_law=False)
+    a = judge_study(study(LAWS["D"]), n_bootstrap=10, loss_law=False).to_dict()
     assert any("single learning rate" in n for n in a["notes"])
     assert all(not r["selected"] and r["edge"] is None for r in a["best_lr"])
     assert not any("not trustworthy" in w for w in a["warnings"])
@@ -162,7 +162,7 @@ def test_too_few_points_give_reasons_not_errors():
     rng = np.random.default_rng(5)
     recs = records_for("backprop", bp_law, rng=rng, sizes=(1_000, 3_000), steps=(100,))
     recs += records_for("dfa", LAWS["D"], rng=rng, sizes=(1_000, 3_000), steps=(100,), start=100)
-    a = judge_study(recs, n_bootstrap=10)
+    a = judge_study(recs, n_bootstrap=10).to_dict()
     for label in ("backprop", "dfa"):
         assert not a["fits"][label]["frontier"]["fitted"]
         assert "too few frontier points" in a["fits"][label]["frontier"]["reason"]
@@ -173,16 +173,16 @@ def test_too_few_points_give_reasons_not_errors():
 
 
 def test_empty_and_baseline_missing():
-    a = judge_study([])
+    a = judge_study([]).to_dict()
     assert a["verdicts"] == {} and a["labels"] == [] and a["runs"] == []
     rng = np.random.default_rng(6)
-    a = judge_study(records_for("dfa", bp_law, rng=rng), n_bootstrap=10, loss_law=False)
+    a = judge_study(records_for("dfa", bp_law, rng=rng), n_bootstrap=10, loss_law=False).to_dict()
     assert a["verdicts"] == {} and any("no finished runs of the baseline" in w for w in a["warnings"])
 
 
 def test_one_seed_resamples_points():
     rng = np.random.default_rng(7)
-    a = judge_study(records_for("backprop", bp_law, rng=rng, seeds=(0,)), n_bootstrap=10, loss_law=False)
+    a = judge_study(records_for("backprop", bp_law, rng=rng, seeds=(0,)), n_bootstrap=10, loss_law=False).to_dict()
     fr = a["fits"]["backprop"]["frontier"]
     assert fr["fitted"] and fr["resampled"] == "points" and "one seed" in fr["note"]
 
@@ -193,8 +193,8 @@ def test_diverged_and_failed_runs_are_listed_never_fitted():
     bad = [record(5000 + i, "rule", 30_000, 1000, 0, 1e-3, 1e-3, status="diverged") for i in range(3)]
     bad += [record(6000, "rule", 30_000, 1000, 1, 1e-3, 1e-3, status="failed")]
     bad += [record(6001, "rule", 30_000, 1000, 2, 1e-3, 1e-3, status="pending")]
-    ref = judge_study(recs, n_bootstrap=10, loss_law=False)
-    a = judge_study(recs + bad, n_bootstrap=10, loss_law=False)
+    ref = judge_study(recs, n_bootstrap=10, loss_law=False).to_dict()
+    a = judge_study(recs + bad, n_bootstrap=10, loss_law=False).to_dict()
     assert a["counts"] == {"done": len(recs), "diverged": 3, "failed": 1, "pending": 1}
     assert len(a["diverged"]) == 3 and a["diverged"][0]["diverged_at_step"] == 1000
     assert len(a["failed"]) == 1 and a["failed"][0]["error"] == "boom"
@@ -208,7 +208,7 @@ def test_done_run_without_a_loss_is_excluded_with_reason():
     broken = copy.deepcopy(recs[0])
     broken["id"] = "broken"
     broken["result"]["final"]["test_loss"] = None
-    a = judge_study(recs + [broken], n_bootstrap=10, loss_law=False)
+    a = judge_study(recs + [broken], n_bootstrap=10, loss_law=False).to_dict()
     assert a["excluded"] == [{"id": "broken", "label": "backprop", "reason": "no finite positive loss in the result"}]
 
 
@@ -217,7 +217,7 @@ def test_language_model_records_use_tokens_and_val_loss():
     for r in recs:
         r["result"]["tokens"] = r["result"]["steps"] * 640
         r["result"]["final"]["val_loss"] = r["result"]["final"].pop("test_loss")
-    a = judge_study(recs, n_bootstrap=10, loss_law=False)
+    a = judge_study(recs, n_bootstrap=10, loss_law=False).to_dict()
     run = a["runs"][0]
     assert run["loss_name"] == "val_loss" and run["D"] == recs[0]["result"]["tokens"]
     assert a["unit"] == "nats/token" and "nats/token" in a["verdicts"]["rule"]["sentence"]
@@ -238,7 +238,7 @@ def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
     # a fit whose irreducible loss underflowed to 0 (seen on data where the loss depends on N x D only)
     monkeypatch.setattr(analysis_mod, "fit_loss_law", lambda *a, **k: LossLawFit(0.0, 80.0, 90.0, 0.4, 0.5, 1e-3, 36, 1, 1e-3))
     monkeypatch.setattr(analysis_mod, "fit_frontier", lambda *a, **k: FrontierFit(0.0, 80.0, 0.4, 1e-3, 10, 1, 1e-3))
-    a = judge_study(study(LAWS["B"]), n_bootstrap=10)
+    a = judge_study(study(LAWS["B"]), n_bootstrap=10).to_dict()
     for label in ("backprop", "rule"):
         assert "degenerate: E went to 0" in a["fits"][label]["loss_law"]["reason"]
         assert "degenerate: E went to 0" in a["fits"][label]["frontier"]["reason"]
@@ -250,7 +250,7 @@ def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
 
     monkeypatch.setattr(analysis_mod, "fit_loss_law", fails)
     monkeypatch.setattr(analysis_mod, "fit_frontier", fails)
-    a = judge_study(study(LAWS["B"]), n_bootstrap=10)
+    a = judge_study(study(LAWS["B"]), n_bootstrap=10).to_dict()
     assert a["fits"]["rule"]["loss_law"]["reason"] == "the L(N, D) fit failed: math domain error"
     assert a["fits"]["rule"]["frontier"]["reason"] == "the frontier fit failed: math domain error"
 
@@ -265,17 +265,20 @@ def test_few_seeds_give_a_caution():
     rng = np.random.default_rng(8)
     recs = records_for("backprop", bp_law, rng=rng, seeds=(0, 1))
     recs += records_for("rule", LAWS["D"], rng=rng, seeds=(0, 1), start=1000)
-    v = judge_study(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
-    assert "few seeds (rule: 2, backprop: 2)" in v["caveat"] and "(caution: few seeds" in v["sentence"]
-    assert "caveat" not in judge_study(study(LAWS["D"]), n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
+    v = judge_study(recs, n_bootstrap=10, loss_law=False).verdicts["rule"]
+    assert "few seeds (rule: 2, backprop: 2)" in v.caveat and "(caution: few seeds" in v.sentence
+    assert "caveat" in v.to_dict()
+    enough = judge_study(study(LAWS["D"]), n_bootstrap=10, loss_law=False).verdicts["rule"]
+    assert enough.caveat is None and "caveat" not in enough.to_dict()
 
 
 def test_disjoint_compute_ranges_are_undecided():
     rng = np.random.default_rng(9)
     recs = records_for("backprop", bp_law, rng=rng, sizes=(1_000, 3_000))
     recs += records_for("rule", LAWS["A"], rng=rng, sizes=(100_000, 300_000), start=1000)
-    v = judge_study(recs, n_bootstrap=10, loss_law=False)["verdicts"]["rule"]
-    assert v["class"] == "undecided" and "do not overlap" in v["sentence"]
+    v = judge_study(recs, n_bootstrap=10, loss_law=False).verdicts["rule"]
+    assert v.cls == "undecided" and "do not overlap" in v.sentence
+    assert list(v.to_dict()) == ["label", "baseline", "level", "class", "reason", "sentence"]
 
 
 def test_a_learning_rate_with_a_diverged_run_ranks_last():
@@ -283,12 +286,12 @@ def test_a_learning_rate_with_a_diverged_run_ranks_last():
     lrs = (1e-3, 1e-2)
     recs = records_for("backprop", bp_law, lrs=lrs, rng=rng, sizes=(1_000,), steps=(100,), lr_loss=lambda lr: 0.5 * (lr == 1e-3))
     a = judge_study(recs, n_bootstrap=10, loss_law=False)
-    assert a["best_lr"][0]["best_lr"] == 1e-2
+    assert a.best_lr[0].best_lr == 1e-2
     # one more seed at lr 1e-2 diverged: 1e-3 wins although its finished runs are worse
     recs.append(record(99, "backprop", 1_000, 100, 3, 1e-2, 5.0, status="diverged"))
-    (row,) = judge_study(recs, n_bootstrap=10, loss_law=False)["best_lr"]
-    assert row["best_lr"] == 1e-3 and row["edge"] == "smallest"
-    assert {x["lr"]: x["n_diverged"] for x in row["mean_loss_by_lr"]} == {1e-3: 0, 1e-2: 1}
+    (row,) = judge_study(recs, n_bootstrap=10, loss_law=False).best_lr
+    assert row.best_lr == 1e-3 and row.edge == "smallest"
+    assert {x.lr: x.n_diverged for x in row.mean_loss_by_lr} == {1e-3: 0, 1e-2: 1}
 
 
 def test_a_bootstrap_without_distinct_resamples_gives_undecided():
@@ -300,11 +303,15 @@ def test_a_bootstrap_without_distinct_resamples_gives_undecided():
             loss = E + 50.0 * C ** -0.3
             recs.append(_four_point_record(label, C, loss, i))
     out = judge_study(recs, n_bootstrap=30, loss_law=False)
-    v = out["verdicts"]["dfa"]
-    assert out["fits"]["dfa"]["frontier"]["distinct_resamples"] < 3
-    assert v["class"] == "undecided" and v["point_estimate_class"] == "D"
-    assert "too few distinct resamples" in v["sentence"] and "point estimates alone would say D" in v["sentence"]
-    assert v["extrapolated"]["class"] == "undecided"
+    v = out.verdicts["dfa"]
+    assert out.fits["dfa"].frontier.distinct_resamples < 3
+    assert v.cls == "undecided" and v.point_estimate_class == "D"
+    assert "too few distinct resamples" in v.sentence and "point estimates alone would say D" in v.sentence
+    assert v.extrapolated.cls == "undecided" and v.extrapolated.point_estimate_class is not None
+    data = v.to_dict()  # today's keys in today's order
+    assert list(data) == ["label", "baseline", "level", "class", "reason", "range", "studied", "sentence",
+                          "point_estimate_class", "caveat", "extrapolated", "extrapolated_sentence"]
+    assert list(data["extrapolated"])[-4:] == ["crossover", "from", "to", "point_estimate_class"]
 
 
 def _four_point_record(label, C, loss, i):
@@ -334,6 +341,6 @@ def test_the_studied_range_ends_where_a_label_stopped_improving():
         r["config"] = dict(r["config"], seed=r["seed"])
         r["id"] = f"{r['id']}-{r['seed']}"
     out = judge_study(recs, n_bootstrap=20, loss_law=False)
-    assert out["fits"]["dfa"]["frontier_range"][1] == pytest.approx(1e8, rel=0.01)
-    assert out["fits"]["dfa"]["compute_range"][1] == pytest.approx(1e10, rel=0.01)
-    assert out["verdicts"]["dfa"]["range"][1] == pytest.approx(1e8, rel=0.01)
+    assert out.fits["dfa"].frontier_range[1] == pytest.approx(1e8, rel=0.01)
+    assert out.fits["dfa"].compute_range[1] == pytest.approx(1e10, rel=0.01)
+    assert out.verdicts["dfa"].range[1] == pytest.approx(1e8, rel=0.01)

@@ -7,6 +7,7 @@ import copy
 import io
 import itertools
 import json
+import math
 import os
 import platform
 import shutil
@@ -15,10 +16,12 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from beyondbp.analysis.scaling import Intervals
 from beyondbp.errors import ConfigError
 from beyondbp.reporting import study as report_mod
 from beyondbp.reporting.study import write_report
@@ -126,13 +129,14 @@ def test_files_written(written):
     assert sorted(p.name for p in out.iterdir()) == sorted([*paths, ".beyondbp-manifest.json"])  # the manifest lists what the report wrote
     payload = json.loads((out / "report.json").read_text())
     assert payload["beyondbp_report"] == 1 and payload["spec"]["name"] == "tiny-report"
-    assert payload["analysis"]["verdicts"]["dfa"]["sentence"] == analysis["verdicts"]["dfa"]["sentence"]
+    assert payload["analysis"] == json.loads(json.dumps(analysis.to_dict()))  # the analysis, serialised by the writer
+    assert payload["analysis"]["verdicts"]["dfa"]["sentence"] == analysis.verdicts["dfa"].sentence
     assert len(payload["runs"]) == len(recs) and payload["figures"] == sorted(FIGURES)
     md = (out / "report.md").read_text()
     for name in FIGURES:
         assert f"]({name})" in md
         _decode_png((out / name).read_bytes())
-    assert analysis["verdicts"]["dfa"]["sentence"] in md
+    assert analysis.verdicts["dfa"].sentence in md
     assert "| label | other axes | N | D |" in md and "[study]" in md
 
 
@@ -327,25 +331,29 @@ def test_tiny_real_study(spec, tmp_path):
     assert len(planned) == 16
     records = [as_record(p, run(p.config)) for p in planned]
     analysis = judge_study(records, n_bootstrap=10)
-    assert analysis["counts"] == {"done": 16}
-    assert analysis["notes"][0].startswith("the study has a single learning rate")
-    assert {row["best_lr"] for row in analysis["best_lr"]} == {0.01}
-    assert all(r["D"] == r_steps * 32 for r, r_steps in zip(analysis["runs"], [p.config.steps for p in planned]))
-    verdict = analysis["verdicts"]["dfa"]
-    assert verdict["sentence"].startswith("dfa vs backprop: ") and "few seeds" in verdict["sentence"]
-    ll = analysis["fits"]["dfa"]["loss_law"]
-    assert not ll["fitted"] and "too few distinct (N, D) points" in ll["reason"]
+    assert analysis.counts == {"done": 16}
+    assert analysis.notes[0].startswith("the study has a single learning rate")
+    assert {row.best_lr for row in analysis.best_lr} == {0.01}
+    assert all(r.D == r_steps * 32 for r, r_steps in zip(analysis.runs, [p.config.steps for p in planned]))
+    verdict = analysis.verdicts["dfa"]
+    assert verdict.sentence.startswith("dfa vs backprop: ") and "few seeds" in verdict.sentence
+    ll = analysis.fits["dfa"].loss_law
+    assert not ll.fitted and "too few distinct (N, D) points" in ll.reason
     paths = write_report(spec, records, tmp_path / "report", analysis=analysis)
     assert {"frontier.png", "curves.png", "alignment.png"} <= set(paths)
     text = paths["report.html"].read_text()
-    assert analysis["verdicts"]["dfa"]["sentence"].replace("'", "&#x27;") in text
+    assert analysis.verdicts["dfa"].sentence.replace("'", "&#x27;") in text
     json.loads(paths["report.json"].read_text())
 
 
 def test_an_estimate_is_inside_its_printed_interval_or_marked_apart(written):
     """Issue 21 §5: "1.7e-10 (4.2e-11 – 1.5e-10)" — the fit to all points printed beside a
     bootstrap interval that does not hold it, with nothing to say so."""
-    p = report_mod._param
+    def p(value, name):
+        est, lo, hi = (value[name][k] for k in ("estimate", "low", "high"))
+        fit = SimpleNamespace(**{name: math.nan if est is None else est})
+        return report_mod._param(Intervals(fit, 0.95, 10, 0, {name: lo}, {name: hi}, {}), name)
+
     assert p({"A": {"estimate": 1.7e-10, "low": 4.2e-11, "high": 1.5e-10}}, "A") == "1.7e-10† (4.2e-11 – 1.5e-10)"
     # inside, but the short form would round it past a bound: printed with the digits it takes
     text = p({"B": {"estimate": 103.549, "low": 68.17, "high": 103.5491}}, "B")

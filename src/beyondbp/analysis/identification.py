@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -65,8 +66,12 @@ from ..errors import ConfigError
 from ..jsonable import finite_number
 
 __all__ = [
+    "Identification",
+    "IdentificationScore",
+    "as_distance_matrix",
     "bootstrap",
     "identify",
+    "label_codes",
     "mds",
     "nearest_neighbour",
     "nn_chance",
@@ -80,8 +85,9 @@ STATISTICS = ("nn", "reference_mean", "reference_best")
 # -- input checks -------------------------------------------------------------------------------
 
 
-def _matrix(D: Any) -> np.ndarray:
-    """``D`` as a float64 square matrix with finite off-diagonal entries, n ≥ 2."""
+def as_distance_matrix(D: Any) -> np.ndarray:
+    """``D`` as a float64 square matrix with finite off-diagonal entries, n ≥ 2 (``ConfigError``
+    otherwise)."""
     try:
         if hasattr(D, "detach"):
             D = D.detach().cpu().numpy()
@@ -109,7 +115,7 @@ def _labels(labels: Sequence[Any], n: int, what: str = "labels") -> list:
     return labels
 
 
-def _codes(labels: Sequence[Any]) -> tuple[np.ndarray, list]:
+def label_codes(labels: Sequence[Any]) -> tuple[np.ndarray, list]:
     """Integer code of each label and the distinct labels in order of first appearance."""
     order: "OrderedDict[Any, int]" = OrderedDict()
     for x in labels:
@@ -118,7 +124,7 @@ def _codes(labels: Sequence[Any]) -> tuple[np.ndarray, list]:
 
 
 def _check_reference(labels: Sequence[Any]) -> None:
-    codes, rules = _codes(labels)
+    codes, rules = label_codes(labels)
     counts = np.bincount(codes, minlength=len(rules))
     for rule, count in zip(rules, counts):
         if count < 2:
@@ -196,8 +202,8 @@ def nearest_neighbour(D: Any, labels: Sequence[Any]) -> float:
     """Leave-one-out nearest-neighbour identification accuracy: the fraction of networks ``i``
     whose closest other network ``argmin_{j≠i} D[i, j]`` has ``i``'s rule (exact ties share the
     credit: the fraction of the tied networks with ``i``'s rule)."""
-    M = _matrix(D)
-    codes, _ = _codes(_labels(labels, M.shape[0]))
+    M = as_distance_matrix(D)
+    codes, _ = label_codes(_labels(labels, M.shape[0]))
     return float(np.mean(_nn_credit(M, codes, np.eye(M.shape[0], dtype=bool))))
 
 
@@ -207,7 +213,7 @@ def nn_chance(labels: Sequence[Any]) -> float:
     n = len(labels)
     if n < 2:
         raise ConfigError(f"identification needs at least two networks, got {n}")
-    codes, _ = _codes(labels)
+    codes, _ = label_codes(labels)
     counts = np.bincount(codes)
     return float(np.mean((counts[codes] - 1) / (n - 1)))
 
@@ -224,16 +230,16 @@ def reference_identification(D: Any, labels: Sequence[Any], score: str = "mean")
     (smallest; ties share the credit). Every rule needs at least two networks."""
     if score not in ("mean", "best"):
         raise ConfigError(f"score must be 'mean' or 'best', got {score!r}")
-    M = _matrix(D)
+    M = as_distance_matrix(D)
     labels = _labels(labels, M.shape[0])
     _check_reference(labels)
-    codes, rules = _codes(labels)
+    codes, rules = label_codes(labels)
     credit = _reference_credit(M, codes, len(rules), np.eye(M.shape[0], dtype=bool), score)
     return float(np.mean(credit))
 
 
 def _check_groups(groups: Sequence[Any], n: int) -> tuple[np.ndarray, list]:
-    codes, distinct = _codes(_labels(groups, n, "groups"))
+    codes, distinct = label_codes(_labels(groups, n, "groups"))
     if len(distinct) < 2:
         raise ConfigError(
             f"the bootstrap over seeds needs networks from at least two seeds, got {len(distinct)}"
@@ -254,7 +260,7 @@ def bootstrap(
     ``"reference_mean"``, ``"reference_best"``, or a function ``stat(D, labels, excluded)`` of a
     replicate's distance matrix, labels and boolean (n, n) mask of the pairs that must not count
     (the diagonal and the copies), returning a number (NaN if undefined: redrawn)."""
-    M = _matrix(D)
+    M = as_distance_matrix(D)
     n = M.shape[0]
     labels = _labels(labels, n)
     gcodes, distinct = _check_groups(groups, n)
@@ -267,7 +273,7 @@ def bootstrap(
             _check_reference(labels)
     elif not callable(stat):
         raise ConfigError(f"stat must be one of {', '.join(STATISTICS)} or a function, got {type(stat).__name__}")
-    codes, rules = _codes(labels)
+    codes, rules = label_codes(labels)
     g = len(distinct)
     members = [np.flatnonzero(gcodes == c) for c in range(g)]
     rng = np.random.default_rng(seed)
@@ -312,39 +318,72 @@ def bootstrap(
     return float(low), float(high)
 
 
-def identify(D: Any, labels: Sequence[Any], groups: Sequence[Any], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """All identification statistics of one distance matrix: nearest-neighbour accuracy,
-    reference identification with the mean and the best score, each with its chance level and
-    95 % bootstrap interval over seeds, and the nearest-neighbour confusion counts
+@dataclass(frozen=True)
+class IdentificationScore:
+    """One identification statistic: its ``accuracy``, the ``chance`` level and the 95 %
+    bootstrap ``interval`` over seeds ``(low, high)``."""
+
+    accuracy: float
+    chance: float
+    interval: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "chance": self.chance, "interval": list(self.interval)}
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Every identification statistic of one distance matrix (:func:`identify`): nearest
+    neighbour (``nn``), reference identification with the mean (``reference``) and the best
+    (``reference_best``) score, and the nearest-neighbour ``confusion`` counts
     (``confusion[true rule][chosen rule]``, ties shared fractionally)."""
-    M = _matrix(D)
+
+    n_networks: int
+    rules: tuple[str, ...]
+    n_boot: int
+    seed: int
+    nn: IdentificationScore
+    reference: IdentificationScore
+    reference_best: IdentificationScore
+    confusion: Mapping[str, Mapping[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_networks": self.n_networks, "rules": list(self.rules), "n_boot": self.n_boot, "seed": self.seed,
+                "nn": self.nn.to_dict(), "reference": self.reference.to_dict(),
+                "reference_best": self.reference_best.to_dict(),
+                "confusion": {a: dict(row) for a, row in self.confusion.items()}}
+
+
+def identify(D: Any, labels: Sequence[Any], groups: Sequence[Any], n_boot: int = 1000, seed: int = 0) -> Identification:
+    """All identification statistics of one distance matrix (:class:`Identification`):
+    nearest-neighbour accuracy, reference identification with the mean and the best score, each
+    with its chance level and 95 % bootstrap interval over seeds, and the nearest-neighbour
+    confusion counts (``confusion[true rule][chosen rule]``, ties shared fractionally)."""
+    M = as_distance_matrix(D)
     n = M.shape[0]
     labels = _labels(labels, n)
     _check_groups(groups, n)
     _check_reference(labels)
-    codes, rules = _codes(labels)
-    out: dict[str, Any] = {"n_networks": n, "rules": [str(r) for r in rules], "n_boot": int(n_boot), "seed": seed}
-    out["nn"] = {
-        "accuracy": nearest_neighbour(M, labels),
-        "chance": nn_chance(labels),
-        "interval": list(bootstrap(M, labels, groups, "nn", n_boot, seed)),
+    codes, rules = label_codes(labels)
+    nn = IdentificationScore(nearest_neighbour(M, labels), nn_chance(labels), bootstrap(M, labels, groups, "nn", n_boot, seed))
+    ref = {
+        score: IdentificationScore(reference_identification(M, labels, score), reference_chance(labels),
+                                   bootstrap(M, labels, groups, f"reference_{score}", n_boot, seed))
+        for score in ("mean", "best")
     }
-    for score in ("mean", "best"):
-        out["reference" if score == "mean" else "reference_best"] = {
-            "accuracy": reference_identification(M, labels, score),
-            "chance": reference_chance(labels),
-            "interval": list(bootstrap(M, labels, groups, f"reference_{score}", n_boot, seed)),
-        }
     counts = _nn_choice(M, codes, len(rules))
-    out["confusion"] = {str(a): {str(b): float(counts[i, j]) for j, b in enumerate(rules)} for i, a in enumerate(rules)}
-    return out
+    return Identification(
+        n_networks=n, rules=tuple(str(r) for r in rules), n_boot=int(n_boot), seed=seed, nn=nn,
+        reference=ref["mean"], reference_best=ref["best"],
+        confusion={str(a): {str(b): float(counts[i, j]) for j, b in enumerate(rules)} for i, a in enumerate(rules)},
+    )
 
 
 def mds(D: Any, dims: int = 2) -> np.ndarray:
     """Classical (Torgerson) MDS of the symmetrised ``(D + Dᵀ)/2``: (n, dims) coordinates whose
     distances approximate it (exactly, for Euclidean distances of points in ≤ dims dimensions);
     each axis's largest-magnitude entry is positive."""
-    M = _matrix(D)
+    M = as_distance_matrix(D)
     n = M.shape[0]
     if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 1 <= dims <= n:
         raise ConfigError(f"dims must be an integer from 1 to the number of networks ({n}), got {dims!r}")

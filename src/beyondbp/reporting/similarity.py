@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import files
-from ..analysis.identification import _codes, _matrix, mds
+from ..analysis.identification import Identification, IdentificationScore, as_distance_matrix, label_codes, mds
 from ..errors import ConfigError
 from ..jsonable import finite_number, plain
 
@@ -51,6 +51,8 @@ def _file_names(items: Sequence[str]) -> dict[str, str]:
 
 
 def _arrays_to_lists(value: Any) -> Any:
+    if isinstance(value, (Identification, IdentificationScore)):
+        return value.to_dict()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if hasattr(value, "detach") and hasattr(value, "tolist") and getattr(value, "dim", lambda: 0)() > 0:
@@ -88,7 +90,7 @@ def _validate(result: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"distances of {measure!r} must map layer names to matrices")
         distances[str(measure)] = {}
         for layer, D in per_layer.items():
-            M = _matrix(D)
+            M = as_distance_matrix(D)
             if M.shape[0] != n:
                 raise ConfigError(
                     f"the {measure!r} distances of layer {layer!r} are {M.shape[0]} × {M.shape[0]} but there are {n} networks"
@@ -136,7 +138,7 @@ _MARKERS = "osD^vP*Xhp<>"
 def _order(networks: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
     """Network order (by rule in order of first appearance, then seed), the rules, and each
     rule's [start, end) block in that order."""
-    _, rules = _codes([str(net["rule"]) for net in networks])
+    _, rules = label_codes([str(net["rule"]) for net in networks])
     rank = {r: i for i, r in enumerate(rules)}
     order = sorted(range(len(networks)), key=lambda i: (rank[str(networks[i]["rule"])], _sort_key(networks[i].get("seed")), i))
     blocks, start = [], 0
@@ -312,22 +314,8 @@ def _fmt_g(value: Any) -> str:
     return f"{v:.3g}" if v == 0 or 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
 
 
-def _with_interval(entry: Any) -> str:
-    if not isinstance(entry, Mapping):
-        return _fmt(entry)
-    text = _fmt(entry.get("accuracy"))
-    iv = entry.get("interval")
-    if isinstance(iv, (list, tuple)) and len(iv) == 2:
-        text += f" [{_fmt(iv[0])}, {_fmt(iv[1])}]"
-    return text
-
-
-def _pair(value: Any) -> tuple[Any, Any]:
-    if isinstance(value, Mapping):
-        return value.get("stochastic"), value.get("deterministic")
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return value[0], value[1]
-    return None, None
+def _with_interval(entry: IdentificationScore) -> str:
+    return f"{_fmt(entry.accuracy)} [{_fmt(entry.interval[0])}, {_fmt(entry.interval[1])}]"
 
 
 def _md_cell(text: Any) -> str:
@@ -344,14 +332,13 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
               figures: Mapping[str, str], title: str) -> str:
     networks, layers = checked["networks"], checked["layers"]
     measures = result.get("measures") or {}
-    rules = _codes([str(net["rule"]) for net in networks])[1]
+    rules = label_codes([str(net["rule"]) for net in networks])[1]
     seeds = sorted({net.get("seed") for net in networks}, key=_sort_key)
-    ident = result.get("identification") or {}
+    ident: Mapping[str, Mapping[str, Identification]] = result.get("identification") or {}
     n_boot = None
     for per_layer in ident.values():
-        for entry in (per_layer or {}).values():
-            if isinstance(entry, Mapping) and entry.get("n_boot"):
-                n_boot = entry["n_boot"]
+        for entry in per_layer.values():
+            n_boot = entry.n_boot or n_boot
     parts = [f"# {title}"]
     parts.append(
         f"{len(networks)} networks ({len(rules)} rules: {', '.join(rules)}; {len(seeds)} seeds), "
@@ -371,22 +358,11 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
             "interval says how much the accuracy depends on which seeds' networks are the recordings, not how "
             "it would vary with a fresh set of networks."
         )
-        rows = []
-        for name in measure_names:
-            for layer in layers:
-                entry = (ident.get(name) or {}).get(layer)
-                if not isinstance(entry, Mapping):
-                    continue
-                nn, ref = entry.get("nn") or {}, entry.get("reference") or {}
-                rows.append([name, layer, _with_interval(nn), _fmt(nn.get("chance")), _with_interval(ref),
-                             _fmt(ref.get("chance"))])
-        for name in ident:
-            if name not in measure_names:
-                for layer, entry in (ident.get(name) or {}).items():
-                    if isinstance(entry, Mapping):
-                        nn, ref = entry.get("nn") or {}, entry.get("reference") or {}
-                        rows.append([name, layer, _with_interval(nn), _fmt(nn.get("chance")), _with_interval(ref),
-                                     _fmt(ref.get("chance"))])
+        entries = [(name, layer, ident[name][layer]) for name in measure_names for layer in layers
+                   if layer in ident.get(name, {})]
+        entries += [(name, layer, entry) for name in ident if name not in measure_names for layer, entry in ident[name].items()]
+        rows = [[name, layer, _with_interval(e.nn), _fmt(e.nn.chance), _with_interval(e.reference), _fmt(e.reference.chance)]
+                for name, layer, e in entries]
         parts.append(_table(["measure", "layer", "nearest-neighbour accuracy [95 % interval]", "chance",
                              "reference identification (mean score) [95 % interval]", "chance"], rows))
     svd = result.get("stochastic_vs_deterministic") or []
@@ -398,11 +374,8 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
         )
         rows = []
         for entry in svd:
-            if not isinstance(entry, Mapping):
-                continue
-            ns, nd = _pair(entry.get("nn"))
-            rs, rd = _pair(entry.get("reference"))
-            rows.append([entry.get("layer", "—"), entry.get("stochastic", "—"), entry.get("deterministic", "—"),
+            (ns, nd), (rs, rd) = entry["nn"], entry["reference"]
+            rows.append([entry["layer"], entry["stochastic"], entry["deterministic"],
                          _with_interval(ns), _with_interval(nd), _with_interval(rs), _with_interval(rd)])
         parts.append(_table(["layer", "stochastic", "deterministic", "nearest neighbour: stochastic",
                              "nearest neighbour: deterministic", "reference: stochastic", "reference: deterministic"],

@@ -48,6 +48,8 @@ import numpy as np
 
 from .. import files
 from ..jsonable import plain
+from ..analysis.scaling import Intervals
+from ..study.judgement import StudyVerdicts
 from ..study.verdict import fmt_compute, judge_study
 from ..jsonable import finite_number as _num
 
@@ -130,41 +132,41 @@ def _record_compute(rec: Mapping[str, Any]) -> float | None:
 
 
 # -- figures ------------------------------------------------------------------------------------
-def _frontier_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> bytes | None:
-    runs = analysis.get("runs") or []
+def _frontier_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any]]) -> bytes | None:
+    runs = analysis.runs
     if not runs:
         return None
-    labels = list(analysis.get("labels") or [])
-    colours = _colours(labels + sorted({d["label"] for d in analysis.get("diverged") or []} - set(labels)))
+    labels = list(analysis.labels)
+    colours = _colours(labels + sorted({d.label for d in analysis.diverged} - set(labels)))
     fig = _figure(8.5, 5.5)
     ax = fig.subplots()
     for label in labels:
         c = colours[label]
-        best = [r for r in runs if r["label"] == label and r["best_lr"]]
-        other = [r for r in runs if r["label"] == label and not r["best_lr"]]
-        ax.scatter([r["C"] for r in best], [r["loss"] for r in best], color=c, s=22, alpha=0.85, label=f"{label} (best LR)")
+        best = [r for r in runs if r.label == label and r.best_lr]
+        other = [r for r in runs if r.label == label and not r.best_lr]
+        ax.scatter([r.C for r in best], [r.loss for r in best], color=c, s=22, alpha=0.85, label=f"{label} (best LR)")
         if other:
-            ax.scatter([r["C"] for r in other], [r["loss"] for r in other], facecolors="none", edgecolors=c, s=22, alpha=0.45,
+            ax.scatter([r.C for r in other], [r.loss for r in other], facecolors="none", edgecolors=c, s=22, alpha=0.45,
                        label=f"{label} (other LRs)")  # fmt: skip
-        fr = ((analysis.get("fits") or {}).get(label) or {}).get("frontier") or {}
-        curve = fr.get("curve") if fr.get("fitted") else None
-        if curve:
-            C = np.array(curve["C"], dtype=float)
-            est = np.array([np.nan if v is None else v for v in curve["estimate"]], dtype=float)
-            low = np.array([np.nan if v is None else v for v in curve["low"]], dtype=float)
-            high = np.array([np.nan if v is None else v for v in curve["high"]], dtype=float)
-            inside = C <= curve["extrapolated_from"] * (1 + 1e-9)
+        fits = analysis.fits.get(label)
+        curve = fits.frontier.curve if fits is not None and fits.frontier.fitted else None
+        if curve is not None:
+            C = np.array(curve.C, dtype=float)
+            est = np.array(curve.estimate, dtype=float)
+            low = np.array(curve.low, dtype=float)
+            high = np.array(curve.high, dtype=float)
+            inside = C <= curve.extrapolated_from * (1 + 1e-9)
             ax.plot(C[inside], est[inside], color=c, lw=1.8)
             k = max(int(inside.sum()) - 1, 0)
             ax.plot(C[k:], est[k:], color=c, lw=1.4, ls="--")
             ax.fill_between(C, low, high, color=c, alpha=0.15, lw=0)
     top = None
-    diverged = [d for d in analysis.get("diverged") or []]
+    diverged = list(analysis.diverged)
     if diverged:
         by_id = {r.get("id"): r for r in records}
         ylo, yhi = ax.get_ylim()
         top = yhi
-        xs = [(_record_compute(by_id.get(d["id"], {})), d["label"]) for d in diverged]
+        xs = [(_record_compute(by_id.get(d.id, {})), d.label) for d in diverged]
         xs = [(x, lab) for x, lab in xs if x]
         for i, (x, lab) in enumerate(xs):
             ax.scatter([x], [top], marker="x", color=colours.get(lab, "k"), s=40,
@@ -172,34 +174,34 @@ def _frontier_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str,
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs, measured)")
-    ax.set_ylabel(f"final {analysis.get('loss')} ({analysis.get('unit')})")
+    ax.set_ylabel(f"final {_loss_text(analysis)} ({analysis.unit})")
     ax.set_title("Loss vs compute: runs, fitted frontiers L(C) = E + A·C^(−α) and bootstrap bands (dashed: extrapolated)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _png(fig)
 
 
-def _loss_law_figure(analysis: Mapping[str, Any]) -> bytes | None:
-    fits = analysis.get("fits") or {}
-    fitted = [lab for lab in analysis.get("labels") or [] if (fits.get(lab) or {}).get("loss_law", {}).get("fitted")]
+def _loss_law_figure(analysis: StudyVerdicts) -> bytes | None:
+    fits = analysis.fits
+    fitted = [lab for lab in analysis.labels if lab in fits and fits[lab].loss_law.fitted]
     if not fitted:
         return None
     fig = _figure(5.0 * len(fitted), 4.5)
     axes = np.atleast_1d(fig.subplots(1, len(fitted)))
-    runs = analysis.get("runs") or []
+    runs = analysis.runs
     for ax, label in zip(axes, fitted):
-        ll = fits[label]["loss_law"]
-        f = ll["fit"]
-        (n0, n1), (d0, d1) = ll["N_range"], ll["D_range"]
+        ll = fits[label].loss_law
+        f = ll.fit
+        (n0, n1), (d0, d1) = ll.N_range, ll.D_range
         N = np.geomspace(n0 / 2, n1 * 2, 80)
         D = np.geomspace(d0 / 2, d1 * 2, 80)
         NN, DD = np.meshgrid(N, D)
         with np.errstate(over="ignore"):  # a far corner of a steep fit overflows to inf: not drawn
-            Z = f["E"] + f["A"] / NN ** f["alpha"] + f["B"] / DD ** f["beta"]
+            Z = f.E + f.A / NN ** f.alpha + f.B / DD ** f.beta
         cs = ax.contour(NN, DD, Z, levels=10, cmap="viridis")
         ax.clabel(cs, fontsize=7, fmt="%.3g")
-        mine = [r for r in runs if r["label"] == label and r["best_lr"]]
-        sc = ax.scatter([r["N"] for r in mine], [r["D"] for r in mine], c=[r["loss"] for r in mine], cmap="viridis",
+        mine = [r for r in runs if r.label == label and r.best_lr]
+        sc = ax.scatter([r.N for r in mine], [r.D for r in mine], c=[r.loss for r in mine], cmap="viridis",
                         edgecolors="k", s=30, vmin=float(Z.min()), vmax=float(Z.max()))  # fmt: skip
         fig.colorbar(sc, ax=ax, label="final loss")
         ax.set_xscale("log")
@@ -214,13 +216,13 @@ def _history_x(entry: Mapping[str, Any]) -> float | None:
     return _num(entry.get("tokens")) if entry.get("tokens") is not None else _num(entry.get("step"))
 
 
-def _curves_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> bytes | None:
-    best = {r["id"] for r in analysis.get("runs") or [] if r["best_lr"]}
-    labels = list(analysis.get("labels") or [])
+def _curves_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any]]) -> bytes | None:
+    best = {r.id for r in analysis.runs if r.best_lr}
+    labels = list(analysis.labels)
     by_label: dict[str, list[Mapping[str, Any]]] = {lab: [] for lab in labels}
     for rec in records:
         if rec.get("id") in best:
-            lab = next(r["label"] for r in analysis["runs"] if r["id"] == rec.get("id"))
+            lab = next(r.label for r in analysis.runs if r.id == rec.get("id"))
             by_label.setdefault(lab, []).append(rec)
     shown = [lab for lab in labels if by_label.get(lab)]
     if not shown:
@@ -230,7 +232,7 @@ def _curves_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str, A
     cmap = colormaps["viridis"]
     fig = _figure(min(4.5 * len(shown), 16), 4.0)
     axes = np.atleast_1d(fig.subplots(1, len(shown), sharey=True))
-    computes = [_num(r["C"]) for r in analysis["runs"] if r["best_lr"]]
+    computes = [_num(r.C) for r in analysis.runs if r.best_lr]
     lo, hi = math.log(min(computes)), math.log(max(computes))
     xname = "step"
     for ax, label in zip(axes, shown):
@@ -250,7 +252,7 @@ def _curves_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str, A
         ax.set_xlabel(xname)
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{analysis.get('loss')} ({analysis.get('unit')})")
+    axes[0].set_ylabel(f"{_loss_text(analysis)} ({analysis.unit})")
     return _png(fig)
 
 
@@ -269,13 +271,13 @@ def _alignment_series(rec: Mapping[str, Any]) -> list[tuple[float, float]]:
     return out
 
 
-def _alignment_figure(analysis: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> bytes | None:
-    label_of = {r["id"]: r["label"] for r in analysis.get("runs") or [] if r["best_lr"]}
+def _alignment_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any]]) -> bytes | None:
+    label_of = {r.id: r.label for r in analysis.runs if r.best_lr}
     series = [(label_of[r.get("id")], _alignment_series(r)) for r in records if r.get("id") in label_of]
     series = [(lab, s) for lab, s in series if s]
     if not series:
         return None
-    colours = _colours(list(analysis.get("labels") or []))
+    colours = _colours(list(analysis.labels))
     fig = _figure(8.0, 4.5)
     ax = fig.subplots()
     seen: set[str] = set()
@@ -312,12 +314,11 @@ def _ordered(texts: Sequence[str]) -> bool:
     return lo <= est <= hi
 
 
-def _param(iv: Mapping[str, Any], name: str) -> str:
+def _param(iv: Intervals, name: str) -> str:
     """``estimate (low – high)``. An estimate outside its interval is marked apart with
     :data:`OUTSIDE_MARK`; one inside is printed with as many digits as it takes to read inside
     (a short form can round it past a bound)."""
-    p = iv.get(name) or {}
-    est, lo, hi = _num(p.get("estimate")), _num(p.get("low")), _num(p.get("high"))
+    est, lo, hi = _num(iv.estimate[name]), _num(iv.low[name]), _num(iv.high[name])
     texts = [_g(est), _g(lo), _g(hi)]
     if est is not None and lo is not None and hi is not None:
         if not lo <= est <= hi:
@@ -330,25 +331,29 @@ def _param(iv: Mapping[str, Any], name: str) -> str:
     return f"{texts[0]} ({texts[1]} – {texts[2]})"
 
 
-def _fit_rows(analysis: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
+def _fit_rows(analysis: StudyVerdicts) -> tuple[list[list[str]], list[str]]:
     rows, reasons = [], []
-    for label in analysis.get("labels") or []:
-        fits = (analysis.get("fits") or {}).get(label) or {}
-        fr, ll = fits.get("frontier") or {}, fits.get("loss_law") or {}
-        if fr.get("fitted"):
-            iv = fr["intervals"]
+    for label in analysis.labels:
+        fr, ll = analysis.fits[label].frontier, analysis.fits[label].loss_law
+        if fr.fitted:
+            iv = fr.intervals
             rows.append([label, "L(C) = E + A·C^(−α)", _param(iv, "E"), _param(iv, "A"), _param(iv, "alpha"), "", "",
-                         str(fr["fit"]["n_points"]), f"{fr['n_resamples']} × {fr['resampled']}"])  # fmt: skip
+                         str(fr.fit.n_points), f"{fr.n_resamples} × {fr.resampled}"])  # fmt: skip
         else:
-            reasons.append(f"{label}, frontier L(C): {fr.get('reason', 'not fitted')}")
-        if ll.get("fitted"):
-            iv = ll["intervals"]
+            reasons.append(f"{label}, frontier L(C): {fr.reason}")
+        if ll.fitted:
+            iv = ll.intervals
             rows.append([label, "L(N, D) = E + A/N^α + B/D^β", _param(iv, "E"), _param(iv, "A"), _param(iv, "alpha"),
-                         _param(iv, "B"), _param(iv, "beta"), str(ll["fit"]["n_points"]),
-                         f"{ll['n_resamples']} × {ll['resampled']}"])  # fmt: skip
+                         _param(iv, "B"), _param(iv, "beta"), str(ll.fit.n_points),
+                         f"{ll.n_resamples} × {ll.resampled}"])  # fmt: skip
         else:
-            reasons.append(f"{label}, L(N, D): {ll.get('reason', 'not fitted')}")
+            reasons.append(f"{label}, L(N, D): {ll.reason}")
     return rows, reasons
+
+
+def _loss_text(analysis: StudyVerdicts) -> str:
+    """The loss's name as the report has always printed it (a mixture prints as a list)."""
+    return analysis.loss if isinstance(analysis.loss, str) else str(list(analysis.loss))
 
 
 def _interval_text(entry: Mapping[str, Any]) -> str:
@@ -383,30 +388,29 @@ def _representation_blocks(result: Mapping[str, Any], figures: Mapping[str, byte
     return out
 
 
-def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any], figures: Mapping[str, bytes],
+def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerdicts, figures: Mapping[str, bytes],
             representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None) -> list[tuple]:
     name = getattr(spec, "name", None) or "study"
     out: list[tuple] = [("h1", f"Study report: {name}")]
     desc = getattr(spec, "description", "") or ""
     if desc:
         out.append(("p", desc))
-    settings = analysis.get("settings") or {}
-    level = settings.get("level", 0.95)
+    level = analysis.settings["level"]
     out.append(("p", (
-        f"{analysis.get('n_records', len(records))} run records; losses are the final {analysis.get('loss')} "
-        f"({analysis.get('unit')}); compute is measured training FLOPs (FLOPs per step × steps), evaluation not "
-        f"included; intervals are {100 * level:g}% bootstrap intervals over seeds ({settings.get('n_bootstrap')} resamples); "
-        f"baseline: {analysis.get('baseline')}."
+        f"{analysis.n_records} run records; losses are the final {_loss_text(analysis)} "
+        f"({analysis.unit}); compute is measured training FLOPs (FLOPs per step × steps), evaluation not "
+        f"included; intervals are {100 * level:g}% bootstrap intervals over seeds ({analysis.settings['n_bootstrap']} resamples); "
+        f"baseline: {analysis.baseline}."
     )))  # fmt: skip
 
     out.append(("h2", "Verdict"))
-    verdicts = analysis.get("verdicts") or {}
+    verdicts = analysis.verdicts
     if verdicts:
         items = []
         for v in verdicts.values():
-            items.append(v["sentence"])
-            if v.get("extrapolated_sentence"):
-                items.append(v["extrapolated_sentence"])
+            items.append(v.sentence)
+            if v.extrapolated_sentence:
+                items.append(v.extrapolated_sentence)
         out.append(("ul", items))
         out.append(("p", (
             "Classes (Filipovich et al. 2022): A, the rule reaches a lower loss than backprop over the whole compute range; "
@@ -416,15 +420,15 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
         )))  # fmt: skip
     else:
         out.append(("p", "No verdict: it needs finished runs of the baseline and of at least one other label."))
-    warn = list(analysis.get("warnings") or [])
-    notes = list(analysis.get("notes") or [])
+    warn = list(analysis.warnings)
+    notes = list(analysis.notes)
     if warn or notes:
         out.append(("h2", "Warnings and notes"))
         out += [("warn", "Warning: " + w) for w in warn]
         out += [("p", n[0].upper() + n[1:] + ".") for n in notes]
 
     out.append(("h2", "Runs by status"))
-    counts = analysis.get("counts") or {}
+    counts = analysis.counts
     order = ["done", "diverged", "failed", "running", "pending"]
     keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
     out.append(("table", ["status", "runs"], [[k, str(counts[k])] for k in keys] + [["total", str(sum(counts.values()))]]))
@@ -448,15 +452,15 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
         out.append(("ul", ["Not fitted — " + r for r in reasons]))
 
     out.append(("h2", "Best learning rate per size and budget"))
-    table = analysis.get("best_lr") or []
+    table = analysis.best_lr
     if table:
         body = []
         for r in table:
-            tried = ", ".join(f"{x['lr']:g}: {x['mean_loss']:.4g}" + (f" ({x['n_diverged']} diverged)" if x.get("n_diverged") else "")
-                              for x in r["mean_loss_by_lr"] if x["lr"] is not None)  # fmt: skip
-            edge = f"at the {r['edge']} edge" if r.get("edge") else ("single LR" if not r.get("selected") else "")
-            body.append([r["label"], _short(r["axes"]) or "—", _g(r["N"]), _g(r["D"]), fmt_compute(r["C"]),
-                         _g(r["best_lr"]), f"{r['mean_loss']:.4f}", str(r["n_seeds"]), tried, edge])  # fmt: skip
+            tried = ", ".join(f"{x.lr:g}: {x.mean_loss:.4g}" + (f" ({x.n_diverged} diverged)" if x.n_diverged else "")
+                              for x in r.mean_loss_by_lr if x.lr is not None)  # fmt: skip
+            edge = f"at the {r.edge} edge" if r.edge else ("single LR" if not r.selected else "")
+            body.append([r.label, _short(r.axes) or "—", _g(r.N), _g(r.D), fmt_compute(r.C),
+                         _g(r.best_lr), f"{r.mean_loss:.4f}", str(r.n_seeds), tried, edge])  # fmt: skip
         out.append(("table", ["label", "other axes", "N", "D", "C (FLOPs)", "best lr", "mean loss", "seeds", "mean loss by lr", "warning"], body))
     else:
         out.append(("p", "No finished runs."))
@@ -480,12 +484,12 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[s
         out.append(("p", "No run recorded alignment diagnostics (set diagnostics = true in the spec's [execution] table to record them)."))
 
     problems = []
-    for d in analysis.get("diverged") or []:
-        problems.append([d["label"], "diverged", _short(d.get("axes") or {}), f"at step {d.get('diverged_at_step')}", str(d.get("id"))])
-    for f in analysis.get("failed") or []:
-        problems.append([f["label"], "failed", _short(f.get("axes") or {}), str(f.get("error") or "")[:300], str(f.get("id"))])
-    for e in analysis.get("excluded") or []:
-        problems.append([e["label"], "excluded", "", e["reason"], str(e.get("id"))])
+    for d in analysis.diverged:
+        problems.append([d.label, "diverged", _short(d.axes), f"at step {d.diverged_at_step}", str(d.id)])
+    for f in analysis.failed:
+        problems.append([f.label, "failed", _short(f.axes), str(f.error or "")[:300], str(f.id)])
+    for e in analysis.excluded:
+        problems.append([e.label, "excluded", "", e.reason, str(e.id)])
     if problems:
         out.append(("h2", "Diverged, failed and excluded runs"))
         out.append(("table", ["label", "status", "axes", "detail", "id"], problems))
@@ -581,7 +585,7 @@ def _summary(rec: Mapping[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any],
+def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerdicts,
            representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None) -> dict[str, bytes]:
     """Every file of the report, name -> bytes, in memory (what :func:`write_report` writes);
     ``representations`` = (result, figures) of a ``beyondbp analyze`` output adds its section."""
@@ -604,7 +608,7 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Mapping[st
         _MARKER: 1,
         "spec": {"name": getattr(spec, "name", None), "description": getattr(spec, "description", None),
                  "path": str(getattr(spec, "path", "") or "") or None, "text": getattr(spec, "text", None)},
-        "analysis": analysis,
+        "analysis": analysis.to_dict(),
         "runs": [_summary(r) for r in records],
         "figures": sorted(figures),
     })  # fmt: skip
@@ -628,7 +632,7 @@ def write_report(
     spec: Any,
     records: Sequence[Mapping[str, Any]],
     out_dir: str | Path,
-    analysis: Mapping[str, Any] | None = None,
+    analysis: StudyVerdicts | None = None,
     overwrite: bool = False,
     analyze_options: Mapping[str, Any] | None = None,
     representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None,

@@ -464,7 +464,7 @@ def analyze_networks(
         labels = [n.label for n in nets]
         groups = [n.seed for n in nets]
         distances: dict[str, dict[str, Any]] = {}
-        identification: dict[str, dict[str, Any]] = {}
+        identification: dict[str, dict[str, ident.Identification]] = {}
         for m in names:
             distances[m], identification[m] = {}, {}
             for k, layer in enumerate(layer_names):
@@ -479,7 +479,7 @@ def analyze_networks(
             for layer in layer_names:
                 s, d = identification[s_name][layer], identification[d_name][layer]
                 pairs.append({"layer": layer, "stochastic": s_name, "deterministic": d_name,
-                              "nn": (s["nn"], d["nn"]), "reference": (s["reference"], d["reference"])})
+                              "nn": (s.nn, d.nn), "reference": (s.reference, d.reference)})
     return {
         "title": title,
         "networks": [{"id": n.id, "rule": n.label, "seed": n.seed, "label": f"{n.label} s{n.seed}",

@@ -1,7 +1,8 @@
 """A study's analysis: each rule at its best learning rate, scaling-law fits, the verdict.
 
 :func:`judge_study` takes the run records of a study (the dicts of ``Store.records()``) and returns
-one JSON-ready dict. It never changes the records.
+a :class:`~beyondbp.study.judgement.StudyVerdicts` (frozen dataclasses throughout; ``to_dict()``
+is the JSON a report writes). It never changes the records.
 
 Which runs. Only runs with status ``done`` are fitted. Diverged runs are counted and listed
 (never fitted); failed runs are listed with their error; pending and running ones are counted.
@@ -36,7 +37,7 @@ Fits per label.
   least :data:`LOSS_LAW_MIN_POINTS` distinct (N, D) pairs, with at least two distinct N and two
   distinct D.
 
-A fit that cannot be made is recorded as ``{"fitted": False, "reason": ...}``, never an error.
+A fit that cannot be made is recorded as ``fitted=False`` with its ``reason``, never an error.
 
 The verdict, per label against the baseline (``backprop`` by default). The studied range is
 the overlap of the two labels' efficient frontiers, ``[C_lo, C_hi]``: each from its cheapest
@@ -82,10 +83,11 @@ of each resample that changes sign on the same grid (with the fraction of resamp
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +99,22 @@ from ..analysis.scaling import (
     fit_loss_law,
 )
 from ..errors import BeyondBPError, ConfigError
-from ..jsonable import plain
-from ..jsonable import finite_number as _num
+from .judgement import (
+    AnalysedRun,
+    Crossover,
+    DeltaCurve,
+    DivergedRun,
+    ExcludedRun,
+    FailedRun,
+    FrontierCurve,
+    FrontierPoint,
+    FrontierResult,
+    LabelFits,
+    LossLawResult,
+    StudyVerdicts,
+    Verdict,
+)
+from .selection import best_lr_table, record_label, record_lr, record_seed, run_point
 
 __all__ = [
     "FRONTIER_MIN_COMPUTES",
@@ -124,8 +140,6 @@ MIN_SEEDS = 3
 MIN_DISTINCT_RESAMPLES = 3
 #: Computes on each frontier's plotted curve.
 CURVE_POINTS = 60
-#: Axes that are not part of a best-LR group.
-_NOT_GROUP_AXES = ("rule", "lr", "seed")
 
 _CLASS_MEANING = {
     "A": "{rule} better over the whole range",
@@ -147,162 +161,6 @@ def fmt_compute(c: float | None) -> str:
 
 
 
-def _pos(value: Any) -> float | None:
-    v = _num(value)
-    return v if v is not None and v > 0 else None
-
-
-def _lists(value: Any) -> Any:
-    """NumPy arrays (anywhere inside) as lists, so :func:`plain` can take the rest."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {k: _lists(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_lists(v) for v in value]
-    return value
-
-
-def _key(values: Mapping[str, Any]) -> str:
-    return json.dumps(plain(values), sort_keys=True)
-
-
-def _label(rec: Mapping[str, Any]) -> str:
-    axes = rec.get("axes") or {}
-    config = rec.get("config") or {}
-    return str(rec.get("label") or axes.get("rule") or config.get("rule") or "?")
-
-
-def _other_axes(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in (rec.get("axes") or {}).items() if k not in _NOT_GROUP_AXES}
-
-
-def _lr(rec: Mapping[str, Any]) -> float | None:
-    axes = rec.get("axes") or {}
-    return _num(axes["lr"]) if "lr" in axes else _num((rec.get("config") or {}).get("lr"))
-
-
-def _seed(rec: Mapping[str, Any]) -> Any:
-    if rec.get("seed") is not None:
-        return rec["seed"]
-    axes = rec.get("axes") or {}
-    if "seed" in axes:
-        return axes["seed"]
-    return (rec.get("config") or {}).get("seed", 0)
-
-
-def _point(rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """One done run as a point of the analysis, or ``(None, reason)``."""
-    result = rec.get("result") or {}
-    config = rec.get("config") or {}
-    final = result.get("final") or {}
-    n = _pos(result.get("n_active_params")) or _pos(result.get("n_params")) or _pos(rec.get("n_params"))
-    steps = _pos(result.get("steps"))
-    fps = _pos(result.get("flops_per_step")) or _pos(rec.get("flops_per_step"))
-    compute = fps * steps if fps and steps else _pos(rec.get("flops_total"))
-    lm = result.get("tokens") is not None or "val_loss" in final
-    if lm:
-        data = _pos(result.get("tokens"))
-        loss_name = "val_loss"
-    else:
-        batch = _pos(config.get("batch_size"))
-        data = steps * batch if steps and batch else None
-        loss_name = "test_loss"
-    loss = _pos(final.get(loss_name))
-    missing = [name for name, v in (("loss", loss), ("compute", compute), ("parameter count", n), ("data seen", data)) if v is None]
-    if missing:
-        return None, f"no finite positive {', '.join(missing)} in the result"
-    eval_flops = _num(result.get("eval_flops"))
-    if eval_flops is None:
-        eval_flops = _num(rec.get("eval_flops"))
-    return {
-        "index": -1,
-        "id": rec.get("id"),
-        "label": _label(rec),
-        "N": n,
-        "D": data,
-        "C": compute,
-        "eval_flops": eval_flops,
-        "loss": loss,
-        "loss_name": loss_name,
-        "seed": _seed(rec),
-        "lr": _lr(rec),
-        "axes": _other_axes(rec),
-        "steps": steps,
-    }, None
-
-
-# -- best learning rate -------------------------------------------------------------------------
-def _best_lr(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str], set[Any]]:
-    """The best-LR table, its warnings, and the ids of the best-LR runs."""
-    groups: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = {}
-    order: list[tuple[str, str]] = []
-    for p in points:
-        key = (p["label"], _key(p["axes"]))
-        if key not in groups:
-            groups[key] = {}
-            order.append(key)
-        groups[key].setdefault(p["lr"], []).append(p)
-    blown: Counter = Counter()
-    for rec in diverged:
-        blown[(_label(rec), _key(_other_axes(rec)), _lr(rec))] += 1
-    rows, warnings, kept = [], [], set()
-    for key in order:
-        by_lr = groups[key]
-        grid = sorted({lr for lr in by_lr if lr is not None} | {lr for (l, a, lr) in blown if (l, a) == key and lr is not None})
-        ranked = sorted(
-            by_lr.items(),
-            key=lambda item: (blown[(*key, item[0])] > 0, float(np.mean([p["loss"] for p in item[1]]))),
-        )
-        best_lr, runs = ranked[0]
-        for p in runs:
-            kept.add(p["index"])
-        mean = float(np.mean([p["loss"] for p in runs]))
-        edge = None
-        if len(grid) > 1 and best_lr is not None:
-            if best_lr == grid[0]:
-                edge = "smallest"
-            elif best_lr == grid[-1]:
-                edge = "largest"
-        label, axes = key[0], runs[0]["axes"]
-        where = label + (" " + ", ".join(f"{k}={_short(v)}" for k, v in axes.items()) if axes else "")
-        if edge:
-            warnings.append(
-                f"{where}: the best learning rate {best_lr:g} is the {edge} of the grid "
-                f"({', '.join(f'{x:g}' for x in grid)}); a learning rate beyond the grid might do better, "
-                "so this comparison is not trustworthy"
-            )
-        rows.append({
-            "label": label,
-            "axes": axes,
-            "N": runs[0]["N"],
-            "D": runs[0]["D"],
-            "C": float(np.mean([p["C"] for p in runs])),
-            "best_lr": best_lr,
-            "mean_loss": mean,
-            "n_seeds": len(runs),
-            "lr_grid": grid,
-            "mean_loss_by_lr": [
-                {"lr": lr, "mean_loss": float(np.mean([p["loss"] for p in rs])), "n_seeds": len(rs),
-                 "n_diverged": blown[(*key, lr)]}
-                for lr, rs in sorted(by_lr.items(), key=lambda it: (it[0] is None, it[0] or 0.0))
-            ],
-            "edge": edge,
-            "selected": len(grid) > 1,
-        })  # fmt: skip
-    return rows, warnings, kept
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}={_short(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_short(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 # -- fits ---------------------------------------------------------------------------------------
 def _curve_band(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
@@ -317,7 +175,7 @@ def _frontier_samples(samples: Mapping[str, np.ndarray], C: np.ndarray) -> np.nd
         return E + A * np.exp(-alpha * np.log(C)[None, :])
 
 
-def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, extrapolate: float) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, extrapolate: float) -> tuple[FrontierResult, dict[str, np.ndarray] | None]:
     fc, fl, fg = [], [], []
     seeds = sorted({p["seed"] for p in pts}, key=str)
     for s in seeds:
@@ -326,55 +184,53 @@ def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
         fc += list(c)
         fl += list(l_)
         fg += [str(s)] * len(c)
-    out: dict[str, Any] = {"points": [{"C": c, "loss": l_, "seed": g} for c, l_, g in zip(fc, fl, fg)], "n_seeds": len(seeds)}
+    points = tuple(FrontierPoint(C=c, loss=l_, seed=g) for c, l_, g in zip(fc, fl, fg))
     n_distinct = len(set(fc))
     if n_distinct < FRONTIER_MIN_COMPUTES or len(fc) < FRONTIER_MIN_POINTS:
-        out.update(fitted=False, reason=(
+        return FrontierResult(points, len(seeds), fitted=False, reason=(
             f"too few frontier points to fit L(C): {len(fc)} point(s) at {n_distinct} distinct compute value(s); "
             f"the fit needs at least {FRONTIER_MIN_POINTS} points at {FRONTIER_MIN_COMPUTES} distinct computes"
-        ))  # fmt: skip
-        return out, None
+        )), None  # fmt: skip
     try:
         fit = fit_frontier(fc, fl)
         bad = [name for name in ("E", "A") if not (math.isfinite(getattr(fit, name)) and getattr(fit, name) > 0)]
         if bad:
-            out.update(fitted=False, fit=fit.to_dict(), reason=(
+            return FrontierResult(points, len(seeds), fitted=False, fit=fit, reason=(
                 f"the frontier fit is degenerate: {', '.join(bad)} went to {getattr(fit, bad[0]):g}, so the points do not "
-                "pin down the law"))  # fmt: skip
-            return out, None
+                "pin down the law")), None  # fmt: skip
         by_seed = len(seeds) >= 2
         iv = bootstrap_frontier(fc, fl, n_resamples=n_bootstrap, groups=fg if by_seed else None, level=level, seed=seed, fit=fit)
     except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-        out.update(fitted=False, reason=f"the frontier fit failed: {exc}")
-        return out, None
+        return FrontierResult(points, len(seeds), fitted=False, reason=f"the frontier fit failed: {exc}"), None
     lo, hi = min(fc), max(fc)
     grid = np.geomspace(lo, hi * extrapolate, CURVE_POINTS) if hi > lo else np.array([lo])
     med, low, high = _curve_band(_frontier_samples(iv.samples, grid), level)
     rows = np.column_stack([np.asarray(iv.samples[k], dtype=float) for k in ("E", "A", "alpha")])
     distinct = len({tuple(np.round(r, 9)) for r in rows[np.all(np.isfinite(rows), axis=1)]})
-    out.update(
+    out = FrontierResult(
+        points,
+        len(seeds),
         fitted=True,
         distinct_resamples=distinct,
         resampled="seeds" if by_seed else "points",
         note=None if by_seed else "one seed only: the intervals resample frontier points, not seeds",
-        fit=fit.to_dict(),
-        intervals=iv.to_dict()["intervals"],
+        fit=fit,
+        intervals=iv,
         level=level,
         n_resamples=n_bootstrap,
-        curve={"C": grid, "estimate": fit.predict(grid), "median": med, "low": low, "high": high,
-               "extrapolated_from": hi},
+        curve=FrontierCurve(C=grid, estimate=fit.predict(grid), median=med, low=low, high=high, extrapolated_from=hi),
     )  # fmt: skip
     return out, {k: np.asarray(v, dtype=float) for k, v in iv.samples.items()} | {"_fit": np.array([fit.E, fit.A, fit.alpha])}
 
 
-def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, starts: Any) -> dict[str, Any]:
+def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, starts: Any) -> LossLawResult:
     pairs = {(p["N"], p["D"]) for p in pts}
     ns, ds = {p["N"] for p in pts}, {p["D"] for p in pts}
     if len(pairs) < LOSS_LAW_MIN_POINTS or len(ns) < 2 or len(ds) < 2:
-        return {"fitted": False, "reason": (
+        return LossLawResult(fitted=False, reason=(
             f"too few distinct (N, D) points to fit L(N, D): {len(pairs)} pair(s) from {len(ns)} size(s) and "
             f"{len(ds)} data amount(s); the fit needs at least {LOSS_LAW_MIN_POINTS} pairs with at least 2 of each"
-        )}  # fmt: skip
+        ))  # fmt: skip
     N = [p["N"] for p in pts]
     D = [p["D"] for p in pts]
     L = [p["loss"] for p in pts]
@@ -384,24 +240,24 @@ def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
         fit = fit_loss_law(N, D, L, starts=starts)
         bad = [name for name in ("E", "A", "B") if not (math.isfinite(getattr(fit, name)) and getattr(fit, name) > 0)]
         if bad:
-            return {"fitted": False, "fit": fit.to_dict(), "reason": (
+            return LossLawResult(fitted=False, fit=fit, reason=(
                 f"the L(N, D) fit is degenerate: {', '.join(bad)} went to {getattr(fit, bad[0]):g}, so the data do not "
-                "pin down every term of the law (for example when the loss depends on N × D only)")}  # fmt: skip
+                "pin down every term of the law (for example when the loss depends on N × D only)"))  # fmt: skip
         iv = bootstrap(N, D, L, n_resamples=n_bootstrap, groups=seeds if by_seed else None, level=level, seed=seed, fit=fit)
     except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-        return {"fitted": False, "reason": f"the L(N, D) fit failed: {exc}"}
-    return {
-        "fitted": True,
-        "resampled": "seeds" if by_seed else "points",
-        "note": None if by_seed else "one seed only: the intervals resample runs, not seeds",
-        "fit": fit.to_dict(),
-        "intervals": iv.to_dict()["intervals"],
-        "level": level,
-        "n_resamples": n_bootstrap,
-        "n_points": len(pts),
-        "N_range": [min(ns), max(ns)],
-        "D_range": [min(ds), max(ds)],
-    }
+        return LossLawResult(fitted=False, reason=f"the L(N, D) fit failed: {exc}")
+    return LossLawResult(
+        fitted=True,
+        resampled="seeds" if by_seed else "points",
+        note=None if by_seed else "one seed only: the intervals resample runs, not seeds",
+        fit=fit,
+        intervals=iv,
+        level=level,
+        n_resamples=n_bootstrap,
+        n_points=len(pts),
+        N_range=(min(ns), max(ns)),
+        D_range=(min(ds), max(ds)),
+    )
 
 
 # -- the verdict --------------------------------------------------------------------------------
@@ -445,7 +301,7 @@ def _crossings(C: np.ndarray, delta: np.ndarray) -> list[float]:
     return out
 
 
-def _crossover(C: np.ndarray, med: np.ndarray, samples: np.ndarray, level: float) -> dict[str, Any]:
+def _crossover(C: np.ndarray, med: np.ndarray, samples: np.ndarray, level: float) -> Crossover:
     median_cross = _crossings(C, med)
     firsts = []
     for row in samples:
@@ -453,15 +309,16 @@ def _crossover(C: np.ndarray, med: np.ndarray, samples: np.ndarray, level: float
         if xs:
             firsts.append(xs[0])
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return {
-        "median": median_cross,
-        "low": float(np.percentile(firsts, lo_q)) if firsts else None,
-        "high": float(np.percentile(firsts, hi_q)) if firsts else None,
-        "fraction_of_resamples": len(firsts) / len(samples) if len(samples) else 0.0,
-    }
+    return Crossover(
+        median=tuple(median_cross),
+        low=float(np.percentile(firsts, lo_q)) if firsts else None,
+        high=float(np.percentile(firsts, hi_q)) if firsts else None,
+        fraction_of_resamples=len(firsts) / len(samples) if len(samples) else 0.0,
+    )
 
 
-def _delta_on(C: np.ndarray, rule: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], level: float) -> dict[str, Any]:
+def _delta_on(C: np.ndarray, rule: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], level: float,
+             **extra: Any) -> DeltaCurve:
     n = min(len(rule["E"]), len(base["E"]))
     d = _frontier_samples({k: rule[k][:n] for k in ("E", "A", "alpha")}, C) - _frontier_samples({k: base[k][:n] for k in ("E", "A", "alpha")}, C)
     med, low, high = _curve_band(d, level)
@@ -470,8 +327,8 @@ def _delta_on(C: np.ndarray, rule: Mapping[str, np.ndarray], base: Mapping[str, 
     estimate = (er + ar * C ** (-alr)) - (eb + ab * C ** (-alb))
     cls, why = classify(C, low, high)
     sign = np.where(high < 0, -1, np.where(low > 0, 1, 0))
-    return {"C": C, "estimate": estimate, "median": med, "low": low, "high": high, "sign": sign,
-            "class": cls, "why": why, "crossover": _crossover(C, med, d, level)}  # fmt: skip
+    return DeltaCurve(C=C, estimate=estimate, median=med, low=low, high=high, sign=sign, cls=cls, why=why,
+                      crossover=_crossover(C, med, d, level), **extra)  # fmt: skip
 
 
 def _range_text(C: np.ndarray, mask: np.ndarray) -> str:
@@ -481,27 +338,27 @@ def _range_text(C: np.ndarray, mask: np.ndarray) -> str:
     return f"from {fmt_compute(lo)} to {fmt_compute(hi)} FLOPs (of {fmt_compute(C[0])}–{fmt_compute(C[-1])} studied; the intervals overlap elsewhere)"
 
 
-def _diff_text(rule: str, d: dict[str, Any], i: int, unit: str) -> str:
-    c = fmt_compute(d["C"][i])
-    m, lo, hi = d["median"][i], d["low"][i], d["high"][i]
+def _diff_text(rule: str, d: DeltaCurve, i: int, unit: str) -> str:
+    c = fmt_compute(d.C[i])
+    m, lo, hi = d.median[i], d.low[i], d.high[i]
     if m >= 0:
         return f"at {c} {rule}'s loss is {m:.3g} ({lo:.3g} to {hi:.3g}) {unit} higher"
     return f"at {c} {rule}'s loss is {-m:.3g} ({-hi:.3g} to {-lo:.3g}) {unit} lower"
 
 
-def _cross_text(cross: Mapping[str, Any]) -> str:
-    if not cross["median"]:
+def _cross_text(cross: Crossover) -> str:
+    if not cross.median:
         return "no crossover"
-    where = ", ".join(fmt_compute(c) for c in cross["median"])
+    where = ", ".join(fmt_compute(c) for c in cross.median)
     text = f"median crossover at {where} FLOPs"
-    if cross["low"] is not None:
-        text += (f" ({fmt_compute(cross['low'])}–{fmt_compute(cross['high'])} from the "
-                 f"{100 * cross['fraction_of_resamples']:.0f}% of resamples that cross)")  # fmt: skip
+    if cross.low is not None:
+        text += (f" ({fmt_compute(cross.low)}–{fmt_compute(cross.high)} from the "
+                 f"{100 * cross.fraction_of_resamples:.0f}% of resamples that cross)")  # fmt: skip
     return text
 
 
-def _sentence(rule: str, base: str, d: dict[str, Any], unit: str) -> str:
-    C, s, cls = d["C"], d["sign"], d["class"]
+def _sentence(rule: str, base: str, d: DeltaCurve, unit: str) -> str:
+    C, s, cls = d.C, d.sign, d.cls
     head = f"{rule} vs {base}: {cls} — "
     last = len(C) - 1
     if cls == "D":
@@ -515,66 +372,63 @@ def _sentence(rule: str, base: str, d: dict[str, Any], unit: str) -> str:
         body = (f"{rule} reaches lower loss at small compute (up to {fmt_compute(C[s == -1].max())} FLOPs), "
                 f"{base} at scale (from {fmt_compute(C[s == 1].min())} FLOPs)")  # fmt: skip
     else:
-        why = d["why"].replace("the rule", rule).replace("the baseline", base)
+        why = d.why.replace("the rule", rule).replace("the baseline", base)
         body = f"{why} (studied {fmt_compute(C[0])}–{fmt_compute(C[-1])} FLOPs)"
-    return f"{head}{body}; {_diff_text(rule, d, last, unit)}; {_cross_text(d['crossover'])}."
+    return f"{head}{body}; {_diff_text(rule, d, last, unit)}; {_cross_text(d.crossover)}."
 
 
-def _verdict(rule: str, base: str, fr: dict[str, Any], fb: dict[str, Any], sr: Any, sb: Any,
-             range_r: tuple[float, float], range_b: tuple[float, float], extrapolate: float, level: float, unit: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"label": rule, "baseline": base, "level": level}
-    missing = [name for name, f in ((rule, fr), (base, fb)) if not f.get("fitted")]
+def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: Any, sb: Any,
+             range_r: tuple[float, float], range_b: tuple[float, float], extrapolate: float, level: float, unit: str) -> Verdict:
+    head = {"label": rule, "baseline": base, "level": level}
+    missing = [name for name, f in ((rule, fr), (base, fb)) if not f.fitted]
     if missing:
-        reasons = "; ".join(f"{name}: {(fr if name == rule else fb).get('reason')}" for name in missing)
-        out.update({"class": "undecided", "reason": f"no frontier fit for {' and '.join(missing)} ({reasons})"})
-        out["sentence"] = f"{rule} vs {base}: undecided — {out['reason']}."
-        return out
+        reasons = "; ".join(f"{name}: {(fr if name == rule else fb).reason}" for name in missing)
+        reason = f"no frontier fit for {' and '.join(missing)} ({reasons})"
+        return Verdict(**head, cls="undecided", reason=reason, sentence=f"{rule} vs {base}: undecided — {reason}.")
     lo, hi = max(range_r[0], range_b[0]), min(range_r[1], range_b[1])
     if not lo < hi:
-        out.update({"class": "undecided", "reason": (
-            f"the compute ranges do not overlap ({rule}: {fmt_compute(range_r[0])}–{fmt_compute(range_r[1])}, "
-            f"{base}: {fmt_compute(range_b[0])}–{fmt_compute(range_b[1])} FLOPs)")})  # fmt: skip
-        out["sentence"] = f"{rule} vs {base}: undecided — {out['reason']}."
-        return out
+        reason = (f"the compute ranges do not overlap ({rule}: {fmt_compute(range_r[0])}–{fmt_compute(range_r[1])}, "
+                  f"{base}: {fmt_compute(range_b[0])}–{fmt_compute(range_b[1])} FLOPs)")  # fmt: skip
+        return Verdict(**head, cls="undecided", reason=reason, sentence=f"{rule} vs {base}: undecided — {reason}.")
     studied = _delta_on(np.geomspace(lo, hi, GRID_POINTS), sr, sb, level)
-    out.update({"class": studied["class"], "reason": studied["why"], "range": [lo, hi], "studied": studied})
-    out["sentence"] = _sentence(rule, base, studied, unit)
-    thin = {name: f.get("distinct_resamples", MIN_DISTINCT_RESAMPLES) for name, f in ((rule, fr), (base, fb))}
+    cls, reason, estimate, caveat = studied.cls, studied.why, None, None
+    sentence = _sentence(rule, base, studied, unit)
+    thin = {name: MIN_DISTINCT_RESAMPLES if f.distinct_resamples is None else f.distinct_resamples
+            for name, f in ((rule, fr), (base, fb))}
     thin = {name: n for name, n in thin.items() if n < MIN_DISTINCT_RESAMPLES}
     if thin:
-        estimate = out["class"]
-        why = (
+        estimate = cls
+        reason = (
             f"the frontier bootstrap has too few distinct resamples for an interval "
             f"({', '.join(f'{name}: {n}' for name, n in thin.items())}; at least {MIN_DISTINCT_RESAMPLES} needed): "
             "more seeds, sizes or budgets are needed"
         )
-        out.update({"class": "undecided", "reason": why, "point_estimate_class": estimate})
-        text = out["sentence"].split(" — ", 1)[1] if " — " in out["sentence"] else out["sentence"]
-        out["sentence"] = f"{rule} vs {base}: undecided — {why}; the point estimates alone would say {estimate}: {text}"
-    few = {name: f["n_seeds"] for name, f in ((rule, fr), (base, fb)) if f["n_seeds"] < MIN_SEEDS}
+        cls = "undecided"
+        text = sentence.split(" — ", 1)[1] if " — " in sentence else sentence
+        sentence = f"{rule} vs {base}: undecided — {reason}; the point estimates alone would say {estimate}: {text}"
+    few = {name: f.n_seeds for name, f in ((rule, fr), (base, fb)) if f.n_seeds < MIN_SEEDS}
     if few:
-        out["caveat"] = (
+        caveat = (
             f"few seeds ({', '.join(f'{name}: {n}' for name, n in few.items())}): a bootstrap over so few seeds has "
             "only a handful of distinct resamples, so the intervals understate the uncertainty"
         )
-        out["sentence"] = out["sentence"][:-1] + f" (caution: {out['caveat']})."
+        sentence = sentence[:-1] + f" (caution: {caveat})."
+    ext = ext_sentence = None
     if extrapolate > 1:
-        grid = np.concatenate([studied["C"], np.geomspace(hi, hi * extrapolate, GRID_POINTS // 2 + 1)[1:]])
-        ext = _delta_on(grid, sr, sb, level)
-        ext["from"] = hi
-        ext["to"] = hi * extrapolate
-        out["extrapolated"] = ext
-        i = len(grid) - 1
-        later = [c for c in ext["crossover"]["median"] if c > hi]
-        beyond = f"median crossover beyond the data at {', '.join(fmt_compute(c) for c in later)} FLOPs" if later else "no crossover beyond the data"
+        grid = np.concatenate([studied.C, np.geomspace(hi, hi * extrapolate, GRID_POINTS // 2 + 1)[1:]])
+        ext = _delta_on(grid, sr, sb, level, from_=hi, to=hi * extrapolate)
         if thin:  # no usable interval: the class is undecided here too
-            ext["point_estimate_class"], ext["class"] = ext["class"], "undecided"
-        shown = ext["class"] if not thin else f"undecided (point estimates: {ext['point_estimate_class']})"
-        out["extrapolated_sentence"] = (
+            ext = replace(ext, cls="undecided", point_estimate_class=ext.cls)
+        i = len(grid) - 1
+        later = [c for c in ext.crossover.median if c > hi]
+        beyond = f"median crossover beyond the data at {', '.join(fmt_compute(c) for c in later)} FLOPs" if later else "no crossover beyond the data"
+        shown = ext.cls if not thin else f"undecided (point estimates: {ext.point_estimate_class})"
+        ext_sentence = (
             f"Extrapolated to {fmt_compute(hi * extrapolate)} FLOPs ({extrapolate:g}× the largest compute studied; "
             f"beyond the data): {shown}; {_diff_text(rule, ext, i, unit)}; {beyond}."
         )
-    return out
+    return Verdict(**head, cls=cls, reason=reason, sentence=sentence, range=(lo, hi), studied=studied,
+                   point_estimate_class=estimate, caveat=caveat, extrapolated=ext, extrapolated_sentence=ext_sentence)
 
 
 # -- the analysis -------------------------------------------------------------------------------
@@ -600,11 +454,11 @@ def judge_study(
     level: float = 0.95,
     loss_law: bool = True,
     loss_law_starts: Any = None,
-) -> dict[str, Any]:
+) -> StudyVerdicts:
     """Best learning rates, frontier and L(N, D) fits per label, and each label's verdict
-    against ``baseline`` (see the module docstring), as one JSON-ready dict with keys
-    ``counts``, ``runs``, ``diverged``, ``failed``, ``excluded``, ``best_lr``, ``labels``,
-    ``fits``, ``verdicts``, ``warnings``, ``notes`` and ``settings``.
+    against ``baseline`` (see the module docstring), as a :class:`~beyondbp.study.judgement.StudyVerdicts`
+    (``counts``, ``runs``, ``diverged``, ``failed``, ``excluded``, ``best_lr``, ``labels``,
+    ``fits``, ``verdicts``, ``warnings``, ``notes``, ``settings``; ``to_dict()`` is its JSON).
 
     ``n_bootstrap`` resamples (generator seeded with ``seed``) give every interval, at ``level``;
     ``extrapolate`` (≥ 1) sets how far beyond the largest compute studied the extrapolated
@@ -615,24 +469,25 @@ def judge_study(
     counts = Counter(str(r.get("status", "?")) for r in records)
     diverged = [r for r in records if r.get("status") == "diverged"]
     failed = [r for r in records if r.get("status") == "failed"]
-    points, excluded = [], []
+    points: list[dict[str, Any]] = []
+    excluded: list[ExcludedRun] = []
     for rec in records:
         if rec.get("status") != "done":
             continue
-        p, why = _point(rec)
+        p, why = run_point(rec)
         if p is None:
-            excluded.append({"id": rec.get("id"), "label": _label(rec), "reason": why})
+            excluded.append(ExcludedRun(id=rec.get("id"), label=record_label(rec), reason=why))
         else:
             p["index"] = len(points)
             points.append(p)
     warnings: list[str] = []
     notes: list[str] = []
-    table, lr_warnings, kept = _best_lr(points, diverged)
+    table, lr_warnings, kept = best_lr_table(points, diverged)
     warnings += lr_warnings
-    all_lrs = {p["lr"] for p in points} | {_lr(r) for r in diverged}
+    all_lrs = {p["lr"] for p in points} | {record_lr(r) for r in diverged}
     if len(all_lrs) <= 1 and points:
         notes.append("the study has a single learning rate: no learning-rate selection was made")
-    elif points and not any(row["selected"] for row in table):
+    elif points and not any(row.selected for row in table):
         notes.append("every group has a single learning rate: no learning-rate selection was made")
     labels: list[str] = []
     for p in points:
@@ -645,59 +500,59 @@ def judge_study(
     if len(loss_names) > 1:
         warnings.append("the runs mix language models (val_loss) and classifiers (test_loss); their losses are not comparable")
     unit = "nats/token" if loss_names == ["val_loss"] else "nats"
-    fits: dict[str, Any] = {}
+    fits: dict[str, LabelFits] = {}
     samples: dict[str, Any] = {}
     ranges: dict[str, tuple[float, float]] = {}
     for label in labels:
         mine = [p for p in points if p["label"] == label and p["index"] in kept]
         ranges[label] = (min(p["C"] for p in mine), max(p["C"] for p in mine))
         frontier, samples[label] = _fit_frontier(mine, n_bootstrap, seed, level, extrapolate)
-        if frontier["points"]:  # beyond a label's last frontier point its runs stopped improving:
+        if frontier.points:  # beyond a label's last frontier point its runs stopped improving:
             # the data's frontier is flat there, so the fitted law is an extrapolation
-            front = [q["C"] for q in frontier["points"]]
+            front = [q.C for q in frontier.points]
             ranges[label] = (min(front), max(front))
-        fits[label] = {
-            "n_runs": len(mine),
-            "compute_range": [min(p["C"] for p in mine), max(p["C"] for p in mine)],
-            "frontier_range": list(ranges[label]),
-            "frontier": frontier,
-            "loss_law": _fit_loss_law(mine, n_bootstrap, seed, level, loss_law_starts) if loss_law
-            else {"fitted": False, "reason": "not asked for (loss_law=False)"},
-        }
-    verdicts: dict[str, Any] = {}
+        fits[label] = LabelFits(
+            n_runs=len(mine),
+            compute_range=(min(p["C"] for p in mine), max(p["C"] for p in mine)),
+            frontier_range=ranges[label],
+            frontier=frontier,
+            loss_law=_fit_loss_law(mine, n_bootstrap, seed, level, loss_law_starts) if loss_law
+            else LossLawResult(fitted=False, reason="not asked for (loss_law=False)"),
+        )
+    verdicts: dict[str, Verdict] = {}
     if baseline not in labels:
         if labels:
             warnings.append(f"no finished runs of the baseline {baseline!r}: no verdicts")
     else:
         for label in labels[1:]:
             verdicts[label] = _verdict(
-                label, baseline, fits[label]["frontier"], fits[baseline]["frontier"], samples[label], samples[baseline],
+                label, baseline, fits[label].frontier, fits[baseline].frontier, samples[label], samples[baseline],
                 ranges[label], ranges[baseline], float(extrapolate), float(level), unit,
             )  # fmt: skip
     if diverged:
         notes.append(f"{len(diverged)} diverged run(s) are listed and never fitted")
-    runs = [
-        {k: p[k] for k in ("id", "label", "N", "D", "C", "eval_flops", "loss", "loss_name", "seed", "lr", "axes")}
-        | {"best_lr": p["index"] in kept}
+    runs = tuple(
+        AnalysedRun(**{k: p[k] for k in ("id", "label", "N", "D", "C", "eval_flops", "loss", "loss_name", "seed", "lr", "axes")},
+                    best_lr=p["index"] in kept)
         for p in points
-    ]
-    return plain(_lists({
-        "counts": dict(counts),
-        "n_records": len(records),
-        "runs": runs,
-        "diverged": [{"id": r.get("id"), "label": _label(r), "axes": r.get("axes") or {}, "lr": _lr(r),
-                      "seed": _seed(r), "diverged_at_step": r.get("diverged_at_step")} for r in diverged],
-        "failed": [{"id": r.get("id"), "label": _label(r), "axes": r.get("axes") or {}, "error": r.get("error")} for r in failed],
-        "excluded": excluded,
-        "best_lr": table,
-        "labels": labels,
-        "baseline": baseline,
-        "loss": loss_names[0] if len(loss_names) == 1 else loss_names,
-        "unit": unit,
-        "fits": fits,
-        "verdicts": verdicts,
-        "warnings": warnings,
-        "notes": notes,
-        "settings": {"baseline": baseline, "extrapolate": extrapolate, "n_bootstrap": n_bootstrap, "seed": seed,
-                     "level": level, "loss_law": loss_law, "classification": "studied range only; the extrapolated class is reported apart"},
-    }))  # fmt: skip
+    )
+    return StudyVerdicts(
+        counts=dict(counts),
+        n_records=len(records),
+        runs=runs,
+        diverged=tuple(DivergedRun(id=r.get("id"), label=record_label(r), axes=r.get("axes") or {}, lr=record_lr(r), seed=record_seed(r),
+                                   diverged_at_step=r.get("diverged_at_step")) for r in diverged),
+        failed=tuple(FailedRun(id=r.get("id"), label=record_label(r), axes=r.get("axes") or {}, error=r.get("error")) for r in failed),
+        excluded=tuple(excluded),
+        best_lr=tuple(table),
+        labels=tuple(labels),
+        baseline=baseline,
+        loss=loss_names[0] if len(loss_names) == 1 else tuple(loss_names),
+        unit=unit,
+        fits=fits,
+        verdicts=verdicts,
+        warnings=tuple(warnings),
+        notes=tuple(notes),
+        settings={"baseline": baseline, "extrapolate": extrapolate, "n_bootstrap": n_bootstrap, "seed": seed,
+                  "level": level, "loss_law": loss_law, "classification": "studied range only; the extrapolated class is reported apart"},
+    )  # fmt: skip
