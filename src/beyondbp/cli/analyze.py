@@ -111,8 +111,8 @@ def analyze(
         cells = []
         for layer in result["layers"]:
             r = per_layer[layer]
-            cells.append(f"{r['nn']['accuracy']:.2f} ({r['nn']['chance']:.2f}) / "
-                         f"{r['reference']['accuracy']:.2f} ({r['reference']['chance']:.2f})")
+            cells.append(f"{r.nn.accuracy:.2f} ({r.nn.chance:.2f}) / "
+                         f"{r.reference.accuracy:.2f} ({r.reference.chance:.2f})")
         table.add_row(m, *cells)
     console.print(table)
     md = next((p for p in written if Path(p).name == "representations.md"), None)
