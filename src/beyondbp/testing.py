@@ -166,6 +166,17 @@ def check_rule(rule_cls: type[Rule], *, only: Iterable[str] | None = None) -> di
     check with its message (the first failure is its ``__cause__``). ``only`` restricts the run
     to the named checks (``"learns_digits"`` selects every model, ``"learns_digits[mlp]"`` one).
     Learning checks train for real: all checks of one rule take minutes on one CPU thread.
+
+    Args:
+        rule_cls: the rule class to check.
+        only: names of checks to run instead of all (``rule_checks(rule_cls)`` lists them).
+
+    Returns:
+        Each check's name mapped to ``"passed"`` or ``"skipped: <why>"``.
+
+    Raises:
+        AssertionError: naming every check that failed.
+        ConfigError: ``only`` names a check that does not apply.
     """
     selected = rule_checks(rule_cls)
     if only is not None:

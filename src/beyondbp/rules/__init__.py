@@ -48,7 +48,16 @@ def rule_class(name: str) -> type[Rule]:
 
 def get(name: str, **options: Any) -> Rule:
     """A configured rule; ``options`` are checked against the rule's declared ``Options``
-    (one-sentence :class:`ConfigError` for an unknown option or a bad value)."""
+    (one-sentence :class:`ConfigError` for an unknown option or a bad value).
+
+    Args:
+        name: a registered rule name (:func:`names` lists them).
+        **options: the rule's options (``beyondbp rules --options NAME`` lists them); ``seed``
+            is accepted by every rule, and ignored by those without randomness.
+
+    Returns:
+        The rule; ``rule.attach(model)`` gives the learner that trains ``model`` with it.
+    """
     return rule_class(name)(**options)
 
 

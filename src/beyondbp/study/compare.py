@@ -30,9 +30,20 @@ def compare(
     would have in a study. Every configuration is checked before the first one trains, and the
     data set is loaded once and shared.
 
-    ``seeds`` (distinct whole numbers >= 0) repeats the comparison with each seed instead of
-    ``config.seed``; the results come rule by rule, each rule's in the order of ``seeds``
-    (:func:`beyondbp.reporting.runs.comparison_table` then gives each rule's mean and spread)."""
+    Args:
+        config: the settings every rule runs with (its ``rule`` is replaced by each of ``rules``).
+        rules: registered rule names, each once.
+        rule_options: rule name -> that rule's options (default: ``config.rule_options`` for every
+            rule).
+        progress: the run loop's progress callback, for every run.
+        seeds: distinct whole numbers >= 0: the comparison is repeated with each seed instead of
+            ``config.seed``; the results come rule by rule, each rule's in the order of ``seeds``
+            (:func:`beyondbp.reporting.runs.comparison_table` then gives each rule's mean and
+            spread).
+
+    Returns:
+        One :class:`RunResult` per (rule, seed).
+    """
     if not rules:
         raise ConfigError("compare needs at least one rule")
     if config.checkpoint is not None:

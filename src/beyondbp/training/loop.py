@@ -510,8 +510,22 @@ def run(
     *,
     dataset: data_mod.Dataset | None = None,
 ) -> RunResult:
-    """Train and measure one run (see the module docstring). ``dataset``, if given, is used
-    instead of loading ``config.data`` (it must already be cut to ``n_train``/``n_test``)."""
+    """Train and measure one run (see the module docstring).
+
+    Args:
+        config: the run's settings (a :class:`RunConfig`, or a mapping of its fields).
+        progress: called as ``progress(event, info)`` with ``"start"``, ``"step"``,
+            ``"epoch"`` and ``"end"`` events (the command line draws its bars from them).
+        dataset: used instead of loading ``config.data``; it must already be cut to
+            ``n_train``/``n_test``.
+
+    Returns:
+        The :class:`RunResult`: history, final metrics, FLOPs and time per step, status
+        (``"ok"`` or ``"diverged"``), the run id.
+
+    Raises:
+        ConfigError: settings that cannot run (one sentence), before anything trains.
+    """
     if not isinstance(config, RunConfig):
         config = RunConfig.from_dict(config)
     if config.threads is None:
