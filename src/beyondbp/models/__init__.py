@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'gpt', 'lenet', 'mlp', 'snn_cnn', 'snn_mlp', 'softhebb_conv', 'softhebb_mlp']
+['cnn1d', 'gpt', 'lenet', 'lsm', 'mlp', 'snn_cnn', 'snn_mlp', 'softhebb_conv', 'softhebb_mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -37,6 +37,11 @@ net; ``width=2000``, ``activation="triangle"``, ``power=1.0``, ``batchnorm=False
 ``init_radius=25.0``) and ``softhebb-conv`` (their three CIFAR-10 conv blocks adapted to 28×28;
 ``channels=(96, 384, 1536)``, ``dropout=0.5``, ``init_radius=25.0``).
 
+Liquid state machine (see :mod:`beyondbp.models.lsm`): ``lsm``, the NALSM liquid (3-D grid of
+LIF neurons, ``size=1000`` or ``8000``, the authors' connectivity, dynamics and input encoding)
+and a zero-initialised linear readout of its spike counts; its plasticity rules are ``stdp`` and
+``nalsm`` (:mod:`beyondbp.rules.nalsm`).
+
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
@@ -59,16 +64,18 @@ from beyondbp.errors import ConfigError
 from beyondbp.options import describe, parse
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
+from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe_options", "names", "options", "options_class"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "describe_options", "names", "options", "options_class"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "gpt": GPT,
     "lenet": LeNet,
+    "lsm": LSM,
     "mlp": MLP,
     "snn_cnn": SNNConv,
     "snn_mlp": SNNMLP,
