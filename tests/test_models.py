@@ -13,7 +13,7 @@ TRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def test_names():
-    assert models.names() == ["cnn1d", "gpt", "lenet", "mlp", "snn_cnn", "snn_mlp", "softhebb_conv", "softhebb_mlp"]
+    assert models.names() == ["cnn1d", "gpt", "lenet", "lsm", "mlp", "snn_cnn", "snn_mlp", "softhebb_conv", "softhebb_mlp"]
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,9 @@ class Liquid(nn.Module):
     """The spiking liquid (see the module docstring). ``forward(p)`` takes firing probabilities
     ``(B, n_in)`` and returns spike counts ``(B, n)``; :meth:`simulate` gives more."""
 
+    #: How plasticity rules recognise a liquid (rules do not import models).
+    is_spiking_liquid = True
+
     def __init__(
         self, n_inputs: int, grid: Sequence[int], *, exc_fraction: float = 0.8, lam: float = 3.0,
         conn: Sequence[float] = (0.2, 0.1, 0.3, 0.05), input_density: float = 0.15, w_init: float = 3.0,
@@ -422,7 +425,19 @@ class LSM(nn.Module):
             None, "seed of the input spikes, redrawn identically at every forward pass; None: the global RNG", ge=0
         )
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, **opts: Any) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, size: int = 1000, grid: Sequence[int] | None = None,
+        duration: int = 250, tau_v: float = 64.0, tau_u: float = 1.0, threshold: float = 20.0, refractory: int = 2,
+        input_current: float = 100.0, w_init: float = 3.0, w_max: float = 3.0, exc_fraction: float = 0.8,
+        lam: float = 3.0, conn: Sequence[float] = (0.2, 0.1, 0.3, 0.05), input_density: float = 0.15,
+        rate_max: float | None = None, features: str = "authors", seed: int = 0, input_seed: int | None = None,
+    ) -> None:
+        opts = dict(
+            size=size, grid=grid, duration=duration, tau_v=tau_v, tau_u=tau_u, threshold=threshold,
+            refractory=refractory, input_current=input_current, w_init=w_init, w_max=w_max,
+            exc_fraction=exc_fraction, lam=lam, conn=conn, input_density=input_density, rate_max=rate_max,
+            features=features, seed=seed, input_seed=input_seed,
+        )
         parsed = parse(self.Options, opts, "model 'lsm'")
         input_shape = check_shape(input_shape, "lsm")
         num_classes = check_classes(num_classes, "lsm")

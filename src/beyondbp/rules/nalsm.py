@@ -195,10 +195,9 @@ class STDPLearner(Learner):
         self.liquid.plasticity = None
 
 
-def _liquid_type() -> type[nn.Module]:
-    from ..models.lsm import Liquid
-
-    return Liquid
+def _is_liquid(module: nn.Module) -> bool:
+    """A spiking liquid (``beyondbp.models.lsm.Liquid`` declares ``is_spiking_liquid``)."""
+    return bool(getattr(type(module), "is_spiking_liquid", False))
 
 
 class STDP(Rule):
@@ -228,10 +227,9 @@ class STDP(Rule):
         predict_seed: int = opt(0, "seed of the input spikes drawn by learner.predict", ge=0)
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
-        liquid_cls = _liquid_type()
-        found = [p for p, m in model.named_modules() if isinstance(m, liquid_cls)]
+        found = [p for p, m in model.named_modules() if _is_liquid(m)]
         for path, module in model.named_modules():
-            if isinstance(module, (liquid_cls, nn.Linear)) or any(path.startswith(f + ".") for f in found):
+            if _is_liquid(module) or isinstance(module, nn.Linear) or any(path.startswith(f + ".") for f in found):
                 continue
             own = [n for n, _ in module.named_parameters(recurse=False)]
             if own:
@@ -248,8 +246,7 @@ class STDP(Rule):
             )
 
     def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
-        liquid_cls = _liquid_type()
-        path = next(p for p, m in model.named_modules() if isinstance(m, liquid_cls))
+        path = next(p for p, m in model.named_modules() if _is_liquid(m))
         return STDPLearner(self, model, loss_fn, path)
 
     @classmethod
