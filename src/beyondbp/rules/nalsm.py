@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, ClassVar, Iterable, Iterator, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
