@@ -222,7 +222,9 @@ def test_no_rule_is_reached_by_a_registry_string_lookup():
 
 #: Rule modules not named after one registered rule: the long name of a one-rule module, or
 #: what a module of several rules holds (FA and its sign-symmetry and Kolen-Pollack relatives).
-RULE_MODULE_NAMES = {"forward_forward": {"ff"}, "feedback_alignment": {"fa", "usf", "brsf", "frsf", "kp"}}
+RULE_MODULE_NAMES = {
+    "forward_forward": {"ff"}, "feedback_alignment": {"fa", "usf", "brsf", "frsf", "kp"}, "nalsm": {"nalsm", "stdp"},
+}
 
 
 def test_rule_files_are_named_after_their_rule():

@@ -192,3 +192,16 @@ def test_the_readme_example_rule_passes_check_rule():
     assert results and set(results.values()) == {"passed"}
     assert "learns_digits[lenet]" in results and "users_own_loop" in results and "estimate_is_not_backprop" in results
     assert "REGISTERED mean-sign" in proc.stdout
+
+
+def test_costly_checks_are_not_repeated_on_the_same_example_model():
+    """A rule that refuses the kit's models is trained on its example model; the learning and
+    determinism checks run on it once per family, not once per refused model kind."""
+    from beyondbp import rules
+    from beyondbp.testing import rule_checks
+
+    names = [c.name for c in rule_checks(rules.rule_class("nalsm"))]
+    assert [n for n in names if n.startswith("learns_digits")] == ["learns_digits[mlp]"]
+    assert [n for n in names if n.startswith("same_seed_same_numbers")] == ["same_seed_same_numbers[lenet]"]
+    fa = [c.name for c in rule_checks(rules.rule_class("fa"))]  # attaches to every kind: all kept
+    assert {"learns_digits[mlp]", "learns_digits[lenet]", "learns_digits[snn-mlp]"} <= set(fa)

@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'gpt', 'lenet', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
+['cnn1d', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -37,6 +37,11 @@ net; ``width=2000``, ``activation="triangle"``, ``power=1.0``, ``batchnorm=False
 ``init_radius=25.0``) and ``softhebb-conv`` (their three CIFAR-10 conv blocks adapted to 28×28;
 ``channels=(96, 384, 1536)``, ``dropout=0.5``, ``init_radius=25.0``).
 
+Liquid state machine (see :mod:`beyondbp.models.lsm`): ``lsm``, the NALSM liquid (3-D grid of
+LIF neurons, ``size=1000`` or ``8000``, the authors' connectivity, dynamics and input encoding)
+and a zero-initialised linear readout of its spike counts; its plasticity rules are ``stdp`` and
+``nalsm`` (:mod:`beyondbp.rules.nalsm`).
+
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
@@ -59,17 +64,19 @@ from beyondbp.options import describe as _describe_declaration, parse
 from beyondbp.resources import physical_memory, show_bytes
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
+from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.snn import SNNConv, SNNMLP
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size", "describe",
-           "describe_options", "names", "options", "options_class", "tensor_bytes"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
+           "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "gpt": GPT,
     "lenet": LeNet,
+    "lsm": LSM,
     "mlp": MLP,
     "snn-cnn": SNNConv,
     "snn-mlp": SNNMLP,
@@ -83,6 +90,7 @@ _SUMMARIES = {
     "gpt": "causal decoder-only Transformer for the text sets (see Language models)",
     "lenet": "LeNet-5 for 28x28 images (BioTorch's form)",
     "mlp": "multilayer perceptron: Flatten, hidden Linear layers with an activation, Linear head",
+    "lsm": "liquid state machine: a 3-D grid of LIF neurons (E/I), distance-dependent synapses, linear readout (NALSM)",
     "snn-cnn": "spiking convnet 12C5-MP2-64C5-MP2-FC10 with LIF neurons (snnTorch tutorial 6)",
     "snn-mlp": "spiking MLP with LIF neurons, 784-1000-10 by default (snnTorch tutorial 5)",
     "softhebb-conv": "SoftHebb's three Hebbian conv blocks and a linear classifier",

@@ -17,6 +17,7 @@ from .drtp import DRTP
 from .feedback_alignment import BRSF, FA, FRSF, KP, USF
 from .forward_forward import FF
 from .il import IL
+from .nalsm import NALSM, STDP
 from .ottt import OTTT
 from .pfa import PFA
 from .softhebb import SoftHebb
@@ -73,6 +74,8 @@ for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, DRTP, PFA):
     register(_cls)
 register(OTTT)  # online rule for spiking models (memory constant in the number of time steps)
 for _cls in (FF, IL, SoftHebb):  # local rules: Forward-Forward, inference learning, SoftHebb
+    register(_cls)
+for _cls in (STDP, NALSM):  # plasticity of a spiking liquid (model lsm)
     register(_cls)
 
 __all__ = ["Learner", "Rule", "default_loss", "describe", "get", "names", "register", "rule_class"]

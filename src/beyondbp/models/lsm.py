@@ -1,0 +1,482 @@
+"""``lsm``: a liquid state machine — a fixed 3-D spiking liquid and a linear readout.
+
+The liquid of "Increasing Liquid State Machine Performance with Edge-of-Chaos Dynamics Organized
+by Astrocyte-modulated Plasticity" (Ivanov & Michmizos, NeurIPS 2021), rebuilt from the
+description of their code (combra-lab/NALSM) in ``shared/reference/families-next.md`` §1.
+
+Structure (drawn once from the ``seed`` option with a private generator; the global RNG is
+untouched):
+
+* ``n`` liquid neurons on a 3-D grid (``size=1000``: 10×10×10, ``size=8000``: 20×20×20, or any
+  ``grid``), unit spacing; ``round(0.8·n)`` excitatory and the rest inhibitory, shuffled over
+  the positions.
+* Recurrent synapse j→i (i ≠ j) with probability ``C·exp(−(D_ij/λ)²)``, ``λ = 3``, ``C`` by
+  (pre, post) type: E→E 0.2, E→I 0.1, I→E 0.3, I→I 0.05.
+* One input neuron per input feature (784 for 28×28 images). Exactly ``round(0.15·n_in·n)`` of
+  the input→liquid pairs are connected (a random permutation of all pairs), each with a random
+  sign.
+* Every weight starts at magnitude ``w_init`` (3.0): +3 from excitatory, −3 from inhibitory
+  neurons, ±3 from inputs. Plasticity rules clip E synapses to [0, w_max], I synapses to
+  [−w_max, 0] and input synapses to [−w_max, w_max].
+
+Dynamics (dt = 1 ms), for input and liquid neurons alike (input neurons are LIF neurons that
+receive only the external current), one step in the authors' order:
+
+1. spike where ``v ≥ threshold`` and the neuron is not refractory; spiking neurons reset to 0
+   and stay refractory for ``refractory`` (2) steps;
+2. the synaptic kernel of a presynaptic neuron ``j`` is ``k_j = exp(−Δt_j/τ_u)/τ_u`` with
+   ``Δt_j`` the steps since ``j`` last spiked (0 in the step it spikes; before any spike
+   ``Δt`` starts at the authors' ``t_lim`` = 20 for τ_u = 1);
+3. ``v ← v − v/τ_v + Σ_j w_ij k_j + I`` with ``τ_v = 64``; the input neurons' current is
+   ``I = input_current · [p > U(0, 1)]`` (100, a Bernoulli spike drive; the authors'
+   ``100·ceil(p − U)``);
+4. every ``Δt`` grows by one; plasticity rules (attached from :mod:`beyondbp.rules.nalsm`)
+   update the weights from this step's spikes.
+
+Input encoding: each sample is flattened, divided by its own sum, then by ``rate_max``; the
+result, clipped to [0, 1], is every input neuron's firing probability per ms. The authors divide
+by the maximum of that ratio over the whole data set: pass that number as ``rate_max`` for their
+protocol; ``None`` (default) divides by the batch's maximum, which makes a sample's encoding
+depend on its batch (a departure, needed because a model sees batches, not data sets).
+Bernoulli draws use the global torch RNG (seed it, as for dropout), or, with ``input_seed``, a
+generator seeded afresh at every forward pass, so that a sample's spike trains (and features) are
+the same at every epoch, as the authors' cached features are.
+
+Readout: the spike count of every liquid neuron over ``duration`` ms (250), divided by its
+sample's L1 norm, then by the batch maximum (the authors' normalisation; ``features="l1"``
+stops after the L1 norm, ``"counts"`` keeps raw counts), into ``readout = Linear(n, classes)``
+initialised at zero, trained by the caller's optimizer.
+
+Simulation is batched over samples. The synaptic drive ``Σ_j w_ij k_j`` of every liquid neuron
+is kept as one number that decays by ``exp(−1/τ_u)`` per step and changes only where a
+presynaptic neuron spiked (a sparse CSR product of the synapse matrix with the spike vector, for a
+fixed liquid) or a plasticity rule changed a weight (then weights are per sample and the update
+runs over the synapse list). Measured (bench/lsm_speed.py): expanding each step's spikes into
+their synapses (index lists) was ~20× slower than the CSR product, because the input neurons'
+spikes reach ~100 synapses each and fire often. This equals the authors' per-synapse sum up to float rounding,
+except that the authors cap ``Δt`` at 100 (a kernel of ``e^{−100}``, below float32
+resolution), where the drive here keeps decaying.
+
+Memory is counted before anything is allocated (the connectivity draw and the synapse arrays,
+and per forward pass the per-sample weights a plasticity rule needs): too large a liquid is
+refused with one sentence.
+
+What is left for the full protocol of issue 24 (not in this module): the two phases as a run
+(liquid initialisation on 50k images at batch 1 → ``W_INI``; features with per-image transient
+plasticity from ``W_INI`` at 250 ms), cached liquid features so that the readout's epochs do not
+re-simulate, the data-set-wide ``rate_max``, the soft-target cross-entropy / L2 / Adadelta readout
+recipe and the 50k/10k/10k split, CLI / study integration, and the BindsNET / Brian2 benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Annotated, Any, Literal, Sequence
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from beyondbp.errors import ConfigError
+from beyondbp.models.mlp import check_classes, check_shape
+from beyondbp.options import Options, opt, parse
+
+__all__ = ["LSM", "Liquid", "PRESETS", "EXC", "INH", "INP"]
+
+#: Grid of the size presets.
+PRESETS = {1000: (10, 10, 10), 8000: (20, 20, 20)}
+#: Synapse kinds (by presynaptic population).
+EXC, INH, INP = 0, 1, 2
+
+
+def _t_lim(tau_u: float) -> float:
+    """The authors' initial ``Δt`` of every synapse: the first of 20, 25, 30, ... with
+    ``exp(−t/τ_u) ≤ 0.01``."""
+    t = 20.0
+    for _ in range(1000):
+        if math.exp(-t / tau_u) <= 0.01:
+            break
+        t += 5.0
+    return t
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+class SimState:
+    """What a plasticity rule sees of one simulation (one batch of samples)."""
+
+    def __init__(self, liquid: "Liquid", w: Tensor, k: Tensor, drive: Tensor) -> None:
+        self.liquid = liquid
+        self.w = w  # (B, nnz) per-sample weights (or (nnz,) shared: no plasticity)
+        self.k = k  # (B, n_in + n) synaptic kernel of every presynaptic neuron
+        self.drive = drive  # (B, n) synaptic drive of every liquid neuron
+        self.step = 0
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[0]
+
+    def apply_dw(self, dw: Tensor) -> None:
+        """Add ``dw`` (B, nnz) to the per-sample weights, clip them to their bounds and keep the
+        synaptic drive consistent with the new weights."""
+        liq = self.liquid
+        lo, hi = liq.clip_bounds()
+        new = torch.minimum(torch.maximum(self.w + dw, lo), hi)
+        self.drive.index_add_(1, liq.post, (new - self.w) * self.k[:, liq.pre])
+        self.w.copy_(new)
+
+
+class Liquid(nn.Module):
+    """The spiking liquid (see the module docstring). ``forward(p)`` takes firing probabilities
+    ``(B, n_in)`` and returns spike counts ``(B, n)``; :meth:`simulate` gives more."""
+
+    #: How plasticity rules recognise a liquid (rules do not import models).
+    is_spiking_liquid = True
+
+    def __init__(
+        self, n_inputs: int, grid: Sequence[int], *, exc_fraction: float = 0.8, lam: float = 3.0,
+        conn: Sequence[float] = (0.2, 0.1, 0.3, 0.05), input_density: float = 0.15, w_init: float = 3.0,
+        w_max: float = 3.0, tau_v: float = 64.0, tau_u: float = 1.0, threshold: float = 20.0,
+        refractory: int = 2, input_current: float = 100.0, duration: int = 250, seed: int = 0,
+    ) -> None:
+        super().__init__()
+        gx, gy, gz = (int(g) for g in grid)
+        n = gx * gy * gz
+        self.n_in, self.n, self.grid = int(n_inputs), n, (gx, gy, gz)
+        self.tau_v, self.tau_u, self.threshold = float(tau_v), float(tau_u), float(threshold)
+        self.refractory, self.input_current, self.duration = int(refractory), float(input_current), int(duration)
+        self.w_max, self.seed = float(w_max), int(seed)
+        self.plasticity: Any = None  # installed by a plasticity rule (beyondbp.rules.nalsm)
+        self.input_seed: int | None = None  # None: input spikes from the global RNG
+        n_exc = int(round(n * exc_fraction))
+        n_syn_in = int(round(input_density * self.n_in * n))
+        expected = n_syn_in + self.recurrent_bound(self.grid, lam, max(conn))
+        self.check_memory(expected, n)
+        meta = torch.empty(0).device.type == "meta"
+        if meta:  # models.build counts bytes on the meta device: sizes only, nothing drawn
+            nnz = n_syn_in + int(expected - n_syn_in) // 2
+            pre = torch.empty(nnz, dtype=torch.long)
+            post = torch.empty(nnz, dtype=torch.long)
+            kind = torch.empty(nnz, dtype=torch.int8)
+            w = torch.empty(nnz)
+            is_exc = torch.empty(n, dtype=torch.bool)
+            pos = torch.empty(n, 3)
+        else:
+            pre, post, kind, w, is_exc, pos = self._draw(n_exc, lam, conn, n_syn_in, w_init)
+        self.nnz = int(pre.numel())
+        self.register_buffer("pre", pre)  # presynaptic index: inputs 0..n_in-1, liquid n_in + i
+        self.register_buffer("post", post)  # postsynaptic liquid neuron 0..n-1
+        self.register_buffer("kind", kind)  # EXC / INH / INP (the presynaptic population)
+        self.register_buffer("is_exc", is_exc)
+        self.register_buffer("positions", pos)
+        self.weight = nn.Parameter(w, requires_grad=False)  # (nnz,), trained by plasticity rules only
+        if not meta:
+            self._index()
+
+    # -- structure ---------------------------------------------------------------------------
+    @staticmethod
+    def recurrent_bound(grid: Sequence[int], lam: float, c_max: float) -> float:
+        """An upper bound on the expected number of recurrent synapses (for the memory count):
+        ``c_max · n · Σ_offsets exp(−(d/λ)²)`` over the offsets the grid allows (in closed form
+        per axis, so it costs nothing for any size)."""
+        n = math.prod(grid)
+        per = 1.0
+        for g in grid:
+            r = min(int(g) - 1, math.ceil(6 * lam))
+            per *= sum(math.exp(-(d * d) / lam**2) for d in range(-r, r + 1))
+        return c_max * n * min(per, n)
+
+    def check_memory(self, expected_synapses: float, n: int) -> None:
+        need = expected_synapses * (8 + 8 + 1 + 4 + 8 * 2) + self.n_in * n * 8 + 4 * n * min(n, 2048)
+        have = _physical_memory()
+        if have is not None and need > have:
+            raise ConfigError(
+                f"a liquid of {n} neurons with {self.n_in} inputs would need about {_gib(need)} to build, "
+                f"more than this machine's {_gib(have)} of memory; choose a smaller grid or size."
+            )
+
+    def _draw(self, n_exc: int, lam: float, conn: Sequence[float], n_syn_in: int, w_init: float):
+        g = torch.Generator(device="cpu").manual_seed(self.seed)
+        n, n_in = self.n, self.n_in
+        gx, gy, gz = self.grid
+        cpu = dict(device="cpu")
+        coords = torch.stack(torch.meshgrid(
+            torch.arange(gx, **cpu), torch.arange(gy, **cpu), torch.arange(gz, **cpu), indexing="ij"
+        ), dim=-1).reshape(n, 3).float()
+        order = torch.randperm(n, generator=g, **cpu)
+        is_exc = torch.zeros(n, dtype=torch.bool, **cpu)
+        is_exc[order[:n_exc]] = True
+        c = torch.tensor(conn, dtype=torch.float32, **cpu).view(2, 2)  # [pre E/I][post E/I]
+        pre_type = (~is_exc).long()
+        pres, posts = [], []
+        chunk = max(1, 2**22 // max(n, 1))
+        for start in range(0, n, chunk):  # rows = postsynaptic neurons
+            rows = torch.arange(start, min(n, start + chunk), **cpu)
+            d2 = ((coords[rows, None, :] - coords[None, :, :]) ** 2).sum(-1)
+            prob = c[pre_type[None, :], pre_type[rows][:, None]] * torch.exp(-d2 / lam**2)
+            prob[torch.arange(len(rows), **cpu), rows] = 0.0  # no self-connections
+            hit = torch.rand(prob.shape, generator=g, **cpu) < prob
+            i, j = hit.nonzero(as_tuple=True)
+            posts.append(rows[i])
+            pres.append(j + n_in)
+        rec_pre, rec_post = torch.cat(pres), torch.cat(posts)
+        pairs = torch.randperm(n_in * n, generator=g, **cpu)[:n_syn_in]
+        in_pre, in_post = pairs // n, pairs % n
+        sign = torch.where(torch.rand(n_syn_in, generator=g, **cpu) < 0.5, -1.0, 1.0)
+        pre = torch.cat([in_pre, rec_pre])
+        post = torch.cat([in_post, rec_post])
+        rec_exc = is_exc[rec_pre - n_in]
+        kind = torch.cat([
+            torch.full((n_syn_in,), INP, dtype=torch.int8, **cpu),
+            torch.where(rec_exc, EXC, INH).to(torch.int8),
+        ])
+        w = torch.cat([sign * w_init, torch.where(rec_exc, w_init, -w_init)])
+        srt = torch.argsort(pre * n + post)  # synapses sorted by presynaptic neuron
+        return pre[srt], post[srt], kind[srt], w[srt].float(), is_exc, coords
+
+    def _index(self) -> None:
+        """CSR indices: outgoing synapses by presynaptic neuron (synapses are stored sorted by
+        ``pre``) and incoming synapses by postsynaptic neuron."""
+        n_tot = self.n_in + self.n
+        self.out_ptr = torch.zeros(n_tot + 1, dtype=torch.long, device=self.pre.device)
+        self.out_ptr[1:] = torch.cumsum(torch.bincount(self.pre, minlength=n_tot), 0)
+        self.in_order = torch.argsort(self.post, stable=True)
+        self.in_ptr = torch.zeros(self.n + 1, dtype=torch.long, device=self.pre.device)
+        self.in_ptr[1:] = torch.cumsum(torch.bincount(self.post, minlength=self.n), 0)
+
+    def _apply(self, fn, recurse=True):  # keep the CSR indices on the buffers' device
+        out = super()._apply(fn, recurse)
+        if self.pre.device.type != "meta":
+            self._index()
+        return out
+
+    def counts_by_kind(self) -> dict[str, int]:
+        """Synapse counts by (pre, post) population: ``EE``, ``EI``, ``IE``, ``II``, ``input``."""
+        out = {"input": int((self.kind == INP).sum())}
+        rec = self.kind != INP
+        pre_e = self.kind[rec] == EXC
+        post_e = self.is_exc[self.post[rec]]
+        for name, a, b in (("EE", True, True), ("EI", True, False), ("IE", False, True), ("II", False, False)):
+            out[name] = int(((pre_e == a) & (post_e == b)).sum())
+        return out
+
+    def clip_bounds(self) -> tuple[Tensor, Tensor]:
+        """Per-synapse lower and upper weight bounds (E [0, w_max], I [−w_max, 0], input ±w_max)."""
+        m = self.w_max
+        lo = torch.tensor([0.0, -m, -m], device=self.weight.device)[self.kind.long()]
+        hi = torch.tensor([m, 0.0, m], device=self.weight.device)[self.kind.long()]
+        return lo, hi
+
+    # -- simulation --------------------------------------------------------------------------
+    def simulate(
+        self, p: Tensor, *, duration: int | None = None, record: bool = False, plasticity: Any = "attached",
+        write_back: bool = True,
+    ) -> dict[str, Tensor]:
+        """Run the liquid on firing probabilities ``p`` (B, n_in) for ``duration`` ms.
+
+        Returns ``counts`` (B, n) liquid spike counts, ``input_counts`` (B, n_in) and, with
+        ``record``, ``raster`` (B, T, n) bool liquid spikes. ``plasticity``: the attached rule's
+        plasticity (default), ``None`` for a fixed liquid, or a plasticity object. A plasticity
+        that keeps its changes (``persistent``) runs the samples one after another and writes
+        the weights back when ``write_back`` (the model in training mode)."""
+        plast = self.plasticity if plasticity == "attached" else plasticity
+        T = self.duration if duration is None else int(duration)
+        if p.dim() != 2 or p.shape[1] != self.n_in:
+            raise ConfigError(
+                f"the liquid takes firing probabilities of shape (batch, {self.n_in}), got {tuple(p.shape)}."
+            )
+        if plast is not None and getattr(plast, "persistent", False) and p.shape[0] > 1:
+            outs = [self.simulate(p[i:i + 1], duration=T, record=record, plasticity=plast, write_back=write_back)
+                    for i in range(p.shape[0])]
+            return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        with torch.no_grad():
+            return self._run(p, T, record, plast, write_back)
+
+    def _run(self, p: Tensor, T: int, record: bool, plast: Any, write_back: bool) -> dict[str, Tensor]:
+        B, n_in, n = p.shape[0], self.n_in, self.n
+        n_tot = n_in + n
+        dev = self.weight.device
+        p = p.to(device=dev, dtype=torch.float32)
+        if plast is not None:
+            need = B * self.nnz * 4 * 3
+            have = _physical_memory()
+            if have is not None and need > have:
+                raise ConfigError(
+                    f"plasticity on a batch of {B} needs about {_gib(need)} for per-sample weights, more than "
+                    f"this machine's {_gib(have)}; use smaller batches."
+                )
+            w = self.weight.detach().unsqueeze(0).repeat(B, 1)
+        else:
+            w = self.weight.detach()
+        decay = math.exp(-1.0 / self.tau_u)
+        k = torch.full((B, n_tot), math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u, device=dev)
+        drive = self._full_drive(w, k)
+        v = torch.zeros(B, n_tot, device=dev)
+        ref = torch.zeros(B, n_tot, device=dev)
+        counts = torch.zeros(B, n_tot, device=dev)
+        raster = torch.zeros(B, T, n, dtype=torch.bool, device=dev) if record else None
+        gen = None
+        if self.input_seed is not None:
+            gen = torch.Generator(device=dev).manual_seed(self.input_seed)
+        state = SimState(self, w, k, drive)
+        if plast is not None:
+            plast.begin(state)
+        k0 = 1.0 / self.tau_u
+        post_flat = self.post
+        if w.dim() == 1:
+            csr = self._csr(w)
+        for t in range(T):
+            s = (v >= self.threshold) & (ref <= 0)
+            v = v.masked_fill(s, 0.0)
+            counts += s
+            if raster is not None:
+                raster[:, t] = s[:, n_in:]
+            if bool(s.any()):
+                delta = torch.where(s, k0 - k, 0.0)
+                if w.dim() == 1:
+                    drive += torch.sparse.mm(csr, delta.t()).t()
+                else:
+                    drive.index_add_(1, post_flat, w * delta[:, self.pre])
+                k.masked_fill_(s, k0)
+            current = torch.cat([
+                self.input_current * (p > torch.rand(B, n_in, device=dev, generator=gen)).float(), drive
+            ], dim=1)
+            v = v + current - v / self.tau_v
+            k.mul_(decay)
+            drive.mul_(decay)
+            ref = torch.where(s, float(self.refractory), ref - 1.0)
+            if plast is not None:
+                state.step = t
+                plast.update(state, s)
+        if plast is not None:
+            plast.end(state)
+            if getattr(plast, "persistent", False) and write_back:
+                self.weight.data.copy_(w[0])
+        out = {"counts": counts[:, n_in:], "input_counts": counts[:, :n_in]}
+        if raster is not None:
+            out["raster"] = raster
+        return out
+
+    def _csr(self, w: Tensor) -> Tensor:
+        """The weights as a sparse CSR matrix (n, n_in + n), rows = postsynaptic neurons."""
+        order = self.in_order
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(
+                self.in_ptr, self.pre[order], w[order], (self.n, self.n_in + self.n), device=w.device
+            )
+
+    def _full_drive(self, w: Tensor, k: Tensor) -> Tensor:
+        """``Σ_j w_ij k_j`` for every liquid neuron from scratch (once per simulation)."""
+        B = k.shape[0]
+        contrib = (w if w.dim() == 2 else w.unsqueeze(0)) * k[:, self.pre]
+        drive = torch.zeros(B, self.n, device=k.device)
+        drive.index_add_(1, self.post, contrib.expand(B, -1) if contrib.shape[0] != B else contrib)
+        return drive
+
+    def forward(self, p: Tensor) -> Tensor:
+        return self.simulate(p, write_back=self.training)["counts"]
+
+
+class LSM(nn.Module):
+    """Liquid + linear readout (see the module docstring)."""
+
+    class Options(Options):
+        size: Literal[1000, 8000] = opt(1000, "liquid size preset: 1000 (10x10x10) or 8000 (20x20x20)")
+        grid: list[Annotated[int, Field(ge=1)]] | None = opt(
+            None, "liquid grid (x, y, z), overriding size", accepts="a list of three integers >= 1, or null (None)",
+            min_length=3, max_length=3,
+        )
+        duration: int = opt(250, "presentation time per sample in ms (dt = 1 ms)", ge=1)
+        tau_v: float = opt(64.0, "membrane time constant τ_v in ms", gt=0)
+        tau_u: float = opt(1.0, "synaptic kernel time constant τ_u in ms", gt=0)
+        threshold: float = opt(20.0, "firing threshold", gt=0)
+        refractory: int = opt(2, "refractory period in ms", ge=0)
+        input_current: float = opt(100.0, "current of an input spike", gt=0)
+        w_init: float = opt(3.0, "initial weight magnitude of every synapse", ge=0)
+        w_max: float = opt(3.0, "largest weight magnitude plasticity may reach", gt=0)
+        exc_fraction: float = opt(0.8, "fraction of excitatory liquid neurons", ge=0, le=1)
+        lam: float = opt(3.0, "connection length λ of C·exp(−(D/λ)²)", gt=0)
+        conn: list[Annotated[float, Field(ge=0, le=1)]] = opt(
+            (0.2, 0.1, 0.3, 0.05), "connection factor C for E→E, E→I, I→E, I→I",
+            accepts="a list of four numbers in [0, 1]", min_length=4, max_length=4,
+        )
+        input_density: float = opt(0.15, "fraction of input→liquid pairs connected", ge=0, le=1)
+        rate_max: float | None = opt(
+            None, "divisor of the sum-normalised input (authors: its maximum over the data set); None: batch maximum",
+            gt=0,
+        )
+        features: Literal["authors", "l1", "counts"] = opt(
+            "authors", "readout features: counts ÷ L1 ÷ batch max (authors), counts ÷ L1, or raw counts"
+        )
+        seed: int = opt(0, "seed of the liquid's structure (positions, E/I, synapses, signs)", ge=0)
+        input_seed: int | None = opt(
+            None, "seed of the input spikes, redrawn identically at every forward pass; None: the global RNG", ge=0
+        )
+
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, size: int = 1000, grid: Sequence[int] | None = None,
+        duration: int = 250, tau_v: float = 64.0, tau_u: float = 1.0, threshold: float = 20.0, refractory: int = 2,
+        input_current: float = 100.0, w_init: float = 3.0, w_max: float = 3.0, exc_fraction: float = 0.8,
+        lam: float = 3.0, conn: Sequence[float] = (0.2, 0.1, 0.3, 0.05), input_density: float = 0.15,
+        rate_max: float | None = None, features: str = "authors", seed: int = 0, input_seed: int | None = None,
+    ) -> None:
+        opts = dict(
+            size=size, grid=grid, duration=duration, tau_v=tau_v, tau_u=tau_u, threshold=threshold,
+            refractory=refractory, input_current=input_current, w_init=w_init, w_max=w_max,
+            exc_fraction=exc_fraction, lam=lam, conn=conn, input_density=input_density, rate_max=rate_max,
+            features=features, seed=seed, input_seed=input_seed,
+        )
+        parsed = parse(self.Options, opts, "model 'lsm'")
+        input_shape = check_shape(input_shape, "lsm")
+        num_classes = check_classes(num_classes, "lsm")
+        super().__init__()
+        self.input_shape, self.num_classes = input_shape, num_classes
+        self.opts = parsed
+        grid = tuple(parsed.grid) if parsed.grid is not None else PRESETS[parsed.size]
+        self.liquid = Liquid(
+            math.prod(input_shape), grid, exc_fraction=parsed.exc_fraction, lam=parsed.lam, conn=parsed.conn,
+            input_density=parsed.input_density, w_init=parsed.w_init, w_max=parsed.w_max, tau_v=parsed.tau_v,
+            tau_u=parsed.tau_u, threshold=parsed.threshold, refractory=parsed.refractory,
+            input_current=parsed.input_current, duration=parsed.duration, seed=parsed.seed,
+        )
+        self.liquid.input_seed = parsed.input_seed
+        self.readout = nn.Linear(self.liquid.n, num_classes)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Per-ms firing probability of every input neuron, (B, n_in)."""
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ConfigError(
+                f"model 'lsm' was built for samples of shape {tuple(self.input_shape)}, got a batch of shape "
+                f"{tuple(x.shape)}; give (batch, {', '.join(map(str, self.input_shape))})."
+            )
+        x = x.reshape(len(x), -1).float().clamp_min(0)
+        total = x.sum(1, keepdim=True)
+        r = torch.where(total > 0, x / total.clamp_min(1e-12), torch.zeros_like(x))
+        scale = self.opts.rate_max if self.opts.rate_max is not None else float(r.max().clamp_min(1e-12))
+        return (r / scale).clamp(0, 1)
+
+    def features(self, counts: Tensor) -> Tensor:
+        if self.opts.features == "counts":
+            return counts
+        f = counts / counts.sum(1, keepdim=True).clamp_min(1e-12)
+        if self.opts.features == "authors":
+            f = f / f.max().clamp_min(1e-12)
+        return f
+
+    def forward(self, x: Tensor) -> Tensor:
+        counts = self.liquid(self.encode(x))
+        return self.readout(self.features(counts))

@@ -1,0 +1,275 @@
+"""Plasticity of a spiking liquid: pair-based STDP (``stdp``) and astrocyte-modulated STDP
+(``nalsm``), for the liquid of :mod:`beyondbp.models.lsm`.
+
+Paper: "Increasing Liquid State Machine Performance with Edge-of-Chaos Dynamics Organized by
+Astrocyte-modulated Plasticity" (Ivanov & Michmizos, NeurIPS 2021); official code
+combra-lab/NALSM (``NALSM_STDP.py``, ``NALSM_ASTRO.py``, the phases in
+``NALSM_CONSTRUCTOR_MNIST.py``).
+
+Every synapse j→i of the liquid (from an input, excitatory or inhibitory neuron) learns online,
+every ms, from spikes ``s`` (1 in the step a neuron spikes) and one trace per neuron:
+
+    Δw_ij = λ⁺(j) · x_j · s_i  +  λ⁻(j) · s_j · x_i          (traces from before this step)
+    x ← m · (x + a · s)                                          (a = 0.1, m ≈ e^{−1/10})
+
+then ``w`` is clipped by synapse type (E [0, w_max], I [−w_max, 0], input ±w_max). ``λ⁺``
+(post after pre) and ``λ⁻`` (pre after post) depend on the presynaptic population: from an
+excitatory or input neuron ``λ⁺ = +η``, ``λ⁻ = −A``; from an inhibitory neuron ``λ⁺ = −A``,
+``λ⁻ = +η`` (η = 0.15). The trace decay ``m`` is the authors' approximation of ``e^{−1/τ}``
+(τ = 10): the value on a grid of 1000 steps in [0.01, 0.9999] whose τ-th power is nearest to
+``e^{−1}``.
+
+* ``stdp``: ``A = η`` (potentiation and depression equally strong), the paper's "LSM + STDP"
+  baseline.
+* ``nalsm``: ``A`` is the state of one astrocyte per sample, integrating the liquid's spikes
+  against its input's every ms:
+
+      A ← A + (w_A · (Σ liquid spikes − Σ input spikes) + b_A − A) / τ_A
+
+  with ``A₀ = b_A = η``, ``τ_A = 100`` ms, ``w_A = 0.015`` (NALSM1000; 0.0075 for 8000). When
+  the liquid fires more than its input, depression grows: the liquid settles near a branching
+  factor of 1.
+
+Two modes, as the authors' two phases:
+
+* ``mode="transient"`` (default; their feature generation): every sample starts from the
+  liquid's stored weights (``W_INI``), its changes last only for its own presentation, and ``η``,
+  ``A``, ``w_A`` and ``b_A`` are multiplied by ``decay`` (0.99) every ms. Samples run batched.
+* ``mode="persistent"`` (their liquid initialisation, 20 ms per image): samples run one after
+  another, each starting from the weights the previous one left; the weights are written back
+  to the liquid in training-mode forward passes; ``decay`` defaults to 1 (none); traces,
+  astrocyte and rates restart with each sample.
+
+The readout (``readout``, a Linear) is trained by the caller's optimizer on the cross-entropy of
+its output, as the run loop does for any rule; the liquid gets no error signal. The plasticity
+runs inside the model's forward pass, so ``predict`` and evaluation see the same liquid as
+training (as in the authors' feature generation); ``learner.predict`` draws the input spikes
+from a fixed seed (``predict_seed``) so predictions are repeatable.
+
+``estimate`` reports, for ``liquid.weight``, minus the mean over the batch of the change one
+presentation makes (gradient sign convention), and for the readout its cross-entropy gradient
+on the liquid's features. These rules attach only to a model holding a liquid (``lsm``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, ClassVar, Iterator, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModuleError
+from .base import Batch, Learner, LossFn, Options, Rule, check_batch, opt
+
+__all__ = ["NALSM", "STDP", "authors_trace_decay"]
+
+
+def authors_trace_decay(tau: int) -> float:
+    """The per-ms trace multiplier the authors use for time constant ``tau`` (ms): the value on
+    ``linspace(0.01, 0.9999, 1000)`` whose ``tau``-th power is nearest to ``e^{−1}``."""
+    grid = torch.linspace(0.01, 0.9999, 1000, dtype=torch.float64)
+    return float(grid[torch.argmin((grid ** int(tau) - math.exp(-1.0)).abs())])
+
+
+class Plasticity:
+    """The per-ms update a rule installs on a liquid (``liquid.plasticity``)."""
+
+    def __init__(self, rule: "STDP", liquid: nn.Module) -> None:
+        self.rule = rule
+        self.liquid = liquid
+        self.persistent = rule.mode == "persistent"
+        self.decay = rule.decay if rule.decay is not None else (1.0 if self.persistent else 0.99)
+        self.m = rule.trace_decay if rule.trace_decay is not None else authors_trace_decay(rule.trace_tau)
+        self.astro = isinstance(rule, NALSM)
+        self.record: list[Tensor] | None = None  # per-presentation weight changes (estimate)
+
+    def begin(self, state: Any) -> None:
+        B, dev = state.batch, state.k.device
+        liq = self.liquid
+        self.inh = (liq.kind == 1).unsqueeze(0)  # (1, nnz) inhibitory presynaptic neuron
+        self.x = torch.zeros(B, liq.n_in + liq.n, device=dev)
+        self.eta = torch.full((B, 1), self.rule.eta, device=dev)
+        if self.astro:
+            a0 = self.rule.eta if self.rule.astro_init is None else self.rule.astro_init
+            bias = self.rule.eta if self.rule.astro_bias is None else self.rule.astro_bias
+            self.A = torch.full((B, 1), float(a0), device=dev)
+            self.w_a = torch.full((B, 1), self.rule.w_astro, device=dev)
+            self.b_a = torch.full((B, 1), float(bias), device=dev)
+        self.w0 = state.w.clone() if self.record is not None else None
+
+    def update(self, state: Any, s: Tensor) -> None:
+        liq, n_in = self.liquid, self.liquid.n_in
+        sf = s.float()
+        A = self.A if self.astro else self.eta
+        lr_post = torch.where(self.inh, -A, self.eta)  # λ⁺: post spike × pre trace
+        lr_pre = torch.where(self.inh, self.eta, -A)  # λ⁻: pre spike × post trace
+        post = liq.post + n_in
+        dw = lr_post * self.x[:, liq.pre] * sf[:, post] + lr_pre * sf[:, liq.pre] * self.x[:, post]
+        state.apply_dw(dw)
+        self.x = self.m * (self.x + self.rule.trace_increment * sf)
+        if self.astro:
+            drive = sf[:, n_in:].sum(1, keepdim=True) - sf[:, :n_in].sum(1, keepdim=True)
+            self.A = self.A + (self.w_a * drive + self.b_a - self.A) / self.rule.tau_astro
+        if self.decay != 1.0:
+            self.eta = (self.eta * self.decay).clamp(0.0, 1e4)
+            if self.astro:
+                self.A = self.A * self.decay
+                self.w_a = self.w_a * self.decay
+                self.b_a = self.b_a * self.decay
+
+    def end(self, state: Any) -> None:
+        if self.record is not None:
+            self.record.append(state.w - self.w0)
+
+
+class STDPLearner(Learner):
+    def __init__(self, rule: "STDP", model: nn.Module, loss_fn: LossFn, liquid_path: str) -> None:
+        super().__init__(rule, model, loss_fn)
+        self.liquid_path = liquid_path
+        self.liquid = model.get_submodule(liquid_path)
+        self.readout_path = "readout"
+        self.plasticity = Plasticity(rule, self.liquid)
+        self.liquid.plasticity = self.plasticity
+
+    def step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        if not self._active:
+            with self._no_plasticity():
+                return super().step(batch, optimizer)
+        return super().step(batch, optimizer)
+
+    def predict(self, x: Tensor) -> Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.rule.predict_seed)
+            return super().predict(x)
+
+    @contextlib.contextmanager
+    def _no_plasticity(self) -> Iterator[None]:
+        self.liquid.plasticity = None
+        try:
+            yield
+        finally:
+            self.liquid.plasticity = self.plasticity
+
+    @contextlib.contextmanager
+    def _kept_weights(self) -> Iterator[None]:
+        saved = self.liquid.weight.detach().clone()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                self.liquid.weight.copy_(saved)
+
+    def _estimate(self, batch: Batch) -> dict[str, Tensor]:
+        x, y = check_batch(batch)
+        with self._kept_weights():
+            self.plasticity.record = []
+            try:
+                self.liquid.simulate(self.model.encode(x), write_back=False)
+                changes = torch.cat(self.plasticity.record)
+            finally:
+                self.plasticity.record = None
+            out = {f"{self.liquid_path}.weight": -changes.mean(0)}
+            out.update({k: v for k, v in self._gradients(batch, use_rule=True).items() if not k.startswith(self.liquid_path)})
+        return out
+
+    def _backprop_gradients(self, batch: Batch) -> dict[str, Tensor]:
+        with self._kept_weights(), self._no_plasticity():
+            return self._gradients(batch, use_rule=False)
+
+    def _gradients(self, batch: Batch, use_rule: bool) -> dict[str, Tensor]:
+        with self._kept_weights():
+            return super()._gradients(batch, use_rule)
+
+    def _diagnostics(self, batch: Batch) -> dict[str, float]:
+        return {}
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.get_submodule(self.readout_path).parameters() if p.requires_grad]
+
+    def trained_layers(self) -> dict[str, nn.Module]:
+        return {self.liquid_path: self.liquid, self.readout_path: self.model.get_submodule(self.readout_path)}
+
+    def _restore(self) -> None:
+        self.liquid.plasticity = None
+
+
+def _is_liquid(module: nn.Module) -> bool:
+    """A spiking liquid (``beyondbp.models.lsm.Liquid`` declares ``is_spiking_liquid``)."""
+    return bool(getattr(type(module), "is_spiking_liquid", False))
+
+
+class STDP(Rule):
+    name = "stdp"
+    family: ClassVar[str] = "local"
+    summary = "pair-based STDP with traces on a spiking liquid's synapses; linear readout trained on the label loss"
+    paper = (
+        "Increasing Liquid State Machine Performance with Edge-of-Chaos Dynamics Organized by "
+        "Astrocyte-modulated Plasticity (Ivanov & Michmizos, NeurIPS 2021): the LSM + STDP baseline"
+    )
+    plain_backward = False  # the plasticity changes the forward pass
+    supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
+
+    class Options(Options):
+        eta: float = opt(0.15, "learning rate η (potentiation; also depression for stdp)", ge=0)
+        trace_tau: int = opt(10, "trace time constant τ in ms", ge=1)
+        trace_increment: float = opt(0.1, "trace increment a per spike", ge=0)
+        trace_decay: float | None = opt(
+            None, "per-ms trace multiplier m; None: the authors' approximation of e^(-1/τ)", gt=0, le=1
+        )
+        mode: Literal["transient", "persistent"] = opt(
+            "transient", "transient: per-sample changes from the stored weights (features); persistent: kept (initialisation)"
+        )
+        decay: float | None = opt(
+            None, "per-ms multiplier of the plasticity rates; None: 0.99 transient, 1 persistent", gt=0, le=1
+        )
+        predict_seed: int = opt(0, "seed of the input spikes drawn by learner.predict", ge=0)
+
+    def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
+        found = [p for p, m in model.named_modules() if _is_liquid(m)]
+        for path, module in model.named_modules():
+            if _is_liquid(module) or isinstance(module, nn.Linear) or any(path.startswith(f + ".") for f in found):
+                continue
+            own = [n for n, _ in module.named_parameters(recurse=False)]
+            if own:
+                raise UnsupportedModuleError(
+                    f"rule '{self.name}' cannot train module '{path or '<root>'}' of type {type(module).__name__} "
+                    f"(it owns parameters {own}); it trains a spiking liquid's synapses and a linear readout only."
+                )
+        if len(found) != 1 or not isinstance(getattr(model, "readout", None), nn.Linear):
+            raise UnsupportedModuleError(
+                f"rule '{self.name}' trains the synapses of a spiking liquid (model 'lsm') and this "
+                f"{type(model).__name__} has {'no' if not found else len(found)} liquid and a linear 'readout' "
+                f"{'present' if isinstance(getattr(model, 'readout', None), nn.Linear) else 'missing'}; "
+                "use model lsm or another rule."
+            )
+
+    def _make_learner(self, model: nn.Module, loss_fn: LossFn) -> Learner:
+        path = next(p for p, m in model.named_modules() if _is_liquid(m))
+        return STDPLearner(self, model, loss_fn, path)
+
+    @classmethod
+    def example_model(cls, input_shape: tuple[int, ...], num_classes: int) -> nn.Module | None:
+        """A small liquid (5×5×4, 50 ms, input spikes from a fixed seed) for the contract checks."""
+        from ..models.lsm import LSM
+
+        return LSM(tuple(input_shape), num_classes, grid=[5, 5, 4], duration=50, w_init=1.0, input_seed=0)
+
+
+class NALSM(STDP):
+    name = "nalsm"
+    summary = (
+        "astrocyte-modulated STDP on a spiking liquid (depression set by a global astrocyte integrating "
+        "liquid and input activity); linear readout trained on the label loss"
+    )
+    paper = (
+        "Increasing Liquid State Machine Performance with Edge-of-Chaos Dynamics Organized by "
+        "Astrocyte-modulated Plasticity (Ivanov & Michmizos, NeurIPS 2021)"
+    )
+
+    class Options(STDP.Options):
+        w_astro: float = opt(0.015, "astrocyte weight w_A of (liquid − input) spikes (0.0075 for 8000 neurons)", ge=0)
+        tau_astro: float = opt(100.0, "astrocyte time constant τ_A in ms", gt=0)
+        astro_init: float | None = opt(None, "initial astrocyte state A₀; None: η", ge=0)
+        astro_bias: float | None = opt(None, "astrocyte bias b_A; None: η", ge=0)
