@@ -152,13 +152,14 @@ def _plural(words: str) -> str:
 
 
 def describe(cls: type[Options]) -> list[dict[str, str]]:
-    """One row per option: name, what it accepts, default, help."""
+    """One row per option: name, what it accepts, default (``"required"`` for an option declared
+    with ``opt(..., help)``, which has none), help."""
     rows = []
     for name, field in cls.model_fields.items():
         rows.append({
             "name": name,
             "accepts": accepts(cls, name),
-            "default": repr(field.default),
+            "default": "required" if field.is_required() else repr(field.default),
             "help": field.description or "",
         })
     return rows

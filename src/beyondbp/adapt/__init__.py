@@ -20,11 +20,11 @@ the CLI.
 
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, parse_corruptions, parse_severities
 from .benchmark import benchmark
-from .methods import METHODS, NHL, Adapter, Norm, Source, Tent, entropy, make, parse_methods, split_batches, stream_error
+from .methods import METHODS, NHL, Adapter, Norm, Source, Tent, describe_options, entropy, make, parse_methods, split_batches, stream_error
 from .source import BNCNN, load_source, save_source, train_source
 
 __all__ = [
     "BNCNN", "CORRUPTIONS", "METHODS", "NHL", "SEVERITIES", "Adapter", "Norm", "Source", "Tent", "benchmark",
-    "corrupt", "entropy", "load_source", "make", "parse_corruptions", "parse_methods", "parse_severities",
+    "corrupt", "describe_options", "entropy", "load_source", "make", "parse_corruptions", "parse_methods", "parse_severities",
     "save_source", "split_batches", "stream_error", "train_source",
 ]

@@ -79,20 +79,27 @@ from __future__ import annotations
 import copy
 import time
 from collections import OrderedDict
-from typing import Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
+from .. import options
 from ..errors import ConfigError, DataError
-from ..options import parse_names
+from ..options import opt, parse_names
 from ..plasticity.softhebb import plasticity, scaled_update, soft_wta
 from ..training.batches import batch_slices
 from ..training.components import build_optimizer
 
-__all__ = ["METHODS", "Adapter", "NHL", "Norm", "Source", "Tent", "entropy", "make", "names",
+__all__ = ["METHODS", "Adapter", "NHL", "Norm", "Source", "Tent", "describe_options", "entropy", "make", "names",
            "parse_methods", "split_batches", "stream_error"]
+
+#: Adam's (β1, β2), as TENT's recipe and NHL's neuromodulator use them (torch's bounds).
+Betas = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], opt(
+    (0.9, 0.999), "Adam's (beta1, beta2)", accepts="a list of two numbers >= 0 and < 1, such as [0.9, 0.999]",
+    min_length=2, max_length=2)]
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -115,10 +122,21 @@ def use_batch_statistics(model: nn.Module) -> None:
 
 
 class Adapter:
-    """Base of the methods: a private copy of the source model, reset and batch checks."""
+    """Base of the methods: a private copy of the source model, reset and batch checks.
+
+    A method's options are declared in its ``Options`` class (:mod:`beyondbp.options`; the
+    source model and ``episodic`` are not options); its constructor validates them with
+    :meth:`parse_options`, so a bad value or an unknown name is refused with one sentence
+    naming the adapter (``"adapter 'tent' option steps must be an integer >= 1, got 0"``)."""
 
     name: ClassVar[str] = ""
     uses_batch_statistics: ClassVar[bool] = True
+    Options: ClassVar[type[options.Options]] = options.NoOptions
+
+    @classmethod
+    def parse_options(cls, values: dict[str, Any]) -> options.Options:
+        """``values`` checked against :attr:`Options` (:class:`ConfigError`, one sentence)."""
+        return options.parse(cls.Options, values, f"adapter '{cls.name}'")
 
     def __init__(self, source: nn.Module, episodic: bool = False) -> None:
         if self.uses_batch_statistics and not _batchnorms(source):
@@ -194,10 +212,14 @@ class Norm(Source):
 class Tent(Adapter):
     name = "tent"
 
+    class Options(options.Options):
+        lr: float = opt(1e-3, "Adam learning rate of the entropy steps", gt=0)
+        betas: Betas
+        steps: int = opt(1, "entropy steps per batch (the prediction is the first step's forward pass)", ge=1)
+
     def __init__(self, source: nn.Module, episodic: bool = False, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), steps: int = 1) -> None:
-        if not lr > 0 or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"tent needs lr > 0 and steps a whole number of at least 1, got lr={lr!r}, steps={steps!r}")
+        self.parse_options({"lr": lr, "betas": betas, "steps": steps})
         self.lr, self.betas, self.steps = float(lr), tuple(betas), steps
         super().__init__(source, episodic)
 
@@ -235,13 +257,24 @@ class Tent(Adapter):
 class NHL(Adapter):
     name = "nhl"
 
+    class Options(options.Options):
+        hebbian_layer: str = opt("conv1", "name of the Conv2d child the soft-Hebbian rule updates")
+        hebb_lr: float = opt(1e-3, "Hebbian learning rate η₀", gt=0)
+        t_invert: float = opt(1.0, "inverse temperature 1/τ of the soft WTA", gt=0)
+        hebb_power: float = opt(0.5, "exponent p of the norm-dependent learning rate η₀·|‖W_i‖ − 1|^p", ge=0)
+        anti_hebbian: bool = opt(True, "anti-Hebbian updates for the non-winning channels (SoftHebb)")
+        lr: float = opt(1e-3, "Adam learning rate of the neuromodulator", gt=0)
+        betas: Betas
+        hebbian: bool = opt(True, "the soft-Hebbian step (False: skipped, an ablation)")
+        modulate: bool = opt(True, "the neuromodulator's entropy step (False: skipped, an ablation)")
+
     def __init__(self, source: nn.Module, episodic: bool = False, hebbian_layer: str = "conv1",
                  hebb_lr: float = 1e-3, t_invert: float = 1.0, hebb_power: float = 0.5, anti_hebbian: bool = True,
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), hebbian: bool = True,
                  modulate: bool = True) -> None:
-        for what, value in (("hebb_lr", hebb_lr), ("t_invert", t_invert), ("lr", lr)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"nhl {what} must be a positive number, got {value!r}")
+        self.parse_options({"hebbian_layer": hebbian_layer, "hebb_lr": hebb_lr, "t_invert": t_invert,
+                            "hebb_power": hebb_power, "anti_hebbian": anti_hebbian, "lr": lr, "betas": betas,
+                            "hebbian": hebbian, "modulate": modulate})
         if not isinstance(source, nn.Sequential) or not isinstance(getattr(source, hebbian_layer, None), nn.Conv2d):
             raise ConfigError(f"nhl needs an nn.Sequential model whose layer {hebbian_layer!r} is a Conv2d "
                               "(the Hebbian front layer)")
@@ -313,11 +346,24 @@ def names() -> list[str]:
     return list(METHODS)
 
 
-def make(name: str, source: nn.Module, episodic: bool = False, **opts: Any) -> Adapter:
-    """The adapter called ``name`` for ``source`` (which it copies and never changes)."""
+def _method_class(name: str) -> type[Adapter]:
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; methods are: {', '.join(METHODS)}")
-    return METHODS[name](source, episodic=episodic, **opts)
+    return METHODS[name]
+
+
+def make(name: str, source: nn.Module, episodic: bool = False, **opts: Any) -> Adapter:
+    """The adapter called ``name`` for ``source`` (which it copies and never changes); ``opts``
+    as its ``Options`` declare (an unknown name or a bad value: one sentence)."""
+    cls = _method_class(name)
+    cls.parse_options(opts)
+    return cls(source, episodic=episodic, **opts)
+
+
+def describe_options(name: str) -> list[dict[str, str]]:
+    """Name, what it accepts, default and help of every option of method ``name``
+    (:func:`beyondbp.options.describe`; empty for ``source`` and ``norm``)."""
+    return options.describe(_method_class(name).Options)
 
 
 def parse_methods(text: str) -> list[str]:

@@ -81,7 +81,7 @@ def continual(
     model: Annotated[str, typer.Option("--model", help="Model name (mlp: 800-800 without biases unless --model-opt says otherwise).")] = "mlp",
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE (repeatable).")] = None,
     rule_opt: Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE or RULE:KEY=VALUE (repeatable).")] = None,
-    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10 (repeatable).")] = None,
+    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10 (repeatable; values as JSON; an unknown KEY is answered with the method's options).")] = None,
     epochs_per_task: Annotated[int, typer.Option("--epochs-per-task", help="Epochs over each task's training set.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate.")] = 0.1,

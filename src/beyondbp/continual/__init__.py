@@ -11,13 +11,13 @@ results). See :mod:`.tasks`, :mod:`.metrics`, :mod:`.projection` and
 :mod:`.methods` for the definitions, defaults and papers.
 """
 
-from beyondbp.continual.methods import METHODS, make_method, run_method, task_accuracy
+from beyondbp.continual.methods import METHODS, describe_options, make_method, run_method, task_accuracy
 from beyondbp.continual.metrics import acc, bwt, fwt, summary
 from beyondbp.continual.projection import COMPOSABLE_RULES, GradientProjector, HebbianSubspace, gpm_extend
 from beyondbp.continual.tasks import FAMILIES, Task, TaskSequence, build_sequence, parse_tasks
 
 __all__ = [
     "COMPOSABLE_RULES", "FAMILIES", "METHODS", "GradientProjector", "HebbianSubspace", "Task", "TaskSequence",
-    "acc", "build_sequence", "bwt", "fwt", "gpm_extend", "make_method", "parse_tasks", "run_method", "summary",
+    "acc", "build_sequence", "bwt", "describe_options", "fwt", "gpm_extend", "make_method", "parse_tasks", "run_method", "summary",
     "task_accuracy",
 ]

@@ -71,13 +71,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from beyondbp import models as models_mod
+from beyondbp import options as options_mod
 from beyondbp import rules as rules_mod
 from beyondbp.continual.metrics import summary
 from beyondbp.continual.projection import (
@@ -91,13 +93,14 @@ from beyondbp.continual.projection import (
 )
 from beyondbp.continual.tasks import TaskSequence
 from beyondbp.errors import ConfigError, DataError
+from beyondbp.options import opt
 from beyondbp.rules.base import is_rule_tensor
 from beyondbp.training.batches import ShuffledBatches, evaluate_tensors
 from beyondbp.training.components import build_optimizer, diverged as _diverged, seed_everything
 from beyondbp.training.config import check_count
 
 __all__ = ["METHODS", "MaskedCrossEntropy", "Method", "build_model", "check_budget", "class_masks",
-           "default_model_options", "make_method", "run_method", "task_accuracy"]
+           "default_model_options", "describe_options", "make_method", "run_method", "task_accuracy"]
 
 
 class _Optimizer:
@@ -124,14 +127,24 @@ class _Optimizer:
 
 
 class Method:
-    """Base: naive fine-tuning (every hook does nothing)."""
+    """Base: naive fine-tuning (every hook does nothing).
+
+    A method's options are declared in its ``Options`` class (:mod:`beyondbp.options`); its
+    constructor validates them with :meth:`parse_options`, so a bad value or an unknown name is
+    refused with one sentence naming the method (``"continual method 'ewc' option lam must be a
+    number >= 0, got -1"``)."""
 
     name = "finetune"
     sequential = True
+    Options: type[options_mod.Options] = options_mod.NoOptions
 
     def __init__(self, **options: Any) -> None:
-        if options:
-            raise ConfigError(f"method '{self.name}' takes no options, got {sorted(options)}")
+        self.parse_options(options)
+
+    @classmethod
+    def parse_options(cls, values: dict[str, Any]) -> options_mod.Options:
+        """``values`` checked against :attr:`Options` (:class:`ConfigError`, one sentence)."""
+        return options_mod.parse(cls.Options, values, f"continual method '{cls.name}'")
 
     def check_rule(self, rule_name: str) -> None:
         """Refuse a rule the method cannot compose with."""
@@ -167,11 +180,12 @@ class Multitask(Method):
 class EWC(Method):
     name = "ewc"
 
+    class Options(options_mod.Options):
+        lam: float = opt(100.0, "strength λ of the penalty λ/2 Σ_t Σ_i F_t,i (θ_i − θ*_t,i)²", ge=0)
+        fisher_samples: int = opt(200, "training samples of a task that estimate its diagonal Fisher", ge=1)
+
     def __init__(self, lam: float = 100.0, fisher_samples: int = 200) -> None:
-        if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and lam >= 0 and math.isfinite(lam)):
-            raise ConfigError(f"ewc: lam must be a finite number >= 0, got {lam!r}")
-        if isinstance(fisher_samples, bool) or not isinstance(fisher_samples, int) or fisher_samples < 1:
-            raise ConfigError(f"ewc: fisher_samples must be a positive integer, got {fisher_samples!r}")
+        self.parse_options({"lam": lam, "fisher_samples": fisher_samples})
         self.lam = float(lam)
         self.fisher_samples = fisher_samples
         self.anchors: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
@@ -235,12 +249,13 @@ class _Projection(Method):
 class GPM(_Projection):
     name = "gpm"
 
+    class Options(options_mod.Options):
+        samples: int = opt(300, "training samples of a task whose layer inputs extend the bases", ge=1)
+        threshold_first: float = opt(0.95, "energy of the first layer's inputs a basis keeps", gt=0, le=1)
+        threshold: float = opt(0.99, "energy of the other layers' inputs a basis keeps", gt=0, le=1)
+
     def __init__(self, samples: int = 300, threshold_first: float = 0.95, threshold: float = 0.99) -> None:
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError(f"gpm: samples must be a positive integer, got {samples!r}")
-        for v, what in ((threshold_first, "threshold_first"), (threshold, "threshold")):
-            if not (isinstance(v, (int, float)) and 0 < v <= 1):
-                raise ConfigError(f"gpm: {what} must be in (0, 1], got {v!r}")
+        self.parse_options({"samples": samples, "threshold_first": threshold_first, "threshold": threshold})
         self.samples, self.threshold_first, self.threshold = samples, float(threshold_first), float(threshold)
 
     def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
@@ -288,21 +303,24 @@ def hlop_increment(t: int) -> int:
 class HLOP(_Projection):
     name = "hlop"
 
+    class Options(options_mod.Options):
+        lr_first: float = opt(0.001, "Hebbian learning rate of the first layer's lateral neurons", gt=0)
+        lr: float = opt(0.01, "Hebbian learning rate of the other layers' lateral neurons", gt=0)
+        iterations: int = opt(5, "Hebbian iterations per batch", ge=1)
+        momentum: float = opt(0.9, "momentum of the Hebbian steps", ge=0, lt=1)
+        clamp: float = opt(10.0, "clamp of the lateral neurons' responses (±clamp)", gt=0)
+        sizes: list[Annotated[int, Field(ge=1)]] | None = opt(
+            None, "lateral neurons per Linear/Conv2d layer at task 0, as given (None: the official schedule, scaled)",
+            accepts="a list of integers >= 1 (one per Linear/Conv2d layer) or null (None)")
+        increment: int | None = opt(
+            None, "lateral neurons added per layer at every later task, as given (None: the official schedule)", ge=0)
+        guard: bool = opt(True, "the step-size guard lr <= 1/mean‖x‖² (False: the official rule)")
+
     def __init__(self, lr_first: float = 0.001, lr: float = 0.01, iterations: int = 5, momentum: float = 0.9,
                  clamp: float = 10.0, sizes: list[int] | None = None, increment: int | None = None,
                  guard: bool = True) -> None:
-        for v, what in ((lr_first, "lr_first"), (lr, "lr"), (clamp, "clamp")):
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise ConfigError(f"hlop: {what} must be a positive number, got {v!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ConfigError(f"hlop: iterations must be a positive integer, got {iterations!r}")
-        if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
-            raise ConfigError(f"hlop: momentum must be in [0, 1), got {momentum!r}")
-        if sizes is not None and (not isinstance(sizes, (list, tuple)) or any(
-                isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes)):
-            raise ConfigError(f"hlop: sizes must be a list of positive integers (one per layer), got {sizes!r}")
-        if increment is not None and (isinstance(increment, bool) or not isinstance(increment, int) or increment < 0):
-            raise ConfigError(f"hlop: increment must be an integer >= 0, got {increment!r}")
+        self.parse_options({"lr_first": lr_first, "lr": lr, "iterations": iterations, "momentum": momentum,
+                            "clamp": clamp, "sizes": sizes, "increment": increment, "guard": guard})
         self.lr_first, self.lr, self.iterations = float(lr_first), float(lr), iterations
         self.momentum, self.clamp = float(momentum), float(clamp)
         self.sizes_option, self.increment = (list(sizes) if sizes else None), increment
@@ -358,13 +376,24 @@ class HLOP(_Projection):
 METHODS: dict[str, type[Method]] = {"finetune": Finetune, "ewc": EWC, "gpm": GPM, "hlop": HLOP, "multitask": Multitask}
 
 
-def make_method(name: str, **options: Any) -> Method:
+def _method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise ConfigError(f"unknown continual-learning method {name!r}; known methods: {', '.join(METHODS)}")
-    try:
-        return METHODS[name](**options)
-    except TypeError as exc:
-        raise ConfigError(f"method '{name}': bad options {sorted(options)} ({exc})") from None
+    return METHODS[name]
+
+
+def make_method(name: str, **options: Any) -> Method:
+    """The method called ``name`` with ``options`` (its ``Options`` declaration: an unknown
+    name or a bad value is refused with one sentence listing what the method takes)."""
+    cls = _method_class(name)
+    cls.parse_options(options)
+    return cls(**options)
+
+
+def describe_options(name: str) -> list[dict[str, str]]:
+    """Name, what it accepts, default and help of every option of method ``name``
+    (:func:`beyondbp.options.describe`; empty for a method without options)."""
+    return options_mod.describe(_method_class(name).Options)
 
 
 def _class_mask(classes: tuple[int, ...] | None, num_classes: int) -> Tensor | None:
@@ -478,6 +507,13 @@ def check_budget(seq: TaskSequence, epochs_per_task: Any, batch_size: Any) -> No
                           "the training samples of a task")
 
 
+class _Training(options_mod.Options):
+    """What :func:`run_method` declares of its own (epochs and batch sizes are counts bounded as a
+    run's are: :func:`check_budget`)."""
+
+    lr: float = opt(0.1, "SGD learning rate of every task", gt=0, accepts="a finite number greater than 0")
+
+
 def run_method(
     seq: TaskSequence,
     method: str | Method,
@@ -507,8 +543,7 @@ def run_method(
     if len(seq) < 2:
         raise ConfigError(f"a task sequence needs at least 2 tasks, got {len(seq)}")
     check_budget(seq, epochs_per_task, batch_size)
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    options_mod.parse(_Training, {"lr": lr}, "continual learning")
     rule_obj = rules_mod.get(rule, **(rule_options or {}))
     meth.check_rule(rule_obj.name)
     meth.lr = float(lr)

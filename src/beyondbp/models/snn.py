@@ -46,6 +46,7 @@ from beyondbp.errors import ConfigError
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
 from beyondbp.spiking import ALIF, LIF, LeakyIntegrator, MeanOverTime, SpikeCount, SpikingNeuron, make_encoder
+from beyondbp.spiking.neurons import Alpha, Beta, DetachReset, Reset, SurrogateName, Threshold, TimeSteps
 
 __all__ = ["SNNConv", "SNNMLP", "SpikingOptions"]
 
@@ -67,19 +68,18 @@ class ChannelsLastConv2d(nn.Conv2d):
         # (with one input channel oneDNN may still answer NCHW: the output is made channels-last)
         return super()._conv_forward(input, weight.contiguous(memory_format=cl), bias).contiguous(memory_format=cl)
 
-Surrogate = Literal["arctan", "fast_sigmoid", "sigmoid", "triangle", "straight_through"]
-
-
 class SpikingOptions(Options):
-    """The options both spiking models share."""
+    """The options both spiking models share. The neuron options (``T``'s bound, ``beta``,
+    ``threshold``, ``reset``, ``detach_reset``, ``surrogate``, ``alpha``) are the neuron layers'
+    own declarations (:mod:`beyondbp.spiking.neurons`), so each bound is written once."""
 
-    T: int = opt(25, "time steps per sample", ge=1)
-    beta: float = opt(0.95, "membrane decay per step (1: no leak; a time constant tau gives 1 - 1/tau)", gt=0, le=1)
-    threshold: float = opt(1.0, "firing threshold", gt=0)
-    reset: Literal["subtract", "zero"] = opt("subtract", "reset after a spike: subtract the threshold, or to zero")
-    detach_reset: bool = opt(False, "treat the reset as a constant in the backward pass (as snnTorch does)")
-    surrogate: Surrogate = opt("arctan", "surrogate derivative of the spike in the backward pass")
-    alpha: Annotated[float, Field(gt=0)] | None = opt(None, "the surrogate's sharpness (None: its default)")
+    T: TimeSteps = opt(25, "time steps per sample")
+    beta: Beta
+    threshold: Threshold
+    reset: Reset
+    detach_reset: DetachReset
+    surrogate: SurrogateName
+    alpha: Alpha
     encoder: Literal["direct", "rate", "latency"] = opt("direct", "how a static sample becomes T steps")
     readout: Literal["count", "membrane"] = opt("count", "logits: output spike counts, or mean membrane of a non-spiking output layer")
     neuron: Literal["lif", "alif"] = opt("lif", "hidden neurons: LIF, or LSNN-style adaptive threshold (ALIF)")

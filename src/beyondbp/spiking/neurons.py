@@ -53,26 +53,47 @@ output the membrane trace ``U_1 … U_T``.
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from .. import options
 from ..errors import ConfigError
+from ..options import opt
 from . import surrogate as surrogate_mod
 
 __all__ = ["ALIF", "LIF", "LIFState", "LeakyIntegrator", "SpikingNeuron", "Trace", "beta_from_tau"]
 
 RESETS = ("subtract", "zero")
 
+# -- the neuron options, declared once ---------------------------------------------------------
+# Each alias carries an option's type, bound, default and help. The neuron layers' ``Options``
+# below and the spiking models' (:class:`beyondbp.models.snn.SpikingOptions`) are built from
+# them, so a bound is written in one place. ``TimeSteps`` is the bound alone: a layer's
+# ``time_steps`` has no default, a model's ``T`` defaults to 25.
+TimeSteps = Annotated[int, Field(ge=1)]
+Beta = Annotated[float, opt(0.95, "membrane decay per step (1: no leak; a time constant tau gives 1 - 1/tau)",
+                            gt=0, le=1)]
+Threshold = Annotated[float, opt(1.0, "firing threshold", gt=0)]
+Reset = Annotated[Literal[RESETS], opt("subtract", "reset after a spike: subtract the threshold, or to zero")]
+DetachReset = Annotated[bool, opt(False, "treat the reset as a constant in the backward pass (as snnTorch does)")]
+SurrogateName = Annotated[Literal[tuple(surrogate_mod.names())],
+                          opt("arctan", "surrogate derivative of the spike in the backward pass")]
+Alpha = Annotated[Annotated[float, Field(gt=0)] | None, opt(None, "the surrogate's sharpness (None: its default)")]
+ConstantInput = Annotated[bool, opt(False, "take one [B, ...] input as the current of every step (direct encoding)")]
+
+
+class _TimeConstant(options.Options):
+    tau: float = opt(..., "membrane time constant in time steps", ge=1, accepts="a number >= 1 (in time steps)")
+
 
 def beta_from_tau(tau: float) -> float:
     """The decay ``β = 1 − 1/τ`` of a membrane time constant ``τ ≥ 1`` (in time steps)."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 1:
-        raise ConfigError(f"a membrane time constant tau must be a number >= 1 (in time steps), got {tau!r}.")
+    tau = options.parse(_TimeConstant, {"tau": tau}, "beta_from_tau").tau
     return 1.0 - 1.0 / float(tau)
 
 
@@ -94,13 +115,6 @@ class Trace(NamedTuple):
     state: LIFState
 
 
-def _check_common(time_steps: Any, beta: Any, owner: str) -> None:
-    if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:
-        raise ConfigError(f"{owner}: time_steps (T) must be an integer >= 1, got {time_steps!r}.")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0 < beta <= 1):
-        raise ConfigError(f"{owner}: beta must be a number in (0, 1] (1: no leak), got {beta!r}.")
-
-
 def _to_sequence(module: nn.Module, x: Tensor) -> Tensor:
     """``[T·B, ...] -> [T, B, ...]`` (a view when contiguous), or a ConfigError when ``T`` does not divide the rows."""
     steps = module.time_steps
@@ -117,7 +131,22 @@ class SpikingNeuron(nn.Module):
 
     ``forward(x)``: input currents ``[T·B, ...]`` (or ``[B, ...]`` with ``constant_input``) ->
     spikes ``[T·B, ...]``. Subclasses define :meth:`step`.
+
+    The constructor's arguments are declared in :class:`Options` (a subclass with options of its
+    own, as :class:`ALIF`, extends it and receives them through ``**more``); a bad value or an
+    unknown name is refused with one sentence (:class:`~beyondbp.errors.ConfigError`) naming
+    the layer, e.g. "neuron LIF option beta must be a number > 0 and <= 1, got 1.5".
     """
+
+    class Options(options.Options):
+        time_steps: TimeSteps = opt(..., "time steps T (the input's rows are T·B, time-major)")
+        beta: Beta
+        threshold: Threshold
+        reset: Reset
+        detach_reset: DetachReset
+        surrogate: SurrogateName
+        alpha: Alpha
+        constant_input: ConstantInput
 
     def __init__(
         self,
@@ -129,17 +158,14 @@ class SpikingNeuron(nn.Module):
         surrogate: str = "arctan",
         alpha: float | None = None,
         constant_input: bool = False,
+        **more: Any,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        _check_common(time_steps, beta, owner)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0 < threshold < math.inf):
-            raise ConfigError(f"{owner}: threshold must be a positive number, got {threshold!r}.")
-        if reset not in RESETS:
-            raise ConfigError(f"{owner}: reset must be one of {', '.join(map(repr, RESETS))}, got {reset!r}.")
+        options.parse(type(self).Options, dict(
+            time_steps=time_steps, beta=beta, threshold=threshold, reset=reset, detach_reset=detach_reset,
+            surrogate=surrogate, alpha=alpha, constant_input=constant_input, **more,
+        ), f"neuron {type(self).__name__}")
         fn = surrogate_mod.get(surrogate)
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < alpha < math.inf)):
-            raise ConfigError(f"{owner}: the surrogate's alpha must be a positive number or None (its default), got {alpha!r}.")
         self.time_steps = int(time_steps)
         self.beta = float(beta)
         self.threshold = float(threshold)
@@ -296,12 +322,12 @@ class ALIF(SpikingNeuron):
     al.'s β); the other options are :class:`LIF`'s.
     """
 
+    class Options(SpikingNeuron.Options):
+        adapt_decay: float = opt(0.9, "decay rho of the spike filter b that raises the threshold", ge=0, lt=1)
+        adapt_scale: float = opt(1.8, "gamma: how far one unit of b raises the threshold", ge=0)
+
     def __init__(self, time_steps: int, *args: Any, adapt_decay: float = 0.9, adapt_scale: float = 1.8, **kwargs: Any) -> None:
-        super().__init__(time_steps, *args, **kwargs)
-        if isinstance(adapt_decay, bool) or not isinstance(adapt_decay, (int, float)) or not (0 <= adapt_decay < 1):
-            raise ConfigError(f"ALIF: adapt_decay (rho) must be a number in [0, 1), got {adapt_decay!r}.")
-        if isinstance(adapt_scale, bool) or not isinstance(adapt_scale, (int, float)) or not (0 <= adapt_scale < math.inf):
-            raise ConfigError(f"ALIF: adapt_scale (gamma) must be a number >= 0, got {adapt_scale!r}.")
+        super().__init__(time_steps, *args, adapt_decay=adapt_decay, adapt_scale=adapt_scale, **kwargs)
         self.adapt_decay = float(adapt_decay)
         self.adapt_scale = float(adapt_scale)
 
@@ -335,9 +361,15 @@ class LeakyIntegrator(nn.Module):
     currents ``[T·B, ...]`` (or ``[B, ...]`` with ``constant_input``) to the membrane trace
     ``[T·B, ...]``. The output layer of membrane readouts."""
 
+    class Options(options.Options):
+        time_steps: TimeSteps = opt(..., "time steps T (the input's rows are T·B, time-major)")
+        beta: Beta
+        constant_input: ConstantInput
+
     def __init__(self, time_steps: int, beta: float = 0.95, constant_input: bool = False) -> None:
         super().__init__()
-        _check_common(time_steps, beta, "LeakyIntegrator")
+        options.parse(self.Options, {"time_steps": time_steps, "beta": beta, "constant_input": constant_input},
+                      "neuron LeakyIntegrator")
         self.time_steps = int(time_steps)
         self.beta = float(beta)
         self.constant_input = bool(constant_input)
