@@ -247,3 +247,14 @@ def test_cli_method_opt_unknown_key_lists_the_method_options(capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "continual method 'ewc' has no option lamda; its options: lam, fisher_samples" in err
+
+
+def test_cli_method_opt_goes_to_the_methods_that_declare_it():
+    """``--method-opt lam=10`` with ``--methods finetune,ewc`` reaches EWC only (finetune has no
+    options), as compare's ``--rule-opt`` does; a key no listed method declares is one sentence."""
+    from beyondbp.cli.continual import _continual_method_options
+
+    assert _continual_method_options(["lam=10"], ["finetune", "ewc"]) == {"finetune": {}, "ewc": {"lam": 10}}
+    assert _continual_method_options(["gpm:samples=50"], ["gpm", "hlop"]) == {"gpm": {"samples": 50}, "hlop": {}}
+    with pytest.raises(ConfigError, match="no method among finetune, ewc has an option 'nope'"):
+        _continual_method_options(["nope=1"], ["finetune", "ewc"])

@@ -36,16 +36,25 @@ def _continual_list(text: str, flag: str, known: list[str]) -> list[str]:
 
 
 def _continual_method_options(items: list[str] | None, methods: list[str]) -> dict[str, dict[str, Any]]:
-    """``--method-opt METHOD:key=value`` (or ``key=value`` for every listed method)."""
+    """``--method-opt METHOD:key=value`` goes to that method; ``key=value`` to every listed method
+    that declares the option ``key`` (at least one must), as compare's ``--rule-opt`` does."""
+    from ..continual.methods import describe_options
+
+    declared = {m: {row["name"] for row in describe_options(m)} for m in methods}
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for item in items or []:
         key, value = parse_assignment(item, "--method-opt")
         method, sep, name = key.partition(":")
-        targets = [method] if sep else list(methods)
-        if sep and method not in out:
-            raise ConfigError(f"--method-opt {item!r} names method {method!r}, which is not among --methods")
-        for m in targets:
-            out[m][name if sep else key] = value
+        if sep:
+            if method not in out:
+                raise ConfigError(f"--method-opt {item!r} names method {method!r}, which is not among --methods")
+            out[method][name] = value
+            continue
+        takers = [m for m in methods if key in declared[m]]
+        if not takers:
+            raise ConfigError(f"no method among {', '.join(methods)} has an option {key!r} (from --method-opt {item!r})")
+        for m in takers:
+            out[m][key] = value
     return out
 
 
@@ -81,7 +90,7 @@ def continual(
     model: Annotated[str, typer.Option("--model", help="Model name (mlp: 800-800 without biases unless --model-opt says otherwise).")] = "mlp",
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE (repeatable).")] = None,
     rule_opt: Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE or RULE:KEY=VALUE (repeatable).")] = None,
-    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10 (repeatable; values as JSON; an unknown KEY is answered with the method's options).")] = None,
+    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10, or KEY=VALUE for every listed method that has it (repeatable; values as JSON; an unknown KEY is answered with the method's options).")] = None,
     epochs_per_task: Annotated[int, typer.Option("--epochs-per-task", help="Epochs over each task's training set.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate.")] = 0.1,
