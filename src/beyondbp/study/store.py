@@ -373,7 +373,7 @@ class Store:
         ``PRAGMA integrity_check`` (``quick_check`` with ``full=False``: it skips verifying that
         indexes match their tables) and the tables and columns of this layout (:data:`COLUMNS`).
         SQLite's report is cut after ``limit`` findings. The rows themselves are checked by
-        ``study check`` (:func:`beyondbp.study.runner.check_study`)."""
+        ``study check`` (:func:`beyondbp.study.inspection.check_study`)."""
         problems: list[str] = []
         found: tuple[str, list[str]] | None = None
         # the integrity check can stop at "database disk image is malformed" where the quick
