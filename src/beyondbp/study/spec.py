@@ -54,8 +54,9 @@ The tables
 
 Checks, all before anything runs: the tables and their keys (pydantic models, unknown keys
 refused; they and the axes are read in :mod:`beyondbp.study.spec_tables`), every value of
-every axis and every combination, through ``RunConfig`` itself (so a study refuses exactly what a run refuses, with the same words) plus the model's and the data
-set's option declarations; grids above :data:`MAX_RUNS` runs are refused, and so are two axis
+every axis and every combination, through ``RunConfig`` itself (so a study refuses exactly
+what a run refuses, with the same words) plus the model's and the data set's option
+declarations; grids above :data:`MAX_RUNS` runs are refused, and so are two axis
 entries that give the same run (the same ``run_id``: e.g. a rule option equal to its default),
 and a model whose weights alone would not fit this machine's memory (sized on the meta device,
 nothing allocated; every such run would fail).

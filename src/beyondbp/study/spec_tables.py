@@ -1,12 +1,14 @@
-"""A study spec's tables checked, and its axes read: the first two of :func:`~beyondbp.study.spec.load_spec`'s checks.
+"""A study spec's tables checked and its axes read: the first two of
+:func:`~beyondbp.study.spec.load_spec`'s checks.
 
 The tables ``[study]``, ``[base]``, ``[axes]`` and ``[execution]`` are pydantic models with
-unknown keys refused (:func:`_validate_tables`); each axis's values become :class:`_Choice`\ s
-(:func:`_rule_choices`, :func:`_lr_choices`, :func:`_axis_choices`), checked one axis at a time
-(lists, distinct values, rule entries and labels, per-rule learning rates). Every mistake is a
-:class:`_SpecError` (place, message); independent ones are raised together. Which settings go
-where (:data:`RUN_SETTINGS`, :data:`EXECUTION_KEYS`, :data:`REFUSED`) is declared here and
-described in :mod:`beyondbp.study.spec`, which plans and checks the grid's combinations.
+unknown keys refused (:func:`_validate_tables`); each axis's values become choices
+(:class:`_Choice`: :func:`_rule_choices`, :func:`_lr_choices`, :func:`_axis_choices`), checked
+one axis at a time (lists, distinct values, rule entries and labels, per-rule learning rates).
+Every mistake is a :class:`_SpecError` (place, message); independent ones are raised together.
+Which settings go where (:data:`RUN_SETTINGS`, :data:`EXECUTION_KEYS`, :data:`REFUSED`) is
+declared here and described in :mod:`beyondbp.study.spec`, which plans and checks the grid's
+combinations.
 """
 
 from __future__ import annotations
