@@ -25,7 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from beyondbp.study.runner import available_cores, run_study  # noqa: E402
+from beyondbp.study.executors import available_cores  # noqa: E402
+from beyondbp.study.runner import run_study  # noqa: E402
 from beyondbp.study.spec import load_spec  # noqa: E402
 
 SPEC = """[study]

@@ -14,7 +14,8 @@ from beyondbp.cli import main
 from beyondbp.errors import ConfigError
 from beyondbp.training.tasks import evaluate
 from beyondbp.study.similarity import find_networks, layer_responses, load_network
-from beyondbp.study.runner import model_dir, run_study, study_records
+from beyondbp.study.inspection import study_records
+from beyondbp.study.runner import model_dir, run_study
 from beyondbp.study.spec import load_spec
 from beyondbp.training.loop import load_dataset
 

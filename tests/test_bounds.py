@@ -30,7 +30,7 @@ import torch
 from beyondbp import adapt, checkpoint, generate
 from beyondbp.cli import main
 from beyondbp.errors import BeyondBPError, CheckpointError, ConfigError
-from beyondbp.study import runner
+from beyondbp.study import executors, runner
 from beyondbp.study.spec import load_spec
 from beyondbp.training import RunConfig
 
@@ -207,7 +207,7 @@ def test_workers_are_at_most_the_cores(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "_Local", no_pool)
     spec = write_spec(tmp_path / "s.toml", "seed = [0, 1]")
-    cores = runner.available_cores()
+    cores = executors.available_cores()
     code, out, err = cli(capsys, "study", "run", spec, "--workers", cores + 1)
     assert f"at most {cores}, the CPU cores" in one_line_error(code, err)
     with pytest.raises(ConfigError, match="at most"):

@@ -142,7 +142,7 @@ def test_run_settings_are_declared_once():
     """Every RunConfig setting carries its help, and what it accepts, the execution set and the
     study's [execution] keys are read off those declarations (no second table to keep in step)."""
     from beyondbp import options
-    from beyondbp.study.spec import EXECUTION_KEYS
+    from beyondbp.study.spec_tables import EXECUTION_KEYS
     from beyondbp.training import ALLOWED, EXECUTION_FIELDS, RunConfig
 
     fields = RunConfig.model_fields

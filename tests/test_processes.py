@@ -28,7 +28,8 @@ import pytest
 from beyondbp.cli import main
 from beyondbp.interrupts import Stopping, Terminated
 from beyondbp.study import runner
-from beyondbp.study.runner import check_study, run_study
+from beyondbp.study.inspection import check_study
+from beyondbp.study.runner import run_study
 from beyondbp.study.spec import load_spec
 from beyondbp.study.store import Owner, Store
 
@@ -350,7 +351,7 @@ def test_ray_init_does_not_take_sigterm_away_from_the_driver():
     script = """
 import ctypes, os, signal, time
 from beyondbp.interrupts import Stopping, Terminated
-from beyondbp.study import runner
+from beyondbp.study import executors
 
 class Ray:
     def is_initialized(self):
@@ -361,7 +362,7 @@ class Ray:
         return lambda fn: fn
 
 with Stopping():
-    runner._Ray(Ray(), threads=1, address=None, workers=1)
+    executors._Ray(Ray(), threads=1, address=None, workers=1)
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises at once

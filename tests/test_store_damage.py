@@ -20,7 +20,7 @@ try:  # the run layer's package (beyondbp.run, renamed beyondbp.training)
     from beyondbp.training import state as state_mod
 except ImportError:
     from beyondbp.run import state as state_mod
-from beyondbp.study.runner import check_study
+from beyondbp.study.inspection import check_study
 from beyondbp.study.spec import load_spec
 from beyondbp.study.store import Owner, Store
 

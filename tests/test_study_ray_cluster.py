@@ -28,8 +28,9 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'beyondbp[ray]')")
 
-from beyondbp.study import runner  # noqa: E402
-from beyondbp.study.runner import check_study, run_study  # noqa: E402
+from beyondbp.study import executors  # noqa: E402
+from beyondbp.study.inspection import check_study  # noqa: E402
+from beyondbp.study.runner import run_study  # noqa: E402
 from beyondbp.study.spec import load_spec  # noqa: E402
 from beyondbp.study.store import Store  # noqa: E402
 
@@ -145,6 +146,6 @@ def test_a_refused_token_is_said_in_one_sentence(cluster, tmp_path, case):
 
 def test_the_token_is_sent_unasked_only_to_this_machine():
     for address in ("127.0.0.1:6379", "localhost:6379", "127.0.0.2:1", "[::1]:6379", "ray://127.0.0.1:10001"):
-        assert runner._is_loopback(address), address
+        assert executors._is_loopback(address), address
     for address in ("10.0.0.5:6379", "head.example.org:6379", "ray://192.0.2.7:10001", "auto", "[::ffff:10.0.0.1]:1"):
-        assert not runner._is_loopback(address), address
+        assert not executors._is_loopback(address), address

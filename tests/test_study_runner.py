@@ -15,8 +15,9 @@ import pytest
 
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError
-from beyondbp.study import runner
-from beyondbp.study.runner import check_study, run_study, study_status
+from beyondbp.study import executors, inspection, runner
+from beyondbp.study.inspection import check_study, study_status
+from beyondbp.study.runner import run_study
 from beyondbp.study.spec import load_spec
 from beyondbp.study.store import Owner, Store
 
@@ -296,7 +297,7 @@ def test_ray_executor_is_refused_in_one_sentence_without_ray(tmp_path, monkeypat
 
 def test_worker_threads_and_execution_settings(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", "seed = [0]"))
-    cores = runner.available_cores()
+    cores = executors.available_cores()
     # one torch thread per run by default, as `beyondbp train`, whatever the cores and workers
     assert runner.worker_threads(spec, "local", 1) == 1
     assert runner.worker_threads(spec, "local", 2 * cores) == 1
@@ -475,7 +476,7 @@ def test_dry_run_lists_runs_estimates_time_and_creates_nothing(tmp_path, capsys)
     assert code == 0, err
     assert "4 of 4 runs would run (dry run)" in out and "estimated time" in out and "not created yet" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # no store, no states folder
-    plan = runner.dry_run(load_spec(spec_path))
+    plan = inspection.dry_run(load_spec(spec_path))
     assert plan["to_run"] == 4 and plan["probes"] == 1  # seeds and rates share one probe
     assert all(r["steps"] == 40 and r["seconds"] > 0 for r in plan["runs"])
     assert plan["estimate"] == pytest.approx(sum(r["seconds"] for r in plan["runs"]) + plan["warmup"])
@@ -483,7 +484,7 @@ def test_dry_run_lists_runs_estimates_time_and_creates_nothing(tmp_path, capsys)
     code, _, err = cli(capsys, "study", "run", spec_path, "--quiet")  # finished runs are not run again
     assert code == 0, err
     write_spec(spec_path, "seed = [0, 1, 2]\nlr = [1e-3, 3e-3]", steps=40)
-    plan = runner.dry_run(load_spec(spec_path), workers=2)
+    plan = inspection.dry_run(load_spec(spec_path), workers=2)
     assert plan["store_exists"] and plan["to_run"] == 2
     assert [r["status"] for r in plan["runs"] if r["will_run"]] == ["new", "new"]
     assert plan["estimate"] == pytest.approx(sum(r["seconds"] for r in plan["runs"] if r["will_run"]) / 2 + plan["warmup"])
@@ -497,7 +498,7 @@ def test_renaming_a_rule_label_renames_its_finished_runs_everywhere(tmp_path, ca
     spec_path.write_text(spec_path.read_text().replace('"fa"]', '{name = "fa", label = "fa-random"}]'))
     spec = load_spec(spec_path)
     assert sorted({r.label for r in spec.runs()}) == ["backprop", "fa-random"]
-    records = runner.study_records(spec)
+    records = inspection.study_records(spec)
     assert len(records) == 4 and all(r["status"] == "done" for r in records)  # nothing to rerun
     assert sorted({r["label"] for r in records}) == ["backprop", "fa-random"]
     assert sorted({r["axes"]["rule"] for r in records}) == ["backprop", "fa-random"]

@@ -12,7 +12,7 @@ import pytest
 
 from beyondbp.errors import ConfigError
 from beyondbp.study.spec import PlannedRun
-from beyondbp.study import store as store_mod
+from beyondbp.study import store_file
 from beyondbp.study.store import STATUSES, Owner, Store
 from beyondbp.training import RunConfig
 
@@ -167,7 +167,7 @@ def test_store_of_another_study_is_refused(tmp_path, store):
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01 random bytes " * 50, b"SQLite format 3\x00" + b"\xff" * 100])
 def test_a_file_that_is_not_a_store_is_refused(tmp_path, content, monkeypatch):
-    monkeypatch.setattr(store_mod, "EMPTY_STORE_GRACE", 0.3)  # an empty file stays empty: refused after the grace
+    monkeypatch.setattr(store_file, "EMPTY_STORE_GRACE", 0.3)  # an empty file stays empty: refused after the grace
     path = tmp_path / "x.db"
     path.write_bytes(content)
     for create in (False, True):

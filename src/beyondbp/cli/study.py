@@ -131,7 +131,7 @@ class _StudyBar:
 def _print_dry_run(parsed: Any, store: Optional[Path], executor: str, workers: int, address: Optional[str],
                    retry_failed: bool) -> None:
     """``study run --dry-run``: the runs, what each would take, and the store (nothing written)."""
-    from ..study.runner import dry_run
+    from ..study.inspection import dry_run
 
     plan = dry_run(parsed, store, executor=executor, workers=workers, address=address, retry_failed=retry_failed)
     console = _console()
@@ -212,7 +212,7 @@ def study_status(
     debug: DebugOpt = False,
 ) -> None:
     """Counts of the study's runs by status, time spent, and time left (estimated)."""
-    from ..study.runner import study_status as status_of
+    from ..study.inspection import study_status as status_of
 
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")
@@ -253,7 +253,7 @@ def study_check(spec: SpecArg, store: StoreOpt = None, debug: DebugOpt = False) 
     run present, statuses valid, configs and results readable JSON, results recorded, no stale
     leases of dead owners, ids matching configs, attempts adding up. Exit 5 with one line per
     problem, 0 when sound (2: bad input, such as a missing store)."""
-    from ..study.runner import check_study
+    from ..study.inspection import check_study
 
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")
@@ -282,7 +282,7 @@ def study_report(
     bootstrap intervals, one verdict per rule against the baseline, written as report.html
     (self-contained), report.md (with its figures) and report.json."""
     from ..reporting.study import write_report
-    from ..study.runner import study_records
+    from ..study.inspection import study_records
 
     parsed = _load_spec(spec)
     _check_path_text(store, "--store")

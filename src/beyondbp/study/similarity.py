@@ -118,7 +118,8 @@ def _from_checkpoint(path: Path) -> Network:
 
 
 def _from_spec(path: Path, store: Path | None) -> list[Network]:
-    from .runner import model_dir, study_records
+    from .inspection import study_records
+    from .runner import model_dir
     from .spec import default_store_path, load_spec
 
     spec = load_spec(path)
