@@ -402,7 +402,8 @@ def time_steps(model: str, libs: list[str], x: torch.Tensor, y: torch.Tensor, ar
 
 
 def profile(model: str, x: torch.Tensor, y: torch.Tensor, args) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     tr = Trainer("beyondbp", build(model, ["beyondbp"], args.T, args.beta, args.seed)["beyondbp"], args.lr)
     for _ in range(args.warmup):

@@ -184,7 +184,8 @@ def measure(model_key: str, rule_names: list[str], args) -> None:
 
 
 def profile(model_key: str, rule: str, args) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     shape, learners, refused = make_learners(model_key, ["backprop", rule] if rule != "backprop" else [rule], args.seed)
     if rule in refused:

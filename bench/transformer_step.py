@@ -33,6 +33,7 @@ from beyondbp import rules
 from beyondbp.compute import measure_steps
 from beyondbp.models.gpt import GPT
 
+
 class PlainLoop:
     """The plain PyTorch training step, shaped like a learner for ``measure_steps``."""
 

@@ -12,12 +12,12 @@ import torch
 
 from beyondbp.cli import main
 from beyondbp.errors import ConfigError
-from beyondbp.training.tasks import evaluate
-from beyondbp.study.similarity import find_networks, layer_responses, load_network
 from beyondbp.study.inspection import study_records
 from beyondbp.study.runner import model_dir, run_study
+from beyondbp.study.similarity import find_networks, layer_responses, load_network
 from beyondbp.study.spec import load_spec
 from beyondbp.training.loop import load_dataset
+from beyondbp.training.tasks import evaluate
 
 BASE = """
 model = "mlp"
@@ -248,8 +248,8 @@ def test_list_measures_names_every_measure(capsys):
 
 
 def _net(rule, lr, width, seed, label=None):
-    from beyondbp.training import RunConfig
     from beyondbp.study.similarity import Network
+    from beyondbp.training import RunConfig
 
     config = RunConfig(rule=rule, model="mlp", data="mnist1d", lr=lr, seed=seed, model_options={"widths": [width]})
     axes = {"rule": label or rule, "lr": lr, "model_options": {"widths": [width]}, "seed": seed}

@@ -299,7 +299,8 @@ def test_spiking_is_a_leaf():
         for m in spiking
     }
     assert {m: v for m, v in offenders.items() if v} == {}
-    rules_using = sorted(m for m, targets in graph.items() if m.startswith("beyondbp.rules") and any(t.startswith("beyondbp.spiking") for t in targets))
+    rules_using = sorted(m for m, targets in graph.items()
+                         if m.startswith("beyondbp.rules") and any(t.startswith("beyondbp.spiking") for t in targets))
     assert rules_using == []
 
 

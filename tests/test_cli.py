@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from beyondbp import checkpoint, models, rules
 from beyondbp.cli import main, rules_markdown

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from beyondbp.reporting import runs as report
 from beyondbp.cli import main
+from beyondbp.reporting import runs as report
 from beyondbp.study.compare import compare
 from beyondbp.training import RunConfig
 

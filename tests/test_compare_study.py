@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from beyondbp import compare
 from beyondbp.errors import ConfigError
 from beyondbp.study.spec import load_spec, plan_axis
-from beyondbp import compare
 from beyondbp.training import RunConfig
 
 BASE = dict(model="mlp", model_options={"widths": [8]}, data="mnist1d",

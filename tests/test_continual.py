@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +13,8 @@ from torch import nn
 
 from beyondbp import continual as C
 from beyondbp import rules
-from beyondbp.continual.methods import HLOP, hlop_increment
-from beyondbp.continual.projection import GradientProjector, HebbianSubspace, InputRecorder, layer_inputs
+from beyondbp.continual.methods import hlop_increment
+from beyondbp.continual.projection import GradientProjector, HebbianSubspace, layer_inputs
 from beyondbp.errors import ConfigError
 from beyondbp.reporting import continual as continual_report
 

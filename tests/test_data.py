@@ -142,7 +142,7 @@ def test_normalize_uses_train_statistics(tmp_path):
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_pad_to_32(tmp_path, normalize):
-    arrays = make_idx_dir(tmp_path)
+    make_idx_dir(tmp_path)
     ds = data.load("mnist", data_dir=tmp_path, pad_to_32=True, normalize=normalize)
     assert ds.x_train.shape == (20, 1, 32, 32) and ds.input_shape == (1, 32, 32)
     background = -ds.meta["mean"] / ds.meta["std"] if normalize else 0.0

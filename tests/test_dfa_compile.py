@@ -13,7 +13,6 @@ is skipped, with the reason, only where no C++ compiler is installed.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 
@@ -85,7 +84,7 @@ def test_dfa_compiled_after_an_earlier_compiled_call_trains_as_eager_dfa(backend
     model = make_model()
     compiled = torch.compile(model, backend=backend)
     run_once(model, compiled, data[0][0])  # traced and cached before the rule's hooks exist
-    learner = bbp.rules.get("dfa").attach(model)
+    _learner = bbp.rules.get("dfa").attach(model)  # kept alive while the compiled model trains
     got = train(model, compiled, data)
     assert same(got, dfa)
     assert not same(got, bp)

@@ -385,7 +385,8 @@ def test_bad_batches_are_one_sentence_config_errors(batches, message):
 
 def test_bad_layers_learner_and_detached_learner_are_refused():
     learner = given_learner()
-    with pytest.raises(ConfigError, match=r"unknown layer weight\(s\) \['c.weight'\]; this learner's trained layer weights are \['a.weight', 'b.weight'\]"):
+    with pytest.raises(ConfigError, match=r"unknown layer weight\(s\) \['c.weight'\]; this learner's trained layer weights are \['a.weight', "
+        r"'b.weight'\]"):
         gradient_snr(learner, index_batches(), layers=["c.weight"])
     with pytest.raises(ConfigError, match=r"layers must be a non-empty list"):
         gradient_snr(learner, index_batches(), layers=[])

@@ -12,8 +12,8 @@ import torch
 
 from beyondbp import files
 from beyondbp.analysis import identification as idf
-from beyondbp.reporting import similarity as writer
 from beyondbp.errors import ConfigError
+from beyondbp.reporting import similarity as writer
 
 # -- nearest neighbour ------------------------------------------------------------------------------
 

@@ -103,7 +103,8 @@ def test_measuring_leaves_model_rng_and_rule_state_exactly_as_they_were(name, me
         p.grad = None if i == 0 else torch.full_like(p, 0.25)
     learner.model.train()
     before = snapshot(learner)
-    assert any(k.endswith("running_mean") for k in before["state"]) or name in ("ff", "il", "ottt", "stdp", "nalsm")  # ottt: snn-mlp; stdp, nalsm: the lsm
+    # ottt: snn-mlp; stdp, nalsm: the lsm (no BatchNorm there)
+    assert any(k.endswith("running_mean") for k in before["state"]) or name in ("ff", "il", "ottt", "stdp", "nalsm")
     getattr(learner, method)(data[2])
     assert_same(before, snapshot(learner))
     learner.model.eval()  # also in eval mode (the run loop's diagnostics)

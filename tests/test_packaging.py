@@ -18,8 +18,6 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-import pytest
-
 import beyondbp
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -171,7 +171,7 @@ def test_linear_layer_equations_by_hand():
     """δ_r = δB, dL/dx = δ_r R, ∂L/∂R = δ_rᵀx, ∂L/∂W = δᵀx, ∂L/∂b = Σδ — checked on one layer."""
     torch.manual_seed(0)
     layer = nn.Linear(6, 4).double()
-    learner = bbp.rules.get("pfa", expansion=3).attach(nn.Sequential(layer))
+    _learner = bbp.rules.get("pfa", expansion=3).attach(nn.Sequential(layer))
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     target = torch.randn(5, 4, dtype=torch.float64)
     a = layer(x)
@@ -195,7 +195,7 @@ def test_conv_population_is_a_pointwise_B_then_R_as_a_kernel(conv):
     torch.manual_seed(0)
     Conv = nn.Conv1d if conv == "1d" else nn.Conv2d
     layer = Conv(3, 4, 3, stride=2, padding=1).double()
-    learner = bbp.rules.get("pfa", expansion=2).attach(nn.Sequential(layer))
+    _learner = bbp.rules.get("pfa", expansion=2).attach(nn.Sequential(layer))
     shape = (2, 3, 9) if conv == "1d" else (2, 3, 9, 9)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     out = layer(x)

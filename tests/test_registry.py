@@ -8,7 +8,6 @@ module docstring names its paper.
 
 from __future__ import annotations
 
-import inspect
 import sys
 
 import pytest

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from beyondbp.analysis import encoding
-from beyondbp.analysis import shape as shapes
 from beyondbp.analysis import representations as R
+from beyondbp.analysis import shape as shapes
 from beyondbp.errors import ConfigError
 
 

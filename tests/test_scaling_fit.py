@@ -406,8 +406,9 @@ def test_an_estimate_outside_its_interval_is_marked():
     assert iv.outside("A") and not iv.outside("E")
     d = iv.to_dict()["intervals"]
     assert d["A"]["estimate_outside"] is True and d["E"]["estimate_outside"] is False
-    from beyondbp.cli.fit import _fit_table
     from rich.console import Console
+
+    from beyondbp.cli.fit import _fit_table
 
     console = Console(record=True, width=120)
     console.print(_fit_table("t", fit, iv, ["E", "A", "B", "alpha", "beta"]))

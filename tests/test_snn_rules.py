@@ -248,7 +248,8 @@ def test_ottt_on_snn_cnn_weight_gradient_uses_the_trace():
         cur_trace = F.conv2d(tr, w, None)
         cur = cur_value + (cur_trace - cur_trace.detach())  # value from spikes, weight gradient from the trace
         s2, st2 = lif2.step(model.pool2(cur), None if st2 is None else type(st2)(*(v.detach() if v is not None else v for v in st2)))
-        o, st3 = out_neurons.step(model.out(model.flatten(s2)), None if st3 is None else type(st3)(*(v.detach() if v is not None else v for v in st3)))
+        st3 = None if st3 is None else type(st3)(*(v.detach() if v is not None else v for v in st3))
+        o, st3 = out_neurons.step(model.out(model.flatten(s2)), st3)
         (gw,) = torch.autograd.grad(F.cross_entropy(o, y) / 2, w)
         total += gw
     torch.testing.assert_close(got["conv2.weight"], total, rtol=1e-9, atol=1e-12)

@@ -4,8 +4,6 @@ is refused the same way and left as it was."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from beyondbp.cli import main

@@ -28,13 +28,13 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'beyondbp[ray]')")
 
+from test_study_runner import _comparable, write_spec  # noqa: E402
+
 from beyondbp.study import executors  # noqa: E402
 from beyondbp.study.inspection import check_study  # noqa: E402
 from beyondbp.study.runner import run_study  # noqa: E402
 from beyondbp.study.spec import load_spec  # noqa: E402
 from beyondbp.study.store import Store  # noqa: E402
-
-from test_study_runner import _comparable, write_spec  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 RAY_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")

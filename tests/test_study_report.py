@@ -25,8 +25,8 @@ from beyondbp.analysis.scaling import Intervals
 from beyondbp.errors import ConfigError
 from beyondbp.reporting import study as report_mod
 from beyondbp.reporting.study import write_report
-from beyondbp.study.verdict import judge_study
 from beyondbp.study.spec import load_spec
+from beyondbp.study.verdict import judge_study
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_study_analysis import record, records_for  # noqa: E402

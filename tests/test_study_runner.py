@@ -85,9 +85,9 @@ def test_runs_each_run_once_then_only_new_ones(tmp_path):
 
 
 def test_failed_and_diverged_runs_are_recorded_and_the_study_goes_on(tmp_path, capsys):
-    base = f"""
+    base = """
 model = "mlp"
-model_options = {{widths = [8]}}
+model_options = {widths = [8]}
 n_train = 320
 n_test = 80
 optimizer = "sgd"

@@ -373,7 +373,8 @@ def test_an_absurdly_large_grid_is_refused_before_anything_is_built(tmp_path, mo
     monkeypatch.setattr(spec_mod, "RunConfig", no_config)
     axes = "seed = [" + ", ".join(str(i) for i in range(1000)) + "]\nlr = [" + ", ".join(f"{i + 1}e-4" for i in range(101)) + "]"
     message = error(tmp_path, minimal(axes=axes))
-    assert message == f"spec.toml: [axes]: the grid has 101,000 runs (seed 1000 × lr 101); a study may have at most {MAX_RUNS:,}, so drop values or split it"
+    assert message == (f"spec.toml: [axes]: the grid has 101,000 runs (seed 1000 × lr 101); a study may have at most "
+                       f"{MAX_RUNS:,}, so drop values or split it")
 
 
 def test_the_readme_example_spec_loads(tmp_path):

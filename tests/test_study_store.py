@@ -11,8 +11,8 @@ import time
 import pytest
 
 from beyondbp.errors import ConfigError
-from beyondbp.study.spec import PlannedRun
 from beyondbp.study import store_file
+from beyondbp.study.spec import PlannedRun
 from beyondbp.study.store import STATUSES, Owner, Store
 from beyondbp.training import RunConfig
 

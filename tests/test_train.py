@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from beyondbp import checkpoint, models, rules
+from beyondbp import checkpoint, compare, models, rules
 from beyondbp.compute import StepTimer, count_flops, measure_steps
 from beyondbp.errors import CheckpointError, ConfigError
-from beyondbp import compare
 from beyondbp.training import DIVERGENCE_FACTOR, RunConfig, RunResult, check, diverged, evaluate, run
 
 WIDTHS = [32, 16]

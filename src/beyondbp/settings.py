@@ -116,7 +116,8 @@ class RunSettings(BaseModel):
                               accepts="a whole number of at least 1 (tokens per training window of a language model), or nothing")
     eval_windows: int | None = opt(None, "validation windows of a language model (default: the whole validation split)",
                                    ge=1, le=MAX_COUNT, accepts="a whole number of at least 1, or nothing for the whole validation split")
-    state: str | None = opt(None, "file where the run keeps its resume state", accepts="a file path (where the run keeps its resume state) or nothing",
+    state: str | None = opt(None, "file where the run keeps its resume state",
+                            accepts="a file path (where the run keeps its resume state) or nothing",
                             execution=True)
     checkpoint_every: int | None = opt(None, "write the resume state every N optimizer steps (needs state)", ge=1, le=MAX_COUNT,
                                        accepts="a whole number of optimizer steps of at least 1 (needs state), or nothing",

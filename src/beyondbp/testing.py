@@ -430,7 +430,7 @@ def check_attach_keeps_the_global_rng(rule_cls: type[Rule]) -> None:
     state = torch.random.get_rng_state()
     try:
         rule_cls().attach(model)
-    except UnsupportedModuleError as exc:
+    except UnsupportedModuleError:
         model = rule_cls.example_model(INPUT_SHAPE, NUM_CLASSES)
         if model is None:
             raise
@@ -466,7 +466,7 @@ def check_refuses_an_unsupported_layer(rule_cls: type[Rule]) -> None:
     model = standard_model("mlp")
     try:
         rule_cls().check_model(model)
-    except UnsupportedModuleError as exc:
+    except UnsupportedModuleError:
         model = rule_cls.example_model(INPUT_SHAPE, NUM_CLASSES)
         if model is None:
             raise

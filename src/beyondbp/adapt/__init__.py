@@ -18,8 +18,8 @@ The command line: ``beyondbp adapt`` (see :mod:`beyondbp.cli`). A leaf of the li
 the CLI.
 """
 
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, parse_corruptions, parse_severities
 from .benchmark import benchmark
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, parse_corruptions, parse_severities
 from .methods import METHODS, NHL, Adapter, Norm, Source, Tent, describe_options, entropy, make, parse_methods, split_batches, stream_error
 from .source import BNCNN, load_source, save_source, train_source
 

@@ -1,4 +1,5 @@
-"""The ``beyondbp`` command line: ``rules``, ``models``, ``data``, ``train``, ``compare``, ``sample``, ``study``, ``analyze``, ``adapt``, ``continual``.
+"""The ``beyondbp`` command line: ``rules``, ``models``, ``data``, ``train``, ``compare``, ``sample``,
+``study``, ``analyze``, ``adapt``, ``continual``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0

@@ -15,17 +15,24 @@ from rich.table import Table
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
+from .common import (
+    _NO_RESUME,
+    DataDirOpt,
+    DebugOpt,
+    OverwriteOpt,
+    ThreadsOpt,
+    _check_checkpoint,
+    _check_out,
+    _check_path_text,
+    _console,
+    _on_interrupt,
+    app,
+)
+from .settings import torch_threads
 
 # imported on first use, so that --help and usage errors answer without importing torch
 data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.reporting.runs")
-rules_mod = lazy("beyondbp.rules")
-
-from .settings import torch_threads
-from .common import DataDirOpt, DebugOpt, OverwriteOpt, ThreadsOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _console, _on_interrupt, app
 
 # -- adapt: three jobs, three subcommands ----------------------------------------------------------
 adapt_app = typer.Typer(

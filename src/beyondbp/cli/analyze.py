@@ -10,19 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .._lazy import lazy
 from ..errors import ConfigError
-
-# imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.reporting.runs")
-rules_mod = lazy("beyondbp.rules")
-
-from .common import DebugOpt, OutOverwriteOpt, _NO_RESUME, _check_path_text, _console, _on_interrupt, app
+from .common import _NO_RESUME, DebugOpt, OutOverwriteOpt, _check_path_text, _console, _on_interrupt, app
 from .study import StoreOpt
+
 
 # -- analyze ------------------------------------------------------------------------------------
 def _group_by_axes(text: str) -> list[str]:
@@ -35,19 +26,22 @@ def _group_by_axes(text: str) -> list[str]:
 
 @app.command()
 def analyze(
-    sources: Annotated[Optional[list[str]], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of checkpoints, or checkpoint files.", show_default=False)] = None,
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Trained networks: a study spec (.toml) run with keep_models = true, a folder of "
+        "checkpoints, or checkpoint files.", show_default=False)] = None,
     store: StoreOpt = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Output folder (default: <first source>-representations beside it).")] = None,
     stimuli: Annotated[int, typer.Option("--stimuli", help="Probe stimuli drawn from the test split.")] = 1000,
     measures: Annotated[Optional[str], typer.Option("--measures", help="Comma-separated measures (default: all; see --list-measures).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Noisy passes per stimulus for the stochastic metric.")] = 10,
-    noise: Annotated[str, typer.Option("--noise", help="Noise of the stochastic responses: input (Gaussian on the input) or dropout (the model's own).")] = "input",
+    noise: Annotated[str, typer.Option("--noise", help="Noise of the stochastic responses: input (Gaussian on the input) or dropout (the model's "
+        "own).")] = "input",
     noise_level: Annotated[float, typer.Option("--noise-level", help="Input noise, in standard deviations of the probe set.")] = 0.1,
     snr_batches: Annotated[int, typer.Option("--snr-batches", help="Training minibatches for the gradient SNR (0: skip it).")] = 8,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for identification intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the probe draw, the noise and the bootstrap.")] = 0,
     list_measures: Annotated[bool, typer.Option("--list-measures", help="List the measures and exit.")] = False,
-    group_by: Annotated[Optional[str], typer.Option("--group-by", help="What identification tells apart: comma-separated axes (rule, a study axis or a run setting such as lr); default: rule. Networks differing elsewhere are pooled.")] = None,
+    group_by: Annotated[Optional[str], typer.Option("--group-by", help="What identification tells apart: comma-separated axes (rule, a study axis "
+        "or a run setting such as lr); default: rule. Networks differing elsewhere are pooled.")] = None,
     overwrite: OutOverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     debug: DebugOpt = False,
@@ -56,10 +50,9 @@ def analyze(
     shape metric, encoding models), test whether each measure identifies the rule that trained a
     network, and measure gradient SNR: writes representations.md / .json and heatmap and MDS
     PNGs."""
-    from ..reporting.similarity import check_output, write_outputs
     from ..analysis.representations import MEASURES
-    from ..study.similarity import analyze_networks
-    from ..study.similarity import find_networks
+    from ..reporting.similarity import check_output, write_outputs
+    from ..study.similarity import analyze_networks, find_networks
 
     console = _console()
     if list_measures:

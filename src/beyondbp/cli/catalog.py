@@ -9,22 +9,20 @@ import typer
 from rich.table import Table
 
 from .._lazy import lazy
+from .common import DebugOpt, _console, app
 
 # imported on first use, so that --help and usage errors answer without importing torch
 data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
 models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
 
-from .common import DebugOpt, _console, app
 
 # -- commands -----------------------------------------------------------------------------------
 @app.command("rules")
 def rules_command(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (as in the README).")] = False,
-    options: Annotated[Optional[str], typer.Option("--options", help="List the options of rule NAME: what each accepts, its default and help.")] = None,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of rule NAME: what each accepts, its default and "
+        "help.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """List the registered rules: name, family, description, paper (or one rule's options)."""
@@ -96,7 +94,8 @@ def _print_catalogue(kind: str, registry: Any, name: str | None, markdown: bool)
 @app.command("models")
 def models_command(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
-    options: Annotated[Optional[str], typer.Option("--options", help="List the options of model NAME: what each accepts, its default and help.")] = None,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of model NAME: what each accepts, its default and "
+        "help.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """List the models (--model NAME): name, description, options (or one model's options)."""
@@ -106,7 +105,8 @@ def models_command(
 @app.command("data")
 def data_command(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
-    options: Annotated[Optional[str], typer.Option("--options", help="List the options of data set NAME: what each accepts, its default and help.")] = None,
+    options: Annotated[Optional[str], typer.Option("--options", help="List the options of data set NAME: what each accepts, its default and "
+        "help.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """List the data sets (--data NAME): name, description, options (or one set's options)."""

@@ -15,18 +15,15 @@ import click
 import typer
 from rich.console import Console
 
-from .settings import setting_type
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
+from .settings import setting_type
 
 # imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
 report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
+
 
 
 app = typer.Typer(

@@ -14,18 +14,27 @@ from rich.table import Table
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
+from .common import (
+    _NO_RESUME,
+    EXIT_DIVERGED,
+    DebugOpt,
+    OutOverwriteOpt,
+    ThreadsOpt,
+    _check_out,
+    _console,
+    _on_interrupt,
+    app,
+    parse_assignment,
+    parse_assignments,
+    split_rule_options,
+)
+from .progress import _Ticker
+from .settings import torch_threads
 
 # imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
 jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
 options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.reporting.runs")
 rules_mod = lazy("beyondbp.rules")
-
-from .settings import torch_threads
-from .common import DebugOpt, EXIT_DIVERGED, OutOverwriteOpt, ThreadsOpt, _NO_RESUME, _check_out, _console, _on_interrupt, app, parse_assignment, parse_assignments, split_rule_options
-from .progress import _Ticker
 
 # -- continual learning -------------------------------------------------------------------------
 CONTINUAL_FILES = ("results.json", "table.md", "matrix.png")
@@ -84,13 +93,16 @@ def _continual_counts(epochs_per_task: int, batch_size: int, train_size: int | N
 
 @app.command()
 def continual(
-    tasks: Annotated[str, typer.Option("--tasks", help="FAMILY[:N]: permuted-fashion-mnist:10, permuted-mnist1d:10, split-fashion-mnist:task or split-fashion-mnist:class.")] = "permuted-fashion-mnist:10",
-    methods: Annotated[str, typer.Option("--methods", "--method", help="Comma-separated methods: finetune, ewc, gpm, hlop, multitask.")] = "finetune,hlop",
+    tasks: Annotated[str, typer.Option("--tasks", help="FAMILY[:N]: permuted-fashion-mnist:10, permuted-mnist1d:10, split-fashion-mnist:task or "
+        "split-fashion-mnist:class.")] = "permuted-fashion-mnist:10",
+    methods: Annotated[str, typer.Option("--methods", "--method", help="Comma-separated methods: finetune, ewc, gpm, hlop, "
+        "multitask.")] = "finetune,hlop",
     rules: Annotated[str, typer.Option("--rules", "--rule", help="Comma-separated rules; every method runs under every rule.")] = "backprop",
     model: Annotated[str, typer.Option("--model", help="Model name (mlp: 800-800 without biases unless --model-opt says otherwise).")] = "mlp",
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model option KEY=VALUE (repeatable).")] = None,
     rule_opt: Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE or RULE:KEY=VALUE (repeatable).")] = None,
-    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10, or KEY=VALUE for every listed method that has it (repeatable; values as JSON; an unknown KEY is answered with the method's options).")] = None,
+    method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10, or KEY=VALUE for "
+        "every listed method that has it (repeatable; values as JSON; an unknown KEY is answered with the method's options).")] = None,
     epochs_per_task: Annotated[int, typer.Option("--epochs-per-task", help="Epochs over each task's training set.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate.")] = 0.1,

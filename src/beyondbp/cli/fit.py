@@ -12,17 +12,13 @@ from rich.table import Table
 
 from .._lazy import lazy
 from ..errors import ConfigError, DataError
-
-# imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.reporting.runs")
-rules_mod = lazy("beyondbp.rules")
-
 from .common import DebugOpt, _console
 from .study import study_app
+
+# imported on first use, so that --help and usage errors answer without importing torch
+jsonable = lazy("beyondbp.jsonable")
+report = lazy("beyondbp.reporting.runs")
+
 
 def _check_utf8(path: Path) -> None:
     """Refuse (one sentence, with the line) a file that is not UTF-8 text."""
@@ -102,9 +98,11 @@ def _refuse_degenerate(fit: Any) -> None:
 def study_fit(
     file: Annotated[Path, typer.Argument(help="CSV file with a header row, one point per line.")],
     params: Annotated[Optional[str], typer.Option("--params", help="Column of model sizes N (parameters).")] = None,
-    tokens: Annotated[Optional[str], typer.Option("--tokens", help="Column of training tokens D (default: FLOPs / (6 N) when --flops is given).")] = None,
+    tokens: Annotated[Optional[str], typer.Option("--tokens", help="Column of training tokens D (default: FLOPs / (6 N) when --flops is "
+        "given).")] = None,
     loss: Annotated[str, typer.Option("--loss", help="Column of losses.")] = "loss",
-    flops: Annotated[Optional[str], typer.Option("--flops", help="Column of training FLOPs C; alone (no --params), fits the frontier L(C) = E + A C^-α.")] = None,
+    flops: Annotated[Optional[str], typer.Option("--flops", help="Column of training FLOPs C; alone (no --params), fits the frontier L(C) = E + A "
+        "C^-α.")] = None,
     exclude_top: Annotated[int, typer.Option("--exclude-top", help="Drop the K highest-loss points before fitting.")] = 0,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the intervals (0: none).")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap's generator.")] = 0,

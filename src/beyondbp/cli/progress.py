@@ -15,16 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .._lazy import lazy
 from ..errors import ConfigError
+from .common import _count, _duration
 
 # imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
 report = lazy("beyondbp.reporting.runs")
-rules_mod = lazy("beyondbp.rules")
-
-from .common import _count, _duration
 
 #: Environment variable: seconds between the plain progress lines printed when stderr is not a
 #: terminal (default :data:`PROGRESS_INTERVAL`).

@@ -13,18 +13,43 @@ from rich.table import Table
 
 from .._lazy import lazy
 from ..errors import ConfigError
+from .common import (
+    _NO_RESUME,
+    DataOpt,
+    DataOptOpt,
+    DebugOpt,
+    DModelOpt,
+    ModelOpt,
+    ModelOptOpt,
+    NHeadOpt,
+    NLayerOpt,
+    OutOverwriteOpt,
+    OverwriteOpt,
+    RuleOptOpt,
+    _check_checkpoint,
+    _check_out,
+    _check_path_text,
+    _console,
+    _diverged_line,
+    _exit_if_diverged,
+    _on_interrupt,
+    _same_command,
+    _sparsity_line,
+    _spikes_line,
+    _timed,
+    app,
+    parse_assignments,
+    parse_rules,
+    parse_seeds,
+    split_rule_options,
+    write_outputs,
+)
+from .progress import _Bars, _Ticker
+from .settings import RUN_FLAGS, check_switched, config_values, with_run_settings
 
 # imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
 report = lazy("beyondbp.reporting.runs")
-rules_mod = lazy("beyondbp.rules")
 
-from .settings import RUN_FLAGS, check_switched, config_values, with_run_settings
-from .common import DModelOpt, DataOpt, DataOptOpt, DebugOpt, ModelOpt, ModelOptOpt, NHeadOpt, NLayerOpt, OutOverwriteOpt, OverwriteOpt, RuleOptOpt, _NO_RESUME, _check_checkpoint, _check_out, _check_path_text, _console, _diverged_line, _exit_if_diverged, _on_interrupt, _same_command, _sparsity_line, _spikes_line, _timed, app, parse_assignments, parse_rules, parse_seeds, split_rule_options, write_outputs
-from .progress import _Bars, _Ticker
 
 @app.command()
 @with_run_settings(*RUN_FLAGS, "checkpoint", "init_from", "state", "checkpoint_every")
@@ -137,7 +162,8 @@ def compare(
     data_opt: DataOptOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default results/compare-<data>-<model>).")] = None,
     overwrite: OutOverwriteOpt = False,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2, instead of --seed: every rule runs with each, and the table shows mean ± sd.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2, instead of --seed: every rule runs with each, "
+        "and the table shows mean ± sd.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train each rule on the same model, data, budget and seed; print and save a comparison.

@@ -66,7 +66,8 @@ def _help(name: str) -> str:
     if written:
         text += f" ({written[1]})"
     if name == "threads":
-        return "Torch CPU threads during the run (default 1: reproducible, and fastest for small models on a busy machine; 0 keeps torch's own choice)."
+        return ("Torch CPU threads during the run (default 1: reproducible, and fastest for small models on a busy "
+                "machine; 0 keeps torch's own choice).")
     if not field.is_required() and field.default is not None and field.default is not False and field.default not in ({}, []):
         text += f" (default {_shown(field.default)})"
     return text + "."

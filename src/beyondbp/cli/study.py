@@ -18,19 +18,14 @@ from rich.table import Table
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
-
-# imported on first use, so that --help and usage errors answer without importing torch
-data_mod = lazy("beyondbp.data")
-jsonable = lazy("beyondbp.jsonable")
-models_mod = lazy("beyondbp.models")
-options_mod = lazy("beyondbp.options")
-report = lazy("beyondbp.reporting.runs")
-rules_mod = lazy("beyondbp.rules")
-
 from .common import DebugOpt, OutOverwriteOpt, _check_path_text, _console, _count, _duration, _on_interrupt, app
 from .progress import _Heartbeat
 
-# -- study fit ----------------------------------------------------------------------------------
+# imported on first use, so that --help and usage errors answer without importing torch
+jsonable = lazy("beyondbp.jsonable")
+report = lazy("beyondbp.reporting.runs")
+
+# -- the study command group ---------------------------------------------------------------------
 study_app = typer.Typer(
     name="study",
     help="Scaling studies: run a spec's grid into a run store, see its status, check it; fit scaling laws.",
@@ -167,12 +162,14 @@ def _warn_unknown_status(n: int, spec: Path) -> None:
 def study_run(
     spec: SpecArg,
     executor: Annotated[str, typer.Option("--executor", help="local (a process pool) or ray.")] = "local",
-    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; each run uses 1 torch thread unless [execution] threads says otherwise).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Runs at once (local: processes; each run uses 1 torch thread unless [execution] threads "
+        "says otherwise).")] = 1,
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     store: StoreOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar and no summary line.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, an estimated time (from a short probe) and the store; run nothing, create nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, an estimated time (from a short probe) and the store; run nothing, "
+        "create nothing.")] = False,
     debug: DebugOpt = False,
 ) -> int:
     """Run the study's runs that are not finished yet (done and diverged runs are never re-run).
@@ -273,8 +270,10 @@ def study_report(
     out: Annotated[Optional[str], typer.Option("--out", help="Report folder (default: <spec>-report beside the spec).")] = None,
     baseline: Annotated[str, typer.Option("--baseline", help="Rule label every other label is judged against.")] = "backprop",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples (over seeds) for every interval.")] = 200,
-    extrapolate: Annotated[float, typer.Option("--extrapolate", help="How far past the largest compute studied the extrapolated verdict looks (×).")] = 10.0,
-    representations: Annotated[Optional[str], typer.Option("--representations", help="A `beyondbp analyze` output folder to include (default: <spec>-representations beside the spec, when it exists).")] = None,
+    extrapolate: Annotated[float, typer.Option("--extrapolate", help="How far past the largest compute studied the extrapolated verdict looks "
+        "(×).")] = 10.0,
+    representations: Annotated[Optional[str], typer.Option("--representations", help="A `beyondbp analyze` output folder to include (default: "
+        "<spec>-representations beside the spec, when it exists).")] = None,
     overwrite: OutOverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -96,7 +96,8 @@ from beyondbp.errors import ConfigError, DataError
 from beyondbp.options import opt
 from beyondbp.rules.base import is_rule_tensor
 from beyondbp.training.batches import ShuffledBatches, evaluate_tensors
-from beyondbp.training.components import build_optimizer, diverged as _diverged, seed_everything
+from beyondbp.training.components import build_optimizer, seed_everything
+from beyondbp.training.components import diverged as _diverged
 from beyondbp.training.config import check_count
 
 __all__ = ["METHODS", "MaskedCrossEntropy", "Method", "build_model", "check_budget", "class_masks",

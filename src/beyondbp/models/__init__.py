@@ -60,14 +60,15 @@ import torch
 from torch import nn
 
 from beyondbp.errors import ConfigError
-from beyondbp.options import describe as _describe_declaration, parse
-from beyondbp.resources import physical_memory, show_bytes
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
-from beyondbp.models.snn import SNNConv, SNNMLP
+from beyondbp.models.snn import SNNMLP, SNNConv
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
+from beyondbp.options import describe as _describe_declaration
+from beyondbp.options import parse
+from beyondbp.resources import physical_memory, show_bytes
 
 __all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
            "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]

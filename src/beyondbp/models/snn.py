@@ -35,11 +35,10 @@ layers), and ``widths`` (snn-mlp) or ``channels`` (snn-cnn).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import Field
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError

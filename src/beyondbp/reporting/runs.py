@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..files import atomic_write_bytes
-from ..jsonable import plain
 from ..jsonable import finite_number as _num
+from ..jsonable import plain
 
 __all__ = ["architecture", "comparison_table", "curves_figure", "plot_curves", "read_json", "render_markdown", "write_json"]
 

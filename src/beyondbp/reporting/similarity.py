@@ -394,7 +394,8 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
                 continue
             for layer, v in (entry.get("layers") or {}).items():
                 v = v if isinstance(v, Mapping) else {}
-                rows.append([key, rule_of.get(str(key), str(key) if str(key) in rules else "—"), layer, _fmt_g(v.get("rule")), _fmt_g(v.get("backprop")),
+                rows.append([key, rule_of.get(str(key), str(key) if str(key) in rules else "—"), layer,
+                             _fmt_g(v.get("rule")), _fmt_g(v.get("backprop")),
                              _fmt_g(v.get("ratio")), entry.get("batches", "—"), entry.get("batch_size", "—")])
         parts.append(_table(["network", "rule", "layer", "rule SNR", "backprop SNR", "ratio", "batches",
                              "batch size"], rows))

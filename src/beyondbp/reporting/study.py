@@ -47,11 +47,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import files
-from ..jsonable import plain
 from ..analysis.scaling import Intervals
+from ..jsonable import finite_number as _num
+from ..jsonable import plain
 from ..study.judgement import StudyVerdicts
 from ..study.verdict import fmt_compute, judge_study
-from ..jsonable import finite_number as _num
 
 __all__ = ["REPORT_FILES", "write_report", "render"]
 
@@ -416,7 +416,9 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerd
             "Classes (Filipovich et al. 2022): A, the rule reaches a lower loss than backprop over the whole compute range; "
             "B, backprop better at small compute, the rule at scale; C, the rule better at small compute, backprop at scale; "
             "D, backprop better over the whole range; undecided, the intervals do not separate where it matters. The class "
-            "is decided on the studied range (the overlap of both labels' efficient frontiers: from the cheapest best-LR run to the compute where the label last improved; past that point the fitted law is an extrapolation); the extrapolated class is reported apart."
+            "is decided on the studied range (the overlap of both labels' efficient frontiers: from the cheapest best-LR run "
+            "to the compute where the label last improved; past that point the fitted law is an extrapolation); the "
+            "extrapolated class is reported apart."
         )))  # fmt: skip
     else:
         out.append(("p", "No verdict: it needs finished runs of the baseline and of at least one other label."))

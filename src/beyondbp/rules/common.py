@@ -29,7 +29,6 @@ from ..errors import ConfigError, UnsupportedModuleError
 from ._autograd import SCRATCH_ATTR, FeedbackConv, FeedbackLinear
 from .base import WEIGHT_LAYERS, Learner, LossFn, Rule
 
-
 # -- random feedback and the feedback path ----------------------------------------------------
 #: The ``init`` option of the feedback rules: a PyTorch initialiser used as B's distribution.
 InitName = Literal["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]

@@ -260,7 +260,8 @@ class DRTP(Rule):
     name = "drtp"
     family: ClassVar[str] = "direct"
     summary = "direct random target projection: each hidden layer learns from a fixed random projection B·y* of the one-hot target"
-    paper = "Learning without feedback: Fixed random learning signals allow for feedforward training of deep neural networks (Frenkel, Lefebvre, Bol 2021)"
+    paper = ("Learning without feedback: Fixed random learning signals allow for feedforward training of deep neural "
+             "networks (Frenkel, Lefebvre, Bol 2021)")
     plain_backward = False  # owns its step (it needs the targets); a plain backward while attached is refused
     handles_time_steps: ClassVar[bool] = False  # one projected error / target per row, one row per sample
 

@@ -102,14 +102,13 @@ from .base import (
 )
 from .common import (
     SEED_HELP,
-    InitName,
     FeedbackPathLearner,
     FeedbackPathRule,
+    InitName,
     conv_padding,
     init_like,
     layer_generator,
 )
-
 
 
 def choose_route(

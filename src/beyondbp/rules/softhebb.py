@@ -134,7 +134,6 @@ from typing import Annotated, Any, ClassVar, Iterable, Iterator, Literal
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 

@@ -69,10 +69,10 @@ def dry_run(spec: Spec, store_path: str | os.PathLike | None = None, executor: s
     process pays once (imports, first kernels), measured by one warm-up probe. It holds for the
     machine's load at the time of the probe. Probes run in this process and write nothing."""
     _check_arguments(spec, executor, workers, address)
+    import torch
+
     from ..training import load_dataset
     from ..training.tasks import make_task
-
-    import torch
 
     target = Path(store_path) if store_path is not None else default_store_path(spec.path)
     exists = target.exists() or target.is_symlink()

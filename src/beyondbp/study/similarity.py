@@ -40,7 +40,8 @@ network × network distance matrix and the identification statistics of
 :func:`beyondbp.analysis.identification.identify` (nearest neighbour, reference
 identification as in Han, Poggio and Cheung 2023, bootstrap intervals over seeds); the
 stochastic metric (α = 1) is set against its deterministic counterpart on the same noisy
-responses' means and the same stimuli (``stochastic_mean``, α = 2) as in Duong et al. 2023. The gradient signal-to-noise ratio of every network's rule against
+responses' means and the same stimuli (``stochastic_mean``, α = 2) as in Duong et al. 2023. The
+gradient signal-to-noise ratio of every network's rule against
 backprop's (:func:`beyondbp.analysis.gradients.gradient_snr`) is measured on ``snr_batches``
 training minibatches of the network's own batch size.
 

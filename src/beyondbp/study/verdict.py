@@ -175,7 +175,8 @@ def _frontier_samples(samples: Mapping[str, np.ndarray], C: np.ndarray) -> np.nd
         return E + A * np.exp(-alpha * np.log(C)[None, :])
 
 
-def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, extrapolate: float) -> tuple[FrontierResult, dict[str, np.ndarray] | None]:
+def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float,
+                  extrapolate: float) -> tuple[FrontierResult, dict[str, np.ndarray] | None]:
     fc, fl, fg = [], [], []
     seeds = sorted({p["seed"] for p in pts}, key=str)
     for s in seeds:

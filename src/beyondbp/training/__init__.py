@@ -16,6 +16,17 @@ identity of a run (which settings define its result, and its id), and
 :func:`beyondbp.compare` (the one-axis study over rules, :mod:`beyondbp.study.compare`).
 """
 
+from .batches import ShuffledBatches, batch_slices, evaluate_batches, evaluate_tensors, tensor_batches
+from .components import (
+    DIVERGENCE_FACTOR,
+    OPTIMIZERS,
+    build_optimizer,
+    diverged,
+    make_optimizer,
+    make_scheduler,
+    seed_everything,
+    seeded,
+)
 from .config import (
     ALLOWED,
     EXECUTION_FIELDS,
@@ -28,17 +39,6 @@ from .config import (
     RunResult,
     effective_rule_options,
     lm_context,
-)
-from .batches import ShuffledBatches, batch_slices, evaluate_batches, evaluate_tensors, tensor_batches
-from .components import (
-    DIVERGENCE_FACTOR,
-    OPTIMIZERS,
-    build_optimizer,
-    diverged,
-    make_optimizer,
-    make_scheduler,
-    seed_everything,
-    seeded,
 )
 from .loop import Progress, Setup, check, evaluate, load_dataset, prepare, run
 from .tasks import ClassificationTask, LanguageModelTask, Task, make_task

@@ -39,10 +39,10 @@ from pydantic import ValidationError, field_validator, model_validator
 from .. import data as data_mod
 from .. import models as models_mod
 from .. import options as options_mod
-from ..settings import ALLOWED, EXECUTION_FIELDS, MAX_COUNT, NUMBER_KIND, RunSettings, check_count, within
 from .. import rules as rules_mod
 from ..errors import ConfigError
 from ..jsonable import plain
+from ..settings import ALLOWED, EXECUTION_FIELDS, MAX_COUNT, NUMBER_KIND, RunSettings, check_count, within
 
 __all__ = [
     "ALLOWED",
@@ -96,7 +96,8 @@ class RunConfig(RunSettings):
     ``lr_schedule="step"`` only. ``checkpoint`` is where the trained model is saved at the end
     (not after a diverged run); ``init_from`` is a checkpoint whose model and rule state are
     loaded before training — only its weights when another rule trained it (its rule state,
-    e.g. KP's learned feedback, is not this rule's; the new rule starts with its own). Its optimizer state (momentum buffers, Adam moments) is loaded too
+    e.g. KP's learned feedback, is not this rule's; the new rule starts with its own). Its
+    optimizer state (momentum buffers, Adam moments) is loaded too
     when it was saved by the same kind of optimizer over the same parameters; the run's own
     ``optimizer``, ``lr``, ``momentum`` and ``weight_decay`` are always the ones used — the
     checkpoint's never replace them — and the result's ``init_from`` records what was loaded.
