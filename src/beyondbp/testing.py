@@ -144,9 +144,8 @@ def _accepted_kinds(rule_cls: type[Rule], kinds: list[str]) -> set[str]:
 
 
 def _distinct(family: tuple[str, ...], kinds: list[str], accepted: set[str]) -> list[str]:
-    """The kinds of a costly check family (learning, seeded determinism) whose runs differ: a
-    refused kind runs on the rule's example model, the same for every refused kind, so only the
-    first refused kind of the family is kept — the others would repeat it exactly."""
+    """The kinds of a costly check family whose runs differ: every refused kind runs on the same
+    example model, so only the family's first refused kind is kept."""
     out, example = [], False
     for kind in family:
         if kind not in kinds:

@@ -76,7 +76,26 @@ class _Heartbeat:
                 self.console.print(f"progress [{_duration(time.monotonic() - self.started)}] {self.text}", soft_wrap=True)
 
 
-class _Ticker:
+class _Display:
+    """A rich progress display (``self.progress``) and, where stderr is not a terminal, its
+    plain :class:`_Heartbeat` lines (``self.heartbeat``, or None), started and stopped together."""
+
+    progress: Any
+    heartbeat: Any
+
+    def __enter__(self) -> Any:
+        self.progress.__enter__()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.progress.__exit__(*exc)
+
+
+class _Ticker(_Display):
     """Progress of work counted in units (continual's training steps, sample's tokens): a rich
     bar on a terminal, else :class:`_Heartbeat` lines; nothing with ``quiet``."""
 
@@ -87,17 +106,6 @@ class _Ticker:
         self.task: Any = None
         self.current: tuple[str, int] | None = None
         self.since = time.monotonic()
-
-    def __enter__(self) -> "_Ticker":
-        self.progress.__enter__()
-        if self.heartbeat is not None:
-            self.heartbeat.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        self.progress.__exit__(*exc)
 
     def __call__(self, description: str, done: int, total: int) -> None:
         if self.current != (description, total):
@@ -110,7 +118,7 @@ class _Ticker:
                                    + _left(done, total, self.since))
 
 
-class _Bars:
+class _Bars(_Display):
     """Drives a rich progress bar (stderr) from the run loop's progress events; where stderr is
     not a terminal, :class:`_Heartbeat` lines instead."""
 
@@ -129,17 +137,6 @@ class _Bars:
             disable=not console.is_terminal,
         )
         self.task: Any = None
-
-    def __enter__(self) -> "_Bars":
-        self.progress.__enter__()
-        if self.heartbeat is not None:
-            self.heartbeat.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        self.progress.__exit__(*exc)
 
     def _beat(self, event: str, info: dict[str, Any]) -> None:
         """The heartbeat's line: rule, step of total, loss, the last evaluation, time left."""

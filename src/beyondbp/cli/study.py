@@ -19,7 +19,7 @@ from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
 from .common import DebugOpt, OutOverwriteOpt, _check_path_text, _console, _count, _duration, _on_interrupt, app
-from .progress import _Heartbeat
+from .progress import _Display, _Heartbeat
 
 # imported on first use, so that --help and usage errors answer without importing torch
 jsonable = lazy("beyondbp.jsonable")
@@ -59,7 +59,7 @@ def _counts_text(counts: dict[str, int]) -> str:
             f"diverged {counts.get('diverged', 0)} · pending {counts.get('pending', 0)}")
 
 
-class _StudyBar:
+class _StudyBar(_Display):
     """A rich progress bar (stderr) over a study's runs: finished of total, runs done /
     running / failed, and the time left estimated from the mean time of the runs finished in
     this session divided among the workers. Where stderr is not a terminal, :class:`_Heartbeat`
@@ -81,17 +81,6 @@ class _StudyBar:
         )
         self.task: Any = None
         self.times: list[float] = []
-
-    def __enter__(self) -> "_StudyBar":
-        self.progress.__enter__()
-        if self.heartbeat is not None:
-            self.heartbeat.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        self.progress.__exit__(*exc)
 
     def _update(self, counts: dict[str, int]) -> None:
         finished = counts["done"] + counts["failed"] + counts["diverged"]
