@@ -149,7 +149,7 @@ def _frontier_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any
             ax.scatter([r.C for r in other], [r.loss for r in other], facecolors="none", edgecolors=c, s=22, alpha=0.45,
                        label=f"{label} (other LRs)")  # fmt: skip
         fits = analysis.fits.get(label)
-        curve = fits.frontier.curve if fits is not None and fits.frontier.fitted else None
+        curve = fits.frontier.curve if fits is not None and fits.frontier.identified else None
         if curve is not None:
             C = np.array(curve.C, dtype=float)
             est = np.array(curve.estimate, dtype=float)
@@ -183,7 +183,7 @@ def _frontier_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any
 
 def _loss_law_figure(analysis: StudyVerdicts) -> bytes | None:
     fits = analysis.fits
-    fitted = [lab for lab in analysis.labels if lab in fits and fits[lab].loss_law.fitted]
+    fitted = [lab for lab in analysis.labels if lab in fits and fits[lab].loss_law.identified]
     if not fitted:
         return None
     fig = _figure(5.0 * len(fitted), 4.5)
@@ -331,24 +331,40 @@ def _param(iv: Intervals, name: str) -> str:
     return f"{texts[0]} ({texts[1]} – {texts[2]})"
 
 
-def _fit_rows(analysis: StudyVerdicts) -> tuple[list[list[str]], list[str]]:
-    rows, reasons = [], []
+def _fit_rows(analysis: StudyVerdicts) -> tuple[list[list[str]], list[str], list[list[str]]]:
+    """The identified fits' rows, why the others are not reported (not fitted, or fitted but "not
+    identified: <reason>"), and the predictive check of every identified fit."""
+    rows, reasons, checks = [], [], []
     for label in analysis.labels:
         fr, ll = analysis.fits[label].frontier, analysis.fits[label].loss_law
-        if fr.fitted:
+        if fr.fitted and not fr.identified:
+            reasons.append(f"{label}, frontier L(C): not identified: {fr.identification.why}")
+        if fr.fitted and fr.identified:
             iv = fr.intervals
             rows.append([label, "L(C) = E + A·C^(−α)", _param(iv, "E"), _param(iv, "A"), _param(iv, "alpha"), "", "",
                          str(fr.fit.n_points), f"{fr.n_resamples} × {fr.resampled}"])  # fmt: skip
-        else:
+        elif not fr.fitted:
             reasons.append(f"{label}, frontier L(C): {fr.reason}")
-        if ll.fitted:
+        if ll.fitted and not ll.identified:
+            reasons.append(f"{label}, L(N, D): not identified: {ll.identification.why}")
+        if ll.fitted and ll.identified:
             iv = ll.intervals
             rows.append([label, "L(N, D) = E + A/N^α + B/D^β", _param(iv, "E"), _param(iv, "A"), _param(iv, "alpha"),
                          _param(iv, "B"), _param(iv, "beta"), str(ll.fit.n_points),
                          f"{ll.n_resamples} × {ll.resampled}"])  # fmt: skip
-        else:
+        elif not ll.fitted:
             reasons.append(f"{label}, L(N, D): {ll.reason}")
-    return rows, reasons
+        for law, res in (("L(C)", fr), ("L(N, D)", ll)):
+            if res.fitted and res.identified:
+                p = res.prediction
+                if p is not None and p.passed is not None and p.error is not None:
+                    err = f"error {_g(p.error, 3)} ({_g(p.low, 3)} – {_g(p.high, 3)}), {100 * p.relative_error:.2g}%"
+                    verdict = "predicted" if p.passed else "not predicted: not used for extrapolation"
+                    checks.append([label, law, p.held_out, _g(p.observed), _g(p.predicted), err, verdict])
+                else:
+                    checks.append([label, law, p.held_out if p else "—", "—", "—", "—",
+                                   f"not checked ({p.why if p else 'no check'}): not used for extrapolation"])
+    return rows, reasons, checks
 
 
 def _loss_text(analysis: StudyVerdicts) -> str:
@@ -442,7 +458,7 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerd
         out.append(("p", "No finished run to plot."))
 
     out.append(("h2", "Fitted parameters"))
-    rows, reasons = _fit_rows(analysis)
+    rows, reasons, checks = _fit_rows(analysis)
     if rows:
         out.append(("table", ["label", "law", "E", "A", "α", "B", "β", "points", "bootstrap"], rows))
         out.append(("p", f"Each cell: estimate (fit to all points) and the {100 * level:g}% bootstrap interval."))
@@ -452,6 +468,15 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerd
                              "the data; the estimate and the interval do not describe one fit."))
     if reasons:
         out.append(("ul", ["Not fitted — " + r for r in reasons]))
+    out.append(("p", "A fit is reported only when it is identified: exponents in (0, 3], 0 ≤ E < the best observed "
+                     "loss, coefficients within reach of an exponent ≤ 3, finite intervals, exponent intervals at most "
+                     "2× their estimate wide, at least 3 distinct computes (L(C)) or 3 × 3 sizes and budgets (L(N, D)). "
+                     "A label whose L(C) is not identified is judged on its frontier points themselves."))
+    if checks:
+        out.append(("table", ["label", "law", "held out", "observed", "predicted", "error (interval), relative", "check"], checks))
+        out.append(("p", "Predictive check: each law refitted without its largest compute (L(C)) or size (L(N, D)) "
+                         "predicts the held-out points; it passes when the error's interval contains 0 or the error is "
+                         "at most 2% of the observed loss. Only a law that passes is used for extrapolation."))
 
     out.append(("h2", "Best learning rate per size and budget"))
     table = analysis.best_lr

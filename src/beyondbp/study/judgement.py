@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.scaling import FrontierFit, Intervals, LossLawFit
+from ..analysis.scaling import FrontierFit, Identification, Intervals, LossLawFit, PredictiveCheck
 from ..jsonable import plain
 
 __all__ = [
@@ -58,6 +58,16 @@ def _json(items: Mapping[str, Any]) -> dict[str, Any]:
 
 def _intervals(iv: Intervals) -> dict[str, Any]:
     return iv.to_dict()["intervals"]
+
+
+def _checks(out: dict[str, Any], result: Any) -> None:
+    """The identification and predictive-check keys of a fitted result (added after today's keys)."""
+    if result.identification is not None:
+        out["identified"] = result.identification.identified
+        out["identification"] = result.identification
+    if result.prediction is not None:
+        out["prediction"] = result.prediction
+    out["used_for_extrapolation"] = result.extrapolates
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -207,6 +217,18 @@ class FrontierResult:
     level: float | None = None
     n_resamples: int | None = None
     curve: FrontierCurve | None = None
+    identification: Identification | None = None
+    prediction: PredictiveCheck | None = None
+
+    @property
+    def identified(self) -> bool:
+        """Fitted and identified (:func:`beyondbp.analysis.scaling.identify`): its numbers are reported."""
+        return self.fitted and self.identification is not None and self.identification.identified
+
+    @property
+    def extrapolates(self) -> bool:
+        """Identified and predicts its own largest compute: the only fit used beyond the data."""
+        return self.identified and self.prediction is not None and self.prediction.passed is True
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"points": self.points, "n_seeds": self.n_seeds, "fitted": self.fitted}
@@ -218,6 +240,7 @@ class FrontierResult:
         assert self.intervals is not None
         out.update(distinct_resamples=self.distinct_resamples, resampled=self.resampled, note=self.note, fit=self.fit,
                    intervals=_intervals(self.intervals), level=self.level, n_resamples=self.n_resamples, curve=self.curve)
+        _checks(out, self)
         return _json(out)
 
 
@@ -238,6 +261,18 @@ class LossLawResult:
     n_points: int | None = None
     N_range: tuple[float, float] | None = None
     D_range: tuple[float, float] | None = None
+    identification: Identification | None = None
+    prediction: PredictiveCheck | None = None
+
+    @property
+    def identified(self) -> bool:
+        """Fitted and identified (:func:`beyondbp.analysis.scaling.identify`): its numbers are reported."""
+        return self.fitted and self.identification is not None and self.identification.identified
+
+    @property
+    def extrapolates(self) -> bool:
+        """Identified and predicts its own largest size: the only fit used beyond the data."""
+        return self.identified and self.prediction is not None and self.prediction.passed is True
 
     def to_dict(self) -> dict[str, Any]:
         if not self.fitted:
@@ -247,9 +282,11 @@ class LossLawResult:
             out["reason"] = self.reason
             return _json(out)
         assert self.intervals is not None
-        return _json({"fitted": True, "resampled": self.resampled, "note": self.note, "fit": self.fit,
-                      "intervals": _intervals(self.intervals), "level": self.level, "n_resamples": self.n_resamples,
-                      "n_points": self.n_points, "N_range": self.N_range, "D_range": self.D_range})
+        out = {"fitted": True, "resampled": self.resampled, "note": self.note, "fit": self.fit,
+               "intervals": _intervals(self.intervals), "level": self.level, "n_resamples": self.n_resamples,
+               "n_points": self.n_points, "N_range": self.N_range, "D_range": self.D_range}
+        _checks(out, self)
+        return _json(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,6 +371,7 @@ class Verdict:
     caveat: str | None = None
     extrapolated: DeltaCurve | None = None
     extrapolated_sentence: str | None = None
+    basis: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "baseline": self.baseline, "level": self.level,
@@ -341,7 +379,7 @@ class Verdict:
         if self.studied is not None:
             out.update({"range": self.range, "studied": self.studied})
         out["sentence"] = self.sentence
-        for key in ("point_estimate_class", "caveat", "extrapolated", "extrapolated_sentence"):
+        for key in ("point_estimate_class", "caveat", "extrapolated", "extrapolated_sentence", "basis"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return _json(out)

@@ -39,6 +39,18 @@ Fits per label.
 
 A fit that cannot be made is recorded as ``fitted=False`` with its ``reason``, never an error.
 
+Identification and prediction. Every fit made is checked by
+:func:`~beyondbp.analysis.scaling.identify` (exponents in (0, 3], 0 ≤ E < best observed loss,
+coefficients within reach of an exponent ≤ 3, finite intervals, exponent intervals at most 2×
+their estimate wide, ≥ 3 distinct computes for L(C), ≥ 3 × 3 sizes and budgets for L(N, D):
+``identification`` on the result, ``identified`` in its dict) and by a predictive check (the law
+refitted without its largest compute, or size, predicting the held-out points:
+``prediction``, :func:`~beyondbp.analysis.scaling.predictive_check`). A label whose L(C) was
+fitted but is not identified is judged on its **frontier points themselves** (each seed's points
+joined log-linearly in compute, seeds resampled; the verdict's ``basis`` says so). Only a law
+that is identified and predicts its own largest point is extrapolated (``extrapolates``); else
+``extrapolated_sentence`` says "Not extrapolated beyond …" and why.
+
 The verdict, per label against the baseline (``backprop`` by default). The studied range is
 the overlap of the two labels' efficient frontiers, ``[C_lo, C_hi]``: each from its cheapest
 frontier point to the last compute at which the label's best-LR runs still improved (beyond
@@ -84,6 +96,7 @@ of each resample that changes sign on the same grid (with the fraction of resamp
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -92,11 +105,14 @@ from typing import Any
 import numpy as np
 
 from ..analysis.scaling import (
+    PredictiveCheck,
     bootstrap,
     bootstrap_frontier,
     efficient_frontier,
     fit_frontier,
     fit_loss_law,
+    identify,
+    predictive_check,
 )
 from ..errors import BeyondBPError, ConfigError
 from .judgement import (
@@ -208,10 +224,14 @@ def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
     med, low, high = _curve_band(_frontier_samples(iv.samples, grid), level)
     rows = np.column_stack([np.asarray(iv.samples[k], dtype=float) for k in ("E", "A", "alpha")])
     distinct = len({tuple(np.round(r, 9)) for r in rows[np.all(np.isfinite(rows), axis=1)]})
+    ident = identify(fit, variables={"C": fc}, losses=fl, intervals=iv)
+    pred = _frontier_prediction(fc, fl, fg, n_bootstrap, seed, level)
     out = FrontierResult(
         points,
         len(seeds),
         fitted=True,
+        identification=ident,
+        prediction=pred,
         distinct_resamples=distinct,
         resampled="seeds" if by_seed else "points",
         note=None if by_seed else "one seed only: the intervals resample frontier points, not seeds",
@@ -222,6 +242,59 @@ def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
         curve=FrontierCurve(C=grid, estimate=fit.predict(grid), median=med, low=low, high=high, extrapolated_from=hi),
     )  # fmt: skip
     return out, {k: np.asarray(v, dtype=float) for k, v in iv.samples.items()} | {"_fit": np.array([fit.E, fit.A, fit.alpha])}
+
+
+_FIT_ERRORS = (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError)
+
+
+def _frontier_prediction(fc: list[float], fl: list[float], fg: list[str], n_bootstrap: int, seed: int,
+                         level: float) -> PredictiveCheck:
+    """The frontier refitted without its largest compute, predicting the points held out there."""
+    top = max(fc)
+    held = f"the largest compute ({fmt_compute(top)} FLOPs)"
+    keep = [i for i, c in enumerate(fc) if c < top]
+    rest_c, rest_l, rest_g = [fc[i] for i in keep], [fl[i] for i in keep], [fg[i] for i in keep]
+    if len(set(rest_c)) < FRONTIER_MIN_COMPUTES or len(rest_c) < FRONTIER_MIN_POINTS:
+        return PredictiveCheck(held, None, why=(
+            f"too few frontier points once {held} is held out: {len(rest_c)} point(s) at {len(set(rest_c))} distinct "
+            f"compute(s), and the fit needs {FRONTIER_MIN_POINTS} at {FRONTIER_MIN_COMPUTES}"))  # fmt: skip
+    observed = [l_ for c, l_ in zip(fc, fl) if c == top]
+    try:
+        fit = fit_frontier(rest_c, rest_l)
+        groups = rest_g if len(set(rest_g)) >= 2 else None
+        iv = bootstrap_frontier(rest_c, rest_l, n_resamples=n_bootstrap, groups=groups, level=level, seed=seed, fit=fit)
+    except _FIT_ERRORS as exc:
+        return PredictiveCheck(held, None, why=f"the refit without {held} failed: {exc}")
+    samples = _frontier_samples(iv.samples, np.array([top]))
+    return predictive_check(held, observed, [float(fit.predict(top))] * len(observed), np.repeat(samples, len(observed), axis=1),
+                            level=level)
+
+
+def _loss_law_prediction(N: list[float], D: list[float], L: list[float], seeds: list[str], n_bootstrap: int, seed: int,
+                         level: float, starts: Any) -> PredictiveCheck:
+    """L(N, D) refitted without its largest size, predicting the runs held out there."""
+    top = max(N)
+    held = f"the largest size (N = {top:.3g})"
+    keep = [i for i, n in enumerate(N) if n < top]
+    rn, rd, rl, rs = ([x[i] for i in keep] for x in (N, D, L, seeds))
+    pairs = {(a, b) for a, b in zip(rn, rd)}
+    if len(pairs) < LOSS_LAW_MIN_POINTS or len(set(rn)) < 2 or len(set(rd)) < 2:
+        return PredictiveCheck(held, None, why=(
+            f"too few runs once {held} is held out: {len(pairs)} distinct (N, D) pair(s) from {len(set(rn))} size(s); "
+            f"the fit needs {LOSS_LAW_MIN_POINTS} pairs from at least 2 sizes and 2 budgets"))  # fmt: skip
+    out_n = np.array([n for n in N if n == top])
+    out_d = np.array([d for n, d in zip(N, D) if n == top])
+    observed = [l_ for n, l_ in zip(N, L) if n == top]
+    try:
+        fit = fit_loss_law(rn, rd, rl, starts=starts)
+        groups = rs if len(set(rs)) >= 2 else None
+        iv = bootstrap(rn, rd, rl, n_resamples=n_bootstrap, groups=groups, level=level, seed=seed, fit=fit)
+    except _FIT_ERRORS as exc:
+        return PredictiveCheck(held, None, why=f"the refit without {held} failed: {exc}")
+    E, A, B, a, b = (np.asarray(iv.samples[k], dtype=float)[:, None] for k in ("E", "A", "B", "alpha", "beta"))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        samples = E + A / out_n[None, :] ** a + B / out_d[None, :] ** b
+    return predictive_check(held, observed, fit.predict(out_n, out_d), samples, level=level)
 
 
 def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, starts: Any) -> LossLawResult:
@@ -247,8 +320,12 @@ def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
         iv = bootstrap(N, D, L, n_resamples=n_bootstrap, groups=seeds if by_seed else None, level=level, seed=seed, fit=fit)
     except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
         return LossLawResult(fitted=False, reason=f"the L(N, D) fit failed: {exc}")
+    ident = identify(fit, variables={"N": N, "D": D}, losses=L, intervals=iv)
+    pred = _loss_law_prediction(N, D, L, seeds, n_bootstrap, seed, level, starts)
     return LossLawResult(
         fitted=True,
+        identification=ident,
+        prediction=pred,
         resampled="seeds" if by_seed else "points",
         note=None if by_seed else "one seed only: the intervals resample runs, not seeds",
         fit=fit,
@@ -318,18 +395,57 @@ def _crossover(C: np.ndarray, med: np.ndarray, samples: np.ndarray, level: float
     )
 
 
-def _delta_on(C: np.ndarray, rule: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], level: float,
-             **extra: Any) -> DeltaCurve:
-    n = min(len(rule["E"]), len(base["E"]))
-    d = _frontier_samples({k: rule[k][:n] for k in ("E", "A", "alpha")}, C) - _frontier_samples({k: base[k][:n] for k in ("E", "A", "alpha")}, C)
+def _delta_on(C: np.ndarray, rule: _Curves, base: _Curves, level: float, **extra: Any) -> DeltaCurve:
+    rs, er = rule.at(C)
+    bs, eb = base.at(C)
+    n = min(len(rs), len(bs))
+    d = rs[:n] - bs[:n]
     med, low, high = _curve_band(d, level)
-    er, ar, alr = rule["_fit"]
-    eb, ab, alb = base["_fit"]
-    estimate = (er + ar * C ** (-alr)) - (eb + ab * C ** (-alb))
+    estimate = er - eb
     cls, why = classify(C, low, high)
     sign = np.where(high < 0, -1, np.where(low > 0, 1, 0))
     return DeltaCurve(C=C, estimate=estimate, median=med, low=low, high=high, sign=sign, cls=cls, why=why,
                       crossover=_crossover(C, med, d, level), **extra)  # fmt: skip
+
+
+class _Curves:
+    """A label's frontier on any grid of computes: per bootstrap resample (rows) and as the
+    estimate, from the fitted law (``basis`` None) or from the frontier points themselves."""
+
+    def __init__(self, at: Any, distinct: int | None, basis: str | None = None) -> None:
+        self.at, self.distinct, self.basis = at, distinct, basis
+
+    @classmethod
+    def from_law(cls, s: Mapping[str, np.ndarray], distinct: int | None) -> _Curves:
+        E, A, alpha = s["_fit"]
+
+        def at(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return _frontier_samples(s, C), E + A * C ** (-alpha)
+
+        return cls(at, distinct)
+
+    @classmethod
+    def from_points(cls, fr: FrontierResult, n_bootstrap: int, seed: int, basis: str) -> _Curves:
+        """Each seed's frontier points joined log-linearly in compute (undefined outside that
+        seed's points); a resample draws seeds with replacement and averages their curves."""
+        by_seed: dict[str, list[tuple[float, float]]] = {}
+        for p in fr.points:
+            by_seed.setdefault(p.seed, []).append((p.C, p.loss))
+        keys = sorted(by_seed)
+        draws = np.random.default_rng(seed).integers(0, len(keys), size=(n_bootstrap, len(keys)))
+        distinct = len({tuple(sorted(r)) for r in draws.tolist()})
+
+        def at(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows = []
+            for k in keys:
+                pts = sorted(by_seed[k])
+                rows.append(np.interp(np.log(C), np.log([c for c, _ in pts]), [v for _, v in pts], left=np.nan, right=np.nan))
+            M = np.array(rows)
+            with warnings.catch_warnings():  # a compute no drawn seed reaches stays NaN: not separated there
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return np.array([np.nanmean(M[d], axis=0) for d in draws]), np.nanmean(M, axis=0)
+
+        return cls(at, distinct, basis)
 
 
 def _range_text(C: np.ndarray, mask: np.ndarray) -> str:
@@ -378,10 +494,10 @@ def _sentence(rule: str, base: str, d: DeltaCurve, unit: str) -> str:
     return f"{head}{body}; {_diff_text(rule, d, last, unit)}; {_cross_text(d.crossover)}."
 
 
-def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: Any, sb: Any,
+def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: _Curves | None, sb: _Curves | None,
              range_r: tuple[float, float], range_b: tuple[float, float], extrapolate: float, level: float, unit: str) -> Verdict:
     head = {"label": rule, "baseline": base, "level": level}
-    missing = [name for name, f in ((rule, fr), (base, fb)) if not f.fitted]
+    missing = [name for name, f in ((rule, fr), (base, fb)) if (sr if name == rule else sb) is None]
     if missing:
         reasons = "; ".join(f"{name}: {(fr if name == rule else fb).reason}" for name in missing)
         reason = f"no frontier fit for {' and '.join(missing)} ({reasons})"
@@ -394,8 +510,13 @@ def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: A
     studied = _delta_on(np.geomspace(lo, hi, GRID_POINTS), sr, sb, level)
     cls, reason, estimate, caveat = studied.cls, studied.why, None, None
     sentence = _sentence(rule, base, studied, unit)
-    thin = {name: MIN_DISTINCT_RESAMPLES if f.distinct_resamples is None else f.distinct_resamples
-            for name, f in ((rule, fr), (base, fb))}
+    assert sr is not None and sb is not None
+    bases = [c.basis for c in (sr, sb) if c.basis]
+    basis = None
+    if bases:
+        basis = "frontier points (joined log-linearly, resampled by seed) instead of the fitted law: " + "; ".join(bases)
+        sentence = sentence[:-1] + f" (compared on the {basis})."
+    thin = {name: MIN_DISTINCT_RESAMPLES if c.distinct is None else c.distinct for name, c in ((rule, sr), (base, sb))}
     thin = {name: n for name, n in thin.items() if n < MIN_DISTINCT_RESAMPLES}
     if thin:
         estimate = cls
@@ -415,7 +536,10 @@ def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: A
         )
         sentence = sentence[:-1] + f" (caution: {caveat})."
     ext = ext_sentence = None
-    if extrapolate > 1:
+    unusable = [_no_extrapolation(name, f) for name, f in ((rule, fr), (base, fb)) if not f.extrapolates]
+    if extrapolate > 1 and unusable:
+        ext_sentence = f"Not extrapolated beyond {fmt_compute(hi)} FLOPs: {'; '.join(unusable)}."
+    elif extrapolate > 1:
         grid = np.concatenate([studied.C, np.geomspace(hi, hi * extrapolate, GRID_POINTS // 2 + 1)[1:]])
         ext = _delta_on(grid, sr, sb, level, from_=hi, to=hi * extrapolate)
         if thin:  # no usable interval: the class is undecided here too
@@ -429,7 +553,19 @@ def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: A
             f"beyond the data): {shown}; {_diff_text(rule, ext, i, unit)}; {beyond}."
         )
     return Verdict(**head, cls=cls, reason=reason, sentence=sentence, range=(lo, hi), studied=studied,
-                   point_estimate_class=estimate, caveat=caveat, extrapolated=ext, extrapolated_sentence=ext_sentence)
+                   point_estimate_class=estimate, caveat=caveat, extrapolated=ext, extrapolated_sentence=ext_sentence,
+                   basis=basis)
+
+
+def _no_extrapolation(name: str, f: FrontierResult) -> str:
+    """Why a label's frontier law is not used beyond the data."""
+    if not f.identified:
+        why = f.identification.why if f.identification is not None else f.reason
+        return f"{name}'s L(C) is not identified ({why})"
+    p = f.prediction
+    if p is None or p.passed is None:
+        return f"{name}'s L(C) could not be checked against its own largest compute ({p.why if p else 'no check'})"
+    return f"{name}'s L(C) does not predict its own largest compute ({p.why})"
 
 
 # -- the analysis -------------------------------------------------------------------------------
@@ -502,12 +638,19 @@ def judge_study(
         warnings.append("the runs mix language models (val_loss) and classifiers (test_loss); their losses are not comparable")
     unit = "nats/token" if loss_names == ["val_loss"] else "nats"
     fits: dict[str, LabelFits] = {}
-    samples: dict[str, Any] = {}
+    samples: dict[str, _Curves | None] = {}
     ranges: dict[str, tuple[float, float]] = {}
     for label in labels:
         mine = [p for p in points if p["label"] == label and p["index"] in kept]
         ranges[label] = (min(p["C"] for p in mine), max(p["C"] for p in mine))
-        frontier, samples[label] = _fit_frontier(mine, n_bootstrap, seed, level, extrapolate)
+        frontier, law = _fit_frontier(mine, n_bootstrap, seed, level, extrapolate)
+        if law is not None and frontier.identified:
+            samples[label] = _Curves.from_law(law, frontier.distinct_resamples)
+        elif frontier.fit is not None and frontier.points:  # a fit was made but is not identified
+            why = frontier.identification.why if frontier.identification is not None else frontier.reason
+            samples[label] = _Curves.from_points(frontier, n_bootstrap, seed, f"{label}'s L(C) is not identified ({why})")
+        else:
+            samples[label] = None
         if frontier.points:  # beyond a label's last frontier point its runs stopped improving:
             # the data's frontier is flat there, so the fitted law is an extrapolation
             front = [q.C for q in frontier.points]

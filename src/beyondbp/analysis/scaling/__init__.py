@@ -1,9 +1,21 @@
 """Scaling-law fits and their bootstrap intervals: :mod:`.laws` fits ``L(N, D) = E + A/N^α + B/D^β``
 and the compute frontier ``L(C) = E + A · C^(−α)`` (Chinchilla's approach 3), :mod:`.intervals`
-resamples points or seeds for percentile intervals. Every public name of both is importable
+resamples points or seeds for percentile intervals, :mod:`.identification` decides whether a fit
+is identified by its points and whether it predicts its own largest point. Every public name of both is importable
 from here (``from beyondbp.analysis import scaling; scaling.fit_loss_law(...)``).
 """
 
+from .identification import (
+    EXPONENT_RANGE,
+    MAX_RELATIVE_WIDTH,
+    MIN_DISTINCT_FRONTIER,
+    MIN_DISTINCT_LAW,
+    PREDICTION_TOLERANCE,
+    Identification,
+    PredictiveCheck,
+    identify,
+    predictive_check,
+)
 from .intervals import (
     MAX_RESAMPLES,
     Intervals,
@@ -25,6 +37,15 @@ from .laws import (
 )
 
 __all__ = [
+    "EXPONENT_RANGE",
+    "Identification",
+    "MAX_RELATIVE_WIDTH",
+    "MIN_DISTINCT_FRONTIER",
+    "MIN_DISTINCT_LAW",
+    "PREDICTION_TOLERANCE",
+    "PredictiveCheck",
+    "identify",
+    "predictive_check",
     "DEFAULT_DELTA",
     "FrontierFit",
     "Intervals",
