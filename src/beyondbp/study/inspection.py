@@ -152,12 +152,13 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
         raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
     target = Path(store_path) if store_path is not None else default_store_path(spec.path)
     if not target.exists() and not target.is_symlink():  # never run: nothing to read, nothing created
-        rows, path, stale = {}, str(target), 0
+        rows, details, path, stale = {}, {}, str(target), 0
     else:
         with _store_for(spec, store_path) as store:
-            rows = {r["id"]: r for r in store.rows()}
+            rows = store.progress()
+            details = {r["id"]: r for r in store.rows(("failed", "running"))}  # few: their errors and leases
             path = str(store.path)
-            stale = sum(1 for r in rows.values() if r["status"] == "running" and store.dead_reason(r))
+            stale = sum(1 for r in details.values() if r["status"] == "running" and store.dead_reason(r))
     runs = spec.runs()
     counts = {s: 0 for s in STATUSES}
     spent = 0.0
@@ -171,17 +172,19 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
             missing += 1
             counts["pending"] += 1
             continue
-        if row["status"] not in STATUSES:  # damage: counted apart (`study check` names them)
+        status, wall_time = row
+        if status not in counts:  # damage: counted apart (`study check` names them)
             unknown += 1
             continue
-        counts[row["status"]] += 1
-        if row["status"] in ("done", "diverged", "failed") and row["wall_time"] is not None:
-            spent += float(row["wall_time"])
-        if row["status"] == "done" and row["wall_time"] is not None:
-            done_times.append(float(row["wall_time"]))
-        if row["status"] == "failed":
+        counts[status] += 1
+        if wall_time is not None and status in ("done", "diverged", "failed"):
+            spent += float(wall_time)
+            if status == "done":
+                done_times.append(float(wall_time))
+        if status == "failed":
+            error = details[run.id]["error"] if run.id in details else None
             failed.append({"id": run.id, "label": run.label, "axes": run.axes,
-                           "error": (row["error"] or "").splitlines()[0] if row["error"] else ""})
+                           "error": error.splitlines()[0] if error else ""})
     mean = sum(done_times) / len(done_times) if done_times else None
     left = None if mean is None else mean * (counts["pending"] + counts["running"]) / workers
     spec_ids = {r.id for r in runs}

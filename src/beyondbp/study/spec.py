@@ -59,7 +59,11 @@ what a run refuses, with the same words) plus the model's and the data set's opt
 declarations; grids above :data:`MAX_RUNS` runs are refused, and so are two axis
 entries that give the same run (the same ``run_id``: e.g. a rule option equal to its default),
 and a model whose weights alone would not fit this machine's memory (sized on the meta device,
-nothing allocated; every such run would fail).
+nothing allocated; every such run would fail). A valid grid is planned by parts
+(:mod:`beyondbp.study.spec_parts`: each value of an independent axis such as ``lr`` or ``seed``
+and each distinct combination of the other axes checked once, giving exactly the runs and ids
+checking every combination gives), so that :data:`MAX_RUNS` runs plan in about a second; a grid
+with a mistake is checked combination by combination, for the messages below.
 Every mistake is one line, ``<file name>: <place>: <what is wrong>; <what is allowed>``, and all
 that are found are raised together (a :class:`~beyondbp.errors.ConfigError`, or for several a
 :class:`~beyondbp.errors.ConfigErrors` listing them in ``problems``): the tables are checked
@@ -96,6 +100,7 @@ from .. import models as models_mod
 from ..errors import ConfigError, ConfigErrors
 from ..options import parse
 from ..training import EXECUTION_FIELDS, RunConfig, lm_context
+from .spec_parts import plan_by_parts
 from .spec_tables import (
     TABLE_SETTINGS,
     _axis_choices,
@@ -120,6 +125,10 @@ _DEFAULT_RULE = RunConfig.model_fields["rule"].default
 
 #: The most distinct errors of the grid's combinations reported at once (each is blamed on its place).
 MAX_GRID_ERRORS = 20
+
+#: Plan a valid grid by parts (:func:`~beyondbp.study.spec_parts.plan_by_parts`); False plans every
+#: combination through ``RunConfig``, the reference it agrees with (tests, bench/spec_scale.py).
+_fast_planning = True
 
 
 # -- the spec ---------------------------------------------------------------------------------
@@ -421,6 +430,10 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
         raise _SpecError(
             "[axes]", f"the grid has {total:,} runs ({sizes}); a study may have at most {MAX_RUNS:,}, so drop values or split it"
         )
+    if _fast_planning:
+        fast = plan_by_parts(grid, PlannedRun)
+        if fast is not None:
+            return fast
     runs: list[PlannedRun] = []
     seen: dict[str, tuple[_Choice, ...]] = {}
     failing: dict[str, tuple[_Choice, ...]] = {}  # each distinct mistake once, blamed on its place below
@@ -494,10 +507,14 @@ def _check_model_memory(runs: list[PlannedRun]) -> None:
     distinct model is sized once; one that cannot be built for its data is left to the run."""
     sized: dict[Any, str | None] = {}
     failing: list[tuple[PlannedRun, str]] = []
+    keys: dict[tuple[Any, ...], Any] = {}  # runs planned by parts share their option tables: each key once
     for run in runs:
         config = run.config
-        shape, classes = _nominal_shape(config)
-        key = (config.model, repr(_normal(config.model_options)), shape, classes)
+        cheap = (config.model, config.data, id(config.model_options), id(config.data_options), config.context, config.data_dir)
+        key = keys.get(cheap)
+        if key is None:
+            shape, classes = _nominal_shape(config)
+            key = keys[cheap] = (config.model, repr(_normal(config.model_options)), shape, classes)
         if key not in sized:
             sized[key] = None
             try:

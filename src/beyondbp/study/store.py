@@ -406,9 +406,22 @@ class Store(StoreFile):
             "SELECT id FROM runs WHERE status = 'running' AND lease_token = ?", (owner.token,))}
 
     @_timed
-    def rows(self) -> list[dict[str, Any]]:
-        """Every run's raw row (JSON columns still text), in store order."""
-        return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY position")]
+    def rows(self, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Every run's raw row (JSON columns still text), in store order; with ``statuses``,
+        only the rows in one of them."""
+        if statuses is None:
+            return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY position")]
+        wanted = list(statuses)
+        marks = ", ".join("?" * len(wanted))
+        return [dict(r) for r in self._conn.execute(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY position", wanted)]
+
+    @_timed
+    def progress(self) -> dict[str, tuple[str, float | None]]:
+        """Run id -> (status, wall time), for every run in the store, in one query (what
+        ``study status`` counts)."""
+        cursor = self._conn.execute("SELECT id, status, wall_time FROM runs")
+        cursor.row_factory = None  # plain tuples: no Row object per run
+        return {i: (status, wall) for i, status, wall in cursor}
 
     @_timed
     def attempts(self) -> list[dict[str, Any]]:

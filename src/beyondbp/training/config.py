@@ -47,6 +47,7 @@ from ..settings import ALLOWED, EXECUTION_FIELDS, MAX_COUNT, NUMBER_KIND, RunSet
 __all__ = [
     "ALLOWED",
     "EXECUTION_FIELDS",
+    "INDEPENDENT_SETTINGS",
     "LM_CURVE_WINDOWS",
     "LM_DEFAULT_CONTEXT",
     "LM_DEFAULT_TOKENS",
@@ -54,10 +55,19 @@ __all__ = [
     "MAX_COUNT",
     "RunConfig",
     "RunResult",
+    "canonical_rule_options",
     "check_count",
     "effective_rule_options",
     "lm_context",
 ]
+
+#: Settings whose validity depends on their own value only and that enter a run's identity only as
+#: themselves, save ``seed``, which also fills the rule's ``seed`` option (see
+#: :func:`effective_rule_options`) and is read by SET sparsity's check: no check of
+#: :class:`RunConfig` relates them to another setting. A study's planning
+#: (:mod:`beyondbp.study.spec`) relies on it to validate each of their values once instead of
+#: once per combination; a check that reads one of them must take it out of this list.
+INDEPENDENT_SETTINGS = ("lr", "weight_decay", "batch_size", "seed")
 
 #: Language-model runs: default token budget, default context, evaluation points and the
 #: validation windows used at intermediate evaluation points.
@@ -135,9 +145,7 @@ class RunConfig(RunSettings):
         docstring): two configs that train the same thing have the same identity however they
         were written."""
         values = {k: v for k, v in self.model_dump().items() if k not in EXECUTION_FIELDS}
-        rule_cls = rules_mod.rule_class(self.rule)
-        rule_options = rule_cls(**effective_rule_options(self)).options()
-        values["rule_options"] = _without_execution(rule_options, rule_cls.Options)
+        values["rule_options"] = canonical_rule_options(self.rule, effective_rule_options(self))
         values["model_options"] = {**models_mod.options(self.model), **self.model_options}
         data_options = {**data_mod.options(self.data), **self.data_options}
         values["data_options"] = _without_execution(data_options, data_mod.options_class(self.data))
@@ -214,6 +222,8 @@ class RunConfig(RunSettings):
             raise ValueError(f"invalid device {v!r}: it must be {ALLOWED['device']}")
         return v
 
+    # A setting read here (or by identity() beyond its own value) must leave INDEPENDENT_SETTINGS:
+    # a study's planning validates those once per value, not per combination.
     @model_validator(mode="after")
     def _budget_and_rule(self) -> "RunConfig":
         if data_mod.is_text(self.data):
@@ -256,6 +266,14 @@ class RunConfig(RunSettings):
         unused = [f"{k}={getattr(self, k)!r}" for k in names if getattr(self, k) != fields[k].default]
         if unused:
             raise ValueError(f"the {what} setting {' and '.join(unused)} needs {needs}; add it or leave it out")
+
+
+def canonical_rule_options(rule: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule ``rule``'s options ``options`` (the effective ones: see :func:`effective_rule_options`)
+    as they enter a run's identity: completed with the rule's defaults, execution options left
+    out. :class:`ConfigError` for a bad option, as the rule itself raises."""
+    rule_cls = rules_mod.rule_class(rule)
+    return _without_execution(rule_cls(**options).options(), rule_cls.Options)
 
 
 def _without_execution(values: dict[str, Any], declaration: type[options_mod.Options]) -> dict[str, Any]:
