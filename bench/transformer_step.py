@@ -136,7 +136,7 @@ def main() -> None:
                 f"{row:<11} {fpt / 1e6:>12.3f} {m.flops / bp.flops:>7.3f} {tpt * 1e6:>10.3f} "
                 f"{m.median_time / bp.median_time:>7.3f}"
             )
-            rows_out.append({"n_layer": n_layer, "rule": row, "device": str(device), "flops_per_token": fpt,
+            rows_out.append({"n_layer": n_layer, "rule": row, "device": str(device), "tokens": tokens, "flops_per_token": fpt,
                              "flops_ratio": m.flops / bp.flops, "seconds_per_token": tpt,
                              "time_ratio": m.median_time / bp.median_time})
     if args.json:
