@@ -245,3 +245,16 @@ def test_a_tiny_study_runs_on_cuda(tmp_path, workers_per_gpu):
         records = store.records()
     assert {r["result"]["environment"]["device"] for r in records} <= {f"cuda:{i}" for i in range(torch.cuda.device_count())}
     assert all(r["flops_per_step"] > 0 for r in records)
+
+
+def test_the_cli_refuses_too_many_gpu_workers_with_exit_2(tmp_path, monkeypatch, capsys):
+    from beyondbp.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    spec = write_spec(tmp_path / "s.toml", 'device = "cuda"')
+    with pytest.raises(SystemExit) as info:
+        main(["study", "run", str(spec), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "invalid number of workers 2: with [execution] device = 'cuda' it must be at most 1" in " ".join(err.split())
+    assert not (tmp_path / "s.db").exists()
