@@ -19,12 +19,16 @@ backprop; the FLOP column shows whether a placement can reach it at all (see the
 
     python bench/transformer_step.py                       # 4 and 8 blocks
     python bench/transformer_step.py --layers 4 --repeats 5 --d-model 128 --context 128
+    python bench/transformer_step.py --device cuda --json out.json   # on a GPU; rows also as JSON
+
+On a GPU the timer synchronises the device before each clock reading (``StepTimer``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 
 import torch
@@ -81,7 +85,13 @@ def main() -> None:
     p.add_argument("--rules", default=",".join(VARIANTS), help="comma-separated rows of the table")
     p.add_argument("--attention", default="explicit", choices=["explicit", "sdpa"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave PyTorch's default)")
+    p.add_argument("--device", default="cpu", help="where the models and the batch live: cpu, cuda, cuda:N")
+    p.add_argument("--json", default=None, help="also write the rows (FLOPs and time ratios to backprop) to this file")
     args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA GPU here")
+    rows_out: list[dict] = []
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = [r for r in args.rules.split(",") if r]
@@ -92,14 +102,14 @@ def main() -> None:
     if "backprop" not in available:
         available.insert(0, "backprop")
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, attention={args.attention}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, attention={args.attention}, device={device}")
     for n_layer in [int(x) for x in args.layers.split(",")]:
         torch.manual_seed(0)
         base = GPT((args.context,), args.vocab, n_layer=n_layer, n_head=args.n_head, d_model=args.d_model,
-                   attention=args.attention)
+                   attention=args.attention).to(device)
         gen = torch.Generator().manual_seed(1)
-        x = torch.randint(0, args.vocab, (args.batch, args.context), generator=gen)
-        y = torch.randint(0, args.vocab, (args.batch, args.context), generator=gen)
+        x = torch.randint(0, args.vocab, (args.batch, args.context), generator=gen).to(device)
+        y = torch.randint(0, args.vocab, (args.batch, args.context), generator=gen).to(device)
         tokens = x.numel()
         learners = {}
         for row in available:
@@ -126,6 +136,12 @@ def main() -> None:
                 f"{row:<11} {fpt / 1e6:>12.3f} {m.flops / bp.flops:>7.3f} {tpt * 1e6:>10.3f} "
                 f"{m.median_time / bp.median_time:>7.3f}"
             )
+            rows_out.append({"n_layer": n_layer, "rule": row, "device": str(device), "tokens": tokens, "flops_per_token": fpt,
+                             "flops_ratio": m.flops / bp.flops, "seconds_per_token": tpt,
+                             "time_ratio": m.median_time / bp.median_time})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows_out, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,15 @@ Every worker trains a run with :func:`execute`.
 
 Both give identical results for the same spec (each run is seeded by its config alone).
 
+GPUs: with ``[execution] device = "cuda"`` the local executor gives each worker process its
+own GPU (:func:`worker_devices`: worker *i* trains on ``cuda:(i mod visible GPUs)``, so with
+``[execution] workers_per_gpu = k`` up to ``k`` workers share a GPU); ``--workers`` beyond
+visible GPUs × ``workers_per_gpu`` is refused in one sentence. ``device = "cuda:N"`` puts every
+worker on GPU ``N`` (at most ``workers_per_gpu`` of them). The device is an execution setting: a
+worker rewrites its run's ``device`` and the run's id does not change. Ray asks for
+``num_gpus = 1 / workers_per_gpu`` per task (:func:`ray_options`) and gives each task its GPU
+(as ``cuda``); a GPU index is refused there.
+
 No process outlives the driver: each local worker ends itself (SIGKILL) the moment the driver
 ends, whatever ended it (SIGKILL included), and, on Linux, when its parent (the forkserver)
 ends (:func:`beyondbp.interrupts.die_with`); the forkserver and multiprocessing's resource
@@ -57,7 +66,7 @@ from ..errors import ConfigError
 from ..interrupts import die_with
 from .store import lease_token
 
-__all__ = ["EXECUTORS", "PRELOAD", "available_cores", "execute"]
+__all__ = ["EXECUTORS", "PRELOAD", "available_cores", "execute", "ray_options", "visible_gpus", "worker_devices"]
 
 EXECUTORS = ("local", "ray")
 
@@ -74,13 +83,63 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def visible_gpus() -> int:
+    """CUDA GPUs torch sees in this process (0 without CUDA)."""
+    import torch
 
-def _worker_init(threads: int, driver: int | None = None) -> None:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def worker_devices(device: str, workers: int, visible: int, per_gpu: int = 1) -> list[str] | None:
+    """The device of each of ``workers`` local workers for the spec's ``[execution] device``:
+    None unless it is a CUDA device (every worker uses the spec's device as it is); for
+    ``"cuda"``, worker *i* gets ``cuda:(i mod visible)``, so the workers spread over the
+    ``visible`` GPUs, at most ``per_gpu`` on each; for ``"cuda:N"``, all get ``cuda:N``, at most
+    ``per_gpu`` of them. More workers than that are refused (:class:`ConfigError`, one sentence)."""
+    if not device.startswith("cuda"):
+        return None
+    index = device.partition(":")[2]
+    gpus = 1 if index else visible
+    capacity = gpus * per_gpu
+    if workers > capacity:
+        where = f"GPU {device}" if index else f"{visible} visible GPU{'s' if visible != 1 else ''}"
+        raise ConfigError(
+            f"invalid number of workers {workers}: with [execution] device = {device!r} it must be at most {capacity} "
+            f"({where} × workers_per_gpu {per_gpu}); lower --workers or raise [execution] workers_per_gpu to share a GPU"
+        )
+    if index:
+        return [device] * workers
+    return [f"cuda:{i % visible}" for i in range(workers)]
+
+
+def ray_options(threads: int, device: str, per_gpu: int = 1) -> dict[str, Any]:
+    """The ``ray.remote`` options of a run's task: ``num_cpus = threads``, and with a CUDA device
+    ``num_gpus = 1 / per_gpu`` (Ray then makes that GPU the task's only visible one)."""
+    options: dict[str, Any] = {"num_cpus": threads, "max_retries": 0}
+    if device.startswith("cuda"):
+        options["num_gpus"] = 1.0 / per_gpu
+    return options
+
+
+#: This worker's device (set by :func:`_worker_init` when the driver assigns GPUs), or None.
+_DEVICE: str | None = None
+
+
+def _worker_init(threads: int, driver: int | None = None, devices: list[str] | None = None,
+                 counter: Any = None) -> None:
+    """A local worker's start: die with the driver, set torch's threads and, with ``devices``,
+    take the next one (``counter``, shared by the pool's workers, says which) as this worker's."""
+    global _DEVICE
     if driver is not None:  # a worker never outlives its driver
         die_with(driver)
     import torch
 
     torch.set_num_threads(threads)
+    if devices:
+        with counter.get_lock():
+            slot = counter.value
+            counter.value += 1
+        _DEVICE = devices[slot % len(devices)]
 
 
 class _LeaseLost(Exception):
@@ -128,6 +187,8 @@ def execute(config: dict[str, Any], lease: dict[str, Any] | None = None) -> dict
         "result": None,
         "error": None,
     }
+    if _DEVICE is not None and str(config.get("device") or "cpu").startswith("cuda"):
+        config = dict(config, device=_DEVICE)  # an execution setting: the run's id is the same
     t0 = time.perf_counter()
     try:
         out["result"] = run(config, _LeaseWatch(**lease) if lease else None).to_dict()
@@ -164,8 +225,8 @@ class _Local:
     """A process pool; ``submit(config) -> handle``, ``wait(handles, timeout) -> done``,
     ``outcome(handle)`` (raises when the worker died)."""
 
-    def __init__(self, workers: int, threads: int) -> None:
-        self.workers, self.threads = workers, threads
+    def __init__(self, workers: int, threads: int, devices: list[str] | None = None) -> None:
+        self.workers, self.threads, self.devices = workers, threads, devices
         self.pool = self._pool()
         self._start_workers()
 
@@ -200,8 +261,9 @@ class _Local:
             _start_forkserver_without_sigint()
         else:
             ctx = multiprocessing.get_context("spawn")
+        counter = ctx.Value("i", 0) if self.devices else None  # which worker takes which device
         return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
-                                      initargs=(self.threads, os.getpid()))
+                                      initargs=(self.threads, os.getpid(), self.devices, counter))
 
     def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
         return self.pool.submit(execute, config, lease)
@@ -250,7 +312,8 @@ def _reinstall(handlers: dict[int, Any]) -> None:
 
 
 class _Ray:
-    def __init__(self, ray: Any, threads: int, address: str | None, workers: int) -> None:
+    def __init__(self, ray: Any, threads: int, address: str | None, workers: int, device: str = "cpu",
+                 per_gpu: int = 1) -> None:
         import logging
 
         handlers = _python_signal_handlers()
@@ -271,7 +334,7 @@ class _Ray:
                 raise ConfigError(f"could not start or reach {where}: {' '.join(str(exc).split())}") from None
             self.started = True
         _reinstall(handlers)
-        self.task = ray.remote(num_cpus=threads, max_retries=0)(execute)
+        self.task = ray.remote(**ray_options(threads, device, per_gpu))(execute)
 
     def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
         return self.task.remote(config)  # a task on another node cannot read the store

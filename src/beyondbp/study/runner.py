@@ -13,7 +13,8 @@ this driver dies (same host: at once, by process check; another host: when the l
 Executors (:mod:`beyondbp.study.executors`): ``local``, a process pool of ``workers``
 processes, and ``ray``, each run a Ray task on ``ray.init(address=address)`` (a local Ray
 instance without an address). Both give identical results for the same spec (each run is seeded
-by its config alone). ``workers`` is at most the CPU cores this process may use, except on a Ray
+by its config alone). With ``[execution] device = "cuda"`` each local worker trains on its own
+GPU and Ray asks for a GPU per run (see :mod:`beyondbp.study.executors`). ``workers`` is at most the CPU cores this process may use, except on a Ray
 cluster given by address (each worker started here is a process running at least one torch
 thread; more of them than cores only slow every run down).
 
@@ -61,7 +62,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..training.config import check_count
-from .executors import EXECUTORS, _import_ray, _Local, _Ray, available_cores
+from .executors import EXECUTORS, _import_ray, _Local, _Ray, available_cores, visible_gpus, worker_devices
 from .spec import Spec, check_device, default_store_path
 from .store import STATUSES, Owner, Store
 
@@ -128,6 +129,10 @@ def _check_arguments(spec: Spec, executor: str, workers: int, address: str | Non
     check_count(workers, "number of workers")
     if address is not None and executor != "ray":
         raise ConfigError("an address applies to the ray executor only; add --executor ray or leave --address out")
+    device = str(spec.execution.get("device") or "cpu")
+    if executor == "ray" and device.startswith("cuda:"):
+        raise ConfigError(f"{spec.path.name}: [execution] device {device!r}: with the ray executor use 'cuda' "
+                          "(Ray gives each run its own GPU)")
     seen: dict[str, Any] = {}
     for run in spec.runs():
         if run.id in seen:
@@ -180,14 +185,20 @@ def run_study(
 
     Refused before the store is created or opened: an ``[execution] device`` this machine lacks
     (:func:`~beyondbp.study.spec.check_device`; not when the runs go to a Ray cluster at
-    ``address``) and a ``<store>.states`` (with ``keep_models``, ``<store>.models``) that is not a
+    ``address``), more ``workers`` than its GPUs × ``[execution] workers_per_gpu`` take with a
+    CUDA device (:func:`~beyondbp.study.executors.worker_devices`; same exception), a GPU index
+    with the ray executor, and a ``<store>.states`` (with ``keep_models``, ``<store>.models``) that is not a
     folder. A damaged store is refused when it is opened (see :mod:`beyondbp.study.store`)."""
     started = time.perf_counter()
     lease_seconds = float(LEASE_SECONDS if lease_seconds is None else lease_seconds)
     _check_arguments(spec, executor, workers, address)
     ray = _import_ray() if executor == "ray" else None
+    device = str(spec.execution.get("device") or "cpu")
+    per_gpu = int(spec.execution.get("workers_per_gpu") or 1)
+    devices = None
     if executor == "local" or address is None:  # runs on this machine (a cluster may have the device)
         check_device(spec)
+        devices = worker_devices(device, workers, visible_gpus() if device.startswith("cuda") else 0, per_gpu)
     path = Path(store_path) if store_path is not None else default_store_path(spec.path)
     runs = spec.runs()
     ids = {r.id for r in runs}
@@ -219,7 +230,8 @@ def run_study(
         if counts["pending"] == 0:
             summary["counts"] = counts
             return summary
-        pool = _Local(workers, threads) if ray is None else _Ray(ray, threads, address, workers)
+        pool = (_Local(workers, threads, devices) if ray is None
+                else _Ray(ray, threads, address, workers, device=device, per_gpu=per_gpu))
         beat_every = lease_seconds / 4
         last_beat = time.monotonic()
         by_id = {r.id: r for r in runs}

@@ -47,7 +47,11 @@ The tables
   threads fit the cores), ``checkpoint_every``, ``data_dir`` (relative paths are taken from the
   spec's folder), ``diagnostics`` (record gradient alignment; it does not change the training)
   ``eval_batch_size`` and ``keep_models`` (true: every run saves its final model as a checkpoint in
-  ``<store dir>/<store stem>.models/<run id>.pt``, which ``beyondbp analyze`` reads). These say how a run executes, not what it computes, so they are
+  ``<store dir>/<store stem>.models/<run id>.pt``, which ``beyondbp analyze`` reads) and
+  ``workers_per_gpu`` (with ``device = "cuda"``: runs sharing one GPU, default 1; the local
+  executor gives each worker its own GPU, ``cuda:0``, ``cuda:1``, ..., and refuses more
+  ``--workers`` than visible GPUs × workers_per_gpu; Ray asks ``num_gpus = 1/workers_per_gpu``
+  per run). These say how a run executes, not what it computes, so they are
   refused in ``[base]`` and ``[axes]`` with a pointer here. ``checkpoint``, ``state`` and
   ``init_from`` are refused everywhere: the run store manages resume state, and a study's runs
   train from scratch.
@@ -551,9 +555,9 @@ def load_spec(path: str | Path) -> Spec:
         if isinstance(execution["data_dir"], str) and execution["data_dir"]:
             data_dir = Path(execution["data_dir"]).expanduser()
             execution["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
-        # what every run's config gets from [execution] (checkpoint_every and keep_models are the executor's)
+        # what every run's config gets from [execution] (checkpoint_every, keep_models and workers_per_gpu are the executor's)
         run_execution = {k: v for k, v in execution.items()
-                         if v is not None and k not in ("checkpoint_every", "keep_models")}
+                         if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}
         runs = _plan(base, axes, run_execution)
         _check_model_memory(runs)
     except _SpecError as exc:
@@ -562,6 +566,7 @@ def load_spec(path: str | Path) -> Spec:
     execution["device"] = execution["device"] if execution["device"] is not None else "cpu"
     execution["diagnostics"] = bool(execution["diagnostics"]) if execution["diagnostics"] is not None else False
     execution["keep_models"] = bool(execution["keep_models"])
+    execution["workers_per_gpu"] = int(execution["workers_per_gpu"] or 1)
     spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text)
     spec._runs = runs
     return spec

@@ -30,8 +30,9 @@ TABLE_SETTINGS = ("rule_options", "model_options", "data_options")
 #: Run settings the run store sets for each run itself (never the user, in a study).
 _STORE_MANAGED = ("checkpoint", "state")
 #: What ``[execution]`` accepts: the run's execution settings (declared on :class:`RunConfig`)
-#: that the store does not manage, and ``keep_models``.
-EXECUTION_KEYS = (*(k for k in RunConfig.model_fields if k in EXECUTION_FIELDS and k not in _STORE_MANAGED), "keep_models")
+#: that the store does not manage, and the executor's ``keep_models`` and ``workers_per_gpu``.
+EXECUTION_KEYS = (*(k for k in RunConfig.model_fields if k in EXECUTION_FIELDS and k not in _STORE_MANAGED), "keep_models",
+                  "workers_per_gpu")
 
 #: Run settings a study refuses everywhere, and why.
 REFUSED = {
@@ -114,6 +115,13 @@ class _ExecutionChecks(_Table):
     def _flag(cls, v: Any) -> Any:
         if not isinstance(v, bool):
             raise ValueError(f"must be true or false (save every run's final model), got {_show(v)}")
+        return v
+
+    @field_validator("workers_per_gpu", check_fields=False)
+    @classmethod
+    def _per_gpu(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+            raise ValueError(f"must be a whole number from 1 to 64 (runs sharing one GPU when device is cuda), got {_show(v)}")
         return v
 
     @field_validator("checkpoint_every", check_fields=False)

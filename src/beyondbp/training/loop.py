@@ -275,7 +275,9 @@ def _optimizer_mismatch(saved: Any, optimizer: torch.optim.Optimizer) -> str | N
 class _StepMeter:
     """Runs a run's training steps and measures them: step ``flop_step`` (the second, or the only
     one) under the FLOP counter, step 0 (warm-up) timed apart, every other one by a
-    :class:`~beyondbp.compute.StepTimer`."""
+    :class:`~beyondbp.compute.StepTimer`. Every clock reading follows a synchronisation of the
+    run's device (:func:`~beyondbp.compute.synchronize`: ``torch.cuda.synchronize`` on a GPU, a
+    no-op on the CPU), so a GPU step is timed to the end of its kernels, not their launch."""
 
     def __init__(self, device: torch.device, total_steps: int) -> None:
         self.device = device
@@ -289,6 +291,7 @@ class _StepMeter:
         self, step: int, learner: rules_mod.Learner, batch: tuple[Tensor, Tensor], optimizer: torch.optim.Optimizer
     ) -> dict[str, Any]:
         if step == self.flop_step:
+            synchronize(self.device)  # on a GPU, the clock starts when the queued work is done
             t0 = time.perf_counter()
             if _sparse(learner):  # also counts what sparse kernels would run
                 metrics, counted = learner.counted_step(batch, optimizer)
@@ -299,6 +302,7 @@ class _StepMeter:
             synchronize(self.device)
             self.untimed.append(time.perf_counter() - t0)
         elif step == 0:
+            synchronize(self.device)
             t0 = time.perf_counter()
             metrics = learner.step(batch, optimizer)
             synchronize(self.device)
