@@ -175,8 +175,6 @@ def fmt_compute(c: float | None) -> str:
     return f"{mant}e{int(exp)}"
 
 
-
-
 # -- fits ---------------------------------------------------------------------------------------
 def _curve_band(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
