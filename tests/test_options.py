@@ -150,7 +150,7 @@ def test_run_settings_are_declared_once():
     assert ALLOWED == {k: options.accepts(RunConfig, k) for k in fields}
     assert EXECUTION_FIELDS == set(options.execution_names(RunConfig))
     assert {"device", "threads", "state", "checkpoint"} <= EXECUTION_FIELDS and "lr" not in EXECUTION_FIELDS
-    assert set(EXECUTION_KEYS) == (EXECUTION_FIELDS - {"checkpoint", "state"}) | {"keep_models"}
+    assert set(EXECUTION_KEYS) == (EXECUTION_FIELDS - {"checkpoint", "state"}) | {"keep_models", "workers_per_gpu"}
     # a declared bound is enforced with the declared words
     with pytest.raises(ConfigError, match=r"invalid zeta 1\.0: it must be a number in \[0, 1\)"):
         RunConfig(model="mlp", data="mnist1d", sparsity="set", zeta=1.0)
