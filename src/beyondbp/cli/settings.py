@@ -23,7 +23,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from ..errors import ConfigError
-from ..settings import RunSettings
+from ..settings import NUMBER_KIND, RunSettings
 
 __all__ = ["RUN_FLAGS", "check_switched", "config_values", "flag", "run_setting_parameters", "setting_type", "torch_threads", "with_run_settings"]
 
@@ -91,8 +91,7 @@ def _annotation(name: str) -> tuple[Any, Any]:
         return Annotated[_WRITTEN[name][0], option], None
     if name in _PATHS:
         return Annotated[Optional[Path], option], None
-    kind = {int: int, float: float}.get(field.annotation) or {int | None: int, float | None: float}.get(field.annotation, str)
-    return Annotated[Optional[kind], option], None
+    return Annotated[Optional[NUMBER_KIND.get(name, str)], option], None
 
 
 def run_setting_parameters(names: tuple[str, ...]) -> list[inspect.Parameter]:

@@ -199,8 +199,28 @@ class FrontierCurve:
                       "high": self.high, "extrapolated_from": self.extrapolated_from})
 
 
+class _Checked:
+    """What a fit's checks (``identification``, ``prediction``) allow: reporting its numbers and
+    extrapolating with it."""
+
+    fitted: bool
+    identification: Identification | None
+    prediction: PredictiveCheck | None
+
+    @property
+    def identified(self) -> bool:
+        """Fitted and identified (:func:`beyondbp.analysis.scaling.identify`): its numbers are reported."""
+        return self.fitted and self.identification is not None and self.identification.identified
+
+    @property
+    def extrapolates(self) -> bool:
+        """Identified and predicts its own largest point (compute for L(C), size for L(N, D)):
+        the only fit used beyond the data."""
+        return self.identified and self.prediction is not None and self.prediction.passed is True
+
+
 @dataclass(frozen=True, eq=False)
-class FrontierResult:
+class FrontierResult(_Checked):
     """A label's frontier ``L(C) = E + A · C^(−α)``: the efficient-frontier points and, when
     ``fitted``, the fit, its bootstrap intervals and curve; else the ``reason`` (and the
     degenerate ``fit``, where one was made)."""
@@ -220,16 +240,6 @@ class FrontierResult:
     identification: Identification | None = None
     prediction: PredictiveCheck | None = None
 
-    @property
-    def identified(self) -> bool:
-        """Fitted and identified (:func:`beyondbp.analysis.scaling.identify`): its numbers are reported."""
-        return self.fitted and self.identification is not None and self.identification.identified
-
-    @property
-    def extrapolates(self) -> bool:
-        """Identified and predicts its own largest compute: the only fit used beyond the data."""
-        return self.identified and self.prediction is not None and self.prediction.passed is True
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"points": self.points, "n_seeds": self.n_seeds, "fitted": self.fitted}
         if not self.fitted:
@@ -245,7 +255,7 @@ class FrontierResult:
 
 
 @dataclass(frozen=True)
-class LossLawResult:
+class LossLawResult(_Checked):
     """A label's ``L(N, D) = E + A/N^α + B/D^β``: when ``fitted``, the fit and its bootstrap
     intervals over the ``N_range`` × ``D_range`` studied; else the ``reason`` (and the degenerate
     ``fit``, where one was made)."""
@@ -263,16 +273,6 @@ class LossLawResult:
     D_range: tuple[float, float] | None = None
     identification: Identification | None = None
     prediction: PredictiveCheck | None = None
-
-    @property
-    def identified(self) -> bool:
-        """Fitted and identified (:func:`beyondbp.analysis.scaling.identify`): its numbers are reported."""
-        return self.fitted and self.identification is not None and self.identification.identified
-
-    @property
-    def extrapolates(self) -> bool:
-        """Identified and predicts its own largest size: the only fit used beyond the data."""
-        return self.identified and self.prediction is not None and self.prediction.passed is True
 
     def to_dict(self) -> dict[str, Any]:
         if not self.fitted:
