@@ -228,3 +228,42 @@ def test_max_stored_refuses_before_changing_anything():
     with pytest.raises(ConfigError):
         m.store(M.random_patterns(2, 8, seed=1))
     assert m.stored == 2 and torch.equal(m.weights, before)
+
+
+# -- the command line -----------------------------------------------------------------------------------
+def _cli(args: list[str]) -> int:
+    from beyondbp.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    return info.value.code
+
+
+def test_cli_writes_the_table_and_one_figure_per_memory(tmp_path, capsys):
+    out = tmp_path / "mem"
+    code = _cli(["memory", "modern-hopfield,key-value-hebbian", "--data", "random", "--dim", "64", "--stored", "5,20",
+                 "--noise", "0,0.1", "--queries", "10", "--opt", "modern-hopfield:beta=4", "--out", str(out)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "recall-key-value-hebbian.png", "recall-modern-hopfield.png", "results.json", "table.md"]
+    import json
+
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 8 and all(r["exact"] == 1.0 for r in rows if r["memory"] == "modern-hopfield")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["hopfeld"], "unknown memory 'hopfeld'"),
+    (["hopfield", "--kind", "binary"], "--kind sign"),
+    (["modern-hopfield", "--opt", "beta=0"], "beta must be"),
+    (["hopfield", "--stored", "0,5"], "--stored"),
+    (["hopfield", "--noise", "0,1.5"], "--noise"),
+    (["hopfield", "--keys", "random"], "key-value memories only"),
+    (["hopfield", "--opt", "foo=1"], "no option 'foo'"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, words):
+    out = tmp_path / "mem"
+    assert _cli(["memory", *args, "--data", "random", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not out.exists()

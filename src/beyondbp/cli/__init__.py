@@ -109,6 +109,6 @@ def _main(args: list[str], debug: bool, stopping: interrupts.Stopping) -> None:
 
 
 # the command modules register their commands on `app` when imported
-from . import catalog, runs, study, fit, analyze, adapt, continual  # noqa: E402,F401,I001  (this order is --help's)
+from . import catalog, runs, study, fit, analyze, adapt, continual, memory  # noqa: E402,F401,I001  (this order is --help's)
 from .catalog import rules_markdown  # noqa: E402,F401
 from .common import EXIT_DIVERGED, write_outputs  # noqa: E402,F401
