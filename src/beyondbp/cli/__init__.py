@@ -1,5 +1,5 @@
 """The ``beyondbp`` command line: ``rules``, ``models``, ``data``, ``train``, ``compare``, ``sample``,
-``study``, ``analyze``, ``adapt``, ``continual``.
+``study``, ``analyze``, ``adapt``, ``continual``, ``memory``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
@@ -16,6 +16,7 @@
     beyondbp adapt run --checkpoint src.pt --methods all --corruptions all --severity 5 --out DIR [--episodic]
     beyondbp adapt gallery gallery.png
     beyondbp continual --methods finetune,gpm,hlop,multitask --rule fa --tasks permuted-fashion-mnist:10 --out DIR
+    beyondbp memory all --stored 10,100,1000 --noise 0,0.1,0.2,0.3 --out DIR   # associative memories
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
