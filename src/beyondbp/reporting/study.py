@@ -8,16 +8,22 @@ analysis is given) and writes into ``out_dir``:
 * ``report.md`` — the same sections, with the figures as PNG files beside it
   (``frontier.png``, ``loss_law.png``, ``curves.png``, ``alignment.png``; a figure with nothing
   to show is left out of both pages);
-* ``report.json`` — ``{"beyondbp_report": 1, "spec": ..., "analysis": ..., "runs": ...}``: the
-  analysis and a one-line summary of every run record.
+* ``report.json`` — ``{"beyondbp_report": 1, "spec": ..., "analysis": ..., "runs": ...,
+  "overfitting": ...}``: the analysis, a one-line summary of every run record and the runs
+  whose held-out loss rises late.
 
-The page holds: the verdict sentence of every label (and its extrapolated counterpart), the
-warnings (best learning rate at the edge of its grid, ...), run counts by status, the
+The page opens with the decision: the verdict table (one row per rule against the baseline:
+class, compute range studied, loss difference at its top with its interval, seeds per cell,
+cells whose learning-rate search was capped; :mod:`.study_tables`), the verdict sentences (and
+their extrapolated counterparts), then every warning and note in one table (kind, where,
+detail: best learning rate at the edge of its grid, runs whose held-out loss rises late, i.e.
+overfit, as :mod:`beyondbp.study.overfitting` defines it, ...). Then: run counts by status, the
 loss-vs-compute scatter of every run (log-log, one colour per label, best-LR runs filled, the
 others hollow, diverged runs as crosses along the top) with each label's fitted frontier
 (solid over its runs' compute, dashed where extrapolated) and its bootstrap band, the
 fitted-parameter table with intervals (or why a fit was not made), the per-size best-LR table,
-the L(N, D) iso-loss contours, learning curves of the best-LR runs, gradient alignment to
+the L(N, D) iso-loss contours, learning curves of the best-LR runs (colour: compute, with its
+colour bar; a run that rises late crossed at its end), gradient alignment to
 backprop over training (``cos/all`` from the runs' diagnostics, where recorded), the diverged,
 failed and excluded runs, library versions and hosts, the identification table and distance
 heatmaps of a ``beyondbp analyze`` output when one is given (``representations``), and the
@@ -30,7 +36,9 @@ Writing is all or nothing: every file goes into a temporary sibling of ``out_dir
 makes a rerun refuse, naming it) or with ``overwrite=True``.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), so the
-caller's pyplot state and backend are never touched, and each figure is cleared once saved.
+caller's pyplot state and backend are never touched, and each figure is cleared once saved; their
+tick labels are plain numbers or powers of ten, never an offset or "×10^0"
+(:func:`beyondbp.reporting.ticks.tidy_axes`).
 """
 
 from __future__ import annotations
