@@ -153,8 +153,8 @@ def test_html_content_and_inline_pngs(written):
         assert img.get("alt")
     inline = {base64.b64decode(i["src"].split(",", 1)[1]) for i in page.imgs}
     assert inline == {(out / n).read_bytes() for n in FIGURES}
-    # runs by status, fitted parameters, best LR, problems, versions
-    assert page.tables == 6  # with the predictive-check table
+    # verdicts, warnings, runs by status, fitted parameters, predictive checks, best LR, problems, versions
+    assert page.tables == 8
     for heading in ("Verdict", "Runs by status", "Fitted parameters", "Best learning rate per size and budget",
                     "L(N, D) iso-loss contours", "Learning curves", "Gradient alignment to backprop",
                     "Versions and hosts", "The spec"):  # fmt: skip
@@ -296,7 +296,15 @@ def test_report_in_headless_chromium(written, tmp_path):
     dom, err = _chromium(out / "report.html", tmp_path / "profile")
     assert _console_errors(err) == []
     page = _parse(dom)
-    assert page.tables == 6 and len(page.imgs) == len(FIGURES)
+    assert page.tables == 8 and len(page.imgs) == len(FIGURES)
+    first = dom.index("<table>")  # the verdict table opens the page, before any figure or warning
+    assert "<th>rule vs baseline</th>" in dom[first : dom.index("</table>", first)]
+    assert first < dom.index("<img") and first < dom.index("Warnings and notes")
+    shot = tmp_path / "page.png"
+    done = subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'shot'}",
+                           f"--screenshot={shot}", "--window-size=1200,2400", (out / "report.html").resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and _decode_png(shot.read_bytes()).shape[:2] == (2400, 1200)
     checked = tmp_path / "checked.html"
     checked.write_text((out / "report.html").read_text().replace("</body>", IMG_CHECK + "\n</body>"))
     dom, err = _chromium(checked, tmp_path / "profile2")

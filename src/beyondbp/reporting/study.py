@@ -8,16 +8,22 @@ analysis is given) and writes into ``out_dir``:
 * ``report.md`` — the same sections, with the figures as PNG files beside it
   (``frontier.png``, ``loss_law.png``, ``curves.png``, ``alignment.png``; a figure with nothing
   to show is left out of both pages);
-* ``report.json`` — ``{"beyondbp_report": 1, "spec": ..., "analysis": ..., "runs": ...}``: the
-  analysis and a one-line summary of every run record.
+* ``report.json`` — ``{"beyondbp_report": 1, "spec": ..., "analysis": ..., "runs": ...,
+  "overfitting": ...}``: the analysis, a one-line summary of every run record and the runs
+  whose held-out loss rises late.
 
-The page holds: the verdict sentence of every label (and its extrapolated counterpart), the
-warnings (best learning rate at the edge of its grid, ...), run counts by status, the
+The page opens with the decision: the verdict table (one row per rule against the baseline:
+class, compute range studied, loss difference at its top with its interval, seeds per cell,
+cells whose learning-rate search was capped; :mod:`.study_tables`), the verdict sentences (and
+their extrapolated counterparts), then every warning and note in one table (kind, where,
+detail: best learning rate at the edge of its grid, runs whose held-out loss rises late, i.e.
+overfit, as :mod:`beyondbp.study.overfitting` defines it, ...). Then: run counts by status, the
 loss-vs-compute scatter of every run (log-log, one colour per label, best-LR runs filled, the
 others hollow, diverged runs as crosses along the top) with each label's fitted frontier
 (solid over its runs' compute, dashed where extrapolated) and its bootstrap band, the
 fitted-parameter table with intervals (or why a fit was not made), the per-size best-LR table,
-the L(N, D) iso-loss contours, learning curves of the best-LR runs, gradient alignment to
+the L(N, D) iso-loss contours, learning curves of the best-LR runs (colour: compute, with its
+colour bar; a run that rises late crossed at its end), gradient alignment to
 backprop over training (``cos/all`` from the runs' diagnostics, where recorded), the diverged,
 failed and excluded runs, library versions and hosts, the identification table and distance
 heatmaps of a ``beyondbp analyze`` output when one is given (``representations``), and the
@@ -30,7 +36,9 @@ Writing is all or nothing: every file goes into a temporary sibling of ``out_dir
 makes a rerun refuse, naming it) or with ``overwrite=True``.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), so the
-caller's pyplot state and backend are never touched, and each figure is cleared once saved.
+caller's pyplot state and backend are never touched, and each figure is cleared once saved; their
+tick labels are plain numbers or powers of ten, never an offset or "×10^0"
+(:func:`beyondbp.reporting.ticks.tidy_axes`).
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ import base64
 import html
 import io
 import json
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -51,7 +58,10 @@ from ..analysis.scaling import Intervals
 from ..jsonable import finite_number as _num
 from ..jsonable import plain
 from ..study.judgement import StudyVerdicts
+from ..study.overfitting import LateRise, rising_runs
 from ..study.verdict import fmt_compute, judge_study
+from .study_tables import head_blocks
+from .ticks import tidy_axes
 
 __all__ = ["REPORT_FILES", "write_report", "render"]
 
@@ -116,6 +126,7 @@ def _figure(width: float, height: float) -> Any:
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
+    tidy_axes(fig)  # plain tick labels: no offset, no "×10^0"
     fig.tight_layout()
     fig.savefig(buf, format="png")
     fig.clear()
@@ -216,25 +227,31 @@ def _history_x(entry: Mapping[str, Any]) -> float | None:
     return _num(entry.get("tokens")) if entry.get("tokens") is not None else _num(entry.get("step"))
 
 
-def _curves_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any]]) -> bytes | None:
-    best = {r.id for r in analysis.runs if r.best_lr}
-    labels = list(analysis.labels)
-    by_label: dict[str, list[Mapping[str, Any]]] = {lab: [] for lab in labels}
+def _curves_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any]], rising: Sequence[LateRise] = ()) -> bytes | None:
+    best = {r.id: r.label for r in analysis.runs if r.best_lr}
+    by_label: dict[str, list[Mapping[str, Any]]] = {lab: [] for lab in analysis.labels}
     for rec in records:
         if rec.get("id") in best:
-            lab = next(r.label for r in analysis.runs if r.id == rec.get("id"))
-            by_label.setdefault(lab, []).append(rec)
-    shown = [lab for lab in labels if by_label.get(lab)]
+            by_label.setdefault(best[rec.get("id")], []).append(rec)
+    shown = [lab for lab in analysis.labels if by_label.get(lab)]
     if not shown:
         return None
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, LogNorm
 
-    cmap = colormaps["viridis"]
-    fig = _figure(min(4.5 * len(shown), 16), 4.0)
-    axes = np.atleast_1d(fig.subplots(1, len(shown), sharey=True))
+    cmap = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, 256)))  # the bright end is hard to see
     computes = [_num(r.C) for r in analysis.runs if r.best_lr]
-    lo, hi = math.log(min(computes)), math.log(max(computes))
-    xname = "step"
+    lo, hi = min(computes), max(computes)
+    norm = LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 1.001)
+    rises = {r.id for r in rising}
+    fig = _figure(min(4.5 * len(shown), 16) + 1.2, 4.0)
+    grid = fig.add_gridspec(1, len(shown) + 1, width_ratios=[1.0] * len(shown) + [0.04])
+    axes = [fig.add_subplot(grid[0, 0])]
+    axes += [fig.add_subplot(grid[0, i], sharey=axes[0]) for i in range(1, len(shown))]
+    for ax in axes[1:]:
+        ax.tick_params(labelleft=False)
+    xname, marked = "step", False
     for ax, label in zip(axes, shown):
         for rec in by_label[label]:
             hist = (rec.get("result") or {}).get("history") or []
@@ -245,14 +262,20 @@ def _curves_figure(analysis: StudyVerdicts, records: Sequence[Mapping[str, Any]]
                 continue
             if any(h.get("tokens") is not None for h in hist):
                 xname = "tokens"
-            c = _record_compute(rec) or 1.0
-            t = 0.5 if hi <= lo else (math.log(c) - lo) / (hi - lo)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=cmap(0.9 * t), lw=1, marker=".", ms=3, alpha=0.8)
-        ax.set_title(f"{label} (best-LR runs; colour: compute)", fontsize=9)
+            colour = cmap(norm(_record_compute(rec) or lo))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, lw=1, marker=".", ms=3, alpha=0.8)
+            if rec.get("id") in rises:  # rises late: a cross at its final point
+                ax.scatter([pts[-1][0]], [pts[-1][1]], marker="x", color="#c00", s=36, zorder=3,
+                           label=None if marked else "loss rises late (overfitting)")  # fmt: skip
+                marked = True
+        ax.set_title(f"{label} (best-LR runs)", fontsize=9)
         ax.set_xlabel(xname)
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
+    if marked:
+        axes[0].legend(fontsize=7)
     axes[0].set_ylabel(f"{_loss_text(analysis)} ({analysis.unit})")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=fig.add_subplot(grid[0, -1]), label="training compute C (FLOPs)")
     return _png(fig)
 
 
@@ -405,7 +428,8 @@ def _representation_blocks(result: Mapping[str, Any], figures: Mapping[str, byte
 
 
 def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerdicts, figures: Mapping[str, bytes],
-            representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None) -> list[tuple]:
+            representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None,
+            rising: Sequence[LateRise] = ()) -> list[tuple]:
     name = getattr(spec, "name", None) or "study"
     out: list[tuple] = [("h1", f"Study report: {name}")]
     desc = getattr(spec, "description", "") or ""
@@ -419,31 +443,7 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerd
         f"baseline: {analysis.baseline}."
     )))  # fmt: skip
 
-    out.append(("h2", "Verdict"))
-    verdicts = analysis.verdicts
-    if verdicts:
-        items = []
-        for v in verdicts.values():
-            items.append(v.sentence)
-            if v.extrapolated_sentence:
-                items.append(v.extrapolated_sentence)
-        out.append(("ul", items))
-        out.append(("p", (
-            "Classes (Filipovich et al. 2022): A, the rule reaches a lower loss than backprop over the whole compute range; "
-            "B, backprop better at small compute, the rule at scale; C, the rule better at small compute, backprop at scale; "
-            "D, backprop better over the whole range; undecided, the intervals do not separate where it matters. The class "
-            "is decided on the studied range (the overlap of both labels' efficient frontiers: from the cheapest best-LR run "
-            "to the compute where the label last improved; past that point the fitted law is an extrapolation); the "
-            "extrapolated class is reported apart."
-        )))  # fmt: skip
-    else:
-        out.append(("p", "No verdict: it needs finished runs of the baseline and of at least one other label."))
-    warn = list(analysis.warnings)
-    notes = list(analysis.notes)
-    if warn or notes:
-        out.append(("h2", "Warnings and notes"))
-        out += [("warn", "Warning: " + w) for w in warn]
-        out += [("p", n[0].upper() + n[1:] + ".") for n in notes]
+    out += head_blocks(analysis, rising)
 
     out.append(("h2", "Runs by status"))
     counts = analysis.counts
@@ -617,16 +617,17 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerdi
     """Every file of the report, name -> bytes, in memory (what :func:`write_report` writes);
     ``representations`` = (result, figures) of a ``beyondbp analyze`` output adds its section."""
     figures: dict[str, bytes] = {}
+    rising = rising_runs(records)
     for name, draw in (
         ("frontier.png", lambda: _frontier_figure(analysis, records)),
         ("loss_law.png", lambda: _loss_law_figure(analysis)),
-        ("curves.png", lambda: _curves_figure(analysis, records)),
+        ("curves.png", lambda: _curves_figure(analysis, records, rising)),
         ("alignment.png", lambda: _alignment_figure(analysis, records)),
     ):
         png = draw()
         if png is not None:
             figures[name] = png
-    blocks = _blocks(spec, records, analysis, figures, representations)
+    blocks = _blocks(spec, records, analysis, figures, representations, rising)
     for b in blocks:
         if b[0] == "img" and b[1].startswith("representations_"):
             figures[b[1]] = b[3]
@@ -637,6 +638,7 @@ def render(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerdi
                  "path": str(getattr(spec, "path", "") or "") or None, "text": getattr(spec, "text", None)},
         "analysis": analysis.to_dict(),
         "runs": [_summary(r) for r in records],
+        "overfitting": [r.to_dict() for r in rising],
         "figures": sorted(figures),
     })  # fmt: skip
     out = {

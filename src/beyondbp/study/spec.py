@@ -71,7 +71,10 @@ with a mistake is checked combination by combination, for the messages below.
 Every mistake is one line, ``<file name>: <place>: <what is wrong>; <what is allowed>``, and all
 that are found are raised together (a :class:`~beyondbp.errors.ConfigError`, or for several a
 :class:`~beyondbp.errors.ConfigErrors` listing them in ``problems``): the tables are checked
-independently, then every axis, then every combination (each distinct message once), e.g.
+independently, then every axis, then every combination (each distinct message once) — an
+unknown key is left out and a bad axis left out of the combinations (an axis whose only mistake
+is a repeated value is kept without the repeat), so that one mistake never hides another; only
+when the model or the data comes from a bad axis are the combinations not checked — e.g.
 ``spec.toml: [axes] lr[2]: invalid lr -0.1: it must be a finite number greater than 0``. The
 place of an error found by ``RunConfig`` is the set of entries each of whose change alone alters
 it: ``[base]`` keys (left out), ``[execution]`` keys (left out), axis values (replaced by another
@@ -395,8 +398,26 @@ def _describe_combo(combo: tuple[_Choice, ...], other: tuple[_Choice, ...]) -> s
     return "(" + ", ".join(c.short for c in differ) + ")"
 
 
-def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any]) -> list[PlannedRun]:
-    errors: list[_SpecError] = []  # the axes are checked independently, then the combinations: every mistake at once
+def _deduplicated(axis: str, values: Any) -> list[_Choice] | None:
+    """An axis whose only mistake is a repeated value, without its repeats (the grid it gives
+    is the one meant), so that the combinations can still be checked; None otherwise."""
+    if not isinstance(values, list) or axis in ("rule", "lr"):
+        return None
+    kept: dict[Any, Any] = {}
+    for v in values:
+        kept.setdefault(_normal(v), v)
+    try:
+        return _axis_choices(axis, list(kept.values()))
+    except _SpecError:
+        return None
+
+
+def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any],
+          earlier: Sequence[_SpecError] = ()) -> list[PlannedRun]:
+    """The grid's runs; raises every mistake found (``earlier``: the tables') at once. An axis
+    with a mistake is left out of the combinations (or, when its only mistake is a repeated
+    value, kept without the repeat), so a bad axis does not hide a bad combination of the others."""
+    errors: list[_SpecError] = list(earlier)  # the axes are checked independently, then the combinations
     if "rule" in axes and "rule_options" in base:
         errors.append(_SpecError(
             "[base] rule_options",
@@ -417,7 +438,8 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
     for axis, values in axes.items():
         try:
             if axis == "rule":
-                choices.append(rule_choices)
+                if rule_choices:
+                    choices.append(rule_choices)
             elif axis == "lr":
                 if "rule" in axes and not labels:
                     continue  # the rule axis is wrong: per-rule rates cannot be checked against its labels
@@ -426,26 +448,36 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
                 choices.append(_axis_choices(axis, values))
         except _SpecError as exc:
             errors.append(exc)
-    _raise_all(errors)
-    grid = _Grid(base, execution, choices, isinstance(axes.get("lr"), dict), base_label)
+            kept = _deduplicated(axis, values)
+            if kept is not None:
+                choices.append(kept)
+    per_rule_lr = isinstance(axes.get("lr"), dict) and any(a[0].axis == "lr" for a in choices)
+    known = ("model" in base or any(a[0].axis == "model" for a in choices)) and (
+        "data" in base or any(a[0].axis == "data" for a in choices))
+    if errors and not known:  # an axis left out named the model or the data: its combinations cannot be checked
+        _raise_all(errors)
+    grid = _Grid(base, execution, choices, per_rule_lr, base_label)
     total = grid.size()
     if total > MAX_RUNS:
         sizes = " × ".join(f"{a[0].axis} {len(a)}" for a in choices)
-        raise _SpecError(
+        _raise_all([*errors, _SpecError(
             "[axes]", f"the grid has {total:,} runs ({sizes}); a study may have at most {MAX_RUNS:,}, so drop values or split it"
-        )
-    if _fast_planning:
+        )])
+    if _fast_planning and not errors:
         fast = plan_by_parts(grid, PlannedRun)
         if fast is not None:
             return fast
     runs: list[PlannedRun] = []
     seen: dict[str, tuple[_Choice, ...]] = {}
-    failing: dict[str, tuple[_Choice, ...]] = {}  # each distinct mistake once, blamed on its place below
+    failing: dict[str, list[tuple[_Choice, ...]]] = {}  # each distinct mistake once, blamed on its place below
+    earlier_and_axes = list(errors)
     for combo in grid.combinations():
         config, message = grid.check(grid.settings(combo))
         if config is None:
-            if message not in failing and len(failing) < MAX_GRID_ERRORS:
-                failing[message] = combo
+            if message in failing and len(failing[message]) < 3:
+                failing[message].append(combo)
+            elif message not in failing and len(failing) < MAX_GRID_ERRORS:
+                failing[message] = [combo]
             continue
         run_id = config.run_id
         if run_id in seen:
@@ -460,9 +492,32 @@ def _plan(base: dict[str, Any], axes: dict[str, Any], execution: dict[str, Any])
         shown = {c.axis: c.value for c in combo}
         runs.append(PlannedRun(run_id, config, shown, grid.label(combo)))
     messages = frozenset(failing)
-    errors[:0] = [_SpecError(grid.blame(combo, message, messages - {message}), message) for message, combo in failing.items()]
+    places = {message: _place(grid, combos, message, messages - {message}) for message, combos in failing.items()}
+    # a mistake of one [base] or [execution] key is in every combination and can hide the others':
+    # those blamed on [base] alone are blamed again without such keys
+    keys: dict[str, set[str]] = {"[base]": set(), "[execution]": set()}
+    for p in places.values():
+        table, _, key = p.partition(" ")
+        if table in keys and key.isidentifier():
+            keys[table].add(key)
+    if any(keys.values()) and "[base]" in places.values():
+        clean = _Grid({k: v for k, v in base.items() if k not in keys["[base]"]},
+                      {k: v for k, v in execution.items() if k not in keys["[execution]"]}, choices, per_rule_lr, base_label)
+        for message, combos in failing.items():
+            if places[message] == "[base]":
+                combos = [c for c in combos if clean.check(clean.settings(c))[1] == message]
+                places[message] = _place(clean, combos, message, messages - {message}) if combos else "[base]"
+    blamed = [_SpecError(places[message], message) for message in failing]
+    errors[len(earlier_and_axes):len(earlier_and_axes)] = blamed
     _raise_all(errors)
     return runs
+
+
+def _place(grid: _Grid, combos: list[tuple[_Choice, ...]], message: str, others: frozenset[str]) -> str:
+    """The place of a grid error: blamed on the first of its combinations where an entry
+    alone alters it (a combination holding two mistakes may hide each behind the other)."""
+    places = [grid.blame(combo, message, others) for combo in combos]
+    return next((p for p in places if p != "[base]"), places[0])
 
 
 def plan_axis(config: RunConfig, axis: str, values: Sequence[Any]) -> list[PlannedRun]:
@@ -544,13 +599,14 @@ def load_spec(path: str | Path) -> Spec:
     """Read and validate the study spec at ``path``. Every problem found is one line naming the
     file and the place; all of them are raised together as one :class:`ConfigErrors` (a
     :class:`ConfigError` whose ``problems`` lists the lines; its text is them joined by newlines).
-    The tables, then each axis, then the combinations are checked; a table that cannot be read
-    stops the checks after it. Nothing is run or written."""
+    The tables, then each axis, then the combinations are checked, each past the mistakes of
+    the one before (a file that is not TOML, or not made of the four tables, stops at once).
+    Nothing is run or written."""
     path = Path(path)
     text, doc = _read(path)
     name = path.name
     try:
-        study, base, axes, execution_table = _validate_tables(doc)
+        study, base, axes, execution_table, table_errors = _validate_tables(doc)
         execution = execution_table.model_dump()
         if isinstance(execution["data_dir"], str) and execution["data_dir"]:
             data_dir = Path(execution["data_dir"]).expanduser()
@@ -558,7 +614,7 @@ def load_spec(path: str | Path) -> Spec:
         # what every run's config gets from [execution] (checkpoint_every, keep_models and workers_per_gpu are the executor's)
         run_execution = {k: v for k, v in execution.items()
                          if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}
-        runs = _plan(base, axes, run_execution)
+        runs = _plan(base, axes, run_execution, table_errors)
         _check_model_memory(runs)
     except _SpecError as exc:
         problems = [" ".join(f"{name}: {e.place}: {e.message}".split("\n")) for e in getattr(exc, "errors", [exc])]

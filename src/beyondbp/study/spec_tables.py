@@ -185,7 +185,11 @@ def _unknown_setting(key: str, table: str) -> str:
     return f"unknown run setting{hint}, so it cannot be {where}; run settings are: {', '.join(RUN_SETTINGS)}"
 
 
-def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution]:
+def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution, list[_SpecError]]:
+    """The tables, with what is wrong in them left out (an unknown key dropped, a bad
+    ``[study]`` or ``[execution]`` value unset), and every mistake found: the axes and the
+    grid can then be checked too, so that all of a spec's mistakes are reported at once. A
+    file whose top level is not the four tables raises at once (nothing else can be read)."""
     try:
         top = _File(**doc)
     except ValidationError as exc:
@@ -212,17 +216,26 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
                 errors.append(_SpecError(f"[study] {key}", str(err["ctx"]["error"])))
             else:
                 errors.append(_SpecError(f"[study] {key}", f"must be a string, got {_kind(top.study[key])}"))
+    if study is None:  # checked on: a placeholder name (the errors are raised before it is used)
+        study = _Study.model_construct(name=str(top.study.get("name", "?")), description="")
+    tables = {}
     for table, model, values in (("base", _Base, top.base), ("axes", _Axes, top.axes)):
+        tables[table] = values
         try:
             model(**values)
         except ValidationError as exc:
+            bad = []
             for err in _all_errors(exc, values):
                 key = str(err["loc"][0])
+                bad.append(key)
                 errors.append(_SpecError(f"[{table}] {key}", _unknown_setting(key, table)))
+            tables[table] = {k: v for k, v in values.items() if k not in bad}
     try:
         execution = _Execution(**top.execution)
     except ValidationError as exc:
-        for err in _all_errors(exc, top.execution):
+        wrong = _all_errors(exc, top.execution)
+        execution = _Execution(**{k: v for k, v in top.execution.items() if k not in {str(e["loc"][0]) for e in wrong}})
+        for err in wrong:
             key = str(err["loc"][0])
             if err["type"] == "extra_forbidden":
                 if key in REFUSED:
@@ -234,8 +247,7 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
                 errors.append(_SpecError(f"[execution] {key}", why))
             else:
                 errors.append(_SpecError(f"[execution] {key}", str(err["ctx"]["error"])))
-    _raise_all(errors)
-    return study, top.base, top.axes, execution
+    return study, tables["base"], tables["axes"], execution, errors
 
 
 # -- axes -------------------------------------------------------------------------------------
