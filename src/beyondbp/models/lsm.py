@@ -160,9 +160,10 @@ class SpikeRows:
 
     ``out``: per presynaptic population (inputs, liquid), ``(b, j, wf, xf, w_old)``: the spiking
     (sample, neuron) pairs, their outgoing synapses and those synapses' weights before this step's
-    plasticity. ``inc``: ``(b, i, wf, xf)``, the incoming synapses of the spiking liquid neurons."""
+    plasticity. ``inc``: per presynaptic population (inputs, liquid), ``(table, b, i, wf, xf)``, the
+    incoming synapses of the spiking liquid neurons."""
 
-    def __init__(self, out: list[tuple[Tensor, ...]], inc: tuple[Tensor, ...] | None, spikes: Tensor) -> None:
+    def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]], spikes: Tensor) -> None:
         self.out, self.inc, self.spikes = out, inc, spikes  # spikes: (B, n_in + n + 1) float
 
 
@@ -295,19 +296,19 @@ class Liquid(nn.Module):
         ``out_in`` / ``out_liq``: per input / liquid neuron, the indices of its outgoing synapses
         (ascending) padded with the dummy index ``nnz``; ``out_in_x`` / ``out_liq_x``: their
         postsynaptic neuron as a column of the neuron arrays (``n_in + post``; dummy
-        ``n_in + n``). ``inc``: per liquid neuron, its incoming synapses (ascending), with
-        ``inc_x`` (presynaptic column), ``inc_inh`` (inhibitory presynaptic neuron) and
-        ``inc_lo`` / ``inc_hi`` (clip bounds; the dummy's are 0)."""
+        ``n_in + n``). ``inc_in`` / ``inc_liq``: per liquid neuron, its incoming synapses from
+        inputs / from liquid neurons (ascending), with ``_x`` (presynaptic column) and, for the
+        liquid ones, ``_inh`` (inhibitory presynaptic neuron), ``_lo`` / ``_hi`` (clip bounds;
+        the dummy's are 0)."""
         if self._tables is None:
             n_in, n, nnz, dev = self.n_in, self.n, self.nnz, self.pre.device
             n_tot = n_in + n
 
-            def padded(ptr: Tensor, order: Tensor | None) -> Tensor:
-                deg = ptr[1:] - ptr[:-1]
+            def padded(starts: Tensor, deg: Tensor, order: Tensor | None) -> Tensor:
                 width = int(deg.max()) if deg.numel() else 0
                 slot = torch.arange(width, device=dev)
                 valid = slot[None, :] < deg[:, None]
-                idx = torch.where(valid, ptr[:-1, None] + slot[None, :], 0)
+                idx = torch.where(valid, starts[:, None] + slot[None, :], 0)
                 if order is not None and order.numel():
                     idx = order[idx]
                 return torch.where(valid, idx, nnz)
@@ -315,14 +316,21 @@ class Liquid(nn.Module):
             def ext(values: Tensor, dummy: float | int | bool) -> Tensor:
                 return torch.cat([values, torch.full((1,), dummy, dtype=values.dtype, device=dev)])
 
-            out_in, out_liq = padded(self.out_ptr[:n_in + 1], None), padded(self.out_ptr[n_in:], None)
-            post_x = ext(self.post + n_in, n_tot)
+            out_deg = self.out_ptr[1:] - self.out_ptr[:-1]
+            out_in = padded(self.out_ptr[:n_in], out_deg[:n_in], None)
+            out_liq = padded(self.out_ptr[n_in:-1], out_deg[n_in:], None)
+            post_x, pre_x = ext(self.post + n_in, n_tot), ext(self.pre, n_tot)
             lo, hi = self.clip_bounds()
-            inc = padded(self.in_ptr, self.in_order)
+            # incoming synapses, sorted by post and then by pre: the inputs' first, then the liquid's
+            deg_inc_in = torch.bincount(self.post[self.kind == INP], minlength=n)
+            deg_inc = self.in_ptr[1:] - self.in_ptr[:-1]
+            inc_in = padded(self.in_ptr[:-1], deg_inc_in, self.in_order)
+            inc_liq = padded(self.in_ptr[:-1] + deg_inc_in, deg_inc - deg_inc_in, self.in_order)
             self._tables = {
                 "out_in": out_in, "out_liq": out_liq, "out_in_x": post_x[out_in], "out_liq_x": post_x[out_liq],
-                "inc": inc, "inc_x": ext(self.pre, n_tot)[inc],
-                "inc_inh": ext(self.kind == INH, False)[inc], "inc_lo": ext(lo, 0.0)[inc], "inc_hi": ext(hi, 0.0)[inc],
+                "inc_in": inc_in, "inc_in_x": pre_x[inc_in], "inc_liq": inc_liq, "inc_liq_x": pre_x[inc_liq],
+                "inc_liq_inh": ext(self.kind == INH, False)[inc_liq], "inc_liq_lo": ext(lo, 0.0)[inc_liq],
+                "inc_liq_hi": ext(hi, 0.0)[inc_liq],
             }
         return self._tables
 
@@ -486,10 +494,11 @@ class Liquid(nn.Module):
             w_old = _take(wv, wf)
             dv.scatter_add_(0, xf.view(-1), (w_old * (k0 - _take(kv, b * n_cols + jx))[:, None]).view(-1))
             out.append((b, jx, wf, xf, w_old))
-        inc = None
-        if b_liq.numel() and tab["inc"].shape[1]:
-            inc = (b_liq, i_liq, tab["inc"].index_select(0, i_liq).add_((b_liq * n_syn)[:, None]),
-                   tab["inc_x"].index_select(0, i_liq).add_((b_liq * n_cols)[:, None]))
+        inc = []
+        for name in ("inc_in", "inc_liq"):
+            if b_liq.numel() and tab[name].shape[1]:
+                inc.append((name, b_liq, i_liq, tab[name].index_select(0, i_liq).add_((b_liq * n_syn)[:, None]),
+                            tab[name + "_x"].index_select(0, i_liq).add_((b_liq * n_cols)[:, None])))
         return SpikeRows(out, inc, spikes)
 
     def _csr(self, w: Tensor) -> Tensor:
