@@ -73,12 +73,13 @@ def test_event_driven_persistent_mode_writes_back_the_same_weights():
 
 def test_plastic_batch_too_large_is_refused_before_allocating(monkeypatch):
     import beyondbp.models.lsm as lsm
+    import beyondbp.resources as resources
 
     m = small()
     rules.get("nalsm").attach(m)
     need = m.liquid.plastic_bytes(4)
     assert need > 4 * m.liquid.nnz * 12
-    monkeypatch.setattr(lsm, "_physical_memory", lambda: need - 1)
+    monkeypatch.setattr(resources, "physical_memory", lambda: need - 1)
     allocated = []
     real_zeros = torch.zeros
     monkeypatch.setattr(lsm.torch, "zeros", lambda *a, **k: allocated.append(a) or real_zeros(*a, **k))

@@ -71,7 +71,6 @@ recipe and the 50k/10k/10k split, CLI / study integration, and the BindsNET / Br
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from typing import Annotated, Any, Literal, Sequence
 
@@ -82,6 +81,7 @@ from torch import Tensor, nn
 from beyondbp.errors import ConfigError
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
+from beyondbp.resources import check_fits
 
 __all__ = ["LSM", "Liquid", "PRESETS", "EXC", "INH", "INP"]
 
@@ -100,17 +100,6 @@ def _t_lim(tau_u: float) -> float:
             break
         t += 5.0
     return t
-
-
-def _physical_memory() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return None
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
 
 
 def _take(src: Tensor, idx: Tensor) -> Tensor:
@@ -233,12 +222,7 @@ class Liquid(nn.Module):
 
     def check_memory(self, expected_synapses: float, n: int) -> None:
         need = expected_synapses * (8 + 8 + 1 + 4 + 8 * 2) + self.n_in * n * 8 + 4 * n * min(n, 2048)
-        have = _physical_memory()
-        if have is not None and need > have:
-            raise ConfigError(
-                f"a liquid of {n} neurons with {self.n_in} inputs would need about {_gib(need)} to build, "
-                f"more than this machine's {_gib(have)} of memory; choose a smaller grid or size."
-            )
+        check_fits(need, f"a liquid of {n} neurons with {self.n_in} inputs", "choose a smaller grid or size.")
 
     def _draw(self, n_exc: int, lam: float, conn: Sequence[float], n_syn_in: int, w_init: float):
         g = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -389,13 +373,7 @@ class Liquid(nn.Module):
         p = p.to(device=dev, dtype=torch.float32)
         events = plast is not None and self.kernel == "event"
         if plast is not None:
-            need = self.plastic_bytes(B)
-            have = _physical_memory()
-            if have is not None and need > have:
-                raise ConfigError(
-                    f"plasticity on a batch of {B} needs about {_gib(need)} for per-sample weights, more than "
-                    f"this machine's {_gib(have)}; use smaller batches."
-                )
+            check_fits(self.plastic_bytes(B), f"plasticity on a batch of {B} (per-sample weights)", "use smaller batches.")
             w_full = torch.zeros(B, self.nnz + 1, device=dev)  # + the dummy synapse of padded rows
             w_full[:, :self.nnz] = self.weight.detach()
             w = w_full[:, :self.nnz]
@@ -465,14 +443,15 @@ class Liquid(nn.Module):
     def plastic_bytes(self, batch: int) -> int:
         """Bytes a plastic simulation of ``batch`` samples allocates beyond the liquid itself:
         per-sample weights (and their clipped copy) plus, at worst (every neuron spiking in one
-        step), the padded synapse rows of the event-driven kernels (~40 bytes a slot)."""
+        step), the padded synapse rows of the event-driven kernels (~40 bytes a slot per sample,
+        and the tables themselves once)."""
         tab_slots = 0
         if self.kernel == "event":
             ptr = self.out_ptr
             deg_in, deg_liq = ptr[1:self.n_in + 1] - ptr[:self.n_in], ptr[self.n_in + 1:] - ptr[self.n_in:-1]
             deg_inc = self.in_ptr[1:] - self.in_ptr[:-1]
             tab_slots = sum(int(d.numel()) * int(d.max()) for d in (deg_in, deg_liq, deg_inc) if d.numel())
-        return batch * ((self.nnz + 1) * 4 * 3 + tab_slots * 40)
+        return batch * ((self.nnz + 1) * 4 * 3 + tab_slots * 40) + tab_slots * 24
 
     def _spike_rows(self, s: Tensor, spikes: Tensor, w_full: Tensor, k_full: Tensor, drive_full: Tensor,
                     k0: float) -> SpikeRows:
