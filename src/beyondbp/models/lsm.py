@@ -50,10 +50,14 @@ initialised at zero, trained by the caller's optimizer.
 Simulation is batched over samples. The synaptic drive ``Σ_j w_ij k_j`` of every liquid neuron
 is kept as one number that decays by ``exp(−1/τ_u)`` per step and changes only where a
 presynaptic neuron spiked (a sparse CSR product of the synapse matrix with the spike vector, for a
-fixed liquid) or a plasticity rule changed a weight (then weights are per sample and the update
-runs over the synapse list). Measured (bench/lsm_speed.py): expanding each step's spikes into
-their synapses (index lists) was ~20× slower than the CSR product, because the input neurons'
-spikes reach ~100 synapses each and fire often. This equals the authors' per-synapse sum up to float rounding,
+fixed liquid) or a plasticity rule changed a weight. With plasticity the weights are per sample,
+a ``(B, nnz)`` array over the fixed synapse structure, and each step touches only the synapses
+of the neurons that spiked (event-driven: the spiking (sample, neuron) pairs index padded tables
+of their outgoing and incoming synapses, :meth:`Liquid.event_tables`; about 15 % of the synapses
+per ms at NALSM1000 rates), with the same arithmetic as the dense update of every synapse
+(``kernel = "dense"``, kept as the reference: equal spikes, traces and weights, the drive within
+float rounding; tests/test_lsm_kernels.py). Measured (bench/lsm_speed.py): 3.7–5.7× less CPU
+time than the dense update. This equals the authors' per-synapse sum up to float rounding,
 except that the authors cap ``Δt`` at 100 (a kernel of ``e^{−100}``, below float32
 resolution), where the drive here keeps decaying.
 
