@@ -162,7 +162,7 @@ def bindsnet_run(args: argparse.Namespace) -> None:
     for plastic in (False, True):
         net = Network(dt=1.0)
         tc = float(-1.0 / np.log(1.0 - 1.0 / float(d["tau_v"])))  # same per-ms membrane decay
-        inp = Input(n=n_in)
+        inp = Input(n=n_in, traces=plastic, tc_trace=10.0)
         liq = LIFNodes(n=n, thresh=float(d["threshold"]), rest=0.0, reset=0.0, refrac=int(d["refractory"]),
                        tc_decay=tc, traces=plastic, tc_trace=10.0)
         net.add_layer(inp, name="X")
