@@ -1,10 +1,15 @@
 """Simulation time per image of the NALSM1000 liquid (models/lsm.py), plasticity off / stdp /
-nalsm, on Fashion-MNIST test images, 250 ms at dt = 1 ms, batched.
+nalsm, on Fashion-MNIST test images, 250 ms at dt = 1 ms, batched; with plasticity the
+event-driven kernel (default, ``Liquid.kernel = "event"``) and the dense reference that updates
+every synapse every ms, side by side in one process, with their ratio.
 
-    PYTHONPATH=src python bench/lsm_speed.py [--batch 8] [--duration 250] [--threads 2]
+    PYTHONPATH=src python bench/lsm_speed.py [--batches 8,32,64] [--threads 1,2] [--duration 250]
+        [--rules nalsm] [--no-dense] [--measure]
 
-Prints seconds per image and the measured branching factor / rates of each setting (the
-measurement runs on the same images afterwards and is not timed).
+Prints wall-clock and process CPU seconds per image (CPU time is the steadier figure on a shared
+machine: with one thread it equals the wall-clock time of an idle one), and checks that both
+kernels gave the same spike counts. ``--measure`` adds the branching factor / rates of each
+setting (run on the same images afterwards, not timed).
 """
 
 from __future__ import annotations
@@ -20,29 +25,48 @@ from beyondbp import models, rules
 from beyondbp.analysis.criticality import liquid_measurements
 
 
+def timed(model, x, kernel):
+    model.liquid.kernel = kernel
+    torch.manual_seed(0)
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = model.liquid.simulate(model.encode(x))
+    return (time.perf_counter() - w0) / len(x), (time.process_time() - c0) / len(x), out["counts"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batches", default="8,32,64")
+    ap.add_argument("--threads", default="1,2")
     ap.add_argument("--duration", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--rules", default="nalsm", help="comma list of fixed, stdp, nalsm")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    ap.add_argument("--measure", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batches.split(",")]
     with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
-        raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[: args.batch]
-    x = torch.tensor(raw.astype(np.float32) / 255)
+        raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[: max(batches)]
+    images = torch.tensor(raw.astype(np.float32) / 255)
     t0 = time.perf_counter()
     model = models.build("lsm", (1, 28, 28), 10, size=args.size, duration=args.duration)
-    print(f"build: {time.perf_counter() - t0:.2f} s, {model.liquid.nnz} synapses")
-    for rule in (None, "stdp", "nalsm"):
-        learner = rules.get(rule).attach(model) if rule else None
-        torch.manual_seed(0)
-        t0 = time.perf_counter()
-        model.liquid.simulate(model.encode(x))
-        dt = (time.perf_counter() - t0) / args.batch
-        meas = liquid_measurements(model, x)
-        print(f"{rule or 'fixed':6s} {dt:.3f} s/image  BF {meas['branching_factor']:.3f}  "
-              f"E {meas['rate_exc_hz']:.1f} Hz  I {meas['rate_inh_hz']:.1f} Hz  silent {meas['silent_fraction']:.3f}")
+    print(f"build: {time.perf_counter() - t0:.2f} s, {model.liquid.nnz} synapses, {args.duration} ms per image")
+    print("rule    B  threads | event s/img (wall, cpu) | dense s/img (wall, cpu) | dense/event (cpu) | same counts")
+    for rule in args.rules.split(","):
+        learner = rules.get(rule).attach(model) if rule != "fixed" else None
+        for threads in (int(t) for t in args.threads.split(",")):
+            torch.set_num_threads(threads)
+            for B in batches:
+                x = images[:B]
+                ew, ec, counts = timed(model, x, "event")
+                line = f"{rule:6s} {B:3d} {threads:3d}      | {ew:7.3f} {ec:7.3f}         |"
+                if rule != "fixed" and not args.no_dense:
+                    dw, dc, dcounts = timed(model, x, "dense")
+                    line += f" {dw:7.3f} {dc:7.3f}         | {dc / ec:6.1f}x           | {torch.equal(counts, dcounts)}"
+                print(line, flush=True)
+        if args.measure:
+            meas = liquid_measurements(model, images[: batches[0]])
+            print(f"{rule}: BF {meas['branching_factor']:.3f}  E {meas['rate_exc_hz']:.1f} Hz  "
+                  f"I {meas['rate_inh_hz']:.1f} Hz  silent {meas['silent_fraction']:.3f}")
         if learner:
             learner.detach()
 

@@ -1,0 +1,88 @@
+"""The event-driven plastic simulation of the liquid (models/lsm.py ``Liquid.kernel = "event"``,
+rules/nalsm.py ``Plasticity._events``) against the dense reference that updates every synapse
+every step: the same spikes, traces and weights, bit for bit; the drive within float rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from beyondbp import models, rules
+from beyondbp.errors import ConfigError
+
+
+def small(**kw):
+    opts = dict(grid=[4, 4, 3], duration=30, w_init=1.5)
+    opts.update(kw)
+    return models.build("lsm", (1, 8, 8), 3, **opts)
+
+
+def images(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g) * (torch.rand(n, 1, 8, 8, generator=g) > 0.5)
+
+
+def run(kernel, rule, opts=None, model_opts=None, x=None):
+    m = small(**(model_opts or {}))
+    rules.get(rule, **(opts or {})).attach(m)
+    liq = m.liquid
+    liq.kernel = kernel
+    seen = {}
+    plast = liq.plasticity
+
+    def end(state):
+        seen.update(w=state.w.clone(), x=plast.x.clone(), drive=state.drive.clone(),
+                    A=(plast.A if plast.astro else plast.eta).clone())
+
+    plast.end = end
+    torch.manual_seed(3)
+    out = liq.simulate(m.encode(images() if x is None else x), record=True)
+    return out, seen, liq
+
+
+@pytest.mark.parametrize("rule,opts,model_opts", [
+    ("stdp", {}, {}),
+    ("nalsm", {}, {}),
+    ("nalsm", {"decay": 1.0}, {"exc_fraction": 0.5}),  # many inhibitory synapses, no rate decay
+    ("stdp", {}, {"w_init": 5.0}),  # initial weights outside the clip bounds: the first step clips all
+])
+def test_event_driven_plasticity_equals_the_dense_reference(rule, opts, model_opts):
+    dense, d, liq = run("dense", rule, opts, model_opts)
+    event, e, _ = run("event", rule, opts, model_opts)
+    assert torch.equal(dense["raster"], event["raster"]) and dense["counts"].sum() > 20
+    assert torch.equal(dense["input_counts"], event["input_counts"])
+    assert torch.equal(d["x"], e["x"]) and torch.equal(d["A"], e["A"])
+    assert torch.equal(d["w"], e["w"])
+    changed = (d["w"] != liq.weight).any(0)
+    assert int(changed.sum()) > 50  # the comparison covers many plastic synapses
+    assert torch.allclose(d["drive"], e["drive"], rtol=1e-5, atol=1e-5)
+
+
+def test_event_driven_persistent_mode_writes_back_the_same_weights():
+    stored = []
+    for kernel in ("dense", "event"):
+        m = small(duration=15)
+        rules.get("nalsm", mode="persistent").attach(m)
+        m.liquid.kernel = kernel
+        m.train()
+        torch.manual_seed(1)
+        m(images(3))
+        stored.append(m.liquid.weight.clone())
+    assert torch.equal(stored[0], stored[1]) and not torch.equal(stored[0], small().liquid.weight)
+
+
+def test_plastic_batch_too_large_is_refused_before_allocating(monkeypatch):
+    import beyondbp.models.lsm as lsm
+    import beyondbp.resources as resources
+
+    m = small()
+    rules.get("nalsm").attach(m)
+    need = m.liquid.plastic_bytes(4)
+    assert need > 4 * m.liquid.nnz * 12
+    monkeypatch.setattr(resources, "physical_memory", lambda: need - 1)
+    allocated = []
+    real_zeros = torch.zeros
+    monkeypatch.setattr(lsm.torch, "zeros", lambda *a, **k: allocated.append(a) or real_zeros(*a, **k))
+    with pytest.raises(ConfigError, match="batch of 4"):
+        m.liquid.simulate(m.encode(images()))
+    assert allocated == []
