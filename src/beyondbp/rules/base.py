@@ -86,7 +86,24 @@ def rule_tensor(module: nn.Module, name: str) -> Tensor:
 
 
 def default_loss(output: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened."""
+    """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened.
+
+    Float targets (a regression set such as ``adding``) get the mean squared error instead; an
+    output with one trailing unit more than the target (``(N, 1)`` for ``(N,)``) is squeezed."""
+    if target.is_floating_point():
+        if output.dim() == target.dim() + 1 and output.shape[-1] == 1:
+            output = output.squeeze(-1)
+        if output.shape != target.shape:
+            raise ConfigError(
+                f"the model's outputs have shape {tuple(output.shape)} but the regression targets have shape "
+                f"{tuple(target.shape)}; build the model with one output per target"
+            )
+        return F.mse_loss(output, target)
+    if output.dim() == 2 and target.dim() == 2:
+        raise ConfigError(
+            f"the model returns one output per sample ({tuple(output.shape)}) but the targets hold one class per "
+            f"time step ({tuple(target.shape)}); give a recurrent model outputs='all'"
+        )
     if output.dim() > 2:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
     return F.cross_entropy(output, target)
