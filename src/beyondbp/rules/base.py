@@ -146,6 +146,10 @@ class Rule:
     #: flattened into the batch (``[T·B, ...]``): :meth:`check_model` then refuses any module
     #: carrying an integer ``time_steps`` attribute (beyondbp's spiking layers, encoders, readouts).
     handles_time_steps: ClassVar[bool] = True
+    #: False for rules that cannot send their learning signal through a recurrence (one projected
+    #: error or target per sample and layer): :meth:`check_model` then refuses a model declaring
+    #: ``recurrent = True`` (the ELM), in one sentence.
+    trains_recurrent: ClassVar[bool] = True
     #: The rule's options, declared once (see :mod:`beyondbp.options`): types, defaults,
     #: bounds and help. Validation, ``--rule-opt``, ``compare``'s routing and
     #: ``beyondbp rules --options NAME`` all come from it.
@@ -210,6 +214,12 @@ class Rule:
     def check_time_steps(self, model: nn.Module) -> None:
         """Refuse, by module path and type, a module running time steps flattened into the batch
         (an integer ``time_steps`` attribute) when the rule does not handle them."""
+        if not self.trains_recurrent and getattr(model, "recurrent", False) is True:
+            raise UnsupportedModuleError(
+                f"rule '{self.name}' cannot train the recurrent {type(model).__name__}, because it projects one "
+                "error or target per sample onto each layer and has no path through time; train it with backprop "
+                "(BPTT) or a feedback-path rule (fa, usf, brsf, frsf, kp)"
+            )
         if self.handles_time_steps:
             return
         self.refuse_time_steps(model)
@@ -241,7 +251,9 @@ class Rule:
             return
         allowed = self.supported + PASSTHROUGH_LAYERS + passthrough
         for path, module in model.named_modules():
-            if isinstance(module, allowed):
+            # a module type declaring ``learns_by_autograd = True`` (elementwise parameters, such as
+            # the ELM's synaptic weights) learns from the error the rule delivers, as PASSTHROUGH_LAYERS
+            if isinstance(module, allowed) or getattr(type(module), "learns_by_autograd", False) is True:
                 continue
             own = [n for n, _ in module.named_parameters(recurse=False)]
             if own:
