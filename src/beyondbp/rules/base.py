@@ -214,12 +214,6 @@ class Rule:
     def check_time_steps(self, model: nn.Module) -> None:
         """Refuse, by module path and type, a module running time steps flattened into the batch
         (an integer ``time_steps`` attribute) when the rule does not handle them."""
-        if not self.trains_recurrent and getattr(model, "recurrent", False) is True:
-            raise UnsupportedModuleError(
-                f"rule '{self.name}' cannot train the recurrent {type(model).__name__}, because it projects one "
-                "error or target per sample onto each layer and has no path through time; train it with backprop "
-                "(BPTT) or a feedback-path rule (fa, usf, brsf, frsf, kp)"
-            )
         if self.handles_time_steps:
             return
         self.refuse_time_steps(model)
@@ -245,7 +239,13 @@ class Rule:
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         """Refuse, by module path and type, any parameterised layer this rule cannot train (and
-        time-step modules, see :attr:`handles_time_steps`)."""
+        time-step modules, see :attr:`handles_time_steps`; recurrent models, see :attr:`trains_recurrent`)."""
+        if not self.trains_recurrent and getattr(model, "recurrent", False) is True:
+            raise UnsupportedModuleError(
+                f"rule '{self.name}' cannot train the recurrent {type(model).__name__}, because it projects one "
+                "error or target per sample onto each layer and has no path through time; train it with backprop "
+                "(BPTT) or a feedback-path rule (fa, usf, brsf, frsf, kp)"
+            )
         self.check_time_steps(model)
         if not self.refuses_unknown:
             return
