@@ -53,7 +53,7 @@ def floor(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
     """The step's arithmetic without a time loop: every matmul and elementwise op of the forward
     and backward over all T·B rows at once (numerically meaningless, the same FLOPs)."""
     T, B = X.shape[1], X.shape[0]
-    d, H = model.memory_units, model.hidden_units
+    d = model.memory_units
     with torch.no_grad():
         xs = X.transpose(0, 1).reshape(T * B, -1)
         s = xs * 0.5
