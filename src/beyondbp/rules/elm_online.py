@@ -1,6 +1,9 @@
 """``elm-online``: online training of the ELM neuron through eligibility traces of its leaky
 memory, memory constant in the number of steps ``T``.
 
+Model paper: "The Expressive Leaky Memory Neuron: an Efficient and Expressive Phenomenological
+Neuron Model Can Solve Long-Horizon Tasks" (Spieler, Rahaman, Martius, Schölkopf, Levina; ICLR 2024).
+
 Models: ``elm`` and ``branch-elm`` only (:mod:`beyondbp.models.elm`); any other model is refused
 in one sentence. The idea is OTTT's for LIF neurons ("Online Training Through Time for Spiking
 Neural Networks", Xiao et al., NeurIPS 2022): a leaky state ``m_t = κ ⊙ m_{t−1} + (input)_t``
@@ -182,8 +185,8 @@ class ELMOnline(Rule):
     name = "elm-online"
     family: ClassVar[str] = "online"
     summary = "online ELM training: eligibility traces through the leaky memory (κ_m), memory constant in T (elm, branch-elm)"
-    paper = ("The Expressive Leaky Memory Neuron (Spieler et al. 2024), traced as in Online Training Through Time "
-             "(Xiao et al. 2022)")
+    paper = ("The Expressive Leaky Memory Neuron: an Efficient and Expressive Phenomenological Neuron Model Can Solve "
+             "Long-Horizon Tasks (Spieler et al. 2024); traced as in Online Training Through Time (Xiao et al. 2022)")
     plain_backward = False  # owns its step (one time step at a time)
 
     class Options(Options):
