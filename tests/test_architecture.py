@@ -224,6 +224,7 @@ def test_no_rule_is_reached_by_a_registry_string_lookup():
 #: what a module of several rules holds (FA and its sign-symmetry and Kolen-Pollack relatives).
 RULE_MODULE_NAMES = {
     "forward_forward": {"ff"}, "feedback_alignment": {"fa", "usf", "brsf", "frsf", "kp"}, "nalsm": {"nalsm", "stdp"},
+    "elm_online": {"elm-online"},
 }
 
 

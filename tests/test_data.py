@@ -69,7 +69,8 @@ def no_network(monkeypatch):
 
 # --------------------------------------------------------------------------- registry
 def test_names():
-    assert data.names() == ["digits", "fashion-mnist", "mnist", "mnist1d", "shakespeare-char", "text"]
+    assert data.names() == ["adding", "copy", "digits", "fashion-mnist", "fmnist-adding", "mnist", "mnist1d",
+                            "psfmnist", "sfmnist", "shakespeare-char", "text"]
 
 
 def test_unknown_name_lists_valid_names():

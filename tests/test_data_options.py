@@ -79,6 +79,14 @@ BAD = [
     ("shakespeare-char", {"val_fraction": -math.inf}, "option val_fraction must be a number > 0 and < 1, got -inf"),
     ("shakespeare-char", {"path": ["a"]}, "option path must be a file path"),
     ("shakespeare-char", {"level": "word"}, "data set 'shakespeare-char' has no option level"),
+    ("adding", {"T": 1}, "data set 'adding' option T must be an integer >= 2, got 1"),
+    ("adding", {"n_train": 0}, "data set 'adding' option n_train must be an integer >= 1, got 0"),
+    ("copy", {"T": 10}, "data set 'copy' needs T > mem_len"),
+    ("copy", {"mem_len": 0}, "data set 'copy' option mem_len must be an integer >= 1, got 0"),
+    ("sfmnist", {"size": 20}, "data set 'sfmnist' option size must be one of 28, 14, got 20"),
+    ("psfmnist", {"perm_seed": -1}, "data set 'psfmnist' option perm_seed must be an integer >= 0"),
+    ("fmnist-adding", {"bins": 0}, "data set 'fmnist-adding' option bins must be an integer >= 1, got 0"),
+    ("fmnist-adding", {"rate": 1.5}, "data set 'fmnist-adding' option rate must be a number > 0 and <= 1, got 1.5"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 >>> from beyondbp import data
 >>> data.names()
-['digits', 'fashion-mnist', 'mnist', 'mnist1d', 'shakespeare-char', 'text']
+['adding', 'copy', 'digits', 'fashion-mnist', 'fmnist-adding', 'mnist', 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
 >>> ds = data.load("digits")
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
@@ -27,7 +27,15 @@ mnist          IDX files; data_dir is required (:class:`~beyondbp.data.vision.Id
 mnist1d        generated locally (:class:`~beyondbp.data.vision.Mnist1dOptions`)
 text           any file at byte level, given by ``path`` or ``data_dir``
                (:class:`~beyondbp.data.text.TextOptions`)
+adding, copy   long-horizon memory tasks at a length ``T``, generated; sequences
+               ``(N, T, channels)`` (:mod:`beyondbp.data.sequences`)
+sfmnist,       sequential / permuted-sequential Fashion-MNIST, one pixel per step,
+psfmnist       ``size=28`` or ``14`` (:mod:`beyondbp.data.sequences`)
+fmnist-adding  two Fashion-MNIST images as spike rasters in sequence, label = sum
 ============== ========================================================================
+
+``adding`` is a regression set: its targets are float32 and ``num_classes`` is the number of
+outputs (1); the default loss is then the mean squared error and accuracy is not defined (NaN).
 
 ``shakespeare-char`` (:class:`~beyondbp.data.text.ShakespeareOptions`) is character-level
 tiny-shakespeare; ``data_dir`` may be the file or its directory, and by default the copy shipped
@@ -45,6 +53,18 @@ from typing import Any, Callable
 
 from beyondbp import options as options_mod
 from beyondbp.data.dataset import Dataset
+from beyondbp.data.sequences import (
+    AddingOptions,
+    CopyOptions,
+    FmnistAddingOptions,
+    PermutedSeqFmnistOptions,
+    SeqFmnistOptions,
+    load_adding,
+    load_copy,
+    load_fmnist_adding,
+    load_psfmnist,
+    load_sfmnist,
+)
 from beyondbp.data.text import ShakespeareOptions, TextDataset, TextOptions, load_shakespeare_char, load_text
 from beyondbp.data.vision import (
     DigitsOptions,
@@ -73,10 +93,15 @@ __all__ = [
 # name -> (loader, its options declaration). Every loader takes ``data_dir`` and the options as
 # keywords and validates the options against the declaration itself (``options.parse``).
 _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Options]]] = {
+    "adding": (load_adding, AddingOptions),
+    "copy": (load_copy, CopyOptions),
     "digits": (load_digits, DigitsOptions),
     "fashion-mnist": (load_fashion_mnist, IdxOptions),
+    "fmnist-adding": (load_fmnist_adding, FmnistAddingOptions),
     "mnist": (load_mnist, IdxOptions),
     "mnist1d": (load_mnist1d, Mnist1dOptions),
+    "psfmnist": (load_psfmnist, PermutedSeqFmnistOptions),
+    "sfmnist": (load_sfmnist, SeqFmnistOptions),
     "shakespeare-char": (load_shakespeare_char, ShakespeareOptions),
     "text": (load_text, TextOptions),
 }
@@ -87,6 +112,11 @@ TEXT_SETS = ("shakespeare-char", "text")
 
 #: One line per set, for ``beyondbp data``.
 _SUMMARIES = {
+    "adding": "the adding problem at length T, generated (regression: MSE; solved at MSE <= 0.05)",
+    "copy": "the copy task: recall 10 symbols after T steps, generated (a class per step)",
+    "fmnist-adding": "two Fashion-MNIST images as Poisson spike rasters in sequence, label = sum (19 classes)",
+    "psfmnist": "permuted-sequential Fashion-MNIST: pixels one per step in a fixed random order (size 28 or 14)",
+    "sfmnist": "sequential Fashion-MNIST: pixels one per step in raster order (size 28 or 14)",
     "digits": "scikit-learn's bundled 8x8 digits, 1437 / 360 (nothing to download)",
     "fashion-mnist": "Fashion-MNIST IDX files, 60000 / 10000 (Debian's dataset-fashion-mnist, or --data-dir)",
     "mnist": "MNIST IDX files, 60000 / 10000 (--data-dir pointing at the four files)",

@@ -26,6 +26,7 @@ __all__ = ["Dataset", "PathOption"]
 PathOption = Annotated[str, Field(pattern=r"\S")] | Path
 
 _FEATURE_DTYPES = (torch.float32, torch.int64)
+_TARGET_DTYPES = (torch.int64, torch.float32)
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -43,7 +44,8 @@ class Dataset:
         x_train: inputs, shape ``(N_train, *input_shape)``, float32 (int64 is also accepted,
             for token ids of text sets).
         y_train: integer class labels, int64, shape ``(N_train,)`` (or ``(N_train, ...)`` for
-            per-position targets), each in ``[0, num_classes)``.
+            per-position targets), each in ``[0, num_classes)``; or, for a regression set
+            (``adding``), float32 targets, with ``num_classes`` the number of outputs.
         x_test, y_test: the same for the test split.
         input_shape: the shape of one sample, e.g. ``(1, 28, 28)``, ``(40,)``, ``(1, 8, 8)``.
         num_classes: number of classes.
@@ -84,8 +86,11 @@ class Dataset:
                     f"Data set {self.name!r}: x_{split} has dtype {x.dtype}; it must be torch.float32 "
                     "(or torch.int64 for token ids)."
                 )
-            if y.dtype != torch.int64:
-                raise DataError(f"Data set {self.name!r}: y_{split} has dtype {y.dtype}; labels must be torch.int64.")
+            if y.dtype not in _TARGET_DTYPES:
+                raise DataError(
+                    f"Data set {self.name!r}: y_{split} has dtype {y.dtype}; labels must be torch.int64 "
+                    "(or torch.float32 regression targets)."
+                )
             if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
                 raise DataError(
                     f"Data set {self.name!r}: x_{split} has shape {tuple(x.shape)} but y_{split} has shape "
@@ -96,7 +101,7 @@ class Dataset:
                     f"Data set {self.name!r}: x_{split} samples have shape {tuple(x.shape[1:])} but "
                     f"input_shape is {self.input_shape}; they must agree."
                 )
-            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            if y.dtype == torch.int64 and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
                 raise DataError(
                     f"Data set {self.name!r}: y_{split} holds labels from {int(y.min())} to {int(y.max())}, "
                     f"outside the allowed range 0..{self.num_classes - 1}."
@@ -112,6 +117,11 @@ class Dataset:
     def num_test(self) -> int:
         """Number of test samples."""
         return int(self.x_test.shape[0])
+
+    @property
+    def is_regression(self) -> bool:
+        """Whether the targets are float32 values (a regression set) rather than class labels."""
+        return self.y_train.dtype == torch.float32
 
     def __repr__(self) -> str:
         return (

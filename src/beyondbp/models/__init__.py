@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
+['branch-elm', 'cnn1d', 'elm', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -42,6 +42,12 @@ LIF neurons, ``size=1000`` or ``8000``, the authors' connectivity, dynamics and 
 and a zero-initialised linear readout of its spike counts; its plasticity rules are ``stdp`` and
 ``nalsm`` (:mod:`beyondbp.rules.nalsm`).
 
+Expressive Leaky Memory neuron (see :mod:`beyondbp.models.elm`): ``elm`` and ``branch-elm``, for
+sequences ``(T, channels)``; ``memory=100``, ``hidden=None`` (2·memory), ``lam=5.0``,
+``tau_s=5.0``, ``tau_m_min=1.0``, ``tau_m_max=1000.0``, ``w_s=0.5``, ``dt=1.0``,
+``outputs="last"``; ``branch-elm`` adds ``branches=16``, ``synapses_per_branch=None``. Trained
+by ``backprop`` (BPTT), the feedback-path rules, or ``elm-online`` (memory constant in T).
+
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
@@ -61,6 +67,7 @@ from torch import nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.models.conv import CNN1D, LeNet
+from beyondbp.models.elm import ELM, BranchELM
 from beyondbp.models.gpt import GPT
 from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
@@ -70,11 +77,13 @@ from beyondbp.options import describe as _describe_declaration
 from beyondbp.options import parse
 from beyondbp.resources import physical_memory, show_bytes
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
+__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "ELM", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
            "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
+    "branch-elm": BranchELM,
     "cnn1d": CNN1D,
+    "elm": ELM,
     "gpt": GPT,
     "lenet": LeNet,
     "lsm": LSM,
@@ -87,7 +96,9 @@ _MODELS: dict[str, type[nn.Module]] = {
 
 #: One line per model, for ``beyondbp models``.
 _SUMMARIES = {
+    "branch-elm": "Branch-ELM: the ELM with inputs summed on dendritic branches before the trace (Spieler et al. 2024)",
     "cnn1d": "the MNIST-1D authors' 1-D convnet (three Conv1d layers, linear head)",
+    "elm": "Expressive Leaky Memory neuron: synaptic traces, MLP memory proposal, leaky memory, readout (Spieler et al. 2024)",
     "gpt": "causal decoder-only Transformer for the text sets (see Language models)",
     "lenet": "LeNet-5 for 28x28 images (BioTorch's form)",
     "mlp": "multilayer perceptron: Flatten, hidden Linear layers with an activation, Linear head",

@@ -14,6 +14,7 @@ from .backprop import Backprop
 from .base import Learner, Rule, default_loss
 from .dfa import DFA
 from .drtp import DRTP
+from .elm_online import ELMOnline
 from .feedback_alignment import BRSF, FA, FRSF, KP, USF
 from .forward_forward import FF
 from .il import IL
@@ -73,6 +74,7 @@ def describe() -> list[dict[str, str]]:
 for _cls in (Backprop, FA, USF, BRSF, FRSF, KP, DFA, DRTP, PFA):
     register(_cls)
 register(OTTT)  # online rule for spiking models (memory constant in the number of time steps)
+register(ELMOnline)  # online rule for the ELM's leaky memory (memory constant in T)
 for _cls in (FF, IL, SoftHebb):  # local rules: Forward-Forward, inference learning, SoftHebb
     register(_cls)
 for _cls in (STDP, NALSM):  # plasticity of a spiking liquid (model lsm)

@@ -86,7 +86,24 @@ def rule_tensor(module: nn.Module, name: str) -> Tensor:
 
 
 def default_loss(output: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened."""
+    """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened.
+
+    Float targets (a regression set such as ``adding``) get the mean squared error instead; an
+    output with one trailing unit more than the target (``(N, 1)`` for ``(N,)``) is squeezed."""
+    if target.is_floating_point():
+        if output.dim() == target.dim() + 1 and output.shape[-1] == 1:
+            output = output.squeeze(-1)
+        if output.shape != target.shape:
+            raise ConfigError(
+                f"the model's outputs have shape {tuple(output.shape)} but the regression targets have shape "
+                f"{tuple(target.shape)}; build the model with one output per target"
+            )
+        return F.mse_loss(output, target)
+    if output.dim() == 2 and target.dim() == 2:
+        raise ConfigError(
+            f"the model returns one output per sample ({tuple(output.shape)}) but the targets hold one class per "
+            f"time step ({tuple(target.shape)}); give a recurrent model outputs='all'"
+        )
     if output.dim() > 2:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
     return F.cross_entropy(output, target)
@@ -129,6 +146,10 @@ class Rule:
     #: flattened into the batch (``[T·B, ...]``): :meth:`check_model` then refuses any module
     #: carrying an integer ``time_steps`` attribute (beyondbp's spiking layers, encoders, readouts).
     handles_time_steps: ClassVar[bool] = True
+    #: False for rules that cannot send their learning signal through a recurrence (one projected
+    #: error or target per sample and layer): :meth:`check_model` then refuses a model declaring
+    #: ``recurrent = True`` (the ELM), in one sentence.
+    trains_recurrent: ClassVar[bool] = True
     #: The rule's options, declared once (see :mod:`beyondbp.options`): types, defaults,
     #: bounds and help. Validation, ``--rule-opt``, ``compare``'s routing and
     #: ``beyondbp rules --options NAME`` all come from it.
@@ -218,13 +239,21 @@ class Rule:
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         """Refuse, by module path and type, any parameterised layer this rule cannot train (and
-        time-step modules, see :attr:`handles_time_steps`)."""
+        time-step modules, see :attr:`handles_time_steps`; recurrent models, see :attr:`trains_recurrent`)."""
+        if not self.trains_recurrent and getattr(model, "recurrent", False) is True:
+            raise UnsupportedModuleError(
+                f"rule '{self.name}' cannot train the recurrent {type(model).__name__}, because it projects one "
+                "error or target per sample onto each layer and has no path through time; train it with backprop "
+                "(BPTT) or a feedback-path rule (fa, usf, brsf, frsf, kp)"
+            )
         self.check_time_steps(model)
         if not self.refuses_unknown:
             return
         allowed = self.supported + PASSTHROUGH_LAYERS + passthrough
         for path, module in model.named_modules():
-            if isinstance(module, allowed):
+            # a module type declaring ``learns_by_autograd = True`` (elementwise parameters, such as
+            # the ELM's synaptic weights) learns from the error the rule delivers, as PASSTHROUGH_LAYERS
+            if isinstance(module, allowed) or getattr(type(module), "learns_by_autograd", False) is True:
                 continue
             own = [n for n, _ in module.named_parameters(recurse=False)]
             if own:

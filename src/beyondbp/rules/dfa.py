@@ -365,6 +365,7 @@ class DFA(Rule):
     plain_backward = True  # only the backward pass changes: a user's own loss.backward() loop trains as learner.step
     # time-step models (spiking) are trained when they declare their layout (see the docstring)
     handles_time_steps: ClassVar[bool] = True
+    trains_recurrent: ClassVar[bool] = False  # no path through time (refused at attach)
 
     class Options(Options):
         seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)

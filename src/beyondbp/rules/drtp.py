@@ -264,6 +264,7 @@ class DRTP(Rule):
              "networks (Frenkel, Lefebvre, Bol 2021)")
     plain_backward = False  # owns its step (it needs the targets); a plain backward while attached is refused
     handles_time_steps: ClassVar[bool] = False  # one projected error / target per row, one row per sample
+    trains_recurrent: ClassVar[bool] = False  # no path through time (refused at attach)
 
     class Options(Options):
         seed: int = opt(0, SEED_HELP, ge=0, lt=2**32)

@@ -124,9 +124,9 @@ def evaluate_batches(
 
     Returns:
         ``correct`` and ``count`` (target elements), ``accuracy`` (``correct / count``, NaN
-        when ``count`` is 0) and ``loss``.
+        when ``count`` is 0 or the targets are float regression targets) and ``loss``.
     """
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss, correct, count, regression = 0.0, 0, 0, False
     for xb, yb in batches:
         if device is not None:
             xb, yb = xb.to(device), yb.to(device)
@@ -134,15 +134,18 @@ def evaluate_batches(
         n = yb.numel()
         if loss_fn is not None:
             total_loss += float(loss_fn(out, yb)) * n
+        count += n
+        if yb.is_floating_point():  # regression targets: no accuracy
+            regression = True
+            continue
         if logit_offset is not None:
             out = out + logit_offset
         correct += int((out.argmax(dim=-1) == yb).sum())
-        count += n
     nan = float("nan")
     return {
         "correct": correct,
         "count": count,
-        "accuracy": correct / count if count else nan,
+        "accuracy": correct / count if count and not regression else nan,
         "loss": total_loss / count if count and loss_fn is not None else nan,
     }
 
