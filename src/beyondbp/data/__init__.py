@@ -2,7 +2,7 @@
 
 >>> from beyondbp import data
 >>> data.names()
-['digits', 'fashion-mnist', 'mnist', 'mnist1d', 'shakespeare-char', 'text']
+['digits', 'fashion-mnist', 'fashion-mnist-shift', 'mnist', 'mnist1d', 'shakespeare-char', 'text']
 >>> ds = data.load("digits")
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
@@ -29,6 +29,10 @@ text           any file at byte level, given by ``path`` or ``data_dir``
                (:class:`~beyondbp.data.text.TextOptions`)
 ============== ========================================================================
 
+``fashion-mnist-shift`` (:class:`~beyondbp.data.shift.ShiftOptions`) is Fashion-MNIST with concept
+shift: two random classes swap labels ``swaps_per_epoch`` times per epoch (see
+:mod:`beyondbp.data.shift`).
+
 ``shakespeare-char`` (:class:`~beyondbp.data.text.ShakespeareOptions`) is character-level
 tiny-shakespeare; ``data_dir`` may be the file or its directory, and by default the copy shipped
 inside the package is read (origin in :mod:`beyondbp.data.text`). The two language-model sets return a
@@ -45,6 +49,7 @@ from typing import Any, Callable
 
 from beyondbp import options as options_mod
 from beyondbp.data.dataset import Dataset
+from beyondbp.data.shift import ShiftOptions, load_fashion_mnist_shift
 from beyondbp.data.text import ShakespeareOptions, TextDataset, TextOptions, load_shakespeare_char, load_text
 from beyondbp.data.vision import (
     DigitsOptions,
@@ -75,6 +80,7 @@ __all__ = [
 _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Options]]] = {
     "digits": (load_digits, DigitsOptions),
     "fashion-mnist": (load_fashion_mnist, IdxOptions),
+    "fashion-mnist-shift": (load_fashion_mnist_shift, ShiftOptions),
     "mnist": (load_mnist, IdxOptions),
     "mnist1d": (load_mnist1d, Mnist1dOptions),
     "shakespeare-char": (load_shakespeare_char, ShakespeareOptions),
@@ -89,6 +95,7 @@ TEXT_SETS = ("shakespeare-char", "text")
 _SUMMARIES = {
     "digits": "scikit-learn's bundled 8x8 digits, 1437 / 360 (nothing to download)",
     "fashion-mnist": "Fashion-MNIST IDX files, 60000 / 10000 (Debian's dataset-fashion-mnist, or --data-dir)",
+    "fashion-mnist-shift": "Fashion-MNIST whose labels drift: two random classes swap swaps_per_epoch times per epoch",
     "mnist": "MNIST IDX files, 60000 / 10000 (--data-dir pointing at the four files)",
     "mnist1d": "MNIST-1D generated locally, 4000 / 1000, length 40 (nothing to download)",
     "shakespeare-char": "tiny-shakespeare at character level, shipped inside the package (language models)",

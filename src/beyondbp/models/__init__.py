@@ -42,7 +42,7 @@ LIF neurons, ``size=1000`` or ``8000``, the authors' connectivity, dynamics and 
 and a zero-initialised linear readout of its spike counts; its plasticity rules are ``stdp`` and
 ``nalsm`` (:mod:`beyondbp.rules.nalsm`).
 
-Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
+Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``, ``elu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
 any model may implement — ``structure()``, returning module names for ``"embedding"``,
