@@ -169,7 +169,7 @@ def test_the_controller_composes_with_a_rule_and_is_deterministic(rule):
     assert first.final["test_accuracy"] > 0.6  # it learns (chance is 0.1; measured 0.84 backprop, 0.70 FA)
     controlled = first.history[-1]["metrics"]["lr_controlled"]
     assert controlled > 0 and controlled != pytest.approx(0.1, abs=1e-12)  # the rate moved
-    plain = config.replace(lr_control=None)
+    plain = config.replace(lr_control="none")
     assert plain.run_id != config.run_id and "lr_control" not in plain.identity()
 
 

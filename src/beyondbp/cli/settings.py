@@ -165,7 +165,7 @@ def check_switched(settings: dict[str, Any]) -> None:
     groups = (
         (settings.get("sparsity") is not None, ("epsilon", "zeta"), "SET sparsity", "--sparsity set"),
         (settings.get("lr_schedule") == "step", ("milestones", "gamma"), "the step schedule", "--lr-schedule step"),
-        (settings.get("lr_control") is not None, ("lr_control_interval", "lr_control_memory", "lr_control_step",
+        (settings.get("lr_control") not in (None, "none"), ("lr_control_interval", "lr_control_memory", "lr_control_step",
                                                   "lr_control_floor"), "the learning-rate controller", "--lr-control"),
     )
     for on, names, what, switch in groups:

@@ -155,7 +155,7 @@ class RunConfig(RunSettings):
         values["data_options"] = _without_execution(data_options, data_mod.options_class(self.data))
         if self.optimizer != "sgd":
             values["momentum"] = None  # only SGD reads it
-        if self.lr_control is None:  # off: left out, so that runs from before it keep their ids
+        if self.lr_control == "none":  # off: left out, so that runs from before it keep their ids
             for name in LR_CONTROL_FIELDS:
                 values.pop(name)
         return plain(values)
@@ -253,7 +253,7 @@ class RunConfig(RunSettings):
             SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
         else:
             self._refuse_unused(("epsilon", "zeta"), "SET", "sparsity='set' (sparsity is off)")
-        if self.lr_control is None:
+        if self.lr_control == "none":
             self._refuse_unused(LR_CONTROL_FIELDS[1:], "lr_control", "lr_control='homeostatic' or 'random'")
         elif data_mod.is_text(self.data):
             raise ValueError(f"lr_control scores class guesses; it applies to classification data, not to {self.data!r}")

@@ -225,8 +225,8 @@ class _Controlled:
 
 
 def make_lr_control(config: Any, learner: Any, num_classes: int) -> LRController | None:
-    """The run's controller from its settings (``None`` when ``lr_control`` is off)."""
-    if config.lr_control is None:
+    """The run's controller from its settings (``None`` when ``lr_control`` is ``"none"``)."""
+    if config.lr_control == "none":
         return None
     return LRController(
         config.lr_control, learner, lr=config.lr, num_classes=num_classes, interval=config.lr_control_interval,
