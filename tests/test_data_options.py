@@ -52,6 +52,7 @@ BAD = [
     ("mnist", {"size": 32}, "data set 'mnist' has no option size; its options: normalize, pad_to_32"),
     ("fashion-mnist", {"pad_to_32": "true"}, "data set 'fashion-mnist' option pad_to_32 must be true or false"),
     ("fashion-mnist", {"colour": True}, "data set 'fashion-mnist' has no option colour"),
+    ("fashion-mnist-shift", {"swaps_per_epoch": -1}, "data set 'fashion-mnist-shift' option swaps_per_epoch must be a whole number of at least 0"),
     ("mnist1d", {"num_samples": 5}, "data set 'mnist1d' option num_samples must be an integer >= 20, got 5"),
     ("mnist1d", {"num_samples": 200.0}, "option num_samples must be an integer >= 20, got 200.0"),
     ("mnist1d", {"num_samples": True}, "option num_samples must be an integer >= 20, got True"),

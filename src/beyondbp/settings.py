@@ -110,6 +110,15 @@ class RunSettings(BaseModel):
                          accepts="a finite number greater than 0")
     zeta: float = opt(0.3, "SET: fraction of connections pruned and regrown after each epoch", ge=0, lt=1,
                       accepts="a number in [0, 1)")
+    lr_control: Literal["none", "homeostatic", "random"] = opt(
+        "none", "learning-rate controller around the optimizer step (homeostatic: Man, Damasio & Neven's rule; random: "
+        "its random-nudge control)", accepts="one of 'none' (a fixed rate), 'homeostatic', 'random'")
+    lr_control_interval: int = opt(10, "training samples between two decisions of lr_control", ge=1, le=MAX_COUNT, accepts=_COUNT)
+    lr_control_memory: int = opt(20, "recent training samples each choice of lr_control='homeostatic' is scored on",
+                                 ge=1, le=MAX_COUNT, accepts=_COUNT)
+    lr_control_step: float = opt(0.1, "size of an lr_control move, as a fraction of lr", gt=0, le=1, accepts="a number in (0, 1]")
+    lr_control_floor: float = opt(1e-8, "smallest learning rate lr_control may set", gt=0,
+                                  accepts="a finite number greater than 0")
     tokens: int | None = opt(None, "a language model's training budget in tokens", ge=1, le=MAX_COUNT,
                              accepts="a whole number of at least 1 (a language model's training budget), or nothing")
     context: int | None = opt(None, "tokens per training window of a language model", ge=1, le=MAX_COUNT,

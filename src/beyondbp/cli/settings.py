@@ -32,6 +32,7 @@ RUN_FLAGS = (
     "data_dir", "epochs", "steps", "batch_size", "eval_batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "lr_schedule", "milestones", "gamma", "seed", "n_train", "n_test", "diagnostics", "device", "threads", "sparsity",
     "epsilon", "zeta", "tokens", "context", "eval_windows",
+    "lr_control", "lr_control_interval", "lr_control_memory", "lr_control_step", "lr_control_floor",
 )
 #: File settings: typed as paths on the command line.
 _PATHS = ("checkpoint", "init_from", "state")
@@ -164,6 +165,8 @@ def check_switched(settings: dict[str, Any]) -> None:
     groups = (
         (settings.get("sparsity") is not None, ("epsilon", "zeta"), "SET sparsity", "--sparsity set"),
         (settings.get("lr_schedule") == "step", ("milestones", "gamma"), "the step schedule", "--lr-schedule step"),
+        (settings.get("lr_control") not in (None, "none"), ("lr_control_interval", "lr_control_memory", "lr_control_step",
+                                                  "lr_control_floor"), "the learning-rate controller", "--lr-control"),
     )
     for on, names, what, switch in groups:
         given = [flag(n) for n in names if settings.get(n) is not None]

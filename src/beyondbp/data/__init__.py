@@ -2,7 +2,7 @@
 
 >>> from beyondbp import data
 >>> data.names()
-['adding', 'copy', 'digits', 'fashion-mnist', 'fmnist-adding', 'mnist', 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
+['adding', 'copy', 'digits', 'fashion-mnist', 'fashion-mnist-shift', 'fmnist-adding', 'mnist', 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
 >>> ds = data.load("digits")
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
@@ -37,6 +37,10 @@ fmnist-adding  two Fashion-MNIST images as spike rasters in sequence, label = su
 ``adding`` is a regression set: its targets are float32 and ``num_classes`` is the number of
 outputs (1); the default loss is then the mean squared error and accuracy is not defined (NaN).
 
+``fashion-mnist-shift`` (:class:`~beyondbp.data.shift.ShiftOptions`) is Fashion-MNIST with concept
+shift: two random classes swap labels ``swaps_per_epoch`` times per epoch (see
+:mod:`beyondbp.data.shift`).
+
 ``shakespeare-char`` (:class:`~beyondbp.data.text.ShakespeareOptions`) is character-level
 tiny-shakespeare; ``data_dir`` may be the file or its directory, and by default the copy shipped
 inside the package is read (origin in :mod:`beyondbp.data.text`). The two language-model sets return a
@@ -65,6 +69,7 @@ from beyondbp.data.sequences import (
     load_psfmnist,
     load_sfmnist,
 )
+from beyondbp.data.shift import ShiftOptions, load_fashion_mnist_shift
 from beyondbp.data.text import ShakespeareOptions, TextDataset, TextOptions, load_shakespeare_char, load_text
 from beyondbp.data.vision import (
     DigitsOptions,
@@ -98,6 +103,7 @@ _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Op
     "digits": (load_digits, DigitsOptions),
     "fashion-mnist": (load_fashion_mnist, IdxOptions),
     "fmnist-adding": (load_fmnist_adding, FmnistAddingOptions),
+    "fashion-mnist-shift": (load_fashion_mnist_shift, ShiftOptions),
     "mnist": (load_mnist, IdxOptions),
     "mnist1d": (load_mnist1d, Mnist1dOptions),
     "psfmnist": (load_psfmnist, PermutedSeqFmnistOptions),
@@ -119,6 +125,7 @@ _SUMMARIES = {
     "sfmnist": "sequential Fashion-MNIST: pixels one per step in raster order (size 28 or 14)",
     "digits": "scikit-learn's bundled 8x8 digits, 1437 / 360 (nothing to download)",
     "fashion-mnist": "Fashion-MNIST IDX files, 60000 / 10000 (Debian's dataset-fashion-mnist, or --data-dir)",
+    "fashion-mnist-shift": "Fashion-MNIST whose labels drift: two random classes swap swaps_per_epoch times per epoch",
     "mnist": "MNIST IDX files, 60000 / 10000 (--data-dir pointing at the four files)",
     "mnist1d": "MNIST-1D generated locally, 4000 / 1000, length 40 (nothing to download)",
     "shakespeare-char": "tiny-shakespeare at character level, shipped inside the package (language models)",

@@ -53,6 +53,8 @@ class Dataset:
             it was preprocessed.
         meta: provenance details (source files, normalisation statistics, generator
             arguments, ...); read-only.
+        concept_shift: a :class:`~beyondbp.data.shift.ConceptShift` that relabels the stream
+            of training samples and the test labels as training goes (``None``: labels fixed).
 
     The record is validated on construction (dtypes, matching sample counts, per-sample
     shape, label range); an inconsistent record raises :class:`~beyondbp.errors.DataError`.
@@ -68,6 +70,7 @@ class Dataset:
     num_classes: int
     description: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    concept_shift: Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))

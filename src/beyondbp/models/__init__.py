@@ -48,7 +48,7 @@ sequences ``(T, channels)``; ``memory=100``, ``hidden=None`` (2·memory), ``lam=
 ``outputs="last"``; ``branch-elm`` adds ``branches=16``, ``synapses_per_branch=None``. Trained
 by ``backprop`` (BPTT), the feedback-path rules, or ``elm-online`` (memory constant in T).
 
-Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
+Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``, ``elu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
 any model may implement — ``structure()``, returning module names for ``"embedding"``,

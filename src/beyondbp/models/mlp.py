@@ -25,11 +25,12 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
     "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": nn.ELU,
 }
 
 
 #: The ``activation`` option every model shares.
-Activation = Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
+Activation = Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu"]
 
 
 def make_activation(name: Any) -> nn.Module:

@@ -70,7 +70,7 @@ from ..training.loop import load_dataset, prepare
 __all__ = ["Network", "analyze_networks", "check_groups", "find_networks", "group_networks", "layer_responses", "load_network"]
 
 #: Activation module types whose outputs are a model's hidden layers.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU)
 
 NOISES = ("input", "dropout")
 

@@ -71,6 +71,10 @@ INDEPENDENT_SETTINGS = ("lr", "weight_decay", "batch_size", "seed")
 
 #: Language-model runs: default token budget, default context, evaluation points and the
 #: validation windows used at intermediate evaluation points.
+#: The learning-rate controller's settings (:mod:`beyondbp.training.lr_control`); left out of a
+#: run's identity while ``lr_control`` is off.
+LR_CONTROL_FIELDS = ("lr_control", "lr_control_interval", "lr_control_memory", "lr_control_step", "lr_control_floor")
+
 LM_DEFAULT_TOKENS = 1_000_000
 LM_DEFAULT_CONTEXT = 128
 LM_EVALS = 10
@@ -151,6 +155,9 @@ class RunConfig(RunSettings):
         values["data_options"] = _without_execution(data_options, data_mod.options_class(self.data))
         if self.optimizer != "sgd":
             values["momentum"] = None  # only SGD reads it
+        if self.lr_control == "none":  # off: left out, so that runs from before it keep their ids
+            for name in LR_CONTROL_FIELDS:
+                values.pop(name)
         return plain(values)
 
     @property
@@ -246,6 +253,10 @@ class RunConfig(RunSettings):
             SET(epsilon=self.epsilon, zeta=self.zeta, seed=self.seed)  # checks epsilon and zeta
         else:
             self._refuse_unused(("epsilon", "zeta"), "SET", "sparsity='set' (sparsity is off)")
+        if self.lr_control == "none":
+            self._refuse_unused(LR_CONTROL_FIELDS[1:], "lr_control", "lr_control='homeostatic' or 'random'")
+        elif data_mod.is_text(self.data):
+            raise ValueError(f"lr_control scores class guesses; it applies to classification data, not to {self.data!r}")
         if self.lr_schedule != "step":
             self._refuse_unused(
                 ("milestones", "gamma"), "step-schedule", f"lr_schedule='step' (it is {self.lr_schedule!r})"

@@ -22,7 +22,8 @@ What :func:`run` does, in order:
    step, so they mean the same thing under an epoch or a step budget); with ``state`` set
    and a resume state for this run on disk, everything is then restored from it (see
    "Resuming" below);
-5. trains with ``learner.step((x, y), optimizer)``, one batch at a time from the run's task
+5. trains with ``learner.step((x, y), optimizer)`` (with ``lr_control`` on, the optimizer seen
+   through :class:`~beyondbp.training.lr_control.LRController`), one batch at a time from the run's task
    (:mod:`beyondbp.training.tasks`: shuffled batches of a classification set, whose order comes
    from ``seed``; random windows of a token stream), calls ``learner.on_epoch_start(period)``
    before every period (an epoch; a language model's evaluation interval; also when a resumed
@@ -105,6 +106,7 @@ from ..sparsity import SparseLearner
 from . import state as state_mod
 from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_scheduler, seed_everything
 from .config import RunConfig, RunResult, effective_rule_options, lm_context
+from .lr_control import LRController, make_lr_control
 from .tasks import Task, evaluate, make_task
 
 __all__ = [
@@ -142,6 +144,7 @@ class Setup:
     model: nn.Module
     learner: rules_mod.Learner
     device: torch.device
+    lr_control: LRController | None = None  # set by run() when ``lr_control`` is on
 
 
 def _device(config: RunConfig) -> torch.device:
@@ -552,6 +555,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     task = make_task(config, setup.dataset, device)
     task.learner = learner
     scheduler = make_scheduler(config, optimizer, task.total_steps)
+    control = setup.lr_control = make_lr_control(config, learner, task.num_classes)
     meter = _StepMeter(device, task.total_steps)
     at = _Progress()
     if saved is not None:
@@ -574,7 +578,9 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     learner.on_epoch_start(at.periods)  # this loop reports its epochs (also when resumed inside one)
     while at.step < task.total_steps:
         batch = task.next_batch()
-        metrics = meter.step(at.step, learner, batch, optimizer)
+        metrics = meter.step(at.step, learner, batch, optimizer if control is None else control.around(optimizer, batch))
+        if control is not None:
+            metrics = {**metrics, **control.after(batch)}
         if at.step == meter.flop_step:
             at.flops_batch = task.flops_batch_size(batch)
         _scheduler_step(scheduler)
@@ -634,6 +640,7 @@ def _save_state(
         "scheduler": scheduler.state_dict(),
         "rng": state_mod.capture_rng(setup.device),
         "data": task.state_dict(),
+        "lr_control": setup.lr_control.state_dict() if setup.lr_control is not None else {},
         "loop": at.state_dict(),
         "meter": meter.state_dict(),
     })
@@ -658,5 +665,7 @@ def _restore(
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     task.load_state_dict(saved["data"])
+    if setup.lr_control is not None:
+        setup.lr_control.load_state_dict(saved["lr_control"])
     meter.load_state_dict(saved["meter"])
     at.load_state_dict(saved["loop"])

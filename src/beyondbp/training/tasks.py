@@ -115,6 +115,7 @@ class ClassificationTask(Task):
         self._epoch: list[Tensor] | None = None  # the current epoch's batches (None between epochs)
         self._index = 0  # batches taken from it
         self._epoch_start: Tensor | None = None  # the shuffling generator's state when it began
+        self._epochs_begun = 0  # epochs started (a concept shift relabels by stream position)
 
     def start_info(self) -> dict[str, Any]:
         return {
@@ -126,13 +127,20 @@ class ClassificationTask(Task):
         self._epoch_start = self.batches.generator.get_state()
         self._epoch = self.batches.epoch()
         self._index = 0
+        self._epochs_begun += 1
 
     def next_batch(self) -> Batch:
         if self._epoch is None:
             self._begin_epoch()
         idx = self._epoch[self._index]
+        start = self._index * self.config.batch_size  # every batch before the last is full
         self._index += 1
-        return self.dataset.x_train[idx].to(self.device), self.dataset.y_train[idx].to(self.device)
+        y = self.dataset.y_train[idx]
+        shift = self.dataset.concept_shift
+        if shift is not None:  # each sample's labels as they read at its place in the stream
+            y = shift.relabel(y, shift.swaps_before(self._epochs_begun - 1, start + torch.arange(len(idx)),
+                                                    self.dataset.num_train))
+        return self.dataset.x_train[idx].to(self.device), y.to(self.device)
 
     def weight(self, batch: Batch) -> int:
         return int(batch[0].shape[0])
@@ -148,7 +156,15 @@ class ClassificationTask(Task):
 
     def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
         ds = self.dataset
-        metrics = evaluate_tensors(self.learner.predict, ds.x_test, ds.y_test, batch_size=self.config.eval_batch_size,
+        y_test = ds.y_test
+        if ds.concept_shift is not None:  # the labels in force at this point of the stream
+            if self._epoch is None:
+                swaps = ds.concept_shift.swaps_per_epoch * self._epochs_begun
+            else:
+                position = min(self._index * self.config.batch_size, ds.num_train)
+                swaps = int(ds.concept_shift.swaps_before(self._epochs_begun - 1, torch.tensor([position]), ds.num_train)[0])
+            y_test = ds.concept_shift.relabel(y_test, swaps)
+        metrics = evaluate_tensors(self.learner.predict, ds.x_test, y_test, batch_size=self.config.eval_batch_size,
                                    loss_fn=self.learner.loss_fn, device=self.device)
         return {"epoch": index, "step": step, "train_loss": train_loss,
                 "test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
@@ -182,16 +198,19 @@ class ClassificationTask(Task):
             "epoch_start": self._epoch_start,
             "index": self._index,
             "generator": self.batches.generator.get_state(),
+            "epochs_begun": self._epochs_begun,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state["in_epoch"]:
             self.batches.generator.set_state(state["generator"])
+            self._epochs_begun = int(state.get("epochs_begun", 0))
             return
         # redraw the epoch's order from its start and skip the batches already trained on
         self.batches.generator.set_state(state["epoch_start"])
         self._begin_epoch()
         self._index = int(state["index"])
+        self._epochs_begun = int(state.get("epochs_begun", 1))
 
 
 class LanguageModelTask(Task):
