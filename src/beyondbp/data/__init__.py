@@ -1,8 +1,9 @@
 """Named data sets, loaded from disk (or generated locally); nothing is ever downloaded.
 
 >>> from beyondbp import data
->>> data.names()
-['adding', 'copy', 'digits', 'fashion-mnist', 'fashion-mnist-shift', 'fmnist-adding', 'mnist', 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
+>>> data.names()  # doctest: +NORMALIZE_WHITESPACE
+['adding', 'copy', 'digits', 'fashion-mnist', 'fashion-mnist-shift', 'fmnist-adding', 'mnist',
+ 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
 >>> ds = data.load("digits")
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
