@@ -31,7 +31,7 @@ __all__ = ["RUN_FLAGS", "check_switched", "config_values", "flag", "run_setting_
 RUN_FLAGS = (
     "data_dir", "epochs", "steps", "batch_size", "eval_batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "lr_schedule", "milestones", "gamma", "seed", "n_train", "n_test", "diagnostics", "device", "threads", "sparsity",
-    "epsilon", "zeta", "tokens", "context", "eval_windows",
+    "epsilon", "zeta", "tokens", "context", "eval_windows", "feature_cache",
 )
 #: File settings: typed as paths on the command line.
 _PATHS = ("checkpoint", "init_from", "state")
