@@ -552,9 +552,10 @@ def load_spec(path: str | Path) -> Spec:
     try:
         study, base, axes, execution_table = _validate_tables(doc)
         execution = execution_table.model_dump()
-        if isinstance(execution["data_dir"], str) and execution["data_dir"]:
-            data_dir = Path(execution["data_dir"]).expanduser()
-            execution["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
+        for key in ("data_dir", "feature_cache"):  # relative paths: from the spec's folder
+            if isinstance(execution[key], str) and execution[key]:
+                where = Path(execution[key]).expanduser()
+                execution[key] = str(where if where.is_absolute() else path.parent / where)
         # what every run's config gets from [execution] (checkpoint_every, keep_models and workers_per_gpu are the executor's)
         run_execution = {k: v for k, v in execution.items()
                          if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}
