@@ -61,11 +61,11 @@ Memory is counted before anything is allocated (the connectivity draw and the sy
 and per forward pass the per-sample weights a plasticity rule needs): too large a liquid is
 refused with one sentence.
 
-What is left for the full protocol of issue 24 (not in this module): the two phases as a run
-(liquid initialisation on 50k images at batch 1 → ``W_INI``; features with per-image transient
-plasticity from ``W_INI`` at 250 ms), cached liquid features so that the readout's epochs do not
-re-simulate, the data-set-wide ``rate_max``, the soft-target cross-entropy / L2 / Adadelta readout
-recipe and the 50k/10k/10k split, CLI / study integration, and the BindsNET / Brian2 benchmarks.
+In a run (``beyondbp train``, ``compare``, a study) this model goes through the two-phase
+protocol of :mod:`beyondbp.training.liquid`: liquid initialisation, features generated once (with
+the data-set-wide ``rate_max``, ``feature_batch`` samples at a time) and cached, and the readout
+alone trained by the run's rule on them. ``w_liquid`` sets the recurrent synapses' magnitude
+(the fixed liquid's weight scale the paper sweeps); ``readout_hidden`` gives a 2-layer readout.
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ runs inside the model's forward pass, so ``predict`` and evaluation see the same
 training (as in the authors' feature generation); ``learner.predict`` draws the input spikes
 from a fixed seed (``predict_seed``) so predictions are repeatable.
 
+In a run (``beyondbp train`` / ``compare`` / a study, :mod:`beyondbp.training.liquid`) these
+rules drive the authors' two phases: ``init_images`` (50,000) images of ``init_duration`` (20) ms
+in persistent mode give ``W_INI``, then every image's features come from ``W_INI`` with this
+rule's transient plasticity; the readout is trained on the cached features by ``readout_rule``
+(``backprop``; e.g. ``fa`` with the model's ``readout_hidden``) with ``readout_options``.
+
 ``estimate`` reports, for ``liquid.weight``, minus the mean over the batch of the change one
 presentation makes (gradient sign convention), and for the readout its cross-entropy gradient
 on the liquid's features. These rules attach only to a model holding a liquid (``lsm``).

@@ -43,7 +43,9 @@ The tables
   a table keyed by rule label giving each rule its own list (every label on the rule axis must
   have one, and no other key is allowed; without a rule axis the only label is ``[base]``'s
   rule). A spec without axes is a legitimate one-run study.
-* ``[execution]``: ``device``, ``threads`` (unset: the executor chooses, so that workers ×
+* ``[execution]``: ``feature_cache`` (model ``lsm``: where the liquid's features are cached;
+  default ``<store dir>/<store stem>.features``; relative paths from the spec's folder), ``device``,
+  ``threads`` (unset: the executor chooses, so that workers ×
   threads fit the cores), ``checkpoint_every``, ``data_dir`` (relative paths are taken from the
   spec's folder), ``diagnostics`` (record gradient alignment; it does not change the training)
   ``eval_batch_size`` and ``keep_models`` (true: every run saves its final model as a checkpoint in
