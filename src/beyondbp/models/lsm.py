@@ -73,7 +73,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -394,6 +394,9 @@ class LSM(nn.Module):
     """Liquid + linear readout (see the module docstring)."""
 
     class Options(Options):
+        #: Runs of this model simulate a liquid before training (beyondbp.training.liquid).
+        liquid: ClassVar[bool] = True
+
         size: Literal[1000, 8000] = opt(1000, "liquid size preset: 1000 (10x10x10) or 8000 (20x20x20)")
         grid: list[Annotated[int, Field(ge=1)]] | None = opt(
             None, "liquid grid (x, y, z), overriding size", accepts="a list of three integers >= 1, or null (None)",

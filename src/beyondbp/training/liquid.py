@@ -76,13 +76,15 @@ from torch import Tensor, nn
 
 from .. import data as data_mod
 from .. import files
+from .. import models as models_mod
 from .. import rules as rules_mod
 from ..errors import ConfigError
 from ..jsonable import plain
 from ..spiking.criticality import raster_measurements
 from .config import RunConfig, effective_rule_options
 
-__all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeatureStage", "cache_root", "feature_stage", "has_liquid"]
+__all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeatureStage", "cache_root", "feature_stage", "has_liquid",
+           "is_liquid_model"]
 
 #: Version of the cache files' layout (part of the key).
 FEATURE_FORMAT = 1
@@ -92,6 +94,11 @@ MEASURE_SAMPLES = 20
 _READOUT_OPTIONS = ("readout_hidden", "features")
 #: Liquid-rule options that do not change the features (left out of the cache key).
 _NOT_FEATURES = ("readout_rule", "readout_options", "predict_seed")
+
+
+def is_liquid_model(name: str) -> bool:
+    """Whether runs of model ``name`` simulate a liquid before training (model ``lsm``)."""
+    return bool(getattr(models_mod.options_class(name), "liquid", False))
 
 
 def has_liquid(model: nn.Module) -> bool:
