@@ -83,7 +83,8 @@ class RunSettings(BaseModel):
     batch_size: int = opt(64, "training batch size", ge=1, le=MAX_COUNT, accepts=_COUNT)
     eval_batch_size: int = opt(1000, "batch size of evaluation passes (changes no number beyond float rounding)",
                                ge=1, le=MAX_COUNT, accepts=_COUNT, execution=True)
-    optimizer: Literal["sgd", "adam", "adamw"] = opt("adam", "the optimizer", accepts="one of 'sgd', 'adam', 'adamw'")
+    optimizer: Literal["sgd", "adam", "adamw", "adadelta"] = opt("adam", "the optimizer",
+                                                                accepts="one of 'sgd', 'adam', 'adamw', 'adadelta'")
     lr: float = opt(1e-3, "learning rate", gt=0, accepts="a finite number greater than 0")
     momentum: float = opt(0.9, "SGD momentum (used by optimizer sgd only)", ge=0, lt=1, accepts="a number in [0, 1)")
     weight_decay: float = opt(0.0, "weight decay", ge=0, accepts="a finite number of at least 0")
@@ -128,6 +129,9 @@ class RunSettings(BaseModel):
     state: str | None = opt(None, "file where the run keeps its resume state",
                             accepts="a file path (where the run keeps its resume state) or nothing",
                             execution=True)
+    feature_cache: str | None = opt(None, "directory of cached liquid features (model lsm; default: $BEYONDBP_CACHE/lsm-features "
+                                    "or ~/.cache/beyondbp/lsm-features; a study's: beside its store)",
+                                    accepts="a directory path or nothing", execution=True)
     checkpoint_every: int | None = opt(None, "write the resume state every N optimizer steps (needs state)", ge=1, le=MAX_COUNT,
                                        accepts="a whole number of optimizer steps of at least 1 (needs state), or nothing",
                                        execution=True)

@@ -236,10 +236,23 @@ def _exit_if_diverged(results: list[Any]) -> None:
 def _spikes_line(result: Any) -> str:
     """Per spiking layer: mean firing rate (spikes per neuron per step) and silent neurons."""
     parts = [
-        f"{name} rate {stats['rate']:.3f}, silent {100 * stats['silent']:.1f}%"
+        f"{name} rate {stats['rate']:.3f}, silent {100 * stats['silent']:.1f}%" + _liquid_part(stats)
         for name, stats in result.spikes.items()
     ]
     return "spikes on the test set (per neuron per step; silent: never fired): " + " · ".join(parts)
+
+
+def _liquid_part(stats: dict[str, Any]) -> str:
+    """A liquid's measurements (model lsm): branching factor and rates per population."""
+    if "branching_factor" not in stats:
+        return ""
+
+    def num(key: str, fmt: str) -> str:
+        value = stats.get(key)
+        return "n/a" if value is None or value != value else format(value, fmt)
+
+    return (f", branching factor {num('branching_factor', '.3f')}, excitatory {num('rate_exc_hz', '.1f')} Hz, "
+            f"inhibitory {num('rate_inh_hz', '.1f')} Hz, input {num('rate_input_hz', '.1f')} Hz")
 
 
 def _sparsity_line(result: Any) -> str:

@@ -65,18 +65,18 @@ Memory is counted before anything is allocated (the connectivity draw and the sy
 and per forward pass the per-sample weights a plasticity rule needs): too large a liquid is
 refused with one sentence.
 
-What is left for the full protocol of issue 24 (not in this module): the two phases as a run
-(liquid initialisation on 50k images at batch 1 → ``W_INI``; features with per-image transient
-plasticity from ``W_INI`` at 250 ms), cached liquid features so that the readout's epochs do not
-re-simulate, the data-set-wide ``rate_max``, the soft-target cross-entropy / L2 / Adadelta readout
-recipe and the 50k/10k/10k split, CLI / study integration, and the BindsNET / Brian2 benchmarks.
+In a run (``beyondbp train``, ``compare``, a study) this model goes through the two-phase
+protocol of :mod:`beyondbp.training.liquid`: liquid initialisation, features generated once (with
+the data-set-wide ``rate_max``, ``feature_batch`` samples at a time) and cached, and the readout
+alone trained by the run's rule on them. ``w_liquid`` sets the recurrent synapses' magnitude
+(the fixed liquid's weight scale the paper sweeps); ``readout_hidden`` gives a 2-layer readout.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -170,7 +170,7 @@ class Liquid(nn.Module):
     def __init__(
         self, n_inputs: int, grid: Sequence[int], *, exc_fraction: float = 0.8, lam: float = 3.0,
         conn: Sequence[float] = (0.2, 0.1, 0.3, 0.05), input_density: float = 0.15, w_init: float = 3.0,
-        w_max: float = 3.0, tau_v: float = 64.0, tau_u: float = 1.0, threshold: float = 20.0,
+        w_liquid: float | None = None, w_max: float = 3.0, tau_v: float = 64.0, tau_u: float = 1.0, threshold: float = 20.0,
         refractory: int = 2, input_current: float = 100.0, duration: int = 250, seed: int = 0,
     ) -> None:
         super().__init__()
@@ -200,7 +200,8 @@ class Liquid(nn.Module):
             is_exc = torch.empty(n, dtype=torch.bool)
             pos = torch.empty(n, 3)
         else:
-            pre, post, kind, w, is_exc, pos = self._draw(n_exc, lam, conn, n_syn_in, w_init)
+            w_rec = w_init if w_liquid is None else float(w_liquid)
+            pre, post, kind, w, is_exc, pos = self._draw(n_exc, lam, conn, n_syn_in, w_init, w_rec)
         self.nnz = int(pre.numel())
         self.register_buffer("pre", pre)  # presynaptic index: inputs 0..n_in-1, liquid n_in + i
         self.register_buffer("post", post)  # postsynaptic liquid neuron 0..n-1
@@ -228,7 +229,7 @@ class Liquid(nn.Module):
         need = expected_synapses * (8 + 8 + 1 + 4 + 8 * 2) + self.n_in * n * 8 + 4 * n * min(n, 2048)
         check_fits(need, f"a liquid of {n} neurons with {self.n_in} inputs", "choose a smaller grid or size.")
 
-    def _draw(self, n_exc: int, lam: float, conn: Sequence[float], n_syn_in: int, w_init: float):
+    def _draw(self, n_exc: int, lam: float, conn: Sequence[float], n_syn_in: int, w_init: float, w_rec: float):
         g = torch.Generator(device="cpu").manual_seed(self.seed)
         n, n_in = self.n, self.n_in
         gx, gy, gz = self.grid
@@ -263,7 +264,7 @@ class Liquid(nn.Module):
             torch.full((n_syn_in,), INP, dtype=torch.int8, **cpu),
             torch.where(rec_exc, EXC, INH).to(torch.int8),
         ])
-        w = torch.cat([sign * w_init, torch.where(rec_exc, w_init, -w_init)])
+        w = torch.cat([sign * w_init, torch.where(rec_exc, w_rec, -w_rec)])
         srt = torch.argsort(pre * n + post)  # synapses sorted by presynaptic neuron
         return pre[srt], post[srt], kind[srt], w[srt].float(), is_exc, coords
 
@@ -509,6 +510,9 @@ class LSM(nn.Module):
     """Liquid + linear readout (see the module docstring)."""
 
     class Options(Options):
+        #: Runs of this model simulate a liquid before training (beyondbp.training.liquid).
+        liquid: ClassVar[bool] = True
+
         size: Literal[1000, 8000] = opt(1000, "liquid size preset: 1000 (10x10x10) or 8000 (20x20x20)")
         grid: list[Annotated[int, Field(ge=1)]] | None = opt(
             None, "liquid grid (x, y, z), overriding size", accepts="a list of three integers >= 1, or null (None)",
@@ -521,6 +525,10 @@ class LSM(nn.Module):
         refractory: int = opt(2, "refractory period in ms", ge=0)
         input_current: float = opt(100.0, "current of an input spike", gt=0)
         w_init: float = opt(3.0, "initial weight magnitude of every synapse", ge=0)
+        w_liquid: float | None = opt(
+            None, "initial magnitude of the recurrent (liquid→liquid) synapses, the fixed liquid's weight scale; None: w_init",
+            ge=0,
+        )
         w_max: float = opt(3.0, "largest weight magnitude plasticity may reach", gt=0)
         exc_fraction: float = opt(0.8, "fraction of excitatory liquid neurons", ge=0, le=1)
         lam: float = opt(3.0, "connection length λ of C·exp(−(D/λ)²)", gt=0)
@@ -540,6 +548,11 @@ class LSM(nn.Module):
         input_seed: int | None = opt(
             None, "seed of the input spikes, redrawn identically at every forward pass; None: the global RNG", ge=0
         )
+        readout_hidden: int = opt(0, "hidden units of a 2-layer readout (Linear-ReLU-Linear); 0: one Linear", ge=0)
+        feature_batch: int = opt(
+            250, "samples simulated together when a run generates the liquid's features (input spikes are drawn per batch)",
+            ge=1,
+        )
 
     def __init__(
         self, input_shape: Sequence[int], num_classes: int, size: int = 1000, grid: Sequence[int] | None = None,
@@ -547,12 +560,14 @@ class LSM(nn.Module):
         input_current: float = 100.0, w_init: float = 3.0, w_max: float = 3.0, exc_fraction: float = 0.8,
         lam: float = 3.0, conn: Sequence[float] = (0.2, 0.1, 0.3, 0.05), input_density: float = 0.15,
         rate_max: float | None = None, features: str = "authors", seed: int = 0, input_seed: int | None = None,
+        w_liquid: float | None = None, readout_hidden: int = 0, feature_batch: int = 250,
     ) -> None:
         opts = dict(
             size=size, grid=grid, duration=duration, tau_v=tau_v, tau_u=tau_u, threshold=threshold,
             refractory=refractory, input_current=input_current, w_init=w_init, w_max=w_max,
             exc_fraction=exc_fraction, lam=lam, conn=conn, input_density=input_density, rate_max=rate_max,
-            features=features, seed=seed, input_seed=input_seed,
+            features=features, seed=seed, input_seed=input_seed, w_liquid=w_liquid, readout_hidden=readout_hidden,
+            feature_batch=feature_batch,
         )
         parsed = parse(self.Options, opts, "model 'lsm'")
         input_shape = check_shape(input_shape, "lsm")
@@ -563,14 +578,21 @@ class LSM(nn.Module):
         grid = tuple(parsed.grid) if parsed.grid is not None else PRESETS[parsed.size]
         self.liquid = Liquid(
             math.prod(input_shape), grid, exc_fraction=parsed.exc_fraction, lam=parsed.lam, conn=parsed.conn,
-            input_density=parsed.input_density, w_init=parsed.w_init, w_max=parsed.w_max, tau_v=parsed.tau_v,
+            input_density=parsed.input_density, w_init=parsed.w_init, w_liquid=parsed.w_liquid, w_max=parsed.w_max,
+            tau_v=parsed.tau_v,
             tau_u=parsed.tau_u, threshold=parsed.threshold, refractory=parsed.refractory,
             input_current=parsed.input_current, duration=parsed.duration, seed=parsed.seed,
         )
         self.liquid.input_seed = parsed.input_seed
-        self.readout = nn.Linear(self.liquid.n, num_classes)
-        nn.init.zeros_(self.readout.weight)
-        nn.init.zeros_(self.readout.bias)
+        if parsed.readout_hidden:
+            # a 2-layer readout (beyond the paper: for rules that need a hidden layer, e.g. feedback
+            # alignment); default initialisation, since zero weights would leave the hidden layer dead
+            h = parsed.readout_hidden
+            self.readout: nn.Module = nn.Sequential(nn.Linear(self.liquid.n, h), nn.ReLU(), nn.Linear(h, num_classes))
+        else:
+            self.readout = nn.Linear(self.liquid.n, num_classes)
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
 
     def encode(self, x: Tensor) -> Tensor:
         """Per-ms firing probability of every input neuron, (B, n_in)."""

@@ -46,6 +46,12 @@ runs inside the model's forward pass, so ``predict`` and evaluation see the same
 training (as in the authors' feature generation); ``learner.predict`` draws the input spikes
 from a fixed seed (``predict_seed``) so predictions are repeatable.
 
+In a run (``beyondbp train`` / ``compare`` / a study, :mod:`beyondbp.training.liquid`) these
+rules drive the authors' two phases: ``init_images`` (50,000) images of ``init_duration`` (20) ms
+in persistent mode give ``W_INI``, then every image's features come from ``W_INI`` with this
+rule's transient plasticity; the readout is trained on the cached features by ``readout_rule``
+(``backprop``; e.g. ``fa`` with the model's ``readout_hidden``) with ``readout_options``.
+
 ``estimate`` reports, for ``liquid.weight``, minus the mean over the batch of the change one
 presentation makes (gradient sign convention), and for the readout its cross-entropy gradient
 on the liquid's features. These rules attach only to a model holding a liquid (``lsm``).
@@ -277,6 +283,9 @@ class STDP(Rule):
     )
     plain_backward = False  # the plasticity changes the forward pass
     supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
+    #: A run with this rule generates the liquid's features with its plasticity and trains the
+    #: readout with ``readout_rule`` (:mod:`beyondbp.training.liquid`).
+    trains_liquid: ClassVar[bool] = True
 
     class Options(Options):
         eta: float = opt(0.15, "learning rate η (potentiation; also depression for stdp)", ge=0)
@@ -292,6 +301,12 @@ class STDP(Rule):
             None, "per-ms multiplier of the plasticity rates; None: 0.99 transient, 1 persistent", gt=0, le=1
         )
         predict_seed: int = opt(0, "seed of the input spikes drawn by learner.predict", ge=0)
+        init_images: int = opt(
+            50000, "runs: training images of the plastic liquid initialisation (phase 1; 0: none)", ge=0
+        )
+        init_duration: int = opt(20, "runs: presentation time per image of the liquid initialisation in ms", ge=1)
+        readout_rule: str = opt("backprop", "runs: the rule that trains the readout on the liquid's features")
+        readout_options: dict[str, Any] = opt({}, "runs: options of readout_rule")
 
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         found = [p for p, m in model.named_modules() if _is_liquid(m)]
@@ -304,11 +319,11 @@ class STDP(Rule):
                     f"rule '{self.name}' cannot train module '{path or '<root>'}' of type {type(module).__name__} "
                     f"(it owns parameters {own}); it trains a spiking liquid's synapses and a linear readout only."
                 )
-        if len(found) != 1 or not isinstance(getattr(model, "readout", None), nn.Linear):
+        if len(found) != 1 or not isinstance(getattr(model, "readout", None), nn.Module):
             raise UnsupportedModuleError(
                 f"rule '{self.name}' trains the synapses of a spiking liquid (model 'lsm') and this "
-                f"{type(model).__name__} has {'no' if not found else len(found)} liquid and a linear 'readout' "
-                f"{'present' if isinstance(getattr(model, 'readout', None), nn.Linear) else 'missing'}; "
+                f"{type(model).__name__} has {'no' if not found else len(found)} liquid and a 'readout' module "
+                f"{'present' if isinstance(getattr(model, 'readout', None), nn.Module) else 'missing'}; "
                 "use model lsm or another rule."
             )
 

@@ -37,7 +37,10 @@ def _probe(config: Any, threads: int) -> tuple[float, float, float] | None:
     seconds) of a few steps of ``config``, or None when it cannot be probed (the run itself
     would fail: the study records that)."""
     from ..training import run
+    from ..training.liquid import is_liquid_model
 
+    if is_liquid_model(config.model):
+        return None  # a probe would simulate the whole liquid (and write its features): no estimate
     try:
         short = config.replace(steps=PROBE_STEPS, epochs=None, tokens=None, threads=threads, diagnostics=False,
                                state=None, checkpoint=None, checkpoint_every=None)

@@ -151,10 +151,20 @@ def _counts(store: Store, ids: set[str]) -> dict[str, int]:
     return counts
 
 
+def feature_dir(store_path: str | os.PathLike) -> Path:
+    """Where a study's liquid runs (model ``lsm``) cache their features unless ``[execution]
+    feature_cache`` says otherwise: ``<store dir>/<store stem>.features``."""
+    path = Path(store_path)
+    return path.parent / f"{path.stem}.features"
+
+
 def _worker_config(config: dict[str, Any], run_id: str, threads: int, states: Path | None,
-                   checkpoint_every: int | None, models: Path | None = None) -> dict[str, Any]:
+                   checkpoint_every: int | None, models: Path | None = None,
+                   features: Path | None = None) -> dict[str, Any]:
     """What a worker trains: the stored config with this execution's settings."""
     values = dict(config, threads=threads)
+    if features is not None and not values.get("feature_cache"):
+        values["feature_cache"] = str(features)
     if models is not None:
         values["checkpoint"] = str(models / f"{run_id}.pt")
     if states is not None:
@@ -253,7 +263,8 @@ def run_study(
                     claimed = store.claim(owner, lease_seconds, ids)
                 if claimed is None:
                     break
-                config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every, models)
+                config = _worker_config(claimed["config"], claimed["id"], threads, states, checkpoint_every, models,
+                                        feature_dir(path))
                 lease = None if watch is None else dict(watch, run_id=claimed["id"])
                 inflight[pool.submit(config, lease)] = claimed["id"]
                 run = by_id[claimed["id"]]

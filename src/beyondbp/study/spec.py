@@ -43,7 +43,9 @@ The tables
   a table keyed by rule label giving each rule its own list (every label on the rule axis must
   have one, and no other key is allowed; without a rule axis the only label is ``[base]``'s
   rule). A spec without axes is a legitimate one-run study.
-* ``[execution]``: ``device``, ``threads`` (unset: the executor chooses, so that workers ×
+* ``[execution]``: ``feature_cache`` (model ``lsm``: where the liquid's features are cached;
+  default ``<store dir>/<store stem>.features``; relative paths from the spec's folder), ``device``,
+  ``threads`` (unset: the executor chooses, so that workers ×
   threads fit the cores), ``checkpoint_every``, ``data_dir`` (relative paths are taken from the
   spec's folder), ``diagnostics`` (record gradient alignment; it does not change the training)
   ``eval_batch_size`` and ``keep_models`` (true: every run saves its final model as a checkpoint in
@@ -608,9 +610,10 @@ def load_spec(path: str | Path) -> Spec:
     try:
         study, base, axes, execution_table, table_errors = _validate_tables(doc)
         execution = execution_table.model_dump()
-        if isinstance(execution["data_dir"], str) and execution["data_dir"]:
-            data_dir = Path(execution["data_dir"]).expanduser()
-            execution["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
+        for key in ("data_dir", "feature_cache"):  # relative paths: from the spec's folder
+            if isinstance(execution[key], str) and execution[key]:
+                where = Path(execution[key]).expanduser()
+                execution[key] = str(where if where.is_absolute() else path.parent / where)
         # what every run's config gets from [execution] (checkpoint_every, keep_models and workers_per_gpu are the executor's)
         run_execution = {k: v for k, v in execution.items()
                          if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}

@@ -54,7 +54,7 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 #: The optimizers a run (and a satellite loop) can build, by name.
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 
 
 def build_optimizer(
@@ -69,10 +69,10 @@ def build_optimizer(
     """A torch optimizer over ``params`` from its settings, with torch's defaults elsewhere.
 
     Args:
-        name: ``"sgd"``, ``"adam"`` or ``"adamw"``.
+        name: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"adadelta"`` (the NALSM authors' readout optimizer).
         params: the parameters (e.g. ``learner.optimizer_parameters()``).
         lr: learning rate.
-        momentum: SGD's momentum (``None``: 0); refused by Adam and AdamW unless ``None`` or 0.
+        momentum: SGD's momentum (``None``: 0); refused by the others unless ``None`` or 0.
         weight_decay: L2 penalty (SGD, Adam) or decoupled decay (AdamW).
         betas: Adam's and AdamW's ``(β1, β2)`` (``None``: torch's default ``(0.9, 0.999)``);
             refused by SGD.
@@ -88,6 +88,10 @@ def build_optimizer(
         extra = {} if betas is None else {"betas": tuple(betas)}
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, weight_decay=weight_decay, **extra)
+    if name == "adadelta":
+        if momentum or betas is not None:
+            raise ConfigError("optimizer 'adadelta' takes no momentum or betas; leave them out")
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     raise ConfigError(f"unknown optimizer {name!r}; optimizers are: {', '.join(OPTIMIZERS)}")
 
 

@@ -103,6 +103,7 @@ from ..compute import StepTimer, run_counted, synchronize
 from ..errors import ConfigError
 from ..rules.base import is_rule_tensor
 from ..sparsity import SparseLearner
+from . import liquid as liquid_mod
 from . import state as state_mod
 from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_scheduler, seed_everything
 from .config import RunConfig, RunResult, effective_rule_options, lm_context
@@ -156,16 +157,24 @@ def _device(config: RunConfig) -> torch.device:
     return device
 
 
-def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup:
-    """Seed, load data (or use ``dataset``, already cut to size), build the model, attach the rule."""
+def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None, *, generate: bool = True) -> Setup:
+    """Seed, load data (or use ``dataset``, already cut to size), build the model, attach the rule.
+
+    A model with a spiking liquid (``lsm``) goes through :func:`beyondbp.training.liquid.feature_stage`
+    first: ``Setup.dataset`` holds the liquid's (cached) features and the rule is attached to the
+    model's readout; ``generate=False`` only checks the settings (nothing is simulated)."""
     device = _device(config)
     seed_everything(config.seed)
     ds = dataset if dataset is not None else load_dataset(config)
     input_shape = (lm_context(config),) if data_mod.is_text(config.data) else ds.input_shape
     model = models_mod.build(config.model, input_shape, ds.num_classes, **config.model_options)
     model.to(device)
-    rule = rules_mod.get(config.rule, **effective_rule_options(config))
-    learner = rule.attach(model)
+    if liquid_mod.has_liquid(model):
+        stage = liquid_mod.feature_stage(config, ds, model, device, generate=generate)
+        ds, target, rule = stage.dataset, stage.target, stage.rule
+    else:
+        target, rule = model, rules_mod.get(config.rule, **effective_rule_options(config))
+    learner = rule.attach(target)
     if config.sparsity == "set":
         from ..sparsity import SET
 
@@ -177,7 +186,7 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     """Everything :func:`run` would refuse, found without training: names, options, files,
     the model/rule fit, the ``init_from`` checkpoint's shapes, and a ``state`` file that
     belongs to another run."""
-    setup = prepare(config, dataset)
+    setup = prepare(config, dataset, generate=False)
     try:
         if config.init_from is not None:
             payload = ckpt.read(config.init_from)

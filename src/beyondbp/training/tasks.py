@@ -178,17 +178,22 @@ class ClassificationTask(Task):
             "n_test": ds.num_test,
             "input_shape": list(ds.input_shape),
             "num_classes": ds.num_classes,
+            **({"liquid": dict(ds.meta["liquid"])} if "liquid" in ds.meta else {}),
         }
 
     def input_shape(self) -> list[int]:
-        return list(self.dataset.input_shape)
+        # a liquid's features stand in for the images the model takes (training/liquid.py)
+        return list(self.dataset.meta.get("model_input_shape", self.dataset.input_shape))
 
     def checkpoint_position(self, step: int, periods: int) -> dict[str, Any]:
         return {"epoch": periods, "step": step}
 
     def result_extras(self, steps: int, flops_per_step: int, time_per_step: float | None) -> dict[str, Any]:
         """``spikes``: per spiking layer, mean firing rate and fraction of silent neurons on the
-        test set (``{}``, at no cost, for a model without spiking layers)."""
+        test set (``{}``, at no cost, for a model without spiking layers); for a liquid (model
+        ``lsm``), ``{"liquid": ...}``, its measurements (:mod:`beyondbp.training.liquid`)."""
+        if "liquid" in self.dataset.meta:
+            return {"spikes": {"liquid": dict(self.dataset.meta["liquid"]["measurements"])}}
         return {"spikes": spike_statistics(self.learner.model, self.test_loader)}
 
     # -- resuming: the epoch's shuffling state and how far into the epoch ------------------------

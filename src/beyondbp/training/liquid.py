@@ -1,0 +1,342 @@
+"""Runs of a liquid state machine (model ``lsm``): the two-phase protocol of NALSM, with the
+liquid's features generated once and cached, and the readout trained by the ordinary run loop.
+
+Paper: "Increasing Liquid State Machine Performance with Edge-of-Chaos Dynamics Organized by
+Astrocyte-modulated Plasticity" (Ivanov & Michmizos, NeurIPS 2021); their protocol as
+``shared/reference/families-next.md`` §1 describes it.
+
+When :func:`beyondbp.training.prepare` builds a model holding a spiking liquid, it calls
+:func:`feature_stage`, which, before any training step:
+
+1. **Liquid initialisation** (rules ``nalsm`` and ``stdp`` only; the rule's ``init_images``,
+   default the authors' 50,000, and ``init_duration``, 20 ms): that many training images, drawn
+   at random (a permutation from the run's seed, repeated when ``init_images`` exceeds the
+   training set), are presented one at a time with the rule's plasticity in persistent mode: the
+   weights carry over from image to image, traces, astrocyte and rates restart with each image,
+   no decay. The weights left are ``W_INI``; they become the model's ``liquid.weight`` (so a
+   checkpoint holds them).
+2. **Feature generation**: every training and test image is presented for the model's
+   ``duration`` (250 ms), ``feature_batch`` (250) images at a time, from ``W_INI`` — with the
+   rule's transient plasticity (every image starts from ``W_INI``; ``η``, ``A``, ``w_A``, ``b_A``
+   decay by ``decay`` = 0.99 per ms), or with fixed weights for any other rule (the paper's
+   fixed-weight LSM; sweep ``w_liquid`` or ``w_init`` for its weight scale). The feature of an
+   image is the spike count of every liquid neuron (the authors' choice), divided by the image's
+   L1 norm and, for ``features="authors"``, by the largest such value over the training features.
+3. **Measurements**, recorded in the result's ``spikes["liquid"]`` (and in ``data["liquid"]``):
+   on the first 20 test images (the authors' sample count) presented like the features, the
+   branching factor as the authors compute it (:func:`beyondbp.spiking.criticality.branching_factor`),
+   excitatory / inhibitory / input firing rates (Hz), the fraction of silent liquid neurons, and
+   the mean rate per neuron per ms (``rate``) as for other spiking models.
+
+The run loop then trains the model's ``readout`` alone, on the features, as any model: the run's
+rule when it is not a liquid rule (``backprop``, ``fa``, ``dfa``, ...; with model option
+``readout_hidden`` the readout has a hidden layer, which feedback-alignment rules need), or the
+liquid rule's ``readout_rule`` (default ``backprop``, options ``readout_options``). The liquid is
+frozen: no rule other than ``nalsm``/``stdp`` sees it. Epochs never re-simulate the liquid.
+
+Input encoding as the authors': an image's raw intensities (a standardised data set is
+un-standardised with its recorded mean and std) divided by their sum, then by the largest such
+ratio over the run's training and test images (or by the model's ``rate_max``), is every input
+neuron's firing probability per ms. Input spikes of feature batch ``c`` of a split are drawn from
+a generator seeded from (run seed, split, ``c``); those of initialisation image ``i`` from
+(run seed, ``i``): features depend on the run's seed, never on the global RNG.
+
+Cache. The features, ``W_INI`` and the measurements are stored in ``<feature_cache>/<key>.pt``
+(the run's execution setting ``feature_cache``; default ``$BEYONDBP_CACHE/lsm-features`` or
+``~/.cache/beyondbp/lsm-features``; a study's runs use ``<store dir>/<store stem>.features``),
+written atomically. The key is a hash of everything the features depend on: the liquid's model
+options (not the readout's), the liquid rule and its options (not ``readout_rule``,
+``readout_options``, ``predict_seed``; ``None`` for a fixed liquid, so every readout rule on a
+fixed liquid shares one entry), the run's seed, the data set's name, options and a fingerprint
+of its samples, and the beyondbp and torch versions. A run that finds its entry loads it and
+trains exactly as the run that wrote it; an unreadable entry is regenerated.
+
+Departures (their reasons): the readout's features are divided by the training set's maximum,
+not each readout batch's, so that a sample's features do not depend on its batch; the readout's
+loss is the run's (cross-entropy on hard labels, not the authors' softmax-of-one-hot soft
+targets), and the reported accuracy is the run's test accuracy after its budget, not the test
+accuracy at the epoch of best validation accuracy (use ``n_train`` and a second run for a
+validation split). The authors' readout optimiser is available as ``optimizer="adadelta"``
+(their ``lr`` 0.1, ``weight_decay`` 5e-10 for their L2 term).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import data as data_mod
+from .. import files
+from .. import models as models_mod
+from .. import rules as rules_mod
+from ..errors import ConfigError
+from ..jsonable import plain
+from ..spiking.criticality import raster_measurements
+from .config import RunConfig, effective_rule_options
+
+__all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeatureStage", "cache_root", "feature_stage", "has_liquid",
+           "is_liquid_model"]
+
+#: Version of the cache files' layout (part of the key).
+FEATURE_FORMAT = 1
+#: Test images the measurements are taken on (the authors' 20).
+MEASURE_SAMPLES = 20
+#: Model options that shape the readout only (left out of the cache key).
+_READOUT_OPTIONS = ("readout_hidden", "features")
+#: Liquid-rule options that do not change the features (left out of the cache key).
+_NOT_FEATURES = ("readout_rule", "readout_options", "predict_seed")
+
+
+def is_liquid_model(name: str) -> bool:
+    """Whether runs of model ``name`` simulate a liquid before training (model ``lsm``)."""
+    return bool(getattr(models_mod.options_class(name), "liquid", False))
+
+
+def has_liquid(model: nn.Module) -> bool:
+    """Whether ``model`` holds a spiking liquid and a ``readout`` (model ``lsm``)."""
+    liquid = getattr(model, "liquid", None)
+    return bool(getattr(type(liquid), "is_spiking_liquid", False)) and isinstance(getattr(model, "readout", None), nn.Module)
+
+
+@dataclass
+class FeatureStage:
+    """What :func:`feature_stage` hands the run loop: the features as a data set, the module the
+    readout rule trains, that rule, and the record of the liquid (measurements, provenance)."""
+
+    dataset: data_mod.Dataset
+    target: nn.Module
+    rule: rules_mod.Rule
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_root(config: RunConfig) -> Path:
+    """The run's feature cache directory (see the module docstring)."""
+    if config.feature_cache:
+        return Path(config.feature_cache).expanduser()
+    env = os.environ.get("BEYONDBP_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "beyondbp") / "lsm-features"
+
+
+def _rules(config: RunConfig) -> tuple[rules_mod.Rule | None, rules_mod.Rule]:
+    """The liquid rule (None: a fixed liquid) and the readout's rule, checked."""
+    rule = rules_mod.get(config.rule, **effective_rule_options(config))
+    if not getattr(type(rule), "trains_liquid", False):
+        return None, rule
+    opts = rule.options()
+    if opts["mode"] != "transient":
+        raise ConfigError(
+            f"rule '{config.rule}' in a run generates the liquid's features with transient plasticity (its "
+            f"initialisation phase is persistent by itself); leave rule option mode out, not {opts['mode']!r}."
+        )
+    name = opts["readout_rule"]
+    readout_cls = rules_mod.rule_class(name)
+    if getattr(readout_cls, "trains_liquid", False):
+        raise ConfigError(
+            f"rule option readout_rule={name!r} names a liquid plasticity rule; the readout needs a rule that "
+            "trains weight layers (backprop, fa, dfa, ...)."
+        )
+    ropts = dict(opts["readout_options"])
+    if "seed" not in ropts and "seed" in readout_cls.option_names():
+        ropts["seed"] = config.seed
+    return rule, rules_mod.get(name, **ropts)
+
+
+def _intensities(ds: data_mod.Dataset, x: Tensor, name: str) -> Tensor:
+    """Raw non-negative intensities of images ``x`` (a standardised set un-standardised)."""
+    meta = ds.meta
+    x = x.reshape(len(x), -1).float()
+    if meta.get("normalize") and "mean" in meta and "std" in meta:
+        x = x * float(meta["std"]) + float(meta["mean"])
+        return x.clamp_min(0.0)  # float rounding only
+    if len(x) and float(x.min()) < 0:
+        raise ConfigError(
+            f"model 'lsm' encodes non-negative image intensities as spike rates and data {name!r} has negative "
+            "values; give it raw intensities (for fashion-mnist or mnist, data option normalize=false)."
+        )
+    return x
+
+
+def _check_data(config: RunConfig, ds: data_mod.Dataset) -> None:
+    if len(ds.input_shape) != 3:
+        raise ConfigError(
+            f"model 'lsm' encodes images (channels, height, width) as spike rates and data {config.data!r} has "
+            f"samples of shape {tuple(ds.input_shape)}; use an image data set (fashion-mnist, mnist, digits)."
+        )
+
+
+def _derive(*parts: Any) -> int:
+    """A seed from ``parts`` (stable across processes)."""
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+def _key(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, x_train: Tensor, x_test: Tensor) -> str:
+    from .._version import __version__
+
+    identity = config.identity()
+    digest = hashlib.sha256()
+    for x in (x_train, x_test):
+        digest.update(str(tuple(x.shape)).encode())
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    what = {
+        "format": FEATURE_FORMAT, "beyondbp": __version__, "torch": torch.__version__,
+        "model": config.model,
+        "model_options": {k: v for k, v in identity["model_options"].items() if k not in _READOUT_OPTIONS},
+        "rule": config.rule if plastic is not None else None,
+        "rule_options": ({k: v for k, v in identity["rule_options"].items() if k not in _NOT_FEATURES}
+                         if plastic is not None else None),
+        "seed": config.seed, "data": config.data, "data_options": identity["data_options"],
+        "samples": digest.hexdigest(),
+    }
+    text = json.dumps(plain(what), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _simulate(liquid: nn.Module, p: Tensor, duration: int, batch: int, seed: int, split: str) -> Tensor:
+    """Spike counts (N, n) of ``p`` (N, n_in) presented ``batch`` at a time (the attached plasticity)."""
+    out = []
+    for c, start in enumerate(range(0, len(p), batch)):
+        liquid.input_seed = _derive(seed, split, c)
+        out.append(liquid.simulate(p[start:start + batch], duration=duration, write_back=False)["counts"].cpu())
+    counts = torch.cat(out) if out else torch.zeros(0, liquid.n)
+    return counts.to(torch.int16 if duration < 2**15 else torch.int32)
+
+
+def _initialise(config: RunConfig, model: nn.Module, p_train: Tensor) -> int:
+    """Phase 1: the liquid rule in persistent mode over ``init_images`` random training images."""
+    opts = effective_rule_options(config)
+    rule = rules_mod.get(config.rule, **{**opts, "mode": "persistent", "decay": 1.0})
+    n_img, duration = int(rule.options()["init_images"]), int(rule.options()["init_duration"])
+    if n_img == 0 or len(p_train) == 0:
+        return 0
+    g = torch.Generator().manual_seed(_derive(config.seed, "init-order"))
+    order = torch.cat([torch.randperm(len(p_train), generator=g) for _ in range(math.ceil(n_img / len(p_train)))])
+    learner = rule.attach(model)
+    liquid = model.liquid
+    try:
+        for i, idx in enumerate(order[:n_img].tolist()):
+            liquid.input_seed = _derive(config.seed, "init", i)
+            liquid.simulate(p_train[idx:idx + 1], duration=duration, write_back=True)
+    finally:
+        learner.detach()
+    return n_img
+
+
+def _generate(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, p_train: Tensor,
+              p_test: Tensor) -> dict[str, Any]:
+    """Phases 1 and 2 and the measurements: what the cache holds."""
+    liquid, opts = model.liquid, model.opts
+    started = time.perf_counter()
+    n_init = _initialise(config, model, p_train) if plastic is not None else 0
+    learner = plastic.attach(model) if plastic is not None else None  # transient plasticity from W_INI
+    try:
+        counts = {split: _simulate(liquid, p, opts.duration, opts.feature_batch, config.seed, split)
+                  for split, p in (("train", p_train), ("test", p_test))}
+        m = min(MEASURE_SAMPLES, len(p_test))
+        measurements: dict[str, float] = {}
+        if m:
+            liquid.input_seed = _derive(config.seed, "measure")
+            out = liquid.simulate(p_test[:m], duration=opts.duration, record=True, write_back=False)
+            measurements = raster_measurements(liquid, out)
+            measurements["rate"] = float(out["counts"].float().mean()) / opts.duration
+            measurements["silent"] = measurements["silent_fraction"]
+    finally:
+        if learner is not None:
+            learner.detach()
+    return {
+        "format": FEATURE_FORMAT, "counts_train": counts["train"], "counts_test": counts["test"],
+        "weight": liquid.weight.detach().cpu().clone(), "measurements": measurements, "init_images": n_init,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _read(path: Path, model: nn.Module, n_train: int, n_test: int) -> dict[str, Any] | None:
+    """The cache entry at ``path``, or None when absent or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        n = model.liquid.n
+        ok = (entry["format"] == FEATURE_FORMAT and tuple(entry["counts_train"].shape) == (n_train, n)
+              and tuple(entry["counts_test"].shape) == (n_test, n)
+              and tuple(entry["weight"].shape) == tuple(model.liquid.weight.shape))
+        return entry if ok else None
+    except Exception:  # noqa: BLE001 - any unreadable entry is regenerated
+        return None
+
+
+def _features(counts: Tensor, kind: str, scale: float | None = None) -> tuple[Tensor, float]:
+    f = counts.float()
+    if kind == "counts":
+        return f, 1.0
+    f = f / f.sum(1, keepdim=True).clamp_min(1e-12)
+    if kind == "authors":
+        scale = float(f.max().clamp_min(1e-12)) if scale is None else scale
+        return f / scale, scale
+    return f, 1.0
+
+
+def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, device: torch.device, *,
+                  generate: bool = True) -> FeatureStage:
+    """Check a liquid run's settings and, with ``generate``, run (or load) the liquid phases and
+    return the features (see the module docstring). Bad settings raise :class:`ConfigError`
+    before anything is simulated or written."""
+    _check_data(config, ds)
+    if config.init_from is not None:
+        raise ConfigError(
+            "init_from does not apply to model 'lsm' (its liquid is set by its own initialisation phase and its "
+            "features cached); leave it out."
+        )
+    plastic, readout_rule = _rules(config)
+    readout_rule.check_model(model.readout)
+    if not generate:
+        return FeatureStage(ds, model.readout, readout_rule)
+    x_train = _intensities(ds, ds.x_train, config.data)
+    x_test = _intensities(ds, ds.x_test, config.data)
+    r_train = x_train / x_train.sum(1, keepdim=True).clamp_min(1e-12)
+    r_test = x_test / x_test.sum(1, keepdim=True).clamp_min(1e-12)
+    rate_max = model.opts.rate_max
+    if rate_max is None:
+        rate_max = max(float(r.max()) if r.numel() else 0.0 for r in (r_train, r_test)) or 1.0
+    p_train, p_test = (r_train / rate_max).clamp(0, 1), (r_test / rate_max).clamp(0, 1)
+    key = _key(config, plastic, model, ds.x_train, ds.x_test)
+    path = cache_root(config) / f"{key}.pt"
+    entry = _read(path, model, len(p_train), len(p_test))
+    cached = entry is not None
+    if entry is None:
+        saved_seed = model.liquid.input_seed
+        try:
+            entry = _generate(config, plastic, model, p_train, p_test)
+        finally:
+            model.liquid.input_seed = saved_seed
+        try:
+            files.atomic_write_bytes(path, lambda fh: torch.save(entry, fh))
+        except OSError as exc:
+            raise ConfigError(f"cannot write the liquid's features to {str(path)!r} ({exc.strerror or exc}); "
+                              "give a writable feature_cache directory.") from None
+    with torch.no_grad():
+        model.liquid.weight.copy_(entry["weight"].to(model.liquid.weight.device))  # W_INI
+    f_train, scale = _features(entry["counts_train"], model.opts.features)
+    f_test, _ = _features(entry["counts_test"], model.opts.features, scale)
+    measurements = {k: float(v) for k, v in entry["measurements"].items()}
+    record = {
+        "cache": str(path), "cached": cached, "key": key, "rule": config.rule if plastic is not None else "fixed",
+        "init_images": int(entry["init_images"]), "duration_ms": int(model.opts.duration),
+        "feature_seconds": float(entry["seconds"]), "rate_max": float(rate_max), "feature_scale": scale,
+        "measurements": measurements,
+    }
+    features = replace(
+        ds, x_train=f_train, x_test=f_test, input_shape=(model.liquid.n,),
+        description=f"{ds.description} → spike counts of a {model.liquid.n}-neuron liquid ({record['rule']})",
+        meta={**ds.meta, "liquid": record, "model_input_shape": list(ds.input_shape)},
+    )
+    return FeatureStage(features, model.readout, readout_rule, record)
+
