@@ -104,6 +104,7 @@ from .. import models as models_mod
 from ..errors import ConfigError, ConfigErrors
 from ..options import parse
 from ..training import EXECUTION_FIELDS, RunConfig, lm_context
+from .search_settings import Search, parse_search
 from .spec_parts import plan_by_parts
 from .spec_tables import (
     TABLE_SETTINGS,
@@ -161,6 +162,7 @@ class Spec:
     axes: dict[str, Any]
     execution: dict[str, Any]
     text: str
+    search: Search | None = None
     _runs: list[PlannedRun] = field(default_factory=list, repr=False)
 
     def runs(self) -> list[PlannedRun]:
@@ -550,7 +552,8 @@ def load_spec(path: str | Path) -> Spec:
     text, doc = _read(path)
     name = path.name
     try:
-        study, base, axes, execution_table = _validate_tables(doc)
+        study, base, axes, execution_table, search_table = _validate_tables(doc)
+        search = parse_search(search_table, axes)
         execution = execution_table.model_dump()
         if isinstance(execution["data_dir"], str) and execution["data_dir"]:
             data_dir = Path(execution["data_dir"]).expanduser()
@@ -560,6 +563,10 @@ def load_spec(path: str | Path) -> Spec:
                          if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}
         runs = _plan(base, axes, run_execution)
         _check_model_memory(runs)
+        labels = sorted({r.label for r in runs})
+        if search is not None and search.seeds is not None and len(labels) > 1 and search.seeds.baseline not in labels:
+            raise _SpecError("[search] seeds.baseline", f"{search.seeds.baseline!r} is not a rule label of this study; "
+                                                        f"its labels are {', '.join(labels)}")
     except _SpecError as exc:
         problems = [" ".join(f"{name}: {e.place}: {e.message}".split("\n")) for e in getattr(exc, "errors", [exc])]
         raise (ConfigError(problems[0]) if len(problems) == 1 else ConfigErrors(problems)) from None
@@ -567,6 +574,6 @@ def load_spec(path: str | Path) -> Spec:
     execution["diagnostics"] = bool(execution["diagnostics"]) if execution["diagnostics"] is not None else False
     execution["keep_models"] = bool(execution["keep_models"])
     execution["workers_per_gpu"] = int(execution["workers_per_gpu"] or 1)
-    spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text)
+    spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text, search)
     spec._runs = runs
     return spec

@@ -90,6 +90,7 @@ class _File(_Table):
     base: dict[str, Any] = {}
     axes: dict[str, Any] = {}
     execution: dict[str, Any] = {}
+    search: dict[str, Any] = {}
 
 
 class _Study(_Table):
@@ -185,7 +186,7 @@ def _unknown_setting(key: str, table: str) -> str:
     return f"unknown run setting{hint}, so it cannot be {where}; run settings are: {', '.join(RUN_SETTINGS)}"
 
 
-def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution]:
+def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution, dict[str, Any]]:
     try:
         top = _File(**doc)
     except ValidationError as exc:
@@ -193,7 +194,7 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
         key = str(err["loc"][0]) if err["loc"] else ""
         if err["type"] == "extra_forbidden":
             place = f"[{key}]" if isinstance(doc.get(key), dict) else key
-            raise _SpecError(place, "unknown top-level entry; a spec has the tables [study], [base], [axes] and [execution]") from None
+            raise _SpecError(place, "unknown top-level entry; a spec has the tables [study], [base], [axes], [execution] and [search]") from None
         if err["type"] == "missing":
             raise _SpecError("[study]", f"missing; every spec starts with a [study] table giving its name ({_NAME_RULE})") from None
         raise _SpecError(f"[{key}]", f"must be a table, got {_kind(doc.get(key))}") from None
@@ -235,7 +236,7 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
             else:
                 errors.append(_SpecError(f"[execution] {key}", str(err["ctx"]["error"])))
     _raise_all(errors)
-    return study, top.base, top.axes, execution
+    return study, top.base, top.axes, execution, top.search
 
 
 # -- axes -------------------------------------------------------------------------------------
