@@ -90,7 +90,7 @@ class _StudyBar(_Display):
             eta = _duration(sum(self.times) / len(self.times) * left / self.workers)
         info = (f"done {counts['done']} · running {counts['running']} · failed {counts['failed']} · "
                 f"diverged {counts['diverged']}")
-        self.progress.update(self.task, completed=finished, info=info, eta=eta)
+        self.progress.update(self.task, completed=finished, total=finished + left, info=info, eta=eta)  # [search] adds runs
         if self.heartbeat is not None:
             total = finished + left
             self.heartbeat.text = (f"runs {finished} of {total} finished · {info} · time left "

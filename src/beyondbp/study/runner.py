@@ -10,6 +10,11 @@ are in flight the driver renews their leases (a heartbeat every quarter of the l
 another ``study run`` on the same store takes only other runs, and takes over these only when
 this driver dies (same host: at once, by process check; another host: when the lease expires).
 
+Search: with a spec's ``[search]`` the runs are those :func:`~beyondbp.study.search.plan_search`
+gives for the store's finished runs; whenever no run is left to claim and more runs have
+finished since it last looked, the driver plans again and adds (as ``pending``) what the search
+adds, until it adds nothing. The summary then has ``search`` (rounds, cells per state, runs added).
+
 Executors (:mod:`beyondbp.study.executors`): ``local``, a process pool of ``workers``
 processes, and ``ray``, each run a Ray task on ``ray.init(address=address)`` (a local Ray
 instance without an address). Both give identical results for the same spec (each run is seeded

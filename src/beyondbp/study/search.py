@@ -438,7 +438,7 @@ def annotate_analysis(analysis: Any, plan: SearchPlan) -> Any:
     states: each best-LR row's ``search`` state, each verdict's ``capped`` cells (those of its
     two labels capped before their learning rate was bracketed, also named in its sentence),
     and a warning per capped cell."""
-    state = {(c.label, _key(c.axes)): c for c in plan.cells}
+    state = {(c.label, _key(c.axes)): c for c in plan.cells if c.state != FIXED}
     rows = tuple(replace(r, search=state[(r.label, _key(r.axes))].state) if (r.label, _key(r.axes)) in state else r
                  for r in analysis.best_lr)
     verdicts = {}

@@ -56,6 +56,26 @@ The tables
   ``init_from`` are refused everywhere: the run store manages resume state, and a study's runs
   train from scratch.
 
+* ``[search]``: what the study searches instead of running a fixed grid
+  (:mod:`beyondbp.study.search`; read by :mod:`beyondbp.study.search_settings`)::
+
+      [search]
+      lr = {factor = 3, max_rounds = 4, refine = true}   # needs an lr axis: the rates each cell starts with
+      seeds = {min = 3, max = 10}
+
+  ``lr``: learning-rate bracketing per cell (a rule label with one value of every other axis):
+  ``factor`` (> 1, default 3) the geometric step beyond an edge, ``max_rounds`` (0 to 100,
+  default 4) the most extension rounds, ``refine`` (default false) one more round at the
+  geometric midpoints around the best rate, ``margin`` (0 to 1, default 0) how much worse
+  (relatively) a rate must be to close a side, ``warm_start`` (default false) the first rates of
+  larger sizes centred on the trend of best rate against parameter count. ``seeds``: every cell
+  starts with ``min`` seeds (at least the seed axis's; the next whole numbers are added), and
+  frontier cells get one more per round while their verdict against ``baseline`` (default
+  ``"backprop"``, a rule label of the study) is undecided, up to ``max`` (at least the seed
+  axis's count, at most 1000). Unknown keys, other axes, values out of range are refused with
+  their place (``[search] lr.factor``). Runs the search adds are ordinary runs of the study;
+  :meth:`Spec.runs` is the grid only.
+
 Checks, all before anything runs: the tables and their keys (pydantic models, unknown keys
 refused; they and the axes are read in :mod:`beyondbp.study.spec_tables`), every value of
 every axis and every combination, through ``RunConfig`` itself (so a study refuses exactly
