@@ -185,7 +185,7 @@ def test_toml_errors_at_the_end_of_the_file_and_repeated_keys(tmp_path):
 
 def test_unknown_top_level_table(tmp_path):
     assert error(tmp_path, GOOD + "\n[extra]\nx = 1\n").startswith(
-        "spec.toml: [extra]: unknown top-level entry; a spec has the tables [study], [base], [axes] and [execution]")
+        "spec.toml: [extra]: unknown top-level entry; a spec has the tables [study], [base], [axes], [execution] and [search]")
 
 
 def test_missing_study_table_and_missing_name(tmp_path):

@@ -90,7 +90,7 @@ class _StudyBar(_Display):
             eta = _duration(sum(self.times) / len(self.times) * left / self.workers)
         info = (f"done {counts['done']} · running {counts['running']} · failed {counts['failed']} · "
                 f"diverged {counts['diverged']}")
-        self.progress.update(self.task, completed=finished, info=info, eta=eta)
+        self.progress.update(self.task, completed=finished, total=finished + left, info=info, eta=eta)  # [search] adds runs
         if self.heartbeat is not None:
             total = finished + left
             self.heartbeat.text = (f"runs {finished} of {total} finished · {info} · time left "
@@ -221,6 +221,8 @@ def study_status(
         f"time spent {_duration(status['time_spent'])} (workers' time in finished runs) · time left "
         f"{_duration(status['time_left'])} (mean of done runs × runs left / {_count(workers, 'worker')})"
     )
+    if status.get("search"):
+        _print_search(console, status["search"])
     if status["missing"]:
         console.print(f"{_count(status['missing'], 'run')} of the spec not yet in the store (counted as pending)")
     if status["stale"]:
@@ -231,6 +233,18 @@ def study_status(
     for f in status["failed"]:
         axes = ", ".join(f"{k}={v}" for k, v in f["axes"].items())
         console.print(f"failed: {f['id']} ({axes}): {f['error']}")
+
+
+def _print_search(console: Console, search: dict[str, Any]) -> None:
+    """The search's lines of `study status`: rounds, cells per state, runs added, capped cells."""
+    seeds = f" · seeds added up to {search['seed_rounds']} per cell" if search["seed_rounds"] else ""
+    console.print(f"search: {_count(search['rounds'], 'round')} of learning-rate search{seeds} · "
+                  f"{_count(search['added'], 'run')} added by the search")
+    console.print("cells: " + " · ".join(f"{state}: {_count(n, 'cell')}" for state, n in search["states"].items()))
+    capped = [c for c in search["cells"] if c["state"].startswith("capped")]
+    if capped:
+        console.print(f"{_count(len(capped), 'cell')} not bracketed: the search stopped at [search] lr.max_rounds "
+                      "(raise it and run again to go on); verdicts that depend on them say so")
 
 
 @study_app.command("check")
@@ -299,13 +313,15 @@ def study_report(
             raise ConfigError(f"--representations {str(representations)!r} holds no `beyondbp analyze` output")
     else:  # `beyondbp analyze SPEC`'s default folder, when it exists
         found = read_outputs(parsed.path.with_name(parsed.path.stem + "-representations"))
-    written = write_report(parsed, records, folder, overwrite=overwrite,
-                           analyze_options={"baseline": baseline, "n_bootstrap": bootstrap, "extrapolate": extrapolate},
-                           representations=found)
+    from ..study.search import judge_searched
+
+    analysis = judge_searched(parsed, records, baseline=baseline, n_bootstrap=bootstrap, extrapolate=extrapolate)
+    written = write_report(parsed, records, folder, analysis=analysis, overwrite=overwrite, representations=found)
     console = _console()
-    missing = len(parsed.runs()) - len(records) - len(skipped)
+    total = max(len(parsed.runs()), len(records) + len(skipped))  # with [search]: its runs added so far too
+    missing = total - len(records) - len(skipped)
     done = sum(1 for r in records if r["status"] == "done")
-    console.print(f"study {parsed.name}: {_count(done, 'done run')} of {len(parsed.runs())} reported"
+    console.print(f"study {parsed.name}: {_count(done, 'done run')} of {total} reported"
                   + (f" ({missing} not run yet)" if missing else ""))
     analysis = json.loads(written["report.json"].read_text())["analysis"]
     verdicts = analysis.get("verdicts", {})

@@ -486,6 +486,7 @@ def _blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerd
             tried = ", ".join(f"{x.lr:g}: {x.mean_loss:.4g}" + (f" ({x.n_diverged} diverged)" if x.n_diverged else "")
                               for x in r.mean_loss_by_lr if x.lr is not None)  # fmt: skip
             edge = f"at the {r.edge} edge" if r.edge else ("single LR" if not r.selected else "")
+            edge = "; ".join(x for x in (r.search, edge) if x)  # the search's cell state, with [search]
             body.append([r.label, _short(r.axes) or "—", _g(r.N), _g(r.D), fmt_compute(r.C),
                          _g(r.best_lr), f"{r.mean_loss:.4f}", str(r.n_seeds), tried, edge])  # fmt: skip
         out.append(("table", ["label", "other axes", "N", "D", "C (FLOPs)", "best lr", "mean loss", "seeds", "mean loss by lr", "warning"], body))

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .runner import _check_arguments, worker_threads
+from .runner import _baseline, _check_arguments, worker_threads
+from .search import SearchPlan, plan_search
 from .spec import Spec, default_store_path
 from .store import FINISHED, STATUSES, Store
 
@@ -80,15 +81,19 @@ def dry_run(spec: Spec, store_path: str | os.PathLike | None = None, executor: s
     target = Path(store_path) if store_path is not None else default_store_path(spec.path)
     exists = target.exists() or target.is_symlink()
     statuses: dict[str, str] = {}
+    planned = spec.runs()
     if exists:
         with _store_for(spec, store_path) as store:
             statuses = store.statuses()
+            planned = _runs(spec, store)
+    elif spec.search is not None:
+        planned = _runs(spec, None)
     threads = worker_threads(spec, executor, workers)
     measured: dict[str, tuple[float, float, float] | None] = {}
     warmup = 0.0
     datasets: dict[str, Any] = {}
     entries = []
-    for planned in spec.runs():
+    for planned in planned:
         status = statuses.get(planned.id, "new")
         will_run = status in ("new", "pending", "running") or (status == "failed" and retry_failed)
         entry: dict[str, Any] = {"id": planned.id, "label": planned.label, "axes": planned.axes, "status": status,
@@ -136,6 +141,17 @@ def dry_run(spec: Spec, store_path: str | os.PathLike | None = None, executor: s
 
 
 # -- status and integrity ----------------------------------------------------------------------
+def search_plan(spec: Spec, store: Store | None) -> SearchPlan:
+    """The spec's runs and cells with what its ``[search]`` adds given the store's finished runs
+    (:func:`~beyondbp.study.search.plan_search`; no store: none finished)."""
+    return plan_search(spec, store.records() if store is not None else [], _baseline(spec))
+
+
+def _runs(spec: Spec, store: Store | None) -> list[Any]:
+    """The study's runs: the spec's, and with ``[search]`` the ones its search adds."""
+    return search_plan(spec, store).runs if spec.search is not None else spec.runs()
+
+
 def _store_for(spec: Spec, store_path: str | os.PathLike | None) -> Store:
     path = Path(store_path) if store_path is not None else default_store_path(spec.path)
     return Store(path, study=spec.name)  # read-only; a missing store is an error, not created
@@ -154,15 +170,20 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
     target = Path(store_path) if store_path is not None else default_store_path(spec.path)
+    plan = None
     if not target.exists() and not target.is_symlink():  # never run: nothing to read, nothing created
         rows, details, path, stale = {}, {}, str(target), 0
+        if spec.search is not None:
+            plan = search_plan(spec, None)
     else:
         with _store_for(spec, store_path) as store:
             rows = store.progress()
             details = {r["id"]: r for r in store.rows(("failed", "running"))}  # few: their errors and leases
             path = str(store.path)
             stale = sum(1 for r in details.values() if r["status"] == "running" and store.dead_reason(r))
-    runs = spec.runs()
+            if spec.search is not None:
+                plan = search_plan(spec, store)
+    runs = plan.runs if plan is not None else spec.runs()
     counts = {s: 0 for s in STATUSES}
     spent = 0.0
     done_times: list[float] = []
@@ -206,6 +227,7 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
         "workers": workers,
         "failed": failed,
         "unknown_status": unknown,
+        "search": plan.summary() if plan is not None else None,
     }
 
 
@@ -221,12 +243,14 @@ def study_records(spec: Spec, store_path: str | os.PathLike | None = None,
     was added: run ids are identity, labels are presentation, so renaming a rule label in the
     spec (``fa`` -> ``fa-random``, same settings) renames its finished runs everywhere."""
     with _store_for(spec, store_path) as store:
-        by_id = {r["id"]: r for r in store.records()}
+        everything = store.records()
         left_out = store.skipped
+    by_id = {r["id"]: r for r in everything}
+    runs = plan_search(spec, everything, _baseline(spec)).runs if spec.search is not None else spec.runs()
     if skipped is not None:
-        ids = {run.id for run in spec.runs()}
+        ids = {run.id for run in runs}
         skipped.extend(item for item in left_out if item[0] in ids)
-    return [{**by_id[run.id], "label": run.label, "axes": dict(run.axes)} for run in spec.runs() if run.id in by_id]
+    return [{**by_id[run.id], "label": run.label, "axes": dict(run.axes)} for run in runs if run.id in by_id]
 
 
 def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list[str]:
@@ -249,7 +273,12 @@ def check_study(spec: Spec, store_path: str | os.PathLike | None = None) -> list
         except ConfigError as exc:  # pages too damaged to read
             return [*problems, str(exc)]
     by_id = {r["id"]: r for r in rows}
-    for run in spec.runs():
+    if spec.search is not None:
+        with Store(path, study=spec.name) as store:
+            spec_runs = _runs(spec, store)
+    else:
+        spec_runs = spec.runs()
+    for run in spec_runs:
         if run.id not in by_id:
             problems.append(f"run {run.id} ({_axes_text(run.axes)}) of the spec is missing from the store; `study run` adds it")
     logged: dict[str, list[dict[str, Any]]] = {}

@@ -149,7 +149,8 @@ class LRLoss:
 @dataclass(frozen=True)
 class BestLR:
     """A best-LR group (a label and the values of its other axes): the learning rate kept, and
-    ``edge`` (``"smallest"``/``"largest"``) when it lies at an edge of the grid."""
+    ``edge`` (``"smallest"``/``"largest"``) when it lies at an edge of the grid; ``search``: the
+    state of its learning-rate search (:mod:`beyondbp.study.search`) when the spec has one."""
 
     label: str
     axes: Mapping[str, Any]
@@ -163,12 +164,13 @@ class BestLR:
     mean_loss_by_lr: tuple[LRLoss, ...]
     edge: str | None
     selected: bool
+    search: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _json({"label": self.label, "axes": self.axes, "N": self.N, "D": self.D, "C": self.C,
                       "best_lr": self.best_lr, "mean_loss": self.mean_loss, "n_seeds": self.n_seeds,
                       "lr_grid": self.lr_grid, "mean_loss_by_lr": self.mean_loss_by_lr, "edge": self.edge,
-                      "selected": self.selected})
+                      "selected": self.selected, **({"search": self.search} if self.search else {})})
 
 
 # -- fits ---------------------------------------------------------------------------------------
@@ -357,7 +359,8 @@ class Verdict:
     """A label against the baseline: the outcome class (``cls``: ``A``, ``B``, ``C``, ``D`` or
     ``undecided``), why, the one-sentence ``sentence``, and — when both frontiers were fitted
     and their ranges overlap — the studied ``range`` and the difference curve ``studied``, with
-    the ``extrapolated`` one beside it."""
+    the ``extrapolated`` one beside it. ``capped``: the cells it depends on whose learning-rate
+    search was capped before bracketing (:func:`beyondbp.study.search.annotate_analysis`)."""
 
     label: str
     baseline: str
@@ -372,10 +375,13 @@ class Verdict:
     extrapolated: DeltaCurve | None = None
     extrapolated_sentence: str | None = None
     basis: str | None = None
+    capped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "baseline": self.baseline, "level": self.level,
                                "class": self.cls, "reason": self.reason}
+        if self.capped:
+            out["capped"] = list(self.capped)
         if self.studied is not None:
             out.update({"range": self.range, "studied": self.studied})
         out["sentence"] = self.sentence

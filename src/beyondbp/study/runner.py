@@ -10,6 +10,11 @@ are in flight the driver renews their leases (a heartbeat every quarter of the l
 another ``study run`` on the same store takes only other runs, and takes over these only when
 this driver dies (same host: at once, by process check; another host: when the lease expires).
 
+Search: with a spec's ``[search]`` the runs are those :func:`~beyondbp.study.search.plan_search`
+gives for the store's finished runs; whenever no run is left to claim and more runs have
+finished since it last looked, the driver plans again and adds (as ``pending``) what the search
+adds, until it adds nothing. The summary then has ``search`` (rounds, cells per state, runs added).
+
 Executors (:mod:`beyondbp.study.executors`): ``local``, a process pool of ``workers``
 processes, and ``ray``, each run a Ray task on ``ray.init(address=address)`` (a local Ray
 instance without an address). Both give identical results for the same spec (each run is seeded
@@ -63,6 +68,7 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from ..training.config import check_count
 from .executors import EXECUTORS, _import_ray, _Local, _Ray, available_cores, visible_gpus, worker_devices
+from .search import plan_search
 from .spec import Spec, check_device, default_store_path
 from .store import STATUSES, Owner, Store
 
@@ -224,6 +230,10 @@ def run_study(
     taken: set[Any] = set()  # handles of runs another process took over (announced already)
     summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0, "lost": 0}
     try:
+        if spec.search is not None:  # the runs its search adds given the runs already finished
+            runs = plan_search(spec, store.records(), _baseline(spec)).runs
+            ids.update(r.id for r in runs)
+            summary["total"] = len(runs)
         summary["added"] = len(store.add_runs(runs))
         if retry_failed:
             store.reset_failed(ids)
@@ -239,12 +249,35 @@ def run_study(
                        "reclaimed": summary["reclaimed"], "workers": workers})
         if counts["pending"] == 0:
             summary["counts"] = counts
+            if spec.search is not None:
+                summary["search"] = plan_search(spec, store.records(), _baseline(spec)).summary()
             return summary
         pool = (_Local(workers, threads, devices) if ray is None
                 else _Ray(ray, threads, address, workers, device=device, per_gpu=per_gpu))
         beat_every = lease_seconds / 4
         last_beat = time.monotonic()
         by_id = {r.id: r for r in runs}
+        finished_seen = [-1]
+
+        def grow() -> bool:
+            """Add what the search adds given the runs finished now (when more have finished since
+            the last look); True when some run was added."""
+            if spec.search is None:
+                return False
+            finished = sum(1 for s in store.statuses().values() if s in ("done", "diverged", "failed"))
+            if finished == finished_seen[0]:
+                return False
+            finished_seen[0] = finished
+            new = [r for r in plan_search(spec, store.records(), _baseline(spec)).runs if r.id not in ids]
+            if not new:
+                return False
+            summary["added"] += len(store.add_runs(new))
+            runs.extend(new)
+            ids.update(r.id for r in new)
+            by_id.update((r.id, r) for r in new)
+            summary["total"] = len(runs)
+            return True
+
         # a local worker can read the store: it checks that this driver still holds its run
         watch = None if ray is not None else {"store": str(path.resolve()), "token": owner.token, "every": beat_every}
 
@@ -260,6 +293,8 @@ def run_study(
                 claimed = store.claim(owner, lease_seconds, ids)
                 if claimed is None:
                     store.reclaim_dead(owner)  # a driver that died meanwhile leaves runs to take
+                    claimed = store.claim(owner, lease_seconds, ids)
+                if claimed is None and grow():  # the search adds runs once the ones it waits for finished
                     claimed = store.claim(owner, lease_seconds, ids)
                 if claimed is None:
                     break
@@ -307,6 +342,8 @@ def run_study(
             if progress is not None:
                 emit("tick", {"counts": _counts(store, ids)})
         summary["counts"] = _counts(store, ids)
+        if spec.search is not None:
+            summary["search"] = plan_search(spec, store.records(), _baseline(spec)).summary()
         return summary
     except BaseException:
         interrupted = True
@@ -323,6 +360,10 @@ def run_study(
         store.close()
         if "counts" in summary:
             emit("end", dict(summary))
+
+
+def _baseline(spec: Spec) -> str | None:
+    return spec.search.seeds.baseline if spec.search is not None and spec.search.seeds is not None else None
 
 
 def _worker_died(store: Store, owner: Owner, pool: Any, inflight: dict[Any, str], run_id: str, exc: BaseException,

@@ -58,6 +58,26 @@ The tables
   ``init_from`` are refused everywhere: the run store manages resume state, and a study's runs
   train from scratch.
 
+* ``[search]``: what the study searches instead of running a fixed grid
+  (:mod:`beyondbp.study.search`; read by :mod:`beyondbp.study.search_settings`)::
+
+      [search]
+      lr = {factor = 3, max_rounds = 4, refine = true}   # needs an lr axis: the rates each cell starts with
+      seeds = {min = 3, max = 10}
+
+  ``lr``: learning-rate bracketing per cell (a rule label with one value of every other axis):
+  ``factor`` (> 1, default 3) the geometric step beyond an edge, ``max_rounds`` (0 to 100,
+  default 4) the most extension rounds, ``refine`` (default false) one more round at the
+  geometric midpoints around the best rate, ``margin`` (0 to 1, default 0) how much worse
+  (relatively) a rate must be to close a side, ``warm_start`` (default false) the first rates of
+  larger sizes centred on the trend of best rate against parameter count. ``seeds``: every cell
+  starts with ``min`` seeds (at least the seed axis's; the next whole numbers are added), and
+  frontier cells get one more per round while their verdict against ``baseline`` (default
+  ``"backprop"``, a rule label of the study) is undecided, up to ``max`` (at least the seed
+  axis's count, at most 1000). Unknown keys, other axes, values out of range are refused with
+  their place (``[search] lr.factor``). Runs the search adds are ordinary runs of the study;
+  :meth:`Spec.runs` is the grid only.
+
 Checks, all before anything runs: the tables and their keys (pydantic models, unknown keys
 refused; they and the axes are read in :mod:`beyondbp.study.spec_tables`), every value of
 every axis and every combination, through ``RunConfig`` itself (so a study refuses exactly
@@ -109,6 +129,7 @@ from .. import models as models_mod
 from ..errors import ConfigError, ConfigErrors
 from ..options import parse
 from ..training import EXECUTION_FIELDS, RunConfig, lm_context
+from .search_settings import Search, parse_search
 from .spec_parts import plan_by_parts
 from .spec_tables import (
     TABLE_SETTINGS,
@@ -166,6 +187,7 @@ class Spec:
     axes: dict[str, Any]
     execution: dict[str, Any]
     text: str
+    search: Search | None = None
     _runs: list[PlannedRun] = field(default_factory=list, repr=False)
 
     def runs(self) -> list[PlannedRun]:
@@ -608,7 +630,12 @@ def load_spec(path: str | Path) -> Spec:
     text, doc = _read(path)
     name = path.name
     try:
-        study, base, axes, execution_table, table_errors = _validate_tables(doc)
+        study, base, axes, execution_table, table_errors, search_table = _validate_tables(doc)
+        search = None
+        try:
+            search = parse_search(search_table, axes)
+        except _SpecError as exc:  # reported with the other mistakes
+            table_errors.extend(getattr(exc, "errors", [exc]))
         execution = execution_table.model_dump()
         for key in ("data_dir", "feature_cache"):  # relative paths: from the spec's folder
             if isinstance(execution[key], str) and execution[key]:
@@ -619,6 +646,10 @@ def load_spec(path: str | Path) -> Spec:
                          if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}
         runs = _plan(base, axes, run_execution, table_errors)
         _check_model_memory(runs)
+        labels = sorted({r.label for r in runs})
+        if search is not None and search.seeds is not None and len(labels) > 1 and search.seeds.baseline not in labels:
+            raise _SpecError("[search] seeds.baseline", f"{search.seeds.baseline!r} is not a rule label of this study; "
+                                                        f"its labels are {', '.join(labels)}")
     except _SpecError as exc:
         problems = [" ".join(f"{name}: {e.place}: {e.message}".split("\n")) for e in getattr(exc, "errors", [exc])]
         raise (ConfigError(problems[0]) if len(problems) == 1 else ConfigErrors(problems)) from None
@@ -626,6 +657,6 @@ def load_spec(path: str | Path) -> Spec:
     execution["diagnostics"] = bool(execution["diagnostics"]) if execution["diagnostics"] is not None else False
     execution["keep_models"] = bool(execution["keep_models"])
     execution["workers_per_gpu"] = int(execution["workers_per_gpu"] or 1)
-    spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text)
+    spec = Spec(path, study.name, study.description, dict(base), dict(axes), execution, text, search)
     spec._runs = runs
     return spec

@@ -90,6 +90,7 @@ class _File(_Table):
     base: dict[str, Any] = {}
     axes: dict[str, Any] = {}
     execution: dict[str, Any] = {}
+    search: dict[str, Any] = {}
 
 
 class _Study(_Table):
@@ -185,11 +186,12 @@ def _unknown_setting(key: str, table: str) -> str:
     return f"unknown run setting{hint}, so it cannot be {where}; run settings are: {', '.join(RUN_SETTINGS)}"
 
 
-def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution, list[_SpecError]]:
+def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[str, Any], _Execution, list[_SpecError], dict[str, Any]]:
     """The tables, with what is wrong in them left out (an unknown key dropped, a bad
-    ``[study]`` or ``[execution]`` value unset), and every mistake found: the axes and the
+    ``[study]`` or ``[execution]`` value unset), every mistake found, and the raw ``[search]``
+    table (parsed by :func:`~beyondbp.study.search_settings.parse_search`): the axes and the
     grid can then be checked too, so that all of a spec's mistakes are reported at once. A
-    file whose top level is not the four tables raises at once (nothing else can be read)."""
+    file whose top level is not made of these tables raises at once (nothing else can be read)."""
     try:
         top = _File(**doc)
     except ValidationError as exc:
@@ -197,7 +199,7 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
         key = str(err["loc"][0]) if err["loc"] else ""
         if err["type"] == "extra_forbidden":
             place = f"[{key}]" if isinstance(doc.get(key), dict) else key
-            raise _SpecError(place, "unknown top-level entry; a spec has the tables [study], [base], [axes] and [execution]") from None
+            raise _SpecError(place, "unknown top-level entry; a spec has the tables [study], [base], [axes], [execution] and [search]") from None
         if err["type"] == "missing":
             raise _SpecError("[study]", f"missing; every spec starts with a [study] table giving its name ({_NAME_RULE})") from None
         raise _SpecError(f"[{key}]", f"must be a table, got {_kind(doc.get(key))}") from None
@@ -247,7 +249,7 @@ def _validate_tables(doc: dict[str, Any]) -> tuple[_Study, dict[str, Any], dict[
                 errors.append(_SpecError(f"[execution] {key}", why))
             else:
                 errors.append(_SpecError(f"[execution] {key}", str(err["ctx"]["error"])))
-    return study, tables["base"], tables["axes"], execution, errors
+    return study, tables["base"], tables["axes"], execution, errors, top.search
 
 
 # -- axes -------------------------------------------------------------------------------------

@@ -80,9 +80,9 @@ rule better over the whole range; B, better at scale; C, better at small compute
 backprop better over the whole range. A class says where the intervals separate; the verdict
 sentence says over which part of the range they do.
 
-With fewer than :data:`MIN_SEEDS` seeds for either label the verdict carries a ``caveat`` (also
-appended to its sentence): a bootstrap over two seeds has only three distinct resamples, so its
-intervals understate the uncertainty. When a label's frontier bootstrap has fewer than
+With fewer than :data:`MIN_SEEDS` seeds for either label the verdict is ``undecided`` (its class
+kept as ``point_estimate_class``) and carries a ``caveat`` (also in its sentence): a bootstrap over
+two seeds has only three distinct resamples, so its intervals understate the uncertainty. When a label's frontier bootstrap has fewer than
 :data:`MIN_DISTINCT_RESAMPLES` distinct resamples (one seed and four frontier points, say:
 every resample must keep all four, so every resample is the full data) its intervals have no
 width to speak of, and the verdict is ``undecided`` whatever the point estimates say; the
@@ -132,16 +132,8 @@ from .judgement import (
 )
 from .selection import best_lr_table, record_label, record_lr, record_seed, run_point
 
-__all__ = [
-    "FRONTIER_MIN_COMPUTES",
-    "FRONTIER_MIN_POINTS",
-    "GRID_POINTS",
-    "LOSS_LAW_MIN_POINTS",
-    "MIN_SEEDS",
-    "classify",
-    "fmt_compute",
-    "judge_study",
-]
+__all__ = ["FRONTIER_MIN_COMPUTES", "FRONTIER_MIN_POINTS", "GRID_POINTS", "LOSS_LAW_MIN_POINTS", "MIN_SEEDS", "classify",
+           "fmt_compute", "judge_study"]
 
 #: Distinct (N, D) pairs needed to fit L(N, D) (five parameters).
 LOSS_LAW_MIN_POINTS = 6
@@ -150,7 +142,7 @@ FRONTIER_MIN_COMPUTES = 3
 FRONTIER_MIN_POINTS = 4
 #: Computes on the studied grid of the verdict (the extrapolated grid has half as many).
 GRID_POINTS = 41
-#: Fewer seeds than this per label gets a caution in the verdict (too few distinct resamples).
+#: Fewer seeds than this per label: the verdict is undecided, with a caution (too few distinct resamples).
 MIN_SEEDS = 3
 #: a frontier bootstrap with fewer distinct resamples than this gives no usable interval
 MIN_DISTINCT_RESAMPLES = 3
@@ -532,6 +524,9 @@ def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: _
             f"few seeds ({', '.join(f'{name}: {n}' for name, n in few.items())}): a bootstrap over so few seeds has "
             "only a handful of distinct resamples, so the intervals understate the uncertainty"
         )
+        if cls != "undecided":  # never a class from fewer than MIN_SEEDS seeds: the point estimate only
+            estimate, cls, text = cls, "undecided", sentence.split(" — ", 1)[-1]
+            sentence = f"{rule} vs {base}: undecided (fewer than {MIN_SEEDS} seeds) — its intervals, too narrow, would say {estimate}: {text}"
         sentence = sentence[:-1] + f" (caution: {caveat})."
     ext = ext_sentence = None
     unusable = [_no_extrapolation(name, f) for name, f in ((rule, fr), (base, fb)) if not f.extrapolates]
@@ -540,12 +535,12 @@ def _verdict(rule: str, base: str, fr: FrontierResult, fb: FrontierResult, sr: _
     elif extrapolate > 1:
         grid = np.concatenate([studied.C, np.geomspace(hi, hi * extrapolate, GRID_POINTS // 2 + 1)[1:]])
         ext = _delta_on(grid, sr, sb, level, from_=hi, to=hi * extrapolate)
-        if thin:  # no usable interval: the class is undecided here too
+        if thin or few:  # no usable interval: the class is undecided here too
             ext = replace(ext, cls="undecided", point_estimate_class=ext.cls)
         i = len(grid) - 1
         later = [c for c in ext.crossover.median if c > hi]
         beyond = f"median crossover beyond the data at {', '.join(fmt_compute(c) for c in later)} FLOPs" if later else "no crossover beyond the data"
-        shown = ext.cls if not thin else f"undecided (point estimates: {ext.point_estimate_class})"
+        shown = ext.cls if not (thin or few) else f"undecided (point estimates: {ext.point_estimate_class})"
         ext_sentence = (
             f"Extrapolated to {fmt_compute(hi * extrapolate)} FLOPs ({extrapolate:g}× the largest compute studied; "
             f"beyond the data): {shown}; {_diff_text(rule, ext, i, unit)}; {beyond}."
