@@ -104,7 +104,7 @@ from ..rules.base import is_rule_tensor
 from ..sparsity import SparseLearner
 from . import state as state_mod
 from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_scheduler, seed_everything
-from .config import RunConfig, RunResult, effective_rule_options, lm_context
+from .config import RunConfig, RunResult, effective_data_options, effective_rule_options, lm_context
 from .tasks import Task, evaluate, make_task
 
 __all__ = [
@@ -126,8 +126,9 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 def load_dataset(config: RunConfig) -> data_mod.Dataset:
-    """The run's data set, cut to ``n_train`` / ``n_test`` samples when asked."""
-    ds = data_mod.load(config.data, config.data_dir, **config.data_options)
+    """The run's data set (its seed the run's when it follows the run's), cut to ``n_train`` /
+    ``n_test`` samples when asked."""
+    ds = data_mod.load(config.data, config.data_dir, **effective_data_options(config))
     if config.n_train is not None or config.n_test is not None:
         ds = ds.subset(config.n_train, config.n_test)
     return ds
@@ -162,7 +163,7 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None) -> Setup
     model = models_mod.build(config.model, input_shape, ds.num_classes, **config.model_options)
     model.to(device)
     rule = rules_mod.get(config.rule, **effective_rule_options(config))
-    learner = rule.attach(model)
+    learner = rule.attach(model, loss_fn=getattr(ds, "loss_fn", None))  # a set may bring its own loss
     if config.sparsity == "set":
         from ..sparsity import SET
 
