@@ -184,3 +184,13 @@ def test_bad_input_is_one_sentence_and_exit_2(capsys, args, words):
     assert info.value.code == 2
     text = " ".join(err.split())
     assert words in text and "Traceback" not in err, err
+
+
+def test_compare_gives_each_seed_its_own_matrix():
+    from beyondbp import compare
+
+    results = compare(tiny(2, steps=5), ["backprop"], seeds=[1, 2])
+    targets = [r.data["seed"] for r in results]
+    assert targets == [1, 2]
+    alone = run(tiny(2, steps=5, seed=2))
+    assert results[1].final["test_loss"] == alone.final["test_loss"]
