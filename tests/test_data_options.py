@@ -79,6 +79,10 @@ BAD = [
     ("shakespeare-char", {"val_fraction": -math.inf}, "option val_fraction must be a number > 0 and < 1, got -inf"),
     ("shakespeare-char", {"path": ["a"]}, "option path must be a file path"),
     ("shakespeare-char", {"level": "word"}, "data set 'shakespeare-char' has no option level"),
+    ("matrix-completion", {"deficit_steps": -1}, "option deficit_steps must be an integer >= 0"),
+    ("matrix-completion", {"entries": 20000}, "entries 20000 exceeds the 10000 entries of a 100×100 matrix"),
+    ("matrix-completion", {"rank": 200}, "rank 200 exceeds the matrix size 100"),
+    ("matrix-completion", {"depth": 3}, "data set 'matrix-completion' has no option depth"),
 ]
 
 

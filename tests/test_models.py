@@ -13,7 +13,7 @@ TRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def test_names():
-    assert models.names() == ["cnn1d", "gpt", "lenet", "lsm", "mlp", "snn-cnn", "snn-mlp", "softhebb-conv", "softhebb-mlp"]
+    assert models.names() == ["cnn1d", "deep-linear", "gpt", "lenet", "lsm", "mlp", "snn-cnn", "snn-mlp", "softhebb-conv", "softhebb-mlp"]
 
 
 @pytest.mark.parametrize(
