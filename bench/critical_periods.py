@@ -69,9 +69,11 @@ def sweep(args: argparse.Namespace, results: dict[str, dict]) -> None:
             if p.label in rules and p.config.model_options["depth"] in depths
             and p.config.data_options["deficit_steps"] in deficits and (seeds is None or p.config.seed in seeds)]
     # cheapest first, so the smallest complete grid is done early
-    todo.sort(key=lambda p: (p.config.data_options["deficit_steps"], p.config.model_options["depth"], p.config.seed))
+    todo.sort(key=lambda p: (p.config.data_options["deficit_steps"], p.config.model_options["depth"], p.config.seed),
+              reverse=args.reverse)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     for i, planned in enumerate(todo, 1):
+        results.update(load_results(args.results))  # another process may share the file (--reverse)
         if planned.id in results:
             continue
         config = planned.config.replace(threads=1)
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "critical_periods.jsonl")
     parser.add_argument("--figures", default=None, help="folder for one figure per rule")
     parser.add_argument("--report-only", action="store_true", help="print the table from the results file")
+    parser.add_argument("--reverse", action="store_true",
+                        help="costliest runs first (a second process sharing the results file takes them)")
     args = parser.parse_args(argv)
     results = load_results(args.results)
     if not args.report_only:
