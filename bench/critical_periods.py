@@ -120,7 +120,7 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> None:
                 continue
             m, h = mean_interval([high[s] - low[s] for s in common])
             verdict = "above 0" if m - h > 0 else ("below 0" if m + h < 0 else "contains 0")
-            print(f"{rule:>9} depth {depth}: T={ts[-1]} − T=0 = {m:+.3f} ± {h:.3f} (n={len(common)}; interval {verdict})")
+            print(f"{rule:>9} depth {depth}: T={ts[-1]} − T=0 = {m:+.4f} ± {h:.4f} (n={len(common)}; interval {verdict})")
     if args.figures:
         figures(args, cells, rules)
 
