@@ -83,7 +83,7 @@ def test_deep_linear_is_bias_free_with_the_authors_init_scale(depth):
     assert all(m.weight.shape == (100, 100) for m in layers)
     assert sum(p.numel() for p in net.parameters()) == depth * 100 * 100
     for m in layers:  # each entry N(0, init_scale^(2/depth) / n)
-        assert math.isclose(float(m.weight.std()), 0.001 ** (1 / depth) / 10, rel_tol=0.05)
+        assert math.isclose(float(m.weight.detach().std()), 0.001 ** (1 / depth) / 10, rel_tol=0.05)
     e2e = torch.linalg.matrix_norm(net.end_to_end())
     assert 0.8 <= float(e2e) / (0.001 * 10) <= 1.2  # end-to-end Frobenius norm ≈ 0.001·√n, as the authors assert
     x = torch.eye(100)
