@@ -69,8 +69,8 @@ def no_network(monkeypatch):
 
 # --------------------------------------------------------------------------- registry
 def test_names():
-    assert data.names() == ["adding", "copy", "digits", "fashion-mnist", "fashion-mnist-shift", "fmnist-adding", "mnist", "mnist1d",
-                            "psfmnist", "sfmnist", "shakespeare-char", "text"]
+    assert data.names() == ["adding", "copy", "digits", "fashion-mnist", "fashion-mnist-shift", "fmnist-adding", "matrix-completion",
+                            "mnist", "mnist1d", "psfmnist", "sfmnist", "shakespeare-char", "text"]
 
 
 def test_unknown_name_lists_valid_names():

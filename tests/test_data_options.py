@@ -88,6 +88,10 @@ BAD = [
     ("psfmnist", {"perm_seed": -1}, "data set 'psfmnist' option perm_seed must be an integer >= 0"),
     ("fmnist-adding", {"bins": 0}, "data set 'fmnist-adding' option bins must be an integer >= 1, got 0"),
     ("fmnist-adding", {"rate": 1.5}, "data set 'fmnist-adding' option rate must be a number > 0 and <= 1, got 1.5"),
+    ("matrix-completion", {"deficit_steps": -1}, "option deficit_steps must be an integer >= 0"),
+    ("matrix-completion", {"entries": 20000}, "entries 20000 exceeds the 10000 entries of a 100×100 matrix"),
+    ("matrix-completion", {"rank": 200}, "rank 200 exceeds the matrix size 100"),
+    ("matrix-completion", {"depth": 3}, "data set 'matrix-completion' has no option depth"),
 ]
 
 

@@ -110,7 +110,7 @@ def train(
         table.add_column(col, justify="right")
     for h in result.history:
         cells = [str(h["epoch"]), str(h["step"]), f"{h['train_loss']:.4f}", f"{h['test_loss']:.4f}",
-                 f"{100 * h['test_accuracy']:.1f}%"]
+                 f"{100 * h['test_accuracy']:.1f}%" if h["test_accuracy"] == h["test_accuracy"] else "n/a"]
         cells += [f"{h['diagnostics'].get(k, float('nan')):.3f}" for k in diag_keys]
         table.add_row(*cells)
     console.print(table)

@@ -2,8 +2,8 @@
 
 >>> from beyondbp import data
 >>> data.names()  # doctest: +NORMALIZE_WHITESPACE
-['adding', 'copy', 'digits', 'fashion-mnist', 'fashion-mnist-shift', 'fmnist-adding', 'mnist',
- 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
+['adding', 'copy', 'digits', 'fashion-mnist', 'fashion-mnist-shift', 'fmnist-adding', 'matrix-completion',
+ 'mnist', 'mnist1d', 'psfmnist', 'sfmnist', 'shakespeare-char', 'text']
 >>> ds = data.load("digits")
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([1437, 1, 8, 8]), 10)
@@ -48,6 +48,12 @@ inside the package is read (origin in :mod:`beyondbp.data.text`). The two langua
 :class:`TextDataset` (a token stream with random windows; runs are measured in tokens)
 instead of a :class:`Dataset`; see :mod:`beyondbp.data.text`.
 
+``matrix-completion`` (:class:`~beyondbp.data.matrix.MatrixCompletionOptions`) is generated: a
+low-rank target whose observed entries switch at a given step (Kleinman et al.'s critical-period
+experiment). It returns a :class:`ScheduledDataset`, whose training batch is a function of the
+step and which brings its own loss (½·MSE over the observed entries); see
+:mod:`beyondbp.data.matrix`.
+
 See :mod:`beyondbp.data.vision` for the preprocessing details.
 """
 
@@ -71,6 +77,7 @@ from beyondbp.data.sequences import (
     load_sfmnist,
 )
 from beyondbp.data.shift import ShiftOptions, load_fashion_mnist_shift
+from beyondbp.data.matrix import MatrixCompletion, MatrixCompletionOptions, ScheduledDataset, load_matrix_completion
 from beyondbp.data.text import ShakespeareOptions, TextDataset, TextOptions, load_shakespeare_char, load_text
 from beyondbp.data.vision import (
     DigitsOptions,
@@ -84,11 +91,15 @@ from beyondbp.data.vision import (
 from beyondbp.errors import ConfigError
 
 __all__ = [
+    "SCHEDULED_SETS",
     "TEXT_SETS",
     "Dataset",
+    "MatrixCompletion",
+    "ScheduledDataset",
     "TextDataset",
     "describe",
     "describe_options",
+    "is_scheduled",
     "is_text",
     "load",
     "names",
@@ -98,13 +109,14 @@ __all__ = [
 
 # name -> (loader, its options declaration). Every loader takes ``data_dir`` and the options as
 # keywords and validates the options against the declaration itself (``options.parse``).
-_SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Options]]] = {
+_SETS: dict[str, tuple[Callable[..., Dataset | TextDataset | ScheduledDataset], type[options_mod.Options]]] = {
     "adding": (load_adding, AddingOptions),
     "copy": (load_copy, CopyOptions),
     "digits": (load_digits, DigitsOptions),
     "fashion-mnist": (load_fashion_mnist, IdxOptions),
     "fmnist-adding": (load_fmnist_adding, FmnistAddingOptions),
     "fashion-mnist-shift": (load_fashion_mnist_shift, ShiftOptions),
+    "matrix-completion": (load_matrix_completion, MatrixCompletionOptions),
     "mnist": (load_mnist, IdxOptions),
     "mnist1d": (load_mnist1d, Mnist1dOptions),
     "psfmnist": (load_psfmnist, PermutedSeqFmnistOptions),
@@ -117,6 +129,9 @@ _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset], type[options_mod.Op
 #: Sets that load as a :class:`TextDataset` (language modelling, token budgets).
 TEXT_SETS = ("shakespeare-char", "text")
 
+#: Sets that load as a :class:`ScheduledDataset` (a full batch per step, their own loss).
+SCHEDULED_SETS = ("matrix-completion",)
+
 #: One line per set, for ``beyondbp data``.
 _SUMMARIES = {
     "adding": "the adding problem at length T, generated (regression: MSE; solved at MSE <= 0.05)",
@@ -127,6 +142,7 @@ _SUMMARIES = {
     "digits": "scikit-learn's bundled 8x8 digits, 1437 / 360 (nothing to download)",
     "fashion-mnist": "Fashion-MNIST IDX files, 60000 / 10000 (Debian's dataset-fashion-mnist, or --data-dir)",
     "fashion-mnist-shift": "Fashion-MNIST whose labels drift: two random classes swap swaps_per_epoch times per epoch",
+    "matrix-completion": "rank-5 100x100 target, 1000 then 1500 observed entries (critical periods; generated)",
     "mnist": "MNIST IDX files, 60000 / 10000 (--data-dir pointing at the four files)",
     "mnist1d": "MNIST-1D generated locally, 4000 / 1000, length 40 (nothing to download)",
     "shakespeare-char": "tiny-shakespeare at character level, shipped inside the package (language models)",
@@ -142,6 +158,11 @@ def names() -> list[str]:
 def is_text(name: str) -> bool:
     """Whether ``name`` is a language-model set (loads as a :class:`TextDataset`)."""
     return isinstance(name, str) and _canonical(name) in TEXT_SETS
+
+
+def is_scheduled(name: str) -> bool:
+    """Whether ``name`` loads as a :class:`ScheduledDataset` (batches by step, its own loss)."""
+    return isinstance(name, str) and _canonical(name) in SCHEDULED_SETS
 
 
 def _canonical(name: Any) -> str:
@@ -177,7 +198,7 @@ def describe_options(name: str) -> list[dict[str, str]]:
     return options_mod.describe(options_class(name))
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset | TextDataset:
+def load(name: str, data_dir: str | os.PathLike | None = None, **opts: Any) -> Dataset | TextDataset | ScheduledDataset:
     """Load the data set called ``name`` (see :func:`names`) as an in-memory :class:`Dataset`.
 
     Raises :class:`~beyondbp.errors.ConfigError` for an unknown name and for an unknown or bad

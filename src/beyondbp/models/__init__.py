@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['branch-elm', 'cnn1d', 'elm', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
+['branch-elm', 'cnn1d', 'deep-linear', 'elm', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -22,6 +22,11 @@ gpt        causal decoder-only Transformer; ``input_shape=(context,)``, ``num_cl
            ``norm="pre"``, ``tie_weights=False``, ``bias=True``, ``attention="explicit"``,
            ``emb_std=1.0`` — see :mod:`beyondbp.models.gpt` (not an ``nn.Sequential``)
 =========  =====================================================================
+
+Deep linear network (see :mod:`beyondbp.models.linear`): ``deep-linear``, ``depth=3`` bias-free
+Linear layers of ``width=None`` (the input size) with no activation, initialised as Kleinman et
+al. do (``init="gaussian"``, end-to-end Frobenius norm ≈ ``init_scale=0.001`` · √width); the model
+of the ``matrix-completion`` critical-period experiment.
 
 Spiking networks (see :mod:`beyondbp.models.snn` and :mod:`beyondbp.spiking`): ``snn-mlp``
 (snnTorch tutorial 5's 784-1000-10 LIF network; ``widths=(1000,)``) and ``snn-cnn``
@@ -69,6 +74,7 @@ from beyondbp.errors import ConfigError
 from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.elm import ELM, BranchELM
 from beyondbp.models.gpt import GPT
+from beyondbp.models.linear import DeepLinear
 from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
 from beyondbp.models.snn import SNNMLP, SNNConv
@@ -77,12 +83,13 @@ from beyondbp.options import describe as _describe_declaration
 from beyondbp.options import parse
 from beyondbp.resources import physical_memory, show_bytes
 
-__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "ELM", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
+__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "DeepLinear", "ELM", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
            "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "branch-elm": BranchELM,
     "cnn1d": CNN1D,
+    "deep-linear": DeepLinear,
     "elm": ELM,
     "gpt": GPT,
     "lenet": LeNet,
@@ -98,6 +105,7 @@ _MODELS: dict[str, type[nn.Module]] = {
 _SUMMARIES = {
     "branch-elm": "Branch-ELM: the ELM with inputs summed on dendritic branches before the trace (Spieler et al. 2024)",
     "cnn1d": "the MNIST-1D authors' 1-D convnet (three Conv1d layers, linear head)",
+    "deep-linear": "deep linear network: bias-free Linear layers, no activation, small init (critical periods)",
     "elm": "Expressive Leaky Memory neuron: synaptic traces, MLP memory proposal, leaky memory, readout (Spieler et al. 2024)",
     "gpt": "causal decoder-only Transformer for the text sets (see Language models)",
     "lenet": "LeNet-5 for 28x28 images (BioTorch's form)",

@@ -1,4 +1,5 @@
-"""``compare``: the one-axis study over rules, run in this process on one shared data set.
+"""``compare``: the one-axis study over rules, run in this process on one shared data set (one per
+seed for a set whose seed follows the run's, such as ``matrix-completion``).
 
 Its runs are planned by :func:`beyondbp.study.spec.plan_axis`, the planner of study grids, so
 each has the run id and the checks it would have in a study spec with a ``rule`` axis.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..training import RunConfig, RunResult, check, load_dataset, run
+from ..training import RunConfig, RunResult, check, effective_data_options, load_dataset, run
 from ..training.loop import Progress
 from .spec import plan_axis
 
@@ -71,7 +72,12 @@ def compare(
             raise ConfigError(f"seed {next(s for s in seed_list if seed_list.count(s) > 1)} is listed more than once")
     per_seed = [[planned.config for planned in plan_axis(config.replace(seed=s), "rule", entries)] for s in seed_list]
     configs = [per_seed[j][i] for i in range(len(entries)) for j in range(len(seed_list))]  # rule by rule
-    ds = load_dataset(config)
+    # one data set per distinct data (a set whose seed follows the run's differs from seed to seed)
+    datasets: dict[str, Any] = {}
+    data = []
     for c in configs:
+        key = repr(sorted(effective_data_options(c).items()))
+        data.append(datasets[key] if key in datasets else datasets.setdefault(key, load_dataset(c)))
+    for c, ds in zip(configs, data):
         check(c, ds)
-    return [run(c, progress, dataset=ds) for c in configs]
+    return [run(c, progress, dataset=ds) for c, ds in zip(configs, data)]

@@ -37,11 +37,12 @@ from .config import (
     MAX_COUNT,
     RunConfig,
     RunResult,
+    effective_data_options,
     effective_rule_options,
     lm_context,
 )
 from .loop import Progress, Setup, check, evaluate, load_dataset, prepare, run
-from .tasks import ClassificationTask, LanguageModelTask, Task, make_task
+from .tasks import ClassificationTask, LanguageModelTask, ScheduledTask, Task, make_task
 
 __all__ = [
     "ALLOWED",
@@ -58,6 +59,7 @@ __all__ = [
     "Progress",
     "RunConfig",
     "RunResult",
+    "ScheduledTask",
     "Setup",
     "ShuffledBatches",
     "Task",
@@ -66,6 +68,7 @@ __all__ = [
     "check",
     "diverged",
     "effective_rule_options",
+    "effective_data_options",
     "evaluate",
     "evaluate_batches",
     "evaluate_tensors",

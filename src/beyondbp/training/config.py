@@ -57,6 +57,7 @@ __all__ = [
     "RunResult",
     "canonical_rule_options",
     "check_count",
+    "effective_data_options",
     "effective_rule_options",
     "lm_context",
 ]
@@ -242,6 +243,8 @@ class RunConfig(RunSettings):
             )
         elif self.model == "gpt":
             raise ValueError(f"model 'gpt' reads token sequences; use it with {' or '.join(data_mod.TEXT_SETS)}")
+        if data_mod.is_scheduled(self.data):
+            _check_scheduled(self)
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give either epochs or steps as the training budget, not both")
         if self.epochs is None and self.steps is None and self.tokens is None:
@@ -306,6 +309,29 @@ def _check_language_model(config: RunConfig) -> None:
         raise ValueError("set a language model's context with context=..., not model option input_shape")
     if config.tokens is None and config.steps is None:
         config.tokens = LM_DEFAULT_TOKENS
+
+
+def _check_scheduled(config: RunConfig) -> None:
+    """A scheduled set (:data:`beyondbp.data.SCHEDULED_SETS`) is one full batch per step for its
+    schedule's length: budget ``epochs = 1`` (the default for it: the schedule) or ``steps``."""
+    if config.epochs is not None and config.epochs != 1:
+        raise ValueError(f"data {config.data!r} trains one schedule of full-batch steps; give epochs = 1 "
+                         f"(the schedule, the default) or steps, not epochs = {config.epochs}")
+    if config.n_train is not None or config.n_test is not None:
+        raise ValueError(f"n_train and n_test do not apply to data {config.data!r} (one full batch per step)")
+    if config.epochs is None and config.steps is None:
+        config.epochs = 1
+
+
+def effective_data_options(config: RunConfig) -> dict[str, Any]:
+    """``config.data_options``, plus ``seed=config.seed`` for a data set whose ``seed`` option
+    defaults to ``None`` ("the run's seed": ``matrix-completion``) when none was given. A run's
+    identity keeps ``None`` (the run's seed is in it already)."""
+    opts = dict(config.data_options)
+    field = data_mod.options_class(config.data).model_fields.get("seed")
+    if field is not None and field.default is None and opts.get("seed") is None:
+        opts["seed"] = config.seed
+    return opts
 
 
 def lm_context(config: RunConfig) -> int:

@@ -106,7 +106,7 @@ from ..sparsity import SparseLearner
 from . import liquid as liquid_mod
 from . import state as state_mod
 from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_scheduler, seed_everything
-from .config import RunConfig, RunResult, effective_rule_options, lm_context
+from .config import RunConfig, RunResult, effective_data_options, effective_rule_options, lm_context
 from .lr_control import LRController, make_lr_control
 from .tasks import Task, evaluate, make_task
 
@@ -129,8 +129,9 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 def load_dataset(config: RunConfig) -> data_mod.Dataset:
-    """The run's data set, cut to ``n_train`` / ``n_test`` samples when asked."""
-    ds = data_mod.load(config.data, config.data_dir, **config.data_options)
+    """The run's data set (its seed the run's when it follows the run's), cut to ``n_train`` /
+    ``n_test`` samples when asked."""
+    ds = data_mod.load(config.data, config.data_dir, **effective_data_options(config))
     if config.n_train is not None or config.n_test is not None:
         ds = ds.subset(config.n_train, config.n_test)
     return ds
@@ -174,7 +175,7 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None, *, gener
         ds, target, rule = stage.dataset, stage.target, stage.rule
     else:
         target, rule = model, rules_mod.get(config.rule, **effective_rule_options(config))
-    learner = rule.attach(target)
+    learner = rule.attach(target, loss_fn=getattr(ds, "loss_fn", None))  # a set may bring its own loss
     if config.sparsity == "set":
         from ..sparsity import SET
 

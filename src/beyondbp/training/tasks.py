@@ -14,8 +14,9 @@ The loop (:mod:`beyondbp.training.loop`) knows nothing about data sets. It asks 
   :meth:`load_state_dict`).
 
 :func:`make_task` picks the task from the run's data set name: language-model sets
-(:data:`beyondbp.data.TEXT_SETS`) get :class:`LanguageModelTask`, the rest
-:class:`ClassificationTask`.
+(:data:`beyondbp.data.TEXT_SETS`) get :class:`LanguageModelTask`, sets whose batch is a function
+of the step (:data:`beyondbp.data.SCHEDULED_SETS`, e.g. ``matrix-completion``)
+:class:`ScheduledTask`, the rest :class:`ClassificationTask`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..spiking import spike_statistics
 from .batches import ShuffledBatches, evaluate_batches, evaluate_tensors
 from .config import LM_CURVE_WINDOWS, LM_EVALS, RunConfig, lm_context
 
-__all__ = ["ClassificationTask", "LanguageModelTask", "Task", "evaluate", "make_task"]
+__all__ = ["ClassificationTask", "LanguageModelTask", "ScheduledTask", "Task", "evaluate", "make_task"]
 
 Batch = tuple[Tensor, Tensor]
 
@@ -320,8 +321,69 @@ class LanguageModelTask(Task):
         self.generator.set_state(state["generator"])
 
 
+class ScheduledTask(Task):
+    """A :class:`~beyondbp.data.ScheduledDataset`: the batch of step ``k`` is ``dataset.batch(k)``
+    (the data decides what changes with the step; the loop only asks), one full batch per step,
+    for ``steps`` or the set's schedule (``epochs = 1``); the learner trains on the set's own loss
+    (``dataset.loss_fn``, attached by :func:`~beyondbp.training.loop.prepare`). A period ends every
+    ``eval_every`` steps, at each of the set's ``boundaries`` (a switch of observed entries) and
+    at the end; its evaluation is ``dataset.evaluate`` (``test_loss``; ``test_accuracy`` is NaN)
+    plus ``dataset.step_info``. The resume state is the step reached."""
+
+    def __init__(self, config: RunConfig, dataset: data_mod.ScheduledDataset, device: torch.device) -> None:
+        self.config, self.dataset, self.device = config, dataset, device
+        self.total_steps = config.steps if config.steps is not None else dataset.schedule_steps
+        self.num_classes = dataset.num_classes
+        self.learner: Any = None
+        self._step = 0
+        self._ends = set(dataset.boundaries)
+        self.diag_batch = dataset.batch(self.total_steps, device)
+
+    def start_info(self) -> dict[str, Any]:
+        every = self.dataset.eval_every
+        return {"total_steps": self.total_steps, "steps_per_epoch": min(every, self.total_steps),
+                "epochs": math.ceil(self.total_steps / every)}
+
+    def next_batch(self) -> Batch:
+        batch = self.dataset.batch(self._step, self.device)
+        self._step += 1
+        return batch
+
+    def weight(self, batch: Batch) -> int:
+        return 1
+
+    def period_ends(self, step: int) -> bool:
+        return step % self.dataset.eval_every == 0 or step in self._ends or step >= self.total_steps
+
+    def eval_kind(self, step: int) -> str:
+        return "test"
+
+    def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
+        metrics = self.dataset.evaluate(self.learner.predict, self.device)
+        return {"epoch": index, "step": step, "train_loss": train_loss, "test_accuracy": math.nan,
+                **metrics, **self.dataset.step_info(step)}
+
+    def data_info(self) -> dict[str, Any]:
+        return self.dataset.info()
+
+    def input_shape(self) -> list[int]:
+        return list(self.dataset.input_shape)
+
+    def checkpoint_position(self, step: int, periods: int) -> dict[str, Any]:
+        return {"epoch": periods, "step": step}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self._step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._step = int(state["step"])
+
+
 def make_task(config: RunConfig, dataset: Any, device: torch.device) -> Task:
-    """The task of a run: by the data set's kind (language-model sets, or classification)."""
+    """The task of a run: by the data set's kind (language-model sets, scheduled sets, or
+    classification)."""
     if data_mod.is_text(config.data):
         return LanguageModelTask(config, dataset, device)
+    if data_mod.is_scheduled(config.data):
+        return ScheduledTask(config, dataset, device)
     return ClassificationTask(config, dataset, device)
