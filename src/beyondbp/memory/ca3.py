@@ -22,7 +22,10 @@ Operations (the protocol of sPyMem's documentation), 1 ms steps:
 
 * **store (learning)**: cue and content held at the input 3 steps (0, 1, 2), then 7 quiet steps.
   The cue-to-content synapses of the active (cue, bit) pairs are potentiated to ``w_max`` and
-  those of the cue's old bits depressed to 0 — re-learning a cue overwrites its content.
+  those of the cue's old bits depressed to 0 — re-learning a cue overwrites its content. In the
+  content-to-cue direction an old bit's synapse ends at ``A+ e^{−2/3}`` ≈ 3.08 nA under the STDP
+  reading below (depressed to 0 by the tie at its presynaptic spike, re-potentiated by the cue's
+  second spike): one such bit stays under threshold, two or more still recall the old cue.
 * **recall from cue**: the cue for one step, then 6 quiet steps. The output shows the cue
   at step 5 (``in → cue_cue`` 1 + ``cue_cue → merge_cue`` 3 + ``merge → out`` 1) and the content at
   step 6 (in 1 + the plastic synapse 1 + ``cont_cue → merge_cont`` 3 + out 1).
