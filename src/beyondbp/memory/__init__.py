@@ -17,6 +17,9 @@ sparse-code        Sparsey-like WTA modules, familiarity-dependent codes, 0/1 pa
                    (:class:`~.sparse.SparseCodeMemory`)
 ================== ===================================================== ======================
 
+:class:`~.ca3.CA3Memory` (one-hot cues to 0/1 contents and back, a spiking CA3 circuit with STDP)
+keeps the same contract but is built directly, not by :func:`make`.
+
 :func:`make` builds one by name; :mod:`.measure` measures recall quality against the number
 stored and the query noise (on random patterns or Fashion-MNIST) and the sparse code's
 similarity preservation.
@@ -37,12 +40,14 @@ import torch
 from beyondbp.errors import ConfigError
 
 from .base import Memory, RandomSparseKeys
+from .ca3 import CA3Memory
 from .hopfield import ClassicHopfield, ModernHopfield
 from .keyvalue import KeyValueMemory
 from .sparse import SparseCodeMemory
 
 __all__ = [
     "MEMORIES",
+    "CA3Memory",
     "ClassicHopfield",
     "KeyValueMemory",
     "Memory",
