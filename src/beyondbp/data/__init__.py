@@ -64,6 +64,7 @@ from typing import Any, Callable
 
 from beyondbp import options as options_mod
 from beyondbp.data.dataset import Dataset
+from beyondbp.data.matrix import MatrixCompletion, MatrixCompletionOptions, ScheduledDataset, load_matrix_completion
 from beyondbp.data.sequences import (
     AddingOptions,
     CopyOptions,
@@ -77,7 +78,6 @@ from beyondbp.data.sequences import (
     load_sfmnist,
 )
 from beyondbp.data.shift import ShiftOptions, load_fashion_mnist_shift
-from beyondbp.data.matrix import MatrixCompletion, MatrixCompletionOptions, ScheduledDataset, load_matrix_completion
 from beyondbp.data.text import ShakespeareOptions, TextDataset, TextOptions, load_shakespeare_char, load_text
 from beyondbp.data.vision import (
     DigitsOptions,

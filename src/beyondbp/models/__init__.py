@@ -83,7 +83,8 @@ from beyondbp.options import describe as _describe_declaration
 from beyondbp.options import parse
 from beyondbp.resources import physical_memory, show_bytes
 
-__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "DeepLinear", "ELM", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
+__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "DeepLinear", "ELM", "GPT",
+           "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
            "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
