@@ -2,7 +2,7 @@
 
 >>> from beyondbp import models
 >>> models.names()
-['cnn1d', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
+['cnn1d', 'gpt', 'irnn', 'lenet', 'lsm', 'lstm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp', 'wrnn']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -42,6 +42,12 @@ LIF neurons, ``size=1000`` or ``8000``, the authors' connectivity, dynamics and 
 and a zero-initialised linear readout of its spike counts; its plasticity rules are ``stdp`` and
 ``nalsm`` (:mod:`beyondbp.rules.nalsm`).
 
+Recurrent models (see :mod:`beyondbp.models.rnn`): ``wrnn`` (the wave RNN: ``channels=27`` rings
+of ``ring=100`` ReLU neurons, a circular 3-tap convolution recurrence initialised as a shift,
+``solo_init=True``, ``freeze_recurrence`` / ``freeze_encoder``), ``irnn`` (identity-initialised
+ReLU RNN, ``hidden=100``) and ``lstm``; all take ``(T, d)`` sequences and ``outputs="last"`` or
+``"all"``; ``irnn`` and ``lstm`` take ``params=K`` to match another model's parameter count.
+
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
@@ -64,38 +70,45 @@ from beyondbp.models.conv import CNN1D, LeNet
 from beyondbp.models.gpt import GPT
 from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
+from beyondbp.models.rnn import IRNN, LSTMModel, WaveRNN
 from beyondbp.models.snn import SNNMLP, SNNConv
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 from beyondbp.options import describe as _describe_declaration
 from beyondbp.options import parse
 from beyondbp.resources import physical_memory, show_bytes
 
-__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
-           "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
+__all__ = ["ACTIVATIONS", "CNN1D", "GPT", "IRNN", "LSM", "LSTMModel", "LeNet", "MLP", "WaveRNN", "SNNConv", "SNNMLP", "build",
+           "check_memory", "check_size", "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "gpt": GPT,
+    "irnn": IRNN,
     "lenet": LeNet,
     "lsm": LSM,
+    "lstm": LSTMModel,
     "mlp": MLP,
     "snn-cnn": SNNConv,
     "snn-mlp": SNNMLP,
     "softhebb-conv": SoftHebbConv,
     "softhebb-mlp": SoftHebbMLP,
+    "wrnn": WaveRNN,
 }
 
 #: One line per model, for ``beyondbp models``.
 _SUMMARIES = {
     "cnn1d": "the MNIST-1D authors' 1-D convnet (three Conv1d layers, linear head)",
     "gpt": "causal decoder-only Transformer for the text sets (see Language models)",
+    "irnn": "identity-initialised ReLU RNN (Le et al. 2015), the wave RNN's baseline",
     "lenet": "LeNet-5 for 28x28 images (BioTorch's form)",
+    "lstm": "one-layer LSTM (torch's kernel) and a linear readout",
     "mlp": "multilayer perceptron: Flatten, hidden Linear layers with an activation, Linear head",
     "lsm": "liquid state machine: a 3-D grid of LIF neurons (E/I), distance-dependent synapses, linear readout (NALSM)",
     "snn-cnn": "spiking convnet 12C5-MP2-64C5-MP2-FC10 with LIF neurons (snnTorch tutorial 6)",
     "snn-mlp": "spiking MLP with LIF neurons, 784-1000-10 by default (snnTorch tutorial 5)",
     "softhebb-conv": "SoftHebb's three Hebbian conv blocks and a linear classifier",
     "softhebb-mlp": "SoftHebb's soft winner-take-all layer and a linear classifier (MNIST preset)",
+    "wrnn": "wave RNN: rings of ReLU neurons, circular 3-tap conv recurrence initialised as a shift (travelling waves)",
 }
 
 
