@@ -13,7 +13,8 @@ TRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def test_names():
-    assert models.names() == ["cnn1d", "gpt", "lenet", "lsm", "mlp", "snn-cnn", "snn-mlp", "softhebb-conv", "softhebb-mlp"]
+    assert models.names() == ["cnn1d", "gpt", "irnn", "lenet", "lsm", "lstm", "mlp", "snn-cnn", "snn-mlp", "softhebb-conv",
+                              "softhebb-mlp", "wrnn"]
 
 
 @pytest.mark.parametrize(

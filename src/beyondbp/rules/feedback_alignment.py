@@ -55,6 +55,19 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     learns through the optimizer, feeds back larger errors at every step: LeNet diverged with
     SGD (``bench/README.md``, "FA, KP, frSF, uSF: the feedback init").
 
+Recurrent models (``wrnn``, ``irnn``; :mod:`beyondbp.models.rnn`). The recurrent layer (the
+wave RNN's circular Conv1d, the iRNN's Linear) is called once per time step, so its feedback
+matrix carries the error backwards *through time*: with ``h_t = ReLU(W h_{t−1} + V x_t + b)``,
+
+    BPTT:   δ_{t−1} = (Wᵀ δ_t + readout error at t−1) ⊙ f'(a_{t−1})
+    these:  δ_{t−1} = (Bᵀ δ_t + readout error at t−1) ⊙ f'(a_{t−1})     (the readout's error via its own B)
+
+with one ``B`` per layer shared by every step (usf/frsf/brsf: built from ``sign(W)`` at the
+forward pass, so the same at every step of a sequence); the updates are the ordinary sums over
+steps, ``ΔW = −η Σ_t δ_t h_{t−1}ᵀ`` and ``ΔV = −η Σ_t δ_t x_tᵀ``, exact given those δ. Memory
+is BPTT's (every step's input is kept). ``nn.LSTM`` (the ``lstm`` model) is refused: its gates
+are not Linear / ConvNd modules.
+
 Every rule here registers its tensors on the layer with the prefix ``bbp_`` (buffers, or a
 parameter for KP), so ``model.to(device)`` and ``model.state_dict()`` carry them; ``detach``
 removes them. Randomness comes from ``seed`` (default 0), one generator per layer.
