@@ -12,6 +12,8 @@ the data set generators with a seeded generator (the authors' protocol: no fixed
     python bench/wave_rnn.py sfmnist --epochs 1 --models wrnn irnn
     # step time (forward + backward + Adam) per model, ms
     python bench/wave_rnn.py speed --T 100
+    # cosine of each rule's update to BPTT's gradient, per layer, at initialisation (one batch)
+    python bench/wave_rnn.py cosine --T 50 --rules fa usf frsf brsf kp dfa
 
 Models (the authors' sizes): adding: ``wrnn`` 27 rings of 100 (13,015 parameters), ``irnn``
 with ``params`` matched (hidden 112) ; copy: ``wrnn`` 6 rings of 100, ``outputs="all"``;
@@ -160,9 +162,26 @@ def speed(args) -> None:
                           "ms_per_step_median": 1e3 * sorted(times)[len(times) // 2]}), flush=True)
 
 
+def cosine(args) -> None:
+    from beyondbp.rules.base import cosine as cos
+
+    wave = {"channels": args.channels, "ring": args.ring}
+    match = parameter_count("wrnn", (args.T, 2), 1, channels=args.channels, ring=args.ring)
+    batch = adding_batch(args.batch, args.T, torch.Generator().manual_seed(0))
+    for name in args.models:
+        for rule in args.rules:
+            model = _build(name, (args.T, 2), 1, 0, wave, match)
+            learner = rules.get(rule, seed=0).attach(model)
+            est, exact = learner.estimate(batch), learner.backprop_gradients(batch)
+            row = {f"cos/{k.removesuffix('.weight')}": round(cos(est[k], exact[k]), 4)
+                   for k in exact if k.endswith(".weight") and k in est}
+            print(json.dumps({"task": "cosine", "T": args.T, "model": name, "rule": rule, **row}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["adding", "copy", "sfmnist", "speed"])
+    parser.add_argument("task", choices=["adding", "copy", "sfmnist", "speed", "cosine"])
+    parser.add_argument("--rules", nargs="+", default=["fa", "usf", "frsf", "brsf", "kp", "dfa"])
     parser.add_argument("--T", type=int, default=200)
     parser.add_argument("--mem-len", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=["wrnn", "irnn"])
@@ -184,10 +203,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    defaults = {"adding": (27, 100), "speed": (27, 100), "copy": (6, 100), "sfmnist": (16, 196)}[args.task]
+    defaults = {"adding": (27, 100), "speed": (27, 100), "cosine": (27, 100), "copy": (6, 100), "sfmnist": (16, 196)}[args.task]
     args.channels = args.channels or defaults[0]
     args.ring = args.ring or defaults[1]
-    {"adding": adding, "copy": copy, "sfmnist": sfmnist, "speed": speed}[args.task](args)
+    {"adding": adding, "copy": copy, "sfmnist": sfmnist, "speed": speed, "cosine": cosine}[args.task](args)
 
 
 if __name__ == "__main__":
