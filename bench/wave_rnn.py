@@ -11,7 +11,7 @@ the data set generators with a seeded generator (the authors' protocol: no fixed
     # sequential vs permuted 14x14 Fashion-MNIST: test accuracy after --epochs
     python bench/wave_rnn.py sfmnist --epochs 1 --models wrnn irnn
     # step time (forward + backward + Adam) per model, ms
-    python bench/wave_rnn.py speed --T 100
+    python bench/wave_rnn.py speed --T 100 --models reference-wrnn wrnn irnn lstm
     # cosine of each rule's update to BPTT's gradient, per layer, at initialisation (one batch)
     python bench/wave_rnn.py cosine --T 50 --rules fa usf frsf brsf kp dfa
 
@@ -145,12 +145,36 @@ def sfmnist(args) -> None:
                 }), flush=True)
 
 
+class ReferenceWaveRNN(torch.nn.Module):
+    """The authors' equations in their repositories' layout (``adding/conv_rnn_model.py``: the
+    encoder called on ``x_t`` inside the time loop, time-major input, the hidden state kept flat
+    and viewed as rings at every step, the readout on the last state), written here for timing."""
+
+    def __init__(self, channels: int, ring: int, d: int = 2, k: int = 1) -> None:
+        super().__init__()
+        self.channels, self.ring = channels, ring
+        self.Wx = torch.nn.Linear(d, channels * ring)
+        self.Wy = torch.nn.Conv1d(channels, channels, 3, padding=1, padding_mode="circular")
+        self.readout = torch.nn.Linear(channels * ring, k)
+
+    def forward(self, x):
+        x = x.permute(1, 0, 2)
+        h = torch.zeros(x.shape[1], self.channels * self.ring)
+        for t in range(x.shape[0]):
+            h = torch.relu(self.Wx(x[t]) + self.Wy(h.view(-1, self.channels, self.ring)).flatten(start_dim=1))
+        return self.readout(h)
+
+
 def speed(args) -> None:
     wave = {"channels": args.channels, "ring": args.ring}
     match = parameter_count("wrnn", (args.T, 2), 1, channels=args.channels, ring=args.ring)
     x, y = adding_batch(args.batch, args.T, torch.Generator().manual_seed(0))
     for name in args.models:
-        model = _build(name, (args.T, 2), 1, 0, wave, match)
+        if name == "reference-wrnn":
+            torch.manual_seed(0)
+            model = ReferenceWaveRNN(args.channels, args.ring)
+        else:
+            model = _build(name, (args.T, 2), 1, 0, wave, match)
         learner, opt = _learner(args, model)
         _step(learner, opt, x, y, 0.0)
         times = []

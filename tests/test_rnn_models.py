@@ -188,3 +188,18 @@ def test_cli_trains_wrnn_on_adding_and_refuses_per_step_targets_without_outputs_
                  "--data-opt", "n_train=16", "--data-opt", "n_test=4", "--model-opt", "hidden=4",
                  "--model-opt", "outputs=all", "--steps", "2"])
     assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule", ["frsf", "brsf"])
+def test_sign_concordant_feedback_is_zero_where_the_weight_is_zero(rule):
+    # sign(0) = 0: before, copysign gave zero weights a positive sign, so the wave RNN's mostly-zero
+    # shift kernel got a dense positive feedback and the error overflowed back through time
+    torch.manual_seed(0)
+    model = models.build("wrnn", (50, 2), 1, channels=6, ring=20)
+    learner = rules.get(rule).attach(model)
+    feedback = learner.feedback_matrix("recurrent")
+    weight = model.recurrent.weight.detach()
+    assert torch.equal(feedback == 0, weight == 0) and torch.equal(torch.sign(feedback), torch.sign(weight))
+    batch = data.load("adding", T=50, n_train=16, n_test=1)
+    estimate = learner.estimate((batch.x_train, batch.y_train))
+    assert all(torch.isfinite(g).all() for g in estimate.values())

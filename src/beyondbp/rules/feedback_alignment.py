@@ -156,8 +156,8 @@ class FRSF(FeedbackPathRule):
     def feedback(self, module: nn.Module, out: Tensor | None = None) -> tuple[Tensor, float]:
         w = module.weight.detach()
         if out is None:
-            return torch.copysign(rule_tensor(module, "magnitude"), w), 1.0
-        return torch.copysign(rule_tensor(module, "magnitude"), w, out=out), 1.0
+            return _signed(rule_tensor(module, "magnitude"), w), 1.0
+        return _signed(rule_tensor(module, "magnitude"), w, out=out), 1.0
 
 
 class BRSF(FeedbackPathRule):
@@ -198,11 +198,19 @@ class BRSF(FeedbackPathRule):
             k = bits.view(torch.uint16)[:n].view(w.shape)
             if w.dtype in (torch.float32, torch.float64):
                 out.copy_(k).add_(0.5)
-                return torch.copysign(out, w, out=out), bound / 65536.0
+                return _signed(out, w, out=out), bound / 65536.0
             out.copy_(k.to(torch.float32).add_(0.5).mul_(1.0 / 65536.0))
-            return torch.copysign(out, w, out=out), bound
+            return _signed(out, w, out=out), bound
         mag = torch.randn(w.shape, generator=gen, dtype=w.dtype).abs_()
-        return torch.copysign(mag.to(w.device), w, out=out), bound
+        return _signed(mag.to(w.device), w, out=out), bound
+
+
+def _signed(magnitude: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
+    """``|M| ⊙ sign(W)`` with ``sign(0) = 0``: ``copysign`` alone gives an exact zero weight a
+    positive sign, which made the feedback of a mostly-zero kernel (the wave RNN's shift) dense
+    and positive, and the error overflow within 50 steps back through time."""
+    out = torch.copysign(magnitude, w) if out is None else torch.copysign(magnitude, w, out=out)
+    return out.masked_fill_(w == 0, 0.0)
 
 
 class KP(FeedbackPathRule):
