@@ -35,10 +35,10 @@ adding task's ``wrnn`` (``channels=27``, ``ring=100``, 13,015 parameters) ``irnn
 ``hidden=111`` and ``lstm`` ``hidden=55``. :func:`hidden_for_params` is the same search as a function,
 and :func:`parameter_count` counts a configuration without building it.
 
-Time loops: the input projection of all ``T`` steps is one call of the encoder (``(N, T, d) ->
-(N, T, H)``); each step then costs one call of the recurrent module, an addition and a ReLU —
-the arithmetic of the step and one small Python iteration, ordinary autograd storing what BPTT
-needs (``bench/wave_rnn.py`` measures the step time). Because the recurrent module is called as
+Time loops: each step costs one call of the encoder on ``x_t`` and of the recurrent module, an
+addition and a ReLU — the arithmetic of the step and one small Python iteration, ordinary
+autograd storing what BPTT needs. (Encoding all ``T`` steps in one call was measured slower on
+CPU: its weight gradient is one long, skinny matrix product; ``bench/wave_rnn.py speed``.) Because the recurrent module is called as
 a module at every step, the feedback-path rules (``fa``, ``usf``, ``frsf``, ``brsf``, ``kp``)
 replace its backward through time by their feedback matrix, and ``dfa`` sees each step's input
 to it as a feedback point (see :mod:`beyondbp.rules.feedback_alignment` and
@@ -75,14 +75,16 @@ def _as_sequence(x: Tensor, steps: int, channels: int) -> Tensor:
 
 
 class _Recurrent(nn.Module):
-    """Shared parts: input as ``(N, T, d)``, the encoder over all steps, the readout."""
+    """Shared parts: the input as ``T`` steps of ``(N, d)``, the readout."""
 
     steps: int
     channels_in: int
     outputs: str
 
-    def _encode(self, x: Tensor) -> Tensor:
-        return self.encoder(_as_sequence(x, self.steps, self.channels_in))
+    def _steps(self, x: Tensor) -> tuple[Tensor, ...]:
+        # unbind: one backward node for all steps (indexing x[:, t] of an x that needs a gradient
+        # would zero-fill x's whole size per step in the backward pass)
+        return _as_sequence(x, self.steps, self.channels_in).unbind(1)
 
     def _read(self, hidden: Tensor | list[Tensor]) -> Tensor:
         if self.outputs == "all":
@@ -136,11 +138,11 @@ class WaveRNN(_Recurrent):
                 p.requires_grad_(not frozen)
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self._encode(x).unflatten(-1, (self.n_channels, self.ring))
-        h = torch.zeros(x.shape[0], self.n_channels, self.ring, dtype=u.dtype, device=u.device)
+        shape = (x.shape[0], self.n_channels, self.ring)
+        h = torch.zeros(shape, dtype=x.dtype, device=x.device)
         states = []
-        for u_t in u.unbind(1):  # unbind: one backward node for all steps (u[:, t] would zero-fill u's size per step)
-            h = self.act(self.recurrent(h) + u_t)
+        for x_t in self._steps(x):
+            h = self.act(self.recurrent(h) + self.encoder(x_t).view(shape))
             if self.outputs == "all":
                 states.append(h.flatten(1))
         return self._read(states if self.outputs == "all" else h.flatten(1))
@@ -177,11 +179,10 @@ class IRNN(_Recurrent):
                 self.recurrent.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self._encode(x)
-        h = torch.zeros(x.shape[0], self.hidden, dtype=u.dtype, device=u.device)
+        h = torch.zeros(x.shape[0], self.hidden, dtype=x.dtype, device=x.device)
         states = []
-        for u_t in u.unbind(1):
-            h = self.act(self.recurrent(h) + u_t)
+        for x_t in self._steps(x):
+            h = self.act(self.recurrent(h) + self.encoder(x_t))
             if self.outputs == "all":
                 states.append(h)
         return self._read(states if self.outputs == "all" else h)
