@@ -32,7 +32,7 @@ outputs) ``(N, num_classes)`` read from the last hidden state (``outputs="last"`
 Matched sizes: ``params=K`` on ``irnn`` and ``lstm`` picks the hidden size whose parameter count
 (for this input and output size) is closest to ``K`` and overrides ``hidden``; e.g. with the
 adding task's ``wrnn`` (``channels=27``, ``ring=100``, 13,015 parameters) ``irnn`` gets
-``hidden=111`` and ``lstm`` ``hidden=55``. :func:`hidden_for_params` is the same search as a function,
+``hidden=112`` and ``lstm`` ``hidden=55``. :func:`hidden_for_params` is the same search as a function,
 and :func:`parameter_count` counts a configuration without building it.
 
 Time loops: each step costs one call of the encoder on ``x_t`` and of the recurrent module, an
