@@ -13,8 +13,8 @@ TRAINABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def test_names():
-    assert models.names() == ["branch-elm", "cnn1d", "deep-linear", "elm", "gpt", "lenet", "lsm", "mlp", "snn-cnn", "snn-mlp",
-                              "softhebb-conv", "softhebb-mlp"]
+    assert models.names() == ["branch-elm", "cnn1d", "deep-linear", "elm", "gpt", "irnn", "lenet", "lsm", "lstm", "mlp",
+                              "snn-cnn", "snn-mlp", "softhebb-conv", "softhebb-mlp", "wrnn"]
 
 
 @pytest.mark.parametrize(

@@ -102,3 +102,8 @@ def test_sizes_are_counted_before_allocating(monkeypatch):
     monkeypatch.setattr(seqs, "physical_memory", lambda: 2**20)
     with pytest.raises(ConfigError, match="would need .* more than this machine"):
         data.load("adding", T=10**4, n_train=100)
+
+
+def test_float_targets_of_the_outputs_shape_stay_class_probabilities():
+    out, probs = torch.randn(4, 3), torch.softmax(torch.randn(4, 3), -1)
+    assert torch.equal(default_loss(out, probs), torch.nn.functional.cross_entropy(out, probs))

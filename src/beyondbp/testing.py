@@ -22,7 +22,9 @@ that does not apply at run time raises :class:`unittest.SkipTest`, which pytest 
 The checks train on scikit-learn's ``digits`` (8x8 images upsampled to 1x16x16 so LeNet's two 5x5
 conv + pool stages fit), with beyondbp's ``mlp`` (widths 128, 128) and ``lenet``, and the
 spiking ``snn-mlp`` (T = 4, one hidden layer of 128) and ``snn-cnn`` (T = 4; not in the learning
-check, see :data:`LEARN_KINDS`). Each check runs with one torch CPU thread (restored after).
+check, see :data:`LEARN_KINDS`); the attach, estimate and detach checks also run on ``wrnn``
+and ``irnn`` (rows as time steps) for every rule that attaches to them (:data:`RNN_KINDS`).
+Each check runs with one torch CPU thread (restored after).
 
 What a rule class declares to tell the checks what applies (:class:`beyondbp.rules.Rule`)
 --------------------------------------------------------------------------------------------
@@ -94,7 +96,9 @@ BATCH = 64
 EPOCHS = 12
 MIN_ACCURACY = 0.70
 #: The models every check that takes a model runs on.
-KINDS = ("mlp", "lenet", "snn-mlp", "snn-cnn")
+KINDS = ("mlp", "lenet", "snn-mlp", "snn-cnn", "wrnn", "irnn")
+#: Recurrent models (digits read row by row); a rule that refuses them at attach skips them.
+RNN_KINDS = ("wrnn", "irnn")
 #: The models of the learning check: snn-cnn is left out there (inference learning alone takes
 #: ~50 s on it, and SoftHebb reaches 0.63 < 0.70 on it after 12 epochs; beyondbp's
 #: tests/test_spiking.py trains it with backprop, fa and kp).
@@ -106,8 +110,6 @@ SPIKING_KINDS = ("snn-mlp", "snn-cnn")
 
 
 # -- the checks, as data ----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Check:
     """One contract check: ``check(rule_cls)`` runs it (with one torch CPU thread), raising
@@ -263,8 +265,6 @@ def parametrize_with_rules(rules: Iterable[type[Rule] | str] | None = None) -> A
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
 def _check_rule_class(rule_cls: Any) -> None:
     if not (isinstance(rule_cls, type) and issubclass(rule_cls, Rule)):
         raise ConfigError(f"the rule checks take a subclass of beyondbp.rules.Rule, got {rule_cls!r}")
@@ -290,14 +290,13 @@ def digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return up(ds.x_train), ds.y_train, up(ds.x_test), ds.y_test
 
 
+_STANDARD = {"mlp": {"widths": (128, 128)}, "snn-mlp": {"T": 4, "widths": (128,)}, "snn-cnn": {"T": 4}, "lenet": {},
+             "wrnn": {"channels": 4, "ring": 16}, "irnn": {"hidden": 32}}
+
+
 def standard_model(kind: str) -> nn.Module:
-    if kind == "mlp":
-        return models.build("mlp", INPUT_SHAPE, NUM_CLASSES, widths=(128, 128))
-    if kind == "snn-mlp":
-        return models.build("snn-mlp", INPUT_SHAPE, NUM_CLASSES, T=4, widths=(128,))
-    if kind == "snn-cnn":
-        return models.build("snn-cnn", INPUT_SHAPE, NUM_CLASSES, T=4)
-    return models.build("lenet", INPUT_SHAPE, NUM_CLASSES)
+    kind = kind if kind in _STANDARD else "lenet"
+    return models.build(kind, INPUT_SHAPE, NUM_CLASSES, **_STANDARD[kind])
 
 
 def _skip_if_refused(rule_cls: type[Rule], kind: str) -> None:
@@ -305,6 +304,12 @@ def _skip_if_refused(rule_cls: type[Rule], kind: str) -> None:
     checks do not apply to them there (:func:`rule_checks` leaves these out)."""
     if kind in SPIKING_KINDS and not rule_cls.handles_time_steps:
         raise unittest.SkipTest(f"rule {rule_cls.name} refuses spiking models (handles_time_steps = False)")
+    if kind in RNN_KINDS:  # a refusal at attach, or at the first step (softhebb: a layer run T times)
+        with torch.random.fork_rng(devices=[]):
+            try:
+                rule_cls().attach(standard_model(kind)).estimate((digits()[0][:2], digits()[1][:2]))
+            except (UnsupportedModuleError, ConfigError) as exc:
+                raise unittest.SkipTest(f"rule {rule_cls.name} refuses the recurrent model {kind}: {exc}") from None
 
 
 def _example_model(rule_cls: type[Rule], model_seed: int, refusal: UnsupportedModuleError) -> nn.Module:
@@ -400,8 +405,6 @@ def hook_counts(model: nn.Module) -> list[tuple[str, int, int, int, list[str]]]:
 
 
 # -- attaching ------------------------------------------------------------------------------------------
-
-
 def check_attaches(rule_cls: type[Rule], kind: str) -> None:
     name = rule_cls.name
     x = digits()[0][:8]
@@ -509,8 +512,6 @@ def check_attaches_to_any_module(rule_cls: type[Rule]) -> None:
 
 
 # -- learning -------------------------------------------------------------------------------------------
-
-
 def check_learns_digits(rule_cls: type[Rule], kind: str) -> None:
     x, y, x_test, y_test = digits()
     model, learner = attached(rule_cls, kind)
@@ -548,8 +549,6 @@ def check_rule_seed_changes_the_training(rule_cls: type[Rule]) -> None:
 
 
 # -- estimate, predict, detach --------------------------------------------------------------------------
-
-
 def check_estimate_changes_nothing(rule_cls: type[Rule], kind: str) -> None:
     x, y = digits()[0][:32], digits()[1][:32]
     model, learner = attached(rule_cls, kind)
@@ -653,8 +652,6 @@ def check_deep_copy_is_refused_or_independent(rule_cls: type[Rule]) -> None:
 
 
 # -- the user's own loop --------------------------------------------------------------------------------
-
-
 def check_users_own_loop(rule_cls: type[Rule]) -> None:
     """For feedback-path rules the user keeps their loop: ``loss.backward(); opt.step();
     sched.step()`` with the model attached trains exactly as ``learner.step`` does."""

@@ -1,8 +1,9 @@
 """Plain ``nn.Module`` models, built by name.
 
 >>> from beyondbp import models
->>> models.names()
-['branch-elm', 'cnn1d', 'deep-linear', 'elm', 'gpt', 'lenet', 'lsm', 'mlp', 'snn-cnn', 'snn-mlp', 'softhebb-conv', 'softhebb-mlp']
+>>> models.names()  # doctest: +NORMALIZE_WHITESPACE
+['branch-elm', 'cnn1d', 'deep-linear', 'elm', 'gpt', 'irnn', 'lenet', 'lsm', 'lstm', 'mlp', 'snn-cnn', 'snn-mlp',
+ 'softhebb-conv', 'softhebb-mlp', 'wrnn']
 >>> net = models.build("mlp", (1, 28, 28), 10, widths=(128,))
 
 Models hold nothing rule-specific: rules attach from outside by wrapping the standard
@@ -53,6 +54,12 @@ sequences ``(T, channels)``; ``memory=100``, ``hidden=None`` (2·memory), ``lam=
 ``outputs="last"``; ``branch-elm`` adds ``branches=16``, ``synapses_per_branch=None``. Trained
 by ``backprop`` (BPTT), the feedback-path rules, or ``elm-online`` (memory constant in T).
 
+Recurrent models (see :mod:`beyondbp.models.rnn`): ``wrnn`` (the wave RNN: ``channels=27`` rings
+of ``ring=100`` ReLU neurons, a circular 3-tap convolution recurrence initialised as a shift,
+``solo_init=True``, ``freeze_recurrence`` / ``freeze_encoder``), ``irnn`` (identity-initialised
+ReLU RNN, ``hidden=100``) and ``lstm``; all take ``(T, d)`` sequences and ``outputs="last"`` or
+``"all"``; ``irnn`` and ``lstm`` take ``params=K`` to match another model's parameter count.
+
 Activations: ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``, ``elu``.
 
 Models know no rule. What a rule needs beyond module types it reads through one protocol that
@@ -77,15 +84,16 @@ from beyondbp.models.gpt import GPT
 from beyondbp.models.linear import DeepLinear
 from beyondbp.models.lsm import LSM
 from beyondbp.models.mlp import ACTIVATIONS, MLP
+from beyondbp.models.rnn import IRNN, LSTMModel, WaveRNN
 from beyondbp.models.snn import SNNMLP, SNNConv
 from beyondbp.models.softhebb import SoftHebbConv, SoftHebbMLP
 from beyondbp.options import describe as _describe_declaration
 from beyondbp.options import parse
 from beyondbp.resources import physical_memory, show_bytes
 
-__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "DeepLinear", "ELM", "GPT",
-           "LSM", "LeNet", "MLP", "SNNConv", "SNNMLP", "build", "check_memory", "check_size",
-           "describe", "describe_options", "names", "options", "options_class", "tensor_bytes"]
+__all__ = ["ACTIVATIONS", "BranchELM", "CNN1D", "DeepLinear", "ELM", "GPT", "IRNN", "LSM", "LSTMModel", "LeNet", "MLP",
+           "WaveRNN", "SNNConv", "SNNMLP", "build", "check_memory", "check_size", "describe", "describe_options", "names",
+           "options", "options_class", "tensor_bytes"]
 
 _MODELS: dict[str, type[nn.Module]] = {
     "branch-elm": BranchELM,
@@ -93,13 +101,16 @@ _MODELS: dict[str, type[nn.Module]] = {
     "deep-linear": DeepLinear,
     "elm": ELM,
     "gpt": GPT,
+    "irnn": IRNN,
     "lenet": LeNet,
     "lsm": LSM,
+    "lstm": LSTMModel,
     "mlp": MLP,
     "snn-cnn": SNNConv,
     "snn-mlp": SNNMLP,
     "softhebb-conv": SoftHebbConv,
     "softhebb-mlp": SoftHebbMLP,
+    "wrnn": WaveRNN,
 }
 
 #: One line per model, for ``beyondbp models``.
@@ -109,13 +120,16 @@ _SUMMARIES = {
     "deep-linear": "deep linear network: bias-free Linear layers, no activation, small init (critical periods)",
     "elm": "Expressive Leaky Memory neuron: synaptic traces, MLP memory proposal, leaky memory, readout (Spieler et al. 2024)",
     "gpt": "causal decoder-only Transformer for the text sets (see Language models)",
+    "irnn": "identity-initialised ReLU RNN (Le et al. 2015), the wave RNN's baseline",
     "lenet": "LeNet-5 for 28x28 images (BioTorch's form)",
+    "lstm": "one-layer LSTM (torch's kernel) and a linear readout",
     "mlp": "multilayer perceptron: Flatten, hidden Linear layers with an activation, Linear head",
     "lsm": "liquid state machine: a 3-D grid of LIF neurons (E/I), distance-dependent synapses, linear readout (NALSM)",
     "snn-cnn": "spiking convnet 12C5-MP2-64C5-MP2-FC10 with LIF neurons (snnTorch tutorial 6)",
     "snn-mlp": "spiking MLP with LIF neurons, 784-1000-10 by default (snnTorch tutorial 5)",
     "softhebb-conv": "SoftHebb's three Hebbian conv blocks and a linear classifier",
     "softhebb-mlp": "SoftHebb's soft winner-take-all layer and a linear classifier (MNIST preset)",
+    "wrnn": "wave RNN: rings of ReLU neurons, circular 3-tap conv recurrence initialised as a shift (travelling waves)",
 }
 
 

@@ -88,9 +88,10 @@ def rule_tensor(module: nn.Module, name: str) -> Tensor:
 def default_loss(output: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy on logits; sequence outputs ``(..., C)`` with targets ``(...)`` are flattened.
 
-    Float targets (a regression set such as ``adding``) get the mean squared error instead; an
-    output with one trailing unit more than the target (``(N, 1)`` for ``(N,)``) is squeezed."""
-    if target.is_floating_point():
+    Float targets of the output's shape are class probabilities (cross-entropy, as torch's); other
+    float targets are regression targets (a set such as ``adding``), one per output ``(..., 1)``,
+    and get the mean squared error."""
+    if target.is_floating_point() and output.shape != target.shape:
         if output.dim() == target.dim() + 1 and output.shape[-1] == 1:
             output = output.squeeze(-1)
         if output.shape != target.shape:
@@ -99,7 +100,7 @@ def default_loss(output: Tensor, target: Tensor) -> Tensor:
                 f"{tuple(target.shape)}; build the model with one output per target"
             )
         return F.mse_loss(output, target)
-    if output.dim() == 2 and target.dim() == 2:
+    if output.dim() == 2 and target.dim() == 2 and not target.is_floating_point():
         raise ConfigError(
             f"the model returns one output per sample ({tuple(output.shape)}) but the targets hold one class per "
             f"time step ({tuple(target.shape)}); give a recurrent model outputs='all'"

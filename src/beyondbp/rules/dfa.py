@@ -94,6 +94,16 @@ for these models: the logits have one row per sample, the spike outputs ``T`` ro
 A model running time steps without declaring the layout is refused unless ``error_at`` names a
 module with ``T·B`` rows.
 
+Recurrent models (``wrnn``, ``irnn``). With ``points="layers"`` every call of a weight layer is
+a feedback point, so the recurrent layer's input at each step, ``h_{t−1}``, is one (and the
+readout's input ``h_T``): each hidden state receives ``dL/dh_t := B_t e`` with its own fixed
+matrix per step (``shared=False``; ``shared=True``: one matrix for all). Nothing flows through
+time: ``h_{t−1}`` reaches the recurrence detached, so the error of step ``t`` reaches the
+recurrent and input weights only through ``B_t e``, the ReLU derivative of that step, and the
+step's own input (``ΔW = −η Σ_t (B_t e ⊙ f'(a_t)) h_{t−1}ᵀ``). The error is the output's, so the
+models must read out the last state (``outputs="last"``): with one output per step the error
+``(N, T, C)`` does not match the points ``(N, ...)`` and the first step is refused.
+
 Scale and stability with plain SGD. With SGD, ``scale`` only rescales the hidden layers'
 effective learning rate, so a smaller scale trades blow-ups for slower learning rather than
 fixing them; on convolutional models use a smaller learning rate or Adam, which is insensitive

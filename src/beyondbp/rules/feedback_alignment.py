@@ -55,6 +55,19 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     learns through the optimizer, feeds back larger errors at every step: LeNet diverged with
     SGD (``bench/README.md``, "FA, KP, frSF, uSF: the feedback init").
 
+Recurrent models (``wrnn``, ``irnn``; :mod:`beyondbp.models.rnn`). The recurrent layer (the
+wave RNN's circular Conv1d, the iRNN's Linear) is called once per time step, so its feedback
+matrix carries the error backwards *through time*: with ``h_t = ReLU(W h_{t−1} + V x_t + b)``,
+
+    BPTT:   δ_{t−1} = (Wᵀ δ_t + readout error at t−1) ⊙ f'(a_{t−1})
+    these:  δ_{t−1} = (Bᵀ δ_t + readout error at t−1) ⊙ f'(a_{t−1})     (the readout's error via its own B)
+
+with one ``B`` per layer shared by every step (usf/frsf/brsf: built from ``sign(W)`` at the
+forward pass, so the same at every step of a sequence); the updates are the ordinary sums over
+steps, ``ΔW = −η Σ_t δ_t h_{t−1}ᵀ`` and ``ΔV = −η Σ_t δ_t x_tᵀ``, exact given those δ. Memory
+is BPTT's (every step's input is kept). ``nn.LSTM`` (the ``lstm`` model) is refused: its gates
+are not Linear / ConvNd modules.
+
 Every rule here registers its tensors on the layer with the prefix ``bbp_`` (buffers, or a
 parameter for KP), so ``model.to(device)`` and ``model.state_dict()`` carry them; ``detach``
 removes them. Randomness comes from ``seed`` (default 0), one generator per layer.
@@ -143,8 +156,8 @@ class FRSF(FeedbackPathRule):
     def feedback(self, module: nn.Module, out: Tensor | None = None) -> tuple[Tensor, float]:
         w = module.weight.detach()
         if out is None:
-            return torch.copysign(rule_tensor(module, "magnitude"), w), 1.0
-        return torch.copysign(rule_tensor(module, "magnitude"), w, out=out), 1.0
+            return _signed(rule_tensor(module, "magnitude"), w), 1.0
+        return _signed(rule_tensor(module, "magnitude"), w, out=out), 1.0
 
 
 class BRSF(FeedbackPathRule):
@@ -185,11 +198,19 @@ class BRSF(FeedbackPathRule):
             k = bits.view(torch.uint16)[:n].view(w.shape)
             if w.dtype in (torch.float32, torch.float64):
                 out.copy_(k).add_(0.5)
-                return torch.copysign(out, w, out=out), bound / 65536.0
+                return _signed(out, w, out=out), bound / 65536.0
             out.copy_(k.to(torch.float32).add_(0.5).mul_(1.0 / 65536.0))
-            return torch.copysign(out, w, out=out), bound
+            return _signed(out, w, out=out), bound
         mag = torch.randn(w.shape, generator=gen, dtype=w.dtype).abs_()
-        return torch.copysign(mag.to(w.device), w, out=out), bound
+        return _signed(mag.to(w.device), w, out=out), bound
+
+
+def _signed(magnitude: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
+    """``|M| ⊙ sign(W)`` with ``sign(0) = 0``: ``copysign`` alone gives an exact zero weight a
+    positive sign, which made the feedback of a mostly-zero kernel (the wave RNN's shift) dense
+    and positive, and the error overflow within 50 steps back through time."""
+    out = torch.copysign(magnitude, w) if out is None else torch.copysign(magnitude, w, out=out)
+    return out.masked_fill_(w == 0, 0.0)
 
 
 class KP(FeedbackPathRule):

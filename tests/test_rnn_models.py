@@ -1,0 +1,205 @@
+"""The recurrent models (``wrnn``, ``irnn``, ``lstm``; ``beyondbp.models.rnn``): shapes, the wave
+RNN's shift initialisation, freezing, matched parameter counts, learning the adding task, and
+which rules attach through time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from beyondbp import data, models, rules
+from beyondbp.errors import ConfigError, UnsupportedModuleError
+from beyondbp.models.rnn import hidden_for_params, parameter_count
+
+
+@pytest.mark.parametrize("name", ["wrnn", "irnn", "lstm"])
+def test_shapes_last_and_all_and_counted_parameters(name):
+    small = {"wrnn": {"channels": 2, "ring": 5}, "irnn": {"hidden": 7}, "lstm": {"hidden": 7}}[name]
+    x = torch.rand(3, 6, 4)
+    last = models.build(name, (6, 4), 5, **small)
+    assert last(x).shape == (3, 5)
+    every = models.build(name, (6, 4), 5, outputs="all", **small)
+    assert every(x).shape == (3, 6, 5)
+    assert models.build(name, (6,), 2, **small)(torch.rand(3, 6)).shape == (3, 2)  # (T,): one channel
+    assert models.build(name, (1, 6, 4), 2, **small)(torch.rand(3, 1, 6, 4)).shape == (3, 2)  # an image, row by row
+    kw = {"hidden": 7} if name != "wrnn" else small
+    assert sum(p.numel() for p in last.parameters()) == parameter_count(name, (6, 4), 5, **kw)
+
+
+def test_shift_init_makes_a_travelling_wave_exactly():
+    torch.manual_seed(0)
+    model = models.build("wrnn", (12, 1), 1, channels=3, ring=8)
+    kernel = model.recurrent.weight.detach()
+    assert torch.equal(kernel[:, :, 2], torch.eye(3)) and not kernel[:, :, :2].any()
+    torch.nn.init.zeros_(model.recurrent.bias)
+    # solo_init: the input enters neuron 0 of every ring with weight 1, nothing else
+    w = model.encoder.weight.detach().view(3, 8, 1)
+    assert torch.equal(w[:, 0], torch.ones(3, 1)) and not w[:, 1:].any() and not model.encoder.bias.any()
+    # any pattern moves one neuron per step round every ring (towards lower indices), unchanged
+    h = torch.zeros(1, 3, 8)
+    bump = torch.rand(1, 3, 8)
+    states = []
+    with torch.no_grad():
+        for t in range(10):
+            h = model.act(model.recurrent(h if t else bump))
+            states.append(h)
+    for t, s in enumerate(states):
+        assert torch.equal(s, torch.roll(bump, -(t + 1), dims=-1))
+    # through the model: the last 8 inputs are laid out around each ring, newest at neuron 0
+    x = torch.rand(2, 8, 1)  # T = ring: nothing wraps round yet
+    with torch.no_grad():
+        u = model.encoder(x).view(2, 8, 3, 8)
+        h = torch.zeros(2, 3, 8)
+        for t in range(8):
+            h = torch.relu(model.recurrent(h) + u[:, t])
+    expected = torch.stack([x[:, 7 - (8 - i) % 8, 0] for i in range(8)], dim=-1)  # neuron -k holds x_{T-1-k}
+    assert torch.equal(h, expected.unsqueeze(1).expand(2, 3, 8))
+
+
+def test_identity_and_random_inits_and_irnn_identity():
+    ident = models.build("wrnn", (4, 1), 1, channels=2, ring=4, init="identity")
+    assert torch.equal(ident.recurrent.weight.detach()[:, :, 1], torch.eye(2))
+    irnn = models.build("irnn", (4, 1), 1, hidden=6)
+    assert torch.equal(irnn.recurrent.weight.detach(), torch.eye(6)) and not irnn.recurrent.bias.any()
+    assert float(irnn.encoder.weight.detach().std()) < 0.01
+
+
+def test_freeze_options_leave_only_the_readout_trainable():
+    model = models.build("wrnn", (10, 2), 1, channels=2, ring=5, freeze_recurrence=True, freeze_encoder=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["readout.weight", "readout.bias"]
+    x, y = data.load("adding", T=10, n_train=16, n_test=1).x_train, torch.rand(16)
+    loss = rules.default_loss(model(x), y)
+    loss.backward()
+    assert model.recurrent.weight.grad is None and model.encoder.weight.grad is None
+    assert model.readout.weight.grad is not None
+    only_rec = models.build("wrnn", (10, 2), 1, channels=2, ring=5, freeze_recurrence=True)
+    assert not only_rec.recurrent.weight.requires_grad and only_rec.encoder.weight.requires_grad
+
+
+def test_matched_parameter_counts():
+    target = parameter_count("wrnn", (200, 2), 1, channels=27, ring=100)
+    assert target == 13015
+    for name in ("irnn", "lstm"):
+        hidden = hidden_for_params(name, (200, 2), 1, target)
+        gaps = [abs(parameter_count(name, (200, 2), 1, hidden=h) - target) for h in (hidden - 1, hidden, hidden + 1)]
+        assert gaps[1] == min(gaps) and gaps[1] / target < 0.03
+        model = models.build(name, (200, 2), 1, params=target)
+        assert model.hidden == hidden and abs(sum(p.numel() for p in model.parameters()) - target) == gaps[1]
+
+
+def test_bad_options_are_one_sentence():
+    with pytest.raises(ConfigError, match="model 'wrnn' option ring must be an integer >= 3"):
+        models.build("wrnn", (10, 2), 1, ring=2)
+    with pytest.raises(ConfigError, match="model 'irnn' has no option channels"):
+        models.build("irnn", (10, 2), 1, channels=3)
+    with pytest.raises(ConfigError, match="option outputs must be one of 'last', 'all'"):
+        models.build("lstm", (10, 2), 1, outputs="every")
+
+
+def _train_adding(rule: str, T: int, steps: int, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    ds = data.load("adding", T=T, n_train=2048, n_test=512, seed=seed)
+    model = models.build("wrnn", ds.input_shape, 1, channels=4, ring=T)
+    learner = rules.get(rule).attach(model)
+    opt = torch.optim.Adam(learner.optimizer_parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, ds.num_train, (64,), generator=gen)
+        learner.step((ds.x_train[idx], ds.y_train[idx]), opt)
+    with torch.no_grad():
+        return float(learner.loss_fn(learner.predict(ds.x_test), ds.y_test))
+
+
+def test_wrnn_learns_the_adding_task_with_bptt():
+    # chance (predicting the mean) is ~0.167; "solved" is <= 0.05
+    assert _train_adding("backprop", T=10, steps=300) < 0.05
+
+
+FEEDBACK = ["fa", "usf", "frsf", "brsf", "kp", "dfa"]
+
+
+@pytest.mark.parametrize("rule", FEEDBACK)
+@pytest.mark.parametrize("name", ["wrnn", "irnn"])
+def test_feedback_rules_attach_through_time_and_differ_from_bptt(rule, name):
+    torch.manual_seed(0)
+    small = {"channels": 3, "ring": 6} if name == "wrnn" else {"hidden": 12}
+    model = models.build(name, (8, 2), 1, **small)
+    ds = data.load("adding", T=8, n_train=32, n_test=1)
+    batch = (ds.x_train, ds.y_train)
+    learner = rules.get(rule).attach(model)
+    assert "recurrent" in learner.trained_layers()
+    estimate, exact = learner.estimate(batch), learner.backprop_gradients(batch)
+    w = "recurrent.weight"
+    assert torch.isfinite(estimate[w]).all() and estimate[w].abs().sum() > 0
+    assert not torch.allclose(estimate[w], exact[w])
+    # the readout's own gradient is exact under the feedback-path rules (only errors *sent back* change)
+    if rule != "dfa":
+        assert torch.allclose(estimate["readout.weight"], exact["readout.weight"], atol=1e-6)
+    out = learner.predict(ds.x_train)
+    learner.detach()
+    assert torch.equal(out, model.eval()(ds.x_train))
+
+
+@pytest.mark.parametrize("rule", ["fa", "kp", "dfa", "ff", "il", "drtp"])
+def test_lstm_gates_are_refused_in_one_sentence(rule):
+    model = models.build("lstm", (8, 2), 1, hidden=4)
+    with pytest.raises(UnsupportedModuleError) as info:
+        rules.get(rule).attach(model)
+    assert "lstm" in str(info.value).lower() and "\n" not in str(info.value)
+
+
+def test_lstm_and_rnns_train_with_bptt():
+    ds = data.load("adding", T=6, n_train=16, n_test=1)
+    for name in ("lstm", "irnn", "wrnn"):
+        model = models.build(name, (6, 2), 1)
+        learner = rules.get("backprop").attach(model)
+        grads = learner.estimate((ds.x_train, ds.y_train))
+        assert all(torch.isfinite(g).all() for g in grads.values()) and grads
+
+
+def _cli(argv):
+    from beyondbp.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
+
+
+def test_cli_trains_wrnn_on_adding_and_refuses_per_step_targets_without_outputs_all(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out_dir = tmp_path / "run"
+    code = _cli(["train", "--model", "wrnn", "--data", "adding", "--data-opt", "T=8", "--data-opt", "n_train=64",
+                 "--data-opt", "n_test=16", "--model-opt", "channels=2", "--model-opt", "ring=8", "--steps", "3",
+                 "--batch-size", "16", "--out", str(out_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "wrnn" in out and (out_dir / "results.json").exists()
+    code = _cli(["train", "--model", "irnn", "--data", "copy", "--data-opt", "T=6", "--data-opt", "mem_len=2",
+                 "--data-opt", "n_train=16", "--data-opt", "n_test=4", "--model-opt", "hidden=4", "--steps", "1",
+                 "--out", str(tmp_path / "bad")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "outputs='all'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+    code = _cli(["train", "--model", "irnn", "--data", "copy", "--data-opt", "T=6", "--data-opt", "mem_len=2",
+                 "--data-opt", "n_train=16", "--data-opt", "n_test=4", "--model-opt", "hidden=4",
+                 "--model-opt", "outputs=all", "--steps", "2"])
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule", ["frsf", "brsf"])
+def test_sign_concordant_feedback_is_zero_where_the_weight_is_zero(rule):
+    # sign(0) = 0: before, copysign gave zero weights a positive sign, so the wave RNN's mostly-zero
+    # shift kernel got a dense positive feedback and the error overflowed back through time
+    torch.manual_seed(0)
+    model = models.build("wrnn", (50, 2), 1, channels=6, ring=20)
+    learner = rules.get(rule).attach(model)
+    feedback = learner.feedback_matrix("recurrent")
+    weight = model.recurrent.weight.detach()
+    assert torch.equal(feedback == 0, weight == 0) and torch.equal(torch.sign(feedback), torch.sign(weight))
+    batch = data.load("adding", T=50, n_train=16, n_test=1)
+    estimate = learner.estimate((batch.x_train, batch.y_train))
+    assert all(torch.isfinite(g).all() for g in estimate.values())
