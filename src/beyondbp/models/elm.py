@@ -235,7 +235,11 @@ class ELM(nn.Module):
     #: A recurrence: rules without a path through time (dfa, drtp) refuse it at attach.
     recurrent: ClassVar[bool] = True
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, **opts: Any) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, memory: int = 100, hidden: int | None = None,
+                 lam: float = 5.0, tau_s: float = 5.0, tau_m_min: float = 1.0, tau_m_max: float = 1000.0,
+                 w_s: float = 0.5, dt: float = 1.0, outputs: str = "last", **more: Any) -> None:
+        opts = dict(memory=memory, hidden=hidden, lam=lam, tau_s=tau_s, tau_m_min=tau_m_min, tau_m_max=tau_m_max,
+                    w_s=w_s, dt=dt, outputs=outputs, **more)  # more: a subclass's own options (branch-elm's)
         o = parse(self.Options, opts, f"model {self.variant!r}")
         input_shape = check_shape(input_shape, self.variant)
         num_classes = check_classes(num_classes, self.variant)
@@ -320,6 +324,14 @@ class BranchELM(ELM):
 
     Options = BranchELMOptions
     variant: ClassVar[str] = "branch-elm"
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, memory: int = 100, hidden: int | None = None,
+                 lam: float = 5.0, tau_s: float = 5.0, tau_m_min: float = 1.0, tau_m_max: float = 1000.0,
+                 w_s: float = 0.5, dt: float = 1.0, outputs: str = "last", branches: int = 16,
+                 synapses_per_branch: int | None = None) -> None:
+        super().__init__(input_shape, num_classes, memory=memory, hidden=hidden, lam=lam, tau_s=tau_s, tau_m_min=tau_m_min,
+                         tau_m_max=tau_m_max, w_s=w_s, dt=dt, outputs=outputs, branches=branches,
+                         synapses_per_branch=synapses_per_branch)
 
     def _synapses(self, n_in: int, o: Any) -> Synapses:
         if o.branches > n_in:
