@@ -22,9 +22,12 @@ that does not apply at run time raises :class:`unittest.SkipTest`, which pytest 
 The checks train on scikit-learn's ``digits`` (8x8 images upsampled to 1x16x16 so LeNet's two 5x5
 conv + pool stages fit), with beyondbp's ``mlp`` (widths 128, 128) and ``lenet``, and the
 spiking ``snn-mlp`` (T = 4, one hidden layer of 128) and ``snn-cnn`` (T = 4; not in the learning
-check, see :data:`LEARN_KINDS`); the attach, estimate and detach checks also run on ``wrnn``
-and ``irnn`` (rows as time steps) for every rule that attaches to them (:data:`RNN_KINDS`).
-Each check runs with one torch CPU thread (restored after).
+check, see :data:`LEARN_KINDS`). The attach, estimate and detach checks also run on the
+recurrent ``wrnn``, ``irnn``, ``elm`` and ``branch-elm`` (:data:`RNN_KINDS`: rows as 16 time
+steps of 16 channels) and the bias-free ``deep-linear``, tiny sizes all, and the determinism
+check on ``elm``, ``branch-elm`` and ``deep-linear`` too; a rule that refuses one of these
+(:data:`OWN_KINDS`: at attach, or at its first step) skips it with its refusal as the reason
+(no example model stands in there). Each check runs with one torch CPU thread (restored after).
 
 What a rule class declares to tell the checks what applies (:class:`beyondbp.rules.Rule`)
 --------------------------------------------------------------------------------------------
@@ -58,7 +61,7 @@ a ``seed`` option
 What every rule is checked for: attaches to the MLP, LeNet and the spiking models (or its
 example model) without touching the global RNG; learns digits to >= 0.70 test accuracy after 12
 epochs of batch-64 steps (chance is 0.10; backprop reaches ~0.95); same seed gives bit-identical
-losses, weights and predictions (LeNet, snn-mlp), and a rule's ``seed`` option changes the
+losses, weights and predictions (:data:`SEED_KINDS`), and a rule's ``seed`` option changes the
 training; refuses an unsupported layer by path and type and leaves the model untouched;
 attaching twice is refused until ``detach``; ``estimate`` changes no parameter, buffer or
 existing ``.grad`` and (except for backprop) is not backprop's gradient; ``predict`` keeps the
@@ -103,6 +106,7 @@ from .kinds import (  # noqa: F401
     LEARN_KINDS,
     MIN_ACCURACY,
     NUM_CLASSES,
+    OWN_KINDS,
     RNN_KINDS,
     SEED_KINDS,
     SPIKING_KINDS,

@@ -22,15 +22,18 @@ BATCH = 64
 EPOCHS = 12
 MIN_ACCURACY = 0.70
 #: The models every check that takes a model runs on.
-KINDS = ("mlp", "lenet", "snn-mlp", "snn-cnn", "wrnn", "irnn")
-#: Recurrent models (digits read row by row); a rule that refuses them at attach skips them.
-RNN_KINDS = ("wrnn", "irnn")
+KINDS = ("mlp", "lenet", "snn-mlp", "snn-cnn", "wrnn", "irnn", "elm", "branch-elm", "deep-linear")
+#: Recurrent models (digits read row by row, 16 steps of 16 channels).
+RNN_KINDS = ("wrnn", "irnn", "elm", "branch-elm")
+#: The models a rule may refuse: on them a refusal (at attach, or at the first step) makes the
+#: check a skip whose reason is the rule's refusal, instead of a run on the rule's example model.
+OWN_KINDS = (*RNN_KINDS, "deep-linear")
 #: The models of the learning check: snn-cnn is left out there (inference learning alone takes
 #: ~50 s on it, and SoftHebb reaches 0.63 < 0.70 on it after 12 epochs; beyondbp's
 #: tests/test_spiking.py trains it with backprop, fa and kp).
 LEARN_KINDS = ("mlp", "lenet", "snn-mlp")
 #: The models of the determinism check.
-SEED_KINDS = ("lenet", "snn-mlp")
+SEED_KINDS = ("lenet", "snn-mlp", "elm", "branch-elm", "deep-linear")
 #: Spiking models (beyondbp.spiking): rules with ``handles_time_steps = False`` refuse them.
 SPIKING_KINDS = ("snn-mlp", "snn-cnn")
 
@@ -44,7 +47,8 @@ def digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 _STANDARD = {"mlp": {"widths": (128, 128)}, "snn-mlp": {"T": 4, "widths": (128,)}, "snn-cnn": {"T": 4}, "lenet": {},
-             "wrnn": {"channels": 4, "ring": 16}, "irnn": {"hidden": 32}}
+             "wrnn": {"channels": 4, "ring": 16}, "irnn": {"hidden": 32}, "elm": {"memory": 8},
+             "branch-elm": {"memory": 8, "branches": 4}, "deep-linear": {"depth": 3, "width": 32}}
 
 
 def standard_model(kind: str) -> nn.Module:
@@ -57,12 +61,13 @@ def _skip_if_refused(rule_cls: type[Rule], kind: str) -> None:
     checks do not apply to them there (:func:`rule_checks` leaves these out)."""
     if kind in SPIKING_KINDS and not rule_cls.handles_time_steps:
         raise unittest.SkipTest(f"rule {rule_cls.name} refuses spiking models (handles_time_steps = False)")
-    if kind in RNN_KINDS:  # a refusal at attach, or at the first step (softhebb: a layer run T times)
+    if kind in OWN_KINDS:  # a refusal at attach, or at the first step (softhebb: a layer run T times)
         with torch.random.fork_rng(devices=[]):
             try:
                 rule_cls().attach(standard_model(kind)).estimate((digits()[0][:2], digits()[1][:2]))
             except (UnsupportedModuleError, ConfigError) as exc:
-                raise unittest.SkipTest(f"rule {rule_cls.name} refuses the recurrent model {kind}: {exc}") from None
+                what = "the recurrent model" if kind in RNN_KINDS else "the model"
+                raise unittest.SkipTest(f"rule {rule_cls.name} refuses {what} {kind}: {exc}") from None
 
 
 def _example_model(rule_cls: type[Rule], model_seed: int, refusal: UnsupportedModuleError) -> nn.Module:

@@ -30,7 +30,7 @@ from .checks import (
     check_same_seed_same_numbers,
     check_users_own_loop,
 )
-from .kinds import KINDS, LEARN_KINDS, SEED_KINDS, SPIKING_KINDS, standard_model
+from .kinds import KINDS, LEARN_KINDS, OWN_KINDS, SEED_KINDS, SPIKING_KINDS, standard_model
 
 __all__ = ["Check", "check_rule", "parametrize_with_rules", "rule_checks"]
 
@@ -73,12 +73,13 @@ def _accepted_kinds(rule_cls: type[Rule], kinds: list[str]) -> set[str]:
 
 def _distinct(family: tuple[str, ...], kinds: list[str], accepted: set[str]) -> list[str]:
     """The kinds of a costly check family whose runs differ: every refused kind runs on the same
-    example model, so only the family's first refused kind is kept."""
+    example model, so only the family's first refused kind is kept (a refused kind of
+    :data:`OWN_KINDS` runs nothing: it is kept, a skip that gives the rule's refusal)."""
     out, example = [], False
     for kind in family:
         if kind not in kinds:
             continue
-        if kind in accepted:
+        if kind in accepted or kind in OWN_KINDS:
             out.append(kind)
         elif not example:
             out.append(kind)
