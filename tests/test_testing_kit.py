@@ -95,6 +95,11 @@ def test_check_rule_reports_what_ran_and_what_did_not_apply():
         "attaches[lenet]": "passed",
         "attaches[snn-mlp]": "passed",
         "attaches[snn-cnn]": "passed",
+        "attaches[wrnn]": "passed",
+        "attaches[irnn]": "passed",
+        "attaches[elm]": "passed",
+        "attaches[branch-elm]": "passed",
+        "attaches[deep-linear]": "passed",
         "estimate_is_not_backprop": "passed",
     }
 
@@ -126,6 +131,27 @@ def test_the_checks_follow_what_a_rule_declares():
     assert [c for c in names["fa"] if c.startswith("learns_digits")] == [
         "learns_digits[mlp]", "learns_digits[lenet]", "learns_digits[snn-mlp]"
     ]
+
+
+def test_the_sequence_and_deep_linear_models_are_checked_or_skipped_with_the_refusal():
+    """Issue 25: the contract covers elm, branch-elm and deep-linear (attach, estimate, detach,
+    same seed); a rule that refuses one skips it, the reason being its one-sentence refusal."""
+    new = ("elm", "branch-elm", "deep-linear")
+    for name in ("fa", "dfa", "elm-online"):
+        checks = [c.name for c in rule_checks(bbp.rules.rule_class(name))]
+        for family in ("attaches", "estimate_changes_nothing", "detach_restores_the_model", "same_seed_same_numbers"):
+            assert all(f"{family}[{k}]" in checks for k in new), (name, family)
+    only = [f"{family}[{k}]" for family in ("attaches", "estimate_changes_nothing", "detach_restores_the_model") for k in new]
+    results = check_rule(bbp.rules.rule_class("dfa"), only=only + ["same_seed_same_numbers[deep-linear]"])
+    assert results["attaches[deep-linear]"] == results["same_seed_same_numbers[deep-linear]"] == "passed"
+    for family in ("attaches", "estimate_changes_nothing", "detach_restores_the_model"):
+        assert results[f"{family}[deep-linear]"] == "passed"
+        for k in ("elm", "branch-elm"):
+            reason = results[f"{family}[{k}]"]
+            assert reason.startswith(f"skipped: rule dfa refuses the recurrent model {k}: ") and "no path through time" in reason
+    results = check_rule(bbp.rules.rule_class("elm-online"), only=["attaches[elm]", "attaches[deep-linear]"])
+    assert results["attaches[elm]"] == "passed"
+    assert results["attaches[deep-linear]"].startswith("skipped: rule elm-online refuses the model deep-linear: ")
 
 
 # -- parametrize_with_rules -----------------------------------------------------------------------
@@ -202,6 +228,10 @@ def test_costly_checks_are_not_repeated_on_the_same_example_model():
 
     names = [c.name for c in rule_checks(rules.rule_class("nalsm"))]
     assert [n for n in names if n.startswith("learns_digits")] == ["learns_digits[mlp]"]
-    assert [n for n in names if n.startswith("same_seed_same_numbers")] == ["same_seed_same_numbers[lenet]"]
+    # the refused elm, branch-elm and deep-linear run nothing: skips that give the refusal
+    seeds = [n for n in names if n.startswith("same_seed_same_numbers")]
+    assert seeds == [f"same_seed_same_numbers[{k}]" for k in ("lenet", "elm", "branch-elm", "deep-linear")]
+    skipped = check_rule(rules.rule_class("nalsm"), only=seeds[1:])
+    assert all(v.startswith("skipped: rule nalsm refuses ") for v in skipped.values()), skipped
     fa = [c.name for c in rule_checks(rules.rule_class("fa"))]  # attaches to every kind: all kept
     assert {"learns_digits[mlp]", "learns_digits[lenet]", "learns_digits[snn-mlp]"} <= set(fa)

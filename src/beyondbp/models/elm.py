@@ -293,10 +293,11 @@ class ELM(nn.Module):
         if _plain(self.w_mem) and _plain(self.w_out):
             return memory_scan(A, self.w_mem.weight, self.w_out.weight, self.w_out.bias, kappa, c)
         m = A.new_zeros(A.shape[1], kappa.shape[0])
-        states = []
+        states, cs = [], c * SCALE
         for t in range(A.shape[0]):  # a rule replaced a layer's forward: run the modules per step
-            u = kappa * m
-            m = u + c * scaled_tanh(self.w_out(torch.relu(A[t] + self.w_mem(u))))
+            u = m * kappa  # the scan's operations in its order: the same values bit for bit
+            d = torch.tanh(self.w_out(torch.relu(A[t] + self.w_mem(u))) * SLOPE)
+            m = torch.addcmul(u, d, cs)
             states.append(m)
         return torch.stack(states)
 
