@@ -22,6 +22,7 @@ result as in one piece.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..errors import ConfigError
 from .plastic_rnn import PlasticRNNConfig, initial_parameters, lifetime, trial_stimuli
 from .tasks import TRAINING_TASKS, WITHHELD, check_tasks, task_index
 
-__all__ = ["ESConfig", "Evolution", "antithetic_noise", "es_gradient", "evaluate", "evolve", "sample_tasks", "test_lifetimes"]
+__all__ = ["ESConfig", "Evolution", "antithetic_noise", "es_gradient", "evaluate", "evaluate_chunked", "evolve", "sample_tasks", "test_lifetimes"]
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,26 @@ class Evolution:
                 "last_train_loss": self.loss[-1] if self.loss else None}
 
 
-def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any = None) -> Evolution:
+def evaluate_chunked(weights: Tensor, alphas: Tensor, tasks: list[str], stimulus_seeds: list[int], noise_seed: int,
+                     config: PlasticRNNConfig, chunks: int = 1, mapper: Callable[..., Any] = map) -> dict[str, Tensor]:
+    """:func:`evaluate` on ``chunks`` slices of the population mapped with ``mapper`` (the built-in
+    ``map``, a ``concurrent.futures`` executor's ``map`` or a Ray wrapper), then joined: the same
+    numbers as one call, since every member's lifetime depends only on its own arguments."""
+    size = -(-weights.shape[0] // max(chunks, 1))
+    cuts = [slice(i, i + size) for i in range(0, weights.shape[0], size)]
+    parts = list(mapper(evaluate, [weights[c] for c in cuts], [alphas[c] for c in cuts], [tasks[c] for c in cuts],
+                        [stimulus_seeds[c] for c in cuts], [noise_seed] * len(cuts), [config] * len(cuts)))
+    return {key: torch.cat([part[key] for part in parts]) for key in ("loss", "success")}
+
+
+def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any = None, chunks: int = 1,
+           mapper: Callable[..., Any] = map) -> Evolution:
     """Run the ES outer loop; ``network.plastic=False`` gives the non-plastic control.
 
     ``progress(generation, info)`` is called after each generation (the CLI or a bench prints).
+    Each generation's population is evaluated in ``chunks`` pieces mapped by ``mapper`` (see
+    :func:`evaluate_chunked`; e.g. ``ProcessPoolExecutor(2).map`` spreads them over processes),
+    with the same result as in one piece. The CPU time counted is this process's only.
     """
     network = network or PlasticRNNConfig()
     start = time.process_time()
@@ -167,7 +184,7 @@ def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any 
         noise_a = antithetic_noise(tuple(alpha.shape), es.population, gen) if plastic else None
         members_w = w + es.sigma * noise_w
         members_a = alpha + es.sigma * noise_a if plastic else alpha.expand(es.population, -1, -1)
-        out = evaluate(members_w, members_a, tasks, seeds + seeds, noise_seed, network)
+        out = evaluate_chunked(members_w, members_a, tasks, seeds + seeds, noise_seed, network, chunks, mapper)
         losses = out["loss"]
         w.grad = es_gradient(losses, noise_w, es.sigma)
         if plastic:
