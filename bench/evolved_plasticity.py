@@ -4,7 +4,7 @@ non-plastic control (α = 0, plasticity off), same population and generations, o
 Reports per arm and seed the success rate of the evolved parameters on the withheld DMS task
 over the last scored trials of fresh lifetimes, the tests during evolution and the CPU time.
 
-    python bench/evolved_plasticity.py --population 64 --generations 80 --trials 120 --scored 40 --seeds 0
+    python bench/evolved_plasticity.py --population 64 --generations 200 --trials 150 --scored 50 --test-every 20 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from beyondbp.evolution.plastic_rnn import PlasticRNNConfig
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--population", type=int, default=64)
-    ap.add_argument("--generations", type=int, default=80)
-    ap.add_argument("--trials", type=int, default=120)
-    ap.add_argument("--scored", type=int, default=40)
-    ap.add_argument("--test-every", type=int, default=10)
+    ap.add_argument("--generations", type=int, default=200)
+    ap.add_argument("--trials", type=int, default=150)
+    ap.add_argument("--scored", type=int, default=50)
+    ap.add_argument("--test-every", type=int, default=20)
     ap.add_argument("--test-lifetimes", type=int, default=32)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--arms", default="plastic,control")
@@ -55,9 +55,9 @@ def main() -> None:
             rows.append(row)
             print(f"RESULT {arm} seed {seed}: DMS success {row['dms_success']:.3f} over the last {args.scored} trials"
                   f" of {args.test_lifetimes} lifetimes; CPU {row['cpu_s']:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=1)
+            if args.json:  # after every row: a long run that is stopped keeps what it finished
+                with open(args.json, "w", encoding="utf-8") as fh:
+                    json.dump(rows, fh, indent=1)
     json.dump(rows, sys.stdout)
     print()
 
