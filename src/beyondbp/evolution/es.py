@@ -17,6 +17,12 @@ generators seeded by ``seed``: the same arguments give the same result.
 :func:`evaluate` is a pure function of its arguments, so a population can be split into chunks
 of antithetic pairs and each chunk evaluated in another process (or Ray task) with the same
 result as in one piece.
+
+Where this differs from the authors' code (``code.py`` @ 54c57bd): the test of θ on DMS runs as
+separate lifetimes every ``test_every`` generations instead of spending every tenth generation
+(unmutated, no step) on it; every member is mutated (the authors keep member 0 and its pair
+unmutated); the training task of each pair is drawn from all 12 training tasks (the authors
+alternate between the two halves of the list every two generations).
 """
 
 from __future__ import annotations
