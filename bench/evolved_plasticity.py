@@ -2,7 +2,9 @@
 non-plastic control (α = 0, plasticity off), same population and generations, on one thread.
 
 Reports per arm and seed the success rate of the evolved parameters on the withheld DMS task
-over the last scored trials of fresh lifetimes, the tests during evolution and the CPU time.
+over the last scored trials of fresh lifetimes and over their first trials (before plasticity
+starts: the difference is what was learned within a lifetime), the tests during evolution and
+the CPU time.
 
     python bench/evolved_plasticity.py --population 64 --generations 200 --trials 150 --scored 50 --test-every 20 --seeds 0,1,2
 """
@@ -47,14 +49,16 @@ def main() -> None:
 
             out = evolve(es, net, progress)
             s = out.summary()
-            row = {"arm": arm, "seed": seed, "dms_success": s["final_test_success"], "cpu_s": s["cpu_seconds"],
+            row = {"arm": arm, "seed": seed, "dms_success": s["final_test_success"],
+                   "dms_early_success": s["final_test_early_success"], "cpu_s": s["cpu_seconds"],
                    "tests": s["tests"], "final_train_loss": s["last_train_loss"],
                    "final_train_success": out.success[-1] if out.success else None,
                    "population": args.population, "generations": args.generations, "trials": args.trials,
                    "scored": args.scored}
             rows.append(row)
             print(f"RESULT {arm} seed {seed}: DMS success {row['dms_success']:.3f} over the last {args.scored} trials"
-                  f" of {args.test_lifetimes} lifetimes; CPU {row['cpu_s']:.0f} s", flush=True)
+                  f" ({row['dms_early_success']:.3f} over the first {net.plastic_from}) of {args.test_lifetimes} lifetimes;"
+                  f" CPU {row['cpu_s']:.0f} s", flush=True)
             if args.json:  # after every row: a long run that is stopped keeps what it finished
                 with open(args.json, "w", encoding="utf-8") as fh:
                     json.dump(rows, fh, indent=1)
