@@ -112,14 +112,23 @@ def _take(src: Tensor, idx: Tensor) -> Tensor:
     return src.index_select(0, idx.reshape(-1)).view(idx.shape)
 
 
+def _rows(table: Tensor, idx: Tensor, offset: Tensor) -> Tensor:
+    """``table[idx] + offset[:, None]`` for an int64 table: the rows are gathered as float64 bit
+    patterns (the same bytes; ``index_select`` copies float64 rows several times faster than
+    int64 ones) and the offset added in place."""
+    return table.view(torch.float64).index_select(0, idx).view(torch.int64).add_(offset[:, None])
+
+
 class SimState:
     """What a plasticity rule sees of one simulation (one batch of samples).
 
     With per-sample weights the liquid keeps ``w``, ``k`` and ``drive`` as views of padded arrays
-    (one extra dummy synapse / neuron column, see :meth:`Liquid.event_tables`), and every step with
-    spikes sets ``rows``: the spiking (sample, neuron) pairs as padded rows of synapses, which
-    plasticity rules use to touch only the synapses whose pre- or postsynaptic neuron spiked.
-    A state built from plain tensors (``rows`` stays None) is updated densely."""
+    (one extra dummy synapse / neuron column, see :meth:`Liquid.event_tables`), and in every step
+    with spikes, while the rule ``wants_events``, hands it the spiking (sample, neuron) pairs as
+    padded rows of synapses (:class:`SpikeRows`), so that it touches only
+    the synapses whose pre- or postsynaptic neuron spiked; the rule adds its changes of the drive
+    to ``pending`` (added after the membrane update, as a dense update would) and sets ``fused``.
+    A state built from plain tensors (``full`` stays None) is updated densely."""
 
     def __init__(self, liquid: "Liquid", w: Tensor, k: Tensor, drive: Tensor) -> None:
         self.liquid = liquid
@@ -127,8 +136,13 @@ class SimState:
         self.k = k  # (B, n_in + n) synaptic kernel of every presynaptic neuron
         self.drive = drive  # (B, n) synaptic drive of every liquid neuron
         self.step = 0
-        self.rows: SpikeRows | None = None  # this step's spikes (event-driven kernels only)
         self.full: tuple[Tensor, Tensor, Tensor] | None = None  # padded (weights, k, drive), see above
+        # event-driven kernels only, valid in the step being simulated: the spikes (B, n_in + n + 1)
+        # float, the kernel after the step (same shape) and the drive changes to add after it
+        self.spikes: Tensor | None = None
+        self.k_next: Tensor | None = None
+        self.pending: Tensor | None = None
+        self.fused = False  # this step's plasticity already ran on the spike rows
 
     @property
     def batch(self) -> int:
@@ -156,8 +170,8 @@ class SpikeRows:
     plasticity. ``inc``: per presynaptic population (inputs, liquid), ``(table, b, i, wf, xf)``, the
     incoming synapses of the spiking liquid neurons."""
 
-    def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]], spikes: Tensor) -> None:
-        self.out, self.inc, self.spikes = out, inc, spikes  # spikes: (B, n_in + n + 1) float
+    def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]]) -> None:
+        self.out, self.inc = out, inc
 
 
 class Liquid(nn.Module):
@@ -401,6 +415,8 @@ class Liquid(nn.Module):
         state = SimState(self, w, k, drive)
         if events:
             state.full = (w_full, k_full, drive_full)
+            state.k_next = torch.zeros(B, n_tot + 1, device=dev)
+            state.pending = torch.zeros(B, n_tot + 1, device=dev)
         if plast is not None:
             plast.begin(state)
         k0 = 1.0 / self.tau_u
@@ -408,17 +424,25 @@ class Liquid(nn.Module):
         if w.dim() == 1:
             csr = self._csr(w)
         spikes = torch.zeros(B, n_tot + 1, device=dev) if events else None
+        state.spikes = spikes
         for t in range(T):
             s = (v >= self.threshold) & (ref <= 0)
             v = v.masked_fill(s, 0.0)
             counts += s
             if raster is not None:
                 raster[:, t] = s[:, n_in:]
-            state.rows = None
+            state.step, state.fused = t, False
             if bool(s.any()):
                 if events:
                     spikes[:, :n_tot] = s
-                    state.rows = self._spike_rows(s, spikes, w_full, k_full, drive_full, k0)
+                    fused = bool(plast.wants_events(state))
+                    if fused:
+                        torch.mul(torch.where(s, k0, k), decay, out=state.k_next[:, :n_tot])
+                        state.pending.zero_()
+                    rows = self._spike_rows(s, w_full, k_full, drive_full, k0, fused)
+                    if fused:  # the plasticity on the rows just built, its drive changes kept apart
+                        plast.events(state, rows)
+                    state.fused = fused
                 else:
                     delta = torch.where(s, k0 - k, 0.0)
                     if w.dim() == 1:
@@ -432,9 +456,10 @@ class Liquid(nn.Module):
             v = v + current - v / self.tau_v
             k.mul_(decay)
             drive.mul_(decay)
+            if state.fused:
+                drive.add_(state.pending[:, n_in:n_tot])
             ref = torch.where(s, float(self.refractory), ref - 1.0)
             if plast is not None:
-                state.step = t
                 plast.update(state, s)
         if plast is not None:
             plast.end(state)
@@ -458,11 +483,12 @@ class Liquid(nn.Module):
             tab_slots = sum(int(d.numel()) * int(d.max()) for d in (deg_in, deg_liq, deg_inc) if d.numel())
         return batch * ((self.nnz + 1) * 4 * 3 + tab_slots * 40) + tab_slots * 24
 
-    def _spike_rows(self, s: Tensor, spikes: Tensor, w_full: Tensor, k_full: Tensor, drive_full: Tensor,
-                    k0: float) -> SpikeRows:
+    def _spike_rows(self, s: Tensor, w_full: Tensor, k_full: Tensor, drive_full: Tensor, k0: float,
+                    inc_rows: bool) -> SpikeRows:
         """Event-driven spike propagation with per-sample weights: every spiking (sample, neuron)
         pair adds ``w · (k0 − k_j)`` to its outgoing synapses' targets (as the dense
-        ``w · delta[:, pre]``); returns the rows for the plasticity rule."""
+        ``w · delta[:, pre]``); returns the rows for the plasticity rule (with the incoming rows
+        when ``inc_rows``)."""
         tab, n_in = self.event_tables(), self.n_in
         n_cols, n_syn = k_full.shape[1], w_full.shape[1]
         wv, kv, dv = w_full.view(-1), k_full.view(-1), drive_full.view(-1)
@@ -473,17 +499,16 @@ class Liquid(nn.Module):
                                     (b_liq, i_liq, i_liq + n_in, tab["out_liq"], tab["out_liq_x"])):
             if b.numel() == 0 or ids.shape[1] == 0:
                 continue
-            wf = ids.index_select(0, j).add_((b * n_syn)[:, None])
-            xf = cols.index_select(0, j).add_((b * n_cols)[:, None])
+            wf, xf = _rows(ids, j, b * n_syn), _rows(cols, j, b * n_cols)
             w_old = _take(wv, wf)
             dv.scatter_add_(0, xf.view(-1), (w_old * (k0 - _take(kv, b * n_cols + jx))[:, None]).view(-1))
             out.append((b, jx, wf, xf, w_old))
         inc = []
         for name in ("inc_in", "inc_liq"):
-            if b_liq.numel() and tab[name].shape[1]:
-                inc.append((name, b_liq, i_liq, tab[name].index_select(0, i_liq).add_((b_liq * n_syn)[:, None]),
-                            tab[name + "_x"].index_select(0, i_liq).add_((b_liq * n_cols)[:, None])))
-        return SpikeRows(out, inc, spikes)
+            if inc_rows and b_liq.numel() and tab[name].shape[1]:
+                inc.append((name, b_liq, i_liq, _rows(tab[name], i_liq, b_liq * n_syn),
+                            _rows(tab[name + "_x"], i_liq, b_liq * n_cols)))
+        return SpikeRows(out, inc)
 
     def _csr(self, w: Tensor) -> Tensor:
         """The weights as a sparse CSR matrix (n, n_in + n), rows = postsynaptic neurons."""
