@@ -43,12 +43,14 @@ def timed(model, x, kernel, old=None):
             plast = old["nalsm"].Plasticity(liq.plasticity.rule, liq)
             plast.astro = liq.plasticity.astro
     torch.manual_seed(0)
+    stored = liq.weight.detach().clone()  # a persistent rule writes its changes back: undone below
     try:
         w0, c0 = time.perf_counter(), time.process_time()
         out = liq.simulate(model.encode(x), plasticity=plast)
         return (time.perf_counter() - w0) / len(x), (time.process_time() - c0) / len(x), out["counts"]
     finally:
         liq.__class__ = cls
+        liq.weight.data.copy_(stored)
 
 
 def revision(rev):
@@ -72,7 +74,8 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--duration", type=int, default=250)
     ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--rules", default="nalsm", help="comma list of fixed, stdp, nalsm")
+    ap.add_argument("--rules", default="nalsm", help="comma list of fixed, stdp, nalsm, nalsm-init (persistent mode, "
+                    "decay 1: the liquid initialisation, one image after another)")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     ap.add_argument("--against", default=None, help="git revision whose event-driven kernel to time as well")
     ap.add_argument("--measure", action="store_true")
@@ -85,18 +88,22 @@ def main() -> None:
     t0 = time.perf_counter()
     model = models.build("lsm", (1, 28, 28), 10, size=args.size, duration=args.duration)
     print(f"build: {time.perf_counter() - t0:.2f} s, {model.liquid.nnz} synapses, {args.duration} ms per image")
-    head = "rule    B  threads | event s/img (wall, cpu) |"
+    head = "rule        B  threads | event s/img (wall, cpu) |"
     if old:
         head += f" {args.against} event (wall, cpu) | old/new (cpu) | same |"
     print(head + " dense s/img (wall, cpu) | dense/event (cpu) | same counts")
     for rule in args.rules.split(","):
-        learner = rules.get(rule).attach(model) if rule != "fixed" else None
+        learner = None
+        if rule == "nalsm-init":
+            learner = rules.get("nalsm", mode="persistent", decay=1.0).attach(model)
+        elif rule != "fixed":
+            learner = rules.get(rule).attach(model)
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
             for B in batches:
                 x = images[:B]
                 ew, ec, counts = timed(model, x, "event")
-                line = f"{rule:6s} {B:3d} {threads:3d}      | {ew:7.3f} {ec:7.3f}         |"
+                line = f"{rule:10s} {B:3d} {threads:3d}      | {ew:7.3f} {ec:7.3f}         |"
                 if old:
                     ow, oc, ocounts = timed(model, x, "event", old)
                     line += f" {ow:7.3f} {oc:7.3f}         | {oc / ec:6.2f}x | {torch.equal(counts, ocounts)} |"

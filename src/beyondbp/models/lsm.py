@@ -56,8 +56,11 @@ of the neurons that spiked (event-driven: the spiking (sample, neuron) pairs ind
 of their outgoing and incoming synapses, :meth:`Liquid.event_tables`; about 15 % of the synapses
 per ms at NALSM1000 rates), with the same arithmetic as the dense update of every synapse
 (``kernel = "dense"``, kept as the reference: equal spikes, traces and weights, the drive within
-float rounding; tests/test_lsm_kernels.py). Measured (bench/lsm_speed.py): 3.7–5.7× less CPU
-time than the dense update. This equals the authors' per-synapse sum up to float rounding,
+float rounding; tests/test_lsm_kernels.py). The rule updates the rows while the step builds them
+(:meth:`SimState` ``pending``: its drive changes are added after the membrane update, where the
+dense update adds them). Measured (bench/lsm_speed.py, one thread): ~0.09 CPU s per 250-ms image
+at B = 32–64 (0.13 at B = 8, 5.8× less than the dense update); ~0.024 s per 20-ms image one at a
+time (persistent mode). This equals the authors' per-synapse sum up to float rounding,
 except that the authors cap ``Δt`` at 100 (a kernel of ``e^{−100}``, below float32
 resolution), where the drive here keeps decaying.
 
