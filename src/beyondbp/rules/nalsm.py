@@ -118,7 +118,6 @@ class Plasticity:
             self.w_a = torch.full((B, 1), self.rule.w_astro, device=dev)
             self.b_a = torch.full((B, 1), float(bias), device=dev)
         self.w0 = state.w.clone() if self.record is not None else None
-        self._step_inputs: tuple[int, Tensor, Tensor] | None = None
 
     def wants_events(self, state: Any) -> bool:
         """Whether this step's update runs on the spike rows (:meth:`events`) rather than densely."""
@@ -165,10 +164,7 @@ class Plasticity:
         wv, xv, kv, dv = state.full[0].view(-1), self.x_full.view(-1), state.k_next.view(-1), state.pending.view(-1)
         eta, A = self.eta[:, 0], (self.A if self.astro else self.eta)[:, 0]
         n_cols = self.x_full.shape[1]
-        if self._step_inputs is None or self._step_inputs[0] != state.step:  # once per step
-            quiet = (self.x_full * (1.0 - state.spikes)).view(-1)  # 0 where the presynaptic neuron spiked
-            self._step_inputs = (state.step, quiet)
-        x_quiet, sv = self._step_inputs[1], state.spikes.view(-1)
+        sv = state.spikes.view(-1)
         for b, jx, wf, xf, w_old in rows.out:
             eta_b, a_b = eta.index_select(0, b), A.index_select(0, b)
             if int(jx[0]) < n_in:  # input presynaptic neurons: excitatory rule, bounds ±w_max
@@ -188,6 +184,7 @@ class Plasticity:
             dv.scatter_add_(0, xf.view(-1), new.sub_(w_old).mul_(_take(kv, flat)[:, None]).view(-1))
         if rows.inc:
             tab = liq.event_tables()
+            x_quiet = (self.x_full * (1.0 - state.spikes)).view(-1)  # 0 where the presynaptic neuron spiked
             for name, b, i, wf, xf in rows.inc:
                 eta_b = eta.index_select(0, b)[:, None]
                 w_old = _take(wv, wf)
