@@ -203,6 +203,8 @@ class Liquid(nn.Module):
         #: synapse every step (the straightforward reference, kept for tests and benchmarks)
         self.kernel: Literal["event", "dense"] = "event"
         self._tables: dict[str, Tensor] | None = None
+        self._bounds: tuple[Tensor, Tensor] | None = None
+        self._tab_slots: int | None = None
         n_exc = int(round(n * exc_fraction))
         n_syn_in = int(round(input_density * self.n_in * n))
         expected = n_syn_in + self.recurrent_bound(self.grid, lam, max(conn))
@@ -294,7 +296,7 @@ class Liquid(nn.Module):
         self.in_order = torch.argsort(self.post, stable=True)
         self.in_ptr = torch.zeros(self.n + 1, dtype=torch.long, device=self.pre.device)
         self.in_ptr[1:] = torch.cumsum(torch.bincount(self.post, minlength=self.n), 0)
-        self._tables = None
+        self._tables, self._bounds, self._tab_slots = None, None, None
 
     def event_tables(self) -> dict[str, Tensor]:
         """Padded synapse tables of the event-driven kernels, built once (cached).
@@ -357,11 +359,13 @@ class Liquid(nn.Module):
         return out
 
     def clip_bounds(self) -> tuple[Tensor, Tensor]:
-        """Per-synapse lower and upper weight bounds (E [0, w_max], I [−w_max, 0], input ±w_max)."""
-        m = self.w_max
-        lo = torch.tensor([0.0, -m, -m], device=self.weight.device)[self.kind.long()]
-        hi = torch.tensor([m, 0.0, m], device=self.weight.device)[self.kind.long()]
-        return lo, hi
+        """Per-synapse lower and upper weight bounds (E [0, w_max], I [−w_max, 0], input ±w_max);
+        built once (cached with the event tables: read them, do not modify them)."""
+        if self._bounds is None:
+            m, kind = self.w_max, self.kind.long()
+            self._bounds = (torch.tensor([0.0, -m, -m], device=self.weight.device).index_select(0, kind),
+                            torch.tensor([m, 0.0, m], device=self.weight.device).index_select(0, kind))
+        return self._bounds
 
     # -- simulation --------------------------------------------------------------------------
     def simulate(
@@ -480,10 +484,12 @@ class Liquid(nn.Module):
         and the tables themselves once)."""
         tab_slots = 0
         if self.kernel == "event":
-            ptr = self.out_ptr
-            deg_in, deg_liq = ptr[1:self.n_in + 1] - ptr[:self.n_in], ptr[self.n_in + 1:] - ptr[self.n_in:-1]
-            deg_inc = self.in_ptr[1:] - self.in_ptr[:-1]
-            tab_slots = sum(int(d.numel()) * int(d.max()) for d in (deg_in, deg_liq, deg_inc) if d.numel())
+            if self._tab_slots is None:
+                ptr = self.out_ptr
+                deg_in, deg_liq = ptr[1:self.n_in + 1] - ptr[:self.n_in], ptr[self.n_in + 1:] - ptr[self.n_in:-1]
+                deg_inc = self.in_ptr[1:] - self.in_ptr[:-1]
+                self._tab_slots = sum(int(d.numel()) * int(d.max()) for d in (deg_in, deg_liq, deg_inc) if d.numel())
+            tab_slots = self._tab_slots
         return batch * ((self.nnz + 1) * 4 * 3 + tab_slots * 40) + tab_slots * 24
 
     def _spike_rows(self, s: Tensor, w_full: Tensor, k_full: Tensor, drive_full: Tensor, k0: float,
@@ -525,7 +531,7 @@ class Liquid(nn.Module):
     def _full_drive(self, w: Tensor, k: Tensor) -> Tensor:
         """``Σ_j w_ij k_j`` for every liquid neuron from scratch (once per simulation)."""
         B = k.shape[0]
-        contrib = (w if w.dim() == 2 else w.unsqueeze(0)) * k[:, self.pre]
+        contrib = (w if w.dim() == 2 else w.unsqueeze(0)) * k.index_select(1, self.pre)
         drive = torch.zeros(B, self.n, device=k.device)
         drive.index_add_(1, self.post, contrib.expand(B, -1) if contrib.shape[0] != B else contrib)
         return drive
