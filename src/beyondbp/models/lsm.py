@@ -442,7 +442,8 @@ class Liquid(nn.Module):
             if bool(s.any()):
                 if events:
                     spikes[:, :n_tot] = s
-                    fused = bool(plast.wants_events(state))
+                    wants = getattr(plast, "wants_events", None)  # a plasticity without it updates densely
+                    fused = wants is not None and bool(wants(state))
                     if fused:
                         torch.mul(torch.where(s, k0, k), decay, out=state.k_next[:, :n_tot])
                         state.pending.zero_()
