@@ -88,7 +88,7 @@ def test_plastic_batch_too_large_is_refused_before_allocating(monkeypatch):
     assert allocated == []
 
 
-def test_event_rows_hold_exactly_each_steps_spikes_before_the_membrane_update():
+def test_event_rows_hold_exactly_each_steps_spikes():
     """A plasticity that takes events gets, in every step with spikes, the outgoing rows of every
     spiking (sample, neuron) pair and the incoming rows of every spiking liquid neuron, once each."""
     m = small(duration=12)
