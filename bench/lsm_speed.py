@@ -4,7 +4,11 @@ event-driven kernel (default, ``Liquid.kernel = "event"``) and the dense referen
 every synapse every ms, side by side in one process, with their ratio.
 
     PYTHONPATH=src python bench/lsm_speed.py [--batches 8,32,64] [--threads 1,2] [--duration 250]
-        [--rules nalsm] [--no-dense] [--measure]
+        [--rules nalsm] [--no-dense] [--against REV] [--measure]
+
+``--against REV`` also times the event-driven kernel of git revision REV (its ``models/lsm.py``
+and ``rules/nalsm.py``, loaded from ``git show`` into this process, on the same liquid object,
+images and seeds) and prints new / old, so that a change of the kernels is measured side by side.
 
 Prints wall-clock and process CPU seconds per image (CPU time is the steadier figure on a shared
 machine: with one thread it equals the wall-clock time of an idle one), and checks that both
@@ -16,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import subprocess
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,12 +32,40 @@ from beyondbp import models, rules
 from beyondbp.analysis.criticality import liquid_measurements
 
 
-def timed(model, x, kernel):
-    model.liquid.kernel = kernel
+def timed(model, x, kernel, old=None):
+    """Per-image wall and CPU seconds and the counts; ``old``: the modules of another revision."""
+    liq = model.liquid
+    liq.kernel = kernel
+    plast, cls = "attached", type(liq)
+    if old is not None:
+        liq.__class__ = old["lsm"].Liquid
+        if liq.plasticity is not None:
+            plast = old["nalsm"].Plasticity(liq.plasticity.rule, liq)
+            plast.astro = liq.plasticity.astro
     torch.manual_seed(0)
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = model.liquid.simulate(model.encode(x))
-    return (time.perf_counter() - w0) / len(x), (time.process_time() - c0) / len(x), out["counts"]
+    stored = liq.weight.detach().clone()  # a persistent rule writes its changes back: undone below
+    try:
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = liq.simulate(model.encode(x), plasticity=plast)
+        return (time.perf_counter() - w0) / len(x), (time.process_time() - c0) / len(x), out["counts"]
+    finally:
+        liq.__class__ = cls
+        liq.weight.data.copy_(stored)
+
+
+def revision(rev):
+    """``models/lsm.py`` and ``rules/nalsm.py`` as of git revision ``rev``, as fresh modules."""
+    root = Path(__file__).resolve().parents[1]
+    mods = {}
+    for key, package in (("lsm", "beyondbp.models"), ("nalsm", "beyondbp.rules")):
+        rel = f"src/{package.replace('.', '/')}/{key}.py"
+        src = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{rel}"], capture_output=True, text=True,
+                             check=True).stdout
+        mod = types.ModuleType(f"{package}.{key}_at_{rev}")
+        mod.__package__ = package
+        exec(compile(src, f"{rev}:{rel}", "exec"), mod.__dict__)
+        mods[key] = mod
+    return mods
 
 
 def main() -> None:
@@ -39,10 +74,13 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--duration", type=int, default=250)
     ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--rules", default="nalsm", help="comma list of fixed, stdp, nalsm")
+    ap.add_argument("--rules", default="nalsm", help="comma list of fixed, stdp, nalsm, nalsm-init (persistent mode, "
+                    "decay 1: the liquid initialisation, one image after another)")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    ap.add_argument("--against", default=None, help="git revision whose event-driven kernel to time as well")
     ap.add_argument("--measure", action="store_true")
     args = ap.parse_args()
+    old = revision(args.against) if args.against else None
     batches = [int(b) for b in args.batches.split(",")]
     with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
         raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[: max(batches)]
@@ -50,15 +88,25 @@ def main() -> None:
     t0 = time.perf_counter()
     model = models.build("lsm", (1, 28, 28), 10, size=args.size, duration=args.duration)
     print(f"build: {time.perf_counter() - t0:.2f} s, {model.liquid.nnz} synapses, {args.duration} ms per image")
-    print("rule    B  threads | event s/img (wall, cpu) | dense s/img (wall, cpu) | dense/event (cpu) | same counts")
+    head = "rule        B  threads | event s/img (wall, cpu) |"
+    if old:
+        head += f" {args.against} event (wall, cpu) | old/new (cpu) | same |"
+    print(head + " dense s/img (wall, cpu) | dense/event (cpu) | same counts")
     for rule in args.rules.split(","):
-        learner = rules.get(rule).attach(model) if rule != "fixed" else None
+        learner = None
+        if rule == "nalsm-init":
+            learner = rules.get("nalsm", mode="persistent", decay=1.0).attach(model)
+        elif rule != "fixed":
+            learner = rules.get(rule).attach(model)
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
             for B in batches:
                 x = images[:B]
                 ew, ec, counts = timed(model, x, "event")
-                line = f"{rule:6s} {B:3d} {threads:3d}      | {ew:7.3f} {ec:7.3f}         |"
+                line = f"{rule:10s} {B:3d} {threads:3d}      | {ew:7.3f} {ec:7.3f}         |"
+                if old:
+                    ow, oc, ocounts = timed(model, x, "event", old)
+                    line += f" {ow:7.3f} {oc:7.3f}         | {oc / ec:6.2f}x | {torch.equal(counts, ocounts)} |"
                 if rule != "fixed" and not args.no_dense:
                     dw, dc, dcounts = timed(model, x, "dense")
                     line += f" {dw:7.3f} {dc:7.3f}         | {dc / ec:6.1f}x           | {torch.equal(counts, dcounts)}"

@@ -86,3 +86,44 @@ def test_plastic_batch_too_large_is_refused_before_allocating(monkeypatch):
     with pytest.raises(ConfigError, match="batch of 4"):
         m.liquid.simulate(m.encode(images()))
     assert allocated == []
+
+
+def test_event_rows_hold_exactly_each_steps_spikes():
+    """A plasticity that takes events gets, in every step with spikes, the outgoing rows of every
+    spiking (sample, neuron) pair and the incoming rows of every spiking liquid neuron, once each."""
+    m = small(duration=12)
+    liq = m.liquid
+    n_in = liq.n_in
+    seen = {}
+
+    class Recorder:
+        persistent = False
+
+        def begin(self, state):
+            pass
+
+        def wants_events(self, state):
+            return True
+
+        def events(self, state, rows):
+            out = sorted((int(b), int(j)) for b_, j_, *_ in rows.out for b, j in zip(b_, j_))
+            inc = {name: sorted(zip(b.tolist(), i.tolist())) for name, b, i, *_ in rows.inc}
+            assert state.step not in seen
+            seen[state.step] = (out, inc)
+
+        def update(self, state, s):
+            pass
+
+        def end(self, state):
+            pass
+
+    torch.manual_seed(2)
+    out = liq.simulate(m.encode(images(3)), record=True, plasticity=Recorder())
+    raster = out["raster"]
+    assert len(seen) >= 5
+    for t, (rows_out, inc) in seen.items():
+        liquid_spikes = sorted((int(b), int(i)) for b, i in raster[:, t].nonzero())
+        assert [(b, j - n_in) for b, j in rows_out if j >= n_in] == liquid_spikes
+        assert inc.get("inc_in", []) == liquid_spikes and inc.get("inc_liq", []) == liquid_spikes
+    assert sum(len(inc.get("inc_in", [])) for _, inc in seen.values()) > 10  # liquid spikes were covered
+    assert any(j < n_in for rows_out, _ in seen.values() for _, j in rows_out)  # and input spikes

@@ -80,9 +80,10 @@ def authors_trace_decay(tau: int) -> float:
 
 
 def _take(src: Tensor, idx: Tensor) -> Tensor:
-    """``src.view(-1)[idx]`` (any shape of ``idx``): ``index_select`` on the flat index is the
-    fastest gather on the CPU (several times faster than advanced indexing or ``take``)."""
-    return src.index_select(0, idx.reshape(-1)).view(*idx.shape, *src.shape[1:])
+    """``src.view(-1)[idx]`` (any shape of ``idx``; ``src`` 1-D): ``index_select`` on the flat
+    index is the fastest gather on the CPU (several times faster than advanced indexing or
+    ``take``)."""
+    return src.index_select(0, idx.reshape(-1)).view(idx.shape)
 
 
 class Plasticity:
@@ -118,16 +119,18 @@ class Plasticity:
             self.b_a = torch.full((B, 1), float(bias), device=dev)
         self.w0 = state.w.clone() if self.record is not None else None
 
+    def wants_events(self, state: Any) -> bool:
+        """Whether this step's update runs on the spike rows (:meth:`events`) rather than densely."""
+        return self.dense_steps == 0
+
     def update(self, state: Any, s: Tensor) -> None:
         n_in = self.liquid.n_in
         sf = s.float()
         A = self.A if self.astro else self.eta
-        rows = getattr(state, "rows", None)
         if self.dense_steps > 0 or getattr(state, "full", None) is None:
             self._dense(state, sf, A)
-        elif rows is not None:
-            self._events(state, rows, A)
-        # else: no spike in this step, so no weight changes (the weights lie within their bounds)
+        # else: the liquid ran :meth:`events` on this step's spike rows (no spike: no weight changes,
+        # the weights lie within their bounds)
         self.dense_steps = max(0, self.dense_steps - 1)
         self.x.copy_(self.m * (self.x + self.rule.trace_increment * sf))
         if self.astro:
@@ -149,18 +152,19 @@ class Plasticity:
         dw = lr_post * self.x[:, liq.pre] * sf[:, post] + lr_pre * sf[:, liq.pre] * self.x[:, post]
         state.apply_dw(dw)
 
-    def _events(self, state: Any, rows: Any, A: Tensor) -> None:
-        """Only the synapses whose pre- or postsynaptic neuron spiked in this step (the others'
-        change is exactly 0): the outgoing rows of spiking neurons get both terms of the dense
-        update, the incoming rows of spiking liquid neurons the potentiation term, except where
-        the presynaptic neuron spiked too (already done in its outgoing row). Same arithmetic as
-        :meth:`_dense`, element by element."""
+    def events(self, state: Any, rows: Any) -> None:
+        """This step's update of the synapses whose pre- or postsynaptic neuron spiked (the others'
+        change is exactly 0), for the samples of ``rows`` (called by the liquid during the step,
+        before the membrane update; the traces and rates are this step's, as in :meth:`update`):
+        the outgoing rows of spiking neurons get both terms of the dense update, the incoming rows
+        of spiking liquid neurons the potentiation term, except where the presynaptic neuron
+        spiked too (already done in its outgoing row). Same arithmetic as :meth:`_dense`, element
+        by element; the drive changes go to ``state.pending`` with the kernel after the step."""
         liq, n_in, wmax = self.liquid, self.liquid.n_in, self.liquid.w_max
-        w_full, k_full, drive_full = state.full
-        wv, xv, kv, dv = w_full.view(-1), self.x_full.view(-1), k_full.view(-1), drive_full.view(-1)
-        eta, A = self.eta[:, 0], A[:, 0]
+        wv, xv, kv, dv = state.full[0].view(-1), self.x_full.view(-1), state.k_next.view(-1), state.pending.view(-1)
+        eta, A = self.eta[:, 0], (self.A if self.astro else self.eta)[:, 0]
         n_cols = self.x_full.shape[1]
-        xs_full = torch.stack([self.x_full, rows.spikes], dim=-1).view(-1, 2)
+        sv = state.spikes.view(-1)
         for b, jx, wf, xf, w_old in rows.out:
             eta_b, a_b = eta.index_select(0, b), A.index_select(0, b)
             if int(jx[0]) < n_in:  # input presynaptic neurons: excitatory rule, bounds ±w_max
@@ -172,25 +176,28 @@ class Plasticity:
                 lo = torch.where(inh, -wmax, 0.0)[:, None]
                 hi = torch.where(inh, 0.0, wmax)[:, None]
             flat = b * n_cols + jx
-            xs = _take(xs_full, xf)  # (rows, width, 2): the postsynaptic trace and spike
-            dw = (lr_post * _take(xv, flat))[:, None] * xs[..., 1] + lr_pre[:, None] * xs[..., 0]
-            new = torch.clamp(w_old + dw, lo, hi)
+            # the dense update's two terms, (λ⁺ x_j) s_i + (λ⁻ s_j) x_i with s_j = 1, in place on the
+            # gathered rows (products and sums are commutative in floating point: the same numbers)
+            new = _take(sv, xf).mul_((lr_post * _take(xv, flat))[:, None])
+            new.add_(_take(xv, xf).mul_(lr_pre[:, None])).add_(w_old).clamp_(lo, hi)
             wv.scatter_(0, wf.view(-1), new.view(-1))
-            dv.scatter_add_(0, xf.view(-1), ((new - w_old) * _take(kv, flat)[:, None]).view(-1))
+            dv.scatter_add_(0, xf.view(-1), new.sub_(w_old).mul_(_take(kv, flat)[:, None]).view(-1))
         if rows.inc:
             tab = liq.event_tables()
-            x_quiet = (self.x_full * (1.0 - rows.spikes)).view(-1)  # 0 where the presynaptic neuron spiked
+            x_quiet = (self.x_full * (1.0 - state.spikes)).view(-1)  # 0 where the presynaptic neuron spiked
             for name, b, i, wf, xf in rows.inc:
                 eta_b = eta.index_select(0, b)[:, None]
                 w_old = _take(wv, wf)
                 if name == "inc_in":  # from inputs: λ⁺ = η, bounds ±w_max
-                    new = torch.clamp(w_old + eta_b * _take(x_quiet, xf), -wmax, wmax)
-                else:
-                    lr = torch.where(tab["inc_liq_inh"].index_select(0, i), -A.index_select(0, b)[:, None], eta_b)
-                    new = torch.clamp(w_old + lr * _take(x_quiet, xf), tab["inc_liq_lo"].index_select(0, i),
-                                      tab["inc_liq_hi"].index_select(0, i))
+                    new = _take(x_quiet, xf).mul_(eta_b).add_(w_old).clamp_(-wmax, wmax)
+                else:  # the padding's bounds do not matter: its weight and trace are 0
+                    inh = tab["inc_liq_inh"].index_select(0, i)
+                    lr = torch.where(inh, -A.index_select(0, b)[:, None], eta_b)
+                    new = _take(x_quiet, xf).mul_(lr).add_(w_old).clamp_(torch.where(inh, -wmax, 0.0),
+                                                                         torch.where(inh, 0.0, wmax))
                 wv.scatter_(0, wf.view(-1), new.view(-1))
-                dv.scatter_add_(0, b * n_cols + n_in + i, ((new - w_old) * _take(kv, xf)).sum(1))
+                dv.scatter_add_(0, b * n_cols + n_in + i,
+                                new.sub_(w_old).mul_(_take(kv, xf)).sum(1))
 
     def end(self, state: Any) -> None:
         if self.record is not None:
