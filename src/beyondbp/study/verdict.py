@@ -402,8 +402,8 @@ class _Curves:
     """A label's frontier on any grid of computes: per bootstrap resample (rows) and as the
     estimate, from the fitted law (``basis`` None) or from the frontier points themselves."""
 
-    def __init__(self, at: Any, distinct: int | None, basis: str | None = None) -> None:
-        self.at, self.distinct, self.basis = at, distinct, basis
+    def __init__(self, at: Any, distinct: int | None, basis: str | None = None, covered: tuple[float, float] | None = None) -> None:
+        self.at, self.distinct, self.basis, self.covered = at, distinct, basis, covered  # covered: what every seed reaches
 
     @classmethod
     def from_law(cls, s: Mapping[str, np.ndarray], distinct: int | None) -> _Curves:
@@ -422,6 +422,8 @@ class _Curves:
         for p in fr.points:
             by_seed.setdefault(p.seed, []).append((p.C, p.loss))
         keys = sorted(by_seed)
+        # compared only where every seed's curve is defined (beyond, fewer seeds: a false, narrow interval)
+        covered = (max(min(c for c, _ in v) for v in by_seed.values()), min(max(c for c, _ in v) for v in by_seed.values()))
         draws = np.random.default_rng(seed).integers(0, len(keys), size=(n_bootstrap, len(keys)))
         distinct = len({tuple(sorted(r)) for r in draws.tolist()})
 
@@ -435,7 +437,7 @@ class _Curves:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return np.array([np.nanmean(M[d], axis=0) for d in draws]), np.nanmean(M, axis=0)
 
-        return cls(at, distinct, basis)
+        return cls(at, distinct, basis, covered)
 
 
 def _range_text(C: np.ndarray, mask: np.ndarray) -> str:
@@ -647,7 +649,7 @@ def judge_study(
         if frontier.points:  # beyond a label's last frontier point its runs stopped improving:
             # the data's frontier is flat there, so the fitted law is an extrapolation
             front = [q.C for q in frontier.points]
-            ranges[label] = (min(front), max(front))
+            ranges[label] = (min(front), max(front)) if getattr(samples[label], "covered", None) is None else samples[label].covered
         fits[label] = LabelFits(
             n_runs=len(mine),
             compute_range=(min(p["C"] for p in mine), max(p["C"] for p in mine)),
