@@ -50,6 +50,17 @@ def mean_interval(values: list[float]) -> tuple[float, float]:
     return m, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def tail_change(curve: list, window: int = 5000) -> float:
+    """How much the test loss moved over the last ``window`` steps of a run's curve ([step, loss]
+    pairs): |loss at the last step − loss at the last evaluation ≤ last step − window| (NaN when
+    the curve is shorter than the window). Near 0: the run ended on a plateau."""
+    if not curve:
+        return math.nan
+    last_step, last = curve[-1]
+    before = [loss for step, loss in curve if step <= last_step - window]
+    return abs(last - before[-1]) if before else math.nan
+
+
 def numbers(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -98,15 +109,23 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> None:
     rules = args.rules.split(",")
     depths, deficits = set(numbers(args.depths)), set(numbers(args.deficits))
     cells: dict[tuple, dict[int, float]] = defaultdict(dict)
+    tails: dict[tuple, list[float]] = defaultdict(list)
     for r in results.values():
-        if r["rule"] in rules and r["depth"] in depths and r["T"] in deficits and r["status"] == "ok":
+        if r["rule"] in rules and r["depth"] in depths and r["T"] in deficits:
+            if r["status"] != "ok" or not math.isfinite(r["test_loss"]):
+                print(f"not ok: {r['rule']} depth {r['depth']} T {r['T']} seed {r['seed']}: status {r['status']}, "
+                      f"test loss {r['test_loss']}")
+                continue
             cells[(r["rule"], r["depth"], r["T"])][r["seed"]] = r["test_loss"]
-    print("\nfinal test loss (MSE over all entries), mean ± 95% t-interval over seeds")
-    print(f"{'rule':>9} {'depth':>5} {'T':>7} {'n':>3} {'mean':>7} {'±':>6}   seeds")
+            tails[(r["rule"], r["depth"], r["T"])].append(tail_change(r.get("curve") or []))
+    print("\nfinal test loss (MSE over all entries), mean ± 95% t-interval over seeds;"
+          " tail: largest change over the last 5000 steps")
+    print(f"{'rule':>9} {'depth':>5} {'T':>7} {'n':>3} {'mean':>7} {'±':>6} {'tail':>7}   seeds")
     for key in sorted(cells, key=lambda k: (rules.index(k[0]), k[1], k[2])):
         values = [cells[key][s] for s in sorted(cells[key])]
         m, h = mean_interval(values)
-        print(f"{key[0]:>9} {key[1]:>5} {key[2]:>7} {len(values):>3} {m:7.3f} {h:6.3f}   "
+        tail = max((t for t in tails[key] if not math.isnan(t)), default=math.nan)
+        print(f"{key[0]:>9} {key[1]:>5} {key[2]:>7} {len(values):>3} {m:7.3f} {h:6.3f} {tail:7.4f}   "
               + " ".join(f"{v:.3f}" for v in values))
     print("\npaired difference, T = largest minus T = 0 (same seeds)")
     for rule in rules:
