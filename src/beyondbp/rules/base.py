@@ -493,17 +493,21 @@ class Learner:
         if self._detached:
             raise ConfigError("this learner was detached from its model; attach the rule again")
 
-    def _gradients(self, batch: Batch, use_rule: bool) -> dict[str, Tensor]:
+    def _gradients(self, batch: Batch, use_rule: bool,
+                   backward: Callable[[Tensor, Tensor], Any] | None = None) -> dict[str, Tensor]:
         """One backward pass from cleared ``.grad`` (run inside :meth:`measuring`, which puts the
-        caller's gradients back)."""
+        caller's gradients back): the loss's, or ``backward(x, y)``'s for a rule that fills
+        ``.grad`` its own way."""
         x, y = check_batch(batch)
         params = dict(self.model.named_parameters())
         for p in params.values():
             p.grad = None
         ctx = contextlib.nullcontext() if use_rule else self.disabled()
         with ctx, torch.enable_grad():
-            loss = self.loss_fn(self.model(x), y)
-            loss.backward()
+            if backward is not None:
+                backward(x, y)
+            else:
+                self.loss_fn(self.model(x), y).backward()
         return {
             n: p.grad.detach().clone()
             for n, p in params.items()

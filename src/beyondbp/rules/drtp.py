@@ -228,13 +228,7 @@ class DRTPLearner(Learner):
         return {"loss": float(loss.detach())}
 
     def _estimate(self, batch: Batch) -> dict[str, Tensor]:
-        x, y = check_batch(batch)
-        params = dict(self.model.named_parameters())
-        for p in params.values():
-            p.grad = None
-        with torch.enable_grad():
-            self._rule_backward(x, y)
-        return {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        return self._gradients(batch, use_rule=True, backward=self._rule_backward)
 
     def trained_layers(self) -> dict[str, nn.Module]:
         return dict(self.layers)

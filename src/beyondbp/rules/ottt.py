@@ -390,13 +390,7 @@ class OTTTLearner(Learner):
     def _estimate(self, batch: Batch) -> dict[str, Tensor]:
         if not self._active:
             return super()._estimate(batch)
-        x, y = check_batch(batch)
-        params = dict(self.model.named_parameters())
-        for p in params.values():
-            p.grad = None
-        with torch.enable_grad():
-            self._run(x, y)
-        return {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        return self._gradients(batch, use_rule=True, backward=self._run)
 
     def trained_layers(self) -> dict[str, nn.Module]:
         return dict(self.plan.layers)
