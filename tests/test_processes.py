@@ -55,6 +55,12 @@ checkpoint_every = 25
 """
 
 
+#: The command line run as ``python -c DUMPABLE args...`` (what ``python -m beyondbp`` runs), with
+#: SIGUSR1 dumping every thread's Python stack to stderr: a command that hangs says where.
+DUMPABLE = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+            "from beyondbp.cli import main; main(sys.argv[1:])")
+
+
 def ours(marker: str) -> list[tuple[int, str]]:
     """Live (not zombie) processes whose environment holds ``MARKER=marker``."""
     found = []
@@ -95,14 +101,21 @@ def start(args: list[str], folder: Path, marker: str, python: list[str] | None =
     out = open(folder / f"{marker}.out", "w")
     err = open(folder / f"{marker}.err", "w")
     with out, err:
-        return subprocess.Popen([sys.executable, *(python or ["-m", "beyondbp"]), *args], env=env, stdout=out, stderr=err,
+        return subprocess.Popen([sys.executable, *(python or ["-c", DUMPABLE]), *args], env=env, stdout=out, stderr=err,
                                 text=True, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc: subprocess.Popen, folder: Path, marker: str, timeout: float = 90) -> tuple[int, str]:
+    """Wait for the command; one still running after ``timeout`` s fails the test with its
+    threads' stacks (SIGUSR1: see :data:`DUMPABLE`) and its stderr in the message."""
     try:
         proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        pytest.fail(f"the command had not ended {timeout:g} s later; its stderr, with every thread's stack:\n"
+                    + (folder / f"{marker}.err").read_text())
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -287,13 +287,32 @@ class _Local:
 
     def close(self, cancel: bool = False) -> None:
         if cancel:  # interrupted: the runs were handed back, so stop their workers now
-            workers = list(getattr(self.pool, "_processes", {}).values())  # no public handle on them
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            for process in workers:
-                if process.is_alive():
-                    process.terminate()
+            self._stop_workers()
             return
         self.pool.shutdown(wait=True)
+
+    def _stop_workers(self, grace: float = 5.0) -> None:
+        """Stop the pool at once: cancel what has not started, end every worker (SIGTERM, SIGKILL
+        after ``grace`` seconds), then close this process's copy of the results pipe's write end.
+
+        The last step matters: a worker ended halfway through sending its result leaves part of a
+        message in that pipe, and the pool's manager thread (which the interpreter joins at exit)
+        would wait for the rest forever, since this process holds a write end open too. With every
+        worker gone and that end closed, its wait ends in end-of-file and the thread finishes."""
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())  # no public handle on them
+        results = getattr(self.pool, "_result_queue", None)  # shutdown() drops the reference
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+        for process in workers:
+            process.join(grace)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        writer = getattr(results, "_writer", None)
+        if writer is not None:
+            writer.close()
 
 
 def _python_signal_handlers() -> dict[int, Any]:
