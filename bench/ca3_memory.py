@@ -7,7 +7,9 @@ probability 0.3, at least one), every stored item recalled from its cue after ea
 (:func:`beyondbp.memory.ca3.exact_capacity`). Then a fresh memory stores C items, recalls every
 item from its full content and from one of its bits (the right answer: every cue whose content
 shares an active bit), re-learns every cue with a new content and recalls from the new contents
-again. Writes ``ca3-memory.json`` and ``ca3-memory.md`` into ``--out``.
+again, with ``relearn="published"`` (the paper's circuit) and ``relearn="overwrite"``
+(:func:`beyondbp.memory.ca3.relearn_exactness`). Writes ``ca3-memory.json`` and ``ca3-memory.md``
+into ``--out``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/ca3_memory.py --out bench/results
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 
 from beyondbp.memory import CA3Memory
-from beyondbp.memory.ca3 import exact_capacity, random_contents
+from beyondbp.memory.ca3 import exact_capacity, random_contents, relearn_exactness
 
 
 def _by_content(mem: CA3Memory, queries: torch.Tensor, contents: torch.Tensor) -> float:
@@ -60,18 +62,24 @@ def main() -> None:
     rows = []
     for c in [int(x) for x in a.cues.split(",")]:
         cap = exact_capacity(c, a.bits, max_items=c + 4, seed=a.seed)
-        rows.append({**cap, **content_recall(c, a.bits, a.seed)})
+        fixed = relearn_exactness(c, a.bits, seed=a.seed, relearn="overwrite")
+        published = relearn_exactness(c, a.bits, seed=a.seed)
+        rows.append({**cap, **content_recall(c, a.bits, a.seed), "stale": published["stale"],
+                     "forgotten": published["forgotten"], "overwrite_cue": fixed["cue_to_content"],
+                     "overwrite_content": fixed["content_to_cue"], "overwrite_stale": fixed["stale"]})
     cpu = time.process_time() - start
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "ca3-memory.json").write_text(json.dumps({"rows": rows, "cpu_s": cpu, "bits": a.bits}, indent=1))
     lines = ["| cues C | capacity (items all exact) | exact after C+1…C+4 stores | spikes / store | spikes / recall (cue) "
-             "| spikes / recall (content) | content→cue exact: full / one bit | after re-learning: cue→content / content→cue |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| spikes / recall (content) | content→cue exact: full / one bit | after re-learning: cue→content / content→cue "
+             "| forgotten synapses ≥ 1 nA | after re-learning, relearn=overwrite: cue→content / content→cue |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["cues"]
         lines.append(f"| {c} | {r['capacity']} | {' '.join(str(x) for x in r['exact'][c:])} | {r['spikes_per_store']:.1f} "
                      f"| {r['spikes_per_recall']:.1f} | {r['spikes_per_recall_content']:.1f} | {r['full']:.2f} / {r['one_bit']:.2f} "
-                     f"| {r['after_relearn_cue']:.2f} / {r['after_relearn_content']:.2f} |")
+                     f"| {r['after_relearn_cue']:.2f} / {r['after_relearn_content']:.2f} | {r['stale']} of {r['forgotten']} "
+                     f"| {r['overwrite_cue']:.2f} / {r['overwrite_content']:.2f} |")
     (a.out / "ca3-memory.md").write_text("\n".join(lines) + f"\n\nCPU time {cpu:.1f} s\n")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from beyondbp.errors import ConfigError
 from beyondbp.memory import CA3Memory
-from beyondbp.memory.ca3 import W_MAX, exact_capacity, random_contents
+from beyondbp.memory.ca3 import A_PLUS, W_MAX, exact_capacity, random_contents, relearn_exactness
 
 torch.set_num_threads(1)
 
@@ -56,6 +58,57 @@ def test_relearning_a_cue_overwrites_its_content():
     by_content = m.recall_from_content(q)
     assert by_content[0, 2] == 1.0 and by_content[1, 2] == 0.0
     assert 0 < float(m.w_cont_cue[bit_old, 2]) < 3.2
+
+
+def test_relearning_leaves_the_forgotten_bits_content_to_cue_synapse_repotentiated():
+    # the published circuit's limit, and its mechanism: cue 0 first holds bits {0, 1}, then {1, 2}
+    m = CA3Memory(2, 4)
+    m.store(torch.eye(2)[0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    trains = m._simulate(torch.eye(2)[0], torch.tensor([0.0, 1.0, 1.0, 0.0]), 3, 10, learn=True)
+    # the input held 3 steps makes the cue fire two waves: cue_cont at 3 and 5 ms
+    assert trains["cue_cont"][:, 0].nonzero().flatten().tolist() == [3, 5]
+    # the forgotten bit 0 passes the gate once and fires in cont_cont at 4 ms, between them
+    assert trains["cont_cont"][:, 0].nonzero().flatten().tolist() == [4]
+    assert trains["cont_cont"][:, 2].nonzero().flatten().tolist() == [3, 5]
+    # so its synapse is depressed (post 3 before pre 4) then re-potentiated (pre 4 before post 5)
+    assert abs(float(m.w_cont_cue[0, 0]) - A_PLUS * math.exp(-2 / 3)) < 1e-4
+    assert float(m.w_cue_cont[0, 0]) == 0.0   # the cue -> content direction is overwritten
+    # two forgotten bits queried together still recall the old cue
+    m2 = CA3Memory(2, 6)
+    m2.store(torch.eye(2)[0], torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]))
+    m2.store(torch.eye(2)[0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0]))
+    old_pair = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+    assert m2.recall_from_content(old_pair)[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("cues", [8, 16, 32])
+def test_relearning_every_cue_overwrites_both_ways_with_overwrite(cues):
+    published = relearn_exactness(cues, 16, seed=0)
+    fixed = relearn_exactness(cues, 16, seed=0, relearn="overwrite")
+    # the published circuit: cue -> content exact, content -> cue not (forgotten bits still ~3 nA)
+    assert published["cue_to_content"] == 1.0 and published["content_to_cue"] < 0.5
+    assert published["stale"] == published["forgotten"] > 0
+    # relearn="overwrite": exact both ways, no forgotten synapse left
+    assert fixed["cue_to_content"] == 1.0 and fixed["content_to_cue"] == 1.0 and fixed["stale"] == 0
+
+
+def test_overwrite_changes_nothing_but_the_forgotten_synapses():
+    contents = random_contents(CUES, BITS, seed=1)
+    a = CA3Memory(CUES, BITS).store(torch.eye(CUES), contents)
+    b = CA3Memory(CUES, BITS, relearn="overwrite").store(torch.eye(CUES), contents)
+    # first stores: same weights, same spikes, same latencies
+    assert torch.equal(a.w_cue_cont, b.w_cue_cont) and torch.equal(a.w_cont_cue, b.w_cont_cue)
+    assert [(op.latency, op.spikes) for op in a.reports] == [(op.latency, op.spikes) for op in b.reports]
+    new = 1.0 - contents[2]
+    a.store(torch.eye(CUES)[2], new)
+    b.store(torch.eye(CUES)[2], new)
+    assert a.reports[-1] == b.reports[-1]
+    assert torch.equal(a.w_cue_cont, b.w_cue_cont)
+    assert torch.equal(b.w_cont_cue[:, 2], new * W_MAX)
+    others = [i for i in range(CUES) if i != 2]
+    assert torch.equal(a.w_cont_cue[:, others], b.w_cont_cue[:, others])
+    with pytest.raises(ConfigError, match="relearn must be one of published, overwrite"):
+        CA3Memory(4, 8, relearn="forget")
 
 
 def test_latencies_and_spikes_follow_from_the_delays():

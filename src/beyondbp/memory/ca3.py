@@ -22,10 +22,24 @@ Operations (the protocol of sPyMem's documentation), 1 ms steps:
 
 * **store (learning)**: cue and content held at the input 3 steps (0, 1, 2), then 7 quiet steps.
   The cue-to-content synapses of the active (cue, bit) pairs are potentiated to ``w_max`` and
-  those of the cue's old bits depressed to 0 — re-learning a cue overwrites its content. In the
-  content-to-cue direction an old bit's synapse ends at ``A+ e^{−2/3}`` ≈ 3.08 nA under the STDP
-  reading below (depressed to 0 by the tie at its presynaptic spike, re-potentiated by the cue's
-  second spike): one such bit stays under threshold, two or more still recall the old cue.
+  those of the cue's old bits depressed to 0 — re-learning a cue overwrites its content from the
+  cue. The content-to-cue direction is *not* overwritten by the published circuit (next item).
+* **what re-learning cannot undo (the published circuit's limit)**: holding the input 3 steps
+  with a one-step refractory period makes the cue fire two waves (``cue_cue`` at 1 and 3,
+  ``cue_cont`` at 3 and 5). An old bit of the cue fires once in ``cont_cue`` (at 2, recalled by
+  the cue), passes the gate once thanks to the interneuron (``cont_cond`` at 3) and fires once in
+  ``cont_cont`` (at 4) — between the cue's two ``cue_cont`` spikes. Its content→cue synapse is
+  depressed by the first (post before pre) and re-potentiated by the second (pre before post, 1 ms
+  later), and nothing comes after that second pairing. Under this package's STDP reading it ends
+  at ``A+ e^{−2/3}`` ≈ 3.08 nA (one forgotten bit stays under the 3.36 nA a ``cue_cont`` spike
+  needs; two or more forgotten bits queried together recall the old cue); under sPyNNaker's own
+  rule (``A±`` pre-multiplied by ``w_max``: 36 nA steps) it ends back at ``w_max``. None of the
+  STDP readings tried removes it (a new bit's potentiation needs the same second wave), and the
+  code's own test queries one bit at a time after re-learning (a bit another cue still holds).
+  ``relearn="overwrite"`` (not in the paper) adds what is missing: at
+  the end of a store, the stored cue's content→cue synapses from bits outside the stored content
+  are depressed to ``w_min`` — a heterosynaptic depression onto the cue neuron that fired; spikes,
+  latencies and every other weight are unchanged.
 * **recall from cue**: the cue for one step, then 6 quiet steps. The output shows the cue
   at step 5 (``in → cue_cue`` 1 + ``cue_cue → merge_cue`` 3 + ``merge → out`` 1) and the content at
   step 6 (in 1 + the plastic synapse 1 + ``cont_cue → merge_cont`` 3 + out 1).
@@ -77,7 +91,11 @@ from beyondbp.spiking.neurons import LIF, LIFState
 
 from .base import Memory, as_matrix, check_binary, check_count
 
-__all__ = ["CA3Memory", "Operation", "exact_capacity", "LEARN_STEPS", "RECALL_STEPS"]
+__all__ = ["CA3Memory", "Operation", "exact_capacity", "relearn_exactness", "LEARN_STEPS", "RECALL_STEPS", "RELEARN"]
+
+#: what a store does to the stored cue's content→cue synapses from bits outside its new content:
+#: "published" (the circuit's STDP only, see the module docstring) or "overwrite" (depressed to w_min)
+RELEARN = ("published", "overwrite")
 
 #: steps of a learning operation (input held 3 steps, then 7 quiet) and of a recall (1 + 6)
 LEARN_STEPS = 10
@@ -127,12 +145,22 @@ class CA3Memory(Memory):
     cues) returns the recalled contents; :meth:`recall_from_content` returns, per 0/1 content query,
     the cues whose stored content shares an active bit. :attr:`reports` lists every operation
     since the last reset (:class:`Operation`). Deterministic (no random draw).
+
+    ``relearn``: ``"published"`` (default, the paper's circuit: re-learning a cue overwrites cue →
+    content but leaves the old bits' content→cue synapses re-potentiated, see the module
+    docstring) or ``"overwrite"`` (not in the paper: a store also depresses the stored cue's
+    content→cue synapses from bits outside its new content to ``w_min``, so re-learning overwrites
+    both directions).
     """
 
     name = "ca3"
 
-    def __init__(self, cues: int, content: int, *, seed: int = 0, max_stored: int | None = None) -> None:
+    def __init__(self, cues: int, content: int, *, seed: int = 0, max_stored: int | None = None,
+                 relearn: str = "published") -> None:
         super().__init__(check_count(cues, "cues"), check_count(content, "content"), seed=seed, max_stored=max_stored)
+        if relearn not in RELEARN:
+            raise ConfigError(f"relearn must be one of {', '.join(RELEARN)}, got {relearn!r}")
+        self.relearn = relearn
         self.cues, self.content = self.key_dim, self.value_dim
         self.neurons_by_pop = {p: LIF(1, beta=math.exp(-_DT / tau), threshold=th, reset="zero")
                                for p, (_, tau, th) in _NEURONS.items()}
@@ -252,7 +280,11 @@ class CA3Memory(Memory):
     def _store(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         for cue, content in zip(keys, values):
             self._operation("store", cue, content)
-            self.known[int(cue.argmax())] = True
+            i = int(cue.argmax())
+            if self.relearn == "overwrite":
+                # heterosynaptic depression onto the cue neuron that fired (not in the paper)
+                self.w_cont_cue[:, i] = torch.where(content > 0, self.w_cont_cue[:, i], torch.full_like(content, W_MIN))
+            self.known[i] = True
 
     def _recall(self, queries: torch.Tensor) -> torch.Tensor:
         _check_cues(queries, "queries")
@@ -337,3 +369,23 @@ def exact_capacity(cues: int, content: int, max_items: int, seed: int = 0) -> di
     recalls = [op.spikes for op in mem.reports if op.kind == "recall-cue"]
     return {"cues": cues, "content": content, "capacity": capacity, "exact": exact,
             "spikes_per_store": sum(stores) / len(stores), "spikes_per_recall": sum(recalls) / len(recalls)}
+
+
+def relearn_exactness(cues: int, content: int, seed: int = 0, relearn: str = "published", p: float = 0.3) -> dict[str, Any]:
+    """Store a random content (bits 1 with probability ``p``) on every cue, then re-learn every cue
+    with a second random content, and recall every new content both ways. Returns ``cue_to_content``
+    (fraction of cues recalling exactly their new content), ``content_to_cue`` (fraction of new
+    contents recalling exactly the cues whose new content shares an active bit) and ``stale``
+    (the content→cue synapses from a cue's forgotten bits still at or above 1 nA)."""
+    mem = CA3Memory(cues, content, seed=seed, relearn=relearn)
+    eye = torch.eye(cues)
+    first = random_contents(cues, content, seed=seed, p=p)
+    second = random_contents(cues, content, seed=seed + 1000, p=p)
+    mem.store(eye, first).store(eye, second)
+    by_cue = float((mem.recall(eye) == second).all(dim=1).float().mean())
+    expected = ((second @ second.T) > 0).float()
+    by_content = float((mem.recall_from_content(second) == expected).all(dim=1).float().mean())
+    forgotten = (first > 0) & (second == 0)
+    stale = int((mem.w_cont_cue.T[forgotten] >= 1.0).sum())
+    return {"cues": cues, "content": content, "relearn": relearn, "cue_to_content": by_cue,
+            "content_to_cue": by_content, "stale": stale, "forgotten": int(forgotten.sum())}
