@@ -211,6 +211,42 @@ def test_warm_start_centres_a_larger_models_rates_on_the_trend(tmp_path, fake):
     assert run_study(cold)["total"] > summary["total"]
 
 
+def test_bracketing_on_one_seed_runs_the_other_seeds_at_the_best_rate_only(tmp_path, fake):
+    axes = "lr = [1e-4, 3e-4]\nseed = [0, 1, 2]"
+    full = load_spec(write(tmp_path / "f.toml", axes, "lr = {factor = 3, max_rounds = 6}", name="f"))
+    (whole,) = run_study(full)["search"]["cells"]
+    trained_full = len(fake.trained)
+    fake.trained = []
+    spec = load_spec(write(tmp_path / "s.toml", axes, "lr = {factor = 3, max_rounds = 6, seeds = 1}"))
+    assert len(plan_search(spec, []).runs) == 2  # the first seed at the first rates; nothing else yet
+    summary = run_study(spec)
+    (cell,) = summary["search"]["cells"]
+    # the same bracket as on every seed (the fake's seeds shift the loss equally), from 6 + 2 runs, not 18
+    assert cell["state"] == "bracketed" and cell["lrs"] == whole["lrs"] and cell["best_lr"] == whole["best_lr"] == 0.0081
+    assert trained_full == 18 and len(fake.trained) == 8 and summary["counts"]["done"] == 8
+    others = sorted((c["lr"], c["seed"]) for c in fake.trained if c["seed"] != 0)
+    assert others == [(0.0081, 1), (0.0081, 2)]
+    (row,) = judge_study(study_records(spec), loss_law=False).best_lr
+    assert row.best_lr == 0.0081 and row.n_seeds == 3 and row.edge is None
+    assert check_study(spec) == []  # the spec's runs the search left out are not missing
+    assert study_status(spec)["counts"] == {"done": 8, "running": 0, "failed": 0, "diverged": 0, "pending": 0}
+
+
+def test_the_best_rate_is_ranked_on_the_seeds_every_rate_has():
+    from beyondbp.study.selection import best_lr_table
+
+    def point(i, lr, seed, loss):
+        return {"index": i, "id": str(i), "label": "backprop", "N": 10, "D": 10, "C": 100.0, "loss": loss,
+                "seed": seed, "lr": lr, "axes": {}, "steps": 10}
+
+    # 0.01 has three seeds (two added at it), 0.1 one: on seed 0, 0.01 is better (1.0 < 1.2);
+    # the mean over every seed would pick 0.1 (1.37 > 1.2)
+    points = [point(0, 0.01, 0, 1.0), point(1, 0.01, 1, 1.5), point(2, 0.01, 2, 1.6), point(3, 0.1, 0, 1.2)]
+    (row,), _, kept = best_lr_table(points, [])
+    assert row.best_lr == 0.01 and row.n_seeds == 3 and kept == {0, 1, 2}
+    assert row.mean_loss == pytest.approx((1.0 + 1.5 + 1.6) / 3)
+
+
 def test_search_is_deterministic_across_an_interruption(tmp_path, fake):
     axes = 'rule = ["backprop", "dfa"]\nlr = [1e-4, 3e-4]\nseed = [0, 1]'
     search = "lr = {factor = 3, max_rounds = 6, refine = true}"
@@ -295,6 +331,7 @@ def test_a_verdict_from_fewer_than_three_seeds_is_undecided(tmp_path, monkeypatc
     ("lr = {max_rounds = -1}", "[search] lr.max_rounds", "from 0 to"),
     ("lr = {refine = 1}", "[search] lr.refine", "true or false"),
     ("lr = {margin = -0.1}", "[search] lr.margin", "from 0 to 1"),
+    ("lr = {seeds = 0}", "[search] lr.seeds", "a whole number of at least 1"),
     ("lr = {factr = 3}", "[search] lr.factr", "unknown key; [search] lr takes factor"),
     ("lr = 3", "[search] lr", "must be a table"),
     ("seeds = {min = 5, max = 3}", "[search] seeds.max", "from min to"),

@@ -11,7 +11,9 @@ Learning-rate bracketing (``[search] lr``). Replayed for each cell from its firs
 only finished runs, so the same records always give the same rates:
 
 1. wait until every (rate, seed) of the cell has finished (done, diverged or failed);
-2. a rate's score is the mean final validation loss over the cell's seeds; a rate at which some
+2. a rate's score is the mean final validation loss over the cell's seeds (with ``lr.seeds`` = k:
+   its first k seeds; the cell's other seeds then run at the best rate alone, once the bracketing
+   has settled, which costs a fraction of bracketing on every seed); a rate at which some
    run diverged (or failed, or has no finite loss) has none. The best rate has the lowest mean
    (ties: the smaller rate);
 3. each side of the best rate is *closed* when some rate on that side with a score is worse
@@ -139,6 +141,8 @@ class _Cell:
         self.lrs: list[float] = []
         self.runs: dict[tuple[float, Any], PlannedRun] = {}
         self.state, self.rounds, self.best, self.tried = FIXED, 0, None, []
+        #: (lr, seed) of the runs the cell needs now (its search's; seeds on demand add more)
+        self.planned: set[tuple[float, Any]] = set()
 
     def run(self, lr: float, seed: Any, made: dict[str, PlannedRun]) -> PlannedRun:
         have = self.runs.get((lr, seed))
@@ -167,7 +171,20 @@ def _outcome(rec: Mapping[str, Any]) -> float | None:
 def _replay(cell: _Cell, first: list[float], seeds: list[Any], done: Mapping[str, float | None], cfg: LRSearch,
             made: dict[str, PlannedRun]) -> None:
     """Bracket ``cell``'s learning rate from ``first`` (see the module docstring); sets
-    ``cell.tried``, ``state``, ``rounds`` and ``best``."""
+    ``cell.tried``, ``state``, ``rounds``, ``best`` and ``planned``. With ``cfg.seeds`` = k the
+    bracketing reads the first k seeds only; once it has settled the other seeds run at the best
+    rate alone."""
+    bracket = seeds[: cfg.seeds] if cfg.seeds else seeds
+    _bracket(cell, first, bracket, done, cfg, made)
+    cell.planned = {(lr, s) for lr in cell.tried for s in bracket}
+    if cell.state != SEARCHING and cell.best is not None:
+        for s in seeds[len(bracket):]:
+            cell.run(cell.best, s, made)
+            cell.planned.add((cell.best, s))
+
+
+def _bracket(cell: _Cell, first: list[float], seeds: list[Any], done: Mapping[str, float | None], cfg: LRSearch,
+             made: dict[str, PlannedRun]) -> None:
     tried = sorted(set(first))
     rounds, refined = 0, False
     cell.tried, cell.best = tried, None
@@ -300,6 +317,7 @@ def plan_search(spec: Spec, records: Sequence[Mapping[str, Any]], baseline: str 
                 for lr in cell.tried:
                     for s in seeds:
                         cell.run(lr, s, made)
+                        cell.planned.add((lr, s))
     extra = _seed_search(spec, order, seeds, records, done, made, baseline)
     spec_ids = {r.id for r in spec_runs}
     included: set[str] = set()
@@ -308,7 +326,7 @@ def plan_search(spec: Spec, records: Sequence[Mapping[str, Any]], baseline: str 
     for cell in order:
         mine = set()
         for (lr, seed), run in cell.runs.items():
-            if lr in cell.tried and (seed in seeds or seed in extra.get(cell.key, ())):
+            if (lr, seed) in cell.planned or (lr in cell.tried and seed in extra.get(cell.key, ())):
                 mine.add(run.id)
                 if run.id not in included:
                     included.add(run.id)
@@ -339,7 +357,7 @@ def _plan_warm(order: list[_Cell], first: dict, counts: dict, seeds: list[Any], 
             start = first[cell.key]
             if rank >= 2:
                 if any(b.state in (SEARCHING, WAITING) for b in before):
-                    cell.state, cell.tried = WAITING, []
+                    cell.state, cell.tried, cell.planned = WAITING, [], set()
                     continue
                 settled = [(counts[b.key], b.best) for b in before if b.state in (BRACKETED, BOUNDED) and b.best]
                 if len(settled) >= 2:
@@ -372,7 +390,7 @@ def _seed_search(spec: Spec, order: list[_Cell], seeds: list[Any], records: Sequ
     if any(c.state in (SEARCHING, WAITING) for c in order):
         return extra
     current = [run for cell in order for (lr, s), run in cell.runs.items()
-               if (lr in cell.tried and s in seeds) or s in extra[cell.key]]
+               if (lr, s) in cell.planned or s in extra[cell.key]]
     if any(r.id not in done for r in current):
         return extra
     ids = {r.id for r in current}

@@ -32,6 +32,7 @@ class LRSearch:
     refine: bool = False
     margin: float = 0.0
     warm_start: bool = False
+    seeds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ _LR_KEYS = {
     "refine": "true or false (one more round at the geometric midpoints around the best rate)",
     "margin": "a number from 0 to 1 (how much worse, relatively, a rate must be to close a side)",
     "warm_start": "true or false (centre a larger model's first rates on the trend of best rate against size)",
+    "seeds": "a whole number of at least 1 (bracket on the first that many seeds; the others run at the best rate only)",
 }
 _SEED_KEYS = {"min": "a whole number of at least 1", "max": f"a whole number from min to {MAX_SEARCH_SEEDS}",
               "baseline": "the rule label the others are judged against (default 'backprop')"}
@@ -88,13 +90,15 @@ def _lr(table: Any, axes: dict[str, Any], errors: list[_SpecError]) -> LRSearch 
         "refine": isinstance(got["refine"], bool),
         "margin": _number(got["margin"]) and 0 <= float(got["margin"]) <= 1,
         "warm_start": isinstance(got["warm_start"], bool),
+        "seeds": got["seeds"] is None or (_whole(got["seeds"]) and got["seeds"] >= 1),
     }
     for key, ok in checks.items():
         if not ok:
             errors.append(_SpecError(f"[search] lr.{key}", f"must be {_LR_KEYS[key]}, got {_show(got[key])}"))
     if len(errors) > before:
         return None
-    return LRSearch(float(got["factor"]), int(got["max_rounds"]), got["refine"], float(got["margin"]), got["warm_start"])
+    return LRSearch(float(got["factor"]), int(got["max_rounds"]), got["refine"], float(got["margin"]), got["warm_start"],
+                    got["seeds"])
 
 
 def _seeds(table: Any, axes: dict[str, Any], errors: list[_SpecError]) -> SeedSearch | None:

@@ -118,9 +118,11 @@ def best_lr_table(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]
     for key in order:
         by_lr = groups[key]
         grid = sorted({lr for lr in by_lr if lr is not None} | {lr for (l, a, lr) in blown if (l, a) == key and lr is not None})
+        common = _common_seeds(by_lr)
         ranked = sorted(
             by_lr.items(),
-            key=lambda item: (blown[(*key, item[0])] > 0, float(np.mean([p["loss"] for p in item[1]]))),
+            key=lambda item: (blown[(*key, item[0])] > 0,
+                              float(np.mean([p["loss"] for p in item[1] if common is None or str(p["seed"]) in common]))),
         )
         best_lr, runs = ranked[0]
         for p in runs:
@@ -159,6 +161,16 @@ def best_lr_table(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]
             selected=len(grid) > 1,
         ))  # fmt: skip
     return rows, warnings, kept
+
+
+def _common_seeds(by_lr: Mapping[Any, list[dict[str, Any]]]) -> set[str] | None:
+    """The seeds (as text) that every rate of a cell has, which rank its rates: a rate that got
+    more seeds than the others (seeds on demand add them at the best rate only; ``[search]
+    lr.seeds`` brackets on a few and runs the rest at the best) is compared on the same seeds as
+    the others, not on a mean over more. None (rank on every seed) when they share none."""
+    seeds = [{str(p["seed"]) for p in runs} for runs in by_lr.values()]
+    common = set.intersection(*seeds) if seeds else set()
+    return common or None
 
 
 def _short(value: Any) -> str:

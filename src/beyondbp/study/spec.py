@@ -70,7 +70,9 @@ The tables
   default 4) the most extension rounds, ``refine`` (default false) one more round at the
   geometric midpoints around the best rate, ``margin`` (0 to 1, default 0) how much worse
   (relatively) a rate must be to close a side, ``warm_start`` (default false) the first rates of
-  larger sizes centred on the trend of best rate against parameter count. ``seeds``: every cell
+  larger sizes centred on the trend of best rate against parameter count, ``seeds`` (a whole
+  number ≥ 1, default every seed) how many of the cell's seeds the bracketing reads: the others
+  run at the best rate only, once it is settled. ``seeds``: every cell
   starts with ``min`` seeds (at least the seed axis's; the next whole numbers are added), and
   frontier cells get one more per round while their verdict against ``baseline`` (default
   ``"backprop"``, a rule label of the study) is undecided, up to ``max`` (at least the seed

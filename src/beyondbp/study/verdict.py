@@ -17,8 +17,9 @@ validation loss (``val_loss`` for language models, else ``test_loss``), ``seed``
 other axes.
 
 Best learning rate. Runs are grouped by (label, the values of every axis except ``lr`` and
-``seed``); in each group the learning rate with the lowest mean-over-seeds final loss is kept
-(a learning rate at which some run diverged ranks after every learning rate at which none did).
+``seed``); in each group the learning rate with the lowest mean final loss over the seeds that
+every learning rate of the group has is kept (extra seeds at one rate do not change the ranking;
+a learning rate at which some run diverged ranks after every learning rate at which none did).
 When the kept learning rate is the smallest or the largest of the group's grid (and the grid
 has more than one value) a warning says the comparison is not trustworthy: a learning rate
 beyond the grid might do better. With a single learning rate nothing is selected, and the
