@@ -255,7 +255,7 @@ def test_bad_pools_are_refused_in_one_sentence(executor, workers, words):
         evolve(es, TINY, workers=workers, executor=executor)
 
 
-@pytest.mark.slow  # starting Ray: ~30-45 s on the shared 2-core machine, the evolution itself < 1 s
+@pytest.mark.slow  # starting Ray: 13-45 s on the shared 2-core machine, the evolution itself < 1 s
 def test_the_ray_executor_gives_the_same_evolution():
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'beyondbp[ray]')")
     es = ESConfig(population=4, generations=1, test_every=0, test_lifetimes=1, seed=2)
