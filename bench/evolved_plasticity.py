@@ -7,6 +7,9 @@ starts: the difference is what was learned within a lifetime), the tests during 
 the CPU time.
 
     python bench/evolved_plasticity.py --population 64 --generations 200 --trials 150 --scored 50 --test-every 20 --seeds 0,1,2
+
+``--workers k`` (``--executor ray``) spreads each generation over the study executors; the
+numbers are the same, the CPU time then counts the workers' too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--arms", default="plastic,control")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="workers per generation (the result does not depend on it)")
+    ap.add_argument("--executor", default="local", help="local or ray")
     ap.add_argument("--json", default=None, help="write the rows to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -47,7 +52,7 @@ def main() -> None:
                     print(f"{arm} seed {seed} gen {g}: train loss {info['loss']:.3f} success {info['success']:.3f}"
                           f" | DMS test {info['test']:.3f}", flush=True)
 
-            out = evolve(es, net, progress)
+            out = evolve(es, net, progress, workers=args.workers, executor=args.executor)
             s = out.summary()
             row = {"arm": arm, "seed": seed, "dms_success": s["final_test_success"],
                    "dms_early_success": s["final_test_early_success"], "cpu_s": s["cpu_seconds"],

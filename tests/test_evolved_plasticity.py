@@ -219,13 +219,56 @@ def test_bad_gradient_inputs_are_refused():
         PlasticRNNConfig(units=4)
 
 
-def test_a_population_spread_over_processes_gives_the_same_evolution():
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+# --- spread over the study executors --------------------------------------------------------
 
-    es = ESConfig(population=4, generations=1, test_every=0, test_lifetimes=1, seed=5)
-    whole = evolve(es, TINY)
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        spread = evolve(es, TINY, chunks=2, mapper=pool.map)
-    assert torch.allclose(whole.weights, spread.weights, atol=1e-6) and whole.loss == pytest.approx(spread.loss, abs=1e-6)
-    assert evolve(es, TINY, chunks=3).loss == pytest.approx(whole.loss, abs=1e-6)
+def _same_evolution(a, b) -> None:
+    assert torch.equal(a.weights, b.weights) and torch.equal(a.alphas, b.alphas)
+    assert (a.loss, a.success, a.tests, a.final_test, a.final_early) == (b.loss, b.success, b.tests, b.final_test, b.final_early)
+
+
+def test_one_or_two_local_workers_give_the_same_evolution_bit_for_bit():
+    es = ESConfig(population=6, generations=2, test_every=1, test_lifetimes=2, seed=5)
+    alone = evolve(es, TINY)
+    spread = evolve(es, TINY, workers=2)  # the study's local executor: 3 + 3 members per generation
+    _same_evolution(alone, spread)
+    assert spread.cpu_seconds > 0
+
+
+def test_the_study_pool_maps_any_picklable_function_in_order():
+    from beyondbp.study.executors import worker_pool
+
+    with worker_pool("local", 2, preload=["beyondbp.study.executors"]) as pool:
+        assert pool.map(pow, [2, 3, 4], [3, 2, 1]) == [8, 9, 4]
+        with pytest.raises(ZeroDivisionError):
+            pool.map(divmod, [1, 1], [1, 0])
+        assert pool.map(abs, [-1]) == [1]  # still usable after a failed call
+
+
+@pytest.mark.parametrize("executor, workers, words", [
+    ("dask", 1, "unknown executor 'dask'"),
+    ("local", 0, "it must be a whole number of at least 1"),
+    ("local", 10 ** 6, "the CPU cores this process may use"),
+])
+def test_bad_pools_are_refused_in_one_sentence(executor, workers, words):
+    es = ESConfig(population=4, generations=1, test_every=0)
+    with pytest.raises(ConfigError, match=words):
+        evolve(es, TINY, workers=workers, executor=executor)
+
+
+@pytest.mark.slow  # starting Ray: 13-45 s on the shared 2-core machine, the evolution itself < 1 s
+def test_the_ray_executor_gives_the_same_evolution():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'beyondbp[ray]')")
+    es = ESConfig(population=4, generations=1, test_every=0, test_lifetimes=1, seed=2)
+    try:
+        _same_evolution(evolve(es, TINY), evolve(es, TINY, executor="ray", workers=2))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def test_the_ray_executor_without_ray_is_refused_in_one_sentence(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"^the ray executor needs Ray, which is not installed; install beyondbp\[ray\]"):
+        evolve(ESConfig(population=4, generations=1, test_every=0), TINY, executor="ray")

@@ -184,7 +184,7 @@ def test_a_stopped_study_leaves_no_process_and_resumes_bit_identically(tmp_path,
         wait_for(lambda: states.is_dir() and any(p.suffix == ".pt" for p in states.iterdir())
                  and statuses(store_path).count("running") >= 1, proc, "a run was midway")
         assert len(ours(marker)) >= 5  # driver, resource tracker, forkserver, 2 workers
-        (os.killpg if group else os.kill)(proc.pid, signum)
+        os.kill(proc.pid, signum)
         code, err = finish(proc, tmp_path, marker)
         left = no_process_left(marker)
     finally:
@@ -414,4 +414,30 @@ def test_continual_adapt_and_analyze_say_in_one_line_that_nothing_was_written(tm
     assert info.value.code == 130
     assert err.strip().splitlines() == [
         "interrupted: nothing was written (results are written only at the end); run the command again to start over"]
+    assert not out.exists()
+
+
+def test_an_interrupted_evolution_leaves_no_process_and_writes_nothing(tmp_path):
+    """`beyondbp evolve --workers 2` spreads each generation over the study's local executor:
+    SIGTERM to the driver alone stops its workers and the forkserver (Ctrl-C to the group takes
+    the same path in the driver; the workers ignore SIGINT, as a study's)."""
+    signum = signal.SIGTERM
+    marker = uuid.uuid4().hex
+    out = tmp_path / "out"
+    args = ["evolve", "--population", "4", "--generations", "100000", "--trials", "40", "--scored", "5",
+            "--test-every", "1", "--test-lifetimes", "2", "--workers", "2", "--out", str(out)]
+    proc = start(args, tmp_path, marker)
+    try:
+        wait_for(lambda: "generation 1:" in (tmp_path / f"{marker}.err").read_text(errors="replace"), proc,
+                 "it was evolving")
+        assert len(ours(marker)) >= 3  # the driver, the forkserver and at least two workers
+        os.kill(proc.pid, signum)
+        code, err = finish(proc, tmp_path, marker)
+        left = no_process_left(marker)
+    finally:
+        kill_ours(marker)
+    assert not left
+    assert code == 128 + signum and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("interrupted: nothing was written (results are written only at the end); "
+                                            "run the command again to start over")
     assert not out.exists()

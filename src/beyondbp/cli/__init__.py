@@ -1,5 +1,5 @@
 """The ``beyondbp`` command line: ``rules``, ``models``, ``data``, ``train``, ``compare``, ``sample``,
-``study``, ``analyze``, ``adapt``, ``continual``, ``memory``.
+``study``, ``analyze``, ``adapt``, ``continual``, ``memory``, ``evolve``.
 
     beyondbp rules
     beyondbp train --rule dfa --model lenet --data fashion-mnist --epochs 5 --seed 0
@@ -17,6 +17,7 @@
     beyondbp adapt gallery gallery.png
     beyondbp continual --methods finetune,gpm,hlop,multitask --rule fa --tasks permuted-fashion-mnist:10 --out DIR
     beyondbp memory all --stored 10,100,1000 --noise 0,0.1,0.2,0.3 --out DIR   # associative memories
+    beyondbp evolve --population 64 --generations 200 --control --workers 2 --out DIR   # evolved plasticity
 
 Every setting is checked before anything trains, including that ``--out`` and
 ``--checkpoint`` can be written. Any error the library raises on purpose, and any usage error,
@@ -110,6 +111,6 @@ def _main(args: list[str], debug: bool, stopping: interrupts.Stopping) -> None:
 
 
 # the command modules register their commands on `app` when imported
-from . import catalog, runs, study, fit, analyze, adapt, continual, memory  # noqa: E402,F401,I001  (this order is --help's)
+from . import catalog, runs, study, fit, analyze, adapt, continual, memory, evolve  # noqa: E402,F401,I001  (this order is --help's)
 from .catalog import rules_markdown  # noqa: E402,F401
 from .common import EXIT_DIVERGED, write_outputs  # noqa: E402,F401

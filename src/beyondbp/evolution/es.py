@@ -15,8 +15,12 @@ sampled from the training set only (DMS and DNMS withheld). Everything is drawn 
 generators seeded by ``seed``: the same arguments give the same result.
 
 :func:`evaluate` is a pure function of its arguments, so a population can be split into chunks
-of antithetic pairs and each chunk evaluated in another process (or Ray task) with the same
-result as in one piece.
+and each chunk evaluated in another process (or Ray task) with the same result as in one piece.
+:func:`evolve` spreads each generation over the study executors
+(:func:`beyondbp.study.executors.worker_pool`: ``executor="local"`` processes or ``"ray"``
+tasks), one chunk per worker; the evolution is identical, bit for bit, whichever executor and
+number of workers (each member's lifetime is computed by the same batched kernels whatever the
+chunk it is in; tests/test_evolved_plasticity.py checks 1 against 2 workers).
 
 Where this differs from the authors' code (``code.py`` @ 54c57bd): the test of θ on DMS runs as
 separate lifetimes every ``test_every`` generations instead of spending every tenth generation
@@ -39,7 +43,11 @@ from ..errors import ConfigError
 from .plastic_rnn import PlasticRNNConfig, initial_parameters, lifetime, trial_stimuli
 from .tasks import TRAINING_TASKS, WITHHELD, check_tasks, task_index
 
-__all__ = ["ESConfig", "Evolution", "antithetic_noise", "es_gradient", "evaluate", "evaluate_chunked", "evolve", "sample_tasks", "test_lifetimes"]
+__all__ = ["ESConfig", "Evolution", "antithetic_noise", "es_gradient", "evaluate", "evaluate_chunked", "evolve", "sample_tasks",
+           "test_lifetimes", "to_dict"]
+
+#: What the forkserver of a local pool imports once (its workers then start warm).
+PRELOAD = ["beyondbp.study.executors", "beyondbp.evolution.es"]
 
 
 @dataclass(frozen=True)
@@ -150,28 +158,55 @@ class Evolution:
                 "last_train_loss": self.loss[-1] if self.loss else None}
 
 
+def _timed_evaluate(*args: Any) -> tuple[dict[str, Tensor], float]:
+    """:func:`evaluate` and the CPU seconds this process spent on it (what a worker reports)."""
+    start = time.process_time()
+    out = evaluate(*args)
+    return out, time.process_time() - start
+
+
+def _spread(weights: Tensor, alphas: Tensor, tasks: list[str], stimulus_seeds: list[int], noise_seed: int,
+            config: PlasticRNNConfig, chunks: int, mapper: Callable[..., Any]) -> tuple[dict[str, Tensor], float]:
+    """:func:`evaluate` on ``chunks`` slices of the population mapped with ``mapper``, joined,
+    and the CPU seconds the calls took where they ran."""
+    size = -(-weights.shape[0] // max(chunks, 1))
+    cuts = [slice(i, i + size) for i in range(0, weights.shape[0], size)]
+    parts = list(mapper(_timed_evaluate, [weights[c].clone() for c in cuts], [alphas[c].clone() for c in cuts], [tasks[c] for c in cuts],
+                        [stimulus_seeds[c] for c in cuts], [noise_seed] * len(cuts), [config] * len(cuts)))
+    joined = {key: torch.cat([part[key] for part, _ in parts]) for key in ("loss", "success", "early_success")}
+    return joined, sum(cpu for _, cpu in parts)
+
+
 def evaluate_chunked(weights: Tensor, alphas: Tensor, tasks: list[str], stimulus_seeds: list[int], noise_seed: int,
                      config: PlasticRNNConfig, chunks: int = 1, mapper: Callable[..., Any] = map) -> dict[str, Tensor]:
     """:func:`evaluate` on ``chunks`` slices of the population mapped with ``mapper`` (the built-in
-    ``map``, a ``concurrent.futures`` executor's ``map`` or a Ray wrapper), then joined: the same
-    numbers as one call, since every member's lifetime depends only on its own arguments."""
-    size = -(-weights.shape[0] // max(chunks, 1))
-    cuts = [slice(i, i + size) for i in range(0, weights.shape[0], size)]
-    parts = list(mapper(evaluate, [weights[c] for c in cuts], [alphas[c] for c in cuts], [tasks[c] for c in cuts],
-                        [stimulus_seeds[c] for c in cuts], [noise_seed] * len(cuts), [config] * len(cuts)))
-    return {key: torch.cat([part[key] for part in parts]) for key in ("loss", "success", "early_success")}
+    ``map``, a pool's ``map`` from :func:`beyondbp.study.executors.worker_pool`, a
+    ``concurrent.futures`` executor's ``map``), then joined: the same numbers as one call, since
+    every member's lifetime depends only on its own arguments."""
+    return _spread(weights, alphas, tasks, stimulus_seeds, noise_seed, config, chunks, mapper)[0]
 
 
-def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any = None, chunks: int = 1,
-           mapper: Callable[..., Any] = map) -> Evolution:
+def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any = None, *, workers: int = 1,
+           executor: str = "local", address: str | None = None, pool: Any = None) -> Evolution:
     """Run the ES outer loop; ``network.plastic=False`` gives the non-plastic control.
 
     ``progress(generation, info)`` is called after each generation (the CLI or a bench prints).
-    Each generation's population is evaluated in ``chunks`` pieces mapped by ``mapper`` (see
-    :func:`evaluate_chunked`; e.g. ``ProcessPoolExecutor(2).map`` spreads them over processes),
-    with the same result as in one piece. The CPU time counted is this process's only.
+    Each generation's population is evaluated in one chunk per worker, each in a worker of the
+    study executors (:func:`beyondbp.study.executors.worker_pool`: ``executor`` ``"local"``, a
+    pool of ``workers`` processes, or ``"ray"``, tasks on ``address`` or a local Ray), opened
+    for this call and closed at its end (at once when interrupted); one local worker evaluates
+    in this process. ``pool``: a pool already open (its ``workers`` and ``map``), used instead.
+    The result is the same whichever executor and number of workers. ``cpu_seconds`` counts
+    this process and, where the population is evaluated, the workers' CPU time spent on it.
     """
     network = network or PlasticRNNConfig()
+    if pool is None and (executor != "local" or workers != 1 or address is not None):
+        from ..study.executors import worker_pool
+
+        with worker_pool(executor, workers, threads=1, address=address, preload=PRELOAD) as opened:
+            return evolve(es, network, progress, pool=opened)
+    chunks, mapper = (1, map) if pool is None else (pool.workers, pool.map)
+    worker_cpu = 0.0
     start = time.process_time()
     gen = torch.Generator().manual_seed(es.seed)
     w, alpha = initial_parameters(network, gen)
@@ -200,7 +235,8 @@ def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any 
         noise_a = antithetic_noise(tuple(alpha.shape), es.population, gen) if plastic else None
         members_w = w + es.sigma * noise_w
         members_a = alpha + es.sigma * noise_a if plastic else alpha.expand(es.population, -1, -1)
-        out = evaluate_chunked(members_w, members_a, tasks, seeds + seeds, noise_seed, network, chunks, mapper)
+        out, cpu = _spread(members_w, members_a, tasks, seeds + seeds, noise_seed, network, chunks, mapper)
+        worker_cpu += cpu if pool is not None else 0.0  # in this process, counted by its own clock
         losses = out["loss"]
         w.grad = es_gradient(losses, noise_w, es.sigma)
         if plastic:
@@ -214,5 +250,13 @@ def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any 
         alpha.clamp_(min=0.0)
     final = test(es.generations)
     result.final_test, result.final_early = final["success"].tolist(), final["early_success"].tolist()
-    result.cpu_seconds = time.process_time() - start
+    result.cpu_seconds = time.process_time() - start + worker_cpu
     return result
+
+
+def to_dict(result: Evolution) -> dict[str, Any]:
+    """An evolution's history as plain JSON-ready values (the parameters left out): per
+    generation ``loss`` and ``success``, ``tests``, the final test per lifetime and the summary."""
+    return {"loss": list(result.loss), "success": list(result.success),
+            "tests": {str(g): v for g, v in result.tests.items()}, "final_test": list(result.final_test),
+            "final_early": list(result.final_early), **{k: v for k, v in result.summary().items() if k != "tests"}}

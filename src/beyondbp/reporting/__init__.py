@@ -8,5 +8,6 @@ and it imports no CLI.
 * :mod:`.study` — a study's report (``report.html``, ``report.md``, ``report.json``, figures);
 * :mod:`.similarity` — the files of ``beyondbp analyze`` (distance heatmaps, MDS, identification);
 * :mod:`.adapt` — the test-time adaptation table, error plot and corruption gallery;
-* :mod:`.continual` — the continual-learning table and accuracy matrices.
+* :mod:`.continual` — the continual-learning table and accuracy matrices;
+* :mod:`.evolution` — the success-per-generation figure of ``beyondbp evolve``.
 """

@@ -41,6 +41,12 @@ tracker then exit because nothing holds their pipes open any more. Ray ends the 
 driver that died. An interrupted driver closes the pool with ``cancel=True``: the local
 workers are stopped at once, the Ray tasks cancelled.
 
+Any picklable function can be spread over the same workers: ``pool.map(fn, *iterables)``
+returns ``[fn(*args) for args in zip(*iterables)]`` in order (like the built-in ``map``), each
+call in a worker; :func:`worker_pool` opens a pool for that and closes it on the way out, at
+once (workers stopped, Ray tasks cancelled) when interrupted. The population of
+:func:`beyondbp.evolution.es.evolve` is evaluated this way.
+
 A local worker can read the store: every quarter of the lease (and at once after being
 stopped itself) it checks that its driver still holds its run (:class:`_LeaseWatch`), and stops
 training it otherwise (:func:`execute` returns ``{"abandoned": step}``).
@@ -58,6 +64,8 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,7 +74,8 @@ from ..errors import ConfigError
 from ..interrupts import die_with
 from .store import lease_token
 
-__all__ = ["EXECUTORS", "PRELOAD", "available_cores", "execute", "ray_options", "visible_gpus", "worker_devices"]
+__all__ = ["EXECUTORS", "PRELOAD", "available_cores", "check_workers", "execute", "ray_options", "visible_gpus",
+           "worker_devices", "worker_pool"]
 
 EXECUTORS = ("local", "ray")
 
@@ -225,8 +234,10 @@ class _Local:
     """A process pool; ``submit(config) -> handle``, ``wait(handles, timeout) -> done``,
     ``outcome(handle)`` (raises when the worker died)."""
 
-    def __init__(self, workers: int, threads: int, devices: list[str] | None = None) -> None:
+    def __init__(self, workers: int, threads: int, devices: list[str] | None = None,
+                 preload: list[str] | None = None) -> None:
         self.workers, self.threads, self.devices = workers, threads, devices
+        self.preload = PRELOAD if preload is None else list(preload)
         self.pool = self._pool()
         self._start_workers()
 
@@ -257,7 +268,7 @@ class _Local:
             ctx = multiprocessing.get_context("forkserver")
             # the server imports torch and beyondbp once (and torch._dynamo, which the first
             # optimizer imports: seconds); each worker is a cheap fork of it
-            ctx.set_forkserver_preload(PRELOAD)
+            ctx.set_forkserver_preload(self.preload)
             _start_forkserver_without_sigint()
         else:
             ctx = multiprocessing.get_context("spawn")
@@ -267,6 +278,16 @@ class _Local:
 
     def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
         return self.pool.submit(execute, config, lease)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
+        """``[fn(*args) for args in zip(*iterables)]``, each call in a worker (``fn``, its
+        arguments and results picklable); the first exception of a call is raised here."""
+        futures = [self.pool.submit(fn, *args) for args in zip(*iterables)]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:  # on an error: the calls not started yet are dropped
+                future.cancel()
 
     def cancel(self, handles: list[Any]) -> None:
         """Nothing to do: a worker stops a run its driver lost by itself (it reads the store),
@@ -337,7 +358,9 @@ class _Ray:
 
         handlers = _python_signal_handlers()
         self.ray = ray
+        self.workers, self.threads = workers, threads
         self.started = False
+        self._remote: dict[Any, Any] = {}
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
             if address is None:
@@ -357,6 +380,18 @@ class _Ray:
 
     def submit(self, config: dict[str, Any], lease: dict[str, Any] | None = None) -> Any:
         return self.task.remote(config)  # a task on another node cannot read the store
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
+        """``[fn(*args) for args in zip(*iterables)]``, each call a Ray task (``num_cpus =
+        threads``); interrupted or failed, the tasks still running are cancelled."""
+        if fn not in self._remote:
+            self._remote[fn] = self.ray.remote(num_cpus=self.threads, max_retries=0)(fn)
+        refs = [self._remote[fn].remote(*args) for args in zip(*iterables)]
+        try:
+            return list(self.ray.get(refs))
+        except BaseException:
+            self.cancel(refs)
+            raise
 
     def cancel(self, handles: list[Any]) -> None:
         """Stop these tasks (a run handed back or taken over by another driver)."""
@@ -379,6 +414,43 @@ class _Ray:
     def close(self, cancel: bool = False) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def check_workers(executor: str, workers: int, address: str | None = None) -> None:
+    """Refuse (:class:`ConfigError`, one sentence) an unknown executor, a number of workers
+    that is not a whole number of at least 1 or, on this machine, more than its cores, an
+    address without the ray executor, and the ray executor without Ray installed."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; it must be one of {', '.join(EXECUTORS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
+    if address is None and workers > available_cores():
+        raise ConfigError(f"invalid number of workers {workers}: it must be at most {available_cores()}, the CPU cores "
+                          "this process may use")
+    if address is not None and executor != "ray":
+        raise ConfigError("an address applies to the ray executor only; choose the ray executor or leave the address out")
+    if executor == "ray":
+        _import_ray()
+
+
+@contextmanager
+def worker_pool(executor: str = "local", workers: int = 1, threads: int = 1, address: str | None = None,
+                preload: list[str] | None = None) -> Iterator[_Local | _Ray]:
+    """A pool of ``workers`` whose ``map(fn, *iterables)`` runs each call in a worker: local
+    processes (``preload``: the modules the forkserver imports once; default the study's) or
+    Ray tasks (on ``address``, or a local Ray instance started here and shut down at the end).
+    Closed on the way out; interrupted (Ctrl-C, SIGTERM) or failed, at once: the local workers
+    stopped, the Ray tasks cancelled. Refused in one sentence: see :func:`check_workers`, and
+    Ray not installed."""
+    check_workers(executor, workers, address)
+    ray = _import_ray() if executor == "ray" else None
+    pool = _Local(workers, threads, preload=preload) if ray is None else _Ray(ray, threads, address, workers)
+    try:
+        yield pool
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    pool.close()
 
 
 # -- Ray token authentication ----------------------------------------------------------------
