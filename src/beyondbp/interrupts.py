@@ -194,11 +194,24 @@ def worker_context(preload: list[str]) -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def stop_pool(pool: Any) -> None:
-    """Stop a ``concurrent.futures.ProcessPoolExecutor`` now: drop its pending work and
-    terminate its workers (what they were doing is lost)."""
+def stop_pool(pool: Any, grace: float = 5.0) -> None:
+    """Stop a ``concurrent.futures.ProcessPoolExecutor`` now: drop its pending work, end its
+    workers (SIGTERM; SIGKILL after ``grace`` seconds) and then close this process's write end of
+    the pool's results pipe. A worker ended while it was sending a result leaves half a message
+    in that pipe; the pool's manager thread, which the interpreter joins at exit, would wait for
+    the rest forever while this process still holds a write end: closed, its read ends at
+    end-of-file. What the workers were doing is lost."""
     workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    results = getattr(pool, "_result_queue", None)  # shutdown() drops the reference
     pool.shutdown(wait=False, cancel_futures=True)
     for process in workers:
         if process.is_alive():
             process.terminate()
+    for process in workers:
+        process.join(grace)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        writer.close()

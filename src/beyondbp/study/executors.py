@@ -62,7 +62,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..interrupts import available_cores, die_with, stop_pool, worker_context
+from ..interrupts import available_cores, die_with, worker_context
 from .store import lease_token
 
 __all__ = ["EXECUTORS", "PRELOAD", "available_cores", "execute", "ray_options", "visible_gpus", "worker_devices"]
@@ -254,7 +254,11 @@ class _Local:
 
     def close(self, cancel: bool = False) -> None:
         if cancel:  # interrupted: the runs were handed back, so stop their workers now
-            stop_pool(self.pool)
+            workers = list(getattr(self.pool, "_processes", {}).values())  # no public handle on them
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers:
+                if process.is_alive():
+                    process.terminate()
             return
         self.pool.shutdown(wait=True)
 
