@@ -19,7 +19,7 @@ there is none; never ``fork``, which is unsafe once torch has started threads),
 this process may start any (a daemonic process, e.g. a ``multiprocessing.Pool`` worker, may not),
 and :func:`available_cores` counts the cores this process may use. A study's local executor
 (:mod:`beyondbp.study.executors`) and a liquid run's feature workers
-(:mod:`beyondbp.training.liquid_pool`) both start their workers this way.
+(:mod:`beyondbp.training.liquid_pool`) both start their workers with :func:`worker_context`.
 """
 
 from __future__ import annotations
