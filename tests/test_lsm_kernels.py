@@ -58,6 +58,17 @@ def test_event_driven_plasticity_equals_the_dense_reference(rule, opts, model_op
     assert torch.allclose(d["drive"], e["drive"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rule", ["stdp", "nalsm"])
+def test_event_driven_plasticity_of_one_sample_equals_the_dense_reference(rule):
+    """One sample at a time (phase 1 of a run) takes the kernels' path without row offsets."""
+    dense, d, liq = run("dense", rule, x=images(1, seed=5))
+    event, e, _ = run("event", rule, x=images(1, seed=5))
+    assert torch.equal(dense["raster"], event["raster"]) and dense["counts"].sum() > 20
+    assert torch.equal(d["x"], e["x"]) and torch.equal(d["A"], e["A"]) and torch.equal(d["w"], e["w"])
+    assert int((d["w"] != liq.weight).any(0).sum()) > 50
+    assert torch.allclose(d["drive"], e["drive"], rtol=1e-5, atol=1e-5)
+
+
 def test_event_driven_persistent_mode_writes_back_the_same_weights():
     stored = []
     for kernel in ("dense", "event"):

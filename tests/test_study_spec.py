@@ -73,7 +73,8 @@ def test_a_spec_plans_every_combination_with_per_rule_lrs_labels_and_merged_tabl
     assert all(r.config.threads == 1 for r in runs)
     assert spec.execution == {"device": "cpu", "threads": 1, "checkpoint_every": 10, "data_dir": None,
                               "diagnostics": False, "eval_batch_size": None, "keep_models": False,
-                              "workers_per_gpu": 1, "feature_cache": None}
+                              "workers_per_gpu": 1, "feature_cache": None,
+                              "feature_workers": None}
     assert spec.name == "demo" and spec.description == "a small grid" and spec.text == GOOD
     assert default_store_path(spec.path) == tmp_path / "spec.db"
 
@@ -205,7 +206,8 @@ def test_unknown_key_in_study_and_execution(tmp_path):
         "spec.toml: [study] owner: unknown key; [study] takes name and description")
     message = error(tmp_path, GOOD + "retries = 3\n")
     assert message == ("spec.toml: [execution] retries: unknown execution setting; [execution] takes data_dir, eval_batch_size, "
-                       "diagnostics, device, threads, feature_cache, checkpoint_every, keep_models, workers_per_gpu")
+                       "diagnostics, device, threads, feature_cache, feature_workers, checkpoint_every, keep_models, "
+                       "workers_per_gpu")
     assert error(tmp_path, GOOD + "lr = 0.1\n").startswith(
         "spec.toml: [execution] lr: lr is a run setting, not an execution setting; put it in [base] or [axes]")
 

@@ -12,11 +12,19 @@ ignored, so that the cleanup finishes (the workers of a study die with their dri
 control starts background jobs with SIGINT ignored) stays ignored.
 
 :func:`die_with` is called in a worker process: it ends the worker with SIGKILL as soon as a
-given process (the driver) ends, whatever ended it, SIGKILL included.
+given process (the driver) ends, whatever ended it, SIGKILL included. :func:`worker_context` is
+the start method of such workers (``forkserver``, started with SIGINT ignored; ``spawn`` where
+there is none; never ``fork``, which is unsafe once torch has started threads),
+:func:`stop_pool` stops a process pool's workers at once, :func:`can_have_children` says whether
+this process may start any (a daemonic process, e.g. a ``multiprocessing.Pool`` worker, may not),
+and :func:`available_cores` counts the cores this process may use. A study's local executor
+(:mod:`beyondbp.study.executors`) and a liquid run's feature workers
+(:mod:`beyondbp.training.liquid_pool`) both start their workers with :func:`worker_context`.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import select
 import signal
@@ -25,7 +33,8 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Stopping", "Terminated", "die_with", "exit_status"]
+__all__ = ["Stopping", "Terminated", "available_cores", "can_have_children", "die_with", "exit_status", "stop_pool",
+           "worker_context"]
 
 #: The signals :class:`Stopping` turns into an exception.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -138,3 +147,71 @@ def die_with(pid: int, poll_seconds: float = 0.5) -> None:
         _kill_self()
 
     threading.Thread(target=watch, name="beyondbp-die-with", daemon=True).start()
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def can_have_children() -> bool:
+    """Whether this process may start worker processes (a daemonic one, e.g. a worker of a
+    ``multiprocessing.Pool``, may not: multiprocessing refuses it)."""
+    return not multiprocessing.current_process().daemon
+
+
+def _start_forkserver_without_sigint() -> None:
+    """Start the forkserver with SIGINT ignored, so that it and the workers it forks inherit
+    that: Ctrl-C reaches the whole process group, and only the driver must handle it (it hands
+    the runs in flight back and stops the workers), not a server busy importing torch, which
+    would die printing a ``KeyboardInterrupt`` traceback. (Python keeps an inherited SIG_IGN
+    for SIGINT instead of installing its own handler.)"""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def worker_context(preload: list[str]) -> Any:
+    """The multiprocessing context worker pools use: ``forkserver`` (its server imports the
+    modules ``preload`` names once, when this call starts it, so that each worker is a cheap
+    fork of it; it is started with SIGINT ignored, see :func:`_start_forkserver_without_sigint`),
+    ``spawn`` where there is no forkserver. Give each worker :func:`die_with` in its initializer."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(preload)
+        _start_forkserver_without_sigint()
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def stop_pool(pool: Any, grace: float = 5.0) -> None:
+    """Stop a ``concurrent.futures.ProcessPoolExecutor`` now: drop its pending work, end its
+    workers (SIGTERM; SIGKILL after ``grace`` seconds) and then close this process's write end of
+    the pool's results pipe. A worker ended while it was sending a result leaves half a message
+    in that pipe; the pool's manager thread, which the interpreter joins at exit, would wait for
+    the rest forever while this process still holds a write end: closed, its read ends at
+    end-of-file. What the workers were doing is lost."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    results = getattr(pool, "_result_queue", None)  # shutdown() drops the reference
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    for process in workers:
+        process.join(grace)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        writer.close()

@@ -132,6 +132,10 @@ class RunSettings(BaseModel):
     feature_cache: str | None = opt(None, "directory of cached liquid features (model lsm; default: $BEYONDBP_CACHE/lsm-features "
                                     "or ~/.cache/beyondbp/lsm-features; a study's: beside its store)",
                                     accepts="a directory path or nothing", execution=True)
+    feature_workers: int | None = opt(None, "processes that generate a liquid's features (model lsm; same features "
+                                      "whatever the number; default: 2 on a machine with 2 cores or more, 1 for small runs "
+                                      "and inside a study's workers)", ge=1, le=MAX_COUNT,
+                                      accepts="a whole number of at least 1, or nothing to let the run choose", execution=True)
     checkpoint_every: int | None = opt(None, "write the resume state every N optimizer steps (needs state)", ge=1, le=MAX_COUNT,
                                        accepts="a whole number of optimizer steps of at least 1 (needs state), or nothing",
                                        execution=True)

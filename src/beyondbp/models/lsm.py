@@ -115,11 +115,12 @@ def _take(src: Tensor, idx: Tensor) -> Tensor:
     return src.index_select(0, idx.reshape(-1)).view(idx.shape)
 
 
-def _rows(table: Tensor, idx: Tensor, offset: Tensor) -> Tensor:
+def _rows(table: Tensor, idx: Tensor, offset: Tensor | None) -> Tensor:
     """``table[idx] + offset[:, None]`` for an int64 table: the rows are gathered as float64 bit
     patterns (the same bytes; ``index_select`` copies float64 rows several times faster than
-    int64 ones) and the offset added in place."""
-    return table.view(torch.float64).index_select(0, idx).view(torch.int64).add_(offset[:, None])
+    int64 ones) and the offset added in place (None: no offset, one sample)."""
+    rows = table.view(torch.float64).index_select(0, idx).view(torch.int64)
+    return rows if offset is None else rows.add_(offset[:, None])
 
 
 class SimState:
@@ -503,21 +504,22 @@ class Liquid(nn.Module):
         n_cols, n_syn = k_full.shape[1], w_full.shape[1]
         wv, kv, dv = w_full.view(-1), k_full.view(-1), drive_full.view(-1)
         out = []
+        one = s.shape[0] == 1  # one sample (phase 1 of a liquid run): every row offset is 0, left out
         b_liq, i_liq = s[:, n_in:].nonzero(as_tuple=True)
         b_in, j_in = s[:, :n_in].nonzero(as_tuple=True)
         for b, j, jx, ids, cols in ((b_in, j_in, j_in, tab["out_in"], tab["out_in_x"]),
                                     (b_liq, i_liq, i_liq + n_in, tab["out_liq"], tab["out_liq_x"])):
             if b.numel() == 0 or ids.shape[1] == 0:
                 continue
-            wf, xf = _rows(ids, j, b * n_syn), _rows(cols, j, b * n_cols)
+            wf, xf = _rows(ids, j, None if one else b * n_syn), _rows(cols, j, None if one else b * n_cols)
             w_old = _take(wv, wf)
-            dv.scatter_add_(0, xf.view(-1), (w_old * (k0 - _take(kv, b * n_cols + jx))[:, None]).view(-1))
+            dv.scatter_add_(0, xf.view(-1), (w_old * (k0 - _take(kv, jx if one else b * n_cols + jx))[:, None]).view(-1))
             out.append((b, jx, wf, xf, w_old))
         inc = []
         for name in ("inc_in", "inc_liq"):
             if inc_rows and b_liq.numel() and tab[name].shape[1]:
-                inc.append((name, b_liq, i_liq, _rows(tab[name], i_liq, b_liq * n_syn),
-                            _rows(tab[name + "_x"], i_liq, b_liq * n_cols)))
+                inc.append((name, b_liq, i_liq, _rows(tab[name], i_liq, None if one else b_liq * n_syn),
+                            _rows(tab[name + "_x"], i_liq, None if one else b_liq * n_cols)))
         return SpikeRows(out, inc)
 
     def _csr(self, w: Tensor) -> Tensor:

@@ -164,6 +164,7 @@ class Plasticity:
         wv, xv, kv, dv = state.full[0].view(-1), self.x_full.view(-1), state.k_next.view(-1), state.pending.view(-1)
         eta, A = self.eta[:, 0], (self.A if self.astro else self.eta)[:, 0]
         n_cols = self.x_full.shape[1]
+        one = self.x_full.shape[0] == 1  # one sample: the flat indices need no row offset
         sv = state.spikes.view(-1)
         for b, jx, wf, xf, w_old in rows.out:
             eta_b, a_b = eta.index_select(0, b), A.index_select(0, b)
@@ -175,7 +176,7 @@ class Plasticity:
                 lr_post, lr_pre = torch.where(inh, -a_b, eta_b), torch.where(inh, eta_b, -a_b)
                 lo = torch.where(inh, -wmax, 0.0)[:, None]
                 hi = torch.where(inh, 0.0, wmax)[:, None]
-            flat = b * n_cols + jx
+            flat = jx if one else b * n_cols + jx
             # the dense update's two terms, (λ⁺ x_j) s_i + (λ⁻ s_j) x_i with s_j = 1, in place on the
             # gathered rows (products and sums are commutative in floating point: the same numbers)
             new = _take(sv, xf).mul_((lr_post * _take(xv, flat))[:, None])
@@ -196,7 +197,7 @@ class Plasticity:
                     new = _take(x_quiet, xf).mul_(lr).add_(w_old).clamp_(torch.where(inh, -wmax, 0.0),
                                                                          torch.where(inh, 0.0, wmax))
                 wv.scatter_(0, wf.view(-1), new.view(-1))
-                dv.scatter_add_(0, b * n_cols + n_in + i,
+                dv.scatter_add_(0, i + n_in if one else b * n_cols + n_in + i,
                                 new.sub_(w_old).mul_(_take(kv, xf)).sum(1))
 
     def end(self, state: Any) -> None:

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ipaddress
-import multiprocessing
 import os
 import platform
 import signal
@@ -71,7 +70,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..interrupts import die_with
+from ..interrupts import available_cores, die_with, stop_pool, worker_context
 from .store import lease_token
 
 __all__ = ["EXECUTORS", "PRELOAD", "available_cores", "check_workers", "execute", "ray_options", "visible_gpus",
@@ -82,14 +81,6 @@ EXECUTORS = ("local", "ray")
 #: Modules the forkserver imports once, so that pool workers start warm (this one holds the
 #: pool's worker functions, :func:`_worker_init` and :func:`execute`).
 PRELOAD = ["beyondbp.study.executors", "beyondbp.training", "torch._dynamo", "torch.utils.flop_counter"]
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def visible_gpus() -> int:
@@ -212,24 +203,6 @@ def execute(config: dict[str, Any], lease: dict[str, Any] | None = None) -> dict
 
 
 # -- executors ---------------------------------------------------------------------------------
-def _start_forkserver_without_sigint() -> None:
-    """Start the forkserver with SIGINT ignored, so that it and the workers it forks inherit
-    that: Ctrl-C reaches the whole process group, and only the driver must handle it (it hands
-    the runs in flight back and stops the workers), not a server busy importing torch, which
-    would die printing a ``KeyboardInterrupt`` traceback. (Python keeps an inherited SIG_IGN
-    for SIGINT instead of installing its own handler.)"""
-    from multiprocessing import forkserver
-
-    if threading.current_thread() is not threading.main_thread():
-        forkserver.ensure_running()
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _Local:
     """A process pool; ``submit(config) -> handle``, ``wait(handles, timeout) -> done``,
     ``outcome(handle)`` (raises when the worker died)."""
@@ -263,15 +236,9 @@ class _Local:
             raise KeyboardInterrupt
 
     def _pool(self) -> cf.ProcessPoolExecutor:
-        methods = multiprocessing.get_all_start_methods()
-        if "forkserver" in methods:
-            ctx = multiprocessing.get_context("forkserver")
-            # the server imports torch and beyondbp once (and torch._dynamo, which the first
-            # optimizer imports: seconds); each worker is a cheap fork of it
-            ctx.set_forkserver_preload(self.preload)
-            _start_forkserver_without_sigint()
-        else:
-            ctx = multiprocessing.get_context("spawn")
+        # the forkserver imports torch and beyondbp once (and torch._dynamo, which the first
+        # optimizer imports: seconds); each worker is a cheap fork of it
+        ctx = worker_context(self.preload)
         counter = ctx.Value("i", 0) if self.devices else None  # which worker takes which device
         return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
                                       initargs=(self.threads, os.getpid(), self.devices, counter))
@@ -313,27 +280,10 @@ class _Local:
         self.pool.shutdown(wait=True)
 
     def _stop_workers(self, grace: float = 5.0) -> None:
-        """Stop the pool at once: cancel what has not started, end every worker (SIGTERM, SIGKILL
-        after ``grace`` seconds), then close this process's copy of the results pipe's write end.
-
-        The last step matters: a worker ended halfway through sending its result leaves part of a
-        message in that pipe, and the pool's manager thread (which the interpreter joins at exit)
-        would wait for the rest forever, since this process holds a write end open too. With every
-        worker gone and that end closed, its wait ends in end-of-file and the thread finishes."""
-        workers = list((getattr(self.pool, "_processes", None) or {}).values())  # no public handle on them
-        results = getattr(self.pool, "_result_queue", None)  # shutdown() drops the reference
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for process in workers:
-            if process.is_alive():
-                process.terminate()
-        for process in workers:
-            process.join(grace)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        writer = getattr(results, "_writer", None)
-        if writer is not None:
-            writer.close()
+        """Stop the pool at once (:func:`beyondbp.interrupts.stop_pool`: pending work dropped,
+        workers ended, and the results pipe's write end closed so that a worker ended halfway
+        through sending a result cannot leave the pool's manager thread waiting forever)."""
+        stop_pool(self.pool, grace)
 
 
 def _python_signal_handlers() -> dict[int, Any]:

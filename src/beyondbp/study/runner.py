@@ -169,6 +169,8 @@ def _worker_config(config: dict[str, Any], run_id: str, threads: int, states: Pa
                    features: Path | None = None) -> dict[str, Any]:
     """What a worker trains: the stored config with this execution's settings."""
     values = dict(config, threads=threads)
+    if values.get("feature_workers") is None:  # the study runs its runs in parallel already
+        values["feature_workers"] = 1
     if features is not None and not values.get("feature_cache"):
         values["feature_cache"] = str(features)
     if models is not None:

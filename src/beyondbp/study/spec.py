@@ -44,7 +44,9 @@ The tables
   have one, and no other key is allowed; without a rule axis the only label is ``[base]``'s
   rule). A spec without axes is a legitimate one-run study.
 * ``[execution]``: ``feature_cache`` (model ``lsm``: where the liquid's features are cached;
-  default ``<store dir>/<store stem>.features``; relative paths from the spec's folder), ``device``,
+  default ``<store dir>/<store stem>.features``; relative paths from the spec's folder),
+  ``feature_workers`` (model ``lsm``: processes generating a run's features, default 1 in a
+  study; the features are the same whatever the number), ``device``,
   ``threads`` (unset: the executor chooses, so that workers ×
   threads fit the cores), ``checkpoint_every``, ``data_dir`` (relative paths are taken from the
   spec's folder), ``diagnostics`` (record gradient alignment; it does not change the training)

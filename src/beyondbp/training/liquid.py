@@ -22,6 +22,10 @@ When :func:`beyondbp.training.prepare` builds a model holding a spiking liquid, 
    fixed-weight LSM; sweep ``w_liquid`` or ``w_init`` for its weight scale). The feature of an
    image is the spike count of every liquid neuron (the authors' choice), divided by the image's
    L1 norm and, for ``features="authors"``, by the largest such value over the training features.
+   The batches run in ``feature_workers`` processes (an execution setting; default 2 on a machine
+   with 2 cores or more, 1 for small runs and in a study's runs), with the same features whatever
+   their number (:mod:`beyondbp.training.liquid_pool`). Phase 1 is one process by nature: each
+   image's plasticity starts from the weights the previous image left.
 3. **Measurements**, recorded in the result's ``spikes["liquid"]`` (and in ``data["liquid"]``):
    on the first 20 test images (the authors' sample count) presented like the features, the
    branching factor as the authors compute it (:func:`beyondbp.spiking.criticality.branching_factor`),
@@ -82,6 +86,8 @@ from ..errors import ConfigError
 from ..jsonable import plain
 from ..spiking.criticality import raster_measurements
 from .config import RunConfig, effective_rule_options
+from .liquid_pool import FeaturePool, batch_counts, feature_workers
+from .liquid_pool import derive as _derive
 
 __all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeatureStage", "cache_root", "feature_stage", "has_liquid",
            "is_liquid_model"]
@@ -173,11 +179,6 @@ def _check_data(config: RunConfig, ds: data_mod.Dataset) -> None:
         )
 
 
-def _derive(*parts: Any) -> int:
-    """A seed from ``parts`` (stable across processes)."""
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
-
-
 def _key(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, x_train: Tensor, x_test: Tensor) -> str:
     from .._version import __version__
 
@@ -200,14 +201,16 @@ def _key(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, x_
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def _counts(out: list[Tensor], n: int, duration: int) -> Tensor:
+    counts = torch.cat(out) if out else torch.zeros(0, n)
+    return counts.to(torch.int16 if duration < 2**15 else torch.int32)
+
+
 def _simulate(liquid: nn.Module, p: Tensor, duration: int, batch: int, seed: int, split: str) -> Tensor:
     """Spike counts (N, n) of ``p`` (N, n_in) presented ``batch`` at a time (the attached plasticity)."""
-    out = []
-    for c, start in enumerate(range(0, len(p), batch)):
-        liquid.input_seed = _derive(seed, split, c)
-        out.append(liquid.simulate(p[start:start + batch], duration=duration, write_back=False)["counts"].cpu())
-    counts = torch.cat(out) if out else torch.zeros(0, liquid.n)
-    return counts.to(torch.int16 if duration < 2**15 else torch.int32)
+    out = [batch_counts(liquid, p[start:start + batch], duration, seed, split, c)
+           for c, start in enumerate(range(0, len(p), batch))]
+    return _counts(out, liquid.n, duration)
 
 
 def _initialise(config: RunConfig, model: nn.Module, p_train: Tensor) -> int:
@@ -236,10 +239,20 @@ def _generate(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Modul
     liquid, opts = model.liquid, model.opts
     started = time.perf_counter()
     n_init = _initialise(config, model, p_train) if plastic is not None else 0
+    splits = {"train": p_train, "test": p_test}
+    batches = sum(math.ceil(len(p) / opts.feature_batch) for p in splits.values())
+    workers = feature_workers(config.feature_workers, batches, (len(p_train) + len(p_test)) * opts.duration)
+    counts: dict[str, Tensor] = {}
+    if workers > 1:  # phase 2 in worker processes, each from W_INI (see liquid_pool)
+        rule = (config.rule, effective_rule_options(config)) if plastic is not None else None
+        with FeaturePool(model, rule, workers) as pool:
+            parts = pool.counts(splits, opts.duration, opts.feature_batch, config.seed)
+        counts = {split: _counts(out, liquid.n, opts.duration) for split, out in parts.items()}
     learner = plastic.attach(model) if plastic is not None else None  # transient plasticity from W_INI
     try:
-        counts = {split: _simulate(liquid, p, opts.duration, opts.feature_batch, config.seed, split)
-                  for split, p in (("train", p_train), ("test", p_test))}
+        if workers == 1:
+            counts = {split: _simulate(liquid, p, opts.duration, opts.feature_batch, config.seed, split)
+                      for split, p in splits.items()}
         m = min(MEASURE_SAMPLES, len(p_test))
         measurements: dict[str, float] = {}
         if m:
@@ -254,7 +267,7 @@ def _generate(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Modul
     return {
         "format": FEATURE_FORMAT, "counts_train": counts["train"], "counts_test": counts["test"],
         "weight": liquid.weight.detach().cpu().clone(), "measurements": measurements, "init_images": n_init,
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started, "workers": workers,
     }
 
 
@@ -330,7 +343,8 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
     record = {
         "cache": str(path), "cached": cached, "key": key, "rule": config.rule if plastic is not None else "fixed",
         "init_images": int(entry["init_images"]), "duration_ms": int(model.opts.duration),
-        "feature_seconds": float(entry["seconds"]), "rate_max": float(rate_max), "feature_scale": scale,
+        "feature_seconds": float(entry["seconds"]), "feature_workers": int(entry.get("workers", 1)),
+        "rate_max": float(rate_max), "feature_scale": scale,
         "measurements": measurements,
     }
     features = replace(
