@@ -1,7 +1,9 @@
-"""The slim records a study's search is planned from (Store.search_records: SQLite extracts the
-few fields the planner reads, so `study status` of a searched study never parses every run's
-whole result): the same plan, the same points, the same rows skipped and refused as the full
-records. A fake executor stands in for training (its loss is a known function of the rate)."""
+"""A study's search at scale: the slim records it is planned from (Store.search_records: SQLite
+extracts the few fields the planner reads, so `study status` of a searched study never parses
+every run's whole result) give the same plan, points, skipped and refused rows as the full
+records; and a search whose worst case exceeds the run limit (spec.MAX_RUNS) is refused when the
+spec is loaded, the bound it is checked against holding (and reached) for a search that never
+settles. A fake executor stands in for training (its loss is a known function of the rate)."""
 
 from __future__ import annotations
 
@@ -143,3 +145,65 @@ def test_status_of_a_searched_study_reads_the_slim_records(study, monkeypatch):
     monkeypatch.setattr(Store, "records", refuse)
     got = study_status(spec, store_path)
     assert got == want and got["search"]["added"] > 0
+
+
+# -- the run limit ------------------------------------------------------------------------------
+LIMIT_SPEC = """[study]
+name = "limit"
+
+[base]
+model = "mlp"
+data = "mnist1d"
+data_options = {{num_samples = 400}}
+model_options = {{widths = [8]}}
+
+[axes]
+steps = {steps}
+lr = [1e-3]
+
+[search]
+lr = {{max_rounds = 4}}
+seeds = {{min = 3, max = 1000}}
+"""
+
+
+def test_a_search_that_could_grow_past_the_run_limit_is_refused_at_load(tmp_path, capsys):
+    from beyondbp.cli import main
+    from beyondbp.study.spec import MAX_RUNS
+
+    # each cell: 1 rate + 2 per round × 4 rounds = 9 rates × 3 seeds, + 997 more seeds = 1,024 runs at most
+    fits = tmp_path / "fits.toml"
+    fits.write_text(LIMIT_SPEC.format(steps=list(range(10, 10 + 97))))
+    assert len(load_spec(fits).runs()) == 97 and 97 * 1024 <= MAX_RUNS
+    path = tmp_path / "limit.toml"
+    path.write_text(LIMIT_SPEC.format(steps=list(range(10, 10 + 98))))  # 98 × 1,024 = 100,352
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith("limit.toml: [search]: the search may grow the study to 100,352 runs ")
+    assert "98 cells × up to 9 rates × 3 seeds, + up to 997 more seeds each" in message
+    assert f"at most {MAX_RUNS:,}" in message and "\n" not in message
+    with pytest.raises(SystemExit) as code:
+        main(["study", "run", str(path)])
+    _, err = capsys.readouterr()
+    assert code.value.code == 2 and "[search]: the search may grow" in err
+    assert not (tmp_path / "limit.db").exists() and not (tmp_path / "limit.states").exists()
+
+
+def test_the_run_bound_holds_and_is_reached_by_a_search_that_never_settles(tmp_path, monkeypatch):
+    from beyondbp.study.search_settings import search_run_bound
+
+    # a flat loss (margin 1: no rate is twice as bad): every cell extends both sides every round,
+    # is capped, and (backprop and fa equal: undecided) gets seeds up to max
+    monkeypatch.setattr(runner, "_Local", Pool)
+    monkeypatch.setattr(search, "SEED_BOOTSTRAP", 40)
+    path = tmp_path / "flat.toml"
+    path.write_text(SPEC.replace('"dfa"', '"fa"').replace("lr = [1e-3, 1e-2]", "lr = [1e-2]")
+                    .replace("lr = {factor = 3, max_rounds = 2}", "lr = {factor = 1.2, max_rounds = 2, margin = 1.0}"))
+    spec = load_spec(path)
+    summary = run_study(spec)
+    bound, cells, rates, seeds = search_run_bound(spec.search, spec.runs())
+    assert (cells, rates, seeds) == (6, 5, 2)
+    assert {c["state"] for c in summary["search"]["cells"]} == {"capped at 2 rounds"}
+    assert summary["total"] <= bound
+    assert summary["total"] == bound == 6 * (5 * 2 + 1)
