@@ -144,7 +144,7 @@ def dry_run(spec: Spec, store_path: str | os.PathLike | None = None, executor: s
 def search_plan(spec: Spec, store: Store | None) -> SearchPlan:
     """The spec's runs and cells with what its ``[search]`` adds given the store's finished runs
     (:func:`~beyondbp.study.search.plan_search`; no store: none finished)."""
-    return plan_search(spec, store.records() if store is not None else [], _baseline(spec))
+    return plan_search(spec, store.search_records() if store is not None else [], _baseline(spec))
 
 
 def _runs(spec: Spec, store: Store | None) -> list[Any]:

@@ -233,7 +233,7 @@ def run_study(
     summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0, "lost": 0}
     try:
         if spec.search is not None:  # the runs its search adds given the runs already finished
-            runs = plan_search(spec, store.records(), _baseline(spec)).runs
+            runs = plan_search(spec, store.search_records(), _baseline(spec)).runs
             ids.update(r.id for r in runs)
             summary["total"] = len(runs)
         summary["added"] = len(store.add_runs(runs))
@@ -252,7 +252,7 @@ def run_study(
         if counts["pending"] == 0:
             summary["counts"] = counts
             if spec.search is not None:
-                summary["search"] = plan_search(spec, store.records(), _baseline(spec)).summary()
+                summary["search"] = plan_search(spec, store.search_records(), _baseline(spec)).summary()
             return summary
         pool = (_Local(workers, threads, devices) if ray is None
                 else _Ray(ray, threads, address, workers, device=device, per_gpu=per_gpu))
@@ -270,7 +270,7 @@ def run_study(
             if finished == finished_seen[0]:
                 return False
             finished_seen[0] = finished
-            new = [r for r in plan_search(spec, store.records(), _baseline(spec)).runs if r.id not in ids]
+            new = [r for r in plan_search(spec, store.search_records(), _baseline(spec)).runs if r.id not in ids]
             if not new:
                 return False
             summary["added"] += len(store.add_runs(new))
@@ -345,7 +345,7 @@ def run_study(
                 emit("tick", {"counts": _counts(store, ids)})
         summary["counts"] = _counts(store, ids)
         if spec.search is not None:
-            summary["search"] = plan_search(spec, store.records(), _baseline(spec)).summary()
+            summary["search"] = plan_search(spec, store.search_records(), _baseline(spec)).summary()
         return summary
     except BaseException:
         interrupted = True

@@ -277,7 +277,8 @@ def _centred(spec_lrs: list[float], centre: float) -> list[float]:
 
 def plan_search(spec: Spec, records: Sequence[Mapping[str, Any]], baseline: str | None = None) -> SearchPlan:
     """The runs of ``spec`` with what its ``[search]`` adds given ``records`` (the store's
-    :meth:`~beyondbp.study.store.Store.records`), and every cell's state (module docstring). A
+    :meth:`~beyondbp.study.store.Store.records`, or the slimmer
+    :meth:`~beyondbp.study.store.Store.search_records`: the same plan), and every cell's state (module docstring). A
     pure function: the same spec and records give the same plan. Without ``[search]``: the
     spec's runs and one ``not searched`` cell per group."""
     search = spec.search or Search()

@@ -9,12 +9,13 @@ Every mistake is a :class:`~beyondbp.study.spec_tables._SpecError` naming its pl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .spec_tables import _raise_all, _show, _SpecError
 
-__all__ = ["LRSearch", "MAX_SEARCH_SEEDS", "Search", "SeedSearch", "parse_search"]
+__all__ = ["LRSearch", "MAX_SEARCH_SEEDS", "Search", "SeedSearch", "check_search_size", "parse_search", "search_run_bound"]
 
 #: The most seeds a cell may get from ``[search] seeds``.
 MAX_SEARCH_SEEDS = 1000
@@ -143,3 +144,37 @@ def parse_search(table: Any, axes: dict[str, Any]) -> Search | None:
                                                         "bracketing) and seeds (seeds on demand)"))
     _raise_all(errors)
     return Search(lr=lr, seeds=seeds)
+
+
+def search_run_bound(search: Search, runs: Sequence[Any]) -> tuple[int, int, int, int]:
+    """The most runs the study of the grid ``runs`` (its ``PlannedRun`` objects) can have with ``search``,
+    whatever the runs give: ``(runs, cells, most rates of a cell, seeds per rate)``. A cell (a
+    label with one value of every axis but lr and seed) tries at most its first rates + 2 per
+    ``lr.max_rounds`` (one beyond each edge) + 2 with ``lr.refine`` (the midpoints around the
+    best), each at the study's seeds (the grid's, with ``seeds.min`` at least), and gets at most
+    ``seeds.max`` − that many more seeds, one run each, at its best rate
+    (:mod:`beyondbp.study.search`)."""
+    lrs: dict[tuple[str, str], set[float]] = {}
+    seeds: set[Any] = set()
+    for run in runs:
+        others = repr(sorted((k, repr(v)) for k, v in run.axes.items() if k not in ("rule", "lr", "seed")))
+        lrs.setdefault((run.label, others), set()).add(run.config.lr)
+        seeds.add(run.config.seed)
+    n_seeds = max(len(seeds), search.seeds.min) if search.seeds is not None else len(seeds)
+    more_seeds = max(0, search.seeds.max - n_seeds) if search.seeds is not None else 0
+    grow = 2 * search.lr.max_rounds + 2 * search.lr.refine if search.lr is not None else 0
+    total = sum((len(rates) + grow) * n_seeds + more_seeds for rates in lrs.values())
+    return total, len(lrs), max((len(r) for r in lrs.values()), default=0) + grow, n_seeds
+
+
+def check_search_size(search: Search, runs: Sequence[Any], max_runs: int) -> None:
+    """Refuse (one sentence, ``[search]``) a search whose worst case (:func:`search_run_bound`)
+    exceeds ``max_runs``: a study stays within the limit whatever its runs give."""
+    total, cells, rates, n_seeds = search_run_bound(search, runs)
+    if total <= max_runs:
+        return
+    more = search.seeds.max - n_seeds if search.seeds is not None and search.seeds.max > n_seeds else 0
+    raise _SpecError("[search]", (
+        f"the search may grow the study to {total:,} runs ({cells:,} cells × up to {rates} rates × {n_seeds} seeds"
+        + (f", + up to {more} more seeds each" if more else "")
+        + f"); a study may have at most {max_runs:,}, so lower lr.max_rounds or seeds.max, or split the study"))

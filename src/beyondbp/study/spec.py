@@ -80,7 +80,10 @@ The tables
   ``"backprop"``, a rule label of the study) is undecided, up to ``max`` (at least the seed
   axis's count, at most 1000). Unknown keys, other axes, values out of range are refused with
   their place (``[search] lr.factor``). Runs the search adds are ordinary runs of the study;
-  :meth:`Spec.runs` is the grid only.
+  :meth:`Spec.runs` is the grid only. A study stays within :data:`MAX_RUNS` whatever its runs
+  give: a search whose worst case (every cell extended ``max_rounds`` times on both sides,
+  refined, and given ``seeds.max`` seeds; :func:`~beyondbp.study.search_settings.search_run_bound`)
+  exceeds it is refused when the spec is loaded, naming that count.
 
 Checks, all before anything runs: the tables and their keys (pydantic models, unknown keys
 refused; they and the axes are read in :mod:`beyondbp.study.spec_tables`), every value of
@@ -133,7 +136,7 @@ from .. import models as models_mod
 from ..errors import ConfigError, ConfigErrors
 from ..options import parse
 from ..training import EXECUTION_FIELDS, RunConfig, lm_context
-from .search_settings import Search, parse_search
+from .search_settings import Search, check_search_size, parse_search
 from .spec_parts import plan_by_parts
 from .spec_tables import (
     TABLE_SETTINGS,
@@ -649,6 +652,8 @@ def load_spec(path: str | Path) -> Spec:
         run_execution = {k: v for k, v in execution.items()
                          if v is not None and k not in ("checkpoint_every", "keep_models", "workers_per_gpu")}
         runs = _plan(base, axes, run_execution, table_errors)
+        if search is not None:
+            check_search_size(search, runs, MAX_RUNS)
         _check_model_memory(runs)
         labels = sorted({r.label for r in runs})
         if search is not None and search.seeds is not None and len(labels) > 1 and search.seeds.baseline not in labels:

@@ -65,7 +65,7 @@ from ..errors import ConfigError
 from ..files import pid_alive
 from .store_file import StoreFile
 
-__all__ = ["STATUSES", "FINISHED", "Owner", "Store", "pid_alive"]
+__all__ = ["STATUSES", "FINISHED", "SLIM_CONFIG", "SLIM_RESULT", "Owner", "Store", "pid_alive"]
 
 #: Every status a run can have.
 STATUSES = ("pending", "running", "done", "failed", "diverged")
@@ -73,6 +73,11 @@ STATUSES = ("pending", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")
 #: Outcomes of an attempt (besides empty while it runs).
 OUTCOMES = ("done", "failed", "diverged", "lost", "released")
+#: The config keys and result keys :meth:`Store.search_records` keeps: what a study's search
+#: planner and its verdict read of a run (:func:`~beyondbp.study.selection.run_point`,
+#: ``record_label``, ``record_lr``, ``record_seed``).
+SLIM_CONFIG = ("rule", "lr", "seed", "batch_size")
+SLIM_RESULT = ("n_active_params", "n_params", "steps", "flops_per_step", "tokens", "eval_flops", "final")
 
 T = TypeVar("T")
 
@@ -437,6 +442,57 @@ class Store(StoreFile):
     def integrity(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``"ok"`` when sound)."""
         return "; ".join(r[0] for r in self._conn.execute("PRAGMA integrity_check"))
+
+    @_timed
+    def search_records(self) -> list[dict[str, Any]]:
+        """:meth:`records`, every run, cut to what a study's search planner
+        (:func:`~beyondbp.study.search.plan_search`) and the verdict it asks for read: ``id``,
+        ``status``, ``label``, ``axes``, ``config`` with only :data:`SLIM_CONFIG`, ``result`` with
+        only :data:`SLIM_RESULT` (None when the run has none), ``error`` and the columns
+        ``n_params``, ``flops_per_step``, ``flops_total``, ``eval_flops``, ``seed`` and
+        ``diverged_at_step``. SQLite extracts those fields, so a run's whole result (its history,
+        its config) is never parsed in Python: ``study status`` of a searched study reads a
+        store of 20,000 runs several times faster (bench/status_search_scale.py). Rows are
+        skipped (:attr:`skipped`) as :meth:`records` skips them; a store whose JSON SQLite cannot
+        read is read with :meth:`records`, which refuses it naming the run."""
+        config_paths = ", ".join(f"'$.{k}'" for k in SLIM_CONFIG)
+        result_paths = ", ".join(f"'$.{k}'" for k in SLIM_RESULT)
+        query = (f"SELECT id, status, label, axes, json_type(config), json_extract(config, {config_paths}), "
+                 f"json_type(result), json_extract(result, {result_paths}), error, n_params, flops_per_step, "
+                 "flops_total, eval_flops, seed, diverged_at_step FROM runs ORDER BY position")
+        try:
+            cursor = self._conn.execute(query)
+            cursor.row_factory = None
+            rows = cursor.fetchall()
+        except sqlite3.OperationalError:  # malformed JSON somewhere: records() names the run
+            return self.records()
+        out = []
+        self.skipped = []
+        for (rid, status, label, axes_text, config_type, config_values, result_type, result_values, error, n_params,
+             fps, flops_total, eval_flops, seed, diverged_at) in rows:
+            try:
+                axes = _loads(axes_text)
+            except (TypeError, ValueError):
+                raise self._damaged(f"the axes of run {rid} is not JSON") from None
+            if status not in STATUSES:
+                self.skipped.append((rid, f"unknown status {status!r}"))
+                continue
+            axes_type = "object" if isinstance(axes, dict) else None if axes is None else "other"
+            wrong = [c for c, kind in (("axes", axes_type), ("config", config_type), ("result", result_type))
+                     if kind not in ("object", None, "null")]
+            if wrong or axes is None or config_type in (None, "null"):
+                self.skipped.append((rid, f"its {wrong[0] if wrong else 'axes or config'} is not a JSON object"))
+                continue
+            result = None
+            if result_type == "object":
+                result = dict(zip(SLIM_RESULT, json.loads(result_values)))
+            out.append({
+                "id": rid, "status": status, "label": label, "axes": axes,
+                "config": dict(zip(SLIM_CONFIG, json.loads(config_values))), "result": result, "error": error,
+                "n_params": n_params, "flops_per_step": fps, "flops_total": flops_total, "eval_flops": eval_flops,
+                "seed": seed, "diverged_at_step": diverged_at,
+            })
+        return out
 
     @_timed
     def records(self, status: str | None = None) -> list[dict[str, Any]]:

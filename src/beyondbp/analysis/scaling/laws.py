@@ -352,17 +352,19 @@ def _batch_lbfgs(
         g = G[idx]
         q = g.copy()
         coef = np.zeros((len(idx), hist))
+        # the running starts' histories gathered once, pair-major (each pair contiguous)
+        Shi, Yhi, rhoi = Sh[idx].transpose(1, 0, 2).copy(), Yh[idx].transpose(1, 0, 2).copy(), rho[idx].T.copy()
         for j in range(hist):  # newest pair first
-            coef[:, j] = rho[idx, j] * np.einsum("sp,sp->s", Sh[idx, j], q)
-            q -= coef[:, j, None] * Yh[idx, j]
-        yy = np.einsum("sp,sp->s", Yh[idx, 0], Yh[idx, 0])
+            coef[:, j] = rhoi[j] * np.einsum("sp,sp->s", Shi[j], q)
+            q -= coef[:, j, None] * Yhi[j]
+        yy = np.einsum("sp,sp->s", Yhi[0], Yhi[0])
         gnorm = np.sqrt(np.einsum("sp,sp->s", g, g))
         with np.errstate(divide="ignore", invalid="ignore"):
-            gamma = np.where(rho[idx, 0] > 0, 1.0 / (rho[idx, 0] * yy), 1.0 / np.maximum(gnorm, 1e-300))
+            gamma = np.where(rhoi[0] > 0, 1.0 / (rhoi[0] * yy), 1.0 / np.maximum(gnorm, 1e-300))
         r = gamma[:, None] * q
         for j in reversed(range(hist)):
-            beta = rho[idx, j] * np.einsum("sp,sp->s", Yh[idx, j], r)
-            r += Sh[idx, j] * (coef[:, j] - beta)[:, None]
+            beta = rhoi[j] * np.einsum("sp,sp->s", Yhi[j], r)
+            r += Shi[j] * (coef[:, j] - beta)[:, None]
         d = -r
         gd = np.einsum("sp,sp->s", g, d)
         uphill = ~(gd < 0) | ~np.isfinite(gd)
@@ -396,9 +398,7 @@ def _batch_lbfgs(
         sy = np.einsum("sp,sp->s", s_vec, y_vec)
         good = sy > 1e-16 * np.einsum("sp,sp->s", y_vec, y_vec)
         upd = moved[good]
-        Sh[upd] = np.roll(Sh[upd], 1, axis=1)
-        Yh[upd] = np.roll(Yh[upd], 1, axis=1)
-        rho[upd] = np.roll(rho[upd], 1, axis=1)
+        Sh[upd, 1:], Yh[upd, 1:], rho[upd, 1:] = Sh[upd, :-1], Yh[upd, :-1], rho[upd, :-1]  # the oldest pair drops out
         Sh[upd, 0], Yh[upd, 0], rho[upd, 0] = s_vec[good], y_vec[good], 1.0 / sy[good]
         f_old = f[moved]
         T[moved], f[moved], G[moved] = T_new[sel], f_new[sel], G_new[sel]
