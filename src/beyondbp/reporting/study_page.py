@@ -22,7 +22,7 @@ from ..jsonable import finite_number as _num
 from ..study.judgement import StudyVerdicts
 from ..study.overfitting import LateRise
 from ..study.verdict import fmt_compute
-from .study_tables import head_blocks
+from .study_tables import RISING_RUN_HEADERS, head_blocks, rising_run_rows
 
 __all__ = ["OUTSIDE_MARK", "html_page", "loss_text", "markdown_page", "page_blocks"]
 
@@ -63,7 +63,8 @@ def _short(value: Any, top: bool = True) -> str:
 
 # -- content ------------------------------------------------------------------------------------
 # A report is a list of blocks rendered twice (HTML and Markdown): ("h1"|"h2"|"p"|"warn", text),
-# ("ul", [text]), ("table", headers, rows), ("img", file name, alt text, png bytes), ("pre", text).
+# ("ul", [text]), ("table", headers, rows), ("details", summary, headers, rows) (a table shown
+# collapsed), ("img", file name, alt text, png bytes), ("pre", text).
 
 
 #: Marks an estimate (the fit to all points) that lies outside its own bootstrap interval.
@@ -264,6 +265,12 @@ def page_blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Study
         out.append(("h2", "Diverged, failed and excluded runs"))
         out.append(("table", ["label", "status", "axes", "detail", "id"], problems))
 
+    if rising:
+        out.append(("h2", "Runs that overfit"))
+        out.append(("p", f"{len(rising)} done run(s) whose held-out loss rises late (the warnings table counts them by "
+                         "cell), one by one; report.json lists them under \"overfitting\"."))
+        out.append(("details", f"Every run that overfits ({len(rising)})", RISING_RUN_HEADERS, rising_run_rows(rising)))
+
     out.append(("h2", "Versions and hosts"))
     envs = Counter()
     for rec in records:
@@ -298,10 +305,12 @@ def html_page(blocks: Sequence[tuple], title: str) -> str:
             parts.append(f'<p class="warning">{e(b[1])}</p>')
         elif kind == "ul":
             parts.append("<ul>" + "".join(f'<li class="verdict">{e(x)}</li>' for x in b[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(h)}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in b[2])
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind in ("table", "details"):
+            headers, body = b[-2], b[-1]
+            head = "".join(f"<th>{e(h)}</th>" for h in headers)
+            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
+            table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            parts.append(table if kind == "table" else f"<details><summary>{e(b[1])}</summary>{table}</details>")
         elif kind == "img":
             data = base64.b64encode(b[3]).decode("ascii")
             parts.append(f'<img alt="{e(b[2])}" src="data:image/png;base64,{data}">')
@@ -329,10 +338,12 @@ def markdown_page(blocks: Sequence[tuple]) -> str:
             parts.append(f"> **{b[1]}**")
         elif kind == "ul":
             parts.append("\n".join(f"- {x}" for x in b[1]))
-        elif kind == "table":
-            lines = ["| " + " | ".join(_md_cell(h) for h in b[1]) + " |", "|" + "|".join("---" for _ in b[1]) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b[2]]
-            parts.append("\n".join(lines))
+        elif kind in ("table", "details"):
+            headers, body = b[-2], b[-1]
+            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
+            table = "\n".join(lines)
+            parts.append(table if kind == "table" else f"<details><summary>{html.escape(b[1])}</summary>\n\n{table}\n\n</details>")
         elif kind == "img":
             parts.append(f"![{b[2]}]({b[1]})")
         elif kind == "pre":
