@@ -17,7 +17,7 @@ class, compute range studied, loss difference at its top with its interval, seed
 cells whose learning-rate search was capped; :mod:`.study_tables`), the verdict sentences (and
 their extrapolated counterparts), then every warning and note in one table (kind, where,
 detail: best learning rate at the edge of its grid, runs whose held-out loss rises late, i.e.
-overfit, as :mod:`beyondbp.study.overfitting` defines it, ...). Then: run counts by status, the
+overfit, as :mod:`beyondbp.study.overfitting` defines it, counted once per cell, ...). Then: run counts by status, the
 loss-vs-compute scatter of every run (log-log, one colour per label, best-LR runs filled, the
 others hollow, diverged runs as crosses along the top) with each label's fitted frontier
 (solid over its runs' compute, dashed where extrapolated) and its bootstrap band, the
@@ -25,9 +25,9 @@ fitted-parameter table with intervals (or why a fit was not made), the per-size 
 the L(N, D) iso-loss contours, learning curves of the best-LR runs (colour: compute, with its
 colour bar; a run that rises late crossed at its end), gradient alignment to
 backprop over training (``cos/all`` from the runs' diagnostics, where recorded), the diverged,
-failed and excluded runs, library versions and hosts, the identification table and distance
-heatmaps of a ``beyondbp analyze`` output when one is given (``representations``), and the
-spec's text.
+failed and excluded runs, every run that overfits (one by one, collapsed), library versions and
+hosts, the identification table and distance heatmaps of a ``beyondbp analyze`` output when one
+is given (``representations``), and the spec's text.
 
 This module draws the figures and writes the files; the blocks of content and their HTML and
 Markdown are :mod:`beyondbp.reporting.study_page`'s.
