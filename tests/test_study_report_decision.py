@@ -140,8 +140,11 @@ def test_warnings_are_one_table_with_nothing_dropped(figures, study):
     _, recs, analysis = study
     html = (out / "report.html").read_text()
     assert 'class="warning"' not in html  # no paragraph per warning
-    rows = warning_rows(analysis, rising_runs(recs))
-    assert len(rows) == len(analysis.warnings) + len(RISING) + len(analysis.notes)
+    rising = rising_runs(recs)
+    rows = warning_rows(analysis, rising)
+    cells = {(r.label, r.axes["model_options"]["widths"][0], r.axes["steps"]) for r in rising}
+    assert len(cells) == 2  # runs 0 and 5 share a cell: one row counts both
+    assert len(rows) == len(analysis.warnings) + len(cells) + len(analysis.notes)
     edge = [r for r in rows if r[0] == "learning rate at grid edge"]
     assert edge and len(edge) == sum(1 for b in analysis.best_lr if b.edge)
     # the same words: "where: detail" is the warning, cell by cell
@@ -171,9 +174,13 @@ def test_runs_that_rise_late_are_flagged_and_marked(figures, study):
     assert all(abs(r.rise - 0.3) < 1e-9 and r.at == 2 and r.n_evaluations == 8 for r in rising)
     md = (out / "report.md").read_text()
     flagged = [line for line in md.splitlines() if line.startswith("| overfitting |")]
-    assert len(flagged) == len(RISING) and all("30% above its minimum" in line for line in flagged)
+    assert len(flagged) == 2 and all("30% above its minimum" in line for line in flagged)  # one row per cell
+    assert sorted(line.split(" | ")[2].split(" run")[0] for line in flagged) == ["1 of 6", "2 of 6"]
     payload = json.loads((out / "report.json").read_text())
-    assert {r["id"] for r in payload["overfitting"]} == RISING
+    assert {r["id"] for r in payload["overfitting"]} == RISING  # every run, in the JSON
+    html = (out / "report.html").read_text()
+    listed = html.split(f"<details><summary>Every run that overfits ({len(RISING)})</summary>")[1].split("</details>")[0]
+    assert all(i in listed for i in RISING) and listed.count("<tr>") == len(RISING) + 1  # and collapsed in the page
     best = {r.id for r in analysis.runs if r.best_lr}
     legends = [t for axes in caught.values() for a in axes for t in a["legend"]]
     assert ("loss rises late (overfitting)" in legends) == bool(RISING & best)

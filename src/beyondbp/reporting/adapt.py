@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..adapt.corruptions import CORRUPTIONS, corrupt
+from .ticks import tidy_axes
 
 __all__ = ["gallery", "markdown_table", "plot_errors"]
 
@@ -71,6 +72,7 @@ def plot_errors(result: dict[str, Any], path: str | Path, title: str = "") -> No
         ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    tidy_axes(fig)  # plain tick labels: no offset, no "×10^0"
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -99,6 +101,7 @@ def gallery(image: torch.Tensor, path: str | Path, seed: int = 0, title: str = "
         axes[0, s].set_title(label, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
+    tidy_axes(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .ticks import tidy_axes
+
 __all__ = ["markdown_table", "plot_matrices"]
 
 
@@ -74,5 +76,6 @@ def plot_matrices(results: Sequence[dict[str, Any]], path: str | Path, title: st
     fig.suptitle(title, fontsize=10)
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="accuracy (%)")
+    tidy_axes(fig)  # plain tick labels: no offset, no "×10^0"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .ticks import tidy_axes
+
 __all__ = ["markdown_table", "plot_recall"]
 
 
@@ -46,6 +48,7 @@ def plot_recall(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
+    tidy_axes(fig)  # plain tick labels: no offset, no "×10^0"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..files import atomic_write_bytes
 from ..jsonable import finite_number as _num
 from ..jsonable import plain
+from .ticks import tidy_axes
 
 __all__ = ["architecture", "comparison_table", "curves_figure", "plot_curves", "read_json", "render_markdown", "write_json"]
 
@@ -345,6 +346,7 @@ def curves_figure(results: Sequence[Any], title: str | None = None) -> Any:
     ax_acc.legend()
     if title:
         fig.suptitle(title)
+    tidy_axes(fig)  # plain tick labels: no offset, no "×10^0"
     fig.tight_layout()
     return fig
 

@@ -6,7 +6,7 @@ embedding per layer (:func:`beyondbp.analysis.identification.mds`), ``representa
 The writer (:func:`write_outputs`) renders everything in memory first, then writes the files into
 a temporary folder beside ``out`` and moves it into place (:mod:`beyondbp.files`): all or
 nothing. Figures are drawn on matplotlib's Agg canvas directly, so the caller's pyplot state and
-backend are never touched.
+backend are never touched; their tick labels are :func:`beyondbp.reporting.ticks.tidy_axes`'s.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .. import files
 from ..analysis.identification import Identification, IdentificationScore, as_distance_matrix, label_codes, mds
 from ..errors import ConfigError
 from ..jsonable import finite_number, plain
+from .ticks import tidy_axes
 
 __all__ = ["OUTPUT_JSON", "OUTPUT_MD", "check_output", "read_outputs", "render_outputs", "write_outputs"]
 
@@ -110,6 +111,7 @@ def _figure(width: float, height: float, dpi: int = 110) -> Any:
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
+    tidy_axes(fig)  # plain tick labels (the colour bars'): no offset, no "×10^0"
     fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.12)
     fig.clear()
     return buf.getvalue()

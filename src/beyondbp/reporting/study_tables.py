@@ -8,11 +8,14 @@
   the cells whose learning-rate search was capped (:func:`capped_cells`).
 * :func:`warning_rows` — the analysis's warnings and notes and the runs whose held-out loss
   rises late (:mod:`beyondbp.study.overfitting`) as rows ``(kind, where, detail)``: the same
-  words as the paragraphs they replace, the cell they concern moved to its own column.
+  words as the paragraphs they replace, the cell they concern moved to its own column. Runs
+  that rise late take one row per cell (:func:`rising_rows`: how many of its runs, by how much,
+  at which learning rates and seeds); :func:`rising_run_rows` lists them one by one.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from ..study.judgement import BestLR, StudyVerdicts, Verdict
@@ -20,7 +23,8 @@ from ..study.overfitting import EARLY_FRACTION, RISE, LateRise
 from ..study.selection import _short
 from ..study.verdict import fmt_compute
 
-__all__ = ["VERDICT_HEADERS", "WARNING_HEADERS", "capped_cells", "verdict_rows", "warning_rows"]
+__all__ = ["RISING_RUN_HEADERS", "VERDICT_HEADERS", "WARNING_HEADERS", "capped_cells", "rising_rows", "rising_run_rows",
+           "verdict_rows", "warning_rows"]
 
 VERDICT_HEADERS = ["rule vs baseline", "class", "compute studied (FLOPs)", "loss difference at the top",
                    "seeds per cell", "cells capped"]  # fmt: skip
@@ -91,18 +95,69 @@ def _kind(text: str) -> str:
     return "warning"
 
 
-def _rising_row(run: LateRise) -> list[str]:
-    axes = {k: v for k, v in run.axes.items() if k != "rule"}
-    where = _where(run.label, {**axes, "seed": run.seed} if "seed" not in axes else axes)
-    at = f", {run.x_name} {run.at_x:g}" if run.at_x is not None else ""
-    detail = (f"final {run.loss_name} {run.final:.4g} is {100 * run.rise:.0f}% above its minimum {run.minimum:.4g} "
-              f"(evaluation {run.at + 1} of {run.n_evaluations}{at}): the loss rises late, the run overfits")  # fmt: skip
-    return ["overfitting", where, detail]
+def _rising_cell(run: LateRise) -> str:
+    """The cell of a run that rises late: its label and every axis but the rule, the learning
+    rate and the seed (as the best-LR table groups runs)."""
+    return _where(run.label, {k: v for k, v in run.axes.items() if k not in ("rule", "lr", "seed")})
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}–{format(hi, fmt)}"
+
+
+def _lr_seeds(runs: Sequence[LateRise]) -> str:
+    """``lr 0.002 (seeds 0, 2), lr 0.008 (seed 1)``: the learning rates of the runs, and their seeds."""
+    by_lr: dict[Any, list[Any]] = {}
+    for run in runs:
+        by_lr.setdefault(run.lr, []).append(run.seed)
+    parts = []
+    for lr in sorted(by_lr, key=lambda v: (v is None, v if v is not None else 0.0)):
+        seeds = sorted(by_lr[lr], key=str)
+        which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(x) for x in seeds)}"
+        parts.append(f"lr {'?' if lr is None else _short(lr)} ({which})")
+    return ", ".join(parts)
+
+
+def rising_rows(analysis: StudyVerdicts, rising: Sequence[LateRise]) -> list[list[str]]:
+    """One ``["overfitting", cell, detail]`` row per cell (label × the axes other than learning
+    rate and seed) with runs that rise late: how many of the cell's runs do, by how much, and at
+    which learning rates and seeds (every run apart: :func:`rising_run_rows`)."""
+    cells: dict[str, list[LateRise]] = {}
+    for run in rising:
+        cells.setdefault(_rising_cell(run), []).append(run)
+    sizes = Counter(_where(r.label, r.axes) for r in analysis.runs)
+    rows = []
+    for where, runs in cells.items():
+        n = max(sizes.get(where, 0), len(runs))
+        names = sorted({r.loss_name for r in runs})
+        evals = sorted({r.n_evaluations for r in runs})
+        of = str(evals[0]) if len(evals) == 1 else f"{evals[0]}–{evals[-1]}"
+        detail = (f"{len(runs)} of {n} run{'s' if n != 1 else ''} overfit{'s' if n == 1 else ''}: final {'/'.join(names)} "
+                  f"{_span([100 * r.rise for r in runs], '.0f')}% above its minimum (at evaluation "
+                  f"{_span([r.at + 1 for r in runs], 'd')} of {of}), at {_lr_seeds(runs)}: the loss rises late")  # fmt: skip
+        rows.append(["overfitting", where, detail])
+    return rows
+
+
+RISING_RUN_HEADERS = ["cell", "lr", "seed", "final", "minimum", "above", "at evaluation", "id"]
+
+
+def rising_run_rows(rising: Sequence[LateRise]) -> list[list[str]]:
+    """Every run that rises late, one row each (:data:`RISING_RUN_HEADERS`)."""
+    rows = []
+    for run in rising:
+        at = f"{run.at + 1} of {run.n_evaluations}" + (f" ({run.x_name} {run.at_x:g})" if run.at_x is not None else "")
+        rows.append([_rising_cell(run), "—" if run.lr is None else _short(run.lr), str(run.seed),
+                     f"{run.loss_name} {run.final:.4g}", f"{run.minimum:.4g}", f"{100 * run.rise:.0f}%", at,
+                     str(run.id)])  # fmt: skip
+    return rows
 
 
 def warning_rows(analysis: StudyVerdicts, rising: Sequence[LateRise] = ()) -> list[list[str]]:
-    """Every warning, then every run that rises late, then every note, as ``[kind, where,
-    detail]`` (:data:`WARNING_HEADERS`); a warning about one cell has the cell under "where"."""
+    """Every warning, then the cells with runs that rise late (one row per cell:
+    :func:`rising_rows`), then every note, as ``[kind, where, detail]`` (:data:`WARNING_HEADERS`);
+    a warning about one cell has the cell under "where"."""
     cells = sorted({_where(row.label, row.axes) for row in analysis.best_lr}, key=len, reverse=True)
     rows = []
     for text in analysis.warnings:
@@ -111,7 +166,7 @@ def warning_rows(analysis: StudyVerdicts, rising: Sequence[LateRise] = ()) -> li
             rows.append([_kind(text), "study", text])
         else:
             rows.append([_kind(text), cell, text[len(cell) + 2 :]])
-    rows += [_rising_row(run) for run in rising]
+    rows += rising_rows(analysis, rising)
     rows += [["note", "study", n[0].upper() + n[1:] + "."] for n in analysis.notes]
     return rows
 
@@ -120,7 +175,8 @@ def warning_rows(analysis: StudyVerdicts, rising: Sequence[LateRise] = ()) -> li
 RISING_TEXT = (
     f"Overfitting: a done run whose held-out loss curve has its minimum in the first "
     f"{100 * EARLY_FRACTION:.0f}% of its evaluations (at least 3) and ends more than {100 * RISE:.0f}% above "
-    "that minimum; such runs are marked × at their final point in the learning curves."
+    "that minimum; such runs are marked × at their final point in the learning curves. One row per cell: every "
+    "run is listed under “Runs that overfit” below, and in report.json (\"overfitting\")."
 )
 
 

@@ -10,6 +10,11 @@ formatters of every axis of a figure once it is drawn up (call it just before sa
   writes it;
 * linear axes label their ticks with :func:`tick_text` and have no offset text at all.
 
+Every figure of :mod:`beyondbp.reporting` goes through it, once, just before it is saved: the
+study report's, the run curves (:func:`beyondbp.reporting.runs.curves_figure`), the
+representation heatmaps, the adaptation, continual-learning and memory plots. Ticks labelled by
+hand (categories, task numbers set with their labels) keep their labels.
+
 :func:`tick_text` writes a number from 0.001 to 9999 plainly (``0.4``, ``3``, ``2000``) and
 others as ``10^k`` or ``m×10^k`` (mathtext) with ``|k| ≥ 3``, so no label is ever "×10^0".
 """

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..jsonable import plain
-from .selection import record_label, record_seed
+from .selection import record_label, record_lr, record_seed
 
 __all__ = ["EARLY_FRACTION", "MIN_EVALUATIONS", "RISE", "LateRise", "late_rise", "rising_runs"]
 
@@ -37,7 +37,8 @@ MIN_EVALUATIONS = 3
 @dataclass(frozen=True)
 class LateRise:
     """A run whose ``loss_name`` curve rises late: its ``minimum`` at evaluation ``at``
-    (``at_x``: its step or tokens, named ``x_name``) of ``n_evaluations``, and its ``final`` value."""
+    (``at_x``: its step or tokens, named ``x_name``) of ``n_evaluations``, and its ``final`` value
+    (``lr``: its learning rate, from its axes or its config)."""
 
     id: Any
     label: str
@@ -50,6 +51,7 @@ class LateRise:
     at_x: float | None
     x_name: str
     n_evaluations: int
+    lr: float | None = None
 
     @property
     def rise(self) -> float:
@@ -59,7 +61,8 @@ class LateRise:
     def to_dict(self) -> dict[str, Any]:
         return plain({"id": self.id, "label": self.label, "axes": dict(self.axes), "seed": self.seed,
                       "loss_name": self.loss_name, "minimum": self.minimum, "final": self.final, "rise": self.rise,
-                      "at": self.at, "at_x": self.at_x, "x_name": self.x_name, "n_evaluations": self.n_evaluations})
+                      "at": self.at, "at_x": self.at_x, "x_name": self.x_name, "n_evaluations": self.n_evaluations,
+                      "lr": self.lr})
 
 
 def late_rise(values: Sequence[float]) -> int | None:
@@ -107,5 +110,6 @@ def rising_runs(records: Sequence[Mapping[str, Any]]) -> list[LateRise]:
         out.append(LateRise(
             id=rec.get("id"), label=record_label(rec), axes=rec.get("axes") or {}, seed=record_seed(rec), loss_name=name,
             minimum=points[at][1], final=points[-1][1], at=at, at_x=_finite(entry.get(x_name)), x_name=x_name, n_evaluations=len(points),
+            lr=record_lr(rec),
         ))  # fmt: skip
     return out
