@@ -11,7 +11,8 @@ file (``--results``, JSON lines, one per run id) has it already, so an interrupt
 
 Printed: per (rule, depth, T) the mean final test loss (MSE over all entries) over seeds with a
 95 % Student-t interval, and per (rule, depth) the paired difference "T = largest minus T = 0"
-over the seeds that have both, with its interval. ``--figures DIR`` writes one figure per rule:
+over the seeds that have both, with its interval; then when the window closes: per intermediate
+T the paired "T minus T = 0" and "largest minus T" (:func:`closing`). ``--figures DIR`` writes one figure per rule:
 test loss against deficit length, one line per depth, with the intervals as error bars.
 """
 
