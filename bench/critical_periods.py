@@ -11,7 +11,8 @@ file (``--results``, JSON lines, one per run id) has it already, so an interrupt
 
 Printed: per (rule, depth, T) the mean final test loss (MSE over all entries) over seeds with a
 95 % Student-t interval, and per (rule, depth) the paired difference "T = largest minus T = 0"
-over the seeds that have both, with its interval. ``--figures DIR`` writes one figure per rule:
+over the seeds that have both, with its interval; then when the window closes: per intermediate
+T the paired "T minus T = 0" and "largest minus T" (:func:`closing`). ``--figures DIR`` writes one figure per rule:
 test loss against deficit length, one line per depth, with the intervals as error bars.
 """
 
@@ -140,8 +141,36 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> None:
             m, h = mean_interval([high[s] - low[s] for s in common])
             verdict = "above 0" if m - h > 0 else ("below 0" if m + h < 0 else "contains 0")
             print(f"{rule:>9} depth {depth}: T={ts[-1]} − T=0 = {m:+.4f} ± {h:.4f} (n={len(common)}; interval {verdict})")
+    closing(cells, rules, depths)
     if args.figures:
         figures(args, cells, rules)
+
+
+def closing(cells: dict[tuple, dict[int, float]], rules: list[str], depths: set[int]) -> None:
+    """When the window closes: per intermediate T, how much of the largest deficit's damage a
+    deficit of T already does — the paired differences "T minus T = 0" (damage so far) and
+    "largest minus T" (damage still to come; an interval above 0: still open at T)."""
+    rows = []
+    for rule in rules:
+        for depth in sorted(depths):
+            ts = sorted(t for (ru, d, t) in cells if ru == rule and d == depth)
+            if len(ts) < 3 or ts[0] != 0:
+                continue
+            low, high = cells[(rule, depth, 0)], cells[(rule, depth, ts[-1])]
+            for t in ts[1:-1]:
+                mid = cells[(rule, depth, t)]
+                common = sorted(set(low) & set(mid) & set(high))
+                if len(common) < 2:
+                    continue
+                done = mean_interval([mid[s] - low[s] for s in common])
+                left = mean_interval([high[s] - mid[s] for s in common])
+                verdict = "contains 0" if abs(left[0]) <= left[1] else ("above 0" if left[0] > 0 else "below 0")
+                rows.append(f"{rule:>9} {depth:>5} {t:>7} {len(common):>3} {done[0]:+8.3f} ± {done[1]:.3f} "
+                            f"{left[0]:+8.3f} ± {left[1]:.3f}   {verdict}")
+    if rows:
+        print(f"\nclosing: paired T − 0 (damage done) and T = largest − T (still to come), same seeds\n"
+              f"{'rule':>9} {'depth':>5} {'T':>7} {'n':>3} {'T − 0':>16} {'largest − T':>16}   (largest − T)")
+        print("\n".join(rows))
 
 
 def figures(args: argparse.Namespace, cells: dict[tuple, dict[int, float]], rules: list[str]) -> None:
@@ -162,7 +191,10 @@ def figures(args: argparse.Namespace, cells: dict[tuple, dict[int, float]], rule
             stats = [mean_interval(list(cells[(rule, depth, t)].values())) for t in ts]
             ax.errorbar([t / 1000 for t in ts], [s[0] for s in stats], yerr=[0 if math.isnan(s[1]) else s[1] for s in stats],
                         marker="o", markersize=3, capsize=2, label=f"depth {depth}")
-        ax.set_xlabel("deficit length T (thousands of steps)")
+        ax.set_xscale("symlog", linthresh=1)  # T = 0 at the origin, 1k…100k spread out
+        ticks = sorted({k[2] / 1000 for k in keys})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+        ax.set_xlabel("deficit length T (thousands of steps, symlog)")
         ax.set_ylabel("final test loss")
         ax.set_ylim(bottom=0)
         ax.set_title(f"critical period under {rule}")

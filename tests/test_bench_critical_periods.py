@@ -31,3 +31,21 @@ def test_mean_interval_is_the_student_t_interval(cp):
     assert m == 2.0
     assert h == pytest.approx(4.303 * 1.0 / math.sqrt(3))
     assert math.isnan(cp.mean_interval([1.0])[1])
+
+
+def test_closing_reports_damage_done_and_still_to_come(cp, capsys):
+    cells = {
+        ("usf", 3, 0): {1: 0.05, 2: 0.06, 3: 0.04},
+        ("usf", 3, 1000): {1: 0.05, 2: 0.07, 3: 0.04},  # no damage yet: all of it still to come
+        ("usf", 3, 10000): {1: 0.35, 2: 0.36, 3: 0.34},  # all the damage done: closed by 10k
+        ("usf", 3, 40000): {1: 0.35, 2: 0.37, 3: 0.34},
+        ("usf", 2, 0): {1: 0.3, 2: 0.3},  # only two deficits: no intermediate T, no row
+        ("usf", 2, 40000): {1: 0.4, 2: 0.4},
+    }
+    cp.closing(cells, ["usf"], {2, 3})
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("usf")]
+    assert [r[:3] for r in rows] == [["usf", "3", "1000"], ["usf", "3", "10000"]]
+    early, late = rows
+    assert float(early[4]) == pytest.approx(1 / 3 * 0.01, abs=1e-3) and " ".join(early[-2:]) == "above 0"
+    assert float(early[7]) == pytest.approx(0.30, abs=1e-3)
+    assert float(late[4]) == pytest.approx(0.30, abs=1e-3) and " ".join(late[-2:]) == "contains 0"
