@@ -249,17 +249,34 @@ def test_other_commands_stop_in_one_line_with_130_or_143(tmp_path, command):
 
 
 def test_stopping_turns_sigterm_into_an_interrupt_once_and_restores_the_handlers():
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with Stopping() as stopping:
-        with pytest.raises(Terminated):
-            signal.raise_signal(signal.SIGTERM)
-            time.sleep(1)  # pragma: no cover - the handler raises before
-        signal.raise_signal(signal.SIGINT)  # a second signal while cleaning up: ignored
-        assert stopping.signum == signal.SIGTERM and stopping.status == 143
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-    with Stopping() as stopping, pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
-    assert stopping.status == 130
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell without job control
+    # starts background jobs (pytest too) with SIGINT ignored, and Stopping keeps an ignored signal
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        with Stopping() as stopping:
+            with pytest.raises(Terminated):
+                signal.raise_signal(signal.SIGTERM)
+                time.sleep(1)  # pragma: no cover - the handler raises before
+            signal.raise_signal(signal.SIGINT)  # a second signal while cleaning up: ignored
+            assert stopping.signum == signal.SIGTERM and stopping.status == 143
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+        with Stopping() as stopping, pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        assert stopping.status == 130
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_stopping_keeps_a_signal_the_process_inherited_ignored():
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Stopping() as stopping:
+            signal.raise_signal(signal.SIGINT)  # ignored, as the parent asked
+            assert stopping.signum is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_an_interrupted_ray_study_cancels_its_tasks(tmp_path, monkeypatch):
