@@ -232,6 +232,17 @@ def test_bracketing_on_one_seed_runs_the_other_seeds_at_the_best_rate_only(tmp_p
     assert study_status(spec)["counts"] == {"done": 8, "running": 0, "failed": 0, "diverged": 0, "pending": 0}
 
 
+def test_seeds_beyond_lr_seeds_at_a_best_rate_of_the_spec_are_run_too(tmp_path, fake):
+    # the best rate (0.01) is one of the spec's: its seeds 1 and 2 are spec runs the search left
+    # out at first; the study must not end before it has run them
+    spec = load_spec(write(tmp_path / "s.toml", "lr = [3e-3, 1e-2, 3e-2]\nseed = [0, 1, 2]", "lr = {seeds = 1}"))
+    summary = run_study(spec)
+    (cell,) = summary["search"]["cells"]
+    assert cell["state"] == "bracketed" and cell["best_lr"] == 0.01 and cell["seeds"] == 3
+    assert summary["counts"] == {"done": 5, "running": 0, "failed": 0, "diverged": 0, "pending": 0}
+    assert sorted((c["lr"], c["seed"]) for c in fake.trained) == [(3e-3, 0), (1e-2, 0), (1e-2, 1), (1e-2, 2), (3e-2, 0)]
+
+
 def test_the_best_rate_is_ranked_on_the_seeds_every_rate_has():
     from beyondbp.study.selection import best_lr_table
 

@@ -270,7 +270,8 @@ def run_study(
             if finished == finished_seen[0]:
                 return False
             finished_seen[0] = finished
-            new = [r for r in plan_search(spec, store.search_records(), _baseline(spec)).runs if r.id not in ids]
+            # not `ids`: a spec run the search left out at first (a seed beyond lr.seeds) may join later
+            new = [r for r in plan_search(spec, store.search_records(), _baseline(spec)).runs if r.id not in by_id]
             if not new:
                 return False
             summary["added"] += len(store.add_runs(new))
