@@ -71,7 +71,7 @@ def adding(args) -> None:
             model = _build(name, (args.T, 2), 1, seed, wave, match)
             learner, opt = _learner(args, model)
             gen = _generator(seed, f"bench:adding:{args.T}")
-            solved, losses, t0 = None, [], time.perf_counter()
+            solved, losses, t0, c0 = None, [], time.perf_counter(), time.process_time()
             for it in range(1, args.max_iters + 1):
                 x, y = adding_batch(args.batch, args.T, gen)
                 loss = _step(learner, opt, x, y, args.clip)
@@ -85,12 +85,17 @@ def adding(args) -> None:
                 if it % args.log_every == 0:
                     print(json.dumps({"task": "adding", "model": name, "seed": seed, "iter": it, "loss": loss}),
                           file=sys.stderr, flush=True)
-            seconds = time.perf_counter() - t0
+                if args.max_seconds and time.perf_counter() - t0 > args.max_seconds:
+                    break
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             print(json.dumps({
                 "task": "adding", "T": args.T, "model": name, "rule": args.rule, "seed": seed,
                 "params": sum(p.numel() for p in model.parameters()), "solved_at": solved,
                 "iters": len(losses), "final_loss": losses[-1], "min_loss": min(losses),
-                "s_per_iter": seconds / len(losses), "lr": args.lr, "clip": args.clip,
+                "last100_mean": sum(losses[-100:]) / len(losses[-100:]),
+                "s_per_iter": seconds / len(losses), "cpu_s": round(cpu, 1), "lr": args.lr, "clip": args.clip,
+                "stopped": "solved" if solved and not args.keep_going else
+                           ("time" if len(losses) < args.max_iters and math.isfinite(losses[-1]) else "iters"),
             }), flush=True)
 
 
@@ -223,6 +228,8 @@ def main() -> None:
     parser.add_argument("--ring", type=int, default=None)
     parser.add_argument("--keep-going", action="store_true", help="adding: train to --max-iters even once solved")
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="adding: stop a run after this many wall-clock seconds (reported as stopped: time)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

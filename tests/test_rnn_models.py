@@ -203,3 +203,20 @@ def test_sign_concordant_feedback_is_zero_where_the_weight_is_zero(rule):
     batch = data.load("adding", T=50, n_train=16, n_test=1)
     estimate = learner.estimate((batch.x_train, batch.y_train))
     assert all(torch.isfinite(g).all() for g in estimate.values())
+
+
+def test_flops_of_torchs_fused_lstm_are_counted():
+    # nn.LSTM on the CPU runs as one fused mkldnn_rnn_layer kernel that torch's FlopCounterMode
+    # counted as 0: `beyondbp train --model lstm` reported only the readout's FLOPs
+    from beyondbp.compute import count_flops
+
+    torch.manual_seed(0)
+    n, t, d, h = 3, 7, 5, 6
+    lstm = torch.nn.LSTM(d, h, batch_first=True)
+    x = torch.randn(n, t, d)
+    forward = 2 * n * t * 4 * h * (d + h)  # W_ih x and W_hh h at every step and sample
+    assert count_flops(lambda: lstm(x)) == forward
+    assert count_flops(lambda: lstm(x)[0].sum().backward()) == 3 * forward  # + grads of input, h, W_ih, W_hh
+    model = models.build("lstm", (t, d), 4, hidden=h)
+    readout = 2 * n * h * 4
+    assert count_flops(lambda: model(x)) == forward + readout

@@ -54,6 +54,38 @@ class _GlobalOnly:
         return None
 
 
+def _rnn_layer_flops(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any) -> int:
+    """Matmul FLOPs of one fused recurrent layer's forward pass: at each of the ``T·N``
+    (step, sample) pairs, the gates' ``W_ih x`` and ``W_hh h`` (``w_ih`` is ``(G·H, D)``,
+    ``w_hh`` ``(G·H, H)``, ``G`` = 4 for an LSTM)."""
+    gates_hidden, d = w_ih_shape
+    positions = 1
+    for n in input_shape[:-1]:
+        positions *= n
+    return 2 * positions * gates_hidden * (d + w_hh_shape[1])
+
+
+def _mkldnn_rnn_layer_flops(input: Any, w_ih: Any, w_hh: Any, *args: Any, **kwargs: Any) -> int:
+    return _rnn_layer_flops(input, w_ih, w_hh)
+
+
+def _mkldnn_rnn_layer_backward_flops(input: Any, w_ih: Any, w_hh: Any, *args: Any, **kwargs: Any) -> int:
+    # the gradients of the input, of the hidden state, of W_ih and of W_hh: twice the forward
+    return 2 * _rnn_layer_flops(input, w_ih, w_hh)
+
+
+def _extra_formulas() -> dict[Any, Any]:
+    """Kernels the stock counter does not know: ``nn.LSTM`` on the CPU runs as one fused
+    ``mkldnn_rnn_layer`` per layer (forward and backward), which it would count as 0 FLOPs."""
+    aten = torch.ops.aten
+    formulas: dict[Any, Any] = {}
+    if hasattr(aten, "mkldnn_rnn_layer"):
+        formulas[aten.mkldnn_rnn_layer] = _mkldnn_rnn_layer_flops
+    if hasattr(aten, "mkldnn_rnn_layer_backward"):
+        formulas[aten.mkldnn_rnn_layer_backward] = _mkldnn_rnn_layer_backward_flops
+    return formulas
+
+
 def flop_counter() -> FlopCounterMode:
     """A ``FlopCounterMode`` that counts the global total only.
 
@@ -61,8 +93,9 @@ def flop_counter() -> FlopCounterMode:
     autograd hooks on module inputs and outputs; those hooks make ``torch.autograd.grad`` fail
     on leaf tensors ("A leaf node was passed to _will_engine_execute_node"), which rules that
     relax activities by gradient descent (inference learning) rely on. The total is the same.
+    It also counts the CPU's fused LSTM layer (``nn.LSTM``), which the stock counter misses.
     """
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
     if hasattr(counter, "mod_tracker"):
         counter.mod_tracker = _GlobalOnly()
     return counter
