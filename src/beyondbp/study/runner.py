@@ -67,7 +67,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..training.config import check_count
-from .executors import EXECUTORS, _import_ray, _Local, _Ray, available_cores, visible_gpus, worker_devices
+from .executors import _import_ray, _Local, _Ray, check_workers, visible_gpus, worker_devices
 from .search import plan_search
 from .spec import Spec, check_device, default_store_path
 from .store import STATUSES, Owner, Store
@@ -121,20 +121,10 @@ def _check_run_folders(store_path: Path, keep_models: bool) -> None:
 
 # -- the driver --------------------------------------------------------------------------------
 def _check_arguments(spec: Spec, executor: str, workers: int, address: str | None) -> None:
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r}; it must be one of {', '.join(EXECUTORS)}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
-    if address is None and workers > available_cores():
-        # each worker is a process (local, or a task of the Ray started here) running at least one
-        # torch thread: more of them than cores only slows every run down
-        raise ConfigError(
-            f"invalid number of workers {workers}: it must be at most {available_cores()}, the CPU cores this "
-            "process may use"
-        )
+    # each worker is a process (local, or a task of the Ray started here) running at least one
+    # torch thread: more of them than cores only slows every run down
+    check_workers(executor, workers, address)
     check_count(workers, "number of workers")
-    if address is not None and executor != "ray":
-        raise ConfigError("an address applies to the ray executor only; add --executor ray or leave --address out")
     device = str(spec.execution.get("device") or "cpu")
     if executor == "ray" and device.startswith("cuda:"):
         raise ConfigError(f"{spec.path.name}: [execution] device {device!r}: with the ray executor use 'cuda' "
