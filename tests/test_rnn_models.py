@@ -220,3 +220,14 @@ def test_flops_of_torchs_fused_lstm_are_counted():
     model = models.build("lstm", (t, d), 4, hidden=h)
     readout = 2 * n * h * 4
     assert count_flops(lambda: model(x)) == forward + readout
+
+
+def test_set_sparsity_counts_the_fused_lstm_too():
+    # SET measures a step with its own per-layer FLOP counter, which missed nn.LSTM's fused
+    # kernel: a sparse LSTM run reported only its readout's FLOPs
+    from beyondbp.training import run
+
+    base = dict(model="lstm", data="adding", data_options={"T": 20, "n_train": 256, "n_test": 64}, steps=2,
+                batch_size=32, model_options={"hidden": 8})
+    dense, sparse = run(dict(base)), run(dict(base, sparsity="set"))
+    assert sparse.flops_per_step == dense.flops_per_step > 2 * 32 * 20 * 4 * 8 * (1 + 8)

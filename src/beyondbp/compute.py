@@ -32,6 +32,7 @@ from .errors import ConfigError
 
 __all__ = [
     "StepMeasurement",
+    "extra_flop_formulas",
     "flop_counter",
     "StepTimer",
     "count_flops",
@@ -74,7 +75,7 @@ def _mkldnn_rnn_layer_backward_flops(input: Any, w_ih: Any, w_hh: Any, *args: An
     return 2 * _rnn_layer_flops(input, w_ih, w_hh)
 
 
-def _extra_formulas() -> dict[Any, Any]:
+def extra_flop_formulas() -> dict[Any, Any]:
     """Kernels the stock counter does not know: ``nn.LSTM`` on the CPU runs as one fused
     ``mkldnn_rnn_layer`` per layer (forward and backward), which it would count as 0 FLOPs."""
     aten = torch.ops.aten
@@ -95,7 +96,7 @@ def flop_counter() -> FlopCounterMode:
     relax activities by gradient descent (inference learning) rely on. The total is the same.
     It also counts the CPU's fused LSTM layer (``nn.LSTM``), which the stock counter misses.
     """
-    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+    counter = FlopCounterMode(display=False, custom_mapping=extra_flop_formulas())
     if hasattr(counter, "mod_tracker"):
         counter.mod_tracker = _GlobalOnly()
     return counter

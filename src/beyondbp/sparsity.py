@@ -84,6 +84,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .compute import extra_flop_formulas
 from .errors import ConfigError
 from .rules.base import Batch, Learner, is_rule_tensor
 from .rules.common import check_seed, layer_generator
@@ -518,7 +519,7 @@ class SparseLearner(Learner):
 
     def _module_counter(self) -> FlopCounterMode:
         """A FLOP counter whose per-module breakdown uses :class:`_LayerTracker` (see there)."""
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=extra_flop_formulas())  # nn.LSTM's fused kernel too
         counter.mod_tracker = _LayerTracker(self.model)
         return counter
 
