@@ -10,6 +10,12 @@ over seeds with a 95% t-interval, and the paired difference homeostatic − fixe
 
     python bench/homeostatic_shift.py --epochs 3 --n-train 3000 --n-test 2000 --seeds 0 1 2 --out /tmp/hs
 
+Under another rule, with the gap to a backprop run of the same sizes and seeds (its runs.json;
+rows "<arm> − backprop sgd", paired by seed, which also fixes the swap schedule):
+
+    python bench/homeostatic_shift.py --rule fa --epochs 3 --n-train 3000 --n-test 2000 --seeds 0 1 2 \
+        --baseline /tmp/hs/runs.json --out /tmp/hs_fa
+
 The full-size setting of the authors (60,000 samples, 50 epochs, lr 1e-3, 5 seeds) is the
 study spec ``examples/homeostatic_shift.toml``; this script is the reduced version whose
 figures are in bench/README.md. One thread.
@@ -57,11 +63,17 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.01, help="SGD arms' η₀ (Adam: --adam-lr)")
     ap.add_argument("--adam-lr", type=float, default=1e-3)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--baseline", type=Path, help="runs.json of a backprop run with the same sizes and seeds: "
+                    "adds each arm's paired gap to its sgd arm (several files: their runs together)", nargs="+")
+    ap.add_argument("--report-from", type=Path, nargs="+",
+                    help="train nothing: the table from these runs.json files together (e.g. two seed ranges)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for k in args.ks:
+    if args.report_from:
+        rows = [r for f in args.report_from for r in json.loads(f.read_text()) if r["seed"] in args.seeds]
+    for k in args.ks if not args.report_from else []:
         for seed in args.seeds:
             for arm in args.arms:
                 config = RunConfig(
@@ -92,6 +104,16 @@ def main() -> None:
             mean, half = interval([by[("homeostatic", s)] - by[("sgd", s)] for s in args.seeds])
             cells.append(f"{100 * mean:+.1f} ± {100 * half:.1f}")
         lines.append("| homeostatic − sgd (paired) | " + " | ".join(cells) + " |")
+    if args.baseline is not None:
+        base = {(r["k"], r["seed"]): r["mean_val_acc"] for f in args.baseline for r in json.loads(f.read_text())
+                if r["arm"] == "sgd"}
+        for arm in args.arms:
+            cells = []
+            for k in args.ks:
+                by = {r["seed"]: r["mean_val_acc"] for r in rows if r["arm"] == arm and r["k"] == k}
+                mean, half = interval([by[s] - base[(k, s)] for s in args.seeds])
+                cells.append(f"{100 * mean:+.1f} ± {100 * half:.1f}")
+            lines.append(f"| {arm} − backprop sgd (paired) | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     print(table)

@@ -173,6 +173,30 @@ def test_the_controller_composes_with_a_rule_and_is_deterministic(rule):
     assert plain.run_id != config.run_id and "lr_control" not in plain.identity()
 
 
+@pytest.mark.parametrize(("rule", "optimizer"), [("fa", "sgd"), ("dfa", "adam")])
+def test_under_fa_and_dfa_a_controller_that_never_moves_trains_exactly_as_no_controller(rule, optimizer, monkeypatch):
+    from beyondbp.training import lr_control
+
+    calls = []
+
+    def never_move(eta, *args, **kwargs):
+        calls.append(eta)
+        return eta
+
+    monkeypatch.setattr(lr_control, "homeostatic_move", never_move)
+    config = RunConfig(rule=rule, model="mlp", model_options={"widths": [32, 16], "activation": "elu"}, data="digits",
+                       epochs=3, n_train=400, n_test=100, batch_size=10, optimizer=optimizer, momentum=0.9,
+                       lr=0.05 if optimizer == "sgd" else 1e-2, seed=1)
+
+    def untimed(result):
+        return [{k: v for k, v in h.items() if k not in ("elapsed", "metrics")} for h in result.history]
+
+    controlled, plain = run(config.replace(lr_control="homeostatic")), run(config)
+    assert len(calls) > 100  # decisions were simulated (every 10 samples after the first 20)
+    assert untimed(controlled) == untimed(plain)  # they left weights, momentum/moments and feedback untouched
+    assert plain.final["test_accuracy"] > 0.5  # and it did learn (chance 0.1; measured 0.69 FA, 0.86 DFA)
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
