@@ -4,8 +4,10 @@ Each run builds the models with beyondbp (``models.build``), attaches a rule (``
 default ``backprop`` = BPTT) and trains with Adam on *fresh* batches every iteration, drawn from
 the data set generators with a seeded generator (the authors' protocol: no fixed training set).
 
-    # adding task: iteration at which the training-batch MSE first reaches <= 0.05 ("solved")
-    python bench/wave_rnn.py adding --T 200 --seeds 0 1 2 --max-iters 2000 --models wrnn irnn
+    # adding task: iteration at which the training-batch MSE first reaches <= 0.05 ("solved");
+    # --lr 1e-4 --clip 0 are the authors' adding_task.py defaults (one point of their sweep grid);
+    # the log lines (stderr) carry the mean loss and the gradient norm (before any clipping)
+    python bench/wave_rnn.py adding --T 200 --seeds 0 1 2 --max-iters 2000 --models wrnn irnn --lr 1e-4
     # copy task: final test cross-entropy per step (the authors' "MSE") after --iters iterations
     python bench/wave_rnn.py copy --T 30 --iters 2000 --models wrnn irnn
     # sequential vs permuted 14x14 Fashion-MNIST: test accuracy after --epochs
@@ -53,12 +55,16 @@ def _learner(args, model):
     return learner, opt
 
 
-def _step(learner, opt, x, y, clip: float) -> float:
+def _step(learner, opt, x, y, clip: float, norms: list | None = None) -> float:
     opt.zero_grad(set_to_none=True)
     loss = learner.loss_fn(learner.model(x), y)
     loss.backward()
     if clip > 0:
-        torch.nn.utils.clip_grad_norm_(learner.model.parameters(), clip)
+        norm = torch.nn.utils.clip_grad_norm_(learner.model.parameters(), clip)
+    elif norms is not None:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in learner.model.parameters() if p.grad is not None])
+    if norms is not None:  # the gradient's norm before clipping (read only: the update is unchanged)
+        norms.append(float(norm))
     opt.step()
     return float(loss.detach())
 
@@ -71,10 +77,10 @@ def adding(args) -> None:
             model = _build(name, (args.T, 2), 1, seed, wave, match)
             learner, opt = _learner(args, model)
             gen = _generator(seed, f"bench:adding:{args.T}")
-            solved, losses, t0, c0 = None, [], time.perf_counter(), time.process_time()
+            solved, losses, norms, t0, c0 = None, [], [], time.perf_counter(), time.process_time()
             for it in range(1, args.max_iters + 1):
                 x, y = adding_batch(args.batch, args.T, gen)
-                loss = _step(learner, opt, x, y, args.clip)
+                loss = _step(learner, opt, x, y, args.clip, norms)
                 losses.append(loss)
                 if not math.isfinite(loss):
                     break
@@ -83,7 +89,12 @@ def adding(args) -> None:
                     if not args.keep_going:
                         break
                 if it % args.log_every == 0:
-                    print(json.dumps({"task": "adding", "model": name, "seed": seed, "iter": it, "loss": loss}),
+                    window = losses[-args.log_every:]
+                    print(json.dumps({"task": "adding", "model": name, "seed": seed, "iter": it, "loss": loss,
+                                      "mean_loss": round(sum(window) / len(window), 4),
+                                      "grad_norm_median": round(sorted(norms[-args.log_every:])[len(window) // 2], 4),
+                                      "grad_norm_max": round(max(norms[-args.log_every:]), 4),
+                                      "cpu_s": round(time.process_time() - c0, 1)}),
                           file=sys.stderr, flush=True)
                 if args.max_seconds and time.perf_counter() - t0 > args.max_seconds:
                     break
@@ -94,6 +105,7 @@ def adding(args) -> None:
                 "iters": len(losses), "final_loss": losses[-1], "min_loss": min(losses),
                 "last100_mean": sum(losses[-100:]) / len(losses[-100:]),
                 "s_per_iter": seconds / len(losses), "cpu_s": round(cpu, 1), "lr": args.lr, "clip": args.clip,
+                "grad_norm_max": max(norms), "clipped_steps": sum(n > args.clip for n in norms) if args.clip > 0 else 0,
                 "stopped": "solved" if solved and not args.keep_going else
                            ("time" if len(losses) < args.max_iters and math.isfinite(losses[-1]) else "iters"),
             }), flush=True)
