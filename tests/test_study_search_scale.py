@@ -8,6 +8,8 @@ settles. A fake executor stands in for training (its loss is a known function of
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,9 @@ from beyondbp.study.search import plan_search
 from beyondbp.study.selection import record_label, record_lr, record_seed, run_point
 from beyondbp.study.spec import load_spec
 from beyondbp.study.store import Store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_study_search import FakePool  # noqa: E402 - wait, outcome, cancel, close, lost
 
 SPEC = """[study]
 name = "slim"
@@ -41,12 +46,9 @@ seeds = {min = 2, max = 3}
 """
 
 
-class Pool:
+class Pool(FakePool):
     """Loss 1 + 10/steps + (ln lr − ln 0.01)² (+0.3 for dfa) + 0.01·seed, a full-size history;
     dfa at lr ≥ 0.02 diverges; dfa at steps 20, lr 1e-3, seed 1 fails."""
-
-    def __init__(self, *args, **kwargs):
-        self.handles: dict[int, dict] = {}
 
     def submit(self, config, lease=None):
         lr, seed, steps, dfa = float(config["lr"]), int(config["seed"]), int(config["steps"]), config["rule"] == "dfa"
@@ -61,21 +63,6 @@ class Pool:
             outcome = {"error": "boom\nline 2", "wall_time": 0.01, "host": "fake", "versions": {}}
         self.handles[len(self.handles)] = outcome
         return len(self.handles) - 1
-
-    def wait(self, handles, timeout):
-        return list(handles)
-
-    def outcome(self, handle):
-        return self.handles[handle]
-
-    def cancel(self, handles):
-        pass
-
-    def close(self, cancel=False):
-        pass
-
-    def lost(self):
-        pass
 
 
 @pytest.fixture
