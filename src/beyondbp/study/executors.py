@@ -275,15 +275,11 @@ class _Local:
 
     def close(self, cancel: bool = False) -> None:
         if cancel:  # interrupted: the runs were handed back, so stop their workers now
-            self._stop_workers()
+            # (pending work dropped, workers ended, and the results pipe's write end closed so that
+            # a worker ended halfway through sending a result cannot leave the pool hanging at exit)
+            stop_pool(self.pool)
             return
         self.pool.shutdown(wait=True)
-
-    def _stop_workers(self, grace: float = 5.0) -> None:
-        """Stop the pool at once (:func:`beyondbp.interrupts.stop_pool`: pending work dropped,
-        workers ended, and the results pipe's write end closed so that a worker ended halfway
-        through sending a result cannot leave the pool's manager thread waiting forever)."""
-        stop_pool(self.pool, grace)
 
 
 def _python_signal_handlers() -> dict[int, Any]:
