@@ -109,6 +109,7 @@ from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_schedu
 from .config import RunConfig, RunResult, effective_data_options, effective_rule_options, lm_context
 from .lr_control import LRController, make_lr_control
 from .tasks import Task, evaluate, make_task
+from .warmstart import init_from_other_rule, start_optimizer
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -215,74 +216,6 @@ def _scheduler_step(scheduler: Any) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         scheduler.step()
-
-
-def _optimizer(config: RunConfig, setup: Setup) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
-    """The run's optimizer over the learner's parameters and, with ``init_from``, the model,
-    rule state and (when compatible) optimizer state loaded from that checkpoint, plus the
-    record of what was loaded. The config's hyperparameters always win over the checkpoint's."""
-    optimizer = make_optimizer(config, setup.learner.optimizer_parameters())
-    if config.init_from is None:
-        return optimizer, {}
-    record: dict[str, Any] = {"path": str(config.init_from)}
-    payload = ckpt.read(config.init_from)  # read once: inspected here, loaded below
-    saved_state = payload.get("optimizer")
-    other_rule = init_from_other_rule(payload, config)
-    reason = _optimizer_mismatch(saved_state, optimizer)
-    if other_rule is not None:
-        # another rule's state (KP's learned feedback, DFA's B, ...) is not this rule's: weights only
-        meta = ckpt.load(payload, setup.model, weights_only=True)
-        record["loaded"] = "weights only"
-        record["checkpoint_rule"] = other_rule
-        record["rule_state"] = (
-            f"not loaded: the checkpoint was trained by rule '{other_rule}', this run's rule '{config.rule}' "
-            "starts with its own state"
-        )
-        record["optimizer_state"] = f"not loaded: the checkpoint was trained by rule '{other_rule}'"
-    elif reason is None:
-        chosen = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        meta = ckpt.load(payload, setup.model, setup.learner, optimizer)
-        for group, settings in zip(optimizer.param_groups, chosen):
-            # what the user asked for, not what the checkpoint ran with (nor its scheduler's
-            # ``initial_lr``, which a new LR schedule would otherwise start from)
-            for key in [k for k in group if k != "params" and k not in settings]:
-                del group[key]
-            group.update(settings)
-        record["loaded"] = "weights and rule state"
-        record["optimizer_state"] = "loaded"
-    else:
-        meta = ckpt.load(payload, setup.model, setup.learner)
-        record["loaded"] = "weights and rule state"
-        record["optimizer_state"] = f"not loaded: {reason}"
-    saved_config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    record["checkpoint_optimizer"] = {k: saved_config[k] for k in ("optimizer", "lr", "momentum", "weight_decay") if k in saved_config}
-    return optimizer, record
-
-
-def init_from_other_rule(payload: Mapping[str, Any], config: RunConfig) -> str | None:
-    """The rule that trained an ``init_from`` checkpoint when it is not ``config.rule`` (then only
-    the weights are loaded), else None (also when the checkpoint does not name its rule)."""
-    saved = payload["meta"].get("rule")
-    return saved if isinstance(saved, str) and saved != config.rule else None
-
-
-def _optimizer_mismatch(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
-    """Why a checkpoint's optimizer state cannot seed ``optimizer`` (None when it can)."""
-    if not saved:
-        return "the checkpoint holds no optimizer state"
-    ours = optimizer.state_dict()["param_groups"]
-    theirs = saved.get("param_groups", [])
-    if len(ours) != len(theirs) or any(len(a["params"]) != len(b["params"]) for a, b in zip(ours, theirs)):
-        return "it was saved for different parameters"
-
-    def keys(groups: list[dict[str, Any]]) -> list[list[str]]:
-        return [sorted(k for k in g if k not in ("params", "initial_lr")) for g in groups]
-
-    if keys(ours) != keys(theirs) or any(
-        a.get("decoupled_weight_decay") != b.get("decoupled_weight_decay") for a, b in zip(ours, theirs)
-    ):
-        return f"it was saved by a different optimizer than this run's {type(optimizer).__name__}"
-    return None
 
 
 class _StepMeter:
@@ -561,7 +494,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     saved = state_mod.read(config.state, config.run_id) if config.state is not None else None
     setup = prepare(config, dataset)
     model, learner, device = setup.model, setup.learner, setup.device
-    optimizer, init_record = _optimizer(config, setup)
+    optimizer, init_record = start_optimizer(config, model, learner)
     task = make_task(config, setup.dataset, device)
     task.learner = learner
     scheduler = make_scheduler(config, optimizer, task.total_steps)
