@@ -51,16 +51,21 @@ class NoOptions(Options):
     """The declaration of something that takes no options."""
 
 
-def opt(default: Any, help: str, *, accepts: str | None = None, execution: bool = False, **constraints: Any) -> Any:
+def opt(default: Any, help: str, *, accepts: str | None = None, execution: bool = False,
+        identity_default: bool = False, **constraints: Any) -> Any:
     """A declared option: its default, one line of help, and pydantic constraints (``ge``,
     ``gt``, ``le``, ``lt``, ...). ``accepts`` replaces the generated "must be ..." text.
     ``execution=True`` marks an option that only says how something runs (where a cache lives),
-    never what it computes: a run's identity leaves it out (:meth:`beyondbp.training.RunConfig.identity`)."""
+    never what it computes: a run's identity leaves it out (:meth:`beyondbp.training.RunConfig.identity`).
+    ``identity_default=True`` marks an option added after runs were stored: a run's identity
+    leaves it out while it has its default value, so those runs keep their ids."""
     extra: dict[str, Any] = {}
     if accepts:
         extra["accepts"] = accepts
     if execution:
         extra["execution"] = True
+    if identity_default:
+        extra["identity_default"] = True
     return Field(default, description=help, json_schema_extra=extra or None, **constraints)
 
 
@@ -74,6 +79,17 @@ def execution_names(cls: type[Options]) -> list[str]:
         name for name, field in cls.model_fields.items()
         if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("execution")
     ]
+
+
+def omit_at_default(cls: type[Options], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` without the options of ``cls`` declared with ``identity_default=True`` that
+    have their default value (what a run's identity keeps)."""
+    fields = cls.model_fields
+    return {
+        k: v for k, v in values.items()
+        if not (k in fields and isinstance(fields[k].json_schema_extra, dict)
+                and fields[k].json_schema_extra.get("identity_default") and v == fields[k].default)
+    }
 
 
 def parse(cls: type[Options], values: Mapping[str, Any], owner: str) -> Options:

@@ -52,7 +52,9 @@ instead of a :class:`Dataset`; see :mod:`beyondbp.data.text`.
 low-rank target whose observed entries switch at a given step (Kleinman et al.'s critical-period
 experiment). It returns a :class:`ScheduledDataset`, whose training batch is a function of the
 step and which brings its own loss (½·MSE over the observed entries); see
-:mod:`beyondbp.data.matrix`.
+:mod:`beyondbp.data.matrix`. ``hierarchy`` (:class:`~beyondbp.data.hierarchy.HierarchyOptions`) is
+the same paper's multi-pathway task: Saxe et al.'s 8-item hierarchy, full batch, with a window in
+which a pathway of the model does not learn; see :mod:`beyondbp.data.hierarchy`.
 
 See :mod:`beyondbp.data.vision` for the preprocessing details.
 """
@@ -64,6 +66,7 @@ from typing import Any, Callable
 
 from beyondbp import options as options_mod
 from beyondbp.data.dataset import Dataset
+from beyondbp.data.hierarchy import Hierarchy, HierarchyOptions, load_hierarchy
 from beyondbp.data.matrix import MatrixCompletion, MatrixCompletionOptions, ScheduledDataset, load_matrix_completion
 from beyondbp.data.sequences import (
     AddingOptions,
@@ -94,6 +97,7 @@ __all__ = [
     "SCHEDULED_SETS",
     "TEXT_SETS",
     "Dataset",
+    "Hierarchy",
     "MatrixCompletion",
     "ScheduledDataset",
     "TextDataset",
@@ -116,6 +120,7 @@ _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset | ScheduledDataset], 
     "fashion-mnist": (load_fashion_mnist, IdxOptions),
     "fmnist-adding": (load_fmnist_adding, FmnistAddingOptions),
     "fashion-mnist-shift": (load_fashion_mnist_shift, ShiftOptions),
+    "hierarchy": (load_hierarchy, HierarchyOptions),
     "matrix-completion": (load_matrix_completion, MatrixCompletionOptions),
     "mnist": (load_mnist, IdxOptions),
     "mnist1d": (load_mnist1d, Mnist1dOptions),
@@ -130,7 +135,7 @@ _SETS: dict[str, tuple[Callable[..., Dataset | TextDataset | ScheduledDataset], 
 TEXT_SETS = ("shakespeare-char", "text")
 
 #: Sets that load as a :class:`ScheduledDataset` (a full batch per step, their own loss).
-SCHEDULED_SETS = ("matrix-completion",)
+SCHEDULED_SETS = ("hierarchy", "matrix-completion")
 
 #: One line per set, for ``beyondbp data``.
 _SUMMARIES = {
@@ -142,6 +147,7 @@ _SUMMARIES = {
     "digits": "scikit-learn's bundled 8x8 digits, 1437 / 360 (nothing to download)",
     "fashion-mnist": "Fashion-MNIST IDX files, 60000 / 10000 (Debian's dataset-fashion-mnist, or --data-dir)",
     "fashion-mnist-shift": "Fashion-MNIST whose labels drift: two random classes swap swaps_per_epoch times per epoch",
+    "hierarchy": "8 items x 15 hierarchical features, a pathway frozen for a window (multi-pathway critical period)",
     "matrix-completion": "rank-5 100x100 target, 1000 then 1500 observed entries (critical periods; generated)",
     "mnist": "MNIST IDX files, 60000 / 10000 (--data-dir pointing at the four files)",
     "mnist1d": "MNIST-1D generated locally, 4000 / 1000, length 40 (nothing to download)",

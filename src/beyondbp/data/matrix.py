@@ -29,7 +29,9 @@ torch's global RNG, so the same seed gives other numbers here; compare means ove
 :class:`ScheduledDataset` is what the run layer (:class:`beyondbp.training.tasks.ScheduledTask`)
 asks of any such set: ``batch(step)``, ``evaluate(predict)``, ``loss_fn``, ``schedule_steps``,
 ``boundaries`` (steps that close a period besides every ``eval_every``), ``input_shape``,
-``num_classes``, ``name``, ``description``, ``meta``.
+``num_classes``, ``name``, ``description``, ``meta``; optionally ``frozen(step)`` with ``gated``
+(parameters that must not learn at a step), ``initialise(model)``, ``measure(model)`` with
+``final_keys``, and ``check_steps(total)`` (see ``hierarchy``, :mod:`beyondbp.data.hierarchy`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,29 @@ class ScheduledDataset:
     def step_info(self, step: int) -> dict[str, Any]:
         """Extra history fields for an evaluation after ``step`` steps."""
         return {}
+
+    #: Parameter-name prefixes that :meth:`frozen` may ever name (checked against the model).
+    gated: tuple[str, ...] = ()
+    #: History fields (from :meth:`measure`) that the result's ``final`` also carries.
+    final_keys: tuple[str, ...] = ()
+
+    def frozen(self, step: int) -> tuple[str, ...]:
+        """Parameter-name prefixes that must not learn at step ``step`` (0-based): the run
+        layer's learning gate (:mod:`beyondbp.training.gate`) drops their update, whatever the rule."""
+        return ()
+
+    def initialise(self, model: Any) -> None:
+        """Set the freshly built model's initial weights, if the set prescribes them (before the
+        rule is attached); by default the model keeps its own initialisation."""
+
+    def measure(self, model: Any) -> dict[str, float]:
+        """Extra history fields read from the model at an evaluation (it must not write it; the
+        run layer calls it under ``no_grad`` with the RNG and the rule's state restored after)."""
+        return {}
+
+    def check_steps(self, total_steps: int) -> None:
+        """Raise :class:`~beyondbp.errors.ConfigError` when the set's schedule does not fit a run
+        of ``total_steps`` steps (e.g. a deficit past the budget)."""
 
     def info(self) -> dict[str, Any]:
         """The result's ``data`` record."""

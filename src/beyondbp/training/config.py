@@ -151,7 +151,8 @@ class RunConfig(RunSettings):
         were written."""
         values = {k: v for k, v in self.model_dump().items() if k not in EXECUTION_FIELDS}
         values["rule_options"] = canonical_rule_options(self.rule, effective_rule_options(self))
-        values["model_options"] = {**models_mod.options(self.model), **self.model_options}
+        model_options = {**models_mod.options(self.model), **self.model_options}
+        values["model_options"] = options_mod.omit_at_default(models_mod.options_class(self.model), model_options)
         data_options = {**data_mod.options(self.data), **self.data_options}
         values["data_options"] = _without_execution(data_options, data_mod.options_class(self.data))
         if self.optimizer != "sgd":

@@ -10,7 +10,7 @@ What :func:`run` does, in order:
 1. seeds Python's ``random``, NumPy and torch with ``config.seed``;
 2. loads the data set (``data.load``), keeping the first ``n_train`` / ``n_test`` samples if
    asked, and builds the model (``models.build``) right after seeding, so the same seed gives
-   the same initial weights;
+   the same initial weights (a scheduled set may then set them: ``dataset.initialise(model)``);
 3. attaches the rule (``rules.get(rule, **rule_options).attach(model)``). A rule with a
    ``seed`` option (the random feedback matrices of FA, DFA, ...) gets the run's seed unless
    ``rule_options`` sets one, so a seed sweep varies the feedback too; with
@@ -23,7 +23,8 @@ What :func:`run` does, in order:
    and a resume state for this run on disk, everything is then restored from it (see
    "Resuming" below);
 5. trains with ``learner.step((x, y), optimizer)`` (with ``lr_control`` on, the optimizer seen
-   through :class:`~beyondbp.training.lr_control.LRController`), one batch at a time from the run's task
+   through :class:`~beyondbp.training.lr_control.LRController`, and at the steps where a scheduled set
+   freezes parameters through the learning gate, :mod:`beyondbp.training.gate`), one batch at a time from the run's task
    (:mod:`beyondbp.training.tasks`: shuffled batches of a classification set, whose order comes
    from ``seed``; random windows of a token stream), calls ``learner.on_epoch_start(period)``
    before every period (an epoch; a language model's evaluation interval; also when a resumed
@@ -107,6 +108,7 @@ from . import liquid as liquid_mod
 from . import state as state_mod
 from .components import DIVERGENCE_FACTOR, diverged, make_optimizer, make_scheduler, seed_everything
 from .config import RunConfig, RunResult, effective_data_options, effective_rule_options, lm_context
+from .gate import make_gate
 from .lr_control import LRController, make_lr_control
 from .tasks import Task, evaluate, make_task
 from .warmstart import init_from_other_rule, start_optimizer
@@ -176,6 +178,8 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None, *, gener
         ds, target, rule = stage.dataset, stage.target, stage.rule
     else:
         target, rule = model, rules_mod.get(config.rule, **effective_rule_options(config))
+        if data_mod.is_scheduled(config.data):
+            ds.initialise(model)  # a scheduled set may prescribe the initial weights (hierarchy's aligned init)
     learner = rule.attach(target, loss_fn=getattr(ds, "loss_fn", None))  # a set may bring its own loss
     if config.sparsity == "set":
         from ..sparsity import SET
@@ -190,6 +194,9 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     belongs to another run."""
     setup = prepare(config, dataset, generate=False)
     try:
+        make_gate(setup.dataset, setup.model, f"data set {config.data!r}")
+        if data_mod.is_scheduled(config.data):
+            make_task(config, setup.dataset, setup.device)  # a schedule that does not fit the budget
         if config.init_from is not None:
             payload = ckpt.read(config.init_from)
             if init_from_other_rule(payload, config) is not None:
@@ -497,6 +504,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     optimizer, init_record = start_optimizer(config, model, learner)
     task = make_task(config, setup.dataset, device)
     task.learner = learner
+    gate = make_gate(setup.dataset, model, f"data set {config.data!r}")
     scheduler = make_scheduler(config, optimizer, task.total_steps)
     control = setup.lr_control = make_lr_control(config, learner, task.num_classes)
     meter = _StepMeter(device, task.total_steps)
@@ -521,7 +529,13 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     learner.on_epoch_start(at.periods)  # this loop reports its epochs (also when resumed inside one)
     while at.step < task.total_steps:
         batch = task.next_batch()
-        metrics = meter.step(at.step, learner, batch, optimizer if control is None else control.around(optimizer, batch))
+        stepper = optimizer if control is None else control.around(optimizer, batch)
+        frozen = task.frozen(at.step) if gate is not None else ()
+        if frozen:  # the data's learning gate: these parameters do not learn at this step
+            stepper = gate.around(stepper, frozen)
+        metrics = meter.step(at.step, learner, batch, stepper)
+        if frozen:
+            stepper.check(config.rule)
         if control is not None:
             metrics = {**metrics, **control.after(batch)}
         if at.step == meter.flop_step:

@@ -89,6 +89,10 @@ class Task:
     def result_extras(self, steps: int, flops_per_step: int, time_per_step: float | None) -> dict[str, Any]:
         return {}
 
+    def frozen(self, step: int) -> tuple[str, ...]:
+        """Parameter-name prefixes that must not learn at step ``step`` (:mod:`beyondbp.training.gate`)."""
+        return ()
+
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -328,7 +332,10 @@ class ScheduledTask(Task):
     (``dataset.loss_fn``, attached by :func:`~beyondbp.training.loop.prepare`). A period ends every
     ``eval_every`` steps, at each of the set's ``boundaries`` (a switch of observed entries) and
     at the end; its evaluation is ``dataset.evaluate`` (``test_loss``; ``test_accuracy`` is NaN)
-    plus ``dataset.step_info``. The resume state is the step reached."""
+    plus ``dataset.step_info`` and ``dataset.measure(model)`` (read under ``learner.measuring()``;
+    its ``dataset.final_keys`` also go to the result's ``final``). ``dataset.frozen(step)`` names
+    the parameters the loop's learning gate freezes at a step; ``dataset.check_steps`` refuses a
+    budget the schedule does not fit. The resume state is the step reached."""
 
     def __init__(self, config: RunConfig, dataset: data_mod.ScheduledDataset, device: torch.device) -> None:
         self.config, self.dataset, self.device = config, dataset, device
@@ -337,6 +344,8 @@ class ScheduledTask(Task):
         self.learner: Any = None
         self._step = 0
         self._ends = set(dataset.boundaries)
+        self.final_keys = Task.final_keys + tuple(dataset.final_keys)
+        dataset.check_steps(self.total_steps)
         self.diag_batch = dataset.batch(self.total_steps, device)
 
     def start_info(self) -> dict[str, Any]:
@@ -360,8 +369,13 @@ class ScheduledTask(Task):
 
     def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
         metrics = self.dataset.evaluate(self.learner.predict, self.device)
+        with self.learner.measuring(), torch.no_grad():  # reads the model; changes nothing
+            measures = self.dataset.measure(self.learner.model)
         return {"epoch": index, "step": step, "train_loss": train_loss, "test_accuracy": math.nan,
-                **metrics, **self.dataset.step_info(step)}
+                **metrics, **self.dataset.step_info(step), **measures}
+
+    def frozen(self, step: int) -> tuple[str, ...]:
+        return tuple(self.dataset.frozen(step))
 
     def data_info(self) -> dict[str, Any]:
         return self.dataset.info()
