@@ -69,7 +69,7 @@ def no_network(monkeypatch):
 
 # --------------------------------------------------------------------------- registry
 def test_names():
-    assert data.names() == ["adding", "copy", "digits", "fashion-mnist", "fashion-mnist-shift", "fmnist-adding", "matrix-completion",
+    assert data.names() == ["adding", "copy", "digits", "fashion-mnist", "fashion-mnist-shift", "fmnist-adding", "hierarchy", "matrix-completion",
                             "mnist", "mnist1d", "psfmnist", "sfmnist", "shakespeare-char", "text"]
 
 

@@ -92,6 +92,8 @@ BAD = [
     ("matrix-completion", {"entries": 20000}, "entries 20000 exceeds the 10000 entries of a 100×100 matrix"),
     ("matrix-completion", {"rank": 200}, "rank 200 exceeds the matrix size 100"),
     ("matrix-completion", {"depth": 3}, "data set 'matrix-completion' has no option depth"),
+    ("hierarchy", {"deficit_start": -1}, "option deficit_start must be an integer >= 0"),
+    ("hierarchy", {"deficit_start": 900}, "the deficit [900, 1050) ends after the schedule's 1000 train_steps"),
 ]
 
 
