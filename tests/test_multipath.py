@@ -17,7 +17,7 @@ from beyondbp.training import RunConfig, prepare, run
 from beyondbp.training.tasks import make_task
 
 TINY = dict(model="deep-linear", model_options=dict(depth=2, width=8, pathways=2), data="hierarchy",
-            optimizer="sgd", lr=0.05, epochs=1)
+            optimizer="sgd", lr=0.05, momentum=0.0, epochs=1)
 
 
 def _tiny(**changes):
@@ -144,11 +144,11 @@ def test_an_early_deficit_leaves_pathway_b_without_the_task_and_a_late_one_does_
         opts = {"deficit_length": 0} if start is None else {"deficit_start": start}
         result = run(dict(rule="backprop", model="deep-linear", model_options=dict(depth=4, width=100, pathways=2),
                           data="hierarchy", data_options={**opts, "eval_every": 500}, optimizer="sgd", lr=0.01,
-                          epochs=1, seed=0))
+                          momentum=0.0, epochs=1, seed=0))
         assert result.final["test_loss"] < 1e-3
         share[start] = result.final["share_b"]
-    assert abs(share[None] - 0.5) < 0.02 and abs(share[750] - 0.5) < 0.05
-    assert share[0] < 0.1 and share[None] - share[0] > 0.35
+    assert abs(share[None] - 0.5) < 0.02 and abs(share[750] - 0.5) < 0.05  # measured: 0.500, 0.500
+    assert share[0] < 0.1 and share[None] - share[0] > 0.35  # measured: 0.025
 
 
 # -- bad input --------------------------------------------------------------------------------------------
