@@ -170,3 +170,19 @@ def test_bad_input_is_one_sentence_and_exit_2(capsys, args, words):
     assert info.value.code == 2
     text = " ".join(err.split())
     assert words in text and "Traceback" not in err, err
+
+
+def test_gate_stops_a_run_whose_rule_moves_a_frozen_parameter_outside_the_optimizer():
+    from beyondbp.training.gate import LearningGate, matches
+
+    assert matches("paths.b.fc1.weight", "paths.b") and not matches("paths.bb.fc1.weight", "paths.b")
+    model = models.build("deep-linear", (8,), 15, depth=2, width=8, pathways=2)
+    gate = LearningGate(model, ("paths.b",), "data set 'hierarchy'")
+    stepper = gate.around(torch.optim.SGD(model.parameters(), lr=0.1), ("paths.b",))
+    model(torch.eye(8)).sum().backward()
+    stepper.step()
+    stepper.check("backprop")  # the optimizer skipped pathway b: nothing to report
+    with torch.no_grad():
+        model.paths.b.fc1.weight.add_(1.0)  # as a Hebbian rule writing weights directly would
+    with pytest.raises(ConfigError, match="outside the optimizer"):
+        stepper.check("softhebb")
