@@ -15,6 +15,10 @@ gives for the store's finished runs; whenever no run is left to claim and more r
 finished since it last looked, the driver plans again and adds (as ``pending``) what the search
 adds, until it adds nothing. The summary then has ``search`` (rounds, cells per state, runs added).
 
+The plan (the runs, and a search's summary) is kept in the store whenever the driver plans
+(:meth:`Store.save_status_plan`), so that ``study status`` answers from it without loading
+the spec (:mod:`beyondbp.study.status_plan`).
+
 Executors (:mod:`beyondbp.study.executors`): ``local``, a process pool of ``workers``
 processes, and ``ray``, each run a Ray task on ``ray.init(address=address)`` (a local Ray
 instance without an address). Both give identical results for the same spec (each run is seeded

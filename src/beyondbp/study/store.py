@@ -1,7 +1,7 @@
 """The run store of a study: one SQLite file (WAL mode) that records every run of the grid.
 
 A store belongs to one study (its ``[study] name``); opening it for another study is refused.
-It holds three tables:
+It holds three tables (and the two of the kept plan):
 
 ``meta``
     ``format`` (``beyondbp-study-store``), ``version`` (of this layout), ``study`` (the name) and
@@ -28,6 +28,11 @@ It holds three tables:
     attempts are still logged (a damaged store) is added again by :meth:`Store.add_runs`: its
     earlier attempts become ``lost`` and its attempt numbers continue after them, so it is run
     again.
+
+``status_plan`` and ``status_plan_runs`` (optional: created by the first
+:meth:`Store.save_status_plan`, absent from stores written before)
+    the plan ``study run`` keeps for ``study status`` (:mod:`beyondbp.study.status_plan`): its key,
+    a search's summary, and each planned run's id, label and axes in order.
 
 Claims are atomic: :meth:`Store.claim` runs in a ``BEGIN IMMEDIATE`` transaction, so two
 processes on one store never take the same run. A claim is a lease owned by ``(host, pid,
