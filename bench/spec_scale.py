@@ -9,9 +9,10 @@ inserted as the study would insert it (``Store.add_runs``), then most rows set t
 wall time, some ``failed`` and some ``running`` in one SQL update each (no training). Status is
 timed with the spec already loaded (:func:`~beyondbp.study.inspection.study_status`) and end to
 end as the command line answers it (``beyondbp study status``: spec, store and rendering, in a
-fresh process). ``--slow`` also plans the grid the way every run was planned before (one
-``RunConfig`` and one ``run_id`` per combination, ``spec._fast_planning = False``) in
-this process, checks that the ids agree and prints the ratio. Goals (issue 23 §7): load and plan
+fresh process; then twice more once the plan is kept in the store as ``study run`` keeps it,
+answered from it: :mod:`beyondbp.study.status_plan`). ``--slow`` also plans the grid the way
+every run was planned before (one ``RunConfig`` and one ``run_id`` per combination,
+``spec._fast_planning = False``) in this process, checks that the ids agree and prints the ratio. Goals (issue 23 §7): load and plan
 < 2 s, status < 1 s. Times are wall and CPU seconds: on a shared machine the CPU time is the
 steadier figure; the load average is printed before and after.
 """
@@ -68,6 +69,22 @@ def show(seconds: tuple[float, float]) -> str:
     return f"{seconds[0]:.2f} s (CPU {seconds[1]:.2f} s)"
 
 
+def cli_status(path: Path, store_path: Path, what: str) -> str:
+    """``beyondbp study status`` in a fresh process: its wall and CPU time printed, its output returned."""
+    env = {**os.environ, "COLUMNS": "120"}
+    before = os.times()
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "beyondbp", "study", "status", str(path), "--store", str(store_path)],
+                          capture_output=True, text=True, env=env)
+    cli = time.perf_counter() - t0
+    after = os.times()
+    cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    print(f"beyondbp study status ({what}): {cli:.2f} s (CPU {cpu:.2f} s), exit {done.returncode}")
+    if done.returncode:
+        print(done.stderr)
+    return done.stdout + done.stderr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=MAX_RUNS, help="about this many runs in the grid")
@@ -102,16 +119,16 @@ def main() -> None:
         for _ in range(2):  # the first read also brings the file into the page cache
             status, took = timed(study_status, spec, store_path)
             print(f"study_status (spec loaded): {show(took)}; counts {status['counts']}")
-        env = {**os.environ, "COLUMNS": "120"}
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "beyondbp", "study", "status", str(path), "--store", str(store_path)],
-                              capture_output=True, text=True, env=env)
-        cli = time.perf_counter() - t0
-        child = os.times()
-        print(f"beyondbp study status (fresh process: imports, spec load and status): {cli:.2f} s "
-              f"(CPU {child.children_user + child.children_system:.2f} s), exit {done.returncode}")
-        if done.returncode:
-            print(done.stderr)
+        plain = cli_status(path, store_path, "fresh process: imports, spec load and status")
+        if hasattr(Store, "save_status_plan"):  # keep the plan as `study run` does, then answer from it
+            from beyondbp.study.status_plan import spec_key
+
+            with Store(store_path, create=True, study=spec.name) as store:
+                _, keep = timed(store.save_status_plan, spec_key(spec.text.encode("utf-8")), runs)
+            print(f"plan kept in the store (as `study run` keeps it): {show(keep)} (not a goal)")
+            for _ in range(2):
+                kept = cli_status(path, store_path, "fresh process, from the kept plan")
+            print(f"  output identical to the spec-loading path: {kept == plain}")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -15,7 +15,10 @@ column, every JSON parsed; ``Store.search_records()``: the slim projection the p
 :func:`~beyondbp.study.inspection.study_status` (spec loaded). The seed search judges the
 finished study once (:func:`~beyondbp.study.verdict.judge_study`, 200 resamples); that
 judgement is remembered within a process, so the plans after the first are timed without it
-and the first plan's time is reported apart. Wall and CPU seconds (the machine may be shared).
+and the first plan's time is reported apart. Then ``beyondbp study status`` in a fresh process,
+the spec loaded (it judges once), and, once the plan is kept in the store as ``study run``
+keeps it (:mod:`beyondbp.study.status_plan`), answered from it. Wall and CPU seconds (the
+machine may be shared).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,6 +126,22 @@ def show(t: tuple[float, float]) -> str:
     return f"{t[0]:.2f} s (CPU {t[1]:.2f} s)"
 
 
+def cli_status(spec_path: Path, store_path: Path, what: str) -> str:
+    """``beyondbp study status`` in a fresh process: its wall and CPU time printed, its output returned."""
+    env = {**os.environ, "COLUMNS": "120"}
+    before = os.times()
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "beyondbp", "study", "status", str(spec_path), "--store", str(store_path)],
+                          capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = os.times()
+    cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    print(f"beyondbp study status ({what}): {wall:.2f} s (CPU {cpu:.2f} s), exit {done.returncode}")
+    if done.returncode:
+        print(done.stderr)
+    return done.stdout + done.stderr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20_000)
@@ -156,6 +177,16 @@ def main() -> None:
         search_mod._JUDGED.clear()
         _, t_cold = best(lambda: study_status(spec, store_path), 1)
         print(f"study_status, first in a process (judges once):   {show(t_cold)}")
+        loaded = cli_status(spec.path, store_path, "fresh process, the spec loaded")
+        if hasattr(Store, "save_status_plan"):  # keep the plan as `study run` does when it plans, then answer from it
+            from beyondbp.study.runner import _plan_kept
+
+            with Store(store_path, create=True, study=spec.name) as store:
+                _, t_keep = best(lambda: _plan_kept(spec, store), 1)
+            print(f"plan kept in the store (as `study run` keeps it; judgement remembered): {show(t_keep)}")
+            for _ in range(args.repeat):
+                kept = cli_status(spec.path, store_path, "fresh process, from the kept plan")
+            print(f"  output identical to the spec-loading path: {kept == loaded}")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -197,15 +197,24 @@ def study_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Counts of the study's runs by status, time spent, and time left (estimated)."""
-    from ..study.inspection import study_status as status_of
+    """Counts of the study's runs by status, time spent, and time left (estimated).
 
-    parsed = _load_spec(spec)
-    _check_path_text(store, "--store")
-    status = status_of(parsed, store, workers=workers)
+    Answered from the plan `study run` kept in the store while the spec file is unchanged
+    (without loading the spec: beyondbp.study.status_plan), else by loading the spec."""
+    from ..study.status_plan import plain_status, quick_status
+
+    status = None if store is not None and str(store).strip() in ("", ".") else quick_status(spec, store, workers)
+    if status is None:
+        from ..study.inspection import study_status as status_of
+
+        parsed = _load_spec(spec)
+        _check_path_text(store, "--store")
+        status = status_of(parsed, store, workers=workers)
+        if as_json:
+            status = jsonable.plain(status)
     _warn_unknown_status(status["unknown_status"], spec)
     if as_json:
-        typer.echo(json.dumps(jsonable.plain(status), indent=2))
+        typer.echo(json.dumps(plain_status(status), indent=2))
         return
     console = _console()
     counts = status["counts"]
@@ -230,9 +239,9 @@ def study_status(
         console.print(f"{_count(status['stale'], 'run')} marked running by a process that is gone; the next `study run` runs {them} again")
     if status["other"]:
         console.print(f"{_count(status['other'], 'run')} in the store no longer in the spec (not counted)")
-    for f in status["failed"]:
-        axes = ", ".join(f"{k}={v}" for k, v in f["axes"].items())
-        console.print(f"failed: {f['id']} ({axes}): {f['error']}")
+    if status["failed"]:  # one print: a thousand failed runs print in a moment
+        console.print("\n".join(f"failed: {f['id']} ({', '.join(f'{k}={v}' for k, v in f['axes'].items())}): {f['error']}"
+                                for f in status["failed"]))
 
 
 def _print_search(console: Console, search: dict[str, Any]) -> None:

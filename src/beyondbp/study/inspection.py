@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .runner import _baseline, _check_arguments, worker_threads
 from .search import SearchPlan, plan_search
 from .spec import Spec, default_store_path
+from .status_plan import status_of, store_details
 from .store import FINISHED, STATUSES, Store
 
 __all__ = ["MAX_PROBES", "PROBE_STEPS", "check_study", "dry_run", "study_records", "study_status"]
@@ -171,64 +172,23 @@ def study_status(spec: Spec, store_path: str | os.PathLike | None = None, worker
         raise ConfigError(f"invalid number of workers {workers!r}: it must be a whole number of at least 1")
     target = Path(store_path) if store_path is not None else default_store_path(spec.path)
     plan = None
+    details: dict[str, Any] = {}
     if not target.exists() and not target.is_symlink():  # never run: nothing to read, nothing created
-        rows, details, path, stale = {}, {}, str(target), 0
+        rows, path, stale = {}, str(target), 0
         if spec.search is not None:
             plan = search_plan(spec, None)
     else:
         with _store_for(spec, store_path) as store:
             rows = store.progress()
-            details = {r["id"]: r for r in store.rows(("failed", "running"))}  # few: their errors and leases
+            details, stale = store_details(store)
             path = str(store.path)
-            stale = sum(1 for r in details.values() if r["status"] == "running" and store.dead_reason(r))
             if spec.search is not None:
                 plan = search_plan(spec, store)
     runs = plan.runs if plan is not None else spec.runs()
-    counts = {s: 0 for s in STATUSES}
-    spent = 0.0
-    done_times: list[float] = []
-    failed = []
-    missing = 0
-    unknown = 0
-    for run in runs:
-        row = rows.get(run.id)
-        if row is None:
-            missing += 1
-            counts["pending"] += 1
-            continue
-        status, wall_time = row
-        if status not in counts:  # damage: counted apart (`study check` names them)
-            unknown += 1
-            continue
-        counts[status] += 1
-        if wall_time is not None and status in ("done", "diverged", "failed"):
-            spent += float(wall_time)
-            if status == "done":
-                done_times.append(float(wall_time))
-        if status == "failed":
-            error = details[run.id]["error"] if run.id in details else None
-            failed.append({"id": run.id, "label": run.label, "axes": run.axes,
-                           "error": error.splitlines()[0] if error else ""})
-    mean = sum(done_times) / len(done_times) if done_times else None
-    left = None if mean is None else mean * (counts["pending"] + counts["running"]) / workers
-    spec_ids = {r.id for r in runs}
-    return {
-        "study": spec.name,
-        "store": path,
-        "store_exists": bool(rows) or Path(path).exists(),
-        "total": len(runs),
-        "counts": counts,
-        "missing": missing,
-        "other": sum(1 for i in rows if i not in spec_ids),
-        "stale": stale,
-        "time_spent": spent,
-        "mean_wall_time": mean,
-        "time_left": left,
-        "workers": workers,
-        "failed": failed,
-        "unknown_status": unknown,
-        "search": plan.summary() if plan is not None else None,
-    }
+    entries = ((run.id, *rows.get(run.id, (None, None))) for run in runs)
+    return status_of(spec.name, path, bool(rows) or Path(path).exists(), entries,
+                     lambda i: (runs[i].label, runs[i].axes), details, len(rows), stale, workers,
+                     plan.summary() if plan is not None else None)
 
 
 def study_records(spec: Spec, store_path: str | os.PathLike | None = None,

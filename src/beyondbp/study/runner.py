@@ -15,6 +15,10 @@ gives for the store's finished runs; whenever no run is left to claim and more r
 finished since it last looked, the driver plans again and adds (as ``pending``) what the search
 adds, until it adds nothing. The summary then has ``search`` (rounds, cells per state, runs added).
 
+The plan (the runs, and a search's summary) is kept in the store whenever the driver plans
+(:meth:`Store.save_status_plan`), so that ``study status`` answers from it without loading
+the spec (:mod:`beyondbp.study.status_plan`).
+
 Executors (:mod:`beyondbp.study.executors`): ``local``, a process pool of ``workers``
 processes, and ``ray``, each run a Ray task on ``ray.init(address=address)`` (a local Ray
 instance without an address). Both give identical results for the same spec (each run is seeded
@@ -68,8 +72,9 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from ..training.config import check_count
 from .executors import _import_ray, _Local, _Ray, check_workers, visible_gpus, worker_devices
-from .search import plan_search
+from .search import SearchPlan, plan_search
 from .spec import Spec, check_device, default_store_path
+from .status_plan import spec_key
 from .store import STATUSES, Owner, Store
 
 __all__ = ["LEASE_SECONDS", "MAX_ATTEMPTS", "model_dir", "run_study", "state_dir", "worker_threads"]
@@ -223,10 +228,12 @@ def run_study(
     summary: dict[str, Any] = {"store": str(path), "total": len(runs), "ran": 0, "run_seconds": 0.0, "lost": 0}
     try:
         if spec.search is not None:  # the runs its search adds given the runs already finished
-            runs = plan_search(spec, store.search_records(), _baseline(spec)).runs
+            runs = _plan_kept(spec, store).runs
             ids.update(r.id for r in runs)
             summary["total"] = len(runs)
         summary["added"] = len(store.add_runs(runs))
+        if spec.search is None:  # what `study status` answers from (beyondbp.study.status_plan)
+            store.save_status_plan(spec_key(spec.text.encode("utf-8")), runs)
         if retry_failed:
             store.reset_failed(ids)
         summary["reclaimed"] = len(store.reclaim_dead(owner))
@@ -242,7 +249,7 @@ def run_study(
         if counts["pending"] == 0:
             summary["counts"] = counts
             if spec.search is not None:
-                summary["search"] = plan_search(spec, store.search_records(), _baseline(spec)).summary()
+                summary["search"] = _plan_kept(spec, store).summary()
             return summary
         pool = (_Local(workers, threads, devices) if ray is None
                 else _Ray(ray, threads, address, workers, device=device, per_gpu=per_gpu))
@@ -336,7 +343,7 @@ def run_study(
                 emit("tick", {"counts": _counts(store, ids)})
         summary["counts"] = _counts(store, ids)
         if spec.search is not None:
-            summary["search"] = plan_search(spec, store.search_records(), _baseline(spec)).summary()
+            summary["search"] = _plan_kept(spec, store).summary()
         return summary
     except BaseException:
         interrupted = True
@@ -353,6 +360,15 @@ def run_study(
         store.close()
         if "counts" in summary:
             emit("end", dict(summary))
+
+
+def _plan_kept(spec: Spec, store: Store) -> SearchPlan:
+    """The search's plan given the store's runs now, kept in the store with the digest of the
+    runs it was planned from, for `study status` (:mod:`beyondbp.study.status_plan`)."""
+    records, state = store.planning_records()
+    plan = plan_search(spec, records, _baseline(spec))
+    store.save_status_plan(spec_key(spec.text.encode("utf-8")), plan.runs, plan.summary(), state)
+    return plan
 
 
 def _baseline(spec: Spec) -> str | None:

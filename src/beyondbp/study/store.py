@@ -1,7 +1,7 @@
 """The run store of a study: one SQLite file (WAL mode) that records every run of the grid.
 
 A store belongs to one study (its ``[study] name``); opening it for another study is refused.
-It holds three tables:
+It holds three tables (and the two of the kept plan):
 
 ``meta``
     ``format`` (``beyondbp-study-store``), ``version`` (of this layout), ``study`` (the name) and
@@ -29,6 +29,11 @@ It holds three tables:
     earlier attempts become ``lost`` and its attempt numbers continue after them, so it is run
     again.
 
+``status_plan`` and ``status_plan_runs`` (optional: created by the first
+:meth:`Store.save_status_plan`, absent from stores written before)
+    the plan ``study run`` keeps for ``study status`` (:mod:`beyondbp.study.status_plan`): its key,
+    a search's summary, and each planned run's id, label and axes in order.
+
 Claims are atomic: :meth:`Store.claim` runs in a ``BEGIN IMMEDIATE`` transaction, so two
 processes on one store never take the same run. A claim is a lease owned by ``(host, pid,
 token)`` that expires unless its owner renews it (:meth:`Store.heartbeat`). A running run whose
@@ -51,6 +56,7 @@ unknown status or a result that is not a JSON object.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -492,6 +498,102 @@ class Store(StoreFile):
                 "n_params": n_params, "flops_per_step": fps, "flops_total": flops_total, "eval_flops": eval_flops,
                 "seed": seed, "diverged_at_step": diverged_at,
             })
+        return out
+
+    # -- the plan `study status` answers from (beyondbp.study.status_plan) ------------------------
+    def _has_table(self, name: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    @_timed
+    def run_states(self) -> str:
+        """A digest of which runs the store holds and which of them have finished, and how
+        (``done``, ``diverged``, ``failed``; the others count alike): what a study's search plan
+        depends on besides the spec and the finished runs' results, which never change."""
+        cursor = self._conn.execute("SELECT id, status FROM runs ORDER BY position, id")
+        cursor.row_factory = None
+        text = "\n".join(f"{i}:{s if s in ('done', 'diverged', 'failed') else '-'}" for i, s in cursor)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def planning_records(self) -> tuple[list[dict[str, Any]], str]:
+        """:meth:`search_records` and :meth:`run_states`, read in one transaction (so the digest
+        is that of the records, whatever another driver writes meanwhile)."""
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"run store {str(self.path)!r} failed ({' '.join(str(exc).split())})") from None
+        try:
+            return self.search_records(), self.run_states()
+        finally:
+            self._conn.execute("COMMIT")
+
+    @_timed
+    def save_status_plan(self, key: str, runs: Iterable[Any], search: dict[str, Any] | None = None,
+                         state: str | None = None) -> bool:
+        """Keep the study's plan for ``study status``: the planned runs' ids, labels and axes in
+        their order, and its search summary, under ``key`` (the spec's: see
+        :mod:`beyondbp.study.status_plan`) and, for a searched study, ``state`` (:meth:`run_states`
+        of the records it was planned from). One transaction replaces the plan kept before
+        (nothing is written when it is the same). False when not kept (repeated run ids)."""
+        rows = []
+        for i, run in enumerate(runs):
+            axes = dict(run.axes)
+            try:
+                text = json.dumps(axes)
+            except (TypeError, ValueError):
+                return False
+            if repr(json.loads(text)) != repr(axes):  # a value JSON would change (a tuple): not kept
+                return False
+            rows.append((i, run.id, run.label, text))
+        if len({r[1] for r in rows}) != len(rows):
+            return False
+        info = _dumps({"key": key, "state": state, "study": self.meta.get("study"), "runs": len(rows)})
+        search_text = None if search is None else json.dumps(search)
+        if search_text is not None and repr(json.loads(search_text)) != repr(search):
+            return False
+
+        def save(conn: sqlite3.Connection) -> bool:
+            conn.execute("CREATE TABLE IF NOT EXISTS status_plan (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                         "info TEXT NOT NULL, search TEXT)")
+            conn.execute("CREATE TABLE IF NOT EXISTS status_plan_runs (position INTEGER PRIMARY KEY, id TEXT NOT NULL, "
+                         "label TEXT NOT NULL, axes TEXT NOT NULL)")
+            have = conn.execute("SELECT info, search FROM status_plan WHERE id = 1").fetchone()
+            if have is not None and tuple(have) == (info, search_text):
+                return True
+            conn.execute("DELETE FROM status_plan")
+            conn.execute("DELETE FROM status_plan_runs")
+            conn.executemany("INSERT INTO status_plan_runs (position, id, label, axes) VALUES (?, ?, ?, ?)", rows)
+            conn.execute("INSERT INTO status_plan (id, info, search) VALUES (1, ?, ?)", (info, search_text))
+            return True
+
+        return self._write(save)
+
+    @_timed
+    def status_plan(self) -> dict[str, Any] | None:
+        """The plan :meth:`save_status_plan` kept — ``key``, ``state``, ``study``, ``runs`` (how
+        many) and ``search`` (its summary, or None) —, or None when there is none (a store
+        written before it was kept, or by an older beyondbp)."""
+        if not (self._has_table("status_plan") and self._has_table("status_plan_runs")):
+            return None
+        row = self._conn.execute("SELECT info, search FROM status_plan WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        info = json.loads(row[0])
+        return {**info, "search": None if row[1] is None else json.loads(row[1])}
+
+    @_timed
+    def planned_ids(self) -> list[str]:
+        """The ids of the kept plan's runs, in its order."""
+        cursor = self._conn.execute("SELECT id FROM status_plan_runs ORDER BY position")
+        cursor.row_factory = None
+        return [r[0] for r in cursor]
+
+    @_timed
+    def planned_runs(self, positions: Iterable[int]) -> dict[int, tuple[str, dict[str, Any]]]:
+        """Position -> (label, axes) of the kept plan's runs at ``positions``."""
+        out = {}
+        for position in positions:
+            row = self._conn.execute("SELECT label, axes FROM status_plan_runs WHERE position = ?", (position,)).fetchone()
+            out[position] = (row[0], json.loads(row[1]))
         return out
 
     @_timed
