@@ -17,13 +17,16 @@ the start method of such workers (``forkserver``, started with SIGINT ignored; `
 there is none; never ``fork``, which is unsafe once torch has started threads),
 :func:`stop_pool` stops a process pool's workers at once, :func:`can_have_children` says whether
 this process may start any (a daemonic process, e.g. a ``multiprocessing.Pool`` worker, may not),
-and :func:`available_cores` counts the cores this process may use. A study's local executor
+and :func:`available_cores` counts the cores this process may use. :func:`check_main_guarded`
+refuses to start workers from the unguarded top level of a main script (each worker would run
+the script again as it starts). A study's local executor
 (:mod:`beyondbp.study.executors`) and a liquid run's feature workers
 (:mod:`beyondbp.training.liquid_pool`) both start their workers with :func:`worker_context`.
 """
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import os
 import select
@@ -33,8 +36,8 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Stopping", "Terminated", "available_cores", "can_have_children", "die_with", "exit_status", "stop_pool",
-           "worker_context"]
+__all__ = ["Stopping", "Terminated", "available_cores", "can_have_children", "check_main_guarded", "die_with",
+           "exit_status", "stop_pool", "worker_context"]
 
 #: The signals :class:`Stopping` turns into an exception.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -179,6 +182,64 @@ def _start_forkserver_without_sigint() -> None:
         forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(mains) == 1
+
+
+def _unguarded_main_line() -> tuple[str, int] | None:
+    """``(file, line)`` of the main script's top-level statement running now, when it is not
+    under ``if __name__ == "__main__":`` and a worker started now would run the script again
+    (the main module has a file); None otherwise, or when the script cannot be read."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__file__", None) is None:
+        return None  # interactive, ``python -c``: the workers have nothing to run again
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    try:
+        with open(filename, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), filename)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_guard(node.test) and node.body:
+            if node.body[0].lineno <= line <= (node.body[-1].end_lineno or node.body[-1].lineno):
+                return None
+    return filename, line
+
+
+def _guard_message(where: str) -> str:
+    return (f"beyondbp's worker processes run this program's main script again as they start, so the code that "
+            f"starts them must sit under `if __name__ == \"__main__\":`, which {where} does not")
+
+
+def check_main_guarded() -> None:
+    """Refuse (:class:`~beyondbp.errors.ConfigError`, one sentence) to start local worker
+    processes from the top level of a main script outside an ``if __name__ == "__main__":``
+    block: with the ``forkserver`` (or ``spawn``) start method every worker runs the main script
+    again as it starts, so an unguarded ``run_study(...)`` (or ``evolve(..., workers=2)``) would
+    start the study again inside each worker, which then dies with multiprocessing's traceback.
+    Called in the driver before anything is written, and in a worker that is running the main
+    script again (what reaches it when the driver's check could not read the script)."""
+    from .errors import ConfigError
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # a worker, running the script again
+        main = sys.modules.get("__main__")
+        raise ConfigError(_guard_message(f"the top level of {getattr(main, '__file__', None) or 'the main script'}"))
+    found = _unguarded_main_line()
+    if found is not None:
+        raise ConfigError(_guard_message(f"line {found[1]} of {found[0]}"))
 
 
 def worker_context(preload: list[str]) -> Any:

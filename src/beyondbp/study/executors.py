@@ -70,7 +70,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..interrupts import available_cores, die_with, stop_pool, worker_context
+from ..interrupts import available_cores, check_main_guarded, die_with, stop_pool, worker_context
 from .store import lease_token
 
 __all__ = ["EXECUTORS", "PRELOAD", "available_cores", "check_workers", "execute", "ray_options", "visible_gpus",
@@ -365,7 +365,8 @@ class _Ray:
 def check_workers(executor: str, workers: int, address: str | None = None) -> None:
     """Refuse (:class:`ConfigError`, one sentence) an unknown executor, a number of workers
     that is not a whole number of at least 1 or, on this machine, more than its cores, an
-    address without the ray executor, and the ray executor without Ray installed."""
+    address without the ray executor, the ray executor without Ray installed, and local workers
+    started from the unguarded top level of a main script (:func:`~beyondbp.interrupts.check_main_guarded`)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; it must be one of {', '.join(EXECUTORS)}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -377,6 +378,8 @@ def check_workers(executor: str, workers: int, address: str | None = None) -> No
         raise ConfigError("an address applies to the ray executor only; choose the ray executor or leave the address out")
     if executor == "ray":
         _import_ray()
+    else:
+        check_main_guarded()
 
 
 @contextmanager
