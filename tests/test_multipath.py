@@ -186,3 +186,17 @@ def test_gate_stops_a_run_whose_rule_moves_a_frozen_parameter_outside_the_optimi
         model.paths.b.fc1.weight.add_(1.0)  # as a Hebbian rule writing weights directly would
     with pytest.raises(ConfigError, match="outside the optimizer"):
         stepper.check("softhebb")
+
+
+def test_set_rewiring_during_a_deficit_is_refused_up_front_naming_set_not_the_rule():
+    """SET's prune-and-regrow would change the frozen pathway's weights outside the optimizer;
+    the run (and ``check``) refuses it before training, naming SET and what to do, not the rule."""
+    from beyondbp.training import check
+
+    config = _tiny(rule="backprop", sparsity="set", epsilon=2, zeta=0.3)
+    for attempt in (check, run):
+        with pytest.raises(ConfigError, match="zeta") as info:
+            attempt(config)
+        assert "sparsity 'set'" in str(info.value) and "rule 'backprop'" not in str(info.value)
+    static = run(config.replace(zeta=0.0))  # static sparse: no rewiring, the gate holds
+    assert static.status == "ok"

@@ -97,9 +97,19 @@ class _Gated:
                 )
 
 
-def make_gate(dataset: Any, model: nn.Module, owner: str) -> LearningGate | None:
+def make_gate(dataset: Any, model: nn.Module, owner: str, config: Any = None) -> LearningGate | None:
     """The run's gate when its data set freezes parameters at some step (``gated``), else None;
-    :class:`ConfigError` when a prefix names no parameter of ``model``."""
+    :class:`ConfigError` when a prefix names no parameter of ``model``, or when ``config`` asks
+    for SET sparsity that rewires (``zeta > 0``): its prune-and-regrow changes weights outside
+    the optimizer, the frozen ones included."""
     gated = tuple(getattr(dataset, "gated", ()) or ())
-    return LearningGate(model, gated, owner) if gated else None
+    if not gated:
+        return None
+    gate = LearningGate(model, gated, owner)
+    if config is not None and getattr(config, "sparsity", None) == "set" and (config.zeta or 0) > 0:
+        raise ConfigError(
+            f"sparsity 'set' with zeta={config.zeta} would rewire the parameters {owner} freezes "
+            f"({', '.join(map(repr, gated))}) while they are frozen; use zeta=0 (static sparse) or no sparsity"
+        )
+    return gate
 

@@ -198,7 +198,7 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
     belongs to another run."""
     setup = prepare(config, dataset, generate=False)
     try:
-        make_gate(setup.dataset, setup.model, f"data set {config.data!r}")
+        make_gate(setup.dataset, setup.model, f"data set {config.data!r}", config)
         if data_mod.is_scheduled(config.data):
             make_task(config, setup.dataset, setup.device)  # a schedule that does not fit the budget
         if config.init_from is not None:
@@ -508,7 +508,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     optimizer, init_record = start_optimizer(config, model, learner)
     task = make_task(config, setup.dataset, device)
     task.learner = learner
-    gate = make_gate(setup.dataset, model, f"data set {config.data!r}")
+    gate = make_gate(setup.dataset, model, f"data set {config.data!r}", config)
     scheduler = make_scheduler(config, optimizer, task.total_steps)
     control = setup.lr_control = make_lr_control(config, learner, task.num_classes)
     meter = _StepMeter(device, task.total_steps)
