@@ -200,3 +200,23 @@ def test_set_rewiring_during_a_deficit_is_refused_up_front_naming_set_not_the_ru
         assert "sparsity 'set'" in str(info.value) and "rule 'backprop'" not in str(info.value)
     static = run(config.replace(zeta=0.0))  # static sparse: no rewiring, the gate holds
     assert static.status == "ok"
+
+
+def test_static_set_under_the_gate_hooks_the_optimizer_once_and_keeps_pathway_b_still():
+    """The gate hands the rule a new wrapper at every frozen step; SET must hook the optimizer
+    itself once (not once per wrapper: hooks piling up, each step re-masking once per step so far)."""
+    from beyondbp.training.gate import make_gate
+    from beyondbp.training.warmstart import start_optimizer
+
+    config = _tiny(rule="backprop", sparsity="set", epsilon=2, zeta=0.0)
+    setup = prepare(config)
+    optimizer, _ = start_optimizer(config, setup.model, setup.learner)
+    gate = make_gate(setup.dataset, setup.model, "data set 'hierarchy'", config)
+    batch = setup.dataset.batch(0)
+    b = setup.model.paths.b.fc1.weight
+    for k in range(12):
+        stepper = gate.around(optimizer, ("paths.b",)) if 4 <= k < 8 else optimizer
+        before = b.detach().clone()
+        setup.learner.step(batch, stepper)
+        assert torch.equal(b, before) == (4 <= k < 8), k
+    assert len(optimizer._optimizer_step_pre_hooks) == 1 and len(optimizer._optimizer_step_post_hooks) == 1

@@ -255,6 +255,8 @@ class SparseLearner(Learner):
                     p.grad.mul_(layer.fmask.to(p.grad.dtype))
 
     def _hook_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        while not isinstance(optimizer, torch.optim.Optimizer) and getattr(optimizer, "_optimizer", None) is not None:
+            optimizer = optimizer._optimizer  # a run's one-step wrapper (lr control, learning gate): hook the optimizer
         self._optimizer = optimizer
         if any(o is optimizer for o in self._hooked):
             return
