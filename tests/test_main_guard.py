@@ -81,3 +81,30 @@ def test_worker_running_the_script_again_is_refused(monkeypatch):
     monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
     with pytest.raises(ConfigError, match=r'must sit under `if __name__ == "__main__":`, which the top level of '):
         check_main_guarded()
+
+
+def test_unguarded_dry_run_starts_no_worker_and_is_not_refused(tmp_path):
+    # `study run --dry-run` from a script: probes run in this process, no worker starts
+    (tmp_path / "tiny.toml").write_text(SPEC)
+    proc = _run(tmp_path, """\
+        from beyondbp.study.inspection import dry_run
+        from beyondbp.study.spec import load_spec
+
+        plan = dry_run(load_spec("tiny.toml"), "tiny.db", workers=1, probe=False)
+        print("to run", plan["to_run"])
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "to run 2"
+
+
+def test_a_guard_joined_with_and_is_a_guard(tmp_path):
+    proc = _run(tmp_path, """\
+        import sys
+        from beyondbp.interrupts import check_main_guarded
+
+        if __name__ == "__main__" and len(sys.argv) >= 1:
+            check_main_guarded()
+            print("ok")
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -362,11 +362,12 @@ class _Ray:
             self.ray.shutdown()
 
 
-def check_workers(executor: str, workers: int, address: str | None = None) -> None:
+def check_workers(executor: str, workers: int, address: str | None = None, *, starting: bool = True) -> None:
     """Refuse (:class:`ConfigError`, one sentence) an unknown executor, a number of workers
     that is not a whole number of at least 1 or, on this machine, more than its cores, an
     address without the ray executor, the ray executor without Ray installed, and local workers
-    started from the unguarded top level of a main script (:func:`~beyondbp.interrupts.check_main_guarded`)."""
+    started from the unguarded top level of a main script (:func:`~beyondbp.interrupts.check_main_guarded`;
+    not checked with ``starting=False``: a caller that starts no worker, such as a dry run)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; it must be one of {', '.join(EXECUTORS)}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -378,7 +379,7 @@ def check_workers(executor: str, workers: int, address: str | None = None) -> No
         raise ConfigError("an address applies to the ray executor only; choose the ray executor or leave the address out")
     if executor == "ray":
         _import_ray()
-    else:
+    elif starting:
         check_main_guarded()
 
 

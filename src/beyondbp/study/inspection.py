@@ -73,7 +73,7 @@ def dry_run(spec: Spec, store_path: str | os.PathLike | None = None, executor: s
     is the runs' sum divided by ``workers``, plus ``warmup``: what the first run in a fresh
     process pays once (imports, first kernels), measured by one warm-up probe. It holds for the
     machine's load at the time of the probe. Probes run in this process and write nothing."""
-    _check_arguments(spec, executor, workers, address)
+    _check_arguments(spec, executor, workers, address, starting=False)
     import torch
 
     from ..training import load_dataset

@@ -125,10 +125,10 @@ def _check_run_folders(store_path: Path, keep_models: bool) -> None:
 
 
 # -- the driver --------------------------------------------------------------------------------
-def _check_arguments(spec: Spec, executor: str, workers: int, address: str | None) -> None:
+def _check_arguments(spec: Spec, executor: str, workers: int, address: str | None, starting: bool = True) -> None:
     # each worker is a process (local, or a task of the Ray started here) running at least one
-    # torch thread: more of them than cores only slows every run down
-    check_workers(executor, workers, address)
+    # torch thread: more of them than cores only slows every run down; a dry run starts none
+    check_workers(executor, workers, address, starting=starting)
     check_count(workers, "number of workers")
     device = str(spec.execution.get("device") or "cpu")
     if executor == "ray" and device.startswith("cuda:"):
