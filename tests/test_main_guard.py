@@ -108,3 +108,22 @@ def test_a_guard_joined_with_and_is_a_guard(tmp_path):
         """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_a_package_run_with_python_m_is_not_run_again_by_the_workers_so_not_refused(tmp_path):
+    # multiprocessing never runs a package's __main__ again in a worker (`python -m pkg`)
+    (tmp_path / "tiny.toml").write_text(SPEC)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "__init__.py").write_text("")
+    (tmp_path / "exp" / "__main__.py").write_text(textwrap.dedent("""\
+        print("script started", flush=True)
+        from beyondbp.study.runner import run_study
+        from beyondbp.study.spec import load_spec
+
+        summary = run_study(load_spec("tiny.toml"), "tiny.db", workers=1)
+        print("done", summary["counts"]["done"])
+        """))
+    proc = subprocess.run([sys.executable, "-m", "exp"], cwd=tmp_path, env={**ENV, "PYTHONPATH": f"{SRC}:{tmp_path}"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["script started", "done 2"]

@@ -203,6 +203,9 @@ def _unguarded_main_line() -> tuple[str, int] | None:
     main = sys.modules.get("__main__")
     if main is None or getattr(main, "__file__", None) is None:
         return None  # interactive, ``python -c``: the workers have nothing to run again
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if name == "__main__" or name.endswith(".__main__"):
+        return None  # ``python -m package``: multiprocessing never runs a package's __main__ again
     frame = sys._getframe(1)
     while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
         frame = frame.f_back
