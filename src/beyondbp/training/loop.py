@@ -133,12 +133,9 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 def load_dataset(config: RunConfig) -> data_mod.Dataset:
     """The run's data set (its seed the run's when it follows the run's), cut to ``n_train`` /
-    ``n_test`` samples when asked. A batch size larger than the whole training split is refused
-    (one sentence); a batch larger than an ``n_train`` subset is that subset."""
+    ``n_test`` samples when asked. A batch larger than the training split (or the ``n_train``
+    subset) is the whole split: a tiny data set trains at the default batch size."""
     ds = data_mod.load(config.data, config.data_dir, **effective_data_options(config))
-    if isinstance(ds, data_mod.Dataset) and config.batch_size > ds.num_train:
-        raise ConfigError(f"invalid batch_size {config.batch_size}: it must be at most {ds.num_train}, the training "
-                          f"samples of {config.data!r}")
     if config.n_train is not None or config.n_test is not None:
         ds = ds.subset(config.n_train, config.n_test)
     return ds
