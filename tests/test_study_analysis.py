@@ -248,14 +248,21 @@ def test_degenerate_or_failing_fits_give_reasons(monkeypatch):
     assert "extrapolated" not in v and v["extrapolated_sentence"].startswith("Not extrapolated beyond")
     json.dumps(a, allow_nan=False)
 
-    def fails(*args, **kwargs):
-        raise ValueError("math domain error")
+    # Python's own words for a failed evaluation ("math domain error", "math range error") are
+    # turned into what they mean for the law; any other message is passed on as it is
+    for exc, said in ((ValueError("math domain error"), "left the range where the law is defined (math domain error)"),
+                      (OverflowError("math range error"), "values too large to evaluate (overflow)"),
+                      (ValueError("no finite start"), "no finite start")):
+        def fails(*args, exc=exc, **kwargs):
+            raise exc
 
-    monkeypatch.setattr(analysis_mod, "fit_loss_law", fails)
-    monkeypatch.setattr(analysis_mod, "fit_frontier", fails)
-    a = judge_study(study(LAWS["B"]), n_bootstrap=10).to_dict()
-    assert a["fits"]["rule"]["loss_law"]["reason"] == "the L(N, D) fit failed: math domain error"
-    assert a["fits"]["rule"]["frontier"]["reason"] == "the frontier fit failed: math domain error"
+        monkeypatch.setattr(analysis_mod, "fit_loss_law", fails)
+        monkeypatch.setattr(analysis_mod, "fit_frontier", fails)
+        a = judge_study(study(LAWS["B"]), n_bootstrap=10).to_dict()
+        assert a["fits"]["rule"]["loss_law"]["reason"].startswith("the L(N, D) fit failed: ")
+        assert said in a["fits"]["rule"]["loss_law"]["reason"]
+        assert a["fits"]["rule"]["frontier"]["reason"].startswith("the frontier fit failed: ")
+        assert said in a["fits"]["rule"]["frontier"]["reason"]
 
 
 def test_bad_arguments():

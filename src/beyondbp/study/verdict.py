@@ -202,7 +202,7 @@ def _fit_frontier(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
         by_seed = len(seeds) >= 2
         iv = bootstrap_frontier(fc, fl, n_resamples=n_bootstrap, groups=fg if by_seed else None, level=level, seed=seed, fit=fit)
     except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-        return FrontierResult(points, len(seeds), fitted=False, reason=f"the frontier fit failed: {exc}"), None
+        return FrontierResult(points, len(seeds), fitted=False, reason=f"the frontier fit failed: {_why_failed(exc)}"), None
     lo, hi = min(fc), max(fc)
     grid = np.geomspace(lo, hi * extrapolate, CURVE_POINTS) if hi > lo else np.array([lo])
     med, low, high = _curve_band(_frontier_samples(iv.samples, grid), level)
@@ -281,6 +281,18 @@ def _loss_law_prediction(N: list[float], D: list[float], L: list[float], seeds: 
     return predictive_check(held, observed, fit.predict(out_n, out_d), samples, level=level)
 
 
+def _why_failed(exc: BaseException) -> str:
+    """A fit's failure in words a reader can act on (Python's own are "math range error" and
+    "math domain error")."""
+    if isinstance(exc, OverflowError):
+        return ("a coefficient or exponent ran off to values too large to evaluate (overflow), so the points do not "
+                "pin down the law")
+    if isinstance(exc, ValueError) and str(exc) == "math domain error":
+        return ("a coefficient or exponent left the range where the law is defined (math domain error), so the points "
+                "do not pin down the law")
+    return str(exc)
+
+
 def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level: float, starts: Any) -> LossLawResult:
     pairs = {(p["N"], p["D"]) for p in pts}
     ns, ds = {p["N"] for p in pts}, {p["D"] for p in pts}
@@ -303,7 +315,7 @@ def _fit_loss_law(pts: list[dict[str, Any]], n_bootstrap: int, seed: int, level:
                 "pin down every term of the law (for example when the loss depends on N × D only)"))  # fmt: skip
         iv = bootstrap(N, D, L, n_resamples=n_bootstrap, groups=seeds if by_seed else None, level=level, seed=seed, fit=fit)
     except (BeyondBPError, ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-        return LossLawResult(fitted=False, reason=f"the L(N, D) fit failed: {exc}")
+        return LossLawResult(fitted=False, reason=f"the L(N, D) fit failed: {_why_failed(exc)}")
     ident = identify(fit, variables={"N": N, "D": D}, losses=L, intervals=iv)
     pred = _loss_law_prediction(N, D, L, seeds, n_bootstrap, seed, level, starts)
     return LossLawResult(
