@@ -256,6 +256,20 @@ def test_the_best_rate_is_ranked_on_the_seeds_every_rate_has():
     (row,), _, kept = best_lr_table(points, [])
     assert row.best_lr == 0.01 and row.n_seeds == 3 and kept == {0, 1, 2}
     assert row.mean_loss == pytest.approx((1.0 + 1.5 + 1.6) / 3)
+    # what the report shows for each rate is the mean the rank rests on (seed 0), and it says so
+    assert row.ranked_seeds == ("0",)
+    assert {x.lr: (x.ranked_loss, x.n_seeds) for x in row.mean_loss_by_lr} == {0.01: (1.0, 3), 0.1: (1.2, 1)}
+    assert list(row.to_dict()["ranked_seeds"]) == ["0"]
+    from beyondbp.reporting.study_page import best_lr_blocks, markdown_page
+
+    text = markdown_page(best_lr_blocks([row]))
+    assert "0.01: 1, 0.1: 1.2 (on seed 0)" in text and "which is what ranks the rates" in text
+    # a cell whose rates all have the same seeds shows plain means and no note
+    even = [point(0, 0.01, 0, 1.0), point(1, 0.01, 1, 1.5), point(2, 0.1, 0, 1.2), point(3, 0.1, 1, 1.4)]
+    (row,), _, _ = best_lr_table(even, [])
+    assert row.ranked_seeds is None and "ranked_seeds" not in row.to_dict()
+    text = markdown_page(best_lr_blocks([row]))
+    assert "0.01: 1.25, 0.1: 1.3" in text and "(on seed" not in text and "which is what ranks" not in text
 
 
 def test_search_is_deterministic_across_an_interruption(tmp_path, fake):

@@ -170,6 +170,32 @@ def _representation_blocks(result: Mapping[str, Any], figures: Mapping[str, byte
     return out
 
 
+def best_lr_blocks(table: Sequence[Any]) -> list[tuple]:
+    """The best-LR table's blocks: a row per cell, each rate's mean over the seeds every rate of
+    the cell has (what ranks them, named where some rate has more seeds) and a note saying so."""
+    out: list[tuple] = []
+    if table:
+        body = []
+        for r in table:
+            shown = [x for x in r.mean_loss_by_lr if x.lr is not None]
+            tried = ", ".join(f"{x.lr:g}: {x.mean_loss if x.ranked_loss is None else x.ranked_loss:.4g}"
+                              + (f" ({x.n_diverged} diverged)" if x.n_diverged else "") for x in shown)  # fmt: skip
+            if r.ranked_seeds:
+                tried += f" (on seed{'s' if len(r.ranked_seeds) > 1 else ''} {', '.join(r.ranked_seeds)})"
+            edge = f"at the {r.edge} edge" if r.edge else ("single LR" if not r.selected else "")
+            edge = "; ".join(x for x in (r.search, edge) if x)  # the search's cell state, with [search]
+            body.append([r.label, _short(r.axes) or "—", _g(r.N), _g(r.D), fmt_compute(r.C),
+                         _g(r.best_lr), f"{r.mean_loss:.4f}", str(r.n_seeds), tried, edge])  # fmt: skip
+        out.append(("table", ["label", "other axes", "N", "D", "C (FLOPs)", "best lr", "mean loss", "seeds", "mean loss by lr", "warning"], body))
+        if any(r.ranked_seeds for r in table):
+            out.append(("p", "Mean loss: the best rate's mean over all its seeds. Mean loss by lr: each rate's mean over "
+                             "the seeds every rate of the cell has (named in brackets where some rate has more, e.g. the "
+                             "seeds added at the best rate only), which is what ranks the rates."))
+    else:
+        out.append(("p", "No finished runs."))
+    return out
+
+
 def page_blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: StudyVerdicts, figures: Mapping[str, bytes],
             representations: tuple[Mapping[str, Any], Mapping[str, bytes]] | None = None,
             rising: Sequence[LateRise] = ()) -> list[tuple]:
@@ -222,19 +248,7 @@ def page_blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Study
                          "at most 2% of the observed loss. Only a law that passes is used for extrapolation."))
 
     out.append(("h2", "Best learning rate per size and budget"))
-    table = analysis.best_lr
-    if table:
-        body = []
-        for r in table:
-            tried = ", ".join(f"{x.lr:g}: {x.mean_loss:.4g}" + (f" ({x.n_diverged} diverged)" if x.n_diverged else "")
-                              for x in r.mean_loss_by_lr if x.lr is not None)  # fmt: skip
-            edge = f"at the {r.edge} edge" if r.edge else ("single LR" if not r.selected else "")
-            edge = "; ".join(x for x in (r.search, edge) if x)  # the search's cell state, with [search]
-            body.append([r.label, _short(r.axes) or "—", _g(r.N), _g(r.D), fmt_compute(r.C),
-                         _g(r.best_lr), f"{r.mean_loss:.4f}", str(r.n_seeds), tried, edge])  # fmt: skip
-        out.append(("table", ["label", "other axes", "N", "D", "C (FLOPs)", "best lr", "mean loss", "seeds", "mean loss by lr", "warning"], body))
-    else:
-        out.append(("p", "No finished runs."))
+    out.extend(best_lr_blocks(analysis.best_lr))
 
     out.append(("h2", "L(N, D) iso-loss contours"))
     if "loss_law.png" in figures:

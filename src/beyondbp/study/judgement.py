@@ -135,15 +135,21 @@ class ExcludedRun:
 # -- best learning rate -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LRLoss:
-    """One learning rate of a best-LR group: its mean-over-seeds final loss."""
+    """One learning rate of a best-LR group: its mean-over-seeds final loss (``mean_loss``, over
+    its ``n_seeds`` seeds) and the mean its rank rests on (``ranked_loss``: over the seeds every
+    rate of the group has, :attr:`BestLR.ranked_seeds`; the same number when no rate has more, and
+    then left out of :meth:`to_dict`)."""
 
     lr: float | None
     mean_loss: float
     n_seeds: int
     n_diverged: int
+    ranked_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _json({"lr": self.lr, "mean_loss": self.mean_loss, "n_seeds": self.n_seeds, "n_diverged": self.n_diverged})
+        ranked = {} if self.ranked_loss is None or self.ranked_loss == self.mean_loss else {"ranked_loss": self.ranked_loss}
+        return _json({"lr": self.lr, "mean_loss": self.mean_loss, "n_seeds": self.n_seeds, "n_diverged": self.n_diverged,
+                      **ranked})
 
 
 @dataclass(frozen=True)
@@ -165,12 +171,16 @@ class BestLR:
     edge: str | None
     selected: bool
     search: str | None = None
+    #: The seeds the rates were ranked on when some rate has more seeds than others (e.g. the
+    #: best rate's added seeds under ``[search] lr.seeds``); None when every rate has the same.
+    ranked_seeds: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _json({"label": self.label, "axes": self.axes, "N": self.N, "D": self.D, "C": self.C,
                       "best_lr": self.best_lr, "mean_loss": self.mean_loss, "n_seeds": self.n_seeds,
                       "lr_grid": self.lr_grid, "mean_loss_by_lr": self.mean_loss_by_lr, "edge": self.edge,
-                      "selected": self.selected, **({"search": self.search} if self.search else {})})
+                      "selected": self.selected, **({"search": self.search} if self.search else {}),
+                      **({"ranked_seeds": self.ranked_seeds} if self.ranked_seeds else {})})
 
 
 # -- fits ---------------------------------------------------------------------------------------

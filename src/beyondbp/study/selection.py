@@ -119,11 +119,12 @@ def best_lr_table(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]
         by_lr = groups[key]
         grid = sorted({lr for lr in by_lr if lr is not None} | {lr for (l, a, lr) in blown if (l, a) == key and lr is not None})
         common = _common_seeds(by_lr)
-        ranked = sorted(
-            by_lr.items(),
-            key=lambda item: (blown[(*key, item[0])] > 0,
-                              float(np.mean([p["loss"] for p in item[1] if common is None or str(p["seed"]) in common]))),
-        )
+
+        def ranked_mean(runs: list[dict[str, Any]]) -> float:
+            return float(np.mean([p["loss"] for p in runs if common is None or str(p["seed"]) in common]))
+
+        ranked = sorted(by_lr.items(), key=lambda item: (blown[(*key, item[0])] > 0, ranked_mean(item[1])))
+        uneven = common is not None and any({str(p["seed"]) for p in rs} != common for rs in by_lr.values())
         best_lr, runs = ranked[0]
         for p in runs:
             kept.add(p["index"])
@@ -154,11 +155,12 @@ def best_lr_table(points: list[dict[str, Any]], diverged: list[Mapping[str, Any]
             lr_grid=tuple(grid),
             mean_loss_by_lr=tuple(
                 LRLoss(lr=lr, mean_loss=float(np.mean([p["loss"] for p in rs])), n_seeds=len(rs),
-                       n_diverged=blown[(*key, lr)])
+                       n_diverged=blown[(*key, lr)], ranked_loss=ranked_mean(rs))
                 for lr, rs in sorted(by_lr.items(), key=lambda it: (it[0] is None, it[0] or 0.0))
             ),
             edge=edge,
             selected=len(grid) > 1,
+            ranked_seeds=tuple(sorted(common)) if uneven and common else None,
         ))  # fmt: skip
     return rows, warnings, kept
 
