@@ -27,11 +27,11 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from spec_scale import cli_status  # bench/ is the script's folder, first on sys.path
 
 from beyondbp.study import search as search_mod
 from beyondbp.study.inspection import study_status
@@ -124,22 +124,6 @@ def best(fn, repeat: int):
 
 def show(t: tuple[float, float]) -> str:
     return f"{t[0]:.2f} s (CPU {t[1]:.2f} s)"
-
-
-def cli_status(spec_path: Path, store_path: Path, what: str) -> str:
-    """``beyondbp study status`` in a fresh process: its wall and CPU time printed, its output returned."""
-    env = {**os.environ, "COLUMNS": "120"}
-    before = os.times()
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "beyondbp", "study", "status", str(spec_path), "--store", str(store_path)],
-                          capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    after = os.times()
-    cpu = after.children_user + after.children_system - before.children_user - before.children_system
-    print(f"beyondbp study status ({what}): {wall:.2f} s (CPU {cpu:.2f} s), exit {done.returncode}")
-    if done.returncode:
-        print(done.stderr)
-    return done.stdout + done.stderr
 
 
 def main() -> None:
