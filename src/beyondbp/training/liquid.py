@@ -53,7 +53,12 @@ options (not the readout's), the liquid rule and its options (not ``readout_rule
 ``readout_options``, ``predict_seed``; ``None`` for a fixed liquid, so every readout rule on a
 fixed liquid shares one entry), the run's seed, the data set's name, options and a fingerprint
 of its samples, and the beyondbp and torch versions. A run that finds its entry loads it and
-trains exactly as the run that wrote it; an unreadable entry is regenerated.
+trains exactly as the run that wrote it; an unreadable entry is regenerated. An entry holds the
+raw spike counts (``counts_train``, ``counts_test``), ``weight`` (W_INI), ``measurements``,
+``init_images``, ``seconds``, ``workers`` and, in entries written since 2026-12-07, the labels
+(``labels_train``, ``labels_test``) and a ``stimuli`` record (data set, its options, the samples'
+fingerprint and the test samples' alone, split sizes, run seed, ``rate_max``, ``duration``,
+``feature_batch``): what :func:`beyondbp.training.liquid_features.load_features` reads back.
 
 Departures (their reasons): the readout's features are divided by the training set's maximum,
 not each readout batch's, so that a sample's features do not depend on its batch; the readout's
@@ -90,7 +95,7 @@ from .liquid_pool import FeaturePool, batch_counts, feature_workers
 from .liquid_pool import derive as _derive
 
 __all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeatureStage", "cache_root", "feature_stage", "has_liquid",
-           "is_liquid_model"]
+           "is_liquid_model", "read_entry", "samples_digest"]
 
 #: Version of the cache files' layout (part of the key).
 FEATURE_FORMAT = 1
@@ -179,14 +184,20 @@ def _check_data(config: RunConfig, ds: data_mod.Dataset) -> None:
         )
 
 
-def _key(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, x_train: Tensor, x_test: Tensor) -> str:
+def samples_digest(*xs: Tensor) -> str:
+    """A fingerprint (sha256) of sample tensors: their shapes and bytes, in order."""
+    digest = hashlib.sha256()
+    for x in xs:
+        digest.update(str(tuple(x.shape)).encode())
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _key(config: RunConfig, plastic: rules_mod.Rule | None, x_train: Tensor, x_test: Tensor) -> tuple[str, str]:
+    """The cache key and the fingerprint of the samples (part of it)."""
     from .._version import __version__
 
     identity = config.identity()
-    digest = hashlib.sha256()
-    for x in (x_train, x_test):
-        digest.update(str(tuple(x.shape)).encode())
-        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
     what = {
         "format": FEATURE_FORMAT, "beyondbp": __version__, "torch": torch.__version__,
         "model": config.model,
@@ -195,10 +206,10 @@ def _key(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, x_
         "rule_options": ({k: v for k, v in identity["rule_options"].items() if k not in _NOT_FEATURES}
                          if plastic is not None else None),
         "seed": config.seed, "data": config.data, "data_options": identity["data_options"],
-        "samples": digest.hexdigest(),
+        "samples": samples_digest(x_train, x_test),
     }
     text = json.dumps(plain(what), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return hashlib.sha256(text.encode()).hexdigest()[:24], what["samples"]
 
 
 def _counts(out: list[Tensor], n: int, duration: int) -> Tensor:
@@ -271,19 +282,31 @@ def _generate(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Modul
     }
 
 
-def _read(path: Path, model: nn.Module, n_train: int, n_test: int) -> dict[str, Any] | None:
-    """The cache entry at ``path``, or None when absent or unusable."""
+def read_entry(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The cache entry stored at ``path`` (the dict :func:`feature_stage` writes, layout
+    :data:`FEATURE_FORMAT`), or None when the file is absent, unreadable or of another layout."""
+    path = Path(path)
     if not path.is_file():
         return None
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
-        n = model.liquid.n
-        ok = (entry["format"] == FEATURE_FORMAT and tuple(entry["counts_train"].shape) == (n_train, n)
-              and tuple(entry["counts_test"].shape) == (n_test, n)
-              and tuple(entry["weight"].shape) == tuple(model.liquid.weight.shape))
-        return entry if ok else None
-    except Exception:  # noqa: BLE001 - any unreadable entry is regenerated
+    except Exception:  # noqa: BLE001 - any unreadable entry counts as absent
         return None
+    return entry if isinstance(entry, dict) and entry.get("format") == FEATURE_FORMAT else None
+
+
+def _read(path: Path, model: nn.Module, n_train: int, n_test: int) -> dict[str, Any] | None:
+    """The cache entry at ``path`` if it fits ``model`` and the split sizes, else None."""
+    entry = read_entry(path)
+    if entry is None:
+        return None
+    try:
+        n = model.liquid.n
+        ok = (tuple(entry["counts_train"].shape) == (n_train, n) and tuple(entry["counts_test"].shape) == (n_test, n)
+              and tuple(entry["weight"].shape) == tuple(model.liquid.weight.shape))
+    except (KeyError, AttributeError, TypeError):
+        return None
+    return entry if ok else None
 
 
 def _features(counts: Tensor, kind: str, scale: float | None = None) -> tuple[Tensor, float]:
@@ -295,6 +318,46 @@ def _features(counts: Tensor, kind: str, scale: float | None = None) -> tuple[Te
         scale = float(f.max().clamp_min(1e-12)) if scale is None else scale
         return f / scale, scale
     return f, 1.0
+
+
+@dataclass
+class _Place:
+    """Where a run's features live and the firing probabilities they come from."""
+
+    p_train: Tensor
+    p_test: Tensor
+    rate_max: float
+    key: str
+    samples: str
+    path: Path
+
+
+def _locate(config: RunConfig, plastic: rules_mod.Rule | None, ds: data_mod.Dataset, model: nn.Module) -> _Place:
+    """The input firing probabilities of the run's images and its cache entry's key and path."""
+    x_train = _intensities(ds, ds.x_train, config.data)
+    x_test = _intensities(ds, ds.x_test, config.data)
+    r_train = x_train / x_train.sum(1, keepdim=True).clamp_min(1e-12)
+    r_test = x_test / x_test.sum(1, keepdim=True).clamp_min(1e-12)
+    rate_max = model.opts.rate_max
+    if rate_max is None:
+        rate_max = max(float(r.max()) if r.numel() else 0.0 for r in (r_train, r_test)) or 1.0
+    p_train, p_test = (r_train / rate_max).clamp(0, 1), (r_test / rate_max).clamp(0, 1)
+    key, samples = _key(config, plastic, ds.x_train, ds.x_test)
+    return _Place(p_train, p_test, float(rate_max), key, samples, cache_root(config) / f"{key}.pt")
+
+
+def _stimuli(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, place: _Place) -> dict[str, Any]:
+    """What a new entry records of its stimuli besides the features (read by
+    :mod:`beyondbp.training.liquid_features`; the run loop ignores it)."""
+    opts = model.opts
+    stimuli = {
+        "data": config.data, "data_options": config.identity()["data_options"], "samples": place.samples,
+        "test_samples": samples_digest(ds.x_test),
+        "n_train": len(place.p_train), "n_test": len(place.p_test), "seed": config.seed,
+        "rate_max": place.rate_max, "duration": int(opts.duration), "feature_batch": int(opts.feature_batch),
+    }
+    return {"labels_train": ds.y_train.detach().cpu().clone(), "labels_test": ds.y_test.detach().cpu().clone(),
+            "stimuli": plain(stimuli)}
 
 
 def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, device: torch.device, *,
@@ -312,16 +375,8 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
     readout_rule.check_model(model.readout)
     if not generate:
         return FeatureStage(ds, model.readout, readout_rule)
-    x_train = _intensities(ds, ds.x_train, config.data)
-    x_test = _intensities(ds, ds.x_test, config.data)
-    r_train = x_train / x_train.sum(1, keepdim=True).clamp_min(1e-12)
-    r_test = x_test / x_test.sum(1, keepdim=True).clamp_min(1e-12)
-    rate_max = model.opts.rate_max
-    if rate_max is None:
-        rate_max = max(float(r.max()) if r.numel() else 0.0 for r in (r_train, r_test)) or 1.0
-    p_train, p_test = (r_train / rate_max).clamp(0, 1), (r_test / rate_max).clamp(0, 1)
-    key = _key(config, plastic, model, ds.x_train, ds.x_test)
-    path = cache_root(config) / f"{key}.pt"
+    place = _locate(config, plastic, ds, model)
+    p_train, p_test, rate_max, key, path = place.p_train, place.p_test, place.rate_max, place.key, place.path
     entry = _read(path, model, len(p_train), len(p_test))
     cached = entry is not None
     if entry is None:
@@ -330,6 +385,7 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
             entry = _generate(config, plastic, model, p_train, p_test)
         finally:
             model.liquid.input_seed = saved_seed
+        entry.update(_stimuli(config, ds, model, place))
         try:
             files.atomic_write_bytes(path, lambda fh: torch.save(entry, fh))
         except OSError as exc:
