@@ -120,6 +120,7 @@ def continual(
     and FWT, and write the accuracy matrices (results.json, table.md, matrix.png)."""
     from ..continual import METHODS, build_sequence, make_method, parse_tasks, run_method
     from ..continual.methods import build_model, check_budget, default_model_options
+    from ..reporting.continual import grouped_notes
 
     family, n_tasks, setting = parse_tasks(tasks)
     method_names = _continual_list(methods, "--methods", list(METHODS))
@@ -186,6 +187,8 @@ def continual(
         table.add_row(method_cell, res["rule"], cell(res["acc"]), cell(res["bwt"]), cell(res["fwt"]),
                       f"{res['seconds']:.0f}")
     console.print(table)
+    for note, pairs in grouped_notes(results):
+        console.print(f"note ({', '.join(pairs)}): {note}", markup=False, highlight=False)
     console.print(f"written: {', '.join(str(p) for p in written)}")
     _exit_if_continual_diverged(results)
 

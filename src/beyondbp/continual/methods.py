@@ -65,6 +65,10 @@ step's loss, log(classes)) stops the method's training; the result says ``"diver
 with ``diverged_at_task`` (None for ``multitask``) and ``diverged_at_step`` (optimizer steps),
 and the rows of the accuracy matrix from that task on are left unmeasured (NaN). ``beyondbp
 continual`` then exits with status 3 once every other method/rule pair has run.
+
+The result's ``notes`` lists sentences the reader should know: task 0 barely learnt
+(:func:`~beyondbp.continual.metrics.first_task_note`: no method acts on task 0, so the recipe is
+the cause) and GPM's bases spanning ≥ 90 % of a layer's inputs before the last task (:meth:`GPM.notes`).
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ from torch import Tensor, nn
 from beyondbp import models as models_mod
 from beyondbp import options as options_mod
 from beyondbp import rules as rules_mod
-from beyondbp.continual.metrics import summary
+from beyondbp.continual.metrics import first_task_note, summary
 from beyondbp.continual.projection import (
     GradientProjector,
     HebbianSubspace,
@@ -167,6 +171,10 @@ class Method:
 
     def close(self) -> None:
         pass
+
+    def notes(self, n_tasks: int) -> list[str]:
+        """Sentences about this run the reader should know (e.g. GPM's bases filling a layer)."""
+        return []
 
 
 class Finetune(Method):
@@ -262,6 +270,7 @@ class GPM(_Projection):
     def setup(self, model: nn.Module, learner: Any, seq: TaskSequence, seed: int) -> None:
         super().setup(model, learner, seq, seed)
         self.U = {name: torch.zeros(input_dim(m), 0) for name, m in self.layers.items()}
+        self.history: list[dict[str, int]] = []  # basis sizes after each task
 
     def before_step(self) -> None:
         self.projector.project()
@@ -284,10 +293,26 @@ class GPM(_Projection):
             self.U[name] = gpm_extend(self.U[name], self.recorder.rows[name].T, th)
             self.projector.set_basis(name, self.U[name].T.contiguous())
         self.recorder.clear()
+        self.history.append(self.sizes())
 
     def sizes(self) -> dict[str, int]:
         return {n: int(u.shape[1]) for n, u in self.U.items()}
 
+    def notes(self, n_tasks: int) -> list[str]:
+        """The first task after which, with tasks still to come, a layer's bases span ≥ 90 % of
+        its input directions: later tasks may change that layer only in the few left."""
+        for t, sizes in enumerate(self.history[: n_tasks - 1]):
+            full = [f"{k} of {name}'s {self.U[name].shape[0]}" for name, k in sizes.items()
+                    if k >= FULL_BASIS * self.U[name].shape[0]]
+            if full:
+                return [f"after task {t} the GPM bases span {', '.join(full)} input directions: the later "
+                        f"tasks can change those layers only in the few left and learn little (the paper's "
+                        f"thresholds on narrow layers); lower threshold / threshold_first or widen the layers"]
+        return []
+
+
+#: GPM's note: a layer's bases span at least this fraction of its input directions
+FULL_BASIS = 0.9
 
 #: The official permuted-MNIST schedule (first, hidden, last layer) and their layer widths.
 HLOP_FIRST = (80, 200, 100)
@@ -562,6 +587,7 @@ def run_method(
         R = [[math.nan] * n for _ in range(n)]
         params = learner.optimizer_parameters()
         watch = _DivergenceWatch(seq.num_classes)
+        steps = 0
         if meth.sequential:
             for t, task in enumerate(seq.tasks):
                 meth.begin_task(t)
@@ -638,9 +664,14 @@ def run_method(
         "batch_size": batch_size,
         "lr": lr,
         "diverged": watch.at is not None,
+        "steps_per_task": steps if meth.sequential else None,
     }
     if watch.at is not None:
         result["diverged_at_task"], result["diverged_at_step"] = watch.at
     if hasattr(meth, "sizes"):
         result["subspace_sizes"] = meth.sizes()
+    t0 = seq.tasks[0]
+    chance = 100.0 / (len(t0.classes) if seq.masked and t0.classes else seq.num_classes)
+    first = first_task_note(R, chance, steps if meth.sequential else None)
+    result["notes"] = ([first] if first else []) + meth.notes(n)
     return result

@@ -12,6 +12,11 @@ the accuracy of the untrained (randomly initialised) network on task ``j``. With
 These are the definitions of "Gradient Episodic Memory for Continual Learning" (Lopez-Paz,
 Ranzato 2017), in percentage points. A method that has no sequential history (multitask joint
 training) only has a last row: its BWT and FWT are None.
+
+:func:`first_task_note` reads the matrix for a run whose network learnt little on its first task
+(``R[0, 0]`` below ``chance + LEARNT_LITTLE · (100 − chance)``: 23.5 % for ten classes). No method
+acts on task 0 (GPM and HLOP have nothing stored yet, EWC no anchor), so then the recipe —
+steps, learning rate, width, rule — is the cause, not the method, and ACC/BWT compare little.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["acc", "bwt", "fwt", "summary"]
+__all__ = ["LEARNT_LITTLE", "acc", "bwt", "first_task_note", "fwt", "summary"]
+
+#: task 0 counts as barely learnt below chance + LEARNT_LITTLE · (100 − chance) percent
+LEARNT_LITTLE = 0.15
 
 
 def _matrix(R: Any) -> np.ndarray:
@@ -59,3 +67,16 @@ def fwt(R: Any, b: Sequence[float] | None) -> float | None:
 
 def summary(R: Any, b: Sequence[float] | None) -> dict[str, float | None]:
     return {"acc": acc(R), "bwt": bwt(R), "fwt": fwt(R, b)}
+
+
+def first_task_note(R: Any, chance: float, steps_per_task: int | None = None) -> str | None:
+    """One sentence when ``R[0, 0]`` (task 0 just after training it) is below ``chance +
+    LEARNT_LITTLE · (100 − chance)``; None otherwise, and when it was not measured."""
+    m = _matrix(R)
+    first = float(m[0, 0])
+    if math.isnan(first) or first >= chance + LEARNT_LITTLE * (100.0 - chance):
+        return None
+    steps = f" in {steps_per_task} optimizer steps" if steps_per_task else ""
+    return (f"task 0 reached only {first:.1f} % just after training{steps} (chance: {chance:.1f} %); no method "
+            f"acts on task 0, so the training recipe learnt little and ACC / BWT compare little: train longer "
+            f"(more epochs per task), with a larger learning rate or a wider model")

@@ -11,7 +11,7 @@ import numpy as np
 
 from .ticks import tidy_axes
 
-__all__ = ["markdown_table", "plot_matrices"]
+__all__ = ["grouped_notes", "markdown_table", "plot_matrices"]
 
 
 def _fmt(v: float | None) -> str:
@@ -27,8 +27,19 @@ def _method_label(r: dict[str, Any]) -> str:
     return str(r["method"])
 
 
+def grouped_notes(results: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Each distinct note of the results' ``notes`` once, with the ``method/rule`` pairs it is
+    about (in order of appearance: every sequential method under a rule shares task 0's note)."""
+    out: dict[str, list[str]] = {}
+    for r in results:
+        for note in r.get("notes", []):
+            out.setdefault(note, []).append(f"{r['method']}/{r['rule']}")
+    return list(out.items())
+
+
 def markdown_table(results: Sequence[dict[str, Any]], title: str) -> str:
-    """One row per result: method, rule, ACC, BWT, FWT, seconds; then each accuracy matrix."""
+    """One row per result: method, rule, ACC, BWT, FWT, seconds; then each accuracy matrix, then
+    the results' ``notes`` (if any)."""
     lines = [f"# {title}", "", "| method | rule | ACC (%) | BWT (pts) | FWT (pts) | seconds |",
              "|---|---|---:|---:|---:|---:|"]
     for r in results:
@@ -42,6 +53,9 @@ def markdown_table(results: Sequence[dict[str, Any]], title: str) -> str:
                   "|---" * (n + 1) + "|"]
         for i in range(n):
             lines.append(f"| {i} | " + " | ".join("" if math.isnan(v) else f"{v:.1f}" for v in R[i]) + " |")
+    notes = [f"* {', '.join(pairs)}: {note}" for note, pairs in grouped_notes(results)]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
 
 
