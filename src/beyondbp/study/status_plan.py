@@ -25,7 +25,6 @@ torch nor the spec's registries; ``status`` never writes the store.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sqlite3
 from pathlib import Path
@@ -35,7 +34,7 @@ from .._version import __version__
 from ..errors import ConfigError
 from .store import STATUSES, Store
 
-__all__ = ["plain_status", "quick_status", "spec_key", "status_of"]
+__all__ = ["quick_status", "spec_key", "status_of"]
 
 #: Changes whenever what is kept, or how it is keyed, changes.
 PLAN_FORMAT = "beyondbp-status-plan 1"
@@ -162,14 +161,3 @@ def quick_status(spec_path: str | os.PathLike, store_path: str | os.PathLike | N
     except (ConfigError, OSError, sqlite3.Error, ValueError, KeyError, TypeError):
         return None
 
-
-def plain_status(value: Any) -> Any:
-    """:func:`beyondbp.jsonable.plain` for the plain values of a status (dicts, lists, numbers,
-    text, None; non-finite floats become None), without importing torch."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): plain_status(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_status(v) for v in value]
-    return value
