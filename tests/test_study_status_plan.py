@@ -219,3 +219,19 @@ def test_jsonable_imports_neither_numpy_nor_torch_and_still_converts_their_scala
     assert plain(value) == {"a": 0.5, "b": 3, "c": [2, 3], "d": [4, True], "e": None, "f": "x"}
     with pytest.raises(TypeError, match="has no JSON form"):
         plain({"x": object()})
+
+
+def test_a_spec_that_is_not_a_regular_file_is_refused_without_being_read(tmp_path):
+    """A FIFO given as the spec: the kept-plan path must not open it (it would wait for a writer);
+    the refusal is the one loading the spec gives, exit 2."""
+    fifo = tmp_path / "s.toml"
+    os.mkfifo(fifo)
+    code = "import sys\nfrom beyondbp.cli import main\nmain(['study', 'status', sys.argv[1], *sys.argv[2:]])\n"
+    src = str(Path(beyondbp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
+    for extra in ([], ["--json"]):
+        done = subprocess.run([sys.executable, "-c", code, str(fifo), *extra], capture_output=True, text=True, env=env,
+                              timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert "does not exist or is not a file" in lines[0] and done.stdout == ""

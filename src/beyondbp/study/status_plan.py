@@ -135,6 +135,8 @@ def quick_status(spec_path: str | os.PathLike, store_path: str | os.PathLike | N
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         return None
     try:
+        if not Path(spec_path).is_file():  # a FIFO or device is never read here: the full path refuses it
+            return None
         key = spec_key(Path(spec_path).read_bytes())
         target = Path(store_path) if store_path is not None else Path(spec_path).with_suffix(".db")
         if target.is_symlink() or not target.is_file():
