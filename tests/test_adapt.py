@@ -335,6 +335,24 @@ def test_cli_adapt_happy_path_leaves_checkpoint_bytes_alone(capsys, tmp_path, ch
     assert json.loads((out / "results.json").read_text())["episodic"] is True
 
 
+
+def test_cli_adapt_a_batch_larger_than_the_test_images_is_all_of_them(capsys, tmp_path):
+    """As in `train`: a --batch-size beyond the test images (10,000) is not refused; the images
+    are one batch, the same run as a batch of exactly --n-test."""
+    path = tmp_path / "source.pt"
+    torch.manual_seed(0)
+    adapt.save_source(path, adapt.BNCNN((2, 2, 2)))
+    errors = {}
+    for batch in ("40", "20000"):
+        out = tmp_path / f"b{batch}"
+        code, _, err = cli(capsys, "adapt", "run", "--checkpoint", path, "--methods", "source,norm", "--corruptions",
+                           "contrast", "--severity", "1", "--n-test", "40", "--batch-size", batch, "--out", out, "--quiet")
+        assert code == 0, err
+        result = json.loads((out / "results.json").read_text())
+        assert result["samples"] == 40
+        errors[batch] = [(r["method"], r["error"]) for r in result["rows"]]
+    assert errors["20000"] == errors["40"] and len(errors["40"]) == 2
+
 @pytest.mark.parametrize("args, words", [
     (["--corruptions", "fog"], "unknown corruption 'fog'"),
     (["--methods", "source,bn"], "unknown method 'bn'"),

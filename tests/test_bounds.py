@@ -129,8 +129,6 @@ def test_a_continual_sequence_that_cannot_fit_in_memory_is_refused(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--train-size", "1000000000"], "at most 4000"),
     (["--test-size", "1000000000"], "at most 1000"),
-    (["--batch-size", "1000000000"], "at most 4000"),
-    (["--batch-size", "4001"], "at most 4000"),
     (["--epochs-per-task", str(2**40 + 1)], "--epochs-per-task"),
     (["--batch-size", str(2**40 + 1)], "at most 2**40"),
     (["--tasks", f"permuted-mnist1d:{2**40 + 1}"], "at most 2**40"),
@@ -169,7 +167,6 @@ def test_an_adapt_source_whose_meta_claims_huge_sizes_is_refused_without_allocat
     (["--batch-size", str(2**40 + 1)], "at most 2**40"),
     (["--n-test", str(2**40 + 1)], "at most 2**40"),
     (["--n-test", "1000000000"], "at most 10000"),
-    (["--n-test", "100", "--batch-size", str(10**12)], "--batch-size 1000000000000: it must be at most 10000"),
 ])
 def test_adapt_counts_are_bounded(capsys, tmp_path, args, words):
     path = tmp_path / "source.pt"

@@ -143,6 +143,25 @@ def test_unwritable_outputs_are_refused_before_training(capsys, tmp_path, flag):
         assert "cannot be written" in line and stdout == ""  # nothing trained
 
 
+
+@pytest.mark.parametrize("args", [["train", *TINY, "--checkpoint"], ["train", *TINY, "--checkpoint-every", "1", "--state"],
+                                  ["adapt", "source", "--checkpoint"]])
+def test_output_files_in_a_missing_folder_are_refused_alike(capsys, tmp_path, args):
+    """--checkpoint, --state (and a study's --store) are written into existing folders only: a
+    mistyped folder is refused with one sentence, nothing trained, no folder created."""
+    code, stdout, err = cli(capsys, *args, tmp_path / "nodir" / "x.pt")
+    line = one_line_error(code, err)
+    assert "does not exist" in line and "create the folder first" in line and stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_a_checkpoint_in_a_missing_folder_before_training(tmp_path):
+    config = RunConfig(model="mlp", data="digits", n_train=64, n_test=32, epochs=1, model_options={"widths": [8]},
+                       checkpoint=str(tmp_path / "nodir" / "x.pt"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        run(config)
+    assert list(tmp_path.iterdir()) == []
+
 # -- 4. existing outputs, all-or-nothing writes, stale temporaries --------------------------------
 def test_existing_outputs_are_refused_without_overwrite(capsys, tmp_path):
     out = tmp_path / "out"
@@ -221,7 +240,7 @@ def test_a_sigkilled_write_leaves_no_partial_result_and_the_next_write_cleans_up
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
 def test_outputs_and_checkpoints_get_the_umask_permissions(tmp_path, mask, file_mode, dir_mode):
     result = run(RunConfig(model="mlp", data="digits", n_train=128, n_test=64, epochs=1, model_options={"widths": [8]},
-                           checkpoint=str(tmp_path / "ck" / "m.pt")))
+                           checkpoint=str(tmp_path / "ck.pt")))
     old = os.umask(mask)
     try:
         write_outputs(tmp_path / "out", [result], "t")

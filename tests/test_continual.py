@@ -322,6 +322,24 @@ def test_cli_happy_path(tmp_path, capsys):
     assert code == 2 and "--overwrite" in stderr
 
 
+
+def test_a_batch_larger_than_the_training_split_is_the_whole_split(tmp_path, capsys):
+    """As in `train`: no refusal; one batch of the whole split per epoch, the same run as a batch
+    of exactly the split's size."""
+    seq = C.build_sequence("permuted-mnist1d:2", train_size=100, test_size=50, seed=0)
+    runs = {}
+    for batch in (100, 10**9):
+        steps = []
+        runs[batch] = C.run_method(seq, "finetune", model_options={"widths": [8]}, epochs_per_task=2, batch_size=batch,
+                                   on_step=lambda info: steps.append((info["task"], info["step"])))
+        assert steps == [(0, 1), (0, 2), (1, 1), (1, 2)], batch
+    assert runs[10**9]["matrix"] == runs[100]["matrix"]
+    code, _, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--methods", "finetune", "--model-opt", "widths=[8]",
+                           "--train-size", "100", "--test-size", "50", "--batch-size", "4001", "--out", str(tmp_path / "o"),
+                           "--quiet")
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "o" / "results.json").read_text())[0]["batch_size"] == 4001
+
 @pytest.mark.parametrize("args, needle", [
     (["--methods", "replay"], "unknown method 'replay'"),
     (["--tasks", "rotated-mnist:3"], "unknown task family"),

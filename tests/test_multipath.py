@@ -114,6 +114,17 @@ def test_gate_refuses_a_model_without_the_gated_parameters():
         run(_tiny(rule="backprop", model_options=dict(depth=2, width=8)))
 
 
+
+def test_gate_names_the_pathways_the_model_has_when_a_missing_one_is_frozen():
+    config = _tiny(rule="backprop", data_options=dict(train_steps=12, deficit_start=4, deficit_length=4, gated="paths.c"))
+    with pytest.raises(ConfigError) as info:
+        run(config)
+    text = str(info.value)
+    assert "'paths.a', 'paths.b'" in text and "pathways >= 3" in text and "pathways >= 2" not in text
+    with pytest.raises(ConfigError) as info:  # a single stack: no pathways at all
+        run(_tiny(rule="backprop", model_options=dict(depth=2, width=8)))
+    assert "'fc1', 'fc2'" in str(info.value) and "pathways >= 2" in str(info.value)
+
 # -- the evaluation hook ----------------------------------------------------------------------------------
 def test_measuring_the_pathways_changes_neither_weights_nor_rng_nor_the_run():
     config = _tiny(rule="fa", seed=2)

@@ -164,16 +164,17 @@ def test_a_store_without_a_kept_plan_is_answered_by_loading_the_spec(tmp_path, f
     assert answered == [False, False] and now == loaded and now[0][0] == 0
 
 
-def _status_in_a_fresh_process(path: Path) -> tuple[str, bool]:
-    """`beyondbp study status PATH` run by the command line's entry point in a new interpreter:
-    its output, and whether torch was imported."""
+def _status_in_a_fresh_process(path: Path, *args: str) -> tuple[str, bool]:
+    """`beyondbp study status PATH ARGS` run by the command line's entry point in a new
+    interpreter: its output, and whether torch was imported."""
     code = ("import sys\nfrom beyondbp.cli import main\n"
-            "try:\n    main(['study', 'status', sys.argv[1]])\n"
+            "try:\n    main(['study', 'status', *sys.argv[1:]])\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
             "finally:\n    print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n")
     src = str(Path(beyondbp.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "100"}
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code, str(path), *args], capture_output=True, text=True, env=env,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     flag = done.stderr.strip().splitlines()[-1]
     assert flag in ("TORCH True", "TORCH False")
@@ -188,3 +189,49 @@ def test_status_from_the_kept_plan_imports_no_torch(tmp_path, fake):
     path.write_text(path.read_text() + "\n")  # edited: the spec is loaded, which imports torch
     loaded, imported = _status_in_a_fresh_process(path)
     assert imported and loaded == quick
+
+
+def test_status_json_from_the_kept_plan_imports_no_torch(tmp_path, fake):
+    """--json converts the status with beyondbp.jsonable.plain (the one conversion), which
+    imports neither numpy nor torch, and says what loading the spec says."""
+    path = write(tmp_path / "g.toml", GRID)
+    run_study(load_spec(path))
+    quick, imported = _status_in_a_fresh_process(path, "--json")
+    assert not imported and json.loads(quick)["counts"]["done"] == 8
+    path.write_text(path.read_text() + "\n")
+    loaded, imported = _status_in_a_fresh_process(path, "--json")
+    assert imported and json.loads(loaded) == json.loads(quick)
+
+
+def test_jsonable_imports_neither_numpy_nor_torch_and_still_converts_their_scalars():
+    code = "import sys, beyondbp.jsonable; print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"
+    src = str(Path(beyondbp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    import numpy as np
+    import torch
+
+    from beyondbp.jsonable import plain
+
+    value = {"a": np.float32(0.5), "b": torch.tensor(3), "c": torch.Size([2, 3]), "d": (np.int64(4), np.bool_(True)),
+             "e": float("nan"), "f": Path("x")}
+    assert plain(value) == {"a": 0.5, "b": 3, "c": [2, 3], "d": [4, True], "e": None, "f": "x"}
+    with pytest.raises(TypeError, match="has no JSON form"):
+        plain({"x": object()})
+
+
+def test_a_spec_that_is_not_a_regular_file_is_refused_without_being_read(tmp_path):
+    """A FIFO given as the spec: the kept-plan path must not open it (it would wait for a writer);
+    the refusal is the one loading the spec gives, exit 2."""
+    fifo = tmp_path / "s.toml"
+    os.mkfifo(fifo)
+    code = "import sys\nfrom beyondbp.cli import main\nmain(['study', 'status', sys.argv[1], *sys.argv[2:]])\n"
+    src = str(Path(beyondbp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
+    for extra in ([], ["--json"]):
+        done = subprocess.run([sys.executable, "-c", code, str(fifo), *extra], capture_output=True, text=True, env=env,
+                              timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert "does not exist or is not a file" in lines[0] and done.stdout == ""

@@ -5,16 +5,18 @@ Results (``RunResult.to_dict``), ``results.json`` and checkpoint meta all pass t
 0-d torch scalars become Python numbers, paths and ``torch.Size`` become strings and lists, and
 non-finite floats (NaN, ±inf, which JSON cannot hold) become ``None``. Anything else is an
 error, so nothing unreadable is written silently.
+
+Neither NumPy nor torch is imported here: a value can only be an array scalar or a tensor when
+its library is already imported, so they are looked up in ``sys.modules`` (``study status
+--json`` answers from the kept plan through :func:`plain` without importing torch).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any, Mapping
-
-import numpy as np
-import torch
 
 __all__ = ["finite_number", "plain"]
 
@@ -24,18 +26,20 @@ def plain(value: Any) -> Any:
     type that has no such form."""
     if value is None or isinstance(value, (bool, str)):
         return value
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    np = sys.modules.get("numpy")
+    if isinstance(value, int) or (np is not None and isinstance(value, np.integer)):
         return int(value)
-    if isinstance(value, (float, np.floating)):
+    if isinstance(value, float) or (np is not None and isinstance(value, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
+    if np is not None and isinstance(value, np.bool_):
         return bool(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0:
         return plain(value.item())
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, torch.Size):
+    if torch is not None and isinstance(value, torch.Size):
         return [int(v) for v in value]
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]

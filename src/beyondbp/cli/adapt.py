@@ -60,15 +60,12 @@ def _adapt_counts(batch_size: int, n_test: int | None, n_train: int | None, epoc
             check_count(value, flag)
 
 
-def _adapt_sizes(n: int | None, available: int, batch_size: int | None, flag: str = "--n-test",
+def _adapt_sizes(n: int | None, available: int, flag: str = "--n-test",
                  split: str = "test") -> None:
-    """``--n-test`` / ``--n-train`` within the data set, and a test batch no larger than its test
-    split (a batch larger than ``--n-test`` is all of those images)."""
+    """``--n-test`` / ``--n-train`` within the data set (a test batch larger than the test images
+    is all of them, as a training batch larger than the split is the whole split in ``train``)."""
     if n is not None and n > available:
         raise ConfigError(f"invalid {flag} {n}: it must be at most {available}, the {split} images of fashion-mnist")
-    if batch_size is not None and batch_size > available:
-        raise ConfigError(f"invalid --batch-size {batch_size}: it must be at most {available}, the test images of "
-                          "fashion-mnist")
 
 
 def _with_threads(threads: int) -> Any:
@@ -130,7 +127,7 @@ def adapt_source(
     _on_interrupt(_NO_RESUME)
     with _with_threads(threads):
         ds = data_mod.load("fashion-mnist", data_dir=data_dir, normalize=False)
-        _adapt_sizes(n_train, len(ds.x_train), None, "--n-train", "training")
+        _adapt_sizes(n_train, len(ds.x_train), "--n-train", "training")
         bar, task = _bar(quiet, "training the source model")
         with bar:
             xt, yt = (ds.x_train, ds.y_train) if n_train is None else (ds.x_train[:n_train], ds.y_train[:n_train])
@@ -204,7 +201,7 @@ def adapt_run(
         ds = data_mod.load("fashion-mnist", data_dir=data_dir, normalize=False)
         model, meta = adapt_mod.load_source(checkpoint)
         x, y = ds.x_test, ds.y_test
-        _adapt_sizes(n_test, len(x), batch_size)
+        _adapt_sizes(n_test, len(x))
         if n_test is not None:
             x, y = x[:n_test], y[:n_test]
         bar, task = _bar(quiet, "adapting")

@@ -187,6 +187,7 @@ def _check_checkpoint(path: Path | None, overwrite: bool) -> None:
         return
     _check_path_text(path, "--checkpoint")
     files.check_writable(path, "--checkpoint")
+    files.check_folder_exists(path, "--checkpoint")
     if Path(path).exists() and not overwrite:
         raise ConfigError(f"checkpoint {str(path)!r} already exists; pass --overwrite to replace it")
 

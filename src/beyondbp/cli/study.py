@@ -201,7 +201,7 @@ def study_status(
 
     Answered from the plan `study run` kept in the store while the spec file is unchanged
     (without loading the spec: beyondbp.study.status_plan), else by loading the spec."""
-    from ..study.status_plan import plain_status, quick_status
+    from ..study.status_plan import quick_status
 
     status = None if store is not None and str(store).strip() in ("", ".") else quick_status(spec, store, workers)
     if status is None:
@@ -210,11 +210,9 @@ def study_status(
         parsed = _load_spec(spec)
         _check_path_text(store, "--store")
         status = status_of(parsed, store, workers=workers)
-        if as_json:
-            status = jsonable.plain(status)
     _warn_unknown_status(status["unknown_status"], spec)
-    if as_json:
-        typer.echo(json.dumps(plain_status(status), indent=2))
+    if as_json:  # jsonable imports neither numpy nor torch: the kept plan's answer stays cheap
+        typer.echo(json.dumps(jsonable.plain(status), indent=2))
         return
     console = _console()
     counts = status["counts"]

@@ -522,15 +522,10 @@ class _DivergenceWatch:
 
 def check_budget(seq: TaskSequence, epochs_per_task: Any, batch_size: Any) -> None:
     """Refuse (:class:`ConfigError`, one sentence) epochs and batch sizes that are not counts
-    bounded as a run's are (:func:`beyondbp.training.config.check_count`), and a batch size larger
-    than a task's whole training split (:attr:`TaskSequence.full_train`; a batch larger than a
-    ``train_size`` subset is the whole subset)."""
+    bounded as a run's are (:func:`beyondbp.training.config.check_count`). A batch size larger
+    than a task's training split is the whole split, as in ``train``."""
     check_count(epochs_per_task, "epochs_per_task")
     check_count(batch_size, "batch_size")
-    limit = seq.full_train or min(t.x_train.shape[0] for t in seq.tasks)
-    if batch_size > limit:
-        raise ConfigError(f"invalid batch_size {batch_size}: it must be at most {limit}, "
-                          "the training samples of a task")
 
 
 class _Training(options_mod.Options):

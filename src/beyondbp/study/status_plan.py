@@ -25,7 +25,6 @@ torch nor the spec's registries; ``status`` never writes the store.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sqlite3
 from pathlib import Path
@@ -35,7 +34,7 @@ from .._version import __version__
 from ..errors import ConfigError
 from .store import STATUSES, Store
 
-__all__ = ["plain_status", "quick_status", "spec_key", "status_of"]
+__all__ = ["quick_status", "spec_key", "status_of"]
 
 #: Changes whenever what is kept, or how it is keyed, changes.
 PLAN_FORMAT = "beyondbp-status-plan 1"
@@ -136,6 +135,8 @@ def quick_status(spec_path: str | os.PathLike, store_path: str | os.PathLike | N
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         return None
     try:
+        if not Path(spec_path).is_file():  # a FIFO or device is never read here: the full path refuses it
+            return None
         key = spec_key(Path(spec_path).read_bytes())
         target = Path(store_path) if store_path is not None else Path(spec_path).with_suffix(".db")
         if target.is_symlink() or not target.is_file():
@@ -162,14 +163,3 @@ def quick_status(spec_path: str | os.PathLike, store_path: str | os.PathLike | N
     except (ConfigError, OSError, sqlite3.Error, ValueError, KeyError, TypeError):
         return None
 
-
-def plain_status(value: Any) -> Any:
-    """:func:`beyondbp.jsonable.plain` for the plain values of a status (dicts, lists, numbers,
-    text, None; non-finite floats become None), without importing torch."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): plain_status(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_status(v) for v in value]
-    return value

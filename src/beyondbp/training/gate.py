@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..models.linear import PATHWAY_NAMES
 from ..rules.base import is_rule_tensor
 
 __all__ = ["LearningGate", "make_gate", "matches"]
@@ -37,6 +38,24 @@ def matches(name: str, prefix: str) -> bool:
     """Whether ``prefix`` names parameter ``name`` (itself, or a leading run of its dotted parts)."""
     return name == prefix or name.startswith(prefix + ".")
 
+
+def _names_none(owner: str, prefix: str, names: list[str]) -> str:
+    """The sentence for a gated ``prefix`` that names none of the model's parameters ``names``:
+    what the model has at the deepest level the prefix does reach (its pathways for
+    ``paths.c`` on a two-pathway model), and how to get the pathway the prefix asks for."""
+    parts = prefix.split(".")
+    depth = next((k for k in range(len(parts) - 1, 0, -1) if any(matches(n, ".".join(parts[:k])) for n in names)), 0)
+    base = ".".join(parts[:depth])
+    has = list(dict.fromkeys(".".join(n.split(".")[:depth + 1]) for n in names if not base or matches(n, base)))
+    shown = ", ".join(repr(h) for h in has[:8]) + (", ..." if len(has) > 8 else "")
+    where = f"under {base!r} it has {shown}" if base else f"its parameters are under {shown}"
+    text = (f"{owner} freezes the parameters named {prefix!r}, but the model has none ({where}); "
+            "name one of those or a parameter's full name")
+    if base != "paths" and not any(matches(n, "paths") for n in names):
+        return text + "; for the pathway deficit use model 'deep-linear' with pathways >= 2"
+    if len(parts) == 2 and base == "paths" and len(parts[1]) == 1 and parts[1] in PATHWAY_NAMES:
+        return text + f", or give model 'deep-linear' pathways >= {PATHWAY_NAMES.index(parts[1]) + 1}"
+    return text
 
 class LearningGate:
     """The gate of one run over ``model``'s parameters; ``gated`` are all the prefixes the data
@@ -49,12 +68,7 @@ class LearningGate:
         for prefix in gated:
             hits = [(n, p) for n, p in named if matches(n, prefix)]
             if not hits:
-                model_names = sorted({n.rsplit(".", 1)[0] for n, _ in named if not is_rule_tensor(n)})
-                raise ConfigError(
-                    f"{owner} freezes the parameters named {prefix!r}, but the model has none (its layers: "
-                    f"{', '.join(model_names[:8])}{', ...' if len(model_names) > 8 else ''}); for the pathway deficit "
-                    "use model 'deep-linear' with pathways >= 2"
-                )
+                raise ConfigError(_names_none(owner, prefix, [n for n, _ in named if not is_rule_tensor(n)]))
             self._params[prefix] = hits
 
     def parameters(self, prefixes: Iterable[str]) -> list[tuple[str, nn.Parameter]]:

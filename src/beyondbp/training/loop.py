@@ -206,6 +206,7 @@ def check(config: RunConfig, dataset: data_mod.Dataset | None = None) -> None:
                 ckpt.load(payload, setup.model, setup.learner)
         if config.checkpoint is not None:
             files.check_writable(config.checkpoint, "checkpoint path")
+            files.check_folder_exists(config.checkpoint, "checkpoint path")
         if config.state is not None:
             state_mod.read(config.state, config.run_id)
             files.check_writable(config.state, "state path")
@@ -500,6 +501,8 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     """The one loop, for every task (see the module docstring)."""
     clock = time.perf_counter()
     saved = state_mod.read(config.state, config.run_id) if config.state is not None else None
+    if config.checkpoint is not None:  # written at the end: refused now, like the state's folder
+        files.check_folder_exists(config.checkpoint, "checkpoint path")
     setup = prepare(config, dataset)
     model, learner, device = setup.model, setup.learner, setup.device
     optimizer, init_record = start_optimizer(config, model, learner)

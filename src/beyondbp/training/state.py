@@ -24,7 +24,8 @@ run (another :attr:`~beyondbp.training.RunConfig.run_id`) or is not a run state 
 
 A state file lacking any of the entries above (:data:`CONTENTS`) is refused the same way, and so
 is a state path whose folder does not exist: the run does not create folders (a mistyped path
-must not train into a new one; a study's ``--store`` is refused the same way).
+must not train into a new one; a checkpoint path and a study's ``--store`` are refused the same
+way).
 
 Resuming restores all of the above in the order the loop needs (:func:`restore`); with the same
 machine and library versions the resumed run's weights, history and final metrics are
