@@ -124,6 +124,11 @@ def test_gate_names_the_pathways_the_model_has_when_a_missing_one_is_frozen():
     with pytest.raises(ConfigError) as info:  # a single stack: no pathways at all
         run(_tiny(rule="backprop", model_options=dict(depth=2, width=8)))
     assert "'fc1', 'fc2'" in str(info.value) and "pathways >= 2" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # a single stack asked for pathway c: three are needed, not two
+        run(_tiny(rule="backprop", model_options=dict(depth=2, width=8),
+                  data_options=dict(train_steps=12, deficit_start=4, deficit_length=4, gated="paths.c")))
+    assert "'fc1', 'fc2'" in str(info.value) and "pathways >= 3" in str(info.value)
+    assert "pathways >= 2" not in str(info.value)
 
 # -- the evaluation hook ----------------------------------------------------------------------------------
 def test_measuring_the_pathways_changes_neither_weights_nor_rng_nor_the_run():

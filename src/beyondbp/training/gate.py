@@ -51,11 +51,14 @@ def _names_none(owner: str, prefix: str, names: list[str]) -> str:
     where = f"under {base!r} it has {shown}" if base else f"its parameters are under {shown}"
     text = (f"{owner} freezes the parameters named {prefix!r}, but the model has none ({where}); "
             "name one of those or a parameter's full name")
+    pathway = len(parts) == 2 and parts[0] == "paths" and len(parts[1]) == 1 and parts[1] in PATHWAY_NAMES
+    needed = max(2, PATHWAY_NAMES.index(parts[1]) + 1) if pathway else 2
     if base != "paths" and not any(matches(n, "paths") for n in names):
-        return text + "; for the pathway deficit use model 'deep-linear' with pathways >= 2"
-    if len(parts) == 2 and base == "paths" and len(parts[1]) == 1 and parts[1] in PATHWAY_NAMES:
-        return text + f", or give model 'deep-linear' pathways >= {PATHWAY_NAMES.index(parts[1]) + 1}"
+        return text + f"; for the pathway deficit use model 'deep-linear' with pathways >= {needed}"
+    if pathway and base == "paths":
+        return text + f", or give model 'deep-linear' pathways >= {needed}"
     return text
+
 
 class LearningGate:
     """The gate of one run over ``model``'s parameters; ``gated`` are all the prefixes the data
