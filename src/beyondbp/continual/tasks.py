@@ -69,8 +69,8 @@ class TaskSequence:
     input_shape: tuple[int, ...]
     num_classes: int
     meta: dict[str, Any] = field(default_factory=dict)
-    #: training samples of the smallest task before any ``train_size`` subset (0: unknown); the
-    #: largest batch size a run on the sequence accepts
+    #: training samples of the smallest task before any ``train_size`` subset (0: unknown; a
+    #: larger batch size is accepted: it is the whole split)
     full_train: int = 0
 
     def __len__(self) -> int:
