@@ -248,7 +248,6 @@ def check_writable(path: str | os.PathLike, what: str, directory: bool = False) 
     os.unlink(probe)
 
 
-
 def check_folder_exists(path: str | os.PathLike, what: str) -> None:
     """Raise :class:`ConfigError` (one sentence) when the folder of the output file ``path`` does
     not exist: output files (``--checkpoint``, ``--state``, a study's ``--store``) are written
@@ -256,6 +255,7 @@ def check_folder_exists(path: str | os.PathLike, what: str) -> None:
     if not Path(path).parent.is_dir():
         raise ConfigError(f"the folder of {what} {str(path)!r} does not exist; give a file in an existing folder "
                           "(or create the folder first)")
+
 
 MANIFEST = ".beyondbp-manifest.json"
 """The file an output directory's writer leaves in it: which kind of output it is and every file
