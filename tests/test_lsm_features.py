@@ -90,6 +90,8 @@ def test_load_features_reads_a_runs_output_folder(capsys, tmp_path):
     assert lf.record["config"]["n_test"] == 8 and load_features(out / "results.json").stimuli == lf.stimuli
     with pytest.raises(ConfigError, match="run=3"):
         load_features(out, run=3)
+    with pytest.raises(ConfigError, match="run=True"):  # a bool is not a run index
+        load_features(out, run=True)
 
 
 def test_a_missing_entry_is_refused_in_one_sentence_unless_asked_to_generate(tmp_path):
@@ -111,6 +113,10 @@ def test_a_missing_entry_is_refused_in_one_sentence_unless_asked_to_generate(tmp
     (lambda d: d, "without results.json"),
     (lambda d: (d / "x.pt").write_bytes(b"not torch") and d / "x.pt", "not a liquid feature cache file"),
     (lambda d: (d / "r.json").write_text("{}") and d / "r.json", "not a readable beyondbp results.json"),
+    (lambda d: (d / "r.json").write_text('{"runs": [{"data": {"liquid": {"cache": "x.pt"}}}]}') and d / "r.json",
+     "not a readable beyondbp results.json"),  # a liquid run without its config
+    (lambda d: (d / "r.json").write_text('{"runs": [{"data": {"liquid": {}}, "config": {}}]}') and d / "r.json",
+     "not a readable beyondbp results.json"),  # ... without its cache
 ])
 def test_bad_sources_are_refused_in_one_sentence(tmp_path, make, match):
     with pytest.raises(ConfigError, match=match) as exc:

@@ -177,10 +177,14 @@ def _from_results(path: Path, run: int | None, generate: bool) -> LiquidFeatures
     try:
         runs = json.loads(path.read_text())["runs"]
         liquids = [(i, r) for i, r in enumerate(runs) if isinstance(r.get("data", {}).get("liquid"), dict)]
+        for _, r in liquids:  # what is read of a liquid run below: its cache path and its config
+            r["data"]["liquid"]["cache"], r["config"] = str(r["data"]["liquid"]["cache"]), dict(r["config"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise ConfigError(f"{str(path)!r} is not a readable beyondbp results.json (a 'runs' list).") from None
+        raise ConfigError(f"{str(path)!r} is not a readable beyondbp results.json (a 'runs' list whose liquid runs "
+                          "hold their config and feature cache).") from None
     if run is not None:
-        if not isinstance(run, int) or not 0 <= run < len(runs) or all(i != run for i, _ in liquids):
+        if (isinstance(run, bool) or not isinstance(run, int) or not 0 <= run < len(runs)
+                or all(i != run for i, _ in liquids)):
             raise ConfigError(f"run={run!r} is not a liquid run of {str(path)!r}; its liquid runs are "
                               f"{', '.join(str(i) for i, _ in liquids) or 'none'}.")
         liquids = [(i, r) for i, r in liquids if i == run]
