@@ -171,3 +171,14 @@ def test_bench_cli_exits_2_on_bad_input(runs, lr, capsys, tmp_path):
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert lr.main(["--liquid", f"nalsm={path}", "--liquid", f"again={path}", "--no-pixels"]) == 0
     assert "| nalsm | again | 1.000 |" in capsys.readouterr().out
+
+
+def test_a_relative_feature_cache_is_recorded_as_an_absolute_path(runs, monkeypatch, tmp_path):
+    cache, configs, results = runs
+    monkeypatch.chdir(cache.parent)
+    again = run(configs["nalsm"].model_copy(update={"feature_cache": cache.name}))  # finds the fixture's entry
+    recorded = Path(again.data["liquid"]["cache"])
+    assert again.data["liquid"]["cached"] and recorded.is_absolute()
+    assert recorded == Path(results["nalsm"].data["liquid"]["cache"]).absolute()
+    monkeypatch.chdir(tmp_path)  # read back from elsewhere: the recorded path still names the entry
+    assert torch.equal(load_features(recorded).counts_test, load_features(configs["nalsm"]).counts_test)

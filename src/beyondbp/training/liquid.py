@@ -397,7 +397,7 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
     f_test, _ = _features(entry["counts_test"], model.opts.features, scale)
     measurements = {k: float(v) for k, v in entry["measurements"].items()}
     record = {
-        "cache": str(path), "cached": cached, "key": key, "rule": config.rule if plastic is not None else "fixed",
+        "cache": str(path.absolute()), "cached": cached, "key": key, "rule": config.rule if plastic is not None else "fixed",
         "init_images": int(entry["init_images"]), "duration_ms": int(model.opts.duration),
         "feature_seconds": float(entry["seconds"]), "feature_workers": int(entry.get("workers", 1)),
         "rate_max": float(rate_max), "feature_scale": scale,
