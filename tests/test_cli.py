@@ -52,7 +52,7 @@ def test_rules_markdown_command_prints_the_table(capsys):
 
 
 def test_train_happy_path_writes_outputs_and_checkpoint(capsys, tmp_path):
-    out_dir, ckpt = tmp_path / "out", tmp_path / "ck" / "dfa.pt"
+    out_dir, ckpt = tmp_path / "out", tmp_path / "dfa.pt"
     code, out, err = cli(capsys, "train", "--rule", "dfa", *TINY, "--diagnostics", "--rule-opt", "scale=2",
                          "--out", out_dir, "--checkpoint", ckpt)
     assert code == 0, err
