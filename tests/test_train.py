@@ -244,6 +244,7 @@ def _fresh(rule: str, widths=WIDTHS, seed: int = 5):
 @pytest.mark.parametrize("rule", ["fa", "dfa", "kp"])
 def test_checkpoint_round_trip(tmp_path, digits, rule):
     path = tmp_path / "ckpt" / "model.pt"
+    path.parent.mkdir()  # a folder of its own (a missing one is refused), to see no temporary file is left
     opts = {"weight_decay": 1e-3} if rule == "kp" else {}
     res = run(tiny(rule, epochs=1, checkpoint=str(path), **opts), dataset=digits)
     assert res.checkpoint == str(path) and path.is_file()
