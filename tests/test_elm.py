@@ -143,7 +143,7 @@ def test_same_seed_same_numbers():
     assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
-@pytest.mark.parametrize("rule", ["fa", "usf", "brsf", "frsf", "kp"])
+@pytest.mark.parametrize("rule", ["fa", "usf", "brsf", "frsf", "kp", "pfa"])
 def test_feedback_rules_attach_and_send_the_error_through_time(rule):
     torch.manual_seed(0)
     model = models.build("elm", (6, 3), 2, memory=4)
@@ -164,6 +164,18 @@ def test_rules_without_a_path_through_time_refuse_in_one_sentence(rule):
         rules.get(rule).attach(model)
     message = str(info.value)
     assert rule in message and "\n" not in message and ("ELM" in message or "Synapses" in message)
+
+
+def test_the_refusal_names_every_feedback_path_rule_that_trains_the_elm():
+    # it named fa, usf, brsf, frsf, kp but not pfa, which attaches too
+    model = models.build("elm", (6, 3), 2, memory=4)
+    with pytest.raises(UnsupportedModuleError) as info:
+        rules.get("dfa").attach(model)
+    suggested = str(info.value).split("feedback-path rule (")[1].split(")")[0].split(", ")
+    attaching = [r["name"] for r in rules.describe() if r["family"] == "feedback"]
+    assert sorted(suggested) == sorted(attaching)
+    for name in attaching:
+        rules.get(name).attach(model).detach()
 
 
 def test_elm_online_refuses_other_models():

@@ -117,7 +117,7 @@ def test_wrnn_learns_the_adding_task_with_bptt():
     assert _train_adding("backprop", T=10, steps=300) < 0.05
 
 
-FEEDBACK = ["fa", "usf", "frsf", "brsf", "kp", "dfa"]
+FEEDBACK = ["fa", "usf", "frsf", "brsf", "kp", "pfa", "dfa"]
 
 
 @pytest.mark.parametrize("rule", FEEDBACK)
@@ -140,6 +140,26 @@ def test_feedback_rules_attach_through_time_and_differ_from_bptt(rule, name):
     out = learner.predict(ds.x_train)
     learner.detach()
     assert torch.equal(out, model.eval()(ds.x_train))
+
+
+@pytest.mark.parametrize("rule", ["drtp", "elm-online", "ottt", "ff", "il", "softhebb", "stdp", "nalsm"])
+@pytest.mark.parametrize("name", ["wrnn", "irnn"])
+def test_rules_that_cannot_train_a_recurrent_model_refuse_in_one_short_sentence(rule, name):
+    # softhebb learns the layer order on the first forward pass: it used to list every one of
+    # the T·2 layer calls it saw (6 kB at T = 200) instead of saying what was wrong
+    torch.manual_seed(0)
+    small = {"channels": 2, "ring": 4} if name == "wrnn" else {"hidden": 4}
+    model = models.build(name, (60, 2), 1, **small)
+    ds = data.load("adding", T=60, n_train=8, n_test=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises((UnsupportedModuleError, ConfigError)) as info:
+        learner = rules.get(rule).attach(model)
+        learner.step((ds.x_train, ds.y_train), torch.optim.SGD(learner.optimizer_parameters(), lr=0.1))
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    if rule == "softhebb":
+        assert "'recurrent', which the forward pass ran 60 times" in message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("rule", ["fa", "kp", "dfa", "ff", "il", "drtp"])

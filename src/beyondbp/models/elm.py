@@ -42,7 +42,7 @@ over all steps). When a rule has replaced the forward of ``w_mem`` or ``w_out`` 
 feedback-path rules), the recurrence runs those modules step by step instead, so the rule's
 backward applies to them (same values, slower). ``bench/elm_step.py`` measures it.
 
-Rules. ``backprop`` is BPTT. The feedback-path rules (fa, usf, brsf, frsf, kp) attach to the four
+Rules. ``backprop`` is BPTT. The feedback-path rules (fa, usf, brsf, frsf, kp, pfa) attach to the four
 Linear layers: their feedback matrix replaces ``Wᵀ`` wherever the error crosses that layer,
 which for ``w_mem`` is the path from one step's memory to the next (the error flows back
 through time through ``B_mem`` instead of ``W_memᵀ``; the leak ``κ_m`` path is exact), and the

@@ -39,7 +39,7 @@ Time loops: each step costs one call of the encoder on ``x_t`` and of the recurr
 addition and a ReLU — the arithmetic of the step and one small Python iteration, ordinary
 autograd storing what BPTT needs. (Encoding all ``T`` steps in one call was measured slower on
 CPU: its weight gradient is one long, skinny matrix product; ``bench/wave_rnn.py speed``.) Because the recurrent module is called as
-a module at every step, the feedback-path rules (``fa``, ``usf``, ``frsf``, ``brsf``, ``kp``)
+a module at every step, the feedback-path rules (``fa``, ``usf``, ``frsf``, ``brsf``, ``kp``; ``pfa`` with ``B·R``)
 replace its backward through time by their feedback matrix, and ``dfa`` sees each step's input
 to it as a feedback point (see :mod:`beyondbp.rules.feedback_alignment` and
 :mod:`beyondbp.rules.dfa`). ``lstm``'s gates live inside ``nn.LSTM``, which those rules refuse.

@@ -245,7 +245,7 @@ class Rule:
             raise UnsupportedModuleError(
                 f"rule '{self.name}' cannot train the recurrent {type(model).__name__}, because it projects one "
                 "error or target per sample onto each layer and has no path through time; train it with backprop "
-                "(BPTT) or a feedback-path rule (fa, usf, brsf, frsf, kp)"
+                "(BPTT) or a feedback-path rule (fa, usf, brsf, frsf, kp, pfa)"
             )
         self.check_time_steps(model)
         if not self.refuses_unknown:

@@ -389,6 +389,13 @@ class SoftHebbLearner(Learner):
                 for t, saved in self._unprepared:
                     t.copy_(saved)
             self._unprepared = []
+            repeated = next((n for n in ran if ran.count(n) > 1), None)
+            if repeated is not None:  # a recurrent model: one call per time step (no list of them all)
+                raise ConfigError(
+                    f"softhebb cannot train layer '{repeated}', which the forward pass ran "
+                    f"{ran.count(repeated)} times (a recurrent model runs it once per time step); each "
+                    "weight layer must run once per forward pass"
+                )
             raise ConfigError(
                 f"softhebb took the weight layers to run in the order {self._layer_names} "
                 f"({self._order_source}), but this forward pass ran {ran}; it trains only models that "
