@@ -19,7 +19,8 @@ When :func:`beyondbp.training.prepare` builds a model holding a spiking liquid, 
    ``duration`` (250 ms), ``feature_batch`` (250) images at a time, from ``W_INI`` — with the
    rule's transient plasticity (every image starts from ``W_INI``; ``η``, ``A``, ``w_A``, ``b_A``
    decay by ``decay`` = 0.99 per ms), or with fixed weights for any other rule (the paper's
-   fixed-weight LSM; sweep ``w_liquid`` or ``w_init`` for its weight scale). The feature of an
+   fixed-weight LSM; sweep ``w_init`` for its weight scale, the magnitude of every synapse as
+   in the authors' code; ``w_liquid`` alone changes the recurrent ones only). The feature of an
    image is the spike count of every liquid neuron (the authors' choice), divided by the image's
    L1 norm and, for ``features="authors"``, by the largest such value over the training features.
    The batches run in ``feature_workers`` processes (an execution setting; default 2 on a machine
