@@ -214,7 +214,7 @@ def adapt_run(
     result["command"] = "beyondbp " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["adapt", "run"] else "beyondbp adapt run"
     result["source"] = {"checkpoint": str(checkpoint), **meta}
     title = (f"Fashion-MNIST-C: test-time adaptation ({'episodic' if episodic else 'online'}, "
-             f"batch {batch_size}, {len(x)} images)")
+             f"batch {result['batch_size']}, {len(x)} images)")
     table_md = f"# {title}\n\n{result['date']} · `{result['command']}`\n\n" + adapt_report.markdown_table(result)
     out = Path(out)
     files.write_directory(out, {
