@@ -28,7 +28,7 @@ from .common import (
     _on_interrupt,
     app,
 )
-from .settings import torch_threads
+from .settings import file_flag, torch_threads
 
 # imported on first use, so that --help and usage errors answer without importing torch
 data_mod = lazy("beyondbp.data")
@@ -96,7 +96,7 @@ def _bar(quiet: bool, description: str) -> tuple[Any, Any]:
 
 @adapt_app.command("source")
 def adapt_source(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Where to write the source model.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Where to write the source model.", parser=file_flag("--checkpoint"))],
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs over the 60k clean training images.")] = 3,
     channels: Annotated[str, typer.Option("--channels", help="Channels of the three conv blocks.")] = "32,64,64",
     n_train: Annotated[Optional[int], typer.Option("--n-train", help="Use only the first N training images (default: all 60000).")] = None,
