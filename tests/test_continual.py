@@ -434,3 +434,11 @@ def test_the_task_mask_travels_with_the_labels():
     shared = dataclasses.replace(seq, tasks=[seq.tasks[0], dataclasses.replace(seq.tasks[1], classes=(1, 2))])
     with pytest.raises(ConfigError, match="must not share classes: class 1"):
         C.run_method(shared, "finetune", model_options={"widths": [8]})
+
+
+def test_the_help_says_the_defaults_are_sized_for_fashion_mnist(capsys):
+    """No behaviour change: the defaults (1 epoch per task) suit the Fashion-MNIST families, and
+    the help says what permuted-mnist1d (63 steps per epoch) needs instead."""
+    code, out, _ = _cli(capsys, "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "there is no --data" in text and "--epochs-per-task 15" in text and "63 steps" in text
