@@ -350,6 +350,9 @@ def test_cli_adapt_a_batch_larger_than_the_test_images_is_all_of_them(capsys, tm
         assert code == 0, err
         result = json.loads((out / "results.json").read_text())
         assert result["samples"] == 40
+        # the batch the methods were given (all 40 images), and the one asked for
+        assert (result["batch_size"], result["batch_size_requested"]) == (40, int(batch))
+        assert "batch 40," in (out / "table.md").read_text()
         errors[batch] = [(r["method"], r["error"]) for r in result["rows"]]
     assert errors["20000"] == errors["40"] and len(errors["40"]) == 2
 

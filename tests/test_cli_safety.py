@@ -155,6 +155,37 @@ def test_output_files_in_a_missing_folder_are_refused_alike(capsys, tmp_path, ar
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [["train", *TINY, "--checkpoint"], ["train", *TINY, "--checkpoint-every", "1", "--state"],
+                                  ["train", *TINY, "--init-from"], ["adapt", "source", "--checkpoint"],
+                                  ["study", "run", "SPEC", "--store"], ["study", "status", "SPEC", "--store"]])
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_file_flag_ending_with_a_separator_names_a_folder_and_is_refused(capsys, tmp_path, args, existing):
+    """``--checkpoint /tmp/nope/`` used to write a file ``/tmp/nope`` (``Path`` drops the
+    separator): a path ending with a separator names a folder and is refused, nothing written."""
+    spec = tmp_path / "spec" / "s.toml"
+    spec.parent.mkdir()
+    spec.write_text('[study]\nname = "s"\n[base]\nmodel = "mlp"\ndata = "mnist1d"\nsteps = 1\n[axes]\nseed = [0]\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    if existing:
+        (work / "nope").mkdir()
+    args = [str(spec) if a == "SPEC" else a for a in args]
+    code, stdout, err = cli(capsys, *args, str(work / "nope") + os.sep)
+    line = one_line_error(code, err)
+    assert f"'{work / 'nope'}{os.sep}' ends with a path separator, so it names a folder" in line, line
+    assert stdout == "" and sorted(p.name for p in work.iterdir()) == (["nope"] if existing else [])
+    assert sorted(p.name for p in spec.parent.iterdir()) == ["s.toml"]
+    if existing:
+        assert list((work / "nope").iterdir()) == []
+
+
+@pytest.mark.parametrize("setting", ["checkpoint", "state"])
+def test_run_config_refuses_a_file_setting_ending_with_a_separator(tmp_path, setting):
+    with pytest.raises(ConfigError, match=f"invalid {setting} .* names a folder"):
+        RunConfig(model="mlp", data="digits", epochs=1, **{setting: str(tmp_path) + "/"})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_refuses_a_checkpoint_in_a_missing_folder_before_training(tmp_path):
     config = RunConfig(model="mlp", data="digits", n_train=64, n_test=32, epochs=1, model_options={"widths": [8]},
                        checkpoint=str(tmp_path / "nodir" / "x.pt"))

@@ -334,11 +334,15 @@ def test_a_batch_larger_than_the_training_split_is_the_whole_split(tmp_path, cap
                                    on_step=lambda info: steps.append((info["task"], info["step"])))
         assert steps == [(0, 1), (0, 2), (1, 1), (1, 2)], batch
     assert runs[10**9]["matrix"] == runs[100]["matrix"]
+    assert (runs[10**9]["batch_size"], runs[10**9]["batch_size_requested"]) == (100, 10**9)  # what the steps used
+    joint = C.run_method(seq, "multitask", model_options={"widths": [8]}, batch_size=10**9)
+    assert (joint["batch_size"], joint["batch_size_requested"]) == (200, 10**9)  # both tasks' splits together
     code, _, stderr = _cli(capsys, "--tasks", "permuted-mnist1d:2", "--methods", "finetune", "--model-opt", "widths=[8]",
                            "--train-size", "100", "--test-size", "50", "--batch-size", "4001", "--out", str(tmp_path / "o"),
                            "--quiet")
     assert code == 0, stderr
-    assert json.loads((tmp_path / "o" / "results.json").read_text())[0]["batch_size"] == 4001
+    recorded = json.loads((tmp_path / "o" / "results.json").read_text())[0]
+    assert (recorded["batch_size"], recorded["batch_size_requested"]) == (100, 4001)
 
 @pytest.mark.parametrize("args, needle", [
     (["--methods", "replay"], "unknown method 'replay'"),
@@ -430,3 +434,11 @@ def test_the_task_mask_travels_with_the_labels():
     shared = dataclasses.replace(seq, tasks=[seq.tasks[0], dataclasses.replace(seq.tasks[1], classes=(1, 2))])
     with pytest.raises(ConfigError, match="must not share classes: class 1"):
         C.run_method(shared, "finetune", model_options={"widths": [8]})
+
+
+def test_the_help_says_the_defaults_are_sized_for_fashion_mnist(capsys):
+    """No behaviour change: the defaults (1 epoch per task) suit the Fashion-MNIST families, and
+    the help says what permuted-mnist1d (63 steps per epoch) needs instead."""
+    code, out, _ = _cli(capsys, "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "there is no --data" in text and "--epochs-per-task 15" in text and "63 steps" in text

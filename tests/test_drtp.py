@@ -309,3 +309,17 @@ def test_the_cli_refuses_the_relu_mlp_in_one_line(capsys):
         main(["train", "--rule", "drtp", "--model", "mlp", "--data", "digits", "--epochs", "1"])
     _, err = capsys.readouterr()
     assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "activation=tanh" in err
+
+
+@pytest.mark.parametrize("model, data, fixed", [("wrnn", "adding", True), ("irnn", "adding", True), ("mlp", "digits", False)])
+def test_the_refusal_says_what_the_model_allows(capsys, tmp_path, model, data, fixed):
+    # it used to suggest --model-opt activation=tanh to the wRNN, which has no activation option
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--rule", "drtp", "--model", model, "--data", data, "--n-train", "16", "--n-test", "4",
+              "--epochs", "1", "--out", str(tmp_path / "out")])
+    _, err = capsys.readouterr()
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("has no activation option" in err) == fixed and ("another rule" in err) == fixed, err
+    if not fixed:
+        assert err.strip().endswith("use tanh or sigmoid units (--model-opt activation=tanh)"), err
+    assert not (tmp_path / "out").exists()

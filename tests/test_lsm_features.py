@@ -182,3 +182,22 @@ def test_a_relative_feature_cache_is_recorded_as_an_absolute_path(runs, monkeypa
     assert recorded == Path(results["nalsm"].data["liquid"]["cache"]).absolute()
     monkeypatch.chdir(tmp_path)  # read back from elsewhere: the recorded path still names the entry
     assert torch.equal(load_features(recorded).counts_test, load_features(configs["nalsm"]).counts_test)
+
+
+def test_feature_kinds_are_the_lsm_options_and_each_one_is_computed():
+    import typing
+
+    from beyondbp.models.lsm import LSM
+    from beyondbp.training import liquid
+    from beyondbp.training.liquid_features import LiquidFeatures
+
+    kinds = liquid.feature_kinds()
+    assert kinds == typing.get_args(LSM.Options.model_fields["features"].annotation) and "authors" in kinds
+    counts = torch.tensor([[1, 3], [0, 2]])
+    lf = LiquidFeatures(counts, counts[:1], None, None, torch.zeros(1), {}, None, {})
+    for kind in kinds:  # every kind the model accepts is one LiquidFeatures.features computes
+        train, test = lf.features(kind)
+        assert torch.equal(train, liquid.readout_features(counts, kind)[0]) and test.shape == (1, 2)
+    assert torch.allclose(lf.features("authors")[0], torch.tensor([[0.25, 0.75], [0.0, 1.0]]))
+    with pytest.raises(ConfigError, match="'nope' is not one of " + ", ".join(kinds)):
+        lf.features("nope")

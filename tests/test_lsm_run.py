@@ -87,6 +87,14 @@ def test_w_liquid_scales_the_recurrent_synapses_only():
     assert (liq.weight[rec].abs() == 0.5).all() and (liq.weight[~rec].abs() == 3.0).all()
 
 
+def test_w_init_scales_every_synapse_the_authors_fixed_liquid_scale():
+    # the authors' INTIAL_ABS_W_SCLR: one magnitude for E→E, E→I, I→E, I→I and input→liquid
+    liq = models.build("lsm", (1, 8, 8), 3, grid=[4, 4, 3], w_init=0.7).liquid
+    for kind in (0, 1, 2):
+        assert (liq.weight[liq.kind == kind].abs() == 0.7).all()
+    assert {bool(e) for e in liq.is_exc[liq.post[liq.kind == 0]]} == {True, False}  # E→E and E→I present
+
+
 def test_adadelta_is_a_run_optimizer(tmp_path):
     result = run(config(tmp_path, "backprop", optimizer="adadelta", lr=1.0, weight_decay=5e-10))
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -120,13 +120,18 @@ def test_wrnn_learns_the_adding_task_with_bptt():
 FEEDBACK = ["fa", "usf", "frsf", "brsf", "kp", "pfa", "dfa"]
 
 
+def _tiny_adding(name: str, *, T: int, n_train: int, wrnn: dict, irnn: dict):
+    """A tiny ``name`` (wrnn or irnn, built with the given sizes, seed 0) and the adding task of
+    ``T`` steps with ``n_train`` training samples: (model, data set)."""
+    torch.manual_seed(0)
+    model = models.build(name, (T, 2), 1, **(wrnn if name == "wrnn" else irnn))
+    return model, data.load("adding", T=T, n_train=n_train, n_test=1)
+
+
 @pytest.mark.parametrize("rule", FEEDBACK)
 @pytest.mark.parametrize("name", ["wrnn", "irnn"])
 def test_feedback_rules_attach_through_time_and_differ_from_bptt(rule, name):
-    torch.manual_seed(0)
-    small = {"channels": 3, "ring": 6} if name == "wrnn" else {"hidden": 12}
-    model = models.build(name, (8, 2), 1, **small)
-    ds = data.load("adding", T=8, n_train=32, n_test=1)
+    model, ds = _tiny_adding(name, T=8, n_train=32, wrnn={"channels": 3, "ring": 6}, irnn={"hidden": 12})
     batch = (ds.x_train, ds.y_train)
     learner = rules.get(rule).attach(model)
     assert "recurrent" in learner.trained_layers()
@@ -147,10 +152,7 @@ def test_feedback_rules_attach_through_time_and_differ_from_bptt(rule, name):
 def test_rules_that_cannot_train_a_recurrent_model_refuse_in_one_short_sentence(rule, name):
     # softhebb learns the layer order on the first forward pass: it used to list every one of
     # the T·2 layer calls it saw (6 kB at T = 200) instead of saying what was wrong
-    torch.manual_seed(0)
-    small = {"channels": 2, "ring": 4} if name == "wrnn" else {"hidden": 4}
-    model = models.build(name, (60, 2), 1, **small)
-    ds = data.load("adding", T=60, n_train=8, n_test=1)
+    model, ds = _tiny_adding(name, T=60, n_train=8, wrnn={"channels": 2, "ring": 4}, irnn={"hidden": 4})
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises((UnsupportedModuleError, ConfigError)) as info:
         learner = rules.get(rule).attach(model)

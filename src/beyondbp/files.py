@@ -41,8 +41,10 @@ __all__ = [
     "atomic_write_bytes",
     "check_output_directory",
     "check_writable",
+    "file_path",
     "MANIFEST",
     "foreign_entries",
+    "names_folder",
     "is_previous_output",
     "manifest_names",
     "publish_directory",
@@ -246,6 +248,24 @@ def check_writable(path: str | os.PathLike, what: str, directory: bool = False) 
         raise ConfigError(f"{what} {str(path)!r} cannot be written: {reason} in {str(ancestor)!r}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def names_folder(text: str | os.PathLike) -> bool:
+    """Whether the path text ``text`` ends with a path separator (``/``, or the system's own),
+    i.e. names a folder: ``Path`` drops the separator, so ``/tmp/out/`` would become a file
+    ``/tmp/out``."""
+    text = os.fspath(text)
+    return any(sep and text.endswith(sep) for sep in ("/", os.sep, os.altsep))
+
+
+def file_path(text: str) -> Path:
+    """The path of an output file from its text as given (a command-line flag's parser):
+    :class:`ConfigError` (one sentence) when it ends with a path separator, which names a folder,
+    instead of writing a file of the folder's name."""
+    if names_folder(text):
+        raise ConfigError(f"{text!r} ends with a path separator, so it names a folder; give the path of a file "
+                          "(without the trailing separator, or a file inside that folder)")
+    return Path(text)
 
 
 def check_folder_exists(path: str | os.PathLike, what: str) -> None:

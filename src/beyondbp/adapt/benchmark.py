@@ -3,14 +3,16 @@
 :func:`benchmark` builds one result dict (:mod:`beyondbp.reporting.adapt` renders it)::
 
     {"methods": [...], "corruptions": [...], "severities": [...], "batch_size": 128,
-     "episodic": False, "seed": 0, "samples": 10000,
+     "batch_size_requested": 128, "episodic": False, "seed": 0, "samples": 10000,
      "rows": [{"method", "corruption", "severity", "error", "batches", "seconds_per_batch"}, ...],
      "mean": {method: {severity: mean error over corruptions}},
      "seconds_per_batch": {method: mean over the rows}}
 
-Errors are fractions in the dict (percentages in the rendered table). The corrupted sets are generated
-once per (corruption, severity) from ``seed`` and shared by all methods; every method starts
-from the same source model.
+``batch_size`` is the batch the methods were given: the requested one, or all the ``samples``
+where they are fewer (``batch_size_requested``: what was asked). Errors are fractions in the
+dict (percentages in the rendered table). The corrupted sets are generated once per
+(corruption, severity) from ``seed`` and shared by all methods; every method starts from the
+same source model.
 """
 
 from __future__ import annotations
@@ -49,5 +51,5 @@ def benchmark(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods: list[
     seconds = {m: sum(r["seconds_per_batch"] for r in rows if r["method"] == m) / (len(corruptions) * len(severities))
                for m in methods}
     return {"methods": list(methods), "corruptions": list(corruptions), "severities": list(severities),
-            "batch_size": batch_size, "episodic": bool(episodic), "seed": seed, "samples": len(x),
+            "batch_size": min(batch_size, len(x)), "batch_size_requested": batch_size, "episodic": bool(episodic), "seed": seed, "samples": len(x),
             "rows": rows, "mean": mean, "seconds_per_batch": seconds}

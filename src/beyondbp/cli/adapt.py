@@ -28,7 +28,7 @@ from .common import (
     _on_interrupt,
     app,
 )
-from .settings import torch_threads
+from .settings import file_flag, torch_threads
 
 # imported on first use, so that --help and usage errors answer without importing torch
 data_mod = lazy("beyondbp.data")
@@ -96,7 +96,7 @@ def _bar(quiet: bool, description: str) -> tuple[Any, Any]:
 
 @adapt_app.command("source")
 def adapt_source(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Where to write the source model.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Where to write the source model.", parser=file_flag("--checkpoint"))],
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs over the 60k clean training images.")] = 3,
     channels: Annotated[str, typer.Option("--channels", help="Channels of the three conv blocks.")] = "32,64,64",
     n_train: Annotated[Optional[int], typer.Option("--n-train", help="Use only the first N training images (default: all 60000).")] = None,
@@ -214,7 +214,7 @@ def adapt_run(
     result["command"] = "beyondbp " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["adapt", "run"] else "beyondbp adapt run"
     result["source"] = {"checkpoint": str(checkpoint), **meta}
     title = (f"Fashion-MNIST-C: test-time adaptation ({'episodic' if episodic else 'online'}, "
-             f"batch {batch_size}, {len(x)} images)")
+             f"batch {result['batch_size']}, {len(x)} images)")
     table_md = f"# {title}\n\n{result['date']} · `{result['command']}`\n\n" + adapt_report.markdown_table(result)
     out = Path(out)
     files.write_directory(out, {

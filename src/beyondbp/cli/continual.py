@@ -103,7 +103,8 @@ def continual(
     rule_opt: Annotated[Optional[list[str]], typer.Option("--rule-opt", help="Rule option KEY=VALUE or RULE:KEY=VALUE (repeatable).")] = None,
     method_opt: Annotated[Optional[list[str]], typer.Option("--method-opt", help="Method option METHOD:KEY=VALUE, e.g. ewc:lam=10, or KEY=VALUE for "
         "every listed method that has it (repeatable; values as JSON; an unknown KEY is answered with the method's options).")] = None,
-    epochs_per_task: Annotated[int, typer.Option("--epochs-per-task", help="Epochs over each task's training set.")] = 1,
+    epochs_per_task: Annotated[int, typer.Option("--epochs-per-task", help="Epochs over each task's training set (the default 1 "
+        "suits the Fashion-MNIST families; permuted-mnist1d needs more, e.g. 15).")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate.")] = 0.1,
     train_size: Annotated[Optional[int], typer.Option("--train-size", help="Training samples per task (seeded subset; default all).")] = None,
@@ -117,7 +118,15 @@ def continual(
     debug: DebugOpt = False,
 ) -> None:
     """Continual learning: train a task sequence with each method under each rule; print ACC, BWT
-    and FWT, and write the accuracy matrices (results.json, table.md, matrix.png)."""
+    and FWT, and write the accuracy matrices (results.json, table.md, matrix.png).
+
+    The data set comes with --tasks (Fashion-MNIST or MNIST-1D; there is no --data). The defaults
+    (1 epoch per task, batch 64, lr 0.1, an 800-800 MLP) are sized for the Fashion-MNIST families,
+    whose tasks hold 60,000 (permuted) or 12,000 (split) training images: 938 or 188 steps per
+    task. A permuted-mnist1d task holds 4,000 samples, 63 steps per epoch, where one epoch leaves
+    the MLP far from trained (finetune on 2 tasks: ACC 25 %, chance 10 %): give it more epochs,
+    e.g. --epochs-per-task 15, about the steps of one Fashion-MNIST epoch (ACC 48 %, task 0 at
+    53 % just after training instead of 28 %)."""
     from ..continual import METHODS, build_sequence, make_method, parse_tasks, run_method
     from ..continual.methods import build_model, check_budget, default_model_options
     from ..reporting.continual import grouped_notes

@@ -22,10 +22,12 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from .. import files
 from ..errors import ConfigError
 from ..settings import NUMBER_KIND, RunSettings
 
-__all__ = ["RUN_FLAGS", "check_switched", "config_values", "flag", "run_setting_parameters", "setting_type", "torch_threads", "with_run_settings"]
+__all__ = ["RUN_FLAGS", "check_switched", "config_values", "file_flag", "flag", "run_setting_parameters", "setting_type",
+           "torch_threads", "with_run_settings"]
 
 #: The run settings ``train`` and ``compare`` share, in the order ``--help`` lists them.
 RUN_FLAGS = (
@@ -90,9 +92,23 @@ def _annotation(name: str) -> tuple[Any, Any]:
         return Annotated[bool, option], False
     if name in _WRITTEN:
         return Annotated[_WRITTEN[name][0], option], None
-    if name in _PATHS:
-        return Annotated[Optional[Path], option], None
+    if name in _PATHS:  # parsed from the text as given: a trailing separator (a folder) is refused
+        return Annotated[Optional[Path], typer.Option(flag(name), help=_help(name), parser=file_flag(flag(name)))], None
     return Annotated[Optional[NUMBER_KIND.get(name, str)], option], None
+
+
+def file_flag(name: str) -> Callable[[str], Path]:
+    """The parser of flag ``name`` that names a file (``--checkpoint``, ``--state``, ``--store``):
+    the path as given, one ending with a path separator (a folder, which ``Path`` would turn into
+    a file of the folder's name) refused as a usage error (:func:`beyondbp.files.file_path`)."""
+
+    def parse(text: str) -> Path:
+        try:
+            return files.file_path(text)
+        except ConfigError as exc:  # not a ValueError to typer, which would prefix "Value error, "
+            raise typer.BadParameter(str(exc), param_hint=f"'{name}'") from None
+
+    return parse
 
 
 def run_setting_parameters(names: tuple[str, ...]) -> list[inspect.Parameter]:

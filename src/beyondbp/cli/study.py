@@ -20,6 +20,7 @@ from .._lazy import lazy
 from ..errors import ConfigError
 from .common import DebugOpt, OutOverwriteOpt, _check_path_text, _console, _count, _duration, _on_interrupt, app
 from .progress import _Display, _Heartbeat
+from .settings import file_flag
 
 # imported on first use, so that --help and usage errors answer without importing torch
 jsonable = lazy("beyondbp.jsonable")
@@ -42,7 +43,8 @@ EXIT_RUNS_FAILED = 4
 EXIT_CHECK_FAILED = 5
 
 SpecArg = Annotated[Path, typer.Argument(help="The study's spec file (TOML).")]
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Run store (default: the spec's path with .db).")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Run store (default: the spec's path with .db).",
+                                                   parser=file_flag("--store"))]
 
 
 def _load_spec(path: Path) -> Any:

@@ -559,7 +559,9 @@ def run_method(
     it is evaluated — for tests and analyses; it must leave the model as it found it.
     ``on_step(info)`` is called after every training step with ``task`` (its index, or None
     for joint training), ``tasks``, ``step`` (done in this task, or in joint training) and
-    ``steps`` (its total)."""
+    ``steps`` (its total). The result's ``batch_size`` is the batch its steps used: the requested
+    one (``batch_size_requested``), or a whole training split where that is smaller (the largest
+    task's split; joint training: all tasks' together)."""
     meth = method if isinstance(method, Method) else make_method(method, **(method_options or {}))
     if len(seq) < 2:
         raise ConfigError(f"a task sequence needs at least 2 tasks, got {len(seq)}")
@@ -656,7 +658,9 @@ def run_method(
         "seconds": seconds,
         "seed": seed,
         "epochs_per_task": epochs_per_task,
-        "batch_size": batch_size,
+        "batch_size": min(batch_size, max(t.x_train.shape[0] for t in seq.tasks) if meth.sequential
+                          else sum(t.x_train.shape[0] for t in seq.tasks)),
+        "batch_size_requested": batch_size,
         "lr": lr,
         "diverged": watch.at is not None,
         "steps_per_task": steps if meth.sequential else None,

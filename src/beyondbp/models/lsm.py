@@ -71,8 +71,10 @@ refused with one sentence.
 In a run (``beyondbp train``, ``compare``, a study) this model goes through the two-phase
 protocol of :mod:`beyondbp.training.liquid`: liquid initialisation, features generated once (with
 the data-set-wide ``rate_max``, ``feature_batch`` samples at a time) and cached, and the readout
-alone trained by the run's rule on them. ``w_liquid`` sets the recurrent synapses' magnitude
-(the fixed liquid's weight scale the paper sweeps); ``readout_hidden`` gives a 2-layer readout.
+alone trained by the run's rule on them. ``w_init`` is the fixed liquid's weight scale the paper
+sweeps: the authors' one scalar sets the magnitude of every synapse, E→E, E→I, I→E, I→I and
+input→liquid alike. ``w_liquid`` sets the recurrent synapses' magnitude alone (the input synapses
+keep ``w_init``), a variant beyond the paper's sweep; ``readout_hidden`` gives a 2-layer readout.
 """
 
 from __future__ import annotations
@@ -561,9 +563,13 @@ class LSM(nn.Module):
         threshold: float = opt(20.0, "firing threshold", gt=0)
         refractory: int = opt(2, "refractory period in ms", ge=0)
         input_current: float = opt(100.0, "current of an input spike", gt=0)
-        w_init: float = opt(3.0, "initial weight magnitude of every synapse", ge=0)
+        w_init: float = opt(
+            3.0, "initial weight magnitude of every synapse, input ones included (the fixed liquid's weight scale "
+            "the paper sweeps)", ge=0,
+        )
         w_liquid: float | None = opt(
-            None, "initial magnitude of the recurrent (liquid→liquid) synapses, the fixed liquid's weight scale; None: w_init",
+            None, "initial magnitude of the recurrent (liquid→liquid) synapses only, the input ones keeping w_init "
+            "(a variant: the paper's fixed-liquid sweep is w_init); None: w_init",
             ge=0,
         )
         w_max: float = opt(3.0, "largest weight magnitude plasticity may reach", gt=0)

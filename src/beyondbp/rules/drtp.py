@@ -72,7 +72,7 @@ than silently computing something else. ``estimate`` returns the directions abov
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence, get_args
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +88,17 @@ NON_SATURATING: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
     nn.Mish, nn.Softplus,
 )
+
+
+def _saturating_hint(model: nn.Module) -> str:
+    """What the user can do about non-saturating units in ``model``: its ``activation`` option
+    where its declaration has one offering tanh, else another model or another rule."""
+    declared = getattr(getattr(type(model), "Options", None), "model_fields", {})
+    field = declared.get("activation") if isinstance(declared, dict) else None
+    if field is not None and "tanh" in get_args(field.annotation):
+        return "use tanh or sigmoid units (--model-opt activation=tanh)"
+    return ("this model's units are fixed (it has no activation option), so use a tanh or sigmoid network (mlp, "
+            "lenet and cnn1d take --model-opt activation=tanh) or another rule for it")
 
 
 class _NeedsTargets(Function):
@@ -276,8 +287,7 @@ class DRTP(Rule):
             if isinstance(module, NON_SATURATING):
                 raise UnsupportedModuleError(
                     f"rule 'drtp' cannot train through module '{path}' of type {type(module).__name__}: "
-                    "its target-projection signal never shrinks, so hidden units must saturate; use tanh or "
-                    "sigmoid units (mlp, lenet and cnn1d take --model-opt activation=tanh)"
+                    f"its target-projection signal never shrinks, so hidden units must saturate; {_saturating_hint(model)}"
                 )
 
     @staticmethod

@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import ValidationError, field_validator, model_validator
 
 from .. import data as data_mod
+from .. import files
 from .. import models as models_mod
 from .. import options as options_mod
 from .. import rules as rules_mod
@@ -265,6 +266,10 @@ class RunConfig(RunSettings):
             self._refuse_unused(
                 ("milestones", "gamma"), "step-schedule", f"lr_schedule='step' (it is {self.lr_schedule!r})"
             )
+        for name in ("checkpoint", "state"):  # files the run writes: a trailing separator names a folder
+            if getattr(self, name) is not None and files.names_folder(getattr(self, name)):
+                raise ValueError(f"invalid {name} {getattr(self, name)!r}: it ends with a path separator, so it names a "
+                                 "folder; give the path of a file")
         if self.state is not None and not self.state.strip():
             raise ValueError("invalid state '': it must be a file path (where the run keeps its resume state) or nothing")
         if self.checkpoint_every is not None and self.state is None:

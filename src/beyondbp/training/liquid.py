@@ -19,7 +19,8 @@ When :func:`beyondbp.training.prepare` builds a model holding a spiking liquid, 
    ``duration`` (250 ms), ``feature_batch`` (250) images at a time, from ``W_INI`` — with the
    rule's transient plasticity (every image starts from ``W_INI``; ``η``, ``A``, ``w_A``, ``b_A``
    decay by ``decay`` = 0.99 per ms), or with fixed weights for any other rule (the paper's
-   fixed-weight LSM; sweep ``w_liquid`` or ``w_init`` for its weight scale). The feature of an
+   fixed-weight LSM; sweep ``w_init`` for its weight scale, the magnitude of every synapse as
+   in the authors' code; ``w_liquid`` alone changes the recurrent ones only). The feature of an
    image is the spike count of every liquid neuron (the authors' choice), divided by the image's
    L1 norm and, for ``features="authors"``, by the largest such value over the training features.
    The batches run in ``feature_workers`` processes (an execution setting; default 2 on a machine
@@ -78,7 +79,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
@@ -94,8 +95,9 @@ from .config import RunConfig, effective_rule_options
 from .liquid_pool import FeaturePool, batch_counts, feature_workers
 from .liquid_pool import derive as _derive
 
-__all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeatureStage", "cache_root", "feature_stage", "has_liquid",
-           "is_liquid_model", "read_entry", "samples_digest"]
+__all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeaturePlace", "FeatureStage", "cache_root", "feature_kinds",
+           "feature_stage", "fitting_entry", "has_liquid", "is_liquid_model", "liquid_rules", "locate", "read_entry",
+           "readout_features", "samples_digest", "stimuli_record"]
 
 #: Version of the cache files' layout (part of the key).
 FEATURE_FORMAT = 1
@@ -137,7 +139,7 @@ def cache_root(config: RunConfig) -> Path:
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "beyondbp") / "lsm-features"
 
 
-def _rules(config: RunConfig) -> tuple[rules_mod.Rule | None, rules_mod.Rule]:
+def liquid_rules(config: RunConfig) -> tuple[rules_mod.Rule | None, rules_mod.Rule]:
     """The liquid rule (None: a fixed liquid) and the readout's rule, checked."""
     rule = rules_mod.get(config.rule, **effective_rule_options(config))
     if not getattr(type(rule), "trains_liquid", False):
@@ -295,7 +297,7 @@ def read_entry(path: str | os.PathLike) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) and entry.get("format") == FEATURE_FORMAT else None
 
 
-def _read(path: Path, model: nn.Module, n_train: int, n_test: int) -> dict[str, Any] | None:
+def fitting_entry(path: Path, model: nn.Module, n_train: int, n_test: int) -> dict[str, Any] | None:
     """The cache entry at ``path`` if it fits ``model`` and the split sizes, else None."""
     entry = read_entry(path)
     if entry is None:
@@ -309,7 +311,18 @@ def _read(path: Path, model: nn.Module, n_train: int, n_test: int) -> dict[str, 
     return entry if ok else None
 
 
-def _features(counts: Tensor, kind: str, scale: float | None = None) -> tuple[Tensor, float]:
+def feature_kinds() -> tuple[str, ...]:
+    """The readout feature kinds, the values of model ``lsm``'s option ``features`` (read from
+    its declaration, so the two cannot drift)."""
+    return tuple(get_args(models_mod.options_class("lsm").model_fields["features"].annotation))
+
+
+def readout_features(counts: Tensor, kind: str, scale: float | None = None) -> tuple[Tensor, float]:
+    """The readout's features from raw spike ``counts`` (images, neurons) for model option
+    ``features=kind`` (see :func:`feature_kinds`): the counts as float, each image's counts
+    divided by their sum (``"l1"``), and those divided by ``scale`` (``"authors"``; None: their
+    largest value here, as for the training features). Returns (features, the scale used; 1.0
+    for the kinds without one)."""
     f = counts.float()
     if kind == "counts":
         return f, 1.0
@@ -321,7 +334,7 @@ def _features(counts: Tensor, kind: str, scale: float | None = None) -> tuple[Te
 
 
 @dataclass
-class _Place:
+class FeaturePlace:
     """Where a run's features live and the firing probabilities they come from."""
 
     p_train: Tensor
@@ -332,7 +345,7 @@ class _Place:
     path: Path
 
 
-def _locate(config: RunConfig, plastic: rules_mod.Rule | None, ds: data_mod.Dataset, model: nn.Module) -> _Place:
+def locate(config: RunConfig, plastic: rules_mod.Rule | None, ds: data_mod.Dataset, model: nn.Module) -> FeaturePlace:
     """The input firing probabilities of the run's images and its cache entry's key and path."""
     x_train = _intensities(ds, ds.x_train, config.data)
     x_test = _intensities(ds, ds.x_test, config.data)
@@ -343,10 +356,10 @@ def _locate(config: RunConfig, plastic: rules_mod.Rule | None, ds: data_mod.Data
         rate_max = max(float(r.max()) if r.numel() else 0.0 for r in (r_train, r_test)) or 1.0
     p_train, p_test = (r_train / rate_max).clamp(0, 1), (r_test / rate_max).clamp(0, 1)
     key, samples = _key(config, plastic, ds.x_train, ds.x_test)
-    return _Place(p_train, p_test, float(rate_max), key, samples, cache_root(config) / f"{key}.pt")
+    return FeaturePlace(p_train, p_test, float(rate_max), key, samples, cache_root(config) / f"{key}.pt")
 
 
-def _stimuli(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, place: _Place) -> dict[str, Any]:
+def stimuli_record(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, place: FeaturePlace) -> dict[str, Any]:
     """What a new entry records of its stimuli besides the features (read by
     :mod:`beyondbp.training.liquid_features`; the run loop ignores it)."""
     opts = model.opts
@@ -371,13 +384,13 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
             "init_from does not apply to model 'lsm' (its liquid is set by its own initialisation phase and its "
             "features cached); leave it out."
         )
-    plastic, readout_rule = _rules(config)
+    plastic, readout_rule = liquid_rules(config)
     readout_rule.check_model(model.readout)
     if not generate:
         return FeatureStage(ds, model.readout, readout_rule)
-    place = _locate(config, plastic, ds, model)
+    place = locate(config, plastic, ds, model)
     p_train, p_test, rate_max, key, path = place.p_train, place.p_test, place.rate_max, place.key, place.path
-    entry = _read(path, model, len(p_train), len(p_test))
+    entry = fitting_entry(path, model, len(p_train), len(p_test))
     cached = entry is not None
     if entry is None:
         saved_seed = model.liquid.input_seed
@@ -385,7 +398,7 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
             entry = _generate(config, plastic, model, p_train, p_test)
         finally:
             model.liquid.input_seed = saved_seed
-        entry.update(_stimuli(config, ds, model, place))
+        entry.update(stimuli_record(config, ds, model, place))
         try:
             files.atomic_write_bytes(path, lambda fh: torch.save(entry, fh))
         except OSError as exc:
@@ -393,8 +406,8 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
                               "give a writable feature_cache directory.") from None
     with torch.no_grad():
         model.liquid.weight.copy_(entry["weight"].to(model.liquid.weight.device))  # W_INI
-    f_train, scale = _features(entry["counts_train"], model.opts.features)
-    f_test, _ = _features(entry["counts_test"], model.opts.features, scale)
+    f_train, scale = readout_features(entry["counts_train"], model.opts.features)
+    f_test, _ = readout_features(entry["counts_test"], model.opts.features, scale)
     measurements = {k: float(v) for k, v in entry["measurements"].items()}
     record = {
         "cache": str(path.absolute()), "cached": cached, "key": key, "rule": config.rule if plastic is not None else "fixed",

@@ -44,8 +44,6 @@ from .config import RunConfig
 
 __all__ = ["LiquidFeatures", "load_features"]
 
-_KINDS = ("authors", "l1", "counts")
-
 
 @dataclass
 class LiquidFeatures:
@@ -72,10 +70,11 @@ class LiquidFeatures:
         """(train, test) features as the readout of model option ``features=kind`` sees them
         (float32): ``"counts"`` the counts, ``"l1"`` each image's counts divided by their sum,
         ``"authors"`` those divided by their largest value over the training features."""
-        if kind not in _KINDS:
-            raise ConfigError(f"features kind {kind!r} is not one of {', '.join(_KINDS)}.")
-        train, scale = liquid._features(self.counts_train, kind)
-        test, _ = liquid._features(self.counts_test, kind, scale)
+        kinds = liquid.feature_kinds()
+        if kind not in kinds:
+            raise ConfigError(f"features kind {kind!r} is not one of {', '.join(kinds)}.")
+        train, scale = liquid.readout_features(self.counts_train, kind)
+        test, _ = liquid.readout_features(self.counts_test, kind, scale)
         return train, test
 
 
@@ -148,9 +147,9 @@ class _Run:
             self.model = models_mod.build(config.model, self.ds.input_shape, self.ds.num_classes,
                                           **config.model_options)
         liquid.feature_stage(config, self.ds, self.model, torch.device("cpu"), generate=False)  # its checks
-        self.plastic, _ = liquid._rules(config)
-        self.place = liquid._locate(config, self.plastic, self.ds, self.model)
-        self.stimuli = liquid._stimuli(config, self.ds, self.model, self.place)
+        self.plastic, _ = liquid.liquid_rules(config)
+        self.place = liquid.locate(config, self.plastic, self.ds, self.model)
+        self.stimuli = liquid.stimuli_record(config, self.ds, self.model, self.place)
 
     def labels(self) -> tuple[Tensor, Tensor]:
         return self.stimuli["labels_train"], self.stimuli["labels_test"]
@@ -159,7 +158,7 @@ class _Run:
 def _from_config(config: RunConfig, generate: bool) -> LiquidFeatures:
     built = _Run(config)
     path, n_train, n_test = built.place.path, len(built.ds.y_train), len(built.ds.y_test)
-    entry = liquid._read(path, built.model, n_train, n_test)
+    entry = liquid.fitting_entry(path, built.model, n_train, n_test)
     if entry is None:
         if not generate:
             raise ConfigError(
