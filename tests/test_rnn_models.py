@@ -77,6 +77,38 @@ def test_freeze_options_leave_only_the_readout_trainable():
     assert not only_rec.recurrent.weight.requires_grad and only_rec.encoder.weight.requires_grad
 
 
+@pytest.mark.parametrize("name", ["wrnn", "irnn"])
+@pytest.mark.parametrize("rule", ["backprop", "fa", "kp", "pfa", "dfa"])
+def test_a_frozen_reservoir_trains_its_readout_alone_under_every_rule(name, rule):
+    """Nothing of a frozen layer moves, the rule's own learned feedback (KP's B, PFA's R) included:
+    before, KP and PFA trained the feedback of the frozen encoder and recurrence."""
+    size = {"wrnn": {"channels": 2, "ring": 5}, "irnn": {"hidden": 6}}[name]
+    torch.manual_seed(0)
+    model = models.build(name, (8, 2), 3, freeze_recurrence=True, freeze_encoder=True, **size)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"]
+    learner = rules.get(rule, seed=0).attach(model) if rule != "backprop" else rules.get(rule).attach(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert all(n.startswith("readout.") for n in trainable)
+    # weight decay on every parameter handed over: a frozen one must still not move
+    opt = torch.optim.SGD(list(learner.optimizer_parameters()), lr=0.5, weight_decay=0.1)
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(16, 8, 2, generator=g), torch.randint(0, 3, (16,), generator=g))
+    for _ in range(3):
+        learner.step(batch, opt)
+    moved = sorted(n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n]))
+    assert moved == trainable and {"readout.bias", "readout.weight"} <= set(moved)
+
+
+def test_irnn_freezes_recurrence_and_encoder_separately():
+    only_rec = models.build("irnn", (10, 2), 1, hidden=4, freeze_recurrence=True)
+    assert [n for n, p in only_rec.named_parameters() if not p.requires_grad] == ["recurrent.weight", "recurrent.bias"]
+    only_enc = models.build("irnn", (10, 2), 1, hidden=4, freeze_encoder=True)
+    assert [n for n, p in only_enc.named_parameters() if not p.requires_grad] == ["encoder.weight", "encoder.bias"]
+    with pytest.raises(ConfigError):
+        models.build("irnn", (10, 2), 1, hidden=4, freeze_encoder="yes please")
+
+
 def test_matched_parameter_counts():
     target = parameter_count("wrnn", (200, 2), 1, channels=27, ring=100)
     assert target == 13015

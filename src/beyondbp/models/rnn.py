@@ -26,7 +26,8 @@ outputs) ``(N, num_classes)`` read from the last hidden state (``outputs="last"`
     parameters: with both, a wave reservoir whose readout alone learns.
 ``irnn`` — Le, Jaitly & Hinton 2015 as in the same authors' ``rnn_model.py``: ``h_t = ReLU(W h_{t−1}
     + V x_t + b)``, ``W`` (``recurrent``, an ``nn.Linear(hidden, hidden)``) the identity with zero
-    bias, ``V`` ~ N(0, 0.001²).
+    bias, ``V`` ~ N(0, 0.001²). ``freeze_recurrence`` / ``freeze_encoder`` as for ``wrnn`` (with both,
+    an identity reservoir whose readout alone learns).
 ``lstm`` — ``torch.nn.LSTM`` (one layer; torch's own fused kernel) and a linear readout.
 
 Matched sizes: ``params=K`` on ``irnn`` and ``lstm`` picks the hidden size whose parameter count
@@ -72,6 +73,13 @@ def sequence_shape(input_shape: Sequence[int], model: str) -> tuple[int, int]:
 
 def _as_sequence(x: Tensor, steps: int, channels: int) -> Tensor:
     return x.reshape(x.shape[0], steps, channels)
+
+
+def _freeze(model: nn.Module, recurrence: bool, encoder: bool) -> None:
+    """``requires_grad=False`` on the parameters of ``model.recurrent`` / ``model.encoder``."""
+    for module, frozen in ((model.recurrent, recurrence), (model.encoder, encoder)):
+        for p in module.parameters():
+            p.requires_grad_(not frozen)
 
 
 class _Recurrent(nn.Module):
@@ -133,9 +141,7 @@ class WaveRNN(_Recurrent):
                 if init == "shift":
                     kernel = torch.roll(kernel, 1, -1)
                 self.recurrent.weight.copy_(kernel)
-        for module, frozen in ((self.recurrent, freeze_recurrence), (self.encoder, freeze_encoder)):
-            for p in module.parameters():
-                p.requires_grad_(not frozen)
+        _freeze(self, freeze_recurrence, freeze_encoder)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = (x.shape[0], self.n_channels, self.ring)
@@ -156,12 +162,16 @@ class IRNN(_Recurrent):
         hidden: int = opt(100, "hidden units", ge=1)
         params: int | None = opt(None, "pick hidden so the parameter count is closest to this (overrides hidden)", ge=1)
         init: Literal["identity", "random"] = opt("identity", "recurrent matrix: identity with zero bias, or PyTorch's init")
+        freeze_recurrence: bool = opt(False, "do not train the recurrent matrix")
+        freeze_encoder: bool = opt(False, "do not train the encoder")
         outputs: Outputs = opt("last", "read out the last hidden state, or every step's (per-step targets)")
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int = 100, params: int | None = None,
-                 init: str = "identity", outputs: str = "last") -> None:
+                 init: str = "identity", freeze_recurrence: bool = False, freeze_encoder: bool = False,
+                 outputs: str = "last") -> None:
         super().__init__()
-        parse(self.Options, dict(hidden=hidden, params=params, init=init, outputs=outputs), "model 'irnn'")
+        parse(self.Options, dict(hidden=hidden, params=params, init=init, freeze_recurrence=freeze_recurrence,
+                                 freeze_encoder=freeze_encoder, outputs=outputs), "model 'irnn'")
         self.steps, self.channels_in = sequence_shape(input_shape, "irnn")
         self.input_shape = check_shape(input_shape, "irnn")
         self.num_classes = check_classes(num_classes, "irnn")
@@ -177,6 +187,7 @@ class IRNN(_Recurrent):
             if init == "identity":
                 nn.init.eye_(self.recurrent.weight)
                 self.recurrent.bias.zero_()
+        _freeze(self, freeze_recurrence, freeze_encoder)
 
     def forward(self, x: Tensor) -> Tensor:
         h = torch.zeros(x.shape[0], self.hidden, dtype=x.dtype, device=x.device)

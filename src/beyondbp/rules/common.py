@@ -153,6 +153,10 @@ class FeedbackPathLearner(Learner):
             before = set(module._parameters) | set(module._buffers)
             rule.setup_layer(module, index)
             added = [k for k in list(module._parameters) + list(module._buffers) if k not in before]
+            if not module.weight.requires_grad:  # a frozen layer: its learned feedback (KP's B, PFA's R) stays too
+                for key in added:
+                    if key in module._parameters:
+                        module._parameters[key].requires_grad_(False)
             self._installed.append((module, added))
             module.forward = self._make_forward(module)
             module.__deepcopy__ = self._refuse_copy

@@ -46,6 +46,8 @@ pooling, BatchNorm, dropout, residual additions — is differentiated by ordinar
     learning rate η and weight decay λ, ``W − B`` is multiplied by ``(1 − ηλ)`` at every step, so
     the two matrices converge; without weight decay they never do (the learner refuses to
     step with an optimizer that lacks ``B`` or gives it different hyperparameters than ``W``).
+    A layer frozen at attach (``weight.requires_grad=False``, e.g. a reservoir's) keeps ``B``
+    frozen too (``requires_grad=False``): it neither learns nor is needed in the optimizer.
     Papers: "Backpropagation without weight transport" (Kolen, Pollack 1994); "Deep learning
     without weight transport" (Akrout, Wilson, Humphreys, Lillicrap, Tweedy 2019).
     Default ``init="kaiming_uniform"``: ``B`` is drawn from the same law as PyTorch's default
@@ -233,6 +235,8 @@ class KP(FeedbackPathRule):
     def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
         for name, module in learner.layers.items():
             fb = rule_tensor(module, "feedback")
+            if not fb.requires_grad:  # the layer was frozen at attach: B stays with it
+                continue
             if not param_in_optimizer(fb, optimizer):
                 raise ConfigError(
                     f"Kolen-Pollack trains the feedback matrix '{name}.{rule_attr('feedback')}' with your "

@@ -341,7 +341,8 @@ class PFA(FeedbackPathRule):
 
     def check_optimizer(self, learner: FeedbackPathLearner, optimizer: torch.optim.Optimizer) -> None:
         for name, module in learner.layers.items():
-            if not param_in_optimizer(rule_tensor(module, "R"), optimizer):
+            R = rule_tensor(module, "R")
+            if R.requires_grad and not param_in_optimizer(R, optimizer):  # a layer frozen at attach keeps R frozen
                 raise ConfigError(
                     f"PFA trains the feedback matrix '{name}.{rule_attr('R')}' with your optimizer, but the "
                     "optimizer does not hold it; create the optimizer after rule.attach(model) from "
