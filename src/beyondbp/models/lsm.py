@@ -86,6 +86,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
+from beyondbp.models.lsm_fixed import simulate_fixed
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
 from beyondbp.resources import check_fits
@@ -399,6 +400,10 @@ class Liquid(nn.Module):
         dev = self.weight.device
         p = p.to(device=dev, dtype=torch.float32)
         events = plast is not None and self.kernel == "event"
+        if plast is None and self.kernel == "event":
+            gen = torch.Generator(device=dev).manual_seed(self.input_seed) if self.input_seed is not None else None
+            k_init = math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u
+            return simulate_fixed(self, p, T, record, gen, k_init)
         if plast is not None:
             check_fits(self.plastic_bytes(B), f"plasticity on a batch of {B} (per-sample weights)", "use smaller batches.")
             w_full = torch.zeros(B, self.nnz + 1, device=dev)  # + the dummy synapse of padded rows
