@@ -140,8 +140,10 @@ def test_event_rows_hold_exactly_each_steps_spikes():
     assert any(j < n_in for rows_out, _ in seen.values() for _, j in rows_out)  # and input spikes
 
 
-@pytest.mark.parametrize("batch,input_seed,chunk", [(1, 4, None), (3, 4, None), (3, None, None), (2, 4, 100)])
-def test_fixed_event_kernel_equals_the_csr_reference(monkeypatch, batch, input_seed, chunk):
+@pytest.mark.parametrize("batch,input_seed,chunk,rows", [
+    (1, 4, None, True), (3, 4, None, True), (3, None, None, False), (2, 4, 100, False), (1, None, 100, True),
+])
+def test_fixed_event_kernel_equals_the_csr_reference(monkeypatch, batch, input_seed, chunk, rows):
     """The fixed liquid's event-driven step (models/lsm_fixed.py) against the CSR product of every
     synapse (``kernel="dense"``): the same spikes of every neuron at every step, the same input
     draws (the random stream left in the same state), also when the draws come in chunks."""
@@ -149,6 +151,7 @@ def test_fixed_event_kernel_equals_the_csr_reference(monkeypatch, batch, input_s
 
     if chunk is not None:
         monkeypatch.setattr(lsm_fixed, "CHUNK_ELEMENTS", chunk)  # a few steps per draw
+    monkeypatch.setattr(lsm_fixed, "CSR_BATCH", batch + 1 if rows else 1)  # spike rows or the CSR product
     m = small(input_seed=input_seed, duration=40, w_init=4.0)
     liq, p = m.liquid, m.encode(images(batch, seed=9))
     outs = {}

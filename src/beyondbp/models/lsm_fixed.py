@@ -4,11 +4,12 @@ no plasticity, ``kernel = "event"``).
 The same step as the reference (the CSR product of the synapse matrix with the kernel changes of
 every presynaptic neuron, ``kernel = "dense"``), with the same numbers, bit for bit:
 
-* the drive change of a step touches only the outgoing synapses of the neurons that spiked (at
-  NALSM1000 rates ~15 % of the synapses): their rows of the padded tables
-  (:meth:`Liquid.event_tables`) are gathered and summed per postsynaptic neuron with
-  ``index_add_``, which adds them in ascending presynaptic order, as the CSR row sum does, into
-  a zeroed buffer that is then added to the drive (the reference adds its product's result);
+* the drive change of a step (of one sample; batches use the reference's CSR product) touches
+  only the outgoing synapses of the neurons that spiked (at NALSM1000 rates ~15 % of the
+  synapses): their rows of the padded tables (:meth:`Liquid.event_tables`) are gathered and
+  summed per postsynaptic neuron with ``scatter_add_``, which adds them in ascending
+  presynaptic order, as the CSR row sum does, into a zeroed buffer that is then added to the
+  drive (the reference adds its product's result);
 * the Bernoulli input drive of up to ``chunk`` steps is drawn in one call (the generator gives
   the same numbers in the same order as one draw per step);
 * every per-step update runs in place on preallocated arrays, with the reference's operations
@@ -27,6 +28,9 @@ __all__ = ["simulate_fixed"]
 
 #: At most this many input draws (steps × samples × inputs) are held at once.
 CHUNK_ELEMENTS = 1 << 21
+#: From this batch size on the drive change is the CSR product (the reference's; cheaper than
+#: gathering the spiking neurons' rows when many samples spike at once).
+CSR_BATCH = 2
 
 
 def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generator | None,
@@ -60,6 +64,7 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
     quiet = torch.empty(B, n_tot, dtype=torch.bool, device=dev)
     s_in, s_liq = s[:, :n_in], s[:, n_in:]
     offsets = torch.arange(B, device=dev) * n_cols
+    csr = liq._csr(w) if B >= CSR_BATCH else None
     chunk = max(1, min(T, CHUNK_ELEMENTS // max(1, B * n_in)))
     current = None
     for t in range(T):
@@ -76,7 +81,10 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
         if raster is not None:
             raster[:, t] = s_liq
         any_spike = False
-        for part, (sp, base) in enumerate(((s_in, 0), (s_liq, n_in))):
+        if csr is not None:  # several samples: the CSR product over all of them is cheaper
+            if bool(s.any()):
+                drive.add_(torch.sparse.mm(csr, torch.where(s, k0 - k[:, :n_tot], 0.0).t()).t())
+        for part, (sp, base) in enumerate(((s_in, 0), (s_liq, n_in)) if csr is None else ()):
             b, j = sp.nonzero(as_tuple=True)
             if j.numel() == 0 or w_rows[part].shape[1] == 0:
                 continue
