@@ -49,8 +49,9 @@ initialised at zero, trained by the caller's optimizer.
 
 Simulation is batched over samples. The synaptic drive ``Σ_j w_ij k_j`` of every liquid neuron
 is kept as one number that decays by ``exp(−1/τ_u)`` per step and changes only where a
-presynaptic neuron spiked (a sparse CSR product of the synapse matrix with the spike vector, for a
-fixed liquid) or a plasticity rule changed a weight. With plasticity the weights are per sample,
+presynaptic neuron spiked (for a fixed liquid, :mod:`beyondbp.models.lsm_fixed`: the spiking
+neurons' outgoing synapses of one sample, or a sparse CSR product of the synapse matrix with the
+spike vectors of a batch) or a plasticity rule changed a weight. With plasticity the weights are per sample,
 a ``(B, nnz)`` array over the fixed synapse structure, and each step touches only the synapses
 of the neurons that spiked (event-driven: the spiking (sample, neuron) pairs index padded tables
 of their outgoing and incoming synapses, :meth:`Liquid.event_tables`; about 15 % of the synapses
