@@ -4,13 +4,14 @@ no plasticity, ``kernel = "event"``).
 The same step as the reference (the CSR product of the synapse matrix with the kernel changes of
 every presynaptic neuron, ``kernel = "dense"``), with the same numbers, bit for bit:
 
-* the drive change of a step (of one sample; batches use the reference's CSR product) touches
-  only the outgoing synapses of the neurons that spiked (at NALSM1000 rates ~15 % of the
-  synapses): their rows of the padded tables (:meth:`Liquid.event_tables`) are gathered and
-  summed per postsynaptic neuron with ``scatter_add_``, which adds them in ascending
-  presynaptic order, as the CSR row sum does, into a zeroed buffer that is then added to the
-  drive (the reference adds its product's result);
-* the Bernoulli input drive of up to ``chunk`` steps is drawn in one call (the generator gives
+* the drive change of a step (of one sample on the CPU; batches and other devices use the
+  reference's CSR product) touches only the outgoing synapses of the neurons that spiked (at
+  NALSM1000 rates ~15 % of the synapses): their rows of the padded tables
+  (:meth:`Liquid.event_tables`) are gathered and summed per postsynaptic neuron with
+  ``scatter_add_``, which on the CPU adds them in ascending presynaptic order, as the CSR row
+  sum does, into a zeroed buffer that is then added to the drive (the reference adds its
+  product's result);
+* the Bernoulli input drive of up to ``CHUNK_ELEMENTS`` numbers is drawn in one call (the generator gives
   the same numbers in the same order as one draw per step);
 * every per-step update runs in place on preallocated arrays, with the reference's operations
   in the reference's order (``(v + I) − v/τ_v`` and so on): equal spikes, equal membranes.
@@ -40,12 +41,15 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
     B, n_in, n = p.shape[0], liq.n_in, liq.n
     n_tot, dev = n_in + n, p.device
     n_cols = n_tot + 1  # + the dummy neuron the tables' padding points at
-    tab = liq.event_tables()
     w = liq.weight.detach()
-    w_pad = torch.cat([w, w.new_zeros(1)])
-    # the tables' synapse rows turned into weight rows once (the padding's weight is 0)
-    w_rows = [w_pad.index_select(0, ids.reshape(-1)).view(ids.shape) for ids in (tab["out_in"], tab["out_liq"])]
-    x_rows = [tab["out_in_x"], tab["out_liq_x"]]
+    # spike rows for one sample on the CPU (where scatter_add_ adds in order); the CSR product else
+    csr = liq._csr(w) if B >= CSR_BATCH or dev.type != "cpu" else None
+    if csr is None:
+        tab = liq.event_tables()
+        w_pad = torch.cat([w, w.new_zeros(1)])
+        # the tables' synapse rows turned into weight rows once (the padding's weight is 0)
+        w_rows = [w_pad.index_select(0, ids.reshape(-1)).view(ids.shape) for ids in (tab["out_in"], tab["out_liq"])]
+        x_rows = [tab["out_in_x"], tab["out_liq_x"]]
     decay = math.exp(-1.0 / liq.tau_u)
     k0, thr, tau_v, refr = 1.0 / liq.tau_u, liq.threshold, liq.tau_v, float(liq.refractory)
     k = torch.full((B, n_cols), k_init, device=dev)
@@ -64,7 +68,6 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
     quiet = torch.empty(B, n_tot, dtype=torch.bool, device=dev)
     s_in, s_liq = s[:, :n_in], s[:, n_in:]
     offsets = torch.arange(B, device=dev) * n_cols
-    csr = liq._csr(w) if B >= CSR_BATCH else None
     chunk = max(1, min(T, CHUNK_ELEMENTS // max(1, B * n_in)))
     current = None
     for t in range(T):
