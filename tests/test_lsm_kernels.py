@@ -138,3 +138,41 @@ def test_event_rows_hold_exactly_each_steps_spikes():
         assert inc.get("inc_in", []) == liquid_spikes and inc.get("inc_liq", []) == liquid_spikes
     assert sum(len(inc.get("inc_in", [])) for _, inc in seen.values()) > 10  # liquid spikes were covered
     assert any(j < n_in for rows_out, _ in seen.values() for _, j in rows_out)  # and input spikes
+
+
+@pytest.mark.parametrize("batch,input_seed,chunk,rows", [
+    (1, 4, None, True), (3, 4, None, True), (3, None, None, False), (2, 4, 100, False), (1, None, 100, True),
+])
+def test_fixed_event_kernel_equals_the_csr_reference(monkeypatch, batch, input_seed, chunk, rows):
+    """The fixed liquid's event-driven step (models/lsm_fixed.py) against the CSR product of every
+    synapse (``kernel="dense"``): the same spikes of every neuron at every step, the same input
+    draws (the random stream left in the same state), also when the draws come in chunks."""
+    import beyondbp.models.lsm_fixed as lsm_fixed
+
+    if chunk is not None:
+        monkeypatch.setattr(lsm_fixed, "CHUNK_ELEMENTS", chunk)  # a few steps per draw
+    monkeypatch.setattr(lsm_fixed, "CSR_BATCH", batch + 1 if rows else 1)  # spike rows or the CSR product
+    m = small(input_seed=input_seed, duration=40, w_init=4.0)
+    liq, p = m.liquid, m.encode(images(batch, seed=9))
+    outs = {}
+    for kernel in ("dense", "event"):
+        liq.kernel = kernel
+        torch.manual_seed(11)
+        outs[kernel] = (liq.simulate(p, record=True), torch.rand(3))
+    (d, d_next), (e, e_next) = outs["dense"], outs["event"]
+    assert torch.equal(d["raster"], e["raster"]) and torch.equal(d["counts"], e["counts"])
+    assert torch.equal(d["input_counts"], e["input_counts"]) and torch.equal(d_next, e_next)
+    assert d["counts"].sum() > 30 * batch and (d["raster"].sum((0, 2)) > 0).sum() > 15  # active at many steps
+
+
+def test_fixed_event_kernel_equals_the_csr_reference_at_nalsm1000_size():
+    m = models.build("lsm", (1, 28, 28), 10, duration=120, input_seed=3)
+    liq = m.liquid
+    p = m.encode(images(2, seed=4).repeat(1, 1, 4, 4)[:, :, :28, :28])
+    outs = {}
+    for kernel in ("dense", "event"):
+        liq.kernel = kernel
+        outs[kernel] = liq.simulate(p, record=True)
+    assert torch.equal(outs["dense"]["raster"], outs["event"]["raster"])
+    assert torch.equal(outs["dense"]["input_counts"], outs["event"]["input_counts"])
+    assert outs["dense"]["counts"].sum() > 5000

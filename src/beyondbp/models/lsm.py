@@ -49,8 +49,9 @@ initialised at zero, trained by the caller's optimizer.
 
 Simulation is batched over samples. The synaptic drive ``Σ_j w_ij k_j`` of every liquid neuron
 is kept as one number that decays by ``exp(−1/τ_u)`` per step and changes only where a
-presynaptic neuron spiked (a sparse CSR product of the synapse matrix with the spike vector, for a
-fixed liquid) or a plasticity rule changed a weight. With plasticity the weights are per sample,
+presynaptic neuron spiked (for a fixed liquid, :mod:`beyondbp.models.lsm_fixed`: the spiking
+neurons' outgoing synapses of one sample, or a sparse CSR product of the synapse matrix with the
+spike vectors of a batch) or a plasticity rule changed a weight. With plasticity the weights are per sample,
 a ``(B, nnz)`` array over the fixed synapse structure, and each step touches only the synapses
 of the neurons that spiked (event-driven: the spiking (sample, neuron) pairs index padded tables
 of their outgoing and incoming synapses, :meth:`Liquid.event_tables`; about 15 % of the synapses
@@ -88,6 +89,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
+from beyondbp.models.lsm_fixed import simulate_fixed
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
 from beyondbp.resources import check_fits
@@ -401,6 +403,10 @@ class Liquid(nn.Module):
         dev = self.weight.device
         p = p.to(device=dev, dtype=torch.float32)
         events = plast is not None and self.kernel == "event"
+        if plast is None and self.kernel == "event":
+            gen = torch.Generator(device=dev).manual_seed(self.input_seed) if self.input_seed is not None else None
+            k_init = math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u
+            return simulate_fixed(self, p, T, record, gen, k_init)
         if plast is not None:
             check_fits(self.plastic_bytes(B), f"plasticity on a batch of {B} (per-sample weights)", "use smaller batches.")
             w_full = torch.zeros(B, self.nnz + 1, device=dev)  # + the dummy synapse of padded rows
