@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--scored", type=int, default=50)
     ap.add_argument("--test-every", type=int, default=20)
     ap.add_argument("--test-lifetimes", type=int, default=32)
+    ap.add_argument("--init-alpha", type=float, default=0.5,
+                    help="initial plasticity coefficients (the paper's 0.5 suits its 400-trial lifetimes)")
+    ap.add_argument("--task-schedule", default="halves", help="halves (the authors') or uniform")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--arms", default="plastic,control")
     ap.add_argument("--threads", type=int, default=1)
@@ -43,9 +46,11 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
-            net = PlasticRNNConfig(trials=args.trials, scored_trials=args.scored, plastic=arm == "plastic")
+            net = PlasticRNNConfig(trials=args.trials, scored_trials=args.scored, plastic=arm == "plastic",
+                                   init_alpha=args.init_alpha)
             es = ESConfig(population=args.population, generations=args.generations, seed=seed,
-                          test_every=args.test_every, test_lifetimes=args.test_lifetimes)
+                          test_every=args.test_every, test_lifetimes=args.test_lifetimes,
+                          task_schedule=args.task_schedule)
 
             def progress(g, info, arm=arm, seed=seed):
                 if info["test"] is not None:
@@ -59,7 +64,8 @@ def main() -> None:
                    "tests": s["tests"], "final_train_loss": s["last_train_loss"],
                    "final_train_success": out.success[-1] if out.success else None,
                    "population": args.population, "generations": args.generations, "trials": args.trials,
-                   "scored": args.scored}
+                   "scored": args.scored, "init_alpha": args.init_alpha,
+                   "task_schedule": args.task_schedule}
             rows.append(row)
             print(f"RESULT {arm} seed {seed}: DMS success {row['dms_success']:.3f} over the last {args.scored} trials"
                   f" ({row['dms_early_success']:.3f} over the first {net.plastic_from}) of {args.test_lifetimes} lifetimes;"
