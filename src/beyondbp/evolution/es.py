@@ -38,8 +38,8 @@ authors keep member 0 and its pair unmutated, to log the current θ: that pair c
 nothing to their gradient); and the budget (the paper: population 500, 1000 generations,
 lifetimes of 400 trials with the last 100 scored). In shorter lifetimes the plastic weights
 have fewer trials to change before the scored ones: ``PlasticRNNConfig.init_alpha`` (the paper's
-0.5) scales the plasticity coefficients at birth (bench/README.md, "Evolved plasticity at a
-larger budget").
+0.5) scales the plasticity coefficients at birth; at this budget a larger one did not raise
+the DMS success (bench/README.md, "Evolved plasticity, the authors' schedule, a larger budget").
 """
 
 from __future__ import annotations
