@@ -8,7 +8,8 @@ the CPU time.
 
     python bench/evolved_plasticity.py --population 64 --generations 200 --trials 150 --scored 50 --test-every 20 --seeds 0,1,2
 
-``--workers k`` (``--executor ray``) spreads each generation over the study executors; the
+``--final-tests k`` tests the final parameters on ``k`` more sets of lifetimes, each set with its own
+kick sequence (CPU not counted in the evolution's). ``--workers k`` (``--executor ray``) spreads each generation over the study executors; the
 numbers are the same, the CPU time then counts the workers' too.
 """
 
@@ -20,7 +21,7 @@ import sys
 
 import torch
 
-from beyondbp.evolution.es import ESConfig, evolve
+from beyondbp.evolution.es import ESConfig, evolve, test_lifetimes
 from beyondbp.evolution.plastic_rnn import PlasticRNNConfig
 
 
@@ -32,6 +33,12 @@ def main() -> None:
     ap.add_argument("--scored", type=int, default=50)
     ap.add_argument("--test-every", type=int, default=20)
     ap.add_argument("--test-lifetimes", type=int, default=32)
+    ap.add_argument("--init-alpha", type=float, default=0.5,
+                    help="initial plasticity coefficients (the paper's 0.5 suits its 400-trial lifetimes)")
+    ap.add_argument("--task-schedule", default="halves", help="halves (the authors') or uniform")
+    ap.add_argument("--final-tests", type=int, default=0,
+                    help="also test the evolved parameters on this many more sets of --test-lifetimes lifetimes, each"
+                         " with its own kicks (the evolution's own final test shares one kick sequence)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--arms", default="plastic,control")
     ap.add_argument("--threads", type=int, default=1)
@@ -43,9 +50,11 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
-            net = PlasticRNNConfig(trials=args.trials, scored_trials=args.scored, plastic=arm == "plastic")
+            net = PlasticRNNConfig(trials=args.trials, scored_trials=args.scored, plastic=arm == "plastic",
+                                   init_alpha=args.init_alpha)
             es = ESConfig(population=args.population, generations=args.generations, seed=seed,
-                          test_every=args.test_every, test_lifetimes=args.test_lifetimes)
+                          test_every=args.test_every, test_lifetimes=args.test_lifetimes,
+                          task_schedule=args.task_schedule)
 
             def progress(g, info, arm=arm, seed=seed):
                 if info["test"] is not None:
@@ -59,7 +68,18 @@ def main() -> None:
                    "tests": s["tests"], "final_train_loss": s["last_train_loss"],
                    "final_train_success": out.success[-1] if out.success else None,
                    "population": args.population, "generations": args.generations, "trials": args.trials,
-                   "scored": args.scored}
+                   "scored": args.scored, "init_alpha": args.init_alpha,
+                   "task_schedule": args.task_schedule}
+            if args.final_tests:  # measured after the evolution, on its final parameters: changes nothing in it
+                sets = [test_lifetimes(out.weights, out.alphas, "dms", args.test_lifetimes, 7919 * (seed + 1) + k, net)
+                        for k in range(args.final_tests)]
+                row["dms_success_more"] = float(torch.cat([t["success"] for t in sets]).mean())
+                row["dms_early_success_more"] = float(torch.cat([t["early_success"] for t in sets]).mean())
+                row["dms_success_per_set"] = [float(t["success"].mean()) for t in sets]
+                row["more_lifetimes"] = args.final_tests * args.test_lifetimes
+                print(f"RESULT+ {arm} seed {seed}: DMS success {row['dms_success_more']:.3f} last, "
+                      f"{row['dms_early_success_more']:.3f} first, over {row['more_lifetimes']} more lifetimes; per set "
+                      + " ".join(f"{v:.2f}" for v in row["dms_success_per_set"]), flush=True)
             rows.append(row)
             print(f"RESULT {arm} seed {seed}: DMS success {row['dms_success']:.3f} over the last {args.scored} trials"
                   f" ({row['dms_early_success']:.3f} over the first {net.plastic_from}) of {args.test_lifetimes} lifetimes;"

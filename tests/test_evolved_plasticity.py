@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from beyondbp.errors import BeyondBPError, ConfigError
-from beyondbp.evolution.es import ESConfig, antithetic_noise, es_gradient, evaluate, evolve, sample_tasks
+from beyondbp.evolution.es import ESConfig, antithetic_noise, es_gradient, evaluate, evolve, sample_tasks, schedule_tasks
 from beyondbp.evolution.plastic_rnn import PlasticRNNConfig, initial_parameters, lifetime
 from beyondbp.evolution.tasks import TASKS, TRAINING_TASKS, WITHHELD, stimulus_inputs, targets, task_index
 from beyondbp.plasticity.node_perturbation import decayed_traces, plastic_update, trace_step
@@ -59,6 +59,26 @@ def test_withheld_tasks_are_never_sampled_for_training():
 
 
 # --- plasticity --------------------------------------------------------------------------------
+
+def test_the_authors_schedule_alternates_halves_of_the_task_list_every_two_generations():
+    even = {"and", "01", "10", "watchstim1", "antiwatchstim1", "nor"}
+    odd = {"nand", "anti01", "anti10", "watchstim2", "antiwatchstim2", "or"}
+    for g, half in [(0, even), (1, even), (2, odd), (3, odd), (4, even), (7, odd)]:
+        assert set(schedule_tasks(TRAINING_TASKS, g)) == half, g
+        assert set(schedule_tasks(TRAINING_TASKS, g, "uniform")) == set(TRAINING_TASKS)
+    assert schedule_tasks(("and", "or"), 2) == ("or",) and schedule_tasks(("and",), 2) == ("and",)  # no odd one: all
+    assert ESConfig(population=4).task_schedule == "halves"
+    gen = torch.Generator().manual_seed(0)
+    assert set(sample_tasks(50, schedule_tasks(TRAINING_TASKS, 2), gen)) == odd
+    # the schedule reaches the evolution: the same seed under the two schedules evolves differently
+    halves = evolve(ESConfig(population=4, generations=3, test_every=0, seed=1), TINY)
+    uniform = evolve(ESConfig(population=4, generations=3, test_every=0, seed=1, task_schedule="uniform"), TINY)
+    assert not torch.equal(halves.weights, uniform.weights)
+    with pytest.raises(ConfigError, match="task_schedule must be one of halves, uniform"):
+        ESConfig(population=4, task_schedule="blocks")
+    with pytest.raises(ConfigError, match="init_alpha must be at least 0"):
+        PlasticRNNConfig(init_alpha=-0.5)
+
 
 def test_plastic_update_and_traces_are_the_formulas():
     gen = torch.Generator().manual_seed(1)

@@ -66,6 +66,10 @@ def evolve(
     test_task: Annotated[str, typer.Option("--test-task", help="The withheld task tested.")] = "dms",
     sigma: Annotated[float, typer.Option("--sigma", help="Standard deviation of the mutations.")] = 0.03,
     lr: Annotated[float, typer.Option("--lr", help="Adam's learning rate on the ES gradient.")] = 0.01,
+    init_alpha: Annotated[float, typer.Option("--init-alpha", help="Plasticity coefficients at birth (the paper: "
+        "0.5, for lifetimes of 400 trials).")] = 0.5,
+    task_schedule: Annotated[str, typer.Option("--task-schedule", help="halves (the authors': the two halves of "
+        "the task list in alternate pairs of generations) or uniform (all training tasks every generation).")] = "halves",
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default results/evolve-seed<SEED>).")] = None,
     overwrite: OutOverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or per-test lines.")] = False,
@@ -87,8 +91,10 @@ def evolve(
     _at_least(test_lifetimes, 1, "--test-lifetimes")
     _at_least(seed, 0, "--seed")
     es = ESConfig(population=population, generations=generations, sigma=sigma, lr=lr, train_tasks=_tasks(train_tasks),
-                  test_task=test_task, test_every=test_every, test_lifetimes=test_lifetimes, seed=seed)
-    networks = {arm: PlasticRNNConfig(trials=trials, scored_trials=scored, plastic=arm == "plastic")
+                  test_task=test_task, test_every=test_every, test_lifetimes=test_lifetimes, seed=seed,
+                  task_schedule=task_schedule)
+    networks = {arm: PlasticRNNConfig(trials=trials, scored_trials=scored, plastic=arm == "plastic",
+                                           init_alpha=init_alpha)
                 for arm in (["plastic", "control"] if control else ["plastic"])}
     check_workers(executor, workers, address)
     target = out if out is not None else Path("results") / f"evolve-seed{seed}"
@@ -106,7 +112,8 @@ def evolve(
             histories[arm] = _run_arm(arm, es, network, pool, tick, quiet)
     settings = {"population": population, "generations": generations, "seed": seed, "trials": trials, "scored": scored,
                 "test_every": test_every, "test_lifetimes": test_lifetimes, "train_tasks": list(es.train_tasks),
-                "test_task": test_task, "sigma": sigma, "lr": lr, "weight_decay": es.weight_decay}
+                "test_task": test_task, "sigma": sigma, "lr": lr, "weight_decay": es.weight_decay,
+                "task_schedule": task_schedule, "init_alpha": init_alpha}
     document = {"settings": settings, "network": networks["plastic"].to_dict(),
                 "execution": {"executor": executor, "workers": workers, "address": address}, "arms": histories}
     written = _write(target, document, overwrite)

@@ -22,11 +22,24 @@ tasks), one chunk per worker; the evolution is identical, bit for bit, whichever
 number of workers (each member's lifetime is computed by the same batched kernels whatever the
 chunk it is in; tests/test_evolved_plasticity.py checks 1 against 2 workers).
 
-Where this differs from the authors' code (``code.py`` @ 54c57bd): the test of θ on DMS runs as
-separate lifetimes every ``test_every`` generations instead of spending every tenth generation
-(unmutated, no step) on it; every member is mutated (the authors keep member 0 and its pair
-unmutated); the training task of each pair is drawn from all 12 training tasks (the authors
-alternate between the two halves of the list every two generations).
+Compared with the authors' code (``code.py`` @ 54c57bd), line by line: the loss evolution
+minimises (the mean squared error of the two response units to 0.1/0.9 over the response period,
+averaged over the last scored trials; no activity penalty, which their code adds only under its
+experimental internal modulation), the gradient ``Σ L_i σε_i / (population σ²)`` on the raw
+losses (no fitness or rank shaping, no normalisation), σ, Adam's learning rate and weight decay
+(Adam's L2 term, on ``W`` and ``α``), the clipping of ``α`` at 0, the antithetic pairs sharing
+task and stimuli, and the task schedule (``task_schedule="halves"``: the tasks at even and at odd
+positions of the task list in alternate pairs of generations; ``"uniform"`` draws from all 12
+every generation, as this module did before) are theirs. The lifetime is theirs too
+(:mod:`beyondbp.evolution.plastic_rnn`). What differs: the test of θ on DMS runs as separate
+lifetimes every ``test_every`` generations instead of spending every tenth generation
+(unmutated, no step) on it, so every generation takes a step; every member is mutated (the
+authors keep member 0 and its pair unmutated, to log the current θ: that pair contributes
+nothing to their gradient); and the budget (the paper: population 500, 1000 generations,
+lifetimes of 400 trials with the last 100 scored). In shorter lifetimes the plastic weights
+have fewer trials to change before the scored ones: ``PlasticRNNConfig.init_alpha`` (the paper's
+0.5) scales the plasticity coefficients at birth; at this budget a larger one did not raise
+the DMS success (bench/README.md, "Evolved plasticity, the authors' schedule, a larger budget").
 """
 
 from __future__ import annotations
@@ -41,13 +54,15 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .plastic_rnn import PlasticRNNConfig, initial_parameters, lifetime, trial_stimuli
-from .tasks import TRAINING_TASKS, WITHHELD, check_tasks, task_index
+from .tasks import TASKS, TRAINING_TASKS, WITHHELD, check_tasks, task_index
 
 __all__ = ["ESConfig", "Evolution", "antithetic_noise", "es_gradient", "evaluate", "evaluate_chunked", "evolve", "sample_tasks",
-           "test_lifetimes", "to_dict"]
+           "schedule_tasks", "test_lifetimes", "to_dict"]
 
 #: What the forkserver of a local pool imports once (its workers then start warm).
 PRELOAD = ["beyondbp.study.executors", "beyondbp.evolution.es"]
+#: How the training tasks of a generation are chosen (:func:`schedule_tasks`).
+TASK_SCHEDULES = ("halves", "uniform")
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class ESConfig:
     test_every: int = 10            # generations between tests of θ on the test task (0: never)
     test_lifetimes: int = 16        # lifetimes of θ per test
     seed: int = 0
+    task_schedule: str = "halves"   # "halves" (the authors'): alternate halves every 2 generations; "uniform"
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -74,6 +90,8 @@ class ESConfig:
             raise ConfigError(f"lr must be positive, not {self.lr}.")
         if self.generations < 0 or self.test_every < 0 or self.test_lifetimes < 1:
             raise ConfigError("generations and test_every must be at least 0, test_lifetimes at least 1.")
+        if self.task_schedule not in TASK_SCHEDULES:
+            raise ConfigError(f"task_schedule must be one of {', '.join(TASK_SCHEDULES)}, not {self.task_schedule!r}.")
         names = check_tasks(self.train_tasks, "train_tasks")
         check_tasks([self.test_task], "test_task")
         leaked = sorted(set(names) & set(WITHHELD))
@@ -97,6 +115,21 @@ def es_gradient(losses: Tensor, noise: Tensor, sigma: float) -> Tensor:
     if losses.shape[0] < 2:
         raise ConfigError(f"population must be at least 2, not {losses.shape[0]}.")
     return torch.tensordot(losses, noise, dims=1) / (losses.shape[0] * sigma)
+
+
+def schedule_tasks(tasks: tuple[str, ...], generation: int, schedule: str = "halves") -> tuple[str, ...]:
+    """The tasks a generation draws from. ``"uniform"``: all of ``tasks``. ``"halves"`` (the
+    authors' code): the tasks at even positions of :data:`~beyondbp.evolution.tasks.TASKS` (and,
+    01, 10, watchstim1, antiwatchstim1, nor) in generations 0, 1, 4, 5, …, those at odd positions
+    (nand, anti01, anti10, watchstim2, antiwatchstim2, or) in generations 2, 3, 6, 7, …; all of
+    ``tasks`` when ``tasks`` holds none of that generation's half."""
+    if schedule not in TASK_SCHEDULES:
+        raise ConfigError(f"task_schedule must be one of {', '.join(TASK_SCHEDULES)}, not {schedule!r}.")
+    if schedule == "uniform":
+        return tuple(tasks)
+    names = list(TASKS)
+    half = tuple(t for t in tasks if names.index(t) % 2 == (generation // 2) % 2)
+    return half or tuple(tasks)
 
 
 def sample_tasks(pairs: int, tasks: tuple[str, ...], generator: torch.Generator) -> list[str]:
@@ -228,7 +261,7 @@ def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any 
             result.tests[g] = float(test(g)["success"].mean())
         if plastic:
             alpha.clamp_(min=0.0)
-        tasks = sample_tasks(pairs, es.train_tasks, gen)
+        tasks = sample_tasks(pairs, schedule_tasks(es.train_tasks, g, es.task_schedule), gen)
         seeds = torch.randint(0, 2 ** 31 - 1, (pairs,), generator=gen).tolist()
         noise_seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
         noise_w = antithetic_noise(tuple(w.shape), es.population, gen)

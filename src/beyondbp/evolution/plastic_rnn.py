@@ -75,7 +75,7 @@ class PlasticRNNConfig:
     max_change: float = 1e-2
     baseline_momentum: float = 0.9
     init_scale: float = 1.5         # W ~ N(0, init_scale² / N)
-    init_alpha: float = 0.5
+    init_alpha: float = 0.5         # the paper's, for lifetimes of 400 trials (bench: larger in shorter ones)
     stim_size: float = 3.0
     reward_size: float = 3.0
     signal_size: float = 3.0
@@ -88,6 +88,8 @@ class PlasticRNNConfig:
             raise ConfigError(f"scored_trials must be between 1 and trials ({self.trials}), not {self.scored_trials}.")
         if self.reward_start + self.reward_steps >= self.steps or self.response_start + self.response_steps > self.reward_start:
             raise ConfigError("a trial's periods must come in order: stimuli, response, feedback, all within its steps.")
+        if self.init_alpha < 0:
+            raise ConfigError(f"init_alpha must be at least 0 (the plasticity coefficients are clipped at 0), not {self.init_alpha}.")
         if self.tau <= 0 or self.dt <= 0 or self.tau_trace <= 0:
             raise ConfigError("tau, dt and tau_trace must be positive.")
 
