@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--rule", default="backprop")
     ap.add_argument("--lr", type=float, default=0.01, help="SGD arms' η₀ (Adam: --adam-lr)")
     ap.add_argument("--adam-lr", type=float, default=1e-3)
+    ap.add_argument("--init", choices=["default", "he-normal"], default="default",
+                    help="he-normal: the authors' initialisation (weights N(0, 2/fan_in), biases N(0, 1))")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--baseline", type=Path, help="runs.json of a backprop run with the same sizes and seeds: "
                     "adds each arm's paired gap to its sgd arm (several files: their runs together)", nargs="+")
@@ -70,6 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    init_options = {"init": "he-normal", "bias_std": 1.0} if args.init == "he-normal" else {}
     rows = []
     if args.report_from:
         rows = [r for f in args.report_from for r in json.loads(f.read_text()) if r["seed"] in args.seeds]
@@ -77,7 +80,7 @@ def main() -> None:
         for seed in args.seeds:
             for arm in args.arms:
                 config = RunConfig(
-                    rule=args.rule, model="mlp", model_options={"widths": [80, 60], "activation": "elu"},
+                    rule=args.rule, model="mlp", model_options={"widths": [80, 60], "activation": "elu", **init_options},
                     data="fashion-mnist-shift", data_options={"swaps_per_epoch": k, "normalize": False, "shift_seed": seed},
                     epochs=args.epochs, n_train=args.n_train, n_test=args.n_test, batch_size=10,
                     lr=args.adam_lr if arm == "adam" else args.lr, seed=seed, threads=1, **ARMS[arm],

@@ -143,6 +143,28 @@ def test_mlp_bias_and_dropout():
     assert not any(isinstance(mod, nn.Dropout) for mod in models.build("mlp", (10,), 3).modules())
 
 
+def test_mlp_he_normal_init_matches_man_et_al():
+    """init = he-normal: weights N(0, 2/fan_in), biases N(0, bias_std²) (the homeostatic-network
+    authors' initialisation with bias_std = 1); the default stays PyTorch's (uniform, bounded by
+    1/sqrt(fan_in))."""
+    torch.manual_seed(0)
+    he = models.build("mlp", (784,), 10, widths=(400, 300), activation="elu", init="he-normal", bias_std=1.0)
+    for layer, fan_in in ((he.fc1, 784), (he.fc2, 400), (he.out, 300)):
+        assert abs(layer.weight.std().item() / (2.0 / fan_in) ** 0.5 - 1) < 0.05
+        assert abs(layer.weight.mean().item()) < 0.1 * (2.0 / fan_in) ** 0.5
+    biases = torch.cat([he.fc1.bias, he.fc2.bias])
+    assert 0.85 < biases.std().item() < 1.15 and biases.abs().max().item() > 2.0
+    zero_bias = models.build("mlp", (784,), 10, widths=(80,), init="he-normal")
+    assert torch.count_nonzero(zero_bias.fc1.bias) == 0
+    torch.manual_seed(0)
+    default = models.build("mlp", (784,), 10, widths=(400, 300))
+    assert default.fc1.weight.abs().max().item() <= 1 / 784 ** 0.5
+    assert default.fc1.bias.abs().max().item() <= 1 / 784 ** 0.5
+    torch.manual_seed(0)
+    again = models.build("mlp", (784,), 10, widths=(400, 300), activation="elu", init="he-normal", bias_std=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(he.parameters(), again.parameters(), strict=True))
+
+
 def test_build_is_reproducible_under_seed():
     torch.manual_seed(0)
     a = models.build("lenet", (1, 28, 28), 10)
@@ -163,6 +185,9 @@ def test_build_is_reproducible_under_seed():
         ("mlp", {"dropout": -0.1}, "dropout"),
         ("mlp", {"bias": 1}, "bias"),
         ("mlp", {"width": 64}, "width"),
+        ("mlp", {"init": "xavier"}, "init"),
+        ("mlp", {"init": "he-normal", "bias_std": -1.0}, "bias_std"),
+        ("mlp", {"bias_std": 1.0}, "bias_std applies only with init = 'he-normal'"),
         ("lenet", {"channels": 6}, "channels"),
         ("lenet", {"activation": "softmax"}, "activation"),
         ("lenet", {"padding": -1}, "padding"),
@@ -196,7 +221,8 @@ def test_bad_num_classes(num_classes):
 
 
 def test_options_listing():
-    assert models.options("mlp") == {"widths": (256, 256), "activation": "relu", "bias": True, "dropout": 0.0}
+    assert models.options("mlp") == {"widths": (256, 256), "activation": "relu", "bias": True, "dropout": 0.0,
+                                     "init": "default", "bias_std": 0.0}
     assert models.options("cnn1d")["channels"] == 25
     assert "padding" in models.options("LeNet")
 

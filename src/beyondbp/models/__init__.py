@@ -15,7 +15,7 @@ reproducible weights.
 =========  =====================================================================
 name       options (defaults)
 =========  =====================================================================
-mlp        ``widths=(256, 256)``, ``activation="relu"``, ``bias=True``, ``dropout=0.0``
+mlp        ``widths=(256, 256)``, ``activation="relu"``, ``bias=True``, ``dropout=0.0``, ``init="default"`` (or ``"he-normal"``), ``bias_std=0.0``
 lenet      ``activation="relu"``, ``padding=None`` (automatic: 2 below 32 pixels)
 cnn1d      ``channels=25``, ``activation="relu"``
 gpt        causal decoder-only Transformer; ``input_shape=(context,)``, ``num_classes`` = vocabulary;

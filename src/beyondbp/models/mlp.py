@@ -71,8 +71,10 @@ class MLP(nn.Sequential):
     Layers are named ``flatten, fc1, act1[, drop1], fc2, act2[, drop2], ..., out`` so that
     ``model.fc1`` / ``model.out`` read naturally. ``widths=()`` gives a linear classifier.
     ``dropout`` (in ``[0, 1)``) adds ``nn.Dropout`` after each hidden activation when > 0.
-    Parameters use PyTorch's default initialisation; seed the global RNG before building for
-    reproducible weights.
+    Parameters use PyTorch's default initialisation (``init="default"``), or with
+    ``init="he-normal"`` weights drawn from N(0, 2 / fan_in) and biases from N(0, ``bias_std``²)
+    (``bias_std = 1``: the initialisation of Man, Damasio & Neven's homeostatic-network code);
+    seed the global RNG before building for reproducible weights.
 
     Shapes: ``(N, *input_shape) -> (N, num_classes)``.
     """
@@ -85,6 +87,10 @@ class MLP(nn.Sequential):
         activation: Activation = opt("relu", "activation after every hidden layer")
         bias: bool = opt(True, "biases in every Linear layer")
         dropout: float = opt(0.0, "dropout after every hidden activation (0: none)", ge=0, lt=1)
+        init: Literal["default", "he-normal"] = opt(
+            "default", "initialisation: PyTorch's default, or he-normal (weights N(0, 2/fan_in), biases N(0, bias_std²))"
+        )
+        bias_std: float = opt(0.0, "with init = he-normal: the biases' standard deviation (1 in Man et al.)", ge=0)
 
     def __init__(
         self,
@@ -94,10 +100,15 @@ class MLP(nn.Sequential):
         activation: str = "relu",
         bias: bool = True,
         dropout: float = 0.0,
+        init: str = "default",
+        bias_std: float = 0.0,
     ) -> None:
         input_shape = check_shape(input_shape, "mlp")
         num_classes = check_classes(num_classes, "mlp")
-        parse(self.Options, dict(widths=widths, activation=activation, bias=bias, dropout=dropout), "model 'mlp'")
+        parse(self.Options, dict(widths=widths, activation=activation, bias=bias, dropout=dropout, init=init, bias_std=bias_std),
+              "model 'mlp'")
+        if bias_std and init != "he-normal":
+            raise ConfigError(f"model 'mlp': bias_std applies only with init = 'he-normal', got init = {init!r}.")
 
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         fan_in = math.prod(input_shape)
@@ -109,7 +120,18 @@ class MLP(nn.Sequential):
             fan_in = int(width)
         layers["out"] = nn.Linear(fan_in, num_classes, bias=bias)
         super().__init__(layers)
+        if init == "he-normal":
+            he_normal_(self, float(bias_std))
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.widths = tuple(int(w) for w in widths)
         self.activation = activation
+
+
+def he_normal_(model: nn.Module, bias_std: float) -> None:
+    """Every ``nn.Linear`` of ``model`` in place: weights N(0, 2 / fan_in), biases N(0, bias_std²)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / layer.in_features))
+            if layer.bias is not None:
+                nn.init.normal_(layer.bias, 0.0, bias_std)
