@@ -8,8 +8,10 @@ the data set generators with a seeded generator (the authors' protocol: no fixed
     # --lr 1e-4 --clip 0 are the authors' adding_task.py defaults (one point of their sweep grid);
     # the log lines (stderr) carry the mean loss and the gradient norm (before any clipping)
     python bench/wave_rnn.py adding --T 200 --seeds 0 1 2 --max-iters 2000 --models wrnn irnn --lr 1e-4
-    # copy task: final test cross-entropy per step (the authors' "MSE") after --iters iterations
-    python bench/wave_rnn.py copy --T 30 --iters 2000 --models wrnn irnn
+    # copy task: test cross-entropy per step on 1,000 held-out sequences (the authors' "MSE" is this
+    # divided by their test batch, 50) every --log-every iterations and at the end; --clip 128 is
+    # their grad_clip 1 (they clip the loss divided by the batch of 128)
+    python bench/wave_rnn.py copy --T 30 --iters 2000 --models wrnn irnn --clip 128 --log-every 100
     # sequential vs permuted 14x14 Fashion-MNIST: test accuracy after --epochs
     python bench/wave_rnn.py sfmnist --epochs 1 --models wrnn irnn
     # step time (forward + backward + Adam) per model, ms
@@ -121,19 +123,34 @@ def copy(args) -> None:
             model = _build(name, shape, 10, seed, wave, match, outputs="all")
             learner, opt = _learner(args, model)
             gen = _generator(seed, f"bench:copy:{args.T}")
-            t0 = time.perf_counter()
+            curve, norms, t0, c0, it = [], [], time.perf_counter(), time.process_time(), 0
+
+            def test_loss() -> float:  # held-out, no_grad: reads the model, changes nothing it trains on
+                with torch.no_grad():
+                    return float(learner.loss_fn(learner.predict(x_test), y_test))
+
             for it in range(1, args.iters + 1):
                 x, y = copy_batch(args.batch, args.T, args.mem_len, gen)
-                loss = _step(learner, opt, x, y, args.clip)
+                loss = _step(learner, opt, x, y, args.clip, norms)
                 if it % args.log_every == 0:
-                    print(json.dumps({"task": "copy", "model": name, "iter": it, "loss": loss}), file=sys.stderr, flush=True)
-            seconds = time.perf_counter() - t0
-            with torch.no_grad():
-                test = float(learner.loss_fn(learner.predict(x_test), y_test))
+                    point = {"iter": it, "train": loss, "test": test_loss(),
+                             "grad_norm_max": round(max(norms[-args.log_every:]), 4)}
+                    curve.append(point)
+                    print(json.dumps({"task": "copy", "model": name, "seed": seed, **point,
+                                      "cpu_s": round(time.process_time() - c0, 1)}), file=sys.stderr, flush=True)
+                if not math.isfinite(loss) or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds):
+                    break
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            test = curve[-1]["test"] if curve and curve[-1]["iter"] == it else test_loss()
             print(json.dumps({
                 "task": "copy", "T": args.T, "model": name, "rule": args.rule, "seed": seed,
-                "params": sum(p.numel() for p in model.parameters()), "iters": args.iters,
-                "final_train_loss": loss, "test_loss": test, "s_per_iter": seconds / args.iters, "lr": args.lr,
+                "params": sum(p.numel() for p in model.parameters()), "iters": it,
+                "final_train_loss": loss, "test_loss": test,
+                "best_test_loss": min([test] + [p["test"] for p in curve]),
+                "s_per_iter": seconds / it, "cpu_s": round(cpu, 1), "lr": args.lr, "clip": args.clip,
+                "grad_norm_max": max(norms), "clipped_steps": sum(n > args.clip for n in norms) if args.clip > 0 else 0,
+                "stopped": "iters" if it == args.iters else ("time" if math.isfinite(loss) else "nan"),
+                "curve": curve,
             }), flush=True)
 
 
@@ -241,7 +258,7 @@ def main() -> None:
     parser.add_argument("--keep-going", action="store_true", help="adding: train to --max-iters even once solved")
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--max-seconds", type=float, default=0.0,
-                        help="adding: stop a run after this many wall-clock seconds (reported as stopped: time)")
+                        help="adding, copy: stop a run after this many wall-clock seconds (reported as stopped: time)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
