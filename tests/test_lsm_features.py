@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,48 @@ def test_feature_kinds_are_the_lsm_options_and_each_one_is_computed():
     assert torch.allclose(lf.features("authors")[0], torch.tensor([[0.25, 0.75], [0.0, 1.0]]))
     with pytest.raises(ConfigError, match="'nope' is not one of " + ", ".join(kinds)):
         lf.features("nope")
+
+
+READOUT = Path(__file__).resolve().parent.parent / "bench" / "lsm_readout.py"
+
+
+@pytest.fixture(scope="module")
+def ro():
+    spec = importlib.util.spec_from_file_location("bench_lsm_readout", READOUT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_readout_learns_a_separable_problem_and_leaves_its_inputs_alone(ro):
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(0, 2, (200, 2), generator=g)
+    x = torch.randn(200, 6, generator=g)
+    x[:, :2] = (2 * bits - 1) * (0.5 + x[:, :2].abs())  # 4 classes, separable with a margin
+    y = bits[:, 0] + 2 * bits[:, 1]
+    before, state = x.clone(), torch.get_rng_state()
+    r = ro.readout(x[:150], y[:150], x[150:], y[150:], lr=1.0, weight_decay=0.0, batch=16, epochs=40, seed=0)
+    assert r["last"] >= 0.9 and r["best"] >= r["last"] and 1 <= r["best_epoch"] <= 40
+    assert r["features"] == 6 and torch.equal(x, before)
+    again = ro.readout(x[:150], y[:150], x[150:], y[150:], lr=1.0, weight_decay=0.0, batch=16, epochs=40, seed=0)
+    assert again["last"] == r["last"] and again["mean_last30"] == r["mean_last30"]  # deterministic
+    assert torch.equal(torch.get_rng_state(), state)  # the global random state is left alone
+
+
+def test_bench_readout_on_a_liquid_subset_and_bad_input(runs, ro, capsys, tmp_path):
+    cache, _, results = runs
+    path = results["nalsm"].data["liquid"]["cache"]
+    out = tmp_path / "r.json"
+    assert ro.main(["--liquid", f"nalsm={path}", "--n-train", "10", "--epochs", "2", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())[0]
+    assert row["label"] == "nalsm" and row["n_train"] == 10 and row["features"] == 100
+    assert "| nalsm | 10 | 100 |" in capsys.readouterr().out
+    # a missing source is refused before anything is trained or written
+    assert ro.main(["--liquid", f"a={path}", "--liquid", f"b={tmp_path / 'missing.pt'}",
+                    "--json", str(tmp_path / "no.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and not (tmp_path / "no.json").exists()
+    for argv in ([], ["--liquid", "no-equals-sign"]):
+        with pytest.raises(SystemExit) as exc:
+            ro.main(argv)
+        assert exc.value.code == 2
