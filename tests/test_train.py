@@ -452,3 +452,18 @@ def test_the_run_sees_batches_in_the_order_of_the_shuffling_loader(digits, n_tra
     expected = [y for _ in range(3) for _, y in loader]
     assert len(seen) == len(expected) == task.total_steps
     assert all(torch.equal(a, b) for a, b in zip(seen, expected))
+
+
+
+@pytest.mark.parametrize("model, added", [("mlp", {"init": "he-normal"}), ("mlp", {"init": "he-normal", "bias_std": 1.0}),
+                                          ("irnn", {"freeze_recurrence": True}), ("irnn", {"freeze_encoder": True})])
+def test_options_added_later_keep_stored_run_ids_at_their_default(model, added):
+    # mlp's init / bias_std and irnn's freeze_* came after runs were stored: at their defaults they
+    # are left out of the identity, so runs stored before keep their ids (the ids of main before
+    # they came); set, they change it
+    stored = {"mlp": "3d6e7131c5f9ec5d", "irnn": "2ed598ae4478a5da"}[model]
+    base = RunConfig(rule="backprop", model=model, data="digits", epochs=1)
+    defaults = {"init": "default", "bias_std": 0.0, "freeze_recurrence": False, "freeze_encoder": False}
+    explicit = base.replace(model_options={k: defaults[k] for k in added if k != "bias_std"})
+    assert base.run_id == explicit.run_id == stored
+    assert base.replace(model_options=added).run_id != stored

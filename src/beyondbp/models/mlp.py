@@ -88,9 +88,11 @@ class MLP(nn.Sequential):
         bias: bool = opt(True, "biases in every Linear layer")
         dropout: float = opt(0.0, "dropout after every hidden activation (0: none)", ge=0, lt=1)
         init: Literal["default", "he-normal"] = opt(
-            "default", "initialisation: PyTorch's default, or he-normal (weights N(0, 2/fan_in), biases N(0, bias_std²))"
+            "default", "initialisation: PyTorch's default, or he-normal (weights N(0, 2/fan_in), biases N(0, bias_std²))",
+            identity_default=True,
         )
-        bias_std: float = opt(0.0, "with init = he-normal: the biases' standard deviation (1 in Man et al.)", ge=0)
+        bias_std: float = opt(0.0, "with init = he-normal: the biases' standard deviation (1 in Man et al.)", ge=0,
+                              identity_default=True)
 
     def __init__(
         self,

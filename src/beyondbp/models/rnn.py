@@ -162,8 +162,8 @@ class IRNN(_Recurrent):
         hidden: int = opt(100, "hidden units", ge=1)
         params: int | None = opt(None, "pick hidden so the parameter count is closest to this (overrides hidden)", ge=1)
         init: Literal["identity", "random"] = opt("identity", "recurrent matrix: identity with zero bias, or PyTorch's init")
-        freeze_recurrence: bool = opt(False, "do not train the recurrent matrix")
-        freeze_encoder: bool = opt(False, "do not train the encoder")
+        freeze_recurrence: bool = opt(False, "do not train the recurrent matrix", identity_default=True)
+        freeze_encoder: bool = opt(False, "do not train the encoder", identity_default=True)
         outputs: Outputs = opt("last", "read out the last hidden state, or every step's (per-step targets)")
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int = 100, params: int | None = None,
