@@ -31,12 +31,17 @@ def config(cache: Path, rule: str = "nalsm", **kw) -> RunConfig:
     return RunConfig(**values)
 
 
-@pytest.fixture(scope="module")
-def lr():
-    spec = importlib.util.spec_from_file_location("bench_lsm_representations", SCRIPT)
+def load_bench(path: Path, name: str):
+    """A bench script loaded as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def lr():
+    return load_bench(SCRIPT, "bench_lsm_representations")
 
 
 @pytest.fixture(scope="module")
@@ -209,10 +214,7 @@ READOUT = Path(__file__).resolve().parent.parent / "bench" / "lsm_readout.py"
 
 @pytest.fixture(scope="module")
 def ro():
-    spec = importlib.util.spec_from_file_location("bench_lsm_readout", READOUT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench(READOUT, "bench_lsm_readout")
 
 
 def test_bench_readout_learns_a_separable_problem_and_leaves_its_inputs_alone(ro):

@@ -267,9 +267,11 @@ class RunConfig(RunSettings):
                 ("milestones", "gamma"), "step-schedule", f"lr_schedule='step' (it is {self.lr_schedule!r})"
             )
         for name in ("checkpoint", "state"):  # files the run writes: a trailing separator names a folder
-            if getattr(self, name) is not None and files.names_folder(getattr(self, name)):
-                raise ValueError(f"invalid {name} {getattr(self, name)!r}: it ends with a path separator, so it names a "
-                                 "folder; give the path of a file")
+            if getattr(self, name) is not None:
+                try:
+                    files.file_path(getattr(self, name))
+                except ConfigError as exc:
+                    raise ValueError(f"invalid {name} setting: {exc}") from None
         if self.state is not None and not self.state.strip():
             raise ValueError("invalid state '': it must be a file path (where the run keeps its resume state) or nothing")
         if self.checkpoint_every is not None and self.state is None:
