@@ -21,6 +21,7 @@ The features are only read; nothing is written unless ``--json`` names a file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             loaded.append((label, feats))
         for label, feats in loaded:
             n = feats.counts_train.shape[0] if args.n_train is None else min(args.n_train, feats.counts_train.shape[0])
-            sub = type(feats)(**{**feats.__dict__, "counts_train": feats.counts_train[:n]})
+            sub = dataclasses.replace(feats, counts_train=feats.counts_train[:n])
             x_train, x_test = sub.features(args.features)
             rows.append((label, n, readout(x_train, feats.labels_train[:n].long(), x_test, feats.labels_test.long(),
                                            lr=args.lr, weight_decay=args.weight_decay, batch=args.batch,
