@@ -181,19 +181,32 @@ def test_feedback_rules_attach_through_time_and_differ_from_bptt(rule, name):
 
 @pytest.mark.parametrize("rule", ["drtp", "elm-online", "ottt", "ff", "il", "softhebb", "stdp", "nalsm"])
 @pytest.mark.parametrize("name", ["wrnn", "irnn"])
-def test_rules_that_cannot_train_a_recurrent_model_refuse_in_one_short_sentence(rule, name):
-    # softhebb learns the layer order on the first forward pass: it used to list every one of
-    # the T·2 layer calls it saw (6 kB at T = 200) instead of saying what was wrong
+def test_rules_that_cannot_train_a_recurrent_model_refuse_in_one_short_sentence_at_attach(rule, name):
+    # softhebb used to attach and refuse only at the first forward pass (after loading the data),
+    # listing every one of the T·2 layer calls it saw (6 kB at T = 200) at first; now every rule
+    # refuses at attach, before any step
     model, ds = _tiny_adding(name, T=60, n_train=8, wrnn={"channels": 2, "ring": 4}, irnn={"hidden": 4})
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises((UnsupportedModuleError, ConfigError)) as info:
-        learner = rules.get(rule).attach(model)
-        learner.step((ds.x_train, ds.y_train), torch.optim.SGD(learner.optimizer_parameters(), lr=0.1))
+        rules.get(rule).attach(model)
     message = str(info.value)
     assert "\n" not in message and len(message) < 400, message
     if rule == "softhebb":
-        assert "'recurrent', which the forward pass ran 60 times" in message
+        assert "runs layer 'recurrent' once per time step" in message and "e.g. mlp" in message
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not model._forward_hooks and not model._forward_pre_hooks  # nothing left attached
+    assert rules.get("backprop").attach(model) is not None  # the model is free for another rule
+
+
+def test_cli_refuses_softhebb_on_a_recurrent_model_in_one_sentence_writing_nothing(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code = _cli(["train", "--rule", "softhebb", "--model", "irnn", "--data", "adding", "--data-opt", "T=6",
+                 "--data-opt", "n_train=16", "--data-opt", "n_test=4", "--model-opt", "hidden=4", "--steps", "1",
+                 "--out", str(out_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "softhebb cannot train the IRNN" in err and "once per time step" in err
+    assert not out_dir.exists()
 
 
 @pytest.mark.parametrize("rule", ["fa", "kp", "dfa", "ff", "il", "drtp"])

@@ -49,7 +49,7 @@ to it as a feedback point (see :mod:`beyondbp.rules.feedback_alignment` and
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +88,9 @@ class _Recurrent(nn.Module):
     steps: int
     channels_in: int
     outputs: str
+    #: The modules the forward pass calls once per time step: a rule that needs each weight
+    #: layer to run once per forward pass (softhebb) refuses the model at attach by this.
+    per_step_modules: ClassVar[tuple[str, ...]] = ("recurrent", "encoder")
 
     def _steps(self, x: Tensor) -> tuple[Tensor, ...]:
         # unbind: one backward node for all steps (indexing x[:, t] of an x that needs a gradient

@@ -657,8 +657,17 @@ class SoftHebb(Rule):
     def check_model(self, model: nn.Module, passthrough: tuple[type[nn.Module], ...] = ()) -> None:
         """Also refuses trainable parameters that nothing would train: SoftHebb learns Linear and
         Conv layers by its rule and the classifier by the label loss, and sends no error back
-        to any other layer (normalisation layers keep their values, as documented)."""
+        to any other layer (normalisation layers keep their values, as documented); and refuses a
+        model declaring ``per_step_modules`` (wrnn, irnn), whose layers run once per time step."""
         super().check_model(model, passthrough)
+        modules = dict(model.named_modules())
+        per_step = [n for n in getattr(model, "per_step_modules", ()) if isinstance(modules.get(n), SOFTHEBB_LAYERS)]
+        if per_step:  # a recurrent model (wrnn, irnn): refused here, not at the first forward pass
+            raise UnsupportedModuleError(
+                f"softhebb cannot train the {type(model).__name__}, whose forward pass runs layer "
+                f"'{per_step[0]}' once per time step; it trains models that run each Linear and Conv "
+                "layer once per forward pass (e.g. mlp, softhebb-mlp, softhebb-conv)"
+            )
         for path, module in model.named_modules():
             if isinstance(module, SOFTHEBB_LAYERS + _NORM_LAYERS):
                 continue
