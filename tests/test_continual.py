@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -343,6 +344,26 @@ def test_a_batch_larger_than_the_training_split_is_the_whole_split(tmp_path, cap
     assert code == 0, stderr
     recorded = json.loads((tmp_path / "o" / "results.json").read_text())[0]
     assert (recorded["batch_size"], recorded["batch_size_requested"]) == (100, 4001)
+
+
+def test_tasks_of_unequal_size_record_each_tasks_batch_and_steps():
+    """It used to record the largest task's batch as the run's batch_size and the last task's steps
+    as steps_per_task; each task's are recorded now, and no single figure where they differ."""
+    seq = C.build_sequence("permuted-mnist1d:2", train_size=100, test_size=20, seed=0)
+    small = seq.tasks[1]
+    seq.tasks[1] = dataclasses.replace(small, x_train=small.x_train[:40], y_train=small.y_train[:40])
+    seen = []
+    result = C.run_method(seq, "finetune", model_options={"widths": [8]}, batch_size=64,
+                          on_step=lambda info: seen.append((info["task"], info["steps"])))
+    assert seen == [(0, 2), (0, 2), (1, 1)]  # task 0: batches of 64 and 36; task 1: one of its 40
+    assert result["task_batch_sizes"] == [64, 40] and result["task_steps"] == [2, 1]
+    assert result["batch_size"] is None and result["steps_per_task"] is None
+    assert result["batch_size_requested"] == 64
+    even = C.run_method(seq, "finetune", model_options={"widths": [8]}, batch_size=20, epochs_per_task=2)
+    assert (even["batch_size"], even["task_batch_sizes"], even["task_steps"], even["steps_per_task"]) == \
+        (20, [20, 20], [10, 4], None)
+    joint = C.run_method(seq, "multitask", model_options={"widths": [8]}, batch_size=10**9)
+    assert (joint["batch_size"], joint["task_batch_sizes"], joint["task_steps"]) == (140, None, None)
 
 @pytest.mark.parametrize("args, needle", [
     (["--methods", "replay"], "unknown method 'replay'"),

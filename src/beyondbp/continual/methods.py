@@ -560,8 +560,10 @@ def run_method(
     ``on_step(info)`` is called after every training step with ``task`` (its index, or None
     for joint training), ``tasks``, ``step`` (done in this task, or in joint training) and
     ``steps`` (its total). The result's ``batch_size`` is the batch its steps used: the requested
-    one (``batch_size_requested``), or a whole training split where that is smaller (the largest
-    task's split; joint training: all tasks' together)."""
+    one (``batch_size_requested``), or a whole training split where that is smaller (joint
+    training: all tasks' together); ``task_batch_sizes`` and ``task_steps`` give each task's batch
+    and optimizer steps (sequential methods), and where tasks of unequal size used different ones,
+    ``batch_size`` / ``steps_per_task`` are None rather than one task's figure."""
     meth = method if isinstance(method, Method) else make_method(method, **(method_options or {}))
     if len(seq) < 2:
         raise ConfigError(f"a task sequence needs at least 2 tasks, got {len(seq)}")
@@ -641,6 +643,8 @@ def run_method(
         meth.close()
         learner.detach()
     seconds = time.perf_counter() - start
+    sizes = [t.x_train.shape[0] for t in seq.tasks] if meth.sequential else [sum(t.x_train.shape[0] for t in seq.tasks)]
+    used, task_steps = [min(batch_size, k) for k in sizes], [epochs_per_task * -(-k // batch_size) for k in sizes]
     metrics = summary(R, b)
     if not meth.sequential:
         metrics["bwt"] = metrics["fwt"] = None
@@ -658,12 +662,13 @@ def run_method(
         "seconds": seconds,
         "seed": seed,
         "epochs_per_task": epochs_per_task,
-        "batch_size": min(batch_size, max(t.x_train.shape[0] for t in seq.tasks) if meth.sequential
-                          else sum(t.x_train.shape[0] for t in seq.tasks)),
+        "batch_size": used[0] if len(set(used)) == 1 else None,
         "batch_size_requested": batch_size,
+        "task_batch_sizes": used if meth.sequential else None,
         "lr": lr,
         "diverged": watch.at is not None,
-        "steps_per_task": steps if meth.sequential else None,
+        "steps_per_task": task_steps[0] if meth.sequential and len(set(task_steps)) == 1 else None,
+        "task_steps": task_steps if meth.sequential else None,
     }
     if watch.at is not None:
         result["diverged_at_task"], result["diverged_at_step"] = watch.at
@@ -671,6 +676,6 @@ def run_method(
         result["subspace_sizes"] = meth.sizes()
     t0 = seq.tasks[0]
     chance = 100.0 / (len(t0.classes) if seq.masked and t0.classes else seq.num_classes)
-    first = first_task_note(R, chance, steps if meth.sequential else None)
+    first = first_task_note(R, chance, task_steps[0] if meth.sequential else None)
     result["notes"] = ([first] if first else []) + meth.notes(n)
     return result
