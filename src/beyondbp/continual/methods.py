@@ -78,7 +78,6 @@ import time
 from typing import Annotated, Any, Callable
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -95,7 +94,7 @@ from beyondbp.continual.projection import (
     input_dim,
     projectable_layers,
 )
-from beyondbp.continual.tasks import TaskSequence
+from beyondbp.continual.tasks import MaskedCrossEntropy, TaskSequence, _class_mask, class_masks
 from beyondbp.errors import ConfigError, DataError
 from beyondbp.options import opt
 from beyondbp.rules.base import is_rule_tensor
@@ -420,47 +419,6 @@ def describe_options(name: str) -> list[dict[str, str]]:
     """Name, what it accepts, default and help of every option of method ``name``
     (:func:`beyondbp.options.describe`; empty for a method without options)."""
     return options_mod.describe(_method_class(name).Options)
-
-
-def _class_mask(classes: tuple[int, ...] | None, num_classes: int) -> Tensor | None:
-    if classes is None:
-        return None
-    m = torch.full((num_classes,), float("-inf"))
-    m[list(classes)] = 0.0
-    return m
-
-
-def class_masks(seq: TaskSequence) -> Tensor | None:
-    """Task-incremental sequences: row ``c`` is the logit mask of the task that class ``c``
-    belongs to (0 on that task's classes, −∞ elsewhere; all 0 for a class of no task), so that a
-    training label names its own mask. ``None`` for the other settings (nothing is masked).
-    Refuses (:class:`ConfigError`) tasks whose classes overlap: a label would name two masks."""
-    if not seq.masked:
-        return None
-    table = torch.zeros(seq.num_classes, seq.num_classes)
-    owner: dict[int, int] = {}
-    for k, task in enumerate(seq.tasks):
-        for c in task.classes or ():
-            if c in owner:
-                raise ConfigError(f"task-incremental tasks must not share classes: class {c} is in task {owner[c]} "
-                                  f"and task {k}")
-            owner[c] = k
-            table[c] = _class_mask(task.classes, seq.num_classes)
-    return table
-
-
-class MaskedCrossEntropy:
-    """Cross-entropy on logits plus, per sample, the mask of its label's task (``by_class[y]``,
-    :func:`class_masks`); plain cross-entropy when ``by_class`` is ``None``. Fixed when built: the
-    mask travels with the batch's labels, nothing is set between steps."""
-
-    def __init__(self, by_class: Tensor | None) -> None:
-        self.by_class = by_class
-
-    def __call__(self, out: Tensor, y: Tensor) -> Tensor:
-        if self.by_class is not None:
-            out = out + self.by_class[y]
-        return F.cross_entropy(out, y)
 
 
 def task_accuracy(learner: Any, x: Tensor, y: Tensor, mask: Tensor | None, chunk: int = 1000) -> float:

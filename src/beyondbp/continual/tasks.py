@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from beyondbp import data as data_mod
@@ -37,7 +38,8 @@ from beyondbp.errors import ConfigError
 from beyondbp.resources import check_fits
 from beyondbp.training.config import check_count
 
-__all__ = ["FAMILIES", "Task", "TaskSequence", "build_sequence", "parse_tasks", "sequence_bytes"]
+__all__ = ["FAMILIES", "MaskedCrossEntropy", "Task", "TaskSequence", "build_sequence", "class_masks", "parse_tasks",
+           "sequence_bytes"]
 
 #: family name -> (data set, setting, fixed number of tasks or None)
 FAMILIES: dict[str, tuple[str, str, int | None]] = {
@@ -211,3 +213,44 @@ def build_sequence(
     meta.update(seed=seed, data=ds.description, train_size=train_size, test_size=test_size)
     return TaskSequence(family=family, setting=setting, tasks=out, input_shape=shape,
                         num_classes=ds.num_classes, meta=meta, full_train=full_train)
+
+
+def _class_mask(classes: tuple[int, ...] | None, num_classes: int) -> Tensor | None:
+    if classes is None:
+        return None
+    m = torch.full((num_classes,), float("-inf"))
+    m[list(classes)] = 0.0
+    return m
+
+
+def class_masks(seq: TaskSequence) -> Tensor | None:
+    """Task-incremental sequences: row ``c`` is the logit mask of the task that class ``c``
+    belongs to (0 on that task's classes, −∞ elsewhere; all 0 for a class of no task), so that a
+    training label names its own mask. ``None`` for the other settings (nothing is masked).
+    Refuses (:class:`ConfigError`) tasks whose classes overlap: a label would name two masks."""
+    if not seq.masked:
+        return None
+    table = torch.zeros(seq.num_classes, seq.num_classes)
+    owner: dict[int, int] = {}
+    for k, task in enumerate(seq.tasks):
+        for c in task.classes or ():
+            if c in owner:
+                raise ConfigError(f"task-incremental tasks must not share classes: class {c} is in task {owner[c]} "
+                                  f"and task {k}")
+            owner[c] = k
+            table[c] = _class_mask(task.classes, seq.num_classes)
+    return table
+
+
+class MaskedCrossEntropy:
+    """Cross-entropy on logits plus, per sample, the mask of its label's task (``by_class[y]``,
+    :func:`class_masks`); plain cross-entropy when ``by_class`` is ``None``. Fixed when built: the
+    mask travels with the batch's labels, nothing is set between steps."""
+
+    def __init__(self, by_class: Tensor | None) -> None:
+        self.by_class = by_class
+
+    def __call__(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.by_class is not None:
+            out = out + self.by_class[y]
+        return F.cross_entropy(out, y)
