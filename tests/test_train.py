@@ -315,6 +315,19 @@ def test_corrupt_or_missing_checkpoint(tmp_path, content):
         checkpoint.load(tmp_path / "foreign.pt", model, learner)
 
 
+def test_a_folder_given_as_checkpoint_is_refused_as_a_folder(tmp_path, capsys):
+    # it used to say "no checkpoint file at '.'", as if nothing were there
+    model, learner = _fresh("backprop")
+    with pytest.raises(CheckpointError, match="is a folder; give the checkpoint file"):
+        checkpoint.load(tmp_path, model, learner)
+    from beyondbp.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--checkpoint", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "is a folder" in err and err.count("\n") == 1, err
+
+
 def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
     model, learner = _fresh("backprop")
     target = tmp_path / "out.pt"

@@ -97,6 +97,8 @@ def load_safely(path: str | os.PathLike) -> Any:
 def read(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict at ``path`` (validated as a beyondbp checkpoint, not as a model)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file that a --checkpoint option wrote")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {str(path)!r}")
     try:
