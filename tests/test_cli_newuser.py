@@ -96,3 +96,12 @@ def test_help_and_usage_errors_answer_without_torch(args):
     code = ("import sys\nfrom beyondbp.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    assert exc.code in (0, 2), exc.code\n")
     assert "torch" not in _imported_after(code, *args)
+
+
+def test_an_option_given_twice_is_refused_instead_of_the_last_one_winning(capsys, tmp_path):
+    code, out, err = cli(capsys, "train", "--model", "mlp", "--data", "digits", "--model-opt", "widths=[4]",
+                         "--model-opt", "widths=[8]", "--steps", "1", "--out", tmp_path / "run")
+    assert code == 2 and err.strip() == "error: --model-opt widths is given twice ([4] and [8]); give each option once"
+    assert not (tmp_path / "run").exists()
+    code, out, err = cli(capsys, "train", "--model", "mlp", "--data", "digits", "--data-opt", "a=1", "--data-opt", "a=1")
+    assert code == 2 and "--data-opt a is given twice" in err and err.count("\n") == 1

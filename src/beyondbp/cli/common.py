@@ -85,6 +85,8 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
         key, value = parse_assignment(item, flag)
         if ":" in key:
             raise ConfigError(f"malformed {flag} {item!r}: a RULE: prefix is only allowed in --rule-opt of compare")
+        if key in out:  # the last one used to win silently
+            raise ConfigError(f"{flag} {key} is given twice ({json.dumps(out[key])} and {json.dumps(value)}); give each option once")
         out[key] = value
     return out
 
