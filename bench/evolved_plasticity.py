@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--init-alpha", type=float, default=0.5,
                     help="initial plasticity coefficients (the paper's 0.5 suits its 400-trial lifetimes)")
     ap.add_argument("--task-schedule", default="halves", help="halves (the authors') or uniform")
+    ap.add_argument("--lr-cut-generation", type=int, default=None,
+                    help="generation at which Adam's rate is divided by --lr-cut-factor (default: never)")
+    ap.add_argument("--lr-cut-factor", type=float, default=5.0)
     ap.add_argument("--final-tests", type=int, default=0,
                     help="also test the evolved parameters on this many more sets of --test-lifetimes lifetimes, each"
                          " with its own kicks (the evolution's own final test shares one kick sequence)")
@@ -54,7 +57,8 @@ def main() -> None:
                                    init_alpha=args.init_alpha)
             es = ESConfig(population=args.population, generations=args.generations, seed=seed,
                           test_every=args.test_every, test_lifetimes=args.test_lifetimes,
-                          task_schedule=args.task_schedule)
+                          task_schedule=args.task_schedule, lr_cut_generation=args.lr_cut_generation,
+                          lr_cut_factor=args.lr_cut_factor)
 
             def progress(g, info, arm=arm, seed=seed):
                 if info["test"] is not None:
@@ -69,7 +73,8 @@ def main() -> None:
                    "final_train_success": out.success[-1] if out.success else None,
                    "population": args.population, "generations": args.generations, "trials": args.trials,
                    "scored": args.scored, "init_alpha": args.init_alpha,
-                   "task_schedule": args.task_schedule}
+                   "task_schedule": args.task_schedule, "lr_cut_generation": args.lr_cut_generation,
+                   "lr_cut_factor": args.lr_cut_factor}
             if args.final_tests:  # measured after the evolution, on its final parameters: changes nothing in it
                 sets = [test_lifetimes(out.weights, out.alphas, "dms", args.test_lifetimes, 7919 * (seed + 1) + k, net)
                         for k in range(args.final_tests)]

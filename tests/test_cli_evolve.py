@@ -29,6 +29,7 @@ def test_evolve_writes_the_history_and_the_figure_of_both_arms(tmp_path, capsys)
     doc = json.loads((out / "history.json").read_text())
     assert doc["settings"]["population"] == 4 and doc["settings"]["seed"] == 1
     assert doc["settings"]["task_schedule"] == "halves" and doc["settings"]["init_alpha"] == 0.5
+    assert doc["settings"]["lr_cut_generation"] is None and doc["settings"]["lr_cut_factor"] == 5.0
     assert "dms" not in doc["settings"]["train_tasks"] and "dnms" not in doc["settings"]["train_tasks"]
     assert set(doc["arms"]) == {"plastic", "control"}
     for arm in doc["arms"].values():
@@ -56,6 +57,8 @@ def test_evolve_writes_the_history_and_the_figure_of_both_arms(tmp_path, capsys)
     (["--sigma", "0"], "sigma must be positive"),
     (["--task-schedule", "blocks"], "task_schedule must be one of halves, uniform"),
     (["--init-alpha", "-1"], "init_alpha must be at least 0"),
+    (["--lr-cut-generation", "-3"], "lr_cut_generation must be at least 0"),
+    (["--lr-cut-factor", "0"], "lr_cut_factor must be at least 1"),
     (["--workers", "0"], "invalid number of workers 0"),
     (["--workers", "100000"], "the CPU cores this process may use"),
     (["--executor", "dask"], "unknown executor 'dask'"),

@@ -212,6 +212,23 @@ def test_evolution_is_deterministic_and_the_control_keeps_alpha_zero():
     assert control.alphas.abs().sum() == 0 and len(control.loss) == len(one.loss) == 2
 
 
+def test_the_authors_lr_cut_divides_adams_rate_from_its_generation_on():
+    base = {"population": 4, "generations": 2, "test_every": 0, "seed": 6}
+    cut_at_0 = evolve(ESConfig(**base, lr_cut_generation=0, lr_cut_factor=4.0), TINY)
+    quarter = evolve(ESConfig(**{**base, "lr": 0.01 / 4}), TINY)
+    assert torch.equal(cut_at_0.weights, quarter.weights) and torch.equal(cut_at_0.alphas, quarter.alphas)
+    never = evolve(ESConfig(**base), TINY)
+    after_the_end = evolve(ESConfig(**base, lr_cut_generation=2), TINY)
+    assert torch.equal(never.weights, after_the_end.weights) and ESConfig().lr_cut_generation is None
+    cut_at_1 = evolve(ESConfig(**base, lr_cut_generation=1), TINY)
+    assert cut_at_1.loss[0] == never.loss[0] and not torch.equal(cut_at_1.weights, never.weights)
+    one_step = evolve(ESConfig(**{**base, "generations": 1}), TINY)  # the parameters the cut generation starts from
+    w0, _ = initial_parameters(TINY, torch.Generator().manual_seed(6))
+    assert cut_at_1.loss[1] == never.loss[1]  # the cut acts on the step, not on the evaluation
+    step_cut, step_never = (cut_at_1.weights - one_step.weights).abs(), (never.weights - one_step.weights).abs()
+    assert float(step_cut.sum()) < 0.5 * float(step_never.sum()) and not torch.equal(one_step.weights, w0)
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -222,6 +239,8 @@ def test_evolution_is_deterministic_and_the_control_keeps_alpha_zero():
     ({"train_tasks": ("and", "xor")}, "unknown task 'xor'"),
     ({"test_task": "dmx"}, "unknown task 'dmx'"),
     ({"train_tasks": ()}, "train_tasks is empty"),
+    ({"lr_cut_generation": -1}, "lr_cut_generation must be at least 0"),
+    ({"lr_cut_factor": 0.5}, "lr_cut_factor must be at least 1"),
 ])
 def test_bad_settings_are_refused_in_one_sentence(kwargs, words):
     with pytest.raises(BeyondBPError) as info:

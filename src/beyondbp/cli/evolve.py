@@ -70,6 +70,10 @@ def evolve(
         "0.5, for lifetimes of 400 trials).")] = 0.5,
     task_schedule: Annotated[str, typer.Option("--task-schedule", help="halves (the authors': the two halves of "
         "the task list in alternate pairs of generations) or uniform (all training tasks every generation).")] = "halves",
+    lr_cut_generation: Annotated[Optional[int], typer.Option("--lr-cut-generation", help="The generation at which "
+        "Adam's rate is divided by --lr-cut-factor (the authors' NUMGENCUTLR; default: never).")] = None,
+    lr_cut_factor: Annotated[float, typer.Option("--lr-cut-factor", help="What the rate is divided by at "
+        "--lr-cut-generation (the authors': 5).")] = 5.0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default results/evolve-seed<SEED>).")] = None,
     overwrite: OutOverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or per-test lines.")] = False,
@@ -92,7 +96,7 @@ def evolve(
     _at_least(seed, 0, "--seed")
     es = ESConfig(population=population, generations=generations, sigma=sigma, lr=lr, train_tasks=_tasks(train_tasks),
                   test_task=test_task, test_every=test_every, test_lifetimes=test_lifetimes, seed=seed,
-                  task_schedule=task_schedule)
+                  task_schedule=task_schedule, lr_cut_generation=lr_cut_generation, lr_cut_factor=lr_cut_factor)
     networks = {arm: PlasticRNNConfig(trials=trials, scored_trials=scored, plastic=arm == "plastic",
                                            init_alpha=init_alpha)
                 for arm in (["plastic", "control"] if control else ["plastic"])}
@@ -113,7 +117,8 @@ def evolve(
     settings = {"population": population, "generations": generations, "seed": seed, "trials": trials, "scored": scored,
                 "test_every": test_every, "test_lifetimes": test_lifetimes, "train_tasks": list(es.train_tasks),
                 "test_task": test_task, "sigma": sigma, "lr": lr, "weight_decay": es.weight_decay,
-                "task_schedule": task_schedule, "init_alpha": init_alpha}
+                "task_schedule": task_schedule, "init_alpha": init_alpha,
+                "lr_cut_generation": lr_cut_generation, "lr_cut_factor": lr_cut_factor}
     document = {"settings": settings, "network": networks["plastic"].to_dict(),
                 "execution": {"executor": executor, "workers": workers, "address": address}, "arms": histories}
     written = _write(target, document, overwrite)

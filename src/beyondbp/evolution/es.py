@@ -33,7 +33,9 @@ positions of the task list in alternate pairs of generations; ``"uniform"`` draw
 every generation, as this module did before) are theirs. The lifetime is theirs too
 (:mod:`beyondbp.evolution.plastic_rnn`). What differs: the test of θ on DMS runs as separate
 lifetimes every ``test_every`` generations instead of spending every tenth generation
-(unmutated, no step) on it, so every generation takes a step; every member is mutated (the
+(unmutated, no step) on it, so every generation takes a step; their optional cut of Adam's rate
+(``NUMGENCUTLR``: divided by 5 at a given generation, off by default) is ``lr_cut_generation``
+and ``lr_cut_factor``, off by default as theirs; every member is mutated (the
 authors keep member 0 and its pair unmutated, to log the current θ: that pair contributes
 nothing to their gradient); and the budget (the paper: population 500, 1000 generations,
 lifetimes of 400 trials with the last 100 scored). In shorter lifetimes the plastic weights
@@ -80,6 +82,8 @@ class ESConfig:
     test_lifetimes: int = 16        # lifetimes of θ per test
     seed: int = 0
     task_schedule: str = "halves"   # "halves" (the authors'): alternate halves every 2 generations; "uniform"
+    lr_cut_generation: int | None = None  # the generation at which Adam's rate is divided by lr_cut_factor (None: never)
+    lr_cut_factor: float = 5.0      # the authors' NUMGENCUTLR cut divides by 5
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -90,6 +94,10 @@ class ESConfig:
             raise ConfigError(f"lr must be positive, not {self.lr}.")
         if self.generations < 0 or self.test_every < 0 or self.test_lifetimes < 1:
             raise ConfigError("generations and test_every must be at least 0, test_lifetimes at least 1.")
+        if self.lr_cut_generation is not None and self.lr_cut_generation < 0:
+            raise ConfigError(f"lr_cut_generation must be at least 0 (or None: never), not {self.lr_cut_generation}.")
+        if not self.lr_cut_factor >= 1:
+            raise ConfigError(f"lr_cut_factor must be at least 1 (it divides the rate), not {self.lr_cut_factor}.")
         if self.task_schedule not in TASK_SCHEDULES:
             raise ConfigError(f"task_schedule must be one of {', '.join(TASK_SCHEDULES)}, not {self.task_schedule!r}.")
         names = check_tasks(self.train_tasks, "train_tasks")
@@ -257,6 +265,9 @@ def evolve(es: ESConfig, network: PlasticRNNConfig | None = None, progress: Any 
         return test_lifetimes(w, alpha, es.test_task, es.test_lifetimes, es.seed * 100003 + generation, network)
 
     for g in range(es.generations):
+        if g == es.lr_cut_generation:
+            for group in optimizer.param_groups:
+                group["lr"] /= es.lr_cut_factor
         if es.test_every and g % es.test_every == 0:
             result.tests[g] = float(test(g)["success"].mean())
         if plastic:
