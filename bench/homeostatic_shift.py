@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--baseline", type=Path, help="runs.json of a backprop run with the same sizes and seeds: "
                     "adds each arm's paired gap to its sgd arm (several files: their runs together)", nargs="+")
+    ap.add_argument("--metric", choices=["mean_val_acc", "final_val_acc"], default="mean_val_acc",
+                    help="the table's figure: the mean over every evaluation (default) or the last one alone")
     ap.add_argument("--report-from", type=Path, nargs="+",
                     help="train nothing: the table from these runs.json files together (e.g. two seed ranges)")
     args = ap.parse_args()
@@ -109,23 +111,23 @@ def main() -> None:
     for arm in args.arms:
         cells = []
         for k in args.ks:
-            mean, half = interval([r["mean_val_acc"] for r in rows if r["arm"] == arm and r["k"] == k])
+            mean, half = interval([r[args.metric] for r in rows if r["arm"] == arm and r["k"] == k])
             cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if {"homeostatic", "sgd"} <= set(args.arms):
         cells = []
         for k in args.ks:
-            by = {(r["arm"], r["seed"]): r["mean_val_acc"] for r in rows if r["k"] == k}
+            by = {(r["arm"], r["seed"]): r[args.metric] for r in rows if r["k"] == k}
             mean, half = interval([by[("homeostatic", s)] - by[("sgd", s)] for s in args.seeds])
             cells.append(f"{100 * mean:+.1f} ± {100 * half:.1f}")
         lines.append("| homeostatic − sgd (paired) | " + " | ".join(cells) + " |")
     if args.baseline is not None:
-        base = {(r["k"], r["seed"]): r["mean_val_acc"] for f in args.baseline for r in json.loads(f.read_text())
+        base = {(r["k"], r["seed"]): r[args.metric] for f in args.baseline for r in json.loads(f.read_text())
                 if r["arm"] == "sgd"}
         for arm in args.arms:
             cells = []
             for k in args.ks:
-                by = {r["seed"]: r["mean_val_acc"] for r in rows if r["arm"] == arm and r["k"] == k}
+                by = {r["seed"]: r[args.metric] for r in rows if r["arm"] == arm and r["k"] == k}
                 mean, half = interval([by[s] - base[(k, s)] for s in args.seeds])
                 cells.append(f"{100 * mean:+.1f} ± {100 * half:.1f}")
             lines.append(f"| {arm} − backprop sgd (paired) | " + " | ".join(cells) + " |")
