@@ -5,8 +5,10 @@ Fashion-MNIST whose labels drift (``fashion-mnist-shift``: two random classes sw
 times per epoch), the authors' MLP 784-80-60-10 with ELU at batch size 10, and four arms:
 fixed-η SGD, random nudges (``lr_control="random"``), homeostatic (``lr_control="homeostatic"``)
 and Adam. For every (arm, k, seed) the figure is the mean validation (test-set) accuracy over
-the epochs' evaluations, labels read as they are at each evaluation; then, per (arm, k), the mean
-over seeds with a 95% t-interval, and the paired difference homeostatic − fixed SGD per k.
+the evaluations made during training, labels read as they are at each evaluation — one per epoch
+(the authors' 50 epochs give 50), or ``--evals-per-epoch M`` evenly spaced in each epoch's steps
+(the run's ``evals_per_epoch``; the last at the epoch's end); then, per (arm, k), the mean over
+seeds with a 95% t-interval, and the paired difference homeostatic − fixed SGD per k.
 
     python bench/homeostatic_shift.py --epochs 3 --n-train 3000 --n-test 2000 --seeds 0 1 2 --out /tmp/hs
 
@@ -51,6 +53,12 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def val_accuracies(history: list[dict]) -> list[float]:
+    """Every validation accuracy measured during a run, in order: each epoch's ``evals`` when the
+    run evaluated within epochs (``evals_per_epoch`` > 1), else its one end-of-epoch evaluation."""
+    return [e["test_accuracy"] for h in history for e in h.get("evals", [h])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
@@ -64,9 +72,13 @@ def main() -> None:
     ap.add_argument("--adam-lr", type=float, default=1e-3)
     ap.add_argument("--init", choices=["default", "he-normal"], default="default",
                     help="he-normal: the authors' initialisation (weights N(0, 2/fan_in), biases N(0, 1))")
+    ap.add_argument("--evals-per-epoch", type=int, default=1,
+                    help="validation evaluations per epoch, evenly spaced in its steps, all averaged")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--baseline", type=Path, help="runs.json of a backprop run with the same sizes and seeds: "
                     "adds each arm's paired gap to its sgd arm (several files: their runs together)", nargs="+")
+    ap.add_argument("--metric", choices=["mean_val_acc", "final_val_acc"], default="mean_val_acc",
+                    help="the table's figure: the mean over every evaluation (default) or the last one alone")
     ap.add_argument("--report-from", type=Path, nargs="+",
                     help="train nothing: the table from these runs.json files together (e.g. two seed ranges)")
     args = ap.parse_args()
@@ -83,13 +95,15 @@ def main() -> None:
                     rule=args.rule, model="mlp", model_options={"widths": [80, 60], "activation": "elu", **init_options},
                     data="fashion-mnist-shift", data_options={"swaps_per_epoch": k, "normalize": False, "shift_seed": seed},
                     epochs=args.epochs, n_train=args.n_train, n_test=args.n_test, batch_size=10,
-                    lr=args.adam_lr if arm == "adam" else args.lr, seed=seed, threads=1, **ARMS[arm],
+                    lr=args.adam_lr if arm == "adam" else args.lr, seed=seed, threads=1,
+                    evals_per_epoch=args.evals_per_epoch, **ARMS[arm],
                 )
                 t0 = time.perf_counter()
                 result = run(config)
-                accs = [h["test_accuracy"] for h in result.history]
+                accs = val_accuracies(result.history)
                 rows.append({"arm": arm, "k": k, "seed": seed, "mean_val_acc": statistics.fmean(accs),
                              "final_val_acc": accs[-1], "accs": accs, "status": result.status,
+                             "eval_steps": [e["step"] for h in result.history for e in h.get("evals", [h])],
                              "lr_controlled": [h["metrics"].get("lr_controlled") for h in result.history],
                              "seconds": time.perf_counter() - t0})
                 (args.out / "runs.json").write_text(json.dumps(rows, indent=1))
@@ -97,23 +111,23 @@ def main() -> None:
     for arm in args.arms:
         cells = []
         for k in args.ks:
-            mean, half = interval([r["mean_val_acc"] for r in rows if r["arm"] == arm and r["k"] == k])
+            mean, half = interval([r[args.metric] for r in rows if r["arm"] == arm and r["k"] == k])
             cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if {"homeostatic", "sgd"} <= set(args.arms):
         cells = []
         for k in args.ks:
-            by = {(r["arm"], r["seed"]): r["mean_val_acc"] for r in rows if r["k"] == k}
+            by = {(r["arm"], r["seed"]): r[args.metric] for r in rows if r["k"] == k}
             mean, half = interval([by[("homeostatic", s)] - by[("sgd", s)] for s in args.seeds])
             cells.append(f"{100 * mean:+.1f} ± {100 * half:.1f}")
         lines.append("| homeostatic − sgd (paired) | " + " | ".join(cells) + " |")
     if args.baseline is not None:
-        base = {(r["k"], r["seed"]): r["mean_val_acc"] for f in args.baseline for r in json.loads(f.read_text())
+        base = {(r["k"], r["seed"]): r[args.metric] for f in args.baseline for r in json.loads(f.read_text())
                 if r["arm"] == "sgd"}
         for arm in args.arms:
             cells = []
             for k in args.ks:
-                by = {r["seed"]: r["mean_val_acc"] for r in rows if r["arm"] == arm and r["k"] == k}
+                by = {r["seed"]: r[args.metric] for r in rows if r["arm"] == arm and r["k"] == k}
                 mean, half = interval([by[s] - base[(k, s)] for s in args.seeds])
                 cells.append(f"{100 * mean:+.1f} ± {100 * half:.1f}")
             lines.append(f"| {arm} − backprop sgd (paired) | " + " | ".join(cells) + " |")

@@ -81,7 +81,7 @@ def execution_names(cls: type[Options]) -> list[str]:
     ]
 
 
-def omit_at_default(cls: type[Options], values: Mapping[str, Any]) -> dict[str, Any]:
+def omit_at_default(cls: type[BaseModel], values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` without the options of ``cls`` declared with ``identity_default=True`` that
     have their default value (what a run's identity keeps)."""
     fields = cls.model_fields

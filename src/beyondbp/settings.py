@@ -126,6 +126,9 @@ class RunSettings(BaseModel):
                               accepts="a whole number of at least 1 (tokens per training window of a language model), or nothing")
     eval_windows: int | None = opt(None, "validation windows of a language model (default: the whole validation split)",
                                    ge=1, le=MAX_COUNT, accepts="a whole number of at least 1, or nothing for the whole validation split")
+    evals_per_epoch: int = opt(1, "evaluations of the test set per epoch, evenly spaced in its steps, the last at its end "
+                               "(classification data; each epoch's are listed in its history entry's evals)",
+                               ge=1, le=MAX_COUNT, accepts="a whole number of at least 1", identity_default=True)
     state: str | None = opt(None, "file where the run keeps its resume state",
                             accepts="a file path (where the run keeps its resume state) or nothing",
                             execution=True)

@@ -33,7 +33,7 @@ __all__ = ["RUN_FLAGS", "check_switched", "config_values", "file_flag", "flag", 
 RUN_FLAGS = (
     "data_dir", "epochs", "steps", "batch_size", "eval_batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "lr_schedule", "milestones", "gamma", "seed", "n_train", "n_test", "diagnostics", "device", "threads", "sparsity",
-    "epsilon", "zeta", "tokens", "context", "eval_windows", "feature_cache", "feature_workers",
+    "epsilon", "zeta", "tokens", "context", "eval_windows", "evals_per_epoch", "feature_cache", "feature_workers",
     "lr_control", "lr_control_interval", "lr_control_memory", "lr_control_step", "lr_control_floor",
 )
 #: File settings: typed as paths on the command line.

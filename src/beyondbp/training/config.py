@@ -15,8 +15,9 @@ Identity and execution. A run's settings fall in two sets:
 
 :meth:`RunConfig.identity` is the first set in a canonical form: execution settings removed, the
 rule's, model's and data set's options completed with their defaults, the rule's ``seed`` filled
-in from the run's seed, ``momentum`` dropped (``None``) unless ``optimizer="sgd"`` uses it, all
-values plain JSON types. :attr:`RunConfig.run_id` is the first 16 hex digits of the SHA-256 of
+in from the run's seed, ``momentum`` dropped (``None``) unless ``optimizer="sgd"`` uses it, run
+settings declared ``identity_default=True`` (added after runs were stored, e.g. ``evals_per_epoch``)
+left out at their default, all values plain JSON types. :attr:`RunConfig.run_id` is the first 16 hex digits of the SHA-256 of
 that identity written as JSON with sorted keys and no spaces (``json.dumps(identity,
 sort_keys=True, separators=(",", ":"))``). Two configs that train the same thing therefore have
 the same id on any machine and in any process, however they were written; any setting that can
@@ -151,6 +152,7 @@ class RunConfig(RunSettings):
         docstring): two configs that train the same thing have the same identity however they
         were written."""
         values = {k: v for k, v in self.model_dump().items() if k not in EXECUTION_FIELDS}
+        values = options_mod.omit_at_default(RunSettings, values)  # settings added after runs were stored
         values["rule_options"] = canonical_rule_options(self.rule, effective_rule_options(self))
         model_options = {**models_mod.options(self.model), **self.model_options}
         values["model_options"] = options_mod.omit_at_default(models_mod.options_class(self.model), model_options)
@@ -247,6 +249,9 @@ class RunConfig(RunSettings):
             raise ValueError(f"model 'gpt' reads token sequences; use it with {' or '.join(data_mod.TEXT_SETS)}")
         if data_mod.is_scheduled(self.data):
             _check_scheduled(self)
+        if self.evals_per_epoch != 1 and (data_mod.is_text(self.data) or data_mod.is_scheduled(self.data)):
+            raise ValueError(f"evals_per_epoch={self.evals_per_epoch} applies to classification data evaluated per epoch, "
+                             f"not to {self.data!r}; leave it out")
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give either epochs or steps as the training budget, not both")
         if self.epochs is None and self.steps is None and self.tokens is None:

@@ -30,7 +30,9 @@ What :func:`run` does, in order:
    before every period (an epoch; a language model's evaluation interval; also when a resumed
    run continues inside one), and at the end of every period merges ``learner.on_epoch_end(period)``,
    evaluates (test loss and accuracy with ``learner.predict``; validation loss for a language
-   model) and, if ``diagnostics``, records ``learner.diagnostics(batch)`` on the first
+   model; with ``evals_per_epoch = M > 1`` also ``M - 1`` times inside each epoch, evenly spaced in
+   its steps, under ``learner.measuring()`` so that it changes nothing, all ``M`` listed in the
+   epoch's history entry as ``evals``) and, if ``diagnostics``, records ``learner.diagnostics(batch)`` on the first
    ``batch_size`` test samples, with the model in eval mode (dropout off, BatchNorm
    statistics frozen, so the rule's update and backprop's gradient come from the same
    forward pass) and the RNG state saved and restored, so diagnostics never change the
@@ -298,6 +300,24 @@ def _period_metrics(
     return train_loss, extra
 
 
+def _evaluate(task: Task, at: "_Progress", index: int, train_loss: float) -> dict[str, Any]:
+    """The task's evaluation after step ``at.step`` (a history entry's head), its FLOPs added to
+    ``at.eval_flops``: the first evaluation of each kind is counted, the others cost the same."""
+    kind = task.eval_kind(at.step)
+    if kind in at.eval_costs:
+        head = task.evaluate(at.step, index, train_loss)
+    else:
+        head, at.eval_costs[kind] = run_counted(task.evaluate, at.step, index, train_loss)
+    at.eval_flops += at.eval_costs[kind]
+    return head
+
+
+def _within(head: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of a history entry's ``evals``: the step, the training loss so far in the epoch
+    and the evaluation's test loss and accuracy."""
+    return {k: head[k] for k in ("step", "train_loss", "test_loss", "test_accuracy")}
+
+
 def _record(
     config: RunConfig,
     progress: Progress | None,
@@ -448,12 +468,14 @@ class _Progress:
     eval_costs: dict[str, int] = field(default_factory=dict)
     eval_flops: int = 0
     elapsed: float = 0.0
+    evals: list[dict[str, Any]] = field(default_factory=list)  # this epoch's evaluations so far (evals_per_epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step, "periods": self.periods, "sums": dict(self.sums), "seen": self.seen,
             "history": self.history, "first_loss": self.first_loss, "flops_batch": self.flops_batch,
             "eval_costs": dict(self.eval_costs), "eval_flops": self.eval_flops, "elapsed": self.elapsed,
+            "evals": list(self.evals),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -556,12 +578,9 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
         if task.period_ends(at.step):
             at.periods += 1
             train_loss, extra = _period_metrics(at.sums, at.seen, learner, at.periods)
-            kind = task.eval_kind(at.step)
-            if kind in at.eval_costs:
-                head = task.evaluate(at.step, at.periods, train_loss)
-            else:  # the first evaluation of its kind is counted; the others cost the same
-                head, at.eval_costs[kind] = run_counted(task.evaluate, at.step, at.periods, train_loss)
-            at.eval_flops += at.eval_costs[kind]
+            head = _evaluate(task, at, at.periods, train_loss)
+            if config.evals_per_epoch > 1:  # the epoch's evaluations, this one last
+                head["evals"], at.evals = [*at.evals, _within(head)], []
             _record(config, progress, setup, optimizer, at.history, head, extra, started, task.diag_batch)
             at.sums, at.seen = defaultdict(float), 0
             if diverged(train_loss, at.first_loss, task.num_classes):
@@ -570,6 +589,10 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
             model.train()
             if at.step < task.total_steps:
                 learner.on_epoch_start(at.periods)
+        elif task.evaluates_within():  # inside the epoch: measured without side effects (Learner.measuring)
+            with learner.measuring():
+                head = _evaluate(task, at, at.periods + 1, at.sums.get("loss", math.nan) / max(at.seen, 1))
+            at.evals.append(_within(head))
         if config.checkpoint_every and at.step % config.checkpoint_every == 0 and at.step < task.total_steps:
             at.elapsed = time.perf_counter() - started
             _save_state(config, setup, optimizer, scheduler, task, meter, at)

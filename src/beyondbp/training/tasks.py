@@ -8,7 +8,10 @@ The loop (:mod:`beyondbp.training.loop`) knows nothing about data sets. It asks 
   model's fixed-size batches);
 * whether a period (an epoch, or a language model's evaluation interval) ends after a step
   (:meth:`period_ends`), and the evaluation that closes it (:meth:`evaluate`; its kind,
-  :meth:`eval_kind`, tells the loop which evaluations cost the same FLOPs);
+  :meth:`eval_kind`, tells the loop which evaluations cost the same FLOPs); whether an
+  evaluation falls inside the period after a step (:meth:`evaluates_within`: with
+  ``evals_per_epoch = M`` an epoch of ``S`` steps is also evaluated after its steps
+  ``i·S // M``, ``i = 1 … M-1``);
 * the result's ``data`` record, extra fields and ``final`` keys, and a checkpoint's position;
 * its data-order position as a state dict, for resuming (:meth:`state_dict`,
   :meth:`load_state_dict`).
@@ -69,6 +72,10 @@ class Task:
     def eval_kind(self, step: int) -> str:
         raise NotImplementedError
 
+    def evaluates_within(self) -> bool:
+        """Whether an evaluation falls after the step just taken, inside a period (``evals_per_epoch``)."""
+        return False
+
     def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
         """The history entry's head: ``epoch`` (``index``), ``step``, ``train_loss`` and the
         evaluation's metrics."""
@@ -121,6 +128,11 @@ class ClassificationTask(Task):
         self._index = 0  # batches taken from it
         self._epoch_start: Tensor | None = None  # the shuffling generator's state when it began
         self._epochs_begun = 0  # epochs started (a concept shift relabels by stream position)
+        every = config.evals_per_epoch  # evaluations inside an epoch: after these of its steps (the last at its end)
+        if every > self.steps_per_epoch:
+            raise ConfigError(f"evals_per_epoch={every} exceeds the {self.steps_per_epoch} steps of an epoch; "
+                              f"give at most {self.steps_per_epoch}")
+        self.eval_points = frozenset(i * self.steps_per_epoch // every for i in range(1, every))
 
     def start_info(self) -> dict[str, Any]:
         return {
@@ -158,6 +170,9 @@ class ClassificationTask(Task):
 
     def eval_kind(self, step: int) -> str:
         return "test"
+
+    def evaluates_within(self) -> bool:
+        return self._epoch is not None and self._index in self.eval_points
 
     def evaluate(self, step: int, index: int, train_loss: float) -> dict[str, Any]:
         ds = self.dataset
