@@ -54,16 +54,26 @@ def timed(model, x, kernel, old=None):
 
 
 def revision(rev):
-    """``models/lsm.py`` and ``rules/nalsm.py`` as of git revision ``rev``, as fresh modules."""
+    """``models/lsm.py`` and ``rules/nalsm.py`` as of git revision ``rev``, as fresh modules (with
+    the revision's ``models/lsm_fixed.py`` and ``models/lsm_kernels.py``, where it has them, in
+    place of today's in the old ``lsm`` module's names)."""
     root = Path(__file__).resolve().parents[1]
     mods = {}
-    for key, package in (("lsm", "beyondbp.models"), ("nalsm", "beyondbp.rules")):
+    for key, package in (("lsm_fixed", "beyondbp.models"), ("lsm_kernels", "beyondbp.models"),
+                         ("lsm", "beyondbp.models"), ("nalsm", "beyondbp.rules")):
         rel = f"src/{package.replace('.', '/')}/{key}.py"
-        src = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{rel}"], capture_output=True, text=True,
-                             check=True).stdout
+        got = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{rel}"], capture_output=True, text=True)
+        if got.returncode != 0 and key.startswith("lsm_"):
+            continue  # the revision predates this module
+        got.check_returncode()
         mod = types.ModuleType(f"{package}.{key}_at_{rev}")
         mod.__package__ = package
-        exec(compile(src, f"{rev}:{rel}", "exec"), mod.__dict__)
+        exec(compile(got.stdout, f"{rev}:{rel}", "exec"), mod.__dict__)
+        if key == "lsm":
+            for helper in ("lsm_fixed", "lsm_kernels"):  # the revision's kernels, not today's
+                for name, value in vars(mods.get(helper, types.ModuleType("none"))).items():
+                    if name in mod.__dict__ and not name.startswith("__") and callable(value):
+                        mod.__dict__[name] = value
         mods[key] = mod
     return mods
 

@@ -90,6 +90,7 @@ from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.models.lsm_fixed import simulate_fixed
+from beyondbp.models.lsm_kernels import simulate_plastic
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
 from beyondbp.resources import check_fits
@@ -398,74 +399,59 @@ class Liquid(nn.Module):
             return self._run(p, T, record, plast, write_back)
 
     def _run(self, p: Tensor, T: int, record: bool, plast: Any, write_back: bool) -> dict[str, Tensor]:
-        B, n_in, n = p.shape[0], self.n_in, self.n
-        n_tot = n_in + n
-        dev = self.weight.device
+        B, dev = p.shape[0], self.weight.device
         p = p.to(device=dev, dtype=torch.float32)
-        events = plast is not None and self.kernel == "event"
+        gen = None
+        if self.input_seed is not None:
+            gen = torch.Generator(device=dev).manual_seed(self.input_seed)
+        k_init = math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u
         if plast is None and self.kernel == "event":
-            gen = torch.Generator(device=dev).manual_seed(self.input_seed) if self.input_seed is not None else None
-            k_init = math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u
             return simulate_fixed(self, p, T, record, gen, k_init)
         if plast is not None:
             check_fits(self.plastic_bytes(B), f"plasticity on a batch of {B} (per-sample weights)", "use smaller batches.")
-            w_full = torch.zeros(B, self.nnz + 1, device=dev)  # + the dummy synapse of padded rows
-            w_full[:, :self.nnz] = self.weight.detach()
-            w = w_full[:, :self.nnz]
+        if plast is not None and self.kernel == "event":
+            state, out = simulate_plastic(self, p, T, record, plast, gen, k_init)
         else:
-            w = self.weight.detach()
+            state, out = self._run_dense(p, T, record, plast, gen, k_init)
+        if plast is not None:
+            plast.end(state)
+            if getattr(plast, "persistent", False) and write_back:
+                self.weight.data.copy_(state.w[0])
+        return out
+
+    def _run_dense(self, p: Tensor, T: int, record: bool, plast: Any, gen: torch.Generator | None,
+                   k_init: float) -> tuple[SimState, dict[str, Tensor]]:
+        """The reference simulation (``kernel = "dense"``): every synapse every step (a CSR
+        product without plasticity)."""
+        B, n_in, n = p.shape[0], self.n_in, self.n
+        n_tot, dev = n_in + n, p.device
+        w = self.weight.detach().clone() if plast is None else self.weight.detach().expand(B, -1).clone()
         decay = math.exp(-1.0 / self.tau_u)
-        k_full = torch.zeros(B, n_tot + 1, device=dev)  # + the dummy neuron of padded rows
-        k = k_full[:, :n_tot]
-        k.fill_(math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u)
-        drive_full = torch.zeros(B, n_tot + 1, device=dev)  # neuron columns, as k (inputs unused)
-        drive = drive_full[:, n_in:n_tot]
-        drive.copy_(self._full_drive(w, k))
+        k = torch.full((B, n_tot), k_init, device=dev)
+        drive = self._full_drive(w, k)
         v = torch.zeros(B, n_tot, device=dev)
         ref = torch.zeros(B, n_tot, device=dev)
         counts = torch.zeros(B, n_tot, device=dev)
         raster = torch.zeros(B, T, n, dtype=torch.bool, device=dev) if record else None
-        gen = None
-        if self.input_seed is not None:
-            gen = torch.Generator(device=dev).manual_seed(self.input_seed)
         state = SimState(self, w, k, drive)
-        if events:
-            state.full = (w_full, k_full, drive_full)
-            state.k_next = torch.zeros(B, n_tot + 1, device=dev)
-            state.pending = torch.zeros(B, n_tot + 1, device=dev)
         if plast is not None:
             plast.begin(state)
         k0 = 1.0 / self.tau_u
-        post_flat = self.post
         if w.dim() == 1:
             csr = self._csr(w)
-        spikes = torch.zeros(B, n_tot + 1, device=dev) if events else None
-        state.spikes = spikes
         for t in range(T):
             s = (v >= self.threshold) & (ref <= 0)
             v = v.masked_fill(s, 0.0)
             counts += s
             if raster is not None:
                 raster[:, t] = s[:, n_in:]
-            state.step, state.fused = t, False
+            state.step = t
             if bool(s.any()):
-                if events:
-                    spikes[:, :n_tot] = s
-                    wants = getattr(plast, "wants_events", None)  # a plasticity without it updates densely
-                    fused = wants is not None and bool(wants(state))
-                    if fused:
-                        torch.mul(torch.where(s, k0, k), decay, out=state.k_next[:, :n_tot])
-                        state.pending.zero_()
-                    rows = self._spike_rows(s, w_full, k_full, drive_full, k0, fused)
-                    if fused:  # the plasticity on the rows just built, its drive changes kept apart
-                        plast.events(state, rows)
-                    state.fused = fused
+                delta = torch.where(s, k0 - k, 0.0)
+                if w.dim() == 1:
+                    drive += torch.sparse.mm(csr, delta.t()).t()
                 else:
-                    delta = torch.where(s, k0 - k, 0.0)
-                    if w.dim() == 1:
-                        drive += torch.sparse.mm(csr, delta.t()).t()
-                    else:
-                        drive.index_add_(1, post_flat, w * delta[:, self.pre])
+                    drive.index_add_(1, self.post, w * delta[:, self.pre])
                 k.masked_fill_(s, k0)
             current = torch.cat([
                 self.input_current * (p > torch.rand(B, n_in, device=dev, generator=gen)).float(), drive
@@ -473,19 +459,13 @@ class Liquid(nn.Module):
             v = v + current - v / self.tau_v
             k.mul_(decay)
             drive.mul_(decay)
-            if state.fused:
-                drive.add_(state.pending[:, n_in:n_tot])
             ref = torch.where(s, float(self.refractory), ref - 1.0)
             if plast is not None:
                 plast.update(state, s)
-        if plast is not None:
-            plast.end(state)
-            if getattr(plast, "persistent", False) and write_back:
-                self.weight.data.copy_(w[0])
         out = {"counts": counts[:, n_in:], "input_counts": counts[:, :n_in]}
         if raster is not None:
             out["raster"] = raster
-        return out
+        return state, out
 
     def plastic_bytes(self, batch: int) -> int:
         """Bytes a plastic simulation of ``batch`` samples allocates beyond the liquid itself:
@@ -501,34 +481,6 @@ class Liquid(nn.Module):
                 self._tab_slots = sum(int(d.numel()) * int(d.max()) for d in (deg_in, deg_liq, deg_inc) if d.numel())
             tab_slots = self._tab_slots
         return batch * ((self.nnz + 1) * 4 * 3 + tab_slots * 40) + tab_slots * 24
-
-    def _spike_rows(self, s: Tensor, w_full: Tensor, k_full: Tensor, drive_full: Tensor, k0: float,
-                    inc_rows: bool) -> SpikeRows:
-        """Event-driven spike propagation with per-sample weights: every spiking (sample, neuron)
-        pair adds ``w · (k0 − k_j)`` to its outgoing synapses' targets (as the dense
-        ``w · delta[:, pre]``); returns the rows for the plasticity rule (with the incoming rows
-        when ``inc_rows``)."""
-        tab, n_in = self.event_tables(), self.n_in
-        n_cols, n_syn = k_full.shape[1], w_full.shape[1]
-        wv, kv, dv = w_full.view(-1), k_full.view(-1), drive_full.view(-1)
-        out = []
-        one = s.shape[0] == 1  # one sample (phase 1 of a liquid run): every row offset is 0, left out
-        b_liq, i_liq = s[:, n_in:].nonzero(as_tuple=True)
-        b_in, j_in = s[:, :n_in].nonzero(as_tuple=True)
-        for b, j, jx, ids, cols in ((b_in, j_in, j_in, tab["out_in"], tab["out_in_x"]),
-                                    (b_liq, i_liq, i_liq + n_in, tab["out_liq"], tab["out_liq_x"])):
-            if b.numel() == 0 or ids.shape[1] == 0:
-                continue
-            wf, xf = _rows(ids, j, None if one else b * n_syn), _rows(cols, j, None if one else b * n_cols)
-            w_old = _take(wv, wf)
-            dv.scatter_add_(0, xf.view(-1), (w_old * (k0 - _take(kv, jx if one else b * n_cols + jx))[:, None]).view(-1))
-            out.append((b, jx, wf, xf, w_old))
-        inc = []
-        for name in ("inc_in", "inc_liq"):
-            if inc_rows and b_liq.numel() and tab[name].shape[1]:
-                inc.append((name, b_liq, i_liq, _rows(tab[name], i_liq, None if one else b_liq * n_syn),
-                            _rows(tab[name + "_x"], i_liq, None if one else b_liq * n_cols)))
-        return SpikeRows(out, inc)
 
     def _csr(self, w: Tensor) -> Tensor:
         """The weights as a sparse CSR matrix (n, n_in + n), rows = postsynaptic neurons."""

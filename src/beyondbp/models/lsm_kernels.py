@@ -1,0 +1,203 @@
+"""Event-driven simulation of a liquid with plasticity (:class:`beyondbp.models.lsm.Liquid` with a
+plasticity rule attached, ``kernel = "event"``): the per-ms loop and the spike rows it hands the
+rule.
+
+The same numbers as the loop it replaced (and, for spikes, traces and weights, as the dense
+reference that updates every synapse every step, ``kernel = "dense"``; tests/test_lsm_kernels.py),
+with fewer torch calls per step (at batch 1 the step is dominated by the fixed cost of each call,
+not by the arithmetic):
+
+* the refractory count is the step of the last spike (``ref ≤ 0`` exactly when
+  ``t − last ≥ refractory + 1``; one ``masked_fill_`` a step instead of a subtraction and a
+  ``where``);
+* the kernel is updated (``k ← k0`` at a spike, ``× e^{−1/τ_u}``) right after the spikes are
+  propagated, so that the array itself is the kernel after the step the rule needs (no copy);
+* the input drive is drawn in chunks (the same numbers from the same generator, as in
+  :mod:`beyondbp.models.lsm_fixed`);
+* the incoming rows of a spiking liquid neuron are one padded row (its synapses from inputs, then
+  from liquid neurons, each part as wide as before), so the rule updates them with one set of
+  calls; the rule sums the two parts separately, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["simulate_plastic", "plastic_tables", "spike_rows"]
+
+
+def plastic_tables(liq: Any) -> dict[str, Any]:
+    """The event tables of ``liq`` (:meth:`Liquid.event_tables`) with what the plastic kernels
+    derive from them, built once (cached with them): int64 tables as float64 views (the rows are
+    gathered as bit patterns: several times faster), the incoming rows of each liquid neuron as
+    one row (``inc``, ``inc_x``; ``inc_split``: the width of the inputs' part, the liquid's part
+    as ``inc_liq``), and per presynaptic column of the neuron arrays its clip
+    bounds (``col_lo``, ``col_hi``, (n_cols, 1)), whether it is inhibitory (``col_inh``) and its
+    sign in the astrocyte's drive (``col_sign``: +1 liquid, −1 input, 0 the dummy column)."""
+    tab = liq.event_tables()
+    if "inc" not in tab:
+        n_in, n, wmax, dev = liq.n_in, liq.n, liq.w_max, liq.pre.device
+        n_cols = n_in + n + 1
+        f64 = {k: tab[k].view(torch.float64) for k in ("out_in", "out_in_x", "out_liq", "out_liq_x")}
+        w_in = tab["inc_in"].shape[1]
+        inc = torch.cat([tab["inc_in"], tab["inc_liq"]], 1)
+        inc_x = torch.cat([tab["inc_in_x"], tab["inc_liq_x"]], 1)
+        col_inh = torch.zeros(n_cols, dtype=torch.bool, device=dev)
+        col_inh[n_in:n_in + n] = ~liq.is_exc
+        col_lo = torch.zeros(n_cols, 1, device=dev)
+        col_hi = torch.zeros(n_cols, 1, device=dev)
+        col_lo[:n_in], col_hi[:n_in] = -wmax, wmax
+        col_lo[n_in:n_in + n, 0] = torch.where(liq.is_exc, 0.0, -wmax)
+        col_hi[n_in:n_in + n, 0] = torch.where(liq.is_exc, wmax, 0.0)
+        sign = torch.zeros(n_cols, device=dev)
+        sign[:n_in], sign[n_in:n_in + n] = -1.0, 1.0
+        tab.update({f"{k}_f": v for k, v in f64.items()})
+        tab.update(inc=inc.view(torch.float64), inc_x=inc_x.view(torch.float64), inc_split=w_in, col_inh=col_inh,
+                   col_lo=col_lo, col_hi=col_hi, col_sign=sign)
+    return tab
+
+
+def _rows(table: Tensor, idx: Tensor, offset: Tensor | None) -> Tensor:
+    """Rows ``idx`` of a float64-viewed int64 table, as int64, plus ``offset`` (a column) if any."""
+    rows = table.index_select(0, idx).view(torch.int64)
+    return rows if offset is None else rows.add_(offset)
+
+
+def spike_rows(liq: Any, tab: dict[str, Any], s: Tensor, full: tuple[Tensor, Tensor, Tensor], k0: float,
+               inc_rows: bool) -> Any:
+    """Event-driven spike propagation with per-sample weights: every spiking (sample, neuron) pair
+    adds ``w · (k0 − k_j)`` to its outgoing synapses' targets (as the dense ``w · delta[:, pre]``,
+    in the same order); returns the rows for the plasticity rule (:class:`SpikeRows`; with the
+    incoming rows of the spiking liquid neurons when ``inc_rows``), or None if nothing spiked.
+
+    ``out``: per presynaptic population with spikes (inputs, liquid), ``(b, j, wf, xf, w_old, flat,
+    liquid)``: the spiking (sample, column) pairs, their outgoing synapses (flat indices into the
+    padded weights) and targets (flat indices into the neuron arrays), those synapses' weights
+    before this step's plasticity, the pairs' flat column index and whether they are liquid
+    neurons. ``inc``: ``[(b, i, wf, xf, target)]``, the incoming rows of the spiking liquid neurons
+    (presynaptic flat columns in ``xf``; ``target``: the flat column of the neuron)."""
+    from beyondbp.models.lsm import SpikeRows
+
+    w_full, k_full, drive_full = full
+    n_in, B = liq.n_in, s.shape[0]
+    n_cols, n_syn = k_full.shape[1], w_full.shape[1]
+    wv, kcol, dv = w_full.view(-1), k_full.view(-1, 1), drive_full.view(-1)
+    one = B == 1  # one sample: every row offset is 0, left out
+    b_in, j_in = s[:, :n_in].nonzero(as_tuple=True)
+    b_liq, i_liq = s[:, n_in:].nonzero(as_tuple=True)
+    if b_in.numel() == 0 and b_liq.numel() == 0:
+        return None
+    out = []
+    for b, j, ids, cols, liquid in ((b_in, j_in, tab["out_in_f"], tab["out_in_x_f"], False),
+                                    (b_liq, i_liq, tab["out_liq_f"], tab["out_liq_x_f"], True)):
+        if b.numel() == 0 or ids.shape[1] == 0:
+            continue
+        jx = j + n_in if liquid else j
+        flat = jx if one else b * n_cols + jx
+        wf = _rows(ids, j, None if one else (b * n_syn).unsqueeze(1))
+        xf = _rows(cols, j, None if one else (b * n_cols).unsqueeze(1))
+        xf1 = xf.view(-1)
+        w_old = wv.index_select(0, wf.view(-1)).view(wf.shape)
+        dv.scatter_add_(0, xf1, (w_old * kcol.index_select(0, flat).neg_().add_(k0)).view(-1))
+        out.append((b, jx, wf, xf, w_old, flat, liquid))
+    inc = []
+    if inc_rows and b_liq.numel() and tab["inc"].shape[1]:
+        target = i_liq + n_in if one else b_liq * n_cols + (i_liq + n_in)
+        inc.append((b_liq, i_liq, _rows(tab["inc"], i_liq, None if one else (b_liq * n_syn).unsqueeze(1)),
+                    _rows(tab["inc_x"], i_liq, None if one else (b_liq * n_cols).unsqueeze(1)), target))
+    rows = SpikeRows(out, inc)
+    rows.tables = tab
+    return rows
+
+
+def _draws(p: Tensor, steps: int, gen: torch.Generator | None, current: float) -> tuple[Tensor, ...]:
+    """The input drive of ``steps`` steps, one (B, n_in) tensor a step: ``current · [p > U(0, 1)]``
+    (one draw for all of them: the generator's numbers in the order of one draw a step)."""
+    u = torch.rand(steps, *p.shape, device=p.device, generator=gen)
+    got = torch.gt(p.unsqueeze(0), u, out=torch.empty(u.shape, dtype=torch.bool, device=p.device))
+    return got.float().mul_(current).unbind(0)
+
+
+#: At most this many input draws (steps × samples × inputs) are held at once.
+CHUNK_ELEMENTS = 1 << 21
+
+
+def simulate_plastic(liq: Any, p: Tensor, T: int, record: bool, plast: Any, gen: torch.Generator | None,
+                     k_init: float) -> tuple[Any, dict[str, Tensor]]:
+    """``liq``'s event-driven simulation of ``p`` (B, n_in) for ``T`` steps with the plasticity
+    ``plast`` (its ``begin``, ``wants_events``, ``events``, ``update``; not ``end``); returns the
+    :class:`SimState` and what :meth:`Liquid.simulate` returns."""
+    from beyondbp.models.lsm import SimState
+
+    B, n_in, n = p.shape[0], liq.n_in, liq.n
+    n_tot, dev = n_in + n, p.device
+    n_cols = n_tot + 1  # + the dummy neuron of padded rows
+    w_full = torch.zeros(B, liq.nnz + 1, device=dev)  # + the dummy synapse of padded rows
+    w_full[:, :liq.nnz] = liq.weight.detach()
+    w = w_full[:, :liq.nnz]
+    decay = math.exp(-1.0 / liq.tau_u)
+    k0, thr, tau_v, refr = 1.0 / liq.tau_u, liq.threshold, liq.tau_v, int(liq.refractory)
+    k_full = torch.zeros(B, n_cols, device=dev)
+    k = k_full[:, :n_tot]
+    k.fill_(k_init)
+    drive_full = torch.zeros(B, n_cols, device=dev)  # neuron columns, as k (inputs unused)
+    drive = drive_full[:, n_in:n_tot]
+    drive.copy_(liq._full_drive(w, k))
+    v = torch.zeros(B, n_tot, device=dev)
+    v_in, v_liq = v[:, :n_in], v[:, n_in:]
+    neg_last = torch.full((B, n_tot), T + refr, dtype=torch.long, device=dev)  # minus the last spike's step
+    counts = torch.zeros(B, n_tot, device=dev)
+    raster = torch.zeros(B, T, n, dtype=torch.bool, device=dev) if record else None
+    s = torch.empty(B, n_tot, dtype=torch.bool, device=dev)
+    quiet, dv = torch.empty_like(s), torch.empty_like(v)
+    s_liq = s[:, n_in:]
+    state = SimState(liq, w, k, drive)
+    state.full = (w_full, k_full, drive_full)
+    state.k_next = k_full  # updated in place before the rule's events: the kernel after the step
+    state.pending = torch.zeros(B, n_cols, device=dev)
+    pending_liq = state.pending[:, n_in:n_tot]
+    state.spikes = torch.zeros(B, n_cols, device=dev)
+    spikes = state.spikes[:, :n_tot]
+    plast.begin(state)
+    wants = getattr(plast, "wants_events", None)  # a plasticity without it updates densely
+    tab = plastic_tables(liq)
+    chunk = max(1, min(T, CHUNK_ELEMENTS // max(1, B * n_in)))
+    current: tuple[Tensor, ...] = ()
+    for t in range(T):
+        if t % chunk == 0:
+            current = _draws(p, min(chunk, T - t), gen, liq.input_current)
+        torch.ge(v, thr, out=s)
+        torch.ge(neg_last, refr + 1 - t, out=quiet)
+        s.logical_and_(quiet)
+        v.masked_fill_(s, 0.0)
+        counts.add_(s)
+        if raster is not None:
+            raster[:, t] = s_liq
+        neg_last.masked_fill_(s, -t)
+        spikes.copy_(s)
+        state.step, state.fused = t, False
+        fused = wants is not None and bool(wants(state))
+        rows = spike_rows(liq, tab, s, state.full, k0, fused)
+        if rows is not None:
+            k.masked_fill_(s, k0)
+        k.mul_(decay)
+        if rows is not None and fused:  # the plasticity on the rows just built, its drive changes kept apart
+            state.pending.zero_()
+            plast.events(state, rows)
+            state.fused = True
+        torch.div(v, tau_v, out=dv)
+        v_in.add_(current[t % chunk])
+        v_liq.add_(drive)
+        v.sub_(dv)
+        drive.mul_(decay)
+        if state.fused:
+            drive.add_(pending_liq)
+        plast.update(state, s)
+    out = {"counts": counts[:, n_in:], "input_counts": counts[:, :n_in]}
+    if raster is not None:
+        out["raster"] = raster
+    return state, out
