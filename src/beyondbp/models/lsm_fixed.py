@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["simulate_fixed", "kernel_table"]
+__all__ = ["simulate_fixed", "kernel_table", "consts", "step_numbers", "draws"]
 
 #: At most this many input draws (steps × samples × inputs) are held at once.
 CHUNK_ELEMENTS = 1 << 21
@@ -92,19 +92,23 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
     buf = torch.zeros(n_tot + 1, device=dev)  # + the dummy column of the padding
     buf_liq = buf[n_in:n_tot]
     age, nl0 = torch.empty(n_tot, dtype=torch.long, device=dev), neg_last[0]
+    # the loop's constants as 0-d tensors (a Python number costs a conversion in every call; the
+    # CPU kernels take a float32 tensor's number as they take the Python number: the same results)
+    c = consts(dev, thr=thr, zero=0.0, tau_v=tau_v, decay=decay)
+    step, quiet_from, neg_step = step_numbers(T, refr, dev)
     spiked: list[Tensor] = []
     current: tuple[Tensor, ...] = ()
     for t in range(T):
         if t % chunk == 0:  # the input drive of the next steps, drawn at once
-            current = _draws(p, min(chunk, T - t), gen, liq.input_current).unbind(0)
-        torch.ge(v, thr, out=s)
-        torch.ge(neg_last, refr + 1 - t, out=quiet)
+            current = draws(p, min(chunk, T - t), gen, liq.input_current).unbind(0)
+        torch.ge(v, c["thr"], out=s)
+        torch.ge(neg_last, quiet_from[t], out=quiet)
         s.logical_and_(quiet)
-        v.masked_fill_(s, 0.0)
+        v.masked_fill_(s, c["zero"])
         if raster is not None:
             raster[:, t] = s_liq
-        torch.index_select(table, 0, torch.add(nl0, t, out=age), out=dk)
-        neg_last.masked_fill_(s, -t)
+        torch.index_select(table, 0, torch.add(nl0, step[t], out=age), out=dk)
+        neg_last.masked_fill_(s, neg_step[t])
         any_spike = False
         for w_rows, cols, dk_part, sp, base in groups:
             j = sp.nonzero(as_tuple=True)[0]
@@ -117,11 +121,11 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
         if any_spike:
             drive.add_(buf_liq)
             buf.zero_()
-        torch.div(v, tau_v, out=dv)
+        torch.div(v, c["tau_v"], out=dv)
         v_in.add_(current[t % chunk])
         v_liq.add_(drive)
         v.sub_(dv)
-        drive.mul_(decay)
+        drive.mul_(c["decay"])
     counts = torch.bincount(torch.cat(spiked), minlength=n_tot).float().unsqueeze(0) if spiked else v.new_zeros(1, n_tot)
     out = {"counts": counts[:, n_in:], "input_counts": counts[:, :n_in]}
     if raster is not None:
@@ -129,17 +133,29 @@ def simulate_fixed(liq: Any, p: Tensor, T: int, record: bool, gen: torch.Generat
     return out
 
 
-def _draws(p: Tensor, steps: int, gen: torch.Generator | None, current: float) -> Tensor:
+def consts(device: Any, **values: float) -> dict[str, Tensor]:
+    """Numbers as 0-d float32 tensors."""
+    return {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in values.items()}
+
+
+def step_numbers(T: int, refr: int, device: Any) -> tuple[tuple[Tensor, ...], ...]:
+    """Per step ``t``, as 0-d int64 tensors: ``t``, ``refr + 1 − t`` (a neuron is quiet when minus
+    its last spike's step is at least this) and ``−t``."""
+    step = torch.arange(T, device=device)
+    return step.unbind(0), (refr + 1 - step).unbind(0), step.neg().unbind(0)
+
+
+def draws(p: Tensor, steps: int, gen: torch.Generator | None, current: float) -> Tensor:
     """The input drive of ``steps`` steps, (steps, B, n_in): ``current · [p > U(0, 1)]``."""
     u = torch.rand(steps, *p.shape, device=p.device, generator=gen)
     return torch.gt(p.unsqueeze(0), u, out=torch.empty(u.shape, dtype=torch.bool, device=p.device)).float().mul_(current)
 
 
 def _csr_loop(liq: Any, p: Tensor, T: int, gen: torch.Generator | None, w: Tensor, k: Tensor, drive: Tensor,
-              v: Tensor, neg_last: Tensor, raster: Tensor | None, chunk: int, consts: tuple[float, ...]
+              v: Tensor, neg_last: Tensor, raster: Tensor | None, chunk: int, numbers: tuple[float, ...]
               ) -> dict[str, Tensor]:
     """The batched step: the reference's CSR product over every synapse, in place."""
-    k0, decay, thr, tau_v, refr = consts
+    k0, decay, thr, tau_v, refr = numbers
     refr = int(refr)
     B, n_tot = v.shape
     n_in = liq.n_in
@@ -154,7 +170,7 @@ def _csr_loop(liq: Any, p: Tensor, T: int, gen: torch.Generator | None, w: Tenso
     current: tuple[Tensor, ...] = ()
     for t in range(T):
         if t % chunk == 0:
-            current = _draws(p, min(chunk, T - t), gen, liq.input_current).unbind(0)
+            current = draws(p, min(chunk, T - t), gen, liq.input_current).unbind(0)
         torch.ge(v, thr, out=s)
         torch.ge(neg_last, refr + 1 - t, out=quiet)
         s.logical_and_(quiet)

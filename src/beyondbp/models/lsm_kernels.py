@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from beyondbp.models.lsm_fixed import CHUNK_ELEMENTS, consts, draws, step_numbers
+
 __all__ = ["simulate_plastic", "plastic_tables", "spike_rows"]
 
 
@@ -67,7 +69,7 @@ def _rows(table: Tensor, idx: Tensor, offset: Tensor | None) -> Tensor:
     return rows if offset is None else rows.add_(offset)
 
 
-def spike_rows(liq: Any, tab: dict[str, Any], s: Tensor, full: tuple[Tensor, Tensor, Tensor], k0: float,
+def spike_rows(liq: Any, tab: dict[str, Any], s: Tensor, full: tuple[Tensor, Tensor, Tensor], k0: Tensor,
                inc_rows: bool) -> Any:
     """Event-driven spike propagation with per-sample weights: every spiking (sample, neuron) pair
     adds ``w · (k0 − k_j)`` to its outgoing synapses' targets (as the dense ``w · delta[:, pre]``,
@@ -102,7 +104,7 @@ def spike_rows(liq: Any, tab: dict[str, Any], s: Tensor, full: tuple[Tensor, Ten
         xf = _rows(cols, j, None if one else (b * n_cols).unsqueeze(1))
         xf1 = xf.view(-1)
         w_old = wv.index_select(0, wf.view(-1)).view(wf.shape)
-        dv.scatter_add_(0, xf1, (w_old * kcol.index_select(0, flat).neg_().add_(k0)).view(-1))
+        dv.scatter_add_(0, xf1, (w_old * torch.sub(k0, kcol.index_select(0, flat))).view(-1))
         out.append((b, jx, wf, xf, w_old, flat, liquid))
     inc = []
     if inc_rows and b_liq.numel() and tab["inc"].shape[1]:
@@ -115,15 +117,8 @@ def spike_rows(liq: Any, tab: dict[str, Any], s: Tensor, full: tuple[Tensor, Ten
 
 
 def _draws(p: Tensor, steps: int, gen: torch.Generator | None, current: float) -> tuple[Tensor, ...]:
-    """The input drive of ``steps`` steps, one (B, n_in) tensor a step: ``current · [p > U(0, 1)]``
-    (one draw for all of them: the generator's numbers in the order of one draw a step)."""
-    u = torch.rand(steps, *p.shape, device=p.device, generator=gen)
-    got = torch.gt(p.unsqueeze(0), u, out=torch.empty(u.shape, dtype=torch.bool, device=p.device))
-    return got.float().mul_(current).unbind(0)
-
-
-#: At most this many input draws (steps × samples × inputs) are held at once.
-CHUNK_ELEMENTS = 1 << 21
+    """The input drive of ``steps`` steps, one (B, n_in) tensor a step (see lsm_fixed)."""
+    return draws(p, steps, gen, current).unbind(0)
 
 
 def simulate_plastic(liq: Any, p: Tensor, T: int, record: bool, plast: Any, gen: torch.Generator | None,
@@ -166,34 +161,36 @@ def simulate_plastic(liq: Any, p: Tensor, T: int, record: bool, plast: Any, gen:
     wants = getattr(plast, "wants_events", None)  # a plasticity without it updates densely
     tab = plastic_tables(liq)
     chunk = max(1, min(T, CHUNK_ELEMENTS // max(1, B * n_in)))
+    c = consts(dev, thr=thr, zero=0.0, tau_v=tau_v, decay=decay, k0=k0)  # 0-d: see lsm_fixed
+    _, quiet_from, neg_step = step_numbers(T, refr, dev)
     current: tuple[Tensor, ...] = ()
     for t in range(T):
         if t % chunk == 0:
             current = _draws(p, min(chunk, T - t), gen, liq.input_current)
-        torch.ge(v, thr, out=s)
-        torch.ge(neg_last, refr + 1 - t, out=quiet)
+        torch.ge(v, c["thr"], out=s)
+        torch.ge(neg_last, quiet_from[t], out=quiet)
         s.logical_and_(quiet)
-        v.masked_fill_(s, 0.0)
+        v.masked_fill_(s, c["zero"])
         counts.add_(s)
         if raster is not None:
             raster[:, t] = s_liq
-        neg_last.masked_fill_(s, -t)
+        neg_last.masked_fill_(s, neg_step[t])
         spikes.copy_(s)
         state.step, state.fused = t, False
         fused = wants is not None and bool(wants(state))
-        rows = spike_rows(liq, tab, s, state.full, k0, fused)
+        rows = spike_rows(liq, tab, s, state.full, c["k0"], fused)
         if rows is not None:
-            k.masked_fill_(s, k0)
-        k.mul_(decay)
+            k.masked_fill_(s, c["k0"])
+        k.mul_(c["decay"])
         if rows is not None and fused:  # the plasticity on the rows just built, its drive changes kept apart
             state.pending.zero_()
             plast.events(state, rows)
             state.fused = True
-        torch.div(v, tau_v, out=dv)
+        torch.div(v, c["tau_v"], out=dv)
         v_in.add_(current[t % chunk])
         v_liq.add_(drive)
         v.sub_(dv)
-        drive.mul_(decay)
+        drive.mul_(c["decay"])
         if state.fused:
             drive.add_(pending_liq)
         plast.update(state, s)

@@ -121,6 +121,12 @@ class Plasticity:
         self.eta, self.A, self.w_a, self.b_a = (rates[:, c:c + 1] for c in range(4))
         self._rates, self._neg_a = rates, torch.empty(B, 1, device=dev)
         self._sign = None
+        # numbers of the per-ms updates as 0-d float32 tensors (the same results as Python numbers in
+        # the CPU kernels, without a conversion in every call)
+        wmax = liq.w_max
+        self._c = {k: torch.tensor(float(v), device=dev) for k, v in dict(
+            m=self.m, tau_astro=getattr(self.rule, "tau_astro", 1.0), decay=self.decay, zero=0.0, one=1.0, rate_max=1e4,
+            lo=-wmax, hi=wmax).items()}
         self.eta.fill_(self.rule.eta)
         if self.astro:
             a0 = self.rule.eta if self.rule.astro_init is None else self.rule.astro_init
@@ -154,7 +160,7 @@ class Plasticity:
         if events:
             sf_full = state.spikes
             torch.add(self.x_full, sf_full, alpha=self.rule.trace_increment, out=self._x_tmp)
-            torch.mul(self._x_tmp, self.m, out=self.x_full)
+            torch.mul(self._x_tmp, self._c["m"], out=self.x_full)
         else:
             sf = s.float()
             self.x.copy_(self.m * (self.x + self.rule.trace_increment * sf))
@@ -167,10 +173,10 @@ class Plasticity:
                 drive = torch.mv(sf_full, self._sign).unsqueeze(1)  # Σ liquid − Σ input spikes
             else:
                 drive = sf[:, n_in:].sum(1, keepdim=True) - sf[:, :n_in].sum(1, keepdim=True)
-            self.A.add_((self.w_a * drive + self.b_a - self.A) / self.rule.tau_astro)
+            self.A.add_((self.w_a * drive + self.b_a - self.A) / self._c["tau_astro"])
         if self.decay != 1.0:
-            self._rates.mul_(self.decay)
-            self.eta.clamp_(0.0, 1e4)
+            self._rates.mul_(self._c["decay"])
+            self.eta.clamp_(self._c["zero"], self._c["rate_max"])
 
     def _dense(self, state: Any, sf: Tensor, A: Tensor) -> None:
         """Every synapse every step (the reference the event-driven update must equal)."""
@@ -191,7 +197,7 @@ class Plasticity:
         by element; the drive changes go to ``state.pending`` with the kernel after the step
         (``state.k_next``), the incoming rows' per neuron as two sums (synapses from inputs, then
         from liquid neurons)."""
-        wmax, tab = self.liquid.w_max, rows.tables
+        tab, c = rows.tables, self._c
         wv, xv, sv, dv = state.full[0].view(-1), self.x_full.view(-1), state.spikes.view(-1), state.pending.view(-1)
         xcol, kcol = self.x_full.view(-1, 1), state.k_next.view(-1, 1)
         eta, neg_a = self.eta, torch.neg(self.A if self.astro else self.eta, out=self._neg_a)
@@ -207,7 +213,7 @@ class Plasticity:
                 lo, hi = tab["col_lo"].index_select(0, jx), tab["col_hi"].index_select(0, jx)
             else:  # input presynaptic neurons: excitatory rule, bounds ±w_max
                 lr_post, lr_pre = (eta, neg_a) if one else (eta.index_select(0, b), neg_a.index_select(0, b))
-                lo, hi = -wmax, wmax
+                lo, hi = c["lo"], c["hi"]
             # the dense update's two terms, (λ⁺ x_j) s_i + (λ⁻ s_j) x_i with s_j = 1, in place on the
             # gathered rows (products and sums are commutative in floating point: the same numbers)
             new = sv.index_select(0, xf1).view(xf.shape).mul_(lr_post * xcol.index_select(0, flat))
@@ -215,7 +221,7 @@ class Plasticity:
             wv.scatter_(0, wf.view(-1), new.view(-1))
             dv.scatter_add_(0, xf1, new.sub_(w_old).mul_(kcol.index_select(0, flat)).view(-1))
         if rows.inc:
-            x_quiet = torch.sub(1.0, state.spikes).mul_(self.x_full).view(-1)  # 0 where the presynaptic neuron spiked
+            x_quiet = torch.sub(c["one"], state.spikes).mul_(self.x_full).view(-1)  # 0 where the presynaptic neuron spiked
             split = tab["inc_split"]
             for b, i, wf, xf, target in rows.inc:
                 xf1 = xf.view(-1)
@@ -226,7 +232,7 @@ class Plasticity:
                 from_in.mul_(eta_b)  # from inputs: λ⁺ = η, bounds ±w_max
                 from_liq.mul_(torch.where(tab["inc_liq_inh"].index_select(0, i), neg_b, eta_b))
                 new.add_(w_old)
-                from_in.clamp_(-wmax, wmax)  # the padding's bounds do not matter: its weight and trace are 0
+                from_in.clamp_(c["lo"], c["hi"])  # the padding's bounds do not matter: its weight and trace are 0
                 from_liq.clamp_(tab["inc_liq_lo"].index_select(0, i), tab["inc_liq_hi"].index_select(0, i))
                 wv.scatter_(0, wf.view(-1), new.view(-1))
                 change = new.sub_(w_old).mul_(kv_rows(kcol, xf1, xf.shape))
