@@ -59,9 +59,9 @@ per ms at NALSM1000 rates), with the same arithmetic as the dense update of ever
 (``kernel = "dense"``, kept as the reference: equal spikes, traces and weights, the drive within
 float rounding; tests/test_lsm_kernels.py). The rule updates the rows while the step builds them
 (:meth:`SimState` ``pending``: its drive changes are added after the membrane update, where the
-dense update adds them). Measured (bench/lsm_speed.py, one thread): ~0.09 CPU s per 250-ms image
-at B = 32–64 (0.13 at B = 8, 5.8× less than the dense update); ~0.024 s per 20-ms image one at a
-time (persistent mode). This equals the authors' per-synapse sum up to float rounding,
+dense update adds them). The event-driven loops live in :mod:`beyondbp.models.lsm_fixed` (no
+plasticity) and :mod:`beyondbp.models.lsm_kernels` (plasticity); measured figures in
+bench/README.md (bench/lsm_speed.py, bench/lsm_peers.py). This equals the authors' per-synapse sum up to float rounding,
 except that the authors cap ``Δt`` at 100 (a kernel of ``e^{−100}``, below float32
 resolution), where the drive here keeps decaying.
 
@@ -174,13 +174,18 @@ class SpikeRows:
     outgoing rows, the presynaptic one for the incoming rows); padding slots point at the dummy
     synapse / neuron, whose weight, trace, kernel and spike stay 0.
 
-    ``out``: per presynaptic population (inputs, liquid), ``(b, j, wf, xf, w_old)``: the spiking
-    (sample, neuron) pairs, their outgoing synapses and those synapses' weights before this step's
-    plasticity. ``inc``: per presynaptic population (inputs, liquid), ``(table, b, i, wf, xf)``, the
-    incoming synapses of the spiking liquid neurons."""
+    ``out``: per presynaptic population with spikes (inputs, liquid), ``(b, j, wf, xf, w_old, flat,
+    liquid)``: the spiking (sample, column) pairs, their outgoing synapses, those synapses' weights
+    before this step's plasticity, the pairs' flat column and whether they are liquid neurons.
+    ``inc``: ``[(b, i, wf, xf, target)]`` (empty when the rule does not need them), the incoming
+    synapses of the spiking liquid neurons, one row each: from inputs, then from liquid neurons
+    (``tables["inc_split"]`` slots, then the rest). ``tables``: the event tables
+    (:func:`beyondbp.models.lsm_kernels.plastic_tables`). Built by
+    :func:`beyondbp.models.lsm_kernels.spike_rows`."""
 
     def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]]) -> None:
         self.out, self.inc = out, inc
+        self.tables: dict[str, Any] = {}
 
 
 class Liquid(nn.Module):
