@@ -219,7 +219,9 @@ def test_fixed_kernel_equals_the_reference_at_other_refractory_periods_and_kerne
     assert outs["dense"]["counts"].sum() > 30 * batch
 
 
-@pytest.mark.parametrize("rule,model_opts", [("nalsm", {"refractory": 0}), ("stdp", {"refractory": 4, "tau_u": 2.5, "w_init": 3.0, "threshold": 10.0})])
+@pytest.mark.parametrize("rule,model_opts", [
+    ("nalsm", {"refractory": 0}), ("stdp", {"refractory": 4, "tau_u": 2.5, "w_init": 3.0, "threshold": 10.0}),
+])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_event_driven_plasticity_equals_the_dense_reference_at_other_neuron_constants(rule, model_opts, batch):
     dense, d, liq = run("dense", rule, model_opts=model_opts, x=images(batch, seed=6))

@@ -90,7 +90,7 @@ from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.models.lsm_fixed import simulate_fixed
-from beyondbp.models.lsm_kernels import simulate_plastic
+from beyondbp.models.lsm_kernels import SimState, simulate_plastic
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
 from beyondbp.resources import check_fits
@@ -112,80 +112,6 @@ def _t_lim(tau_u: float) -> float:
             break
         t += 5.0
     return t
-
-
-def _take(src: Tensor, idx: Tensor) -> Tensor:
-    """``src.view(-1)[idx]`` (any shape of ``idx``): ``index_select`` on the flat index is the
-    fastest gather on the CPU (several times faster than advanced indexing or ``take``)."""
-    return src.index_select(0, idx.reshape(-1)).view(idx.shape)
-
-
-def _rows(table: Tensor, idx: Tensor, offset: Tensor | None) -> Tensor:
-    """``table[idx] + offset[:, None]`` for an int64 table: the rows are gathered as float64 bit
-    patterns (the same bytes; ``index_select`` copies float64 rows several times faster than
-    int64 ones) and the offset added in place (None: no offset, one sample)."""
-    rows = table.view(torch.float64).index_select(0, idx).view(torch.int64)
-    return rows if offset is None else rows.add_(offset[:, None])
-
-
-class SimState:
-    """What a plasticity rule sees of one simulation (one batch of samples).
-
-    With per-sample weights the liquid keeps ``w``, ``k`` and ``drive`` as views of padded arrays
-    (one extra dummy synapse / neuron column, see :meth:`Liquid.event_tables`), and in every step
-    with spikes, while the rule ``wants_events``, hands it the spiking (sample, neuron) pairs as
-    padded rows of synapses (:class:`SpikeRows`), so that it touches only
-    the synapses whose pre- or postsynaptic neuron spiked; the rule adds its changes of the drive
-    to ``pending`` (added after the membrane update, as a dense update would) and sets ``fused``.
-    A state built from plain tensors (``full`` stays None) is updated densely."""
-
-    def __init__(self, liquid: "Liquid", w: Tensor, k: Tensor, drive: Tensor) -> None:
-        self.liquid = liquid
-        self.w = w  # (B, nnz) per-sample weights (or (nnz,) shared: no plasticity)
-        self.k = k  # (B, n_in + n) synaptic kernel of every presynaptic neuron
-        self.drive = drive  # (B, n) synaptic drive of every liquid neuron
-        self.step = 0
-        self.full: tuple[Tensor, Tensor, Tensor] | None = None  # padded (weights, k, drive), see above
-        # event-driven kernels only, valid in the step being simulated: the spikes (B, n_in + n + 1)
-        # float, the kernel after the step (same shape) and the drive changes to add after it
-        self.spikes: Tensor | None = None
-        self.k_next: Tensor | None = None
-        self.pending: Tensor | None = None
-        self.fused = False  # this step's plasticity already ran on the spike rows
-
-    @property
-    def batch(self) -> int:
-        return self.k.shape[0]
-
-    def apply_dw(self, dw: Tensor) -> None:
-        """Add ``dw`` (B, nnz) to the per-sample weights, clip them to their bounds and keep the
-        synaptic drive consistent with the new weights."""
-        liq = self.liquid
-        lo, hi = liq.clip_bounds()
-        new = torch.minimum(torch.maximum(self.w + dw, lo), hi)
-        self.drive.index_add_(1, liq.post, (new - self.w) * self.k[:, liq.pre])
-        self.w.copy_(new)
-
-
-class SpikeRows:
-    """One step's spikes as padded rows of synapses (event-driven simulation with per-sample
-    weights). Flat indices address the padded arrays: weights ``(B, nnz + 1)`` (``wf``) and
-    neuron arrays ``(B, n_in + n + 1)`` (``xf``: the postsynaptic neuron of every slot for the
-    outgoing rows, the presynaptic one for the incoming rows); padding slots point at the dummy
-    synapse / neuron, whose weight, trace, kernel and spike stay 0.
-
-    ``out``: per presynaptic population with spikes (inputs, liquid), ``(b, j, wf, xf, w_old, flat,
-    liquid)``: the spiking (sample, column) pairs, their outgoing synapses, those synapses' weights
-    before this step's plasticity, the pairs' flat column and whether they are liquid neurons.
-    ``inc``: ``[(b, i, wf, xf, target)]`` (empty when the rule does not need them), the incoming
-    synapses of the spiking liquid neurons, one row each: from inputs, then from liquid neurons
-    (``tables["inc_split"]`` slots, then the rest). ``tables``: the event tables
-    (:func:`beyondbp.models.lsm_kernels.plastic_tables`). Built by
-    :func:`beyondbp.models.lsm_kernels.spike_rows`."""
-
-    def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]]) -> None:
-        self.out, self.inc = out, inc
-        self.tables: dict[str, Any] = {}
 
 
 class Liquid(nn.Module):

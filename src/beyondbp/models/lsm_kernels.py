@@ -29,7 +29,67 @@ from torch import Tensor
 
 from beyondbp.models.lsm_fixed import CHUNK_ELEMENTS, consts, draws, step_numbers
 
-__all__ = ["simulate_plastic", "plastic_tables", "spike_rows"]
+__all__ = ["SimState", "SpikeRows", "simulate_plastic", "plastic_tables", "spike_rows"]
+
+
+class SimState:
+    """What a plasticity rule sees of one simulation (one batch of samples).
+
+    With per-sample weights the liquid keeps ``w``, ``k`` and ``drive`` as views of padded arrays
+    (one extra dummy synapse / neuron column, see :meth:`Liquid.event_tables`), and in every step
+    with spikes, while the rule ``wants_events``, hands it the spiking (sample, neuron) pairs as
+    padded rows of synapses (:class:`SpikeRows`), so that it touches only
+    the synapses whose pre- or postsynaptic neuron spiked; the rule adds its changes of the drive
+    to ``pending`` (added after the membrane update, as a dense update would) and sets ``fused``.
+    A state built from plain tensors (``full`` stays None) is updated densely."""
+
+    def __init__(self, liquid: Any, w: Tensor, k: Tensor, drive: Tensor) -> None:
+        self.liquid = liquid
+        self.w = w  # (B, nnz) per-sample weights (or (nnz,) shared: no plasticity)
+        self.k = k  # (B, n_in + n) synaptic kernel of every presynaptic neuron
+        self.drive = drive  # (B, n) synaptic drive of every liquid neuron
+        self.step = 0
+        self.full: tuple[Tensor, Tensor, Tensor] | None = None  # padded (weights, k, drive), see above
+        # event-driven kernels only, valid in the step being simulated: the spikes (B, n_in + n + 1)
+        # float, the kernel after the step (same shape) and the drive changes to add after it
+        self.spikes: Tensor | None = None
+        self.k_next: Tensor | None = None
+        self.pending: Tensor | None = None
+        self.fused = False  # this step's plasticity already ran on the spike rows
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[0]
+
+    def apply_dw(self, dw: Tensor) -> None:
+        """Add ``dw`` (B, nnz) to the per-sample weights, clip them to their bounds and keep the
+        synaptic drive consistent with the new weights."""
+        liq = self.liquid
+        lo, hi = liq.clip_bounds()
+        new = torch.minimum(torch.maximum(self.w + dw, lo), hi)
+        self.drive.index_add_(1, liq.post, (new - self.w) * self.k[:, liq.pre])
+        self.w.copy_(new)
+
+
+class SpikeRows:
+    """One step's spikes as padded rows of synapses (event-driven simulation with per-sample
+    weights). Flat indices address the padded arrays: weights ``(B, nnz + 1)`` (``wf``) and
+    neuron arrays ``(B, n_in + n + 1)`` (``xf``: the postsynaptic neuron of every slot for the
+    outgoing rows, the presynaptic one for the incoming rows); padding slots point at the dummy
+    synapse / neuron, whose weight, trace, kernel and spike stay 0.
+
+    ``out``: per presynaptic population with spikes (inputs, liquid), ``(b, j, wf, xf, w_old, flat,
+    liquid)``: the spiking (sample, column) pairs, their outgoing synapses, those synapses' weights
+    before this step's plasticity, the pairs' flat column and whether they are liquid neurons.
+    ``inc``: ``[(b, i, wf, xf, target)]`` (empty when the rule does not need them), the incoming
+    synapses of the spiking liquid neurons, one row each: from inputs, then from liquid neurons
+    (``tables["inc_split"]`` slots, then the rest). ``tables``: the event tables
+    (:func:`beyondbp.models.lsm_kernels.plastic_tables`). Built by
+    :func:`beyondbp.models.lsm_kernels.spike_rows`."""
+
+    def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]]) -> None:
+        self.out, self.inc = out, inc
+        self.tables: dict[str, Any] = {}
 
 
 def plastic_tables(liq: Any) -> dict[str, Any]:
@@ -82,8 +142,6 @@ def spike_rows(liq: Any, tab: dict[str, Any], s: Tensor, full: tuple[Tensor, Ten
     before this step's plasticity, the pairs' flat column index and whether they are liquid
     neurons. ``inc``: ``[(b, i, wf, xf, target)]``, the incoming rows of the spiking liquid neurons
     (presynaptic flat columns in ``xf``; ``target``: the flat column of the neuron)."""
-    from beyondbp.models.lsm import SpikeRows
-
     w_full, k_full, drive_full = full
     n_in, B = liq.n_in, s.shape[0]
     n_cols, n_syn = k_full.shape[1], w_full.shape[1]
@@ -126,8 +184,6 @@ def simulate_plastic(liq: Any, p: Tensor, T: int, record: bool, plast: Any, gen:
     """``liq``'s event-driven simulation of ``p`` (B, n_in) for ``T`` steps with the plasticity
     ``plast`` (its ``begin``, ``wants_events``, ``events``, ``update``; not ``end``); returns the
     :class:`SimState` and what :meth:`Liquid.simulate` returns."""
-    from beyondbp.models.lsm import SimState
-
     B, n_in, n = p.shape[0], liq.n_in, liq.n
     n_tot, dev = n_in + n, p.device
     n_cols = n_tot + 1  # + the dummy neuron of padded rows

@@ -79,13 +79,6 @@ def authors_trace_decay(tau: int) -> float:
     return float(grid[torch.argmin((grid ** int(tau) - math.exp(-1.0)).abs())])
 
 
-def _take(src: Tensor, idx: Tensor) -> Tensor:
-    """``src.view(-1)[idx]`` (any shape of ``idx``; ``src`` 1-D): ``index_select`` on the flat
-    index is the fastest gather on the CPU (several times faster than advanced indexing or
-    ``take``)."""
-    return src.index_select(0, idx.reshape(-1)).view(idx.shape)
-
-
 def _clamp(x: Tensor, lo: Tensor | None, hi: Tensor | None, wmax: float) -> Tensor:
     """``x.clamp_(lo, hi)`` in place, ``lo``/``hi`` None: ±``wmax``. Tensor bounds go through
     ``maximum`` then ``minimum`` (clamp's definition, the same numbers), which on the CPU is
@@ -137,7 +130,7 @@ class Plasticity:
             self.w_a.fill_(self.rule.w_astro)
             self.b_a.fill_(float(bias))
         else:
-            self.A.zero_(), self.w_a.zero_(), self.b_a.zero_()  # unused
+            rates[:, 1:].zero_()  # A, w_A, b_A: unused
         self.w0 = state.w.clone() if self.record is not None else None
 
     def wants_events(self, state: Any) -> bool:
