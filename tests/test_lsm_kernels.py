@@ -242,3 +242,17 @@ def test_clamp_by_tensor_bounds_equals_clamp():
     assert torch.equal(_clamp(x.clone(), lo, hi, 3.0), x.clamp(lo, hi))
     assert torch.equal(_clamp(x.clone()[:, :7], None, None, 3.0), x[:, :7].clamp(-3.0, 3.0))
     assert (x.clamp(lo, hi) != x).sum() > 100
+
+
+def test_a_liquid_that_ran_the_plastic_kernels_still_saves():
+    """Feature workers get the model pickled: the cached kernel tables must not hold one storage as
+    two dtypes (torch.save refuses that)."""
+    import io
+
+    m = small(duration=10)
+    rules.get("nalsm").attach(m)
+    m.liquid.simulate(m.encode(images(1)))
+    assert "inc" in m.liquid.event_tables()
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    assert buf.tell() > 0

@@ -104,7 +104,8 @@ def plastic_tables(liq: Any) -> dict[str, Any]:
     if "inc" not in tab:
         n_in, n, wmax, dev = liq.n_in, liq.n, liq.w_max, liq.pre.device
         n_cols = n_in + n + 1
-        f64 = {k: tab[k].view(torch.float64) for k in ("out_in", "out_in_x", "out_liq", "out_liq_x")}
+        # copies, not views: a pickled liquid (feature workers) cannot hold one storage as two dtypes
+        f64 = {k: tab[k].view(torch.float64).clone() for k in ("out_in", "out_in_x", "out_liq", "out_liq_x")}
         w_in = tab["inc_in"].shape[1]
         inc = torch.cat([tab["inc_in"], tab["inc_liq"]], 1)
         inc_x = torch.cat([tab["inc_in_x"], tab["inc_liq_x"]], 1)
