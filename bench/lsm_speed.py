@@ -10,7 +10,8 @@ every synapse every ms, side by side in one process, with their ratio.
 and ``rules/nalsm.py``, loaded from ``git show`` into this process, on the same liquid object,
 images and seeds) and prints new / old, so that a change of the kernels is measured side by side.
 
-Prints wall-clock and process CPU seconds per image (CPU time is the steadier figure on a shared
+Every timing follows an untimed 5-ms presentation of one image with the same kernel (the
+liquid's tables and caches built). Prints wall-clock and process CPU seconds per image (CPU time is the steadier figure on a shared
 machine: with one thread it equals the wall-clock time of an idle one), and checks that both
 kernels gave the same spike counts. ``--measure`` adds the branching factor / rates of each
 setting (run on the same images afterwards, not timed).
@@ -42,9 +43,11 @@ def timed(model, x, kernel, old=None):
         if liq.plasticity is not None:
             plast = old["nalsm"].Plasticity(liq.plasticity.rule, liq)
             plast.astro = liq.plasticity.astro
-    torch.manual_seed(0)
     stored = liq.weight.detach().clone()  # a persistent rule writes its changes back: undone below
     try:
+        liq.simulate(model.encode(x[:1]), plasticity=plast, duration=5)  # untimed: tables, caches
+        liq.weight.data.copy_(stored)
+        torch.manual_seed(0)
         w0, c0 = time.perf_counter(), time.process_time()
         out = liq.simulate(model.encode(x), plasticity=plast)
         return (time.perf_counter() - w0) / len(x), (time.process_time() - c0) / len(x), out["counts"]
@@ -54,16 +57,26 @@ def timed(model, x, kernel, old=None):
 
 
 def revision(rev):
-    """``models/lsm.py`` and ``rules/nalsm.py`` as of git revision ``rev``, as fresh modules."""
+    """``models/lsm.py`` and ``rules/nalsm.py`` as of git revision ``rev``, as fresh modules (with
+    the revision's ``models/lsm_fixed.py`` and ``models/lsm_kernels.py``, where it has them, in
+    place of today's in the old ``lsm`` module's names)."""
     root = Path(__file__).resolve().parents[1]
     mods = {}
-    for key, package in (("lsm", "beyondbp.models"), ("nalsm", "beyondbp.rules")):
+    for key, package in (("lsm_fixed", "beyondbp.models"), ("lsm_kernels", "beyondbp.models"),
+                         ("lsm", "beyondbp.models"), ("nalsm", "beyondbp.rules")):
         rel = f"src/{package.replace('.', '/')}/{key}.py"
-        src = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{rel}"], capture_output=True, text=True,
-                             check=True).stdout
+        got = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{rel}"], capture_output=True, text=True)
+        if got.returncode != 0 and key.startswith("lsm_"):
+            continue  # the revision predates this module
+        got.check_returncode()
         mod = types.ModuleType(f"{package}.{key}_at_{rev}")
         mod.__package__ = package
-        exec(compile(src, f"{rev}:{rel}", "exec"), mod.__dict__)
+        exec(compile(got.stdout, f"{rev}:{rel}", "exec"), mod.__dict__)
+        if key == "lsm":
+            for helper in ("lsm_fixed", "lsm_kernels"):  # the revision's kernels, not today's
+                for name, value in vars(mods.get(helper, types.ModuleType("none"))).items():
+                    if name in mod.__dict__ and not name.startswith("__") and callable(value):
+                        mod.__dict__[name] = value
         mods[key] = mod
     return mods
 

@@ -118,7 +118,8 @@ def test_event_rows_hold_exactly_each_steps_spikes():
 
         def events(self, state, rows):
             out = sorted((int(b), int(j)) for b_, j_, *_ in rows.out for b, j in zip(b_, j_))
-            inc = {name: sorted(zip(b.tolist(), i.tolist())) for name, b, i, *_ in rows.inc}
+            assert len(rows.inc) <= 1  # one row per spiking liquid neuron: its synapses from inputs, then liquid
+            inc = sorted((int(b), int(i)) for b_, i_, *_ in rows.inc for b, i in zip(b_, i_))
             assert state.step not in seen
             seen[state.step] = (out, inc)
 
@@ -135,13 +136,13 @@ def test_event_rows_hold_exactly_each_steps_spikes():
     for t, (rows_out, inc) in seen.items():
         liquid_spikes = sorted((int(b), int(i)) for b, i in raster[:, t].nonzero())
         assert [(b, j - n_in) for b, j in rows_out if j >= n_in] == liquid_spikes
-        assert inc.get("inc_in", []) == liquid_spikes and inc.get("inc_liq", []) == liquid_spikes
-    assert sum(len(inc.get("inc_in", [])) for _, inc in seen.values()) > 10  # liquid spikes were covered
+        assert inc == liquid_spikes
+    assert sum(len(inc) for _, inc in seen.values()) > 10  # liquid spikes were covered
     assert any(j < n_in for rows_out, _ in seen.values() for _, j in rows_out)  # and input spikes
 
 
 @pytest.mark.parametrize("batch,input_seed,chunk,rows", [
-    (1, 4, None, True), (3, 4, None, True), (3, None, None, False), (2, 4, 100, False), (1, None, 100, True),
+    (1, 4, None, True), (1, 4, 1000, True), (3, None, None, False), (1, 4, None, False), (2, 4, 100, False), (1, None, 100, True),
 ])
 def test_fixed_event_kernel_equals_the_csr_reference(monkeypatch, batch, input_seed, chunk, rows):
     """The fixed liquid's event-driven step (models/lsm_fixed.py) against the CSR product of every
@@ -176,3 +177,82 @@ def test_fixed_event_kernel_equals_the_csr_reference_at_nalsm1000_size():
     assert torch.equal(outs["dense"]["raster"], outs["event"]["raster"])
     assert torch.equal(outs["dense"]["input_counts"], outs["event"]["input_counts"])
     assert outs["dense"]["counts"].sum() > 5000
+
+
+@pytest.mark.parametrize("tau_u,k_init", [(1.0, 2.06e-9), (2.5, 1e-3)])
+def test_kernel_table_holds_the_reference_kernels_bit_for_bit(tau_u, k_init):
+    """The fixed kernel reads ``k0 − k`` from a table over the steps since the last spike: each entry
+    equals what the reference's in-place updates (``k ← k0`` at a spike, ``k ← k · decay`` a step,
+    float32, down to subnormals and 0) give, so the drive changes are the same numbers."""
+    import math
+
+    from beyondbp.models.lsm_fixed import kernel_table
+
+    T, refr = 130, 2
+    k0, decay = 1.0 / tau_u, math.exp(-1.0 / tau_u)
+    table = kernel_table(k0, k_init, decay, T, T + refr)
+    k = torch.full((T + 1,), k_init)  # column a ≥ 1 spikes at step a − 1; column 0 never
+    for t in range(T):
+        want = torch.sub(k0, k[:t + 1])  # the reference's k0 − k at step t, before this step's spikes
+        got = torch.stack([table[T + refr + t]] + [table[t - (a - 1)] for a in range(1, t + 1)])
+        assert torch.equal(got, want)
+        k[t + 1] = k0
+        k.mul_(decay)
+    assert (table[T + refr:] != 0).all()
+    if tau_u == 1.0:  # the kernels compared went through subnormal numbers to 0 (k: ages 1 … T now)
+        assert ((k > 0) & (k < torch.finfo(torch.float32).tiny)).any() and (k == 0).sum() > 10
+
+
+@pytest.mark.parametrize("model_opts", [{"refractory": 0}, {"refractory": 4, "tau_u": 2.5}])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fixed_kernel_equals_the_reference_at_other_refractory_periods_and_kernels(batch, model_opts):
+    """The refractory count as the last spike's step, and the kernel table, at refractory periods
+    and synaptic time constants other than the authors'."""
+    m = small(input_seed=2, duration=40, w_init=4.0, **model_opts)
+    liq, p = m.liquid, m.encode(images(batch, seed=3))
+    outs = {}
+    for kernel in ("dense", "event"):
+        liq.kernel = kernel
+        outs[kernel] = liq.simulate(p, record=True)
+    assert torch.equal(outs["dense"]["raster"], outs["event"]["raster"])
+    assert torch.equal(outs["dense"]["input_counts"], outs["event"]["input_counts"])
+    assert outs["dense"]["counts"].sum() > 30 * batch
+
+
+@pytest.mark.parametrize("rule,model_opts", [
+    ("nalsm", {"refractory": 0}), ("stdp", {"refractory": 4, "tau_u": 2.5, "w_init": 3.0, "threshold": 10.0}),
+])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_event_driven_plasticity_equals_the_dense_reference_at_other_neuron_constants(rule, model_opts, batch):
+    dense, d, liq = run("dense", rule, model_opts=model_opts, x=images(batch, seed=6))
+    event, e, _ = run("event", rule, model_opts=model_opts, x=images(batch, seed=6))
+    assert torch.equal(dense["raster"], event["raster"]) and dense["counts"].sum() > 20 * batch
+    assert torch.equal(d["x"], e["x"]) and torch.equal(d["A"], e["A"]) and torch.equal(d["w"], e["w"])
+    assert int((d["w"] != liq.weight).any(0).sum()) > 50
+    assert torch.allclose(d["drive"], e["drive"], rtol=1e-5, atol=1e-5)
+
+
+def test_clamp_by_tensor_bounds_equals_clamp():
+    from beyondbp.rules.nalsm import _clamp
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 40, generator=g) * 4
+    lo = torch.where(torch.rand(50, 1, generator=g) < 0.5, -3.0, 0.0)
+    hi = lo + 3.0
+    assert torch.equal(_clamp(x.clone(), lo, hi, 3.0), x.clamp(lo, hi))
+    assert torch.equal(_clamp(x.clone()[:, :7], None, None, 3.0), x[:, :7].clamp(-3.0, 3.0))
+    assert (x.clamp(lo, hi) != x).sum() > 100
+
+
+def test_a_liquid_that_ran_the_plastic_kernels_still_saves():
+    """Feature workers get the model pickled: the cached kernel tables must not hold one storage as
+    two dtypes (torch.save refuses that)."""
+    import io
+
+    m = small(duration=10)
+    rules.get("nalsm").attach(m)
+    m.liquid.simulate(m.encode(images(1)))
+    assert "inc" in m.liquid.event_tables()
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    assert buf.tell() > 0

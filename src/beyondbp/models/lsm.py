@@ -59,9 +59,9 @@ per ms at NALSM1000 rates), with the same arithmetic as the dense update of ever
 (``kernel = "dense"``, kept as the reference: equal spikes, traces and weights, the drive within
 float rounding; tests/test_lsm_kernels.py). The rule updates the rows while the step builds them
 (:meth:`SimState` ``pending``: its drive changes are added after the membrane update, where the
-dense update adds them). Measured (bench/lsm_speed.py, one thread): ~0.09 CPU s per 250-ms image
-at B = 32–64 (0.13 at B = 8, 5.8× less than the dense update); ~0.024 s per 20-ms image one at a
-time (persistent mode). This equals the authors' per-synapse sum up to float rounding,
+dense update adds them). The event-driven loops live in :mod:`beyondbp.models.lsm_fixed` (no
+plasticity) and :mod:`beyondbp.models.lsm_kernels` (plasticity); measured figures in
+bench/README.md (bench/lsm_speed.py, bench/lsm_peers.py). This equals the authors' per-synapse sum up to float rounding,
 except that the authors cap ``Δt`` at 100 (a kernel of ``e^{−100}``, below float32
 resolution), where the drive here keeps decaying.
 
@@ -90,6 +90,7 @@ from torch import Tensor, nn
 
 from beyondbp.errors import ConfigError
 from beyondbp.models.lsm_fixed import simulate_fixed
+from beyondbp.models.lsm_kernels import SimState, simulate_plastic
 from beyondbp.models.mlp import check_classes, check_shape
 from beyondbp.options import Options, opt, parse
 from beyondbp.resources import check_fits
@@ -111,75 +112,6 @@ def _t_lim(tau_u: float) -> float:
             break
         t += 5.0
     return t
-
-
-def _take(src: Tensor, idx: Tensor) -> Tensor:
-    """``src.view(-1)[idx]`` (any shape of ``idx``): ``index_select`` on the flat index is the
-    fastest gather on the CPU (several times faster than advanced indexing or ``take``)."""
-    return src.index_select(0, idx.reshape(-1)).view(idx.shape)
-
-
-def _rows(table: Tensor, idx: Tensor, offset: Tensor | None) -> Tensor:
-    """``table[idx] + offset[:, None]`` for an int64 table: the rows are gathered as float64 bit
-    patterns (the same bytes; ``index_select`` copies float64 rows several times faster than
-    int64 ones) and the offset added in place (None: no offset, one sample)."""
-    rows = table.view(torch.float64).index_select(0, idx).view(torch.int64)
-    return rows if offset is None else rows.add_(offset[:, None])
-
-
-class SimState:
-    """What a plasticity rule sees of one simulation (one batch of samples).
-
-    With per-sample weights the liquid keeps ``w``, ``k`` and ``drive`` as views of padded arrays
-    (one extra dummy synapse / neuron column, see :meth:`Liquid.event_tables`), and in every step
-    with spikes, while the rule ``wants_events``, hands it the spiking (sample, neuron) pairs as
-    padded rows of synapses (:class:`SpikeRows`), so that it touches only
-    the synapses whose pre- or postsynaptic neuron spiked; the rule adds its changes of the drive
-    to ``pending`` (added after the membrane update, as a dense update would) and sets ``fused``.
-    A state built from plain tensors (``full`` stays None) is updated densely."""
-
-    def __init__(self, liquid: "Liquid", w: Tensor, k: Tensor, drive: Tensor) -> None:
-        self.liquid = liquid
-        self.w = w  # (B, nnz) per-sample weights (or (nnz,) shared: no plasticity)
-        self.k = k  # (B, n_in + n) synaptic kernel of every presynaptic neuron
-        self.drive = drive  # (B, n) synaptic drive of every liquid neuron
-        self.step = 0
-        self.full: tuple[Tensor, Tensor, Tensor] | None = None  # padded (weights, k, drive), see above
-        # event-driven kernels only, valid in the step being simulated: the spikes (B, n_in + n + 1)
-        # float, the kernel after the step (same shape) and the drive changes to add after it
-        self.spikes: Tensor | None = None
-        self.k_next: Tensor | None = None
-        self.pending: Tensor | None = None
-        self.fused = False  # this step's plasticity already ran on the spike rows
-
-    @property
-    def batch(self) -> int:
-        return self.k.shape[0]
-
-    def apply_dw(self, dw: Tensor) -> None:
-        """Add ``dw`` (B, nnz) to the per-sample weights, clip them to their bounds and keep the
-        synaptic drive consistent with the new weights."""
-        liq = self.liquid
-        lo, hi = liq.clip_bounds()
-        new = torch.minimum(torch.maximum(self.w + dw, lo), hi)
-        self.drive.index_add_(1, liq.post, (new - self.w) * self.k[:, liq.pre])
-        self.w.copy_(new)
-
-
-class SpikeRows:
-    """One step's spikes as padded rows of synapses (event-driven simulation with per-sample
-    weights). Flat indices address the padded arrays: weights ``(B, nnz + 1)`` (``wf``) and
-    neuron arrays ``(B, n_in + n + 1)`` (``xf``: the postsynaptic neuron of every slot for the
-    outgoing rows, the presynaptic one for the incoming rows); padding slots point at the dummy
-    synapse / neuron, whose weight, trace, kernel and spike stay 0.
-
-    ``out``: per presynaptic population (inputs, liquid), ``(b, j, wf, xf, w_old)``: the spiking
-    (sample, neuron) pairs, their outgoing synapses and those synapses' weights before this step's
-    plasticity. ``inc``: per presynaptic population (inputs, liquid), ``(table, b, i, wf, xf)``, the
-    incoming synapses of the spiking liquid neurons."""
-
-    def __init__(self, out: list[tuple[Tensor, ...]], inc: list[tuple[Any, ...]]) -> None:
-        self.out, self.inc = out, inc
 
 
 class Liquid(nn.Module):
@@ -398,74 +330,59 @@ class Liquid(nn.Module):
             return self._run(p, T, record, plast, write_back)
 
     def _run(self, p: Tensor, T: int, record: bool, plast: Any, write_back: bool) -> dict[str, Tensor]:
-        B, n_in, n = p.shape[0], self.n_in, self.n
-        n_tot = n_in + n
-        dev = self.weight.device
+        B, dev = p.shape[0], self.weight.device
         p = p.to(device=dev, dtype=torch.float32)
-        events = plast is not None and self.kernel == "event"
+        gen = None
+        if self.input_seed is not None:
+            gen = torch.Generator(device=dev).manual_seed(self.input_seed)
+        k_init = math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u
         if plast is None and self.kernel == "event":
-            gen = torch.Generator(device=dev).manual_seed(self.input_seed) if self.input_seed is not None else None
-            k_init = math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u
             return simulate_fixed(self, p, T, record, gen, k_init)
         if plast is not None:
             check_fits(self.plastic_bytes(B), f"plasticity on a batch of {B} (per-sample weights)", "use smaller batches.")
-            w_full = torch.zeros(B, self.nnz + 1, device=dev)  # + the dummy synapse of padded rows
-            w_full[:, :self.nnz] = self.weight.detach()
-            w = w_full[:, :self.nnz]
+        if plast is not None and self.kernel == "event":
+            state, out = simulate_plastic(self, p, T, record, plast, gen, k_init)
         else:
-            w = self.weight.detach()
+            state, out = self._run_dense(p, T, record, plast, gen, k_init)
+        if plast is not None:
+            plast.end(state)
+            if getattr(plast, "persistent", False) and write_back:
+                self.weight.data.copy_(state.w[0])
+        return out
+
+    def _run_dense(self, p: Tensor, T: int, record: bool, plast: Any, gen: torch.Generator | None,
+                   k_init: float) -> tuple[SimState, dict[str, Tensor]]:
+        """The reference simulation (``kernel = "dense"``): every synapse every step (a CSR
+        product without plasticity)."""
+        B, n_in, n = p.shape[0], self.n_in, self.n
+        n_tot, dev = n_in + n, p.device
+        w = self.weight.detach().clone() if plast is None else self.weight.detach().expand(B, -1).clone()
         decay = math.exp(-1.0 / self.tau_u)
-        k_full = torch.zeros(B, n_tot + 1, device=dev)  # + the dummy neuron of padded rows
-        k = k_full[:, :n_tot]
-        k.fill_(math.exp(-_t_lim(self.tau_u) / self.tau_u) / self.tau_u)
-        drive_full = torch.zeros(B, n_tot + 1, device=dev)  # neuron columns, as k (inputs unused)
-        drive = drive_full[:, n_in:n_tot]
-        drive.copy_(self._full_drive(w, k))
+        k = torch.full((B, n_tot), k_init, device=dev)
+        drive = self._full_drive(w, k)
         v = torch.zeros(B, n_tot, device=dev)
         ref = torch.zeros(B, n_tot, device=dev)
         counts = torch.zeros(B, n_tot, device=dev)
         raster = torch.zeros(B, T, n, dtype=torch.bool, device=dev) if record else None
-        gen = None
-        if self.input_seed is not None:
-            gen = torch.Generator(device=dev).manual_seed(self.input_seed)
         state = SimState(self, w, k, drive)
-        if events:
-            state.full = (w_full, k_full, drive_full)
-            state.k_next = torch.zeros(B, n_tot + 1, device=dev)
-            state.pending = torch.zeros(B, n_tot + 1, device=dev)
         if plast is not None:
             plast.begin(state)
         k0 = 1.0 / self.tau_u
-        post_flat = self.post
         if w.dim() == 1:
             csr = self._csr(w)
-        spikes = torch.zeros(B, n_tot + 1, device=dev) if events else None
-        state.spikes = spikes
         for t in range(T):
             s = (v >= self.threshold) & (ref <= 0)
             v = v.masked_fill(s, 0.0)
             counts += s
             if raster is not None:
                 raster[:, t] = s[:, n_in:]
-            state.step, state.fused = t, False
+            state.step = t
             if bool(s.any()):
-                if events:
-                    spikes[:, :n_tot] = s
-                    wants = getattr(plast, "wants_events", None)  # a plasticity without it updates densely
-                    fused = wants is not None and bool(wants(state))
-                    if fused:
-                        torch.mul(torch.where(s, k0, k), decay, out=state.k_next[:, :n_tot])
-                        state.pending.zero_()
-                    rows = self._spike_rows(s, w_full, k_full, drive_full, k0, fused)
-                    if fused:  # the plasticity on the rows just built, its drive changes kept apart
-                        plast.events(state, rows)
-                    state.fused = fused
+                delta = torch.where(s, k0 - k, 0.0)
+                if w.dim() == 1:
+                    drive += torch.sparse.mm(csr, delta.t()).t()
                 else:
-                    delta = torch.where(s, k0 - k, 0.0)
-                    if w.dim() == 1:
-                        drive += torch.sparse.mm(csr, delta.t()).t()
-                    else:
-                        drive.index_add_(1, post_flat, w * delta[:, self.pre])
+                    drive.index_add_(1, self.post, w * delta[:, self.pre])
                 k.masked_fill_(s, k0)
             current = torch.cat([
                 self.input_current * (p > torch.rand(B, n_in, device=dev, generator=gen)).float(), drive
@@ -473,19 +390,13 @@ class Liquid(nn.Module):
             v = v + current - v / self.tau_v
             k.mul_(decay)
             drive.mul_(decay)
-            if state.fused:
-                drive.add_(state.pending[:, n_in:n_tot])
             ref = torch.where(s, float(self.refractory), ref - 1.0)
             if plast is not None:
                 plast.update(state, s)
-        if plast is not None:
-            plast.end(state)
-            if getattr(plast, "persistent", False) and write_back:
-                self.weight.data.copy_(w[0])
         out = {"counts": counts[:, n_in:], "input_counts": counts[:, :n_in]}
         if raster is not None:
             out["raster"] = raster
-        return out
+        return state, out
 
     def plastic_bytes(self, batch: int) -> int:
         """Bytes a plastic simulation of ``batch`` samples allocates beyond the liquid itself:
@@ -501,34 +412,6 @@ class Liquid(nn.Module):
                 self._tab_slots = sum(int(d.numel()) * int(d.max()) for d in (deg_in, deg_liq, deg_inc) if d.numel())
             tab_slots = self._tab_slots
         return batch * ((self.nnz + 1) * 4 * 3 + tab_slots * 40) + tab_slots * 24
-
-    def _spike_rows(self, s: Tensor, w_full: Tensor, k_full: Tensor, drive_full: Tensor, k0: float,
-                    inc_rows: bool) -> SpikeRows:
-        """Event-driven spike propagation with per-sample weights: every spiking (sample, neuron)
-        pair adds ``w · (k0 − k_j)`` to its outgoing synapses' targets (as the dense
-        ``w · delta[:, pre]``); returns the rows for the plasticity rule (with the incoming rows
-        when ``inc_rows``)."""
-        tab, n_in = self.event_tables(), self.n_in
-        n_cols, n_syn = k_full.shape[1], w_full.shape[1]
-        wv, kv, dv = w_full.view(-1), k_full.view(-1), drive_full.view(-1)
-        out = []
-        one = s.shape[0] == 1  # one sample (phase 1 of a liquid run): every row offset is 0, left out
-        b_liq, i_liq = s[:, n_in:].nonzero(as_tuple=True)
-        b_in, j_in = s[:, :n_in].nonzero(as_tuple=True)
-        for b, j, jx, ids, cols in ((b_in, j_in, j_in, tab["out_in"], tab["out_in_x"]),
-                                    (b_liq, i_liq, i_liq + n_in, tab["out_liq"], tab["out_liq_x"])):
-            if b.numel() == 0 or ids.shape[1] == 0:
-                continue
-            wf, xf = _rows(ids, j, None if one else b * n_syn), _rows(cols, j, None if one else b * n_cols)
-            w_old = _take(wv, wf)
-            dv.scatter_add_(0, xf.view(-1), (w_old * (k0 - _take(kv, jx if one else b * n_cols + jx))[:, None]).view(-1))
-            out.append((b, jx, wf, xf, w_old))
-        inc = []
-        for name in ("inc_in", "inc_liq"):
-            if inc_rows and b_liq.numel() and tab[name].shape[1]:
-                inc.append((name, b_liq, i_liq, _rows(tab[name], i_liq, None if one else b_liq * n_syn),
-                            _rows(tab[name + "_x"], i_liq, None if one else b_liq * n_cols)))
-        return SpikeRows(out, inc)
 
     def _csr(self, w: Tensor) -> Tensor:
         """The weights as a sparse CSR matrix (n, n_in + n), rows = postsynaptic neurons."""

@@ -79,11 +79,13 @@ def authors_trace_decay(tau: int) -> float:
     return float(grid[torch.argmin((grid ** int(tau) - math.exp(-1.0)).abs())])
 
 
-def _take(src: Tensor, idx: Tensor) -> Tensor:
-    """``src.view(-1)[idx]`` (any shape of ``idx``; ``src`` 1-D): ``index_select`` on the flat
-    index is the fastest gather on the CPU (several times faster than advanced indexing or
-    ``take``)."""
-    return src.index_select(0, idx.reshape(-1)).view(idx.shape)
+def _clamp(x: Tensor, lo: Tensor | None, hi: Tensor | None, wmax: float) -> Tensor:
+    """``x.clamp_(lo, hi)`` in place, ``lo``/``hi`` None: ±``wmax``. Tensor bounds go through
+    ``maximum`` then ``minimum`` (clamp's definition, the same numbers), which on the CPU is
+    several times faster than ``clamp_`` with tensor bounds."""
+    if lo is None or hi is None:
+        return x.clamp_(-wmax, wmax)
+    return torch.minimum(torch.maximum(x, lo, out=x), hi, out=x)
 
 
 class Plasticity:
@@ -105,18 +107,30 @@ class Plasticity:
         n_tot = liq.n_in + liq.n
         self.x_full = torch.zeros(B, n_tot + 1, device=dev)  # + the dummy neuron of padded rows
         self.x = self.x_full[:, :n_tot]
+        self._x_tmp = torch.empty_like(self.x_full)
         lo, hi = liq.clip_bounds()
         w = liq.weight.detach()
         # event-driven updates leave untouched synapses as they are: a dense step first when the
         # stored weights lie outside their bounds (the dense update clips every synapse)
         self.dense_steps = 0 if bool(((w >= lo) & (w <= hi)).all()) else 1
-        self.eta = torch.full((B, 1), self.rule.eta, device=dev)
+        # the per-sample rates in one array, updated together: η, A, w_A, b_A (columns as views)
+        rates = torch.empty(B, 4, device=dev)
+        self.eta, self.A, self.w_a, self.b_a = (rates[:, c:c + 1] for c in range(4))
+        self._rates, self._neg_a = rates, torch.empty(B, 1, device=dev)
+        self._sign = None
+        # numbers of the per-ms updates as 0-d float32 tensors (the same results as Python numbers in
+        # the CPU kernels, without a conversion in every call)
+        self._c = {k: torch.tensor(float(v), device=dev) for k, v in dict(
+            m=self.m, tau_astro=getattr(self.rule, "tau_astro", 1.0), decay=self.decay, one=1.0).items()}
+        self.eta.fill_(self.rule.eta)
         if self.astro:
             a0 = self.rule.eta if self.rule.astro_init is None else self.rule.astro_init
             bias = self.rule.eta if self.rule.astro_bias is None else self.rule.astro_bias
-            self.A = torch.full((B, 1), float(a0), device=dev)
-            self.w_a = torch.full((B, 1), self.rule.w_astro, device=dev)
-            self.b_a = torch.full((B, 1), float(bias), device=dev)
+            self.A.fill_(float(a0))
+            self.w_a.fill_(self.rule.w_astro)
+            self.b_a.fill_(float(bias))
+        else:
+            rates[:, 1:].zero_()  # A, w_A, b_A: unused
         self.w0 = state.w.clone() if self.record is not None else None
 
     def wants_events(self, state: Any) -> bool:
@@ -124,24 +138,40 @@ class Plasticity:
         return self.dense_steps == 0
 
     def update(self, state: Any, s: Tensor) -> None:
+        """End of a step: the dense update if the step needs it, then traces, astrocyte and rates.
+        With the event-driven kernels (``state.spikes``: this step's spikes as floats, with the
+        dummy column) the same arithmetic runs on whole arrays in fewer calls: ``x + a·s`` as one
+        ``add`` with ``alpha`` (``a·s`` is ``a`` or 0, exact, so a fused multiply-add rounds the
+        same), the astrocyte's drive as a product with ±1 (a sum of integers, exact in any
+        order), the four rates decayed together."""
         n_in = self.liquid.n_in
-        sf = s.float()
         A = self.A if self.astro else self.eta
-        if self.dense_steps > 0 or getattr(state, "full", None) is None:
-            self._dense(state, sf, A)
+        events = getattr(state, "full", None) is not None and getattr(state, "spikes", None) is not None
+        if self.dense_steps > 0 or not events:
+            self._dense(state, s.float(), A)
         # else: the liquid ran :meth:`events` on this step's spike rows (no spike: no weight changes,
         # the weights lie within their bounds)
         self.dense_steps = max(0, self.dense_steps - 1)
-        self.x.copy_(self.m * (self.x + self.rule.trace_increment * sf))
+        if events:
+            sf_full = state.spikes
+            torch.add(self.x_full, sf_full, alpha=self.rule.trace_increment, out=self._x_tmp)
+            torch.mul(self._x_tmp, self._c["m"], out=self.x_full)
+        else:
+            sf = s.float()
+            self.x.copy_(self.m * (self.x + self.rule.trace_increment * sf))
         if self.astro:
-            drive = sf[:, n_in:].sum(1, keepdim=True) - sf[:, :n_in].sum(1, keepdim=True)
-            self.A = self.A + (self.w_a * drive + self.b_a - self.A) / self.rule.tau_astro
+            if events:
+                if self._sign is None:
+                    sign = torch.zeros(sf_full.shape[1], device=sf_full.device)
+                    sign[:n_in], sign[n_in:-1] = -1.0, 1.0
+                    self._sign = sign
+                drive = torch.mv(sf_full, self._sign).unsqueeze(1)  # Σ liquid − Σ input spikes
+            else:
+                drive = sf[:, n_in:].sum(1, keepdim=True) - sf[:, :n_in].sum(1, keepdim=True)
+            self.A.add_((self.w_a * drive + self.b_a - self.A) / self._c["tau_astro"])
         if self.decay != 1.0:
-            self.eta = (self.eta * self.decay).clamp(0.0, 1e4)
-            if self.astro:
-                self.A = self.A * self.decay
-                self.w_a = self.w_a * self.decay
-                self.b_a = self.b_a * self.decay
+            self._rates.mul_(self._c["decay"])
+            self.eta.clamp_(0.0, 1e4)
 
     def _dense(self, state: Any, sf: Tensor, A: Tensor) -> None:
         """Every synapse every step (the reference the event-driven update must equal)."""
@@ -159,46 +189,52 @@ class Plasticity:
         the outgoing rows of spiking neurons get both terms of the dense update, the incoming rows
         of spiking liquid neurons the potentiation term, except where the presynaptic neuron
         spiked too (already done in its outgoing row). Same arithmetic as :meth:`_dense`, element
-        by element; the drive changes go to ``state.pending`` with the kernel after the step."""
-        liq, n_in, wmax = self.liquid, self.liquid.n_in, self.liquid.w_max
-        wv, xv, kv, dv = state.full[0].view(-1), self.x_full.view(-1), state.k_next.view(-1), state.pending.view(-1)
-        eta, A = self.eta[:, 0], (self.A if self.astro else self.eta)[:, 0]
-        n_cols = self.x_full.shape[1]
-        one = self.x_full.shape[0] == 1  # one sample: the flat indices need no row offset
-        sv = state.spikes.view(-1)
-        for b, jx, wf, xf, w_old in rows.out:
-            eta_b, a_b = eta.index_select(0, b), A.index_select(0, b)
-            if int(jx[0]) < n_in:  # input presynaptic neurons: excitatory rule, bounds ±w_max
-                lr_post, lr_pre = eta_b, -a_b
-                lo, hi = -wmax, wmax
-            else:
-                inh = ~liq.is_exc.index_select(0, jx - n_in)
-                lr_post, lr_pre = torch.where(inh, -a_b, eta_b), torch.where(inh, eta_b, -a_b)
-                lo = torch.where(inh, -wmax, 0.0)[:, None]
-                hi = torch.where(inh, 0.0, wmax)[:, None]
-            flat = jx if one else b * n_cols + jx
+        by element; the drive changes go to ``state.pending`` with the kernel after the step
+        (``state.k_next``), the incoming rows' per neuron as two sums (synapses from inputs, then
+        from liquid neurons)."""
+        tab, c, wmax = rows.tables, self._c, self.liquid.w_max
+        wv, xv, sv, dv = state.full[0].view(-1), self.x_full.view(-1), state.spikes.view(-1), state.pending.view(-1)
+        xcol, kv = self.x_full.view(-1, 1), state.k_next.view(-1)
+        kcol = kv.view(-1, 1)
+        eta, neg_a = self.eta, torch.neg(self.A if self.astro else self.eta, out=self._neg_a)
+        one = self.x_full.shape[0] == 1  # one sample: (1, 1) rates broadcast over the rows
+        lr_cols = None
+        for b, jx, wf, xf, w_old, flat, liquid in rows.out:
+            xf1 = xf.view(-1)
+            if liquid:  # λ⁺, λ⁻ and the bounds by the presynaptic neuron's type
+                if lr_cols is None:
+                    inh = tab["col_inh"]
+                    lr_cols = (torch.where(inh, neg_a, eta).view(-1, 1), torch.where(inh, eta, neg_a).view(-1, 1))
+                lr_post, lr_pre = lr_cols[0].index_select(0, flat), lr_cols[1].index_select(0, flat)
+                lo, hi = tab["col_lo"].index_select(0, jx), tab["col_hi"].index_select(0, jx)
+            else:  # input presynaptic neurons: excitatory rule, bounds ±w_max
+                lr_post, lr_pre = (eta, neg_a) if one else (eta.index_select(0, b), neg_a.index_select(0, b))
+                lo = hi = None
             # the dense update's two terms, (λ⁺ x_j) s_i + (λ⁻ s_j) x_i with s_j = 1, in place on the
             # gathered rows (products and sums are commutative in floating point: the same numbers)
-            new = _take(sv, xf).mul_((lr_post * _take(xv, flat))[:, None])
-            new.add_(_take(xv, xf).mul_(lr_pre[:, None])).add_(w_old).clamp_(lo, hi)
+            new = sv.index_select(0, xf1).view(xf.shape).mul_(lr_post * xcol.index_select(0, flat))
+            new.add_(xv.index_select(0, xf1).view(xf.shape).mul_(lr_pre)).add_(w_old)
+            _clamp(new, lo, hi, wmax)
             wv.scatter_(0, wf.view(-1), new.view(-1))
-            dv.scatter_add_(0, xf.view(-1), new.sub_(w_old).mul_(_take(kv, flat)[:, None]).view(-1))
+            dv.scatter_add_(0, xf1, new.sub_(w_old).mul_(kcol.index_select(0, flat)).view(-1))
         if rows.inc:
-            tab = liq.event_tables()
-            x_quiet = (self.x_full * (1.0 - state.spikes)).view(-1)  # 0 where the presynaptic neuron spiked
-            for name, b, i, wf, xf in rows.inc:
-                eta_b = eta.index_select(0, b)[:, None]
-                w_old = _take(wv, wf)
-                if name == "inc_in":  # from inputs: λ⁺ = η, bounds ±w_max
-                    new = _take(x_quiet, xf).mul_(eta_b).add_(w_old).clamp_(-wmax, wmax)
-                else:  # the padding's bounds do not matter: its weight and trace are 0
-                    inh = tab["inc_liq_inh"].index_select(0, i)
-                    lr = torch.where(inh, -A.index_select(0, b)[:, None], eta_b)
-                    new = _take(x_quiet, xf).mul_(lr).add_(w_old).clamp_(torch.where(inh, -wmax, 0.0),
-                                                                         torch.where(inh, 0.0, wmax))
+            x_quiet = torch.sub(c["one"], state.spikes).mul_(self.x_full).view(-1)  # 0 where the presynaptic neuron spiked
+            split = tab["inc_split"]
+            for b, i, wf, xf, target in rows.inc:
+                xf1 = xf.view(-1)
+                w_old = wv.index_select(0, wf.view(-1)).view(wf.shape)
+                eta_b, neg_b = (eta, neg_a) if one else (eta.index_select(0, b), neg_a.index_select(0, b))
+                new = x_quiet.index_select(0, xf1).view(xf.shape)
+                from_in, from_liq = new[:, :split], new[:, split:]
+                from_in.mul_(eta_b)  # from inputs: λ⁺ = η, bounds ±w_max
+                from_liq.mul_(torch.where(tab["inc_liq_inh"].index_select(0, i), neg_b, eta_b))
+                new.add_(w_old)
+                _clamp(from_in, None, None, wmax)  # the padding's bounds do not matter: its weight and trace are 0
+                _clamp(from_liq, tab["inc_liq_lo"].index_select(0, i), tab["inc_liq_hi"].index_select(0, i), wmax)
                 wv.scatter_(0, wf.view(-1), new.view(-1))
-                dv.scatter_add_(0, i + n_in if one else b * n_cols + n_in + i,
-                                new.sub_(w_old).mul_(_take(kv, xf)).sum(1))
+                change = new.sub_(w_old).mul_(kv.index_select(0, xf1).view(xf.shape))
+                dv.scatter_add_(0, target, change[:, :split].sum(1))
+                dv.scatter_add_(0, target, change[:, split:].sum(1))
 
     def end(self, state: Any) -> None:
         if self.record is not None:
