@@ -237,7 +237,7 @@ def test_other_commands_stop_in_one_line_with_130_or_143(tmp_path, command):
     finally:
         kill_ours(marker)
     assert not left
-    assert code == 128 + signum
+    assert code == 128 + signum, err  # its stderr says why, if it ended otherwise
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err)  # the progress bar's terminal codes
     lines = [line for line in re.split(r"[\r\n]", text) if line.startswith(("interrupted", "error", "Traceback"))]
     assert "Traceback" not in err
