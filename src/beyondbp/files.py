@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from . import interrupts
 from .errors import ConfigError
 
 __all__ = [
@@ -123,12 +124,13 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], Any]) -> 
     remove_stale_temporaries(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _share(Path(tmp), directory=False)
-        os.replace(tmp, path)
+        with interrupts.deferred():  # Ctrl-C / SIGTERM wait for the file to be in place
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _share(Path(tmp), directory=False)
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -27,6 +27,7 @@ the script again as it starts). A study's local executor
 from __future__ import annotations
 
 import ast
+import contextlib
 import multiprocessing
 import os
 import select
@@ -34,10 +35,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["Stopping", "Terminated", "available_cores", "can_have_children", "check_main_guarded", "die_with",
-           "exit_status", "stop_pool", "worker_context"]
+           "deferred", "exit_status", "stop_pool", "worker_context"]
 
 #: The signals :class:`Stopping` turns into an exception.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -49,6 +51,38 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
+
+
+#: Depth of :func:`deferred` blocks in the main thread, and the signal that arrived inside one.
+_DEFERRED: dict[str, Any] = {"depth": 0, "pending": None}
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block that a signal :class:`Stopping` turns into an exception does not interrupt: the
+    exception is raised when the block ends (in the main thread; elsewhere nothing changes).
+    For writing a file: an exception raised inside a library's write callback (``torch.save``
+    calls the file's ``write`` from C++) comes out as another error, and the run would end as
+    a crash instead of as interrupted. If the block itself raises, that exception propagates."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _DEFERRED["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFERRED["depth"] -= 1
+        pending = _DEFERRED["pending"] if _DEFERRED["depth"] == 0 else None
+        if pending is not None:
+            _DEFERRED["pending"] = None
+    if pending is not None:
+        _raise_for(pending)
 
 
 def exit_status(signum: int | None) -> int:
@@ -85,9 +119,10 @@ class Stopping:
         if self.signum is not None:  # already stopping: let the cleanup finish
             return
         self.signum = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(signum)
+        if _DEFERRED["depth"]:  # a file is being written: raised when it is done (see deferred)
+            _DEFERRED["pending"] = signum
+            return
+        _raise_for(signum)
 
     @property
     def status(self) -> int:
