@@ -255,3 +255,169 @@ def test_a_liquid_that_ran_the_plastic_kernels_still_saves():
     buf = io.BytesIO()
     torch.save(m, buf)
     assert buf.tell() > 0
+
+
+# -- edge cases the comparisons above cannot reach (review of the kernels) ------------------------
+# Binary firing probabilities make the input drive deterministic (p = 1 spikes whenever the input
+# neuron is not refractory, p = 0 never), so a batch can be compared with its samples run alone.
+
+
+def binary(n=3, seed=1, level=0.3):
+    return (images(n, seed=seed).reshape(n, -1) > level).float()
+
+
+def in_bounds(liq, seed=0):
+    """Weights drawn inside their clip bounds, many close to one of them."""
+    lo, hi = liq.clip_bounds()
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(liq.nnz, generator=g)
+    u = torch.where(torch.rand(liq.nnz, generator=g) < 0.5, u * 0.1, 1 - u * 0.1)  # within 10 % of a bound
+    return (lo + (hi - lo) * u).clamp(lo + 1e-3, hi - 1e-3)
+
+
+def plastic_run(kernel, rule, p, model_opts=None, rule_opts=None, weights=None, seed=3):
+    """``rule``'s (None: a fixed liquid) simulation of ``p``: the outputs, the final state (weights,
+    traces, rates, the padded arrays) and the next number of the global random stream."""
+    m = small(**(model_opts or {}))
+    if weights is not None:
+        m.liquid.weight.data.copy_(weights(m.liquid))
+    seen = {}
+    if rule is not None:
+        rules.get(rule, **(rule_opts or {})).attach(m)
+        plast = m.liquid.plasticity
+
+        def end(state):
+            seen.update(w=state.w.clone(), x=plast.x_full.clone(), A=(plast.A if plast.astro else plast.eta).clone(),
+                        full=None if state.full is None else [t.clone() for t in state.full])
+
+        plast.end = end
+    m.liquid.kernel = kernel
+    torch.manual_seed(seed)
+    out = m.liquid.simulate(p, record=True)
+    seen["next"] = torch.rand(3)
+    return m.liquid, out, seen
+
+
+def same_run(a, b, plastic=True):
+    (_, oa, sa), (_, ob, sb) = a, b
+    assert torch.equal(oa["raster"], ob["raster"]) and torch.equal(oa["input_counts"], ob["input_counts"])
+    assert torch.equal(sa["next"], sb["next"])  # the random stream left in the same state
+    if plastic:
+        assert torch.equal(sa["w"], sb["w"]) and torch.equal(sa["x"], sb["x"]) and torch.equal(sa["A"], sb["A"])
+
+
+@pytest.mark.parametrize("refractory", [0, 2])
+@pytest.mark.parametrize("rule", ["stdp", "nalsm"])
+def test_event_plasticity_equals_the_reference_at_the_refractory_edge_and_the_clip_bounds(monkeypatch, rule, refractory):
+    """Liquid neurons spiking again as soon as the refractory period allows, and the event steps
+    pushing weights past every clip bound (E below 0 and above w_max, I below −w_max and above 0,
+    inputs past ±w_max; the weights start inside their bounds: no dense first step)."""
+    import beyondbp.rules.nalsm as nalsm
+
+    clipped = dict.fromkeys(("E<0", "E>max", "I<-max", "I>0", "in<-max", "in>max"), 0)
+    real_clamp = nalsm._clamp
+
+    def counting(x, lo, hi, wmax):
+        if lo is None:
+            clipped["in<-max"] += int((x < -wmax).sum())
+            clipped["in>max"] += int((x > wmax).sum())
+        else:
+            clipped["E<0"] += int(((x < lo) & (lo == 0)).sum())
+            clipped["E>max"] += int(((x > hi) & (hi == wmax)).sum())
+            clipped["I<-max"] += int(((x < lo) & (lo == -wmax)).sum())
+            clipped["I>0"] += int(((x > hi) & (hi == 0)).sum())
+        return real_clamp(x, lo, hi, wmax)
+
+    monkeypatch.setattr(nalsm, "_clamp", counting)
+    mo = dict(w_init=3.0, threshold=8.0, refractory=refractory)
+    ro = dict(eta=1.5)
+    p = binary() * 0.7  # random input spikes: input synapses are depressed too
+    dense = plastic_run("dense", rule, p, mo, ro, in_bounds)
+    event = plastic_run("event", rule, p, mo, ro, in_bounds)
+    same_run(dense, event)
+    liq, out, seen = dense
+    d = refractory + 1
+    assert int((out["raster"][:, d:] & out["raster"][:, :-d]).sum()) > 100  # spikes at the shortest interval
+    assert min(clipped.values()) >= 10, clipped
+    assert int((seen["w"] != liq.weight).any(0).sum()) > 100
+
+
+@pytest.mark.parametrize("kernel", ["dense", "event"])
+@pytest.mark.parametrize("rule", [None, "stdp", "nalsm"])
+def test_a_batch_simulates_each_sample_as_if_alone(rule, kernel):
+    """A batch of 3 different samples against each one run alone (deterministic input drive): the
+    same spikes, weights, traces and rates per sample (no row offset, rate or padding slot shared
+    between samples; batches of 1 take the kernels' offset-free paths)."""
+    p = binary()
+    mo = dict(w_init=3.0, threshold=10.0)
+    _, batch, b = plastic_run(kernel, rule, p, mo)
+    alone = [plastic_run(kernel, rule, p[i:i + 1], mo) for i in range(3)]
+    assert torch.equal(batch["raster"], torch.cat([o["raster"] for _, o, _ in alone]))
+    assert torch.equal(batch["input_counts"], torch.cat([o["input_counts"] for _, o, _ in alone]))
+    assert (batch["counts"].sum(1) > 50).all() and not torch.equal(batch["counts"][0], batch["counts"][1])
+    if rule is not None:
+        for key in ("w", "x", "A"):
+            assert torch.equal(b[key], torch.cat([s[key] for _, _, s in alone])), key
+        assert not torch.equal(b["A"][0], b["A"][1]) or rule == "stdp"
+
+
+@pytest.mark.parametrize("input_seed", [None, 4])
+def test_event_plasticity_draws_its_input_in_chunks_as_the_reference_draws_it_per_step(monkeypatch, input_seed):
+    """At NALSM1000 sizes (batch 250 × 784 inputs) the plastic kernel draws 10 steps at once: the
+    same numbers as the reference's draw per step, whatever the chunk (here 4 steps, the last one
+    partial), and the random stream left in the same state."""
+    import beyondbp.models.lsm_kernels as lsm_kernels
+
+    monkeypatch.setattr(lsm_kernels, "CHUNK_ELEMENTS", 4 * 3 * 64)
+    mo = dict(input_seed=input_seed, duration=30)
+    p = small().encode(images(3, seed=2))
+    same_run(plastic_run("dense", "nalsm", p, mo), plastic_run("event", "nalsm", p, mo))
+
+
+def test_padding_slots_point_at_the_dummy_and_stay_zero():
+    """The padded tables: every real slot once, in the CSR's order, every padding slot at the dummy
+    synapse / column; after a plastic batch the dummy weight, trace, kernel and spike are still 0."""
+    liq, out, seen = plastic_run("event", "nalsm", binary(), dict(w_init=3.0, threshold=10.0), dict(eta=1.5), in_bounds)
+    from beyondbp.models.lsm_kernels import plastic_tables
+
+    tab = plastic_tables(liq)
+    n_in, n, nnz = liq.n_in, liq.n, liq.nnz
+    n_tot = n_in + n
+    for rows, cols, first, count in ((tab["out_in"], tab["out_in_x"], 0, n_in), (tab["out_liq"], tab["out_liq_x"], n_in, n)):
+        for j in range(count):
+            real = torch.arange(int(liq.out_ptr[first + j]), int(liq.out_ptr[first + j + 1]))
+            k = real.numel()
+            assert torch.equal(rows[j, :k], real) and (rows[j, k:] == nnz).all()
+            assert torch.equal(cols[j, :k], liq.post[real] + n_in) and (cols[j, k:] == n_tot).all()
+    inc, inc_x = tab["inc"].view(torch.int64), tab["inc_x"].view(torch.int64)
+    for i in range(n):
+        row = inc[i]
+        real = row[row != nnz]
+        assert sorted(real.tolist()) == sorted((liq.post == i).nonzero().view(-1).tolist())
+        assert (liq.post[real] == i).all() and torch.equal(inc_x[i][row != nnz], liq.pre[real])
+        assert (inc_x[i][row == nnz] == n_tot).all()
+        split = tab["inc_split"]
+        assert (liq.kind[row[:split][row[:split] != nnz]] == 2).all() and (liq.kind[row[split:][row[split:] != nnz]] != 2).all()
+    w_full, k_full, _ = seen["full"]
+    assert (w_full[:, nnz] == 0).all() and (k_full[:, n_tot] == 0).all() and (seen["x"][:, n_tot] == 0).all()
+    assert int((seen["w"] != liq.weight).any(0).sum()) > 100 and out["counts"].sum() > 150
+
+
+@pytest.mark.parametrize("rule", ["stdp", "nalsm"])
+def test_event_plasticity_equals_the_reference_on_a_nalsm1000_liquid(rule):
+    """The authors' liquid (1000 neurons, 784 inputs), one sample (phase 1) and a batch of 2."""
+    m = models.build("lsm", (1, 28, 28), 10, duration=25, input_seed=3)
+    p = m.encode(images(2, seed=4).repeat(1, 1, 4, 4)[:, :, :28, :28])
+    for x in (p[:1], p):
+        runs = {}
+        for kernel in ("dense", "event"):
+            mm = models.build("lsm", (1, 28, 28), 10, duration=25, input_seed=3)
+            rules.get(rule).attach(mm)
+            mm.liquid.kernel = kernel
+            plast, seen = mm.liquid.plasticity, {}
+            plast.end = lambda state, plast=plast, seen=seen: seen.update(w=state.w.clone(), x=plast.x.clone())
+            runs[kernel] = (mm.liquid.simulate(x, record=True), seen)
+        (d, ds), (e, es) = runs["dense"], runs["event"]
+        assert torch.equal(d["raster"], e["raster"]) and d["counts"].sum() > 300 * len(x)
+        assert torch.equal(ds["w"], es["w"]) and torch.equal(ds["x"], es["x"])
+        assert int((ds["w"] != mm.liquid.weight).any(0).sum()) > 1000
