@@ -309,8 +309,9 @@ def same_run(a, b, plastic=True):
 @pytest.mark.parametrize("refractory", [0, 2])
 @pytest.mark.parametrize("rule", ["stdp", "nalsm"])
 def test_event_plasticity_equals_the_reference_at_the_refractory_edge_and_the_clip_bounds(monkeypatch, rule, refractory):
-    """Liquid neurons spiking again as soon as the refractory period allows, and the event steps
-    pushing weights past every clip bound (E below 0 and above w_max, I below −w_max and above 0,
+    """Liquid neurons spiking again as soon as the refractory period allows, pre- and postsynaptic
+    neurons spiking in the same step (the synapse is in both rows), and the event steps pushing
+    weights past every clip bound (E below 0 and above w_max, I below −w_max and above 0,
     inputs past ±w_max; the weights start inside their bounds: no dense first step)."""
     import beyondbp.rules.nalsm as nalsm
 
@@ -338,6 +339,8 @@ def test_event_plasticity_equals_the_reference_at_the_refractory_edge_and_the_cl
     liq, out, seen = dense
     d = refractory + 1
     assert int((out["raster"][:, d:] & out["raster"][:, :-d]).sum()) > 100  # spikes at the shortest interval
+    rec = liq.pre >= liq.n_in  # synapses whose pre- and postsynaptic neurons spiked in the same step
+    assert int((out["raster"][:, :, liq.pre[rec] - liq.n_in] & out["raster"][:, :, liq.post[rec]]).sum()) > 100
     assert min(clipped.values()) >= 10, clipped
     assert int((seen["w"] != liq.weight).any(0).sum()) > 100
 
@@ -421,3 +424,11 @@ def test_event_plasticity_equals_the_reference_on_a_nalsm1000_liquid(rule):
         assert torch.equal(d["raster"], e["raster"]) and d["counts"].sum() > 300 * len(x)
         assert torch.equal(ds["w"], es["w"]) and torch.equal(ds["x"], es["x"])
         assert int((ds["w"] != mm.liquid.weight).any(0).sum()) > 1000
+
+
+def test_fixed_event_kernel_of_one_sample_equals_the_reference_at_nalsm1000_size():
+    """One sample takes the fixed kernel's spike rows and kernel table (a batch of 2 above takes the
+    CSR product)."""
+    m = models.build("lsm", (1, 28, 28), 10, duration=120, input_seed=3)
+    dense = dense_and_event_agree(m.liquid, m.encode(images(1, seed=4).repeat(1, 1, 4, 4)[:, :, :28, :28]))
+    assert dense["counts"].sum() > 2500

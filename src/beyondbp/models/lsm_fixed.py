@@ -15,8 +15,9 @@ every presynaptic neuron, ``kernel = "dense"``), with the same numbers, bit for 
   spiked (:func:`kernel_table`: the reference's own float32 products, ``k0 · decay · decay ···``,
   computed once), so the kernels are not updated every step; the refractory count is the step of
   the last spike (``ref ≤ 0`` exactly when ``t − last ≥ refractory + 1``);
-* the Bernoulli input drive of up to ``CHUNK_ELEMENTS`` numbers is drawn in one call (the generator gives
-  the same numbers in the same order as one draw per step);
+* the Bernoulli input drive of up to ``CHUNK_ELEMENTS`` numbers is drawn in one call (the CPU
+  generator gives the same numbers in the same order as one draw per step; tests/test_lsm_kernels.py
+  checks it on the CPU only: on other devices the draws were not compared with the reference's);
 * every per-step update runs in place on preallocated arrays, with the reference's operations
   in the reference's order (``(v + I) − v/τ_v`` and so on): equal spikes, equal membranes.
 """
