@@ -39,3 +39,107 @@ def test_an_unknown_option_is_one_sentence_naming_it_and_the_help(capsys, args, 
         assert "did you mean" not in err
     else:
         assert f"(did you mean {suggestion}?)" in err
+
+
+# -- counts agree with their nouns ----------------------------------------------------------------
+ONE_RUN = """[study]
+name = "one"
+
+[base]
+model = "mlp"
+data = "mnist1d"
+data_options = {num_samples = 600}
+model_options = {widths = [16]}
+batch_size = 32
+steps = 10
+
+[axes]
+seed = SEEDS
+
+[execution]
+keep_models = true
+"""
+
+
+def test_a_study_of_one_run_is_counted_in_the_singular(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(ONE_RUN.replace("SEEDS", "[0]"))
+    code, out, err = cli(capsys, "study", "run", spec)
+    assert code == 0 and "ran 1 of 1 run (" in out, err  # was "1 runs"
+    code, out, err = cli(capsys, "study", "report", spec, "--out", tmp_path / "report")
+    assert code == 0, err
+    assert "1 run record;" in (tmp_path / "report" / "report.md").read_text()  # was "1 run records"
+    # the spec grown to two runs: one of them has no saved model
+    spec.write_text(ONE_RUN.replace("SEEDS", "[0, 1]"))
+    code, _, err = cli(capsys, "analyze", spec, "--out", tmp_path / "a")
+    assert code == 2 and "1 of the 2 runs of study 'one' has no saved model" in err and "finish it with" in err
+    # back to one run, its model gone
+    spec.write_text(ONE_RUN.replace("SEEDS", "[0]"))
+    for model in (tmp_path / "s.models").glob("*.pt"):
+        model.unlink()
+    code, _, err = cli(capsys, "analyze", spec, "--out", tmp_path / "a")
+    assert code == 2 and "study 'one' has 1 finished run but no saved model" in err  # was "1 finished runs"
+    assert not (tmp_path / "a").exists()
+
+
+def test_compare_of_one_epoch_says_epoch(tmp_path, capsys):
+    out = tmp_path / "c"
+    code, stdout, err = cli(capsys, "compare", "--rules", "backprop", "--model", "mlp", "--model-opt", "widths=[8]",
+                            "--data", "mnist1d", "--data-opt", "num_samples=600", "--epochs", "1", "--out", out)
+    assert code == 0, err
+    title = (out / "table.md").read_text().splitlines()[0]
+    assert ", 1 epoch, " in title and "epochs" not in title  # was "1 epochs"
+
+
+def test_adapt_over_one_corruption_says_corruption(tmp_path, capsys):
+    import torch
+
+    from beyondbp import adapt
+
+    path = tmp_path / "source.pt"
+    torch.manual_seed(0)
+    adapt.save_source(path, adapt.BNCNN((2, 2, 2)))
+    code, out, err = cli(capsys, "adapt", "run", "--checkpoint", path, "--methods", "source", "--corruptions", "contrast",
+                         "--severity", "1", "--n-test", "40", "--out", tmp_path / "a", "--quiet")
+    assert code == 0, err
+    out = " ".join(out.split())  # the table's title may wrap
+    assert "mean top-1 error over 1 corruption" in out and "1 corruptions" not in out
+
+
+def test_evolution_of_one_generation_says_generation(tmp_path, capsys, monkeypatch):
+    from beyondbp.reporting import evolution
+
+    titles = []
+
+    def plot(arms, path, title, task):
+        titles.append(title)
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(evolution, "plot_success", plot)
+    code, _, err = cli(capsys, "evolve", "--population", "2", "--generations", "1", "--trials", "40", "--scored", "5",
+                       "--test-every", "1", "--test-lifetimes", "1", "--quiet", "--out", tmp_path / "evo")
+    assert code == 0, err
+    assert len(titles) == 1 and ", 1 generation, " in titles[0]  # was "1 generations"
+
+
+def test_representations_of_one_rule_and_one_seed_are_counted_in_the_singular():
+    from beyondbp.reporting.similarity import _markdown
+
+    networks = [{"rule": "backprop", "seed": 0, "id": "a"}, {"rule": "backprop", "seed": 0, "id": "b"}]
+    text = _markdown({}, {"networks": networks, "layers": ["h1"]}, ["cka"], {}, "t")
+    assert "2 networks (1 rule: backprop; 1 seed), 1 layer" in text  # was "1 rules", "1 seeds"
+
+
+def test_a_language_model_run_of_one_step_says_step():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from beyondbp.cli.progress import _Bars
+
+    stream = io.StringIO()
+    bars = _Bars(Console(file=stream, width=200))
+    result = SimpleNamespace(rule="dfa", tokens=256, steps=1, final={"val_loss": 4.0}, total_time=0.5, status="ok")
+    bars("end", {"result": result})
+    assert "after 256 tokens (1 step) in" in stream.getvalue()  # was "(1 steps)"
