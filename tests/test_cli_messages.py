@@ -143,3 +143,43 @@ def test_a_language_model_run_of_one_step_says_step():
     result = SimpleNamespace(rule="dfa", tokens=256, steps=1, final={"val_loss": 4.0}, total_time=0.5, status="ok")
     bars("end", {"result": result})
     assert "after 256 tokens (1 step) in" in stream.getvalue()  # was "(1 steps)"
+
+
+# -- a file of another kind where a checkpoint is expected ------------------------------------------
+def _store(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (id TEXT)")
+    return path
+
+
+@pytest.mark.parametrize("make, kind", [
+    (_store, "an SQLite database (a study's run store?)"),  # was "it holds objects other than tensors"
+    (lambda p: p.write_text('{"rule": "fa"}') and p, "a text file"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))) and p, "a PNG image"),
+    (lambda p: p.write_bytes(b"") or p, "an empty file"),
+])
+@pytest.mark.parametrize("command", [
+    ["train", "--rule", "backprop", "--model", "mlp", "--data", "digits", "--steps", "2", "--init-from"],
+    ["sample", "--prompt", "a", "--checkpoint"],
+    ["adapt", "run", "--methods", "source", "--corruptions", "contrast", "--n-test", "40", "--out", "OUT", "--checkpoint"],
+])
+def test_a_file_that_is_no_checkpoint_is_called_what_it_is(tmp_path, capsys, make, kind, command):
+    path = make(tmp_path / "given.db")
+    before = path.read_bytes()
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    code, out, err = cli(capsys, *args, path)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"is not a checkpoint but {kind}; give the checkpoint file that a --checkpoint option wrote" in err
+    assert path.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_a_study_store_given_as_the_state_file_is_not_called_damaged(tmp_path, capsys):
+    path = _store(tmp_path / "store.db")
+    before = path.read_bytes()
+    code, out, err = cli(capsys, "train", "--rule", "backprop", "--model", "mlp", "--data", "digits", "--steps", "2",
+                         "--state", path, "--checkpoint-every", "1")
+    assert code == 2 and err.count("\n") == 1
+    assert "is not a run state but an SQLite database" in err and "delete it" not in err  # was "damaged ...; delete it"
+    assert path.read_bytes() == before
