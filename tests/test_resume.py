@@ -212,8 +212,11 @@ def test_a_state_of_another_run_is_refused_with_both_ids(tmp_path, small_digits)
 def test_damaged_or_foreign_state_files_are_refused(tmp_path, small_digits):
     state = tmp_path / "s"
     config = tiny("backprop", tmp_path, state=str(state), checkpoint_every=2)
-    state.write_bytes(b"not a state")
+    state.write_bytes(b"PK\x03\x04 a zip archive cut short")
     with pytest.raises(ConfigError, match="damaged"):
+        run(config, dataset=small_digits)
+    state.write_bytes(b"not a state")  # not "damaged ...; delete it": it may be the user's own file
+    with pytest.raises(ConfigError, match="is not a run state but a text file; give the run a state file of its own"):
         run(config, dataset=small_digits)
     torch.save({"weights": 1}, state)
     with pytest.raises(ConfigError, match="not a beyondbp run state"):

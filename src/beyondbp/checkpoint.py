@@ -24,6 +24,7 @@ attached to the model *before* :func:`load`, so that the model's state dict has 
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,7 +37,7 @@ from .files import atomic_write_bytes
 from .jsonable import plain
 from .rules.base import is_rule_tensor
 
-__all__ = ["FORMAT", "VERSION", "check_state", "load", "load_safely", "read", "save"]
+__all__ = ["FORMAT", "VERSION", "check_state", "load", "load_safely", "not_torch_kind", "read", "save"]
 
 FORMAT = "beyondbp-checkpoint"
 VERSION = 1
@@ -81,6 +82,33 @@ def save(
     return atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
 
 
+def not_torch_kind(path: str | os.PathLike) -> str | None:
+    """What the file ``path`` plainly is when it cannot be a torch file at all (neither a zip
+    archive nor a pickle, what ``torch.save`` writes), in words that follow "is": an SQLite
+    database (a study's run store), a PNG image, a text file (a spec, a JSON result), an empty
+    file; ``None`` for a file that may be a torch file (a damaged one included)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    if head.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive, or a pickle (torch's legacy format)
+        return None
+    if head.startswith(b"SQLite format 3\x00"):
+        return "an SQLite database (a study's run store?)"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "a PNG image"
+    if b"\x00" not in head:
+        try:  # incremental: a character cut at the end of the first 4096 bytes is no error
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            return "a file that torch.save did not write"
+        return "a text file"
+    return "a file that torch.save did not write"
+
+
 def load_safely(path: str | os.PathLike) -> Any:
     """``torch.load`` of ``path`` on the CPU with ``weights_only=True`` (tensors and plain values
     only); any failure becomes a ``ValueError`` whose message is one short reason, never torch's
@@ -101,6 +129,9 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file that a --checkpoint option wrote")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {str(path)!r}")
+    kind = not_torch_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{str(path)!r} is not a checkpoint but {kind}; give the checkpoint file that a --checkpoint option wrote")
     try:
         payload = load_safely(path)
     except ValueError as exc:

@@ -47,7 +47,7 @@ import traceback
 
 from .. import interrupts
 from ..errors import BeyondBPError
-from .common import _ABORTS, _CLICK_ERRORS, _INTERRUPT, _USAGE_ERRORS, _one_line, app
+from .common import _ABORTS, _CLICK_ERRORS, _INTERRUPT, _USAGE_ERRORS, _one_line, _usage_message, app
 
 __all__ = ["EXIT_DIVERGED", "app", "main", "rules_markdown", "write_outputs"]
 
@@ -81,7 +81,7 @@ def _main(args: list[str], debug: bool, stopping: interrupts.Stopping) -> None:
     except _USAGE_ERRORS as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        print(f"error: {_usage_message(exc)}", file=sys.stderr)
         sys.exit(2)
     except _CLICK_ERRORS as exc:
         print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)

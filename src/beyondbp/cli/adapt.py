@@ -25,6 +25,7 @@ from .common import (
     _check_out,
     _check_path_text,
     _console,
+    _count,
     _on_interrupt,
     app,
 )
@@ -223,7 +224,7 @@ def adapt_run(
         "errors.png": lambda path: files.atomic_write_bytes(path, lambda fh: adapt_report.plot_errors(result, fh, title=title)),
     }, overwrite=overwrite)
     for s in severities:
-        table = Table(title=f"severity {s}: mean top-1 error over {len(corruption_names)} corruptions")
+        table = Table(title=f"severity {s}: mean top-1 error over {_count(len(corruption_names), 'corruption')}")
         for col in ("method", "mean error", "ms / batch"):
             table.add_column(col, justify="right")
         for m in method_names:

@@ -4,6 +4,7 @@ flags, checks of output paths, progress display and the option types of the run 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shlex
@@ -56,6 +57,7 @@ def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
 _USAGE_ERRORS = _click_exceptions("UsageError")
 _CLICK_ERRORS = _click_exceptions("ClickException")
 _ABORTS = _click_exceptions("Abort")
+_NO_SUCH_OPTION = _click_exceptions("NoSuchOption")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -282,6 +284,38 @@ def _duration(seconds: float | None) -> str:
 # -- entry point --------------------------------------------------------------------------------
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _usage_message(exc: BaseException) -> str:
+    """The one line for a usage error. An unknown option names itself and the command's
+    ``--help``, and suggests an option only when one is spelt nearly the same (``--epoch`` ->
+    ``--epochs``; click's own list of "possible options" named unrelated ones)."""
+    if not isinstance(exc, _NO_SUCH_OPTION):
+        return _one_line(exc.format_message())  # type: ignore[attr-defined]
+    name = str(exc.option_name)  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "beyondbp"
+    known = [o for p in (ctx.command.get_params(ctx) if ctx is not None else [])
+             for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ())) if o.startswith("-")]
+    guess = _close_option(name, known)
+    hint = f" (did you mean {guess}?)" if guess else ""
+    return _one_line(f"{where} has no option {name}{hint}; see '{where} --help' for the options it takes")
+
+
+def _close_option(name: str, known: list[str]) -> str | None:
+    """The known option spelt nearly like ``name`` (underscores read as dashes), or the longest
+    one that ``name`` starts with (``--output`` -> ``--out``), if any."""
+    def bare(option: str) -> str:
+        return option.lstrip("-").replace("_", "-").lower()
+
+    by_bare = {bare(o): o for o in known if o.startswith("--") == name.startswith("--")}
+    if bare(name) in by_bare:
+        return by_bare[bare(name)]
+    close = difflib.get_close_matches(bare(name), list(by_bare), n=1, cutoff=0.8)
+    if close:
+        return by_bare[close[0]]
+    longer = [b for b in by_bare if len(b) >= 3 and bare(name).startswith(b)]
+    return by_bare[max(longer, key=len)] if longer else None  # --output -> --out
 
 
 #: What an interrupted command without resume says (compare, continual, adapt, analyze).

@@ -17,7 +17,7 @@ from rich.table import Table
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
-from .common import _NO_RESUME, DebugOpt, OutOverwriteOpt, _check_out, _console, _on_interrupt, app
+from .common import _NO_RESUME, DebugOpt, OutOverwriteOpt, _check_out, _console, _count, _on_interrupt, app
 from .progress import _Ticker
 
 jsonable = lazy("beyondbp.jsonable")
@@ -142,7 +142,7 @@ def _write(target: Path, document: dict[str, Any], overwrite: bool) -> list[Path
     from ..reporting.evolution import plot_success
 
     s = document["settings"]
-    title = (f"Evolved plasticity: population {s['population']}, {s['generations']} generations, "
+    title = (f"Evolved plasticity: population {s['population']}, {_count(s['generations'], 'generation')}, "
              f"{s['trials']} trials, seed {s['seed']}")
     contents: dict[str, Any] = {
         "history.json": json.dumps(jsonable.plain(document), indent=1),

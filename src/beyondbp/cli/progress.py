@@ -175,7 +175,7 @@ class _Bars(_Display):
             status = report.status_suffix(r)
             self.progress.console.print(
                 f"{r.rule}: validation loss {r.final['val_loss']:.4f} nats/token after {r.tokens:,} tokens "
-                f"({r.steps} steps) in {r.total_time:.1f} s{status}"
+                f"({_count(r.steps, 'step')}) in {r.total_time:.1f} s{status}"
             )
         elif event == "end":
             r = info["result"]

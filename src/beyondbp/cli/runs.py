@@ -30,6 +30,7 @@ from .common import (
     _check_out,
     _check_path_text,
     _console,
+    _count,
     _diverged_line,
     _exit_if_diverged,
     _on_interrupt,
@@ -190,7 +191,7 @@ def compare(
     with _Bars(_console(stderr=True)) as bars:  # the library compares; the CLI only renders
         results = compare_rules(c0, names, rule_options=per_rule, progress=bars, seeds=seed_list)
 
-    budget = f"{c0.epochs} epochs" if c0.steps is None else f"{c0.steps} steps"
+    budget = _count(c0.epochs, "epoch") if c0.steps is None else _count(c0.steps, "step")
     if c0.tokens is not None:
         budget = f"{c0.tokens:g} tokens, context {train_mod.lm_context(c0)}"
     seed_text = f"seed {c0.seed}" if seed_list is None else f"mean ± sd over seeds {','.join(map(str, seed_list))}"

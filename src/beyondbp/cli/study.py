@@ -181,7 +181,7 @@ def study_run(
     counts = summary["counts"]
     if not quiet:
         _console().print(
-            f"study {parsed.name}: ran {summary['ran']} of {summary['total']} runs ({summary['added']} added to the store) in "
+            f"study {parsed.name}: ran {summary['ran']} of {_count(summary['total'], 'run')} ({summary['added']} added to the store) in "
             f"{_duration(summary['wall_time'])} · {_counts_text(counts)} · store {summary['store']}"
         )
     _warn_unknown_status(sum(n for s, n in counts.items() if s not in _STATUSES), spec)

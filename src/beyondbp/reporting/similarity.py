@@ -343,7 +343,8 @@ def _markdown(result: Mapping[str, Any], checked: Mapping[str, Any], measure_nam
             n_boot = entry.n_boot or n_boot
     parts = [f"# {title}"]
     parts.append(
-        f"{len(networks)} networks ({len(rules)} rules: {', '.join(rules)}; {len(seeds)} seeds), "
+        f"{len(networks)} networks ({len(rules)} rule{'s' if len(rules) != 1 else ''}: {', '.join(rules)}; "
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}), "
         f"{len(layers)} layer{'s' if len(layers) != 1 else ''} ({', '.join(layers)}), "
         f"{len(measure_names)} measure{'s' if len(measure_names) != 1 else ''}. Every measure is a distance "
         "(0 = the same representation)."

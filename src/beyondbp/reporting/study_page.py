@@ -206,7 +206,7 @@ def page_blocks(spec: Any, records: Sequence[Mapping[str, Any]], analysis: Study
         out.append(("p", desc))
     level = analysis.settings["level"]
     out.append(("p", (
-        f"{analysis.n_records} run records; losses are the final {loss_text(analysis)} "
+        f"{analysis.n_records} run record{'s' if analysis.n_records != 1 else ''}; losses are the final {loss_text(analysis)} "
         f"({analysis.unit}); compute is measured training FLOPs (FLOPs per step × steps), evaluation not "
         f"included; intervals are {100 * level:g}% bootstrap intervals over seeds ({analysis.settings['n_bootstrap']} resamples); "
         f"baseline: {analysis.baseline}."

@@ -133,14 +133,14 @@ def _from_spec(path: Path, store: Path | None) -> list[Network]:
     found = [r for r in done if (models / f"{r['id']}.pt").is_file()]
     if not found:
         raise ConfigError(
-            f"study {spec.name!r} has {len(done)} finished runs but no saved model; set keep_models = true in its "
+            f"study {spec.name!r} has {len(done)} finished run{'s' if len(done) != 1 else ''} but no saved model; set keep_models = true in its "
             "[execution] table and run it into a new store (`beyondbp study run SPEC --store NEW.db`)"
         )
     if len(found) < len(spec.runs()):
         missing = len(spec.runs()) - len(found)
         raise ConfigError(
-            f"{missing} of the {len(spec.runs())} runs of study {spec.name!r} have no saved model (not run, failed, "
-            "diverged, or run without keep_models); finish them with `beyondbp study run`, or analyse checkpoint "
+            f"{missing} of the {len(spec.runs())} runs of study {spec.name!r} {'has' if missing == 1 else 'have'} no saved model (not run, failed, "
+            f"diverged, or run without keep_models); finish {'it' if missing == 1 else 'them'} with `beyondbp study run`, or analyse checkpoint "
             f"files from {str(models)!r} directly"
         )
     out = []

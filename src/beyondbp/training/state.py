@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import load_safely
+from ..checkpoint import load_safely, not_torch_kind
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, remove_stale_temporaries
 
@@ -127,6 +127,10 @@ def read(path: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
         return None
     if not path.is_file():
         raise ConfigError(f"the state path {str(path)!r} exists but is not a regular file; give a file path")
+    kind = not_torch_kind(path)
+    if kind is not None:  # never "delete it": it may be a study's store or the user's own file
+        raise ConfigError(f"the state path {str(path)!r} is not a run state but {kind}; give the run a state file of its own "
+                          "(it is created when the run starts)")
     try:
         payload = load_safely(path)
     except ValueError as exc:
