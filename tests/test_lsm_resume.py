@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from beyondbp.cli.progress import _resumed_line
 from beyondbp.training import RunConfig, liquid, liquid_resume, run
 from beyondbp.training.liquid_features import load_features
 
@@ -85,6 +86,8 @@ def test_a_run_stopped_in_phase_one_continues_to_the_same_entry(tmp_path, monkey
     resumed = [info for event, info in events if event == "liquid_resumed"]
     assert resumed and resumed[0]["init_images_done"] == 4 and resumed[0]["batches_done"] == 0
     assert result.data["liquid"]["resumed"]["init_images_done"] == 4
+    line = _resumed_line(resumed[0])  # what `beyondbp train` prints
+    assert "continuing a stopped generation (4 of 6 initialisation images, 0 of 8 feature batches done" in line
     assert_same(entry_of(tmp_path), reference)
     assert not list(tmp_path.glob("*.partial"))
 

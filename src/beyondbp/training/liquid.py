@@ -99,8 +99,8 @@ from .liquid_pool import derive as _derive
 from .liquid_resume import Partial
 
 __all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeaturePlace", "FeatureStage", "cache_root", "feature_kinds",
-           "feature_stage", "fitting_entry", "has_liquid", "is_liquid_model", "liquid_rules", "locate", "partial_progress", "read_entry",
-           "readout_features", "samples_digest", "stimuli_record"]
+           "feature_stage", "fitting_entry", "has_liquid", "is_liquid_model", "kept_progress", "liquid_rules", "locate",
+           "partial_progress", "read_entry", "readout_features", "samples_digest", "stimuli_record"]
 
 #: Version of the cache files' layout (part of the key).
 FEATURE_FORMAT = 1
@@ -398,6 +398,17 @@ def stimuli_record(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, pl
             "stimuli": plain(stimuli)}
 
 
+#: The progress folder of the generation this process ran last, while it is there (kept_progress).
+_KEPT: dict[str, Path | None] = {"folder": None}
+
+
+def kept_progress() -> Path | None:
+    """The partial-progress folder of the last feature generation this process started, if it
+    is still there (the generation was stopped): what a rerun continues from."""
+    folder = _KEPT["folder"]
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def partial_progress(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module,
                      place: FeaturePlace) -> Partial:
     """The progress folder of ``place``'s entry, ``<key>.partial`` beside it, read
@@ -440,6 +451,7 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
         if resumed is not None and progress is not None:
             progress("liquid_resumed", {**resumed, "folder": str(partial.folder)})
         saved_seed = model.liquid.input_seed
+        _KEPT["folder"] = partial.folder
         try:
             entry = _generate(config, plastic, model, p_train, p_test, partial)
         finally:
