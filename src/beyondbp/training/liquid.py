@@ -61,6 +61,15 @@ raw spike counts (``counts_train``, ``counts_test``), ``weight`` (W_INI), ``meas
 fingerprint and the test samples' alone, split sizes, run seed, ``rate_max``, ``duration``,
 ``feature_batch``): what :func:`beyondbp.training.liquid_features.load_features` reads back.
 
+Resuming. While an entry is generated its progress is kept beside it, in ``<key>.partial/``
+(:mod:`beyondbp.training.liquid_resume`): phase 1's weights every ``INIT_SAVE_EVERY`` (1,000)
+images and at its end (``W_INI``), and each feature batch's counts as it completes. A run
+stopped by Ctrl-C, SIGTERM, a crash or a pre-emption, run again with the same settings (same
+key), continues from there — it says so (progress event ``"liquid_resumed"``; ``train`` prints
+how much was done; the result's ``data["liquid"]["resumed"]``) — and writes the entry bit-identical to that of a run
+never stopped (its ``seconds`` aside); unreadable or unfitting progress is ignored with a
+warning and generated again. The folder goes once the entry is written.
+
 Departures (their reasons): the readout's features are divided by the training set's maximum,
 not each readout batch's, so that a sample's features do not depend on its batch; the readout's
 loss is the run's (cross-entropy on hard labels, not the authors' softmax-of-one-hot soft
