@@ -98,7 +98,8 @@ class Partial:
             if meta is not None:
                 self._warn("meta.pt describes other features")
             if any(self.folder.iterdir()):
-                self._warn("no valid meta.pt; the folder's files are not used")
+                self._warn("no valid meta.pt; the folder's files are removed")
+                shutil.rmtree(self.folder, ignore_errors=True)  # none of them is trusted later either
             return
         self._meta_written = True
         init_path = self.folder / "init.pt"
