@@ -1,6 +1,7 @@
 """A liquid run's feature generation over worker processes (execution setting ``feature_workers``,
 training/liquid_pool.py): the same features, bit for bit, and the same cache key whatever the
-number of workers; one process where children are not allowed; no worker outlives the command.
+number of workers; one process where children are not allowed; no worker outlives the command
+(Ctrl-C, SIGTERM, SIGKILL), and the progress it kept is consistent.
 Tiny liquids on the 8×8 digits."""
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import signal
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from beyondbp.study import runner
-from beyondbp.training import RunConfig, liquid_pool, run
+from beyondbp.training import RunConfig, liquid_pool, liquid_resume, run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_processes import finish, kill_ours, no_process_left, ours, start, wait_for  # noqa: E402
@@ -69,22 +71,37 @@ def test_the_default_is_one_process_for_small_runs_and_where_children_are_not_al
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_no_feature_worker_outlives_a_stopped_command(tmp_path, signum):
     marker = uuid.uuid4().hex
+    cache = tmp_path / "cache"
     args = ["train", "--rule", "nalsm", "--model", "lsm", "--data", "digits", "--n-train", "600", "--n-test", "100",
             "--model-opt", "grid=[5,5,4]", "--model-opt", "feature_batch=16", "--model-opt", "duration=250",
-            "--rule-opt", "init_images=2", "--feature-cache", str(tmp_path / "cache"), "--feature-workers", "2"]
+            "--rule-opt", "init_images=2", "--feature-cache", str(cache), "--feature-workers", "2"]
     proc = start(args, tmp_path, marker)
     try:
         wait_for(lambda: len(ours(marker)) >= 4, proc, "its feature workers ran")  # driver, forkserver, 2 workers
-        time.sleep(0.5)
+        wait_for(lambda: list(cache.glob("*.partial/train-*.pt")), proc, "a feature batch was kept")
+        time.sleep(0.3)
         os.kill(proc.pid, signum)  # the driver alone
         code, err = finish(proc, tmp_path, marker)
         left = no_process_left(marker)
     finally:
         kill_ours(marker)
     assert not left
-    assert code == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
+    assert code == {signal.SIGINT: 130, signal.SIGTERM: 143}.get(signum, -signal.SIGKILL)
     assert "Traceback" not in err
-    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing half-written
+    assert not list(cache.glob("*.pt"))  # nothing half-written
+    if signum != signal.SIGKILL:  # it says where its progress is and how to continue
+        assert "the liquid's features generated so far are kept in" in err and "continues from there" in err
+    # the progress kept is consistent: every file readable and fitting, W_INI and the batches done
+    (folder,) = cache.glob("*.partial")
+    identity = torch.load(folder / "meta.pt", weights_only=True)["identity"]
+    partial = liquid_resume.Partial(folder, {k: v for k, v in identity.items() if k != "format"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        partial.load()
+    assert partial.init is not None and partial.init[0] == 2
+    assert partial.usable_batches(partial.init[1])["train"]  # all from this W_INI
+    if signum != signal.SIGKILL:  # (SIGKILL can leave a temporary, removed by the next write)
+        assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -118,6 +118,14 @@ class _Ticker(_Display):
                                    + _left(done, total, self.since))
 
 
+def _resumed_line(info: dict[str, Any]) -> str:
+    """The line saying a liquid's feature generation continues the progress of a stopped one."""
+    phase1 = (f"{info['init_images_done']:,} of {info['init_images']:,} initialisation images, "
+              if info["init_images"] else "")
+    return (f"liquid features: continuing a stopped generation ({phase1}{info['batches_done']:,} of "
+            f"{info['batches']:,} feature batches done, kept in {info['folder']})")
+
+
 class _Bars(_Display):
     """Drives a rich progress bar (stderr) from the run loop's progress events; where stderr is
     not a terminal, :class:`_Heartbeat` lines instead."""
@@ -160,7 +168,9 @@ class _Bars(_Display):
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if self.heartbeat is not None:
             self._beat(event, info)
-        if event == "start":
+        if event == "liquid_resumed":  # a liquid's feature generation continues a stopped one
+            self.console.print(_resumed_line(info))
+        elif event == "start":
             self.task = self.progress.add_task(f"{info['rule']:>9}", total=info["total_steps"], info="")
         elif event == "step":
             self.progress.update(self.task, completed=info["step"], info=f"loss {info['loss']:.4f}")

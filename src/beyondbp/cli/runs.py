@@ -4,6 +4,7 @@ sampling from a trained language model.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -133,9 +134,21 @@ def train(
     _exit_if_diverged([result])
 
 
+def _liquid_progress_hint(again: str) -> str | None:
+    """A liquid run stopped while generating its features: where its progress is kept."""
+    liquid = sys.modules.get("beyondbp.training.liquid")  # not imported: no liquid ran
+    folder = liquid.kept_progress() if liquid is not None else None
+    if folder is None:
+        return None
+    return f"the liquid's features generated so far are kept in {folder}; `{again}` continues from there"
+
+
 def _train_resume_hint(config: Any) -> str:
     """What an interrupted ``train`` says: whether and how the run continues."""
     again = _same_command()
+    liquid = _liquid_progress_hint(again)
+    if liquid:
+        return liquid
     if config.state is None:
         return "nothing was saved; a run given --state FILE --checkpoint-every N can be continued after an interruption"
     if config.checkpoint_every is None:

@@ -61,6 +61,15 @@ raw spike counts (``counts_train``, ``counts_test``), ``weight`` (W_INI), ``meas
 fingerprint and the test samples' alone, split sizes, run seed, ``rate_max``, ``duration``,
 ``feature_batch``): what :func:`beyondbp.training.liquid_features.load_features` reads back.
 
+Resuming. While an entry is generated its progress is kept beside it, in ``<key>.partial/``
+(:mod:`beyondbp.training.liquid_resume`): phase 1's weights every ``INIT_SAVE_EVERY`` (1,000)
+images and at its end (``W_INI``), and each feature batch's counts as it completes. A run
+stopped by Ctrl-C, SIGTERM, a crash or a pre-emption, run again with the same settings (same
+key), continues from there — it says so (progress event ``"liquid_resumed"``; ``train`` prints
+how much was done; the result's ``data["liquid"]["resumed"]``) — and writes the entry bit-identical to that of a run
+never stopped (its ``seconds`` aside); unreadable or unfitting progress is ignored with a
+warning and generated again. The folder goes once the entry is written.
+
 Departures (their reasons): the readout's features are divided by the training set's maximum,
 not each readout batch's, so that a sample's features do not depend on its batch; the readout's
 loss is the run's (cross-entropy on hard labels, not the authors' softmax-of-one-hot soft
@@ -77,6 +86,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
@@ -91,13 +101,15 @@ from .. import rules as rules_mod
 from ..errors import ConfigError
 from ..jsonable import plain
 from ..spiking.criticality import raster_measurements
+from . import liquid_resume
 from .config import RunConfig, effective_rule_options
 from .liquid_pool import FeaturePool, batch_counts, feature_workers
 from .liquid_pool import derive as _derive
+from .liquid_resume import Partial
 
 __all__ = ["FEATURE_FORMAT", "MEASURE_SAMPLES", "FeaturePlace", "FeatureStage", "cache_root", "feature_kinds",
-           "feature_stage", "fitting_entry", "has_liquid", "is_liquid_model", "liquid_rules", "locate", "read_entry",
-           "readout_features", "samples_digest", "stimuli_record"]
+           "feature_stage", "fitting_entry", "has_liquid", "is_liquid_model", "kept_progress", "liquid_rules", "locate",
+           "partial_progress", "read_entry", "readout_features", "samples_digest", "stimuli_record"]
 
 #: Version of the cache files' layout (part of the key).
 FEATURE_FORMAT = 1
@@ -219,15 +231,23 @@ def _counts(out: list[Tensor], n: int, duration: int) -> Tensor:
     return counts.to(torch.int16 if duration < 2**15 else torch.int32)
 
 
-def _simulate(liquid: nn.Module, p: Tensor, duration: int, batch: int, seed: int, split: str) -> Tensor:
-    """Spike counts (N, n) of ``p`` (N, n_in) presented ``batch`` at a time (the attached plasticity)."""
-    out = [batch_counts(liquid, p[start:start + batch], duration, seed, split, c)
-           for c, start in enumerate(range(0, len(p), batch))]
+def _simulate(liquid: nn.Module, p: Tensor, duration: int, batch: int, seed: int, split: str,
+              partial: Partial) -> Tensor:
+    """Spike counts (N, n) of ``p`` (N, n_in) presented ``batch`` at a time (the attached
+    plasticity); the batches ``partial`` holds are taken from it, the others kept there."""
+    done = partial.batches.setdefault(split, {})
+    out = []
+    for c, start in enumerate(range(0, len(p), batch)):
+        if c not in done:
+            done[c] = batch_counts(liquid, p[start:start + batch], duration, seed, split, c)
+            partial.save_batch(split, c, done[c])
+        out.append(done[c])
     return _counts(out, liquid.n, duration)
 
 
-def _initialise(config: RunConfig, model: nn.Module, p_train: Tensor) -> int:
-    """Phase 1: the liquid rule in persistent mode over ``init_images`` random training images."""
+def _initialise(config: RunConfig, model: nn.Module, p_train: Tensor, partial: Partial) -> int:
+    """Phase 1: the liquid rule in persistent mode over ``init_images`` random training images
+    (from the state ``partial`` holds, kept there every :data:`INIT_SAVE_EVERY` images)."""
     opts = effective_rule_options(config)
     rule = rules_mod.get(config.rule, **{**opts, "mode": "persistent", "decay": 1.0})
     n_img, duration = int(rule.options()["init_images"]), int(rule.options()["init_duration"])
@@ -235,36 +255,50 @@ def _initialise(config: RunConfig, model: nn.Module, p_train: Tensor) -> int:
         return 0
     g = torch.Generator().manual_seed(_derive(config.seed, "init-order"))
     order = torch.cat([torch.randperm(len(p_train), generator=g) for _ in range(math.ceil(n_img / len(p_train)))])
-    learner = rule.attach(model)
     liquid = model.liquid
+    start = 0
+    if partial.init is not None:  # the weights are all that carries over between images
+        start = partial.init[0]
+        with torch.no_grad():
+            liquid.weight.copy_(partial.init[1].to(liquid.weight.device))
+    learner = rule.attach(model)
     try:
-        for i, idx in enumerate(order[:n_img].tolist()):
+        for i in range(start, n_img):
+            idx = int(order[i])
             liquid.input_seed = _derive(config.seed, "init", i)
             liquid.simulate(p_train[idx:idx + 1], duration=duration, write_back=True)
+            if (i + 1) % liquid_resume.INIT_SAVE_EVERY == 0 or i + 1 == n_img:
+                partial.save_init(i + 1, liquid.weight)
     finally:
         learner.detach()
     return n_img
 
 
 def _generate(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module, p_train: Tensor,
-              p_test: Tensor) -> dict[str, Any]:
-    """Phases 1 and 2 and the measurements: what the cache holds."""
+              p_test: Tensor, partial: Partial) -> dict[str, Any]:
+    """Phases 1 and 2 and the measurements: what the cache holds (continuing from ``partial``'s
+    progress and keeping it there, see :mod:`beyondbp.training.liquid_resume`)."""
     liquid, opts = model.liquid, model.opts
     started = time.perf_counter()
-    n_init = _initialise(config, model, p_train) if plastic is not None else 0
+    n_init = _initialise(config, model, p_train, partial) if plastic is not None else 0
     splits = {"train": p_train, "test": p_test}
+    done = partial.usable_batches(liquid.weight)  # those from this W_INI
     batches = sum(math.ceil(len(p) / opts.feature_batch) for p in splits.values())
     workers = feature_workers(config.feature_workers, batches, (len(p_train) + len(p_test)) * opts.duration)
+    left = batches - sum(len(found) for found in done.values())
     counts: dict[str, Tensor] = {}
     if workers > 1:  # phase 2 in worker processes, each from W_INI (see liquid_pool)
         rule = (config.rule, effective_rule_options(config)) if plastic is not None else None
-        with FeaturePool(model, rule, workers) as pool:
-            parts = pool.counts(splits, opts.duration, opts.feature_batch, config.seed)
+        if left:
+            with FeaturePool(model, rule, min(workers, left)) as pool:
+                parts = pool.counts(splits, opts.duration, opts.feature_batch, config.seed, done, partial.save_batch)
+        else:
+            parts = {split: [done[split][c] for c in sorted(done.get(split, {}))] for split in splits}
         counts = {split: _counts(out, liquid.n, opts.duration) for split, out in parts.items()}
     learner = plastic.attach(model) if plastic is not None else None  # transient plasticity from W_INI
     try:
         if workers == 1:
-            counts = {split: _simulate(liquid, p, opts.duration, opts.feature_batch, config.seed, split)
+            counts = {split: _simulate(liquid, p, opts.duration, opts.feature_batch, config.seed, split, partial)
                       for split, p in splits.items()}
         m = min(MEASURE_SAMPLES, len(p_test))
         measurements: dict[str, float] = {}
@@ -280,7 +314,7 @@ def _generate(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Modul
     return {
         "format": FEATURE_FORMAT, "counts_train": counts["train"], "counts_test": counts["test"],
         "weight": liquid.weight.detach().cpu().clone(), "measurements": measurements, "init_images": n_init,
-        "seconds": time.perf_counter() - started, "workers": workers,
+        "seconds": partial.elapsed + time.perf_counter() - started, "workers": workers,
     }
 
 
@@ -373,11 +407,37 @@ def stimuli_record(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, pl
             "stimuli": plain(stimuli)}
 
 
+#: The progress folder of the generation this process ran last, while it is there (kept_progress).
+_KEPT: dict[str, Path | None] = {"folder": None}
+
+
+def kept_progress() -> Path | None:
+    """The partial-progress folder of the last feature generation this process started, if it
+    is still there (the generation was stopped): what a rerun continues from."""
+    folder = _KEPT["folder"]
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def partial_progress(config: RunConfig, plastic: rules_mod.Rule | None, model: nn.Module,
+                     place: FeaturePlace) -> Partial:
+    """The progress folder of ``place``'s entry, ``<key>.partial`` beside it, read
+    (:mod:`beyondbp.training.liquid_resume`)."""
+    n_img = int(plastic.options()["init_images"]) if plastic is not None and len(place.p_train) else 0
+    identity = {"key": place.key, "n_train": len(place.p_train), "n_test": len(place.p_test),
+                "neurons": int(model.liquid.n), "synapses": int(model.liquid.weight.numel()), "init_images": n_img,
+                "feature_batch": int(model.opts.feature_batch), "duration": int(model.opts.duration)}
+    partial = Partial(place.path.with_suffix(".partial"), identity)
+    partial.load()
+    return partial
+
+
 def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, device: torch.device, *,
-                  generate: bool = True) -> FeatureStage:
+                  generate: bool = True, progress: Callable[[str, dict[str, Any]], Any] | None = None) -> FeatureStage:
     """Check a liquid run's settings and, with ``generate``, run (or load) the liquid phases and
     return the features (see the module docstring). Bad settings raise :class:`ConfigError`
-    before anything is simulated or written."""
+    before anything is simulated or written. A generation that continues the partial progress
+    of a stopped one calls ``progress("liquid_resumed", info)`` first (``info``: the
+    ``init_images_done`` of ``init_images``, ``batches_done`` of ``batches``, ``folder``)."""
     _check_data(config, ds)
     if config.init_from is not None:
         raise ConfigError(
@@ -392,10 +452,17 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
     p_train, p_test, rate_max, key, path = place.p_train, place.p_test, place.rate_max, place.key, place.path
     entry = fitting_entry(path, model, len(p_train), len(p_test))
     cached = entry is not None
+    resumed = None
     if entry is None:
+        partial = partial_progress(config, plastic, model, place)
+        batches = sum(math.ceil(len(p) / model.opts.feature_batch) for p in (p_train, p_test))
+        resumed = partial.summary(batches)
+        if resumed is not None and progress is not None:
+            progress("liquid_resumed", {**resumed, "folder": str(partial.folder)})
         saved_seed = model.liquid.input_seed
+        _KEPT["folder"] = partial.folder
         try:
-            entry = _generate(config, plastic, model, p_train, p_test)
+            entry = _generate(config, plastic, model, p_train, p_test, partial)
         finally:
             model.liquid.input_seed = saved_seed
         entry.update(stimuli_record(config, ds, model, place))
@@ -404,6 +471,7 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
         except OSError as exc:
             raise ConfigError(f"cannot write the liquid's features to {str(path)!r} ({exc.strerror or exc}); "
                               "give a writable feature_cache directory.") from None
+        partial.remove()
     with torch.no_grad():
         model.liquid.weight.copy_(entry["weight"].to(model.liquid.weight.device))  # W_INI
     f_train, scale = readout_features(entry["counts_train"], model.opts.features)
@@ -414,7 +482,7 @@ def feature_stage(config: RunConfig, ds: data_mod.Dataset, model: nn.Module, dev
         "init_images": int(entry["init_images"]), "duration_ms": int(model.opts.duration),
         "feature_seconds": float(entry["seconds"]), "feature_workers": int(entry.get("workers", 1)),
         "rate_max": float(rate_max), "feature_scale": scale,
-        "measurements": measurements,
+        "measurements": measurements, "resumed": resumed,
     }
     features = replace(
         ds, x_train=f_train, x_test=f_test, input_shape=(model.liquid.n,),

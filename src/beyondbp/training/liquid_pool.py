@@ -35,7 +35,7 @@ import io
 import os
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -139,13 +139,24 @@ class FeaturePool:
         else:  # interrupted or failed: stop the workers now
             stop_pool(self.pool)
 
-    def counts(self, splits: dict[str, Tensor], duration: int, batch: int, seed: int) -> dict[str, list[Tensor]]:
+    def counts(self, splits: dict[str, Tensor], duration: int, batch: int, seed: int,
+               done: dict[str, dict[int, Tensor]] | None = None,
+               on_batch: Callable[[str, int, Tensor], Any] | None = None) -> dict[str, list[Tensor]]:
         """Per split, the spike counts of each of its feature batches, in order (as
-        :func:`batch_counts` in this process would give them)."""
+        :func:`batch_counts` in this process would give them). ``done``: batches already known
+        (split → index → counts), not simulated again; ``on_batch(split, c, counts)`` is called
+        here, in this process, as each other batch completes."""
+        done = done or {}
+        out: dict[str, dict[int, Tensor]] = {split: dict(done.get(split, {})) for split in splits}
         with _main_hidden():  # the workers start at the first submissions
             futures = {
-                split: [self.pool.submit(_run, p[start:start + batch].contiguous().numpy(), duration, seed, split, c)
-                        for c, start in enumerate(range(0, len(p), batch))]
+                self.pool.submit(_run, p[start:start + batch].contiguous().numpy(), duration, seed, split, c): (split, c)
                 for split, p in splits.items()
+                for c, start in enumerate(range(0, len(p), batch)) if c not in out[split]
             }
-        return {split: [torch.from_numpy(f.result()) for f in fs] for split, fs in futures.items()}
+        for future in cf.as_completed(futures):
+            split, c = futures[future]
+            out[split][c] = torch.from_numpy(future.result())
+            if on_batch is not None:
+                on_batch(split, c, out[split][c])
+        return {split: [found[c] for c in sorted(found)] for split, found in out.items()}

@@ -81,7 +81,9 @@ that raises keeps it.
 
 The library never prints: pass ``progress=callback`` to receive ``(event, info)`` calls —
 ``"start"`` (rule, total_steps, steps_per_epoch, resumed_from_step), ``"step"`` (step,
-total_steps, loss), ``"epoch"`` (the history entry) and ``"end"`` (result).
+total_steps, loss), ``"epoch"`` (the history entry) and ``"end"`` (result); a liquid run
+(model ``lsm``) that continues a stopped feature generation sends ``"liquid_resumed"`` first
+(:func:`beyondbp.training.liquid.feature_stage`).
 """
 
 from __future__ import annotations
@@ -164,12 +166,14 @@ def _device(config: RunConfig) -> torch.device:
     return device
 
 
-def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None, *, generate: bool = True) -> Setup:
+def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None, *, generate: bool = True,
+            progress: Progress | None = None) -> Setup:
     """Seed, load data (or use ``dataset``, already cut to size), build the model, attach the rule.
 
     A model with a spiking liquid (``lsm``) goes through :func:`beyondbp.training.liquid.feature_stage`
     first: ``Setup.dataset`` holds the liquid's (cached) features and the rule is attached to the
-    model's readout; ``generate=False`` only checks the settings (nothing is simulated)."""
+    model's readout; ``generate=False`` only checks the settings (nothing is simulated); ``progress``
+    receives its ``"liquid_resumed"`` event."""
     device = _device(config)
     seed_everything(config.seed)
     ds = dataset if dataset is not None else load_dataset(config)
@@ -177,7 +181,7 @@ def prepare(config: RunConfig, dataset: data_mod.Dataset | None = None, *, gener
     model = models_mod.build(config.model, input_shape, ds.num_classes, **config.model_options)
     model.to(device)
     if liquid_mod.has_liquid(model):
-        stage = liquid_mod.feature_stage(config, ds, model, device, generate=generate)
+        stage = liquid_mod.feature_stage(config, ds, model, device, generate=generate, progress=progress)
         ds, target, rule = stage.dataset, stage.target, stage.rule
     else:
         target, rule = model, rules_mod.get(config.rule, **effective_rule_options(config))
@@ -525,7 +529,7 @@ def _run(config: RunConfig, progress: Progress | None, dataset: data_mod.Dataset
     saved = state_mod.read(config.state, config.run_id) if config.state is not None else None
     if config.checkpoint is not None:  # written at the end: refused now, like the state's folder
         files.check_folder_exists(config.checkpoint, "checkpoint path")
-    setup = prepare(config, dataset)
+    setup = prepare(config, dataset, progress=progress)
     model, learner, device = setup.model, setup.learner, setup.device
     optimizer, init_record = start_optimizer(config, model, learner)
     task = make_task(config, setup.dataset, device)
