@@ -105,3 +105,27 @@ def test_an_option_given_twice_is_refused_instead_of_the_last_one_winning(capsys
     assert not (tmp_path / "run").exists()
     code, out, err = cli(capsys, "train", "--model", "mlp", "--data", "digits", "--data-opt", "a=1", "--data-opt", "a=1")
     assert code == 2 and "--data-opt a is given twice" in err and err.count("\n") == 1
+
+
+def test_an_option_given_twice_to_compare_continual_or_memory_is_refused(capsys, tmp_path):
+    # compare's --rule-opt, continual's --rule-opt / --method-opt and memory's --opt went through
+    # their own parsers, where the last value still won silently (also a general KEY=VALUE
+    # overwriting a RULE:KEY=VALUE given before it, or the reverse)
+    from beyondbp.cli.common import split_rule_options
+    from beyondbp.cli.continual import _continual_method_options
+    from beyondbp.cli.memory import _memory_options
+
+    code, out, err = cli(capsys, "compare", "--rules", "fa,dfa", "--model", "mlp", "--data", "digits", "--steps", "1",
+                         "--rule-opt", "seed=1", "--rule-opt", "seed=2", "--out", tmp_path / "cmp")
+    assert code == 2 and err.strip() == "error: --rule-opt seed is given twice for rule 'fa' (1 and 2); give each option once"
+    assert not (tmp_path / "cmp").exists()
+    for items in (["fa:seed=1", "fa:seed=2"], ["fa:seed=1", "seed=2"], ["seed=2", "fa:seed=1"]):
+        with pytest.raises(ConfigError, match="--rule-opt seed is given twice for rule 'fa'"):
+            split_rule_options(items, ["fa", "dfa"])
+    assert split_rule_options(["fa:seed=1", "dfa:seed=2"], ["fa", "dfa"]) == {"fa": {"seed": 1}, "dfa": {"seed": 2}}
+    with pytest.raises(ConfigError, match="--method-opt lam is given twice for method 'ewc'"):
+        _continual_method_options(["ewc:lam=1", "lam=2"], ["finetune", "ewc"])
+    with pytest.raises(ConfigError, match="--opt beta is given twice for memory 'modern-hopfield'"):
+        _memory_options(["beta=1", "modern-hopfield:beta=2"], ["modern-hopfield"])
+    assert _memory_options(["hopfield:a=1", "modern-hopfield:a=2"], ["hopfield", "modern-hopfield"]) == {
+        "hopfield": {"a": 1}, "modern-hopfield": {"a": 2}}

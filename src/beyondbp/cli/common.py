@@ -87,10 +87,18 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
         key, value = parse_assignment(item, flag)
         if ":" in key:
             raise ConfigError(f"malformed {flag} {item!r}: a RULE: prefix is only allowed in --rule-opt of compare")
-        if key in out:  # the last one used to win silently
-            raise ConfigError(f"{flag} {key} is given twice ({json.dumps(out[key])} and {json.dumps(value)}); give each option once")
-        out[key] = value
+        set_once(out, key, value, flag)
     return out
+
+
+def set_once(table: dict[str, Any], key: str, value: Any, flag: str, owner: str | None = None) -> None:
+    """``table[key] = value``, refused (:class:`ConfigError`) when ``key`` is already set: an option
+    given twice (to ``owner``, e.g. ``"rule 'fa'"``, when named) used to have its last value win silently."""
+    if key in table:
+        where = f" for {owner}" if owner else ""
+        raise ConfigError(f"{flag} {key} is given twice{where} ({json.dumps(table[key])} and {json.dumps(value)}); "
+                          "give each option once")
+    table[key] = value
 
 
 def split_rule_options(items: list[str] | None, rules: list[str]) -> dict[str, dict[str, Any]]:
@@ -105,13 +113,13 @@ def split_rule_options(items: list[str] | None, rules: list[str]) -> dict[str, d
                 raise ConfigError(f"--rule-opt {item!r} names rule {rule!r}, which is not among --rules {','.join(rules)}")
             if not key:
                 raise ConfigError(f"malformed --rule-opt {item!r}: expected RULE:KEY=VALUE")
-            per_rule[rule][key] = value
+            set_once(per_rule[rule], key, value, "--rule-opt", f"rule {rule!r}")
             continue
         takers = [r for r in rules if key in rules_mod.rule_class(r).option_names()]
         if not takers:
             raise ConfigError(f"no rule among {', '.join(rules)} has an option {key!r} (from --rule-opt {item!r})")
         for r in takers:
-            per_rule[r][key] = value
+            set_once(per_rule[r], key, value, "--rule-opt", f"rule {r!r}")
     return per_rule
 
 

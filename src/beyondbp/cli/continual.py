@@ -26,6 +26,7 @@ from .common import (
     app,
     parse_assignment,
     parse_assignments,
+    set_once,
     split_rule_options,
 )
 from .progress import _Ticker
@@ -57,13 +58,13 @@ def _continual_method_options(items: list[str] | None, methods: list[str]) -> di
         if sep:
             if method not in out:
                 raise ConfigError(f"--method-opt {item!r} names method {method!r}, which is not among --methods")
-            out[method][name] = value
+            set_once(out[method], name, value, "--method-opt", f"method {method!r}")
             continue
         takers = [m for m in methods if key in declared[m]]
         if not takers:
             raise ConfigError(f"no method among {', '.join(methods)} has an option {key!r} (from --method-opt {item!r})")
         for m in takers:
-            out[m][key] = value
+            set_once(out[m], key, value, "--method-opt", f"method {m!r}")
     return out
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from .. import files
 from .._lazy import lazy
 from ..errors import ConfigError
-from .common import DebugOpt, OutOverwriteOpt, _check_out, _console, app, parse_assignment
+from .common import DebugOpt, OutOverwriteOpt, _check_out, _console, app, parse_assignment, set_once
 
 jsonable = lazy("beyondbp.jsonable")
 
@@ -45,7 +45,7 @@ def _memory_options(items: list[str] | None, names: list[str]) -> dict[str, dict
         if sep and name not in out:
             raise ConfigError(f"--opt {item!r} names memory {name!r}, which is not among the memories asked for")
         for target in ([name] if sep else names):
-            out[target][option if sep else key] = value
+            set_once(out[target], option if sep else key, value, "--opt", f"memory {target!r}")
     return out
 
 
