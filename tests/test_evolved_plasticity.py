@@ -241,6 +241,7 @@ def test_the_authors_lr_cut_divides_adams_rate_from_its_generation_on():
     ({"train_tasks": ()}, "train_tasks is empty"),
     ({"lr_cut_generation": -1}, "lr_cut_generation must be at least 0"),
     ({"lr_cut_factor": 0.5}, "lr_cut_factor must be at least 1"),
+    ({"lr_cut_factor": float("inf")}, "lr_cut_factor must be a finite number"),
 ])
 def test_bad_settings_are_refused_in_one_sentence(kwargs, words):
     with pytest.raises(BeyondBPError) as info:

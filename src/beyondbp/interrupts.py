@@ -13,7 +13,7 @@ control starts background jobs with SIGINT ignored) stays ignored.
 
 :func:`die_with` is called in a worker process: it ends the worker with SIGKILL as soon as a
 given process (the driver) ends, whatever ended it, SIGKILL included. :func:`worker_context` is
-the start method of such workers (``forkserver``, started with SIGINT ignored; ``spawn`` where
+the start method of such workers (``forkserver``, whose server and workers ignore SIGINT; ``spawn`` where
 there is none; never ``fork``, which is unsafe once torch has started threads),
 :func:`stop_pool` stops a process pool's workers at once, :func:`can_have_children` says whether
 this process may start any (a daemonic process, e.g. a ``multiprocessing.Pool`` worker, may not),
@@ -202,21 +202,26 @@ def can_have_children() -> bool:
 
 
 def _start_forkserver_without_sigint() -> None:
-    """Start the forkserver with SIGINT ignored, so that it and the workers it forks inherit
-    that: Ctrl-C reaches the whole process group, and only the driver must handle it (it hands
-    the runs in flight back and stops the workers), not a server busy importing torch, which
-    would die printing a ``KeyboardInterrupt`` traceback. (Python keeps an inherited SIG_IGN
-    for SIGINT instead of installing its own handler.)"""
-    from multiprocessing import forkserver
+    """Start the forkserver so that it and the workers it forks ignore SIGINT: Ctrl-C reaches the
+    whole process group, and only the driver must handle it (it hands the runs in flight back and
+    stops the workers), not a server busy importing torch, which would die printing a
+    ``KeyboardInterrupt`` traceback. The server is spawned with SIGINT blocked in this thread (a
+    child inherits the signal mask, as multiprocessing's resource tracker is spawned) and its
+    first preload module, :mod:`beyondbp._sigint_ignored`, ignores SIGINT and unblocks it. A
+    Ctrl-C that reaches this process meanwhile stays pending and is handled as soon as the server
+    is spawned (SIGINT used to be ignored here for that moment: a Ctrl-C then was lost, and the
+    command ran on)."""
+    from multiprocessing import forkserver, resource_tracker
 
-    if threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - no POSIX signal masks
         forkserver.ensure_running()
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    resource_tracker.ensure_running()  # it blocks and then unblocks SIGINT itself: before ours
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending SIGINT is handled now
 
 
 def _is_main_guard(test: ast.expr) -> bool:
@@ -282,14 +287,18 @@ def check_main_guarded() -> None:
         raise ConfigError(_guard_message(f"line {found[1]} of {found[0]}"))
 
 
+#: The forkserver's first preload module: it makes the server ignore SIGINT.
+_SIGINT_IGNORED = "beyondbp._sigint_ignored"
+
+
 def worker_context(preload: list[str]) -> Any:
     """The multiprocessing context worker pools use: ``forkserver`` (its server imports the
     modules ``preload`` names once, when this call starts it, so that each worker is a cheap
-    fork of it; it is started with SIGINT ignored, see :func:`_start_forkserver_without_sigint`),
+    fork of it; it and its workers ignore SIGINT, see :func:`_start_forkserver_without_sigint`),
     ``spawn`` where there is no forkserver. Give each worker :func:`die_with` in its initializer."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(preload)
+        ctx.set_forkserver_preload([_SIGINT_IGNORED, *(name for name in preload if name != _SIGINT_IGNORED)])
         _start_forkserver_without_sigint()
         return ctx
     return multiprocessing.get_context("spawn")

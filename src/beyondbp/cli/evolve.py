@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -41,6 +42,11 @@ def _tasks(text: str) -> tuple[str, ...]:
 def _at_least(value: int, least: int, flag: str, what: str = "") -> None:
     if value < least:
         raise ConfigError(f"invalid {flag} {value}: it must be a whole number of at least {least}{what}")
+
+
+def _finite(value: float, flag: str) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"invalid {flag} {value}: it must be a finite number")
 
 
 @app.command()
@@ -94,6 +100,11 @@ def evolve(
     _at_least(test_every, 0, "--test-every")
     _at_least(test_lifetimes, 1, "--test-lifetimes")
     _at_least(seed, 0, "--seed")
+    for value, flag in ((sigma, "--sigma"), (lr, "--lr"), (init_alpha, "--init-alpha"), (lr_cut_factor, "--lr-cut-factor")):
+        _finite(value, flag)
+    if lr_cut_generation is not None and lr_cut_generation >= generations:
+        raise ConfigError(f"invalid --lr-cut-generation {lr_cut_generation}: it must be below --generations "
+                          f"({generations}), or left out for no cut")
     es = ESConfig(population=population, generations=generations, sigma=sigma, lr=lr, train_tasks=_tasks(train_tasks),
                   test_task=test_task, test_every=test_every, test_lifetimes=test_lifetimes, seed=seed,
                   task_schedule=task_schedule, lr_cut_generation=lr_cut_generation, lr_cut_factor=lr_cut_factor)

@@ -46,6 +46,7 @@ the DMS success (bench/README.md, "Evolved plasticity, the authors' schedule, a 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class ESConfig:
             raise ConfigError("generations and test_every must be at least 0, test_lifetimes at least 1.")
         if self.lr_cut_generation is not None and self.lr_cut_generation < 0:
             raise ConfigError(f"lr_cut_generation must be at least 0 (or None: never), not {self.lr_cut_generation}.")
+        if math.isinf(self.lr_cut_factor):
+            raise ConfigError(f"lr_cut_factor must be a finite number (it divides the rate), not {self.lr_cut_factor}.")
         if not self.lr_cut_factor >= 1:
             raise ConfigError(f"lr_cut_factor must be at least 1 (it divides the rate), not {self.lr_cut_factor}.")
         if self.task_schedule not in TASK_SCHEDULES:
